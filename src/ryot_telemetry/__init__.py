@@ -1,0 +1,45 @@
+"""ryot-telemetry: OpenTelemetry metrics for LLM inference services.
+
+import ryot_telemetry
+tel = ryot_telemetry.configure()          # Prometheus on localhost:9464, OTLP from OTEL_* variables
+tel.instrument_router(router)             # llama-stack-style router: requests, latency, TTFT, tokens, ...
+"""
+
+from __future__ import annotations
+
+from ._errors import SEVERITY, classify
+from ._instruments import METER_NAME, create_instrument, views
+from ._labels import OVERFLOW, batch_size_label, prompt_size_label
+from ._recorder import Recorder, Request
+from ._setup import ConfigurationError, Telemetry, build_recorder, configure, default_recorder, package_version
+from ._wrapper import instrument_router, traced_call, uninstrument_router
+from .catalogue import CATALOGUE, MetricSpec
+from .cost import Price, PriceTable
+
+__version__ = package_version()
+
+__all__ = [
+    "CATALOGUE",
+    "METER_NAME",
+    "OVERFLOW",
+    "SEVERITY",
+    "ConfigurationError",
+    "MetricSpec",
+    "Price",
+    "PriceTable",
+    "Recorder",
+    "Request",
+    "Telemetry",
+    "__version__",
+    "batch_size_label",
+    "build_recorder",
+    "classify",
+    "configure",
+    "create_instrument",
+    "default_recorder",
+    "instrument_router",
+    "prompt_size_label",
+    "traced_call",
+    "uninstrument_router",
+    "views",
+]

@@ -1,0 +1,77 @@
+"""Exception -> (status, error_type, severity), from the exception's class, status code and message."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+SEVERITY = {
+    "oom": "critical",
+    "cuda_error": "critical",
+    "invalid_prompt": "info",
+    "model_not_found": "info",
+    "timeout": "warning",
+    "tokenization_error": "warning",
+    "inference_error": "warning",
+}
+
+_TIMEOUT_TYPES: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status", "http_status", "code"):
+        v = getattr(exc, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599:
+            return v
+    resp = getattr(exc, "response", None)
+    v = getattr(resp, "status_code", None)
+    if isinstance(v, int) and 100 <= v <= 599:
+        return v
+    return None
+
+
+def _class_names(exc: BaseException) -> str:
+    return " ".join(c.__name__.lower() for c in type(exc).__mro__[:-2])
+
+
+def classify(exc: BaseException) -> str:
+    """The SPEC error_type of an exception. Never raises."""
+    try:
+        names = _class_names(exc)
+        try:
+            msg = str(exc)[:2000].lower()
+        except Exception:
+            msg = ""
+        text = names + " " + msg
+        if isinstance(exc, MemoryError) or "outofmemory" in names or "out of memory" in msg or "oom" in names:
+            return "oom"
+        if "cuda" in text or "cublas" in text or "cudnn" in text or "nccl" in text:
+            return "cuda_error"
+        code = _status_code(exc)
+        if isinstance(exc, _TIMEOUT_TYPES) or "timeout" in names or code in (408, 504) or "timed out" in msg:
+            return "timeout"
+        if "tokeniz" in text:
+            return "tokenization_error"
+        if (
+            code == 404
+            or "modelnotfound" in names
+            or "model not found" in msg
+            or ("model" in msg and ("not found" in msg or "does not exist" in msg or "not registered" in msg))
+        ):
+            return "model_not_found"
+        if (
+            code in (400, 413, 422)
+            or "validation" in names
+            or "badrequest" in names
+            or "context length" in msg
+            or "invalid prompt" in msg
+            or "prompt is too long" in msg
+        ):
+            return "invalid_prompt"
+        return "inference_error"
+    except Exception:
+        return "inference_error"
+
+
+def status_for(error_type: str) -> str:
+    return "timeout" if error_type == "timeout" else "error"

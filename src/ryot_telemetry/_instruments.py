@@ -1,0 +1,109 @@
+"""Instruments and Views, both derived from the catalogue."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+from .catalogue import CATALOGUE, Instrument, MetricSpec, get
+
+METER_NAME = "ryot_telemetry"
+
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+def validate_buckets(name: str, bounds: Sequence[float]) -> tuple[float, ...]:
+    """Bucket boundaries must be finite, non-empty and strictly increasing; checked once, at start-up."""
+    try:
+        out = tuple(float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"buckets for {name}: expected a list of numbers, got {bounds!r}") from None
+    if not out:
+        raise ValueError(f"buckets for {name}: empty list")
+    if any(not math.isfinite(b) for b in out):
+        raise ValueError(f"buckets for {name}: boundaries must be finite (+Inf is implicit), got {list(out)}")
+    if any(a >= b for a, b in zip(out, out[1:])):
+        raise ValueError(f"buckets for {name} not in strictly increasing order: {list(out)}")
+    return out
+
+
+def resolve_buckets(overrides: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
+    """Catalogue buckets with overrides applied; override keys may be OTel or Prometheus names."""
+    buckets = {m.name: m.buckets for m in CATALOGUE if m.buckets is not None}
+    for key, bounds in (overrides or {}).items():
+        try:
+            spec = get(key)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        if spec.buckets is None:
+            raise ValueError(f"{key} is a {spec.prometheus_type}, not a histogram: it has no buckets")
+        buckets[spec.name] = validate_buckets(key, bounds)
+    return buckets  # type: ignore[return-value]
+
+
+def create_instrument(
+    meter: Meter,
+    spec: MetricSpec,
+    *,
+    callbacks: Sequence[Callback] | None = None,
+    buckets: Sequence[float] | None = None,
+) -> Any:
+    """One OTel instrument for a catalogue entry; histograms carry advisory bucket boundaries."""
+    kind = spec.instrument
+    if kind is Instrument.COUNTER:
+        return meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
+    if kind is Instrument.UP_DOWN_COUNTER:
+        return meter.create_up_down_counter(spec.name, unit=spec.unit, description=spec.description)
+    if kind is Instrument.HISTOGRAM:
+        return meter.create_histogram(
+            spec.name,
+            unit=spec.unit,
+            description=spec.description,
+            explicit_bucket_boundaries_advisory=list(buckets if buckets is not None else spec.buckets or ()),
+        )
+    if kind is Instrument.GAUGE:
+        return meter.create_gauge(spec.name, unit=spec.unit, description=spec.description)
+    if kind is Instrument.OBSERVABLE_GAUGE:
+        return meter.create_observable_gauge(
+            spec.name, callbacks=list(callbacks or ()), unit=spec.unit, description=spec.description
+        )
+    if kind is Instrument.OBSERVABLE_UP_DOWN_COUNTER:
+        return meter.create_observable_up_down_counter(
+            spec.name, callbacks=list(callbacks or ()), unit=spec.unit, description=spec.description
+        )
+    raise AssertionError(f"unhandled instrument kind {kind}")
+
+
+def views(
+    bucket_overrides: Mapping[str, Sequence[float]] | None = None,
+    *,
+    include_semconv: bool = True,
+) -> list[View]:
+    """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
+
+    The attribute filter keeps exactly the catalogue's label keys, so a stray attribute cannot add a series.
+    """
+    buckets = resolve_buckets(bucket_overrides)
+    out: list[View] = []
+    for spec in CATALOGUE:
+        keys = set(spec.all_labels)
+        if spec.buckets is not None:
+            out.append(
+                View(
+                    instrument_name=spec.name,
+                    meter_name=METER_NAME,
+                    attribute_keys=keys,
+                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name])),
+                )
+            )
+        else:
+            out.append(View(instrument_name=spec.name, meter_name=METER_NAME, attribute_keys=keys))
+    if include_semconv:
+        from .genai import semconv_views
+
+        out.extend(semconv_views())
+    return out

@@ -1,0 +1,416 @@
+"""The per-request recorder: a tiny hot path, with the OTel measurements deferred to collection time.
+
+Why deferred: an OTel SDK ``add``/``record`` copies and hashes the attribute dict and takes locks, several µs
+each, and a request produces about ten of them. On the request path this recorder only takes timestamps, bumps
+an in-flight counter and appends the finished request to a queue. The queue is drained into the real OTel
+instruments by a callback the SDK runs at the start of every collection (scrape, OTLP export, in-memory read),
+so every reader sees exactly the measurements it would have seen had they been recorded inline. The queue is
+bounded: past ``max_pending`` the appending thread drains it itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from . import catalogue
+from ._errors import SEVERITY, classify, status_for
+from ._instruments import create_instrument
+from ._labels import ModelLabels, batch_size_label, prompt_size_label
+from .cost import PriceTable
+from .genai import OPERATION, SemconvInstruments
+
+_log = logging.getLogger("ryot_telemetry")
+_clock = time.perf_counter
+
+ENDPOINTS = ("chat_completion", "completion")
+MODES = ("standard", "streaming", "batch")
+_CONTEXT_TYPE = {"standard": "conversation", "streaming": "streaming", "batch": "batch"}
+_WINDOWS = (("1m", 60), ("5m", 300), ("15m", 900))
+_RING = 900  # seconds kept by the sliding windows (the longest window)
+
+DEFAULT_MAX_PENDING = 65536
+
+
+def _count_value(c: itertools.count) -> int:
+    # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
+    return int(repr(c)[6:-1])
+
+
+class _Active:
+    """In-flight counter for one label set: two atomic counters, so concurrent threads can never make it drift."""
+
+    __slots__ = ("attrs", "enter", "exit")
+
+    def __init__(self, attrs: dict[str, str]) -> None:
+        self.enter = itertools.count()
+        self.exit = itertools.count()
+        self.attrs = attrs
+
+    def value(self) -> int:
+        return _count_value(self.enter) - _count_value(self.exit)
+
+
+class Request:
+    """One request's facts, filled in by the wrapper as they become known and recorded once, when finished."""
+
+    __slots__ = (
+        "_active",
+        "_done",
+        "batch_size",
+        "cached_tokens",
+        "chunks",
+        "completion_tokens",
+        "end",
+        "endpoint",
+        "error_type",
+        "first_token",
+        "mode",
+        "model",
+        "prompt_chars",
+        "prompt_tokens",
+        "response_model",
+        "start",
+        "status",
+    )
+
+    def __init__(self, model: str, endpoint: str, mode: str, batch_size: int, active: _Active) -> None:
+        self.model = model
+        self.endpoint = endpoint
+        self.mode = mode
+        self.batch_size = batch_size
+        self._active = active
+        self.first_token: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.cached_tokens: int | None = None
+        self.prompt_chars: int | None = None
+        self.response_model: str | None = None
+        self.chunks = 0
+        self.status = "success"
+        self.error_type: str | None = None
+        self.end = 0.0
+        self._done = False
+        next(active.enter)
+        self.start = _clock()
+
+    # The three ways a request can end. Each is idempotent: only the first call counts.
+
+    def success(self, recorder: Recorder) -> None:
+        if not self._done:
+            self.end = _clock()
+            self._done = True
+            next(self._active.exit)
+            recorder._submit(self)
+
+    def fail(self, recorder: Recorder, exc: BaseException) -> None:
+        if not self._done:
+            self.end = _clock()
+            self._done = True
+            next(self._active.exit)
+            self.error_type = classify(exc)
+            self.status = "partial" if self.chunks else status_for(self.error_type)
+            recorder._submit(self)
+
+    def abandon(self, recorder: Recorder) -> None:
+        """The consumer closed or cancelled the request: no error, just a request that did not complete."""
+        if not self._done:
+            self.end = _clock()
+            self._done = True
+            next(self._active.exit)
+            self.status = "partial"
+            recorder._submit(self)
+
+
+class _Ring:
+    """Per-second sums over the last ``_RING`` seconds; a slot is reset when its second comes round again."""
+
+    __slots__ = ("stamps", "values")
+
+    def __init__(self) -> None:
+        self.values = [0] * _RING
+        self.stamps = [-1] * _RING
+
+    def add(self, now_s: int, value: int) -> None:
+        i = now_s % _RING
+        if self.stamps[i] != now_s:
+            self.stamps[i] = now_s
+            self.values[i] = 0
+        self.values[i] += value
+
+    def sum(self, now_s: int, seconds: int) -> int:
+        lo = now_s - seconds
+        return sum(v for v, s in zip(self.values, self.stamps) if lo < s <= now_s)
+
+
+class _Windows:
+    """Sliding windows of completion, prompt and cached tokens, fed at drain time from finished requests."""
+
+    __slots__ = ("_cached", "_completion", "_lock", "_prompt", "started")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._completion: dict[str, _Ring] = {}
+        self._prompt: dict[tuple[str, str], _Ring] = {}
+        self._cached: dict[tuple[str, str], _Ring] = {}
+        self.started = _clock()
+
+    @staticmethod
+    def _ring(rings: dict, key: Any) -> _Ring:
+        ring = rings.get(key)
+        if ring is None:
+            ring = rings[key] = _Ring()
+        return ring
+
+    def add(self, req: Request) -> None:
+        now_s = int(req.end)
+        with self._lock:
+            if req.completion_tokens:
+                self._ring(self._completion, req.model).add(now_s, req.completion_tokens)
+            if req.cached_tokens is not None and req.prompt_tokens:
+                key = (req.model, _CONTEXT_TYPE[req.mode])
+                self._ring(self._prompt, key).add(now_s, req.prompt_tokens)
+                self._ring(self._cached, key).add(now_s, req.cached_tokens)
+
+    def _divisor(self, now: float, seconds: int) -> float:
+        # A window longer than the recorder's life would understate the rate.
+        return min(float(seconds), max(now - self.started, 1.0))
+
+    def token_rates(self) -> list[tuple[str, str, float]]:
+        now = _clock()
+        now_s = int(now)
+        with self._lock:
+            return [
+                (model, label, ring.sum(now_s, seconds) / self._divisor(now, seconds))
+                for model, ring in self._completion.items()
+                for label, seconds in _WINDOWS
+            ]
+
+    def rate(self, model: str, seconds: int = 60) -> float | None:
+        """Completion tokens per second for ``model`` over the last ``seconds``; None if it never produced any."""
+        now = _clock()
+        with self._lock:
+            ring = self._completion.get(model)
+            return None if ring is None else ring.sum(int(now), seconds) / self._divisor(now, seconds)
+
+    def hit_ratios(self, seconds: int = 300) -> list[tuple[str, str, float]]:
+        now_s = int(_clock())
+        out = []
+        with self._lock:
+            for key, ring in self._prompt.items():
+                prompt = ring.sum(now_s, seconds)
+                if prompt > 0:
+                    out.append((key[0], key[1], self._cached[key].sum(now_s, seconds) / prompt))
+        return out
+
+
+class Recorder:
+    """Owns the router-facing instruments and turns finished ``Request`` objects into measurements."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        *,
+        buckets: Mapping[str, Sequence[float]] | None = None,
+        max_models: int = 100,
+        max_label_length: int = 128,
+        prices: PriceTable | None = None,
+        semconv: bool = False,
+        genai_provider: str = "llama_stack",
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.models = ModelLabels(max_models, max_label_length)
+        self.prices = prices
+        self.genai_provider = genai_provider
+        self.max_pending = max_pending
+        self._pending: deque[Request] = deque()
+        self._active: dict[tuple[str, str, str], _Active] = {}
+        self._active_lock = threading.Lock()
+        self._attrs: dict[tuple, dict[str, str]] = {}
+        self.windows = _Windows()
+        self._engine_hit_ratio: dict[tuple[str, str], float] = {}
+        b = buckets or {}
+
+        def make(name: str, **kw: Any) -> Any:
+            return create_instrument(meter, catalogue.get(name), buckets=b.get(name), **kw)
+
+        self.requests = make("ryot.inference.requests")
+        self.errors = make("ryot.inference.errors")
+        self.tokens = make("ryot.tokens.generated")
+        self.cost = make("ryot.token.cost_estimate.usd")
+        self.latency = make("ryot.inference.latency")
+        self.ttft = make("ryot.ttft.latency")
+        self.tpot = make("ryot.time_per_output_token")
+        self.batch = make("ryot.batch_size.distribution")
+        self.tps = make("ryot.tokens_per_second")
+        self.cache_eff = make("ryot.prompt_cache.effectiveness")
+        # The in-flight gauge is read from local counters; its callback is also what drains the queue.
+        make("ryot.active_inference_requests", callbacks=[self._observe_active])
+        make("ryot.tokens_per_second_gauge", callbacks=[self._observe_token_rates])
+        make("ryot.kv_cache.hit_ratio", callbacks=[self._observe_hit_ratio])
+        self.semconv = SemconvInstruments(meter) if semconv else None
+        self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None
+
+    # --- hot path ---------------------------------------------------------------------------------------------
+
+    def start(self, model: object, endpoint: str, mode: str, batch_size: int = 1) -> Request:
+        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch."""
+        label = self.models(model)
+        key = (label, mode, endpoint)
+        active = self._active.get(key)
+        if active is None:
+            active = self._new_active(key)
+        return Request(label, endpoint, mode, batch_size, active)
+
+    def _new_active(self, key: tuple[str, str, str]) -> _Active:
+        with self._active_lock:
+            active = self._active.get(key)
+            if active is None:
+                active = self._active[key] = _Active({"model": key[0], "request_type": key[1], "endpoint": key[2]})
+        return active
+
+    def _submit(self, req: Request) -> None:
+        pending = self._pending
+        pending.append(req)
+        if len(pending) > self.max_pending:
+            self.drain()
+
+    # --- collection time --------------------------------------------------------------------------------------
+
+    def drain(self) -> int:
+        """Record every finished request queued so far; returns how many. Safe from any thread."""
+        pending = self._pending
+        n = 0
+        while True:
+            try:
+                req = pending.popleft()
+            except IndexError:
+                return n
+            n += 1
+            try:
+                self._record(req)
+            except Exception:  # telemetry must never take the service down
+                _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+
+    def _a(self, *key: str) -> dict[str, str]:
+        """Attribute dicts are built once per label combination and reused (the SDK copies them anyway)."""
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            attrs = self._attrs[key] = self._make_attrs(key)
+        return attrs
+
+    @staticmethod
+    def _make_attrs(key: tuple) -> dict[str, str]:
+        kind, *vals = key
+        names = _ATTR_NAMES[kind]
+        return {k: v for k, v in zip(names, vals) if v is not None}
+
+    def _record(self, r: Request) -> None:
+        model, mode = r.model, r.mode
+        latency = max(r.end - r.start, 0.0)
+        self.requests.add(
+            1, self._a("req", model, r.endpoint, r.status, r.error_type if r.status != "partial" else None)
+        )
+        if r.error_type is not None:
+            self.errors.add(1, self._a("err", model, r.error_type, SEVERITY[r.error_type]))
+        self.latency.record(latency, self._a("lat", model, batch_size_label(r.batch_size), mode))
+        self.batch.record(r.batch_size, self._a("batch", model, mode))
+        prompt, completion = r.prompt_tokens, r.completion_tokens
+        if prompt is not None:
+            self.tokens.add(prompt, self._a("tok", model, "prompt", mode))
+        if completion is not None:
+            self.tokens.add(completion, self._a("tok", model, "completion", mode))
+        ttft = None
+        if r.first_token is not None:
+            ttft = max(r.first_token - r.start, 0.0)
+            size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
+            self.ttft.record(ttft, self._a("ttft", model, prompt_size_label(size_from)))
+            if completion is not None and completion >= 2:
+                self.tpot.record(max(latency - ttft, 0.0) / (completion - 1), self._a("m", model))
+        if completion and latency > 0:
+            self.tps.record(completion / latency, self._a("m", model))
+        if r.cached_tokens is not None and prompt:
+            self.cache_eff.record(min(r.cached_tokens / prompt, 1.0), self._a("m", model))
+        if self.prices is not None and (prompt or completion):
+            price = self.prices.get(model)
+            if price is not None:
+                if prompt:
+                    self.cost.add(prompt * price.prompt / 1000.0, self._a("cost", model, "prompt"))
+                if completion:
+                    self.cost.add(completion * price.completion / 1000.0, self._a("cost", model, "completion"))
+        self.windows.add(r)
+        if self._record_extra is not None:
+            self._record_extra(r)
+
+    def _record_semconv(self, r: Request) -> None:
+        s = self.semconv
+        assert s is not None
+        op = OPERATION[r.endpoint]
+        resp_model = r.response_model
+        base = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": self.genai_provider,
+            "gen_ai.request.model": r.model,
+        }
+        if resp_model:
+            base["gen_ai.response.model"] = self.models(resp_model)
+        dur_attrs = base if r.error_type is None else {**base, "error.type": r.error_type}
+        latency = max(r.end - r.start, 0.0)
+        s.duration.record(latency, dur_attrs)
+        if r.status == "success" and r.first_token is not None:
+            ttft = max(r.first_token - r.start, 0.0)
+            s.ttft.record(ttft, base)
+            if r.completion_tokens is not None and r.completion_tokens >= 2:
+                s.tpot.record(max(latency - ttft, 0.0) / (r.completion_tokens - 1), base)
+        if r.prompt_tokens is not None:
+            s.usage.record(r.prompt_tokens, {**base, "gen_ai.token.type": "input"})
+        if r.completion_tokens is not None:
+            s.usage.record(r.completion_tokens, {**base, "gen_ai.token.type": "output"})
+
+    # --- observable callbacks ---------------------------------------------------------------------------------
+
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        self.drain()
+        return [Observation(a.value(), a.attrs) for a in list(self._active.values())]
+
+    def _observe_token_rates(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(rate, self._a("win", model, window)) for model, window, rate in self.windows.token_rates()]
+
+    def _observe_hit_ratio(self, options: CallbackOptions) -> Iterable[Observation]:
+        engine = dict(self._engine_hit_ratio)
+        out = [Observation(v, self._a("kv", m, c)) for (m, c), v in engine.items()]
+        out.extend(Observation(v, self._a("kv", m, c)) for m, c, v in self.windows.hit_ratios() if (m, c) not in engine)
+        return out
+
+    def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
+        """Engine-reported KV cache hit ratio; overrides the usage-derived one for that model and context."""
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"hit ratio must be within [0, 1], got {ratio}")
+        self._engine_hit_ratio[(self.models(model), context_type)] = float(ratio)
+
+    def active(self) -> dict[tuple[str, str, str], int]:
+        """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
+        return {k: a.value() for k, a in list(self._active.items())}
+
+
+_ATTR_NAMES: dict[str, tuple[str, ...]] = {
+    "req": ("model", "endpoint", "status", "error_type"),
+    "err": ("model", "error_type", "severity"),
+    "lat": ("model", "batch_size", "generation_mode"),
+    "batch": ("model", "request_type"),
+    "tok": ("model", "token_type", "generation_mode"),
+    "ttft": ("model", "prompt_size"),
+    "m": ("model",),
+    "cost": ("model", "token_type"),
+    "win": ("model", "time_window"),
+    "kv": ("model", "context_type"),
+}

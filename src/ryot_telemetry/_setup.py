@@ -1,0 +1,360 @@
+"""``configure()``: one MeterProvider with the catalogue's Views, fanned out to Prometheus and OTLP readers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+from urllib.parse import urlparse
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+from . import catalogue, env
+from ._instruments import METER_NAME, create_instrument, resolve_buckets, views
+from ._labels import DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_MODELS
+from ._recorder import DEFAULT_MAX_PENDING, Recorder
+from ._wrapper import instrument_router
+from .cost import PriceTable
+
+_log = logging.getLogger("ryot_telemetry")
+
+EXPORTERS = ("prometheus", "otlp", "console", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+class ConfigurationError(ValueError):
+    """Bad configuration, reported once at start-up with what to change."""
+
+
+def package_version() -> str:
+    try:
+        return version("ryot-telemetry")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    v = raw.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r}: expected true or false")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r}: expected an integer") from None
+
+
+def _pick(arg: Any, env_name: str, default: Any) -> Any:
+    if arg is not None:
+        return arg
+    raw = os.environ.get(env_name)
+    return raw if raw not in (None, "") else default
+
+
+def _exporters(arg: str | Sequence[str] | None) -> list[str]:
+    raw = arg if arg is not None else os.environ.get("OTEL_METRICS_EXPORTER")
+    if raw is None or raw == "":
+        names = ["prometheus"]
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+            names.append("otlp")
+        return names
+    names = [s.strip().lower() for s in (raw.split(",") if isinstance(raw, str) else raw) if s.strip()]
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown:
+        raise ConfigurationError(f"unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+    return [n for n in names if n != "none"]
+
+
+def _buckets(arg: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
+    overrides: dict[str, Sequence[float]] = {}
+    raw = os.environ.get(env.RYOT_TELEMETRY_BUCKETS)
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigurationError(f"{env.RYOT_TELEMETRY_BUCKETS} is not valid JSON: {e}") from None
+        if not isinstance(parsed, dict):
+            raise ConfigurationError(f"{env.RYOT_TELEMETRY_BUCKETS} must be a JSON object of name -> list")
+        overrides.update(parsed)
+    overrides.update(arg or {})
+    try:
+        return resolve_buckets(overrides)
+    except ValueError as e:
+        raise ConfigurationError(str(e)) from None
+
+
+def _prices(arg: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None) -> PriceTable | None:
+    try:
+        if isinstance(arg, PriceTable):
+            return arg
+        if isinstance(arg, Mapping):
+            return PriceTable(arg)
+        if arg is not None:
+            return PriceTable.from_file(arg)
+        path = os.environ.get(env.RYOT_TELEMETRY_PRICE_TABLE)
+        return PriceTable.from_file(path) if path else None
+    except ValueError as e:
+        raise ConfigurationError(f"price table: {e}") from None
+
+
+def _otlp_reader(endpoint: str | None, protocol: str | None, interval_ms: int | None) -> MetricReader:
+    proto = _pick(protocol, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", None) or _pick(
+        None, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    proto = proto.strip().lower()
+    if proto not in PROTOCOLS:
+        raise ConfigurationError(f"unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+
+        kw: dict[str, Any] = {}
+        if endpoint:
+            kw["endpoint"] = endpoint
+            kw["insecure"] = urlparse(endpoint).scheme != "https"
+        exporter: Any = GrpcExporter(**kw)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+        if endpoint and not urlparse(endpoint).path.rstrip("/").endswith("/v1/metrics"):
+            endpoint = endpoint.rstrip("/") + "/v1/metrics"
+        exporter = HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
+    interval = interval_ms if interval_ms is not None else _env_int("OTEL_METRIC_EXPORT_INTERVAL", 60000)
+    if interval <= 0:
+        raise ConfigurationError(f"export interval must be > 0 ms, got {interval}")
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+
+
+@dataclass
+class Telemetry:
+    """What ``configure()`` built. ``shutdown()`` flushes OTLP and frees the scrape port."""
+
+    meter_provider: MeterProvider
+    meter: Meter
+    recorder: Recorder
+    readers: list[MetricReader]
+    prometheus_url: str | None = None
+    registry: Any = None
+    _server: Any = None
+    _closers: list[Any] = field(default_factory=list)
+    _closed: bool = False
+
+    def instrument_router(self, router: Any) -> Any:
+        """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
+        return instrument_router(router, self.recorder)
+
+    def collect(self) -> None:
+        """Record queued measurements now (they are otherwise recorded at the next scrape/export)."""
+        self.recorder.drain()
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.meter_provider.shutdown()
+        except Exception:
+            _log.warning("ryot-telemetry: error while shutting down the meter provider", exc_info=True)
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                _log.debug("ryot-telemetry: error while shutting down", exc_info=True)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        global _current
+        if _current is self:
+            _current = None
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+_current: Telemetry | None = None
+_default_lock = threading.Lock()
+_default_recorders: dict[int, Recorder] = {}
+
+
+def default_recorder() -> Recorder:
+    """The recorder of the last ``configure()``, else one on the global MeterProvider (made once)."""
+    if _current is not None:
+        return _current.recorder
+    provider = metrics.get_meter_provider()
+    with _default_lock:
+        rec = _default_recorders.get(id(provider))
+        if rec is None:
+            rec = _default_recorders[id(provider)] = build_recorder(provider.get_meter(METER_NAME, package_version()))
+        return rec
+
+
+def build_recorder(meter: Meter, **overrides: Any) -> Recorder:
+    """A Recorder configured from ``RYOT_TELEMETRY_*`` variables, with keyword overrides."""
+    semconv = overrides.pop("semconv", None)
+    kw: dict[str, Any] = {
+        "buckets": _buckets(overrides.pop("buckets", None)),
+        "max_models": _env_int(env.RYOT_TELEMETRY_MAX_MODELS, DEFAULT_MAX_MODELS),
+        "max_label_length": _env_int(env.RYOT_TELEMETRY_MAX_LABEL_LENGTH, DEFAULT_MAX_LABEL_LENGTH),
+        "prices": _prices(overrides.pop("prices", None)),
+        "semconv": semconv if semconv is not None else _env_bool(env.RYOT_TELEMETRY_GENAI_SEMCONV, False),
+        "genai_provider": _pick(
+            overrides.pop("genai_provider", None), env.RYOT_TELEMETRY_GENAI_PROVIDER, "llama_stack"
+        ),
+        "max_pending": _env_int(env.RYOT_TELEMETRY_MAX_PENDING, DEFAULT_MAX_PENDING),
+    }
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Recorder(meter, **kw)
+    except ValueError as e:
+        raise ConfigurationError(str(e)) from None
+
+
+def install_service_info(meter: Meter, service: str, component: str) -> None:
+    attrs = {"version": package_version(), "service": service, "component": component}
+
+    def observe(options: CallbackOptions) -> list[Observation]:
+        return [Observation(1, attrs)]
+
+    create_instrument(meter, catalogue.get("ryot.service.info"), callbacks=[observe])
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    exporters: str | Sequence[str] | None = None,
+    prometheus_host: str | None = None,
+    prometheus_port: int | None = None,
+    prometheus_registry: Any = None,
+    start_prometheus_server: bool = True,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    export_interval_ms: int | None = None,
+    buckets: Mapping[str, Sequence[float]] | None = None,
+    prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    semconv: bool | None = None,
+    genai_provider: str | None = None,
+    max_models: int | None = None,
+    max_label_length: int | None = None,
+    gpu: bool | None = None,
+    gpu_models: Mapping[int, str] | None = None,
+    gpu_backend: Any = None,
+    readers: Sequence[MetricReader] = (),
+    resource_attributes: Mapping[str, str] | None = None,
+    set_global: bool = False,
+) -> Telemetry:
+    """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
+
+    ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
+    plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
+    ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests.
+    """
+    global _current
+    names = _exporters(exporters)
+    bucket_map = _buckets(buckets)
+    service = _pick(service_name, "OTEL_SERVICE_NAME", "ryot-inference")
+    resource = Resource.create({SERVICE_NAME: service, **(resource_attributes or {})})
+    all_readers: list[MetricReader] = list(readers)
+    closers: list[Any] = []
+    registry = None
+    server = None
+    prom_url = None
+
+    if "prometheus" in names:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import REGISTRY, CollectorRegistry
+
+        reg_choice = _pick(prometheus_registry, env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY, "global")
+        if isinstance(reg_choice, str):
+            if reg_choice not in ("private", "global"):
+                raise ConfigurationError(
+                    f"{env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY}={reg_choice!r}: expected private or global"
+                )
+            registry = CollectorRegistry(auto_describe=True) if reg_choice == "private" else REGISTRY
+        else:
+            registry = reg_choice
+        host = _pick(prometheus_host, "OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
+        port = prometheus_port if prometheus_port is not None else _env_int("OTEL_EXPORTER_PROMETHEUS_PORT", 9464)
+        if not 0 <= port <= 65535:
+            raise ConfigurationError(f"Prometheus port must be 0-65535, got {port}")
+        if start_prometheus_server:
+            server = _start_http_server(host, port, registry)
+            bound = server.server_address[1]
+            prom_url = f"http://{_url_host(host)}:{bound}/metrics"
+        all_readers.append(PrometheusMetricReader(registry=registry))
+    if "otlp" in names:
+        all_readers.append(_otlp_reader(otlp_endpoint, otlp_protocol, export_interval_ms))
+    if "console" in names:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        all_readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60000))
+
+    try:
+        provider = MeterProvider(metric_readers=all_readers, resource=resource, views=views(bucket_map))
+        meter = provider.get_meter(METER_NAME, package_version())
+        recorder = build_recorder(
+            meter,
+            buckets=bucket_map,
+            prices=prices,
+            semconv=semconv,
+            genai_provider=genai_provider,
+            max_models=max_models,
+            max_label_length=max_label_length,
+        )
+        install_service_info(meter, service, _pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
+        from .gpu import install_gpu_gauges
+
+        gpu_closer = install_gpu_gauges(meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
+        if gpu_closer is not None:
+            closers.append(gpu_closer)
+    except BaseException:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        raise
+
+    if set_global:
+        metrics.set_meter_provider(provider)
+    tel = Telemetry(provider, meter, recorder, all_readers, prom_url, registry, server, closers)
+    _current = tel
+    return tel
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _start_http_server(host: str, port: int, registry: Any) -> Any:
+    from prometheus_client import start_http_server
+
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise ConfigurationError(
+            f"cannot serve /metrics on {host}:{port}: {e.strerror or e} "
+            "(set OTEL_EXPORTER_PROMETHEUS_PORT or prometheus_port= to a free port, 0 for any)"
+        ) from None
+    return server

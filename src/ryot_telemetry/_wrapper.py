@@ -1,0 +1,295 @@
+"""Wraps a llama-stack-style router's ``openai_chat_completion`` / ``openai_completion``.
+
+The contract: the caller gets exactly what the router returns or raises (same objects, same chunks, same
+exception), whatever the telemetry code does. Every telemetry step is guarded; on any internal failure the call
+goes through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ._recorder import Recorder, Request, _clock
+
+_log = logging.getLogger("ryot_telemetry")
+
+CHAT = "chat_completion"
+COMPLETION = "completion"
+METHODS = {"openai_chat_completion": CHAT, "openai_completion": COMPLETION}
+_MARK = "__ryot_telemetry_wrapped__"
+_ABANDON = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _nonneg_int(obj: Any, name: str) -> int | None:
+    v = _get(obj, name)
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int):
+        _log.debug("ryot-telemetry: usage.%s is not an integer (%r); ignored", name, type(v).__name__)
+        return None
+    if v < 0:
+        _log.warning("ryot-telemetry: provider reported negative usage.%s=%d; ignored", name, v)
+        return None
+    return v
+
+
+def read_usage(req: Request, usage: Any) -> None:
+    """Take prompt/completion/cached token counts from an OpenAI-style ``usage`` object or dict."""
+    req.prompt_tokens = _nonneg_int(usage, "prompt_tokens")
+    req.completion_tokens = _nonneg_int(usage, "completion_tokens")
+    details = _get(usage, "prompt_tokens_details")
+    req.cached_tokens = _nonneg_int(details, "cached_tokens") if details is not None else None
+
+
+def _has_content(chunk: Any) -> bool:
+    """Does this chunk carry generated content: text, a tool call or reasoning?"""
+    choices = _get(chunk, "choices")
+    if not choices:
+        return False
+    for choice in choices:
+        if _get(choice, "text"):
+            return True
+        delta = _get(choice, "delta")
+        if delta is not None and (
+            _get(delta, "content")
+            or _get(delta, "tool_calls")
+            or _get(delta, "reasoning_content")
+            or _get(delta, "reasoning")
+            or _get(delta, "function_call")
+        ):
+            return True
+    return False
+
+
+def _prompt_chars(endpoint: str, params: Any) -> int:
+    """Characters of request text; only used to estimate prompt_size when the provider sent no usage."""
+    if endpoint == COMPLETION:
+        prompt = _get(params, "prompt")
+        if isinstance(prompt, str):
+            return len(prompt)
+        if isinstance(prompt, list):
+            if prompt and isinstance(prompt[0], int):
+                return 4 * len(prompt)  # token ids: ~4 characters each
+            return sum(len(p) if isinstance(p, str) else 4 * len(p) for p in prompt if isinstance(p, (str, list)))
+        return 0
+    total = 0
+    for msg in _get(params, "messages") or ():
+        content = _get(msg, "content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = _get(part, "text")
+                if isinstance(text, str):
+                    total += len(text)
+    return total
+
+
+def request_shape(endpoint: str, params: Any) -> tuple[Any, bool, str, int]:
+    """(model, stream, generation_mode, batch_size) of a request, read before the router can change it."""
+    model = _get(params, "model")
+    stream = bool(_get(params, "stream"))
+    n = _get(params, "n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    prompts = 1
+    is_batch = False
+    if endpoint == COMPLETION:
+        prompt = _get(params, "prompt")
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            prompts = len(prompt)
+            is_batch = True
+    mode = "streaming" if stream else ("batch" if is_batch else "standard")
+    return model, stream, mode, prompts * n
+
+
+def with_usage(params: Any) -> tuple[Any, bool]:
+    """Params asking the provider for usage on streams, and whether the caller asked for it itself.
+
+    Never mutates the caller's object: dicts are copied, pydantic models go through ``model_copy``.
+    """
+    opts = _get(params, "stream_options")
+    if opts is not None and _get(opts, "include_usage"):
+        return params, True
+    new_opts = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    if isinstance(params, dict):
+        return {**params, "stream_options": new_opts}, False
+    model_copy = getattr(params, "model_copy", None)
+    fields = getattr(type(params), "model_fields", None)
+    if callable(model_copy) and (fields is None or "stream_options" in fields or _allows_extra(params)):
+        return model_copy(update={"stream_options": new_opts}), False
+    return params, False  # an object we cannot safely copy: leave it, usage may then be absent
+
+
+def _allows_extra(params: Any) -> bool:
+    config = getattr(type(params), "model_config", None) or {}
+    return config.get("extra") == "allow"
+
+
+def _end(rec: Recorder, req: Request, exc: BaseException) -> None:
+    try:
+        if isinstance(exc, _ABANDON):
+            req.abandon(rec)
+        else:
+            req.fail(rec, exc)
+    except Exception:
+        _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
+
+
+async def traced_call(
+    rec: Recorder,
+    endpoint: str,
+    wrapped: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``wrapped(*args, **kwargs)`` (the router method, already bound) and record it."""
+    call_args, call_kwargs = args, kwargs
+    try:
+        if args:
+            params = args[0]
+        else:
+            params = kwargs.get("params", kwargs)
+        model, stream, mode, batch_size = request_shape(endpoint, params)
+        hide_usage = False
+        if stream:
+            new_params, wants_usage = with_usage(params)
+            if new_params is not params:
+                hide_usage = not wants_usage
+                if args:
+                    call_args = (new_params, *args[1:])
+                elif "params" in kwargs:
+                    call_kwargs = {**kwargs, "params": new_params}
+                else:
+                    call_kwargs = new_params
+        req = rec.start(model, endpoint, mode, batch_size)
+    except Exception:
+        _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
+        return await wrapped(*args, **kwargs)
+
+    try:
+        result = await wrapped(*call_args, **call_kwargs)
+    except BaseException as exc:
+        _end(rec, req, exc)
+        raise
+
+    if stream and hasattr(result, "__aiter__"):
+        try:
+            return _traced_stream(rec, req, result, hide_usage, endpoint, params)
+        except Exception:
+            _log.debug("ryot-telemetry: could not wrap the stream; returning it as is", exc_info=True)
+            req.success(rec)
+            return result
+    try:
+        usage = _get(result, "usage")
+        if usage is not None:
+            read_usage(req, usage)
+        if rec.semconv is not None:
+            req.response_model = _get(result, "model")
+        req.success(rec)
+    except Exception:
+        _log.debug("ryot-telemetry: could not read the response", exc_info=True)
+        req.success(rec)
+    return result
+
+
+async def _traced_stream(
+    rec: Recorder, req: Request, stream: Any, hide_usage: bool, endpoint: str, params: Any
+) -> AsyncIterator[Any]:
+    """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for)."""
+    n = 0
+    seen = False
+    want_model = rec.semconv is not None
+    try:
+        async for chunk in stream:
+            try:
+                if not seen and _has_content(chunk):
+                    req.first_token = _clock()
+                    seen = True
+                    if want_model:
+                        req.response_model = _get(chunk, "model")
+                usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
+                if usage is not None:
+                    read_usage(req, usage)
+                    if hide_usage and not _get(chunk, "choices"):
+                        continue
+            except Exception:
+                _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
+            n += 1
+            yield chunk
+    except BaseException as exc:
+        req.chunks = n
+        _finish_stream_estimates(req, endpoint, params)
+        _end(rec, req, exc)
+        if isinstance(exc, GeneratorExit):
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()  # the consumer closed us: close the provider's stream as it would have been
+        raise
+    req.chunks = n
+    _finish_stream_estimates(req, endpoint, params)
+    req.success(rec)
+
+
+def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
+    if req.prompt_tokens is None and req.first_token is not None:
+        try:
+            req.prompt_chars = _prompt_chars(endpoint, params)
+        except Exception:
+            req.prompt_chars = None
+
+
+def _make_method(rec: Recorder, endpoint: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        return await traced_call(rec, endpoint, original, args, kwargs)
+
+    setattr(method, _MARK, original)
+    return method
+
+
+def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
+    """Record every ``openai_chat_completion`` / ``openai_completion`` call made on this router instance.
+
+    Wraps the instance (not its class); returns the router. Calling it twice is a no-op.
+    ``uninstrument_router`` undoes it.
+    """
+    if recorder is None:
+        from ._setup import default_recorder
+
+        recorder = default_recorder()
+    found = False
+    for name, endpoint in METHODS.items():
+        original = getattr(router, name, None)
+        if original is None:
+            continue
+        found = True
+        if getattr(original, _MARK, None) is not None:
+            continue
+        setattr(router, name, _make_method(recorder, endpoint, original))
+    if not found:
+        raise TypeError(
+            f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "
+            "is it a llama-stack-style router?"
+        )
+    return router
+
+
+def uninstrument_router(router: Any) -> Any:
+    """Remove what ``instrument_router`` added to this instance."""
+    for name in METHODS:
+        method = router.__dict__.get(name) if hasattr(router, "__dict__") else None
+        if method is not None and getattr(method, _MARK, None) is not None:
+            delattr(router, name)
+    return router

@@ -1,0 +1,370 @@
+"""The metric catalogue: every Ryot metric declared once, as data.
+
+Instruments, Views, the README table, the Grafana dashboard and the conformance tests are all derived from
+``CATALOGUE``; nothing else in the package spells a metric name, a unit or a bucket list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+# The exporter's own name/unit translation, so the catalogue predicts exactly what a scrape shows.
+from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+
+__all__ = [
+    "BY_NAME",
+    "BY_PROMETHEUS_NAME",
+    "CATALOGUE",
+    "Instrument",
+    "MetricSpec",
+    "get",
+    "markdown_table",
+]
+
+
+class Instrument(str, Enum):
+    """The OTel instrument each metric is created as."""
+
+    COUNTER = "counter"
+    UP_DOWN_COUNTER = "up_down_counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"  # synchronous Gauge: the value is set by the application
+    OBSERVABLE_GAUGE = "observable_gauge"  # read by a callback at collection time
+    OBSERVABLE_UP_DOWN_COUNTER = "observable_up_down_counter"
+
+
+# Prometheus type of each instrument, as the OTel Prometheus exporter exposes it.
+_PROM_TYPE = {
+    Instrument.COUNTER: "counter",
+    Instrument.UP_DOWN_COUNTER: "gauge",
+    Instrument.HISTOGRAM: "histogram",
+    Instrument.GAUGE: "gauge",
+    Instrument.OBSERVABLE_GAUGE: "gauge",
+    Instrument.OBSERVABLE_UP_DOWN_COUNTER: "gauge",
+}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: what the SPEC table says about it, in OTel terms."""
+
+    name: str  # dotted OTel instrument name
+    instrument: Instrument
+    unit: str  # UCUM; chosen so the Prometheus exporter produces exactly ``prometheus_name``
+    description: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] | None = None
+    optional_labels: tuple[str, ...] = ()  # present only on some series (error_type, GPU ``model``)
+    source: str = "router"  # who records it: router, engine, gpu, derived, service
+    label_values: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+
+    @property
+    def prometheus_type(self) -> str:
+        return _PROM_TYPE[self.instrument]
+
+    @property
+    def prometheus_name(self) -> str:
+        """The exposed family name, as the OTel Prometheus exporter derives it from name and unit."""
+        base = sanitize_full_name(self.name)
+        suffix = map_unit(self.unit)
+        if suffix and not base.endswith("_" + suffix):
+            base += "_" + suffix
+        if self.prometheus_type == "counter":
+            base += "_total"
+        return base
+
+    @property
+    def all_labels(self) -> tuple[str, ...]:
+        return self.labels + self.optional_labels
+
+
+_LAT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_TPOT = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+_LOAD = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_STARTUP = (1.0, 5.0, 10.0, 30.0, 60.0)
+_BATCH = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+_TPS = (10.0, 25.0, 50.0, 100.0, 150.0, 250.0, 400.0, 600.0)
+_RATIO = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+_MODES = ("standard", "streaming", "batch")
+_ERROR_TYPES = (
+    "oom",
+    "timeout",
+    "cuda_error",
+    "invalid_prompt",
+    "model_not_found",
+    "tokenization_error",
+    "inference_error",
+)
+_GPU = ("device_id",)
+
+CATALOGUE: tuple[MetricSpec, ...] = (
+    # --- counters -------------------------------------------------------------------------------------------------
+    MetricSpec(
+        "ryot.inference.requests",
+        Instrument.COUNTER,
+        "{request}",
+        "Inference requests by outcome (success, error, timeout, partial stream).",
+        ("model", "endpoint", "status"),
+        optional_labels=("error_type",),
+        label_values={
+            "endpoint": ("chat_completion", "completion"),
+            "status": ("success", "error", "timeout", "partial"),
+            "error_type": _ERROR_TYPES,
+        },
+    ),
+    MetricSpec(
+        "ryot.inference.errors",
+        Instrument.COUNTER,
+        "{error}",
+        "Inference errors by type and severity.",
+        ("model", "error_type", "severity"),
+        label_values={"error_type": _ERROR_TYPES, "severity": ("critical", "warning", "info")},
+    ),
+    MetricSpec(
+        "ryot.tokens.generated",
+        Instrument.COUNTER,
+        "{token}",
+        "Prompt and completion tokens from the provider's usage report.",
+        ("model", "token_type", "generation_mode"),
+        label_values={"token_type": ("prompt", "completion"), "generation_mode": _MODES},
+    ),
+    MetricSpec(
+        "ryot.model.load_attempts",
+        Instrument.COUNTER,
+        "{attempt}",
+        "Model load attempts by result and load type.",
+        ("model", "result", "load_type"),
+        source="engine",
+        label_values={"result": ("success", "failed", "partial"), "load_type": ("cold", "warm", "from_cache")},
+    ),
+    MetricSpec(
+        "ryot.model.cache_evictions",
+        Instrument.COUNTER,
+        "{eviction}",
+        "Models evicted from the accelerator's memory, by reason.",
+        ("model", "eviction_reason"),
+        source="engine",
+        label_values={"eviction_reason": ("memory_pressure", "timeout", "manual")},
+    ),
+    MetricSpec(
+        "ryot.token.cost_estimate.usd",
+        Instrument.COUNTER,
+        "{USD}",
+        "Estimated token cost in US dollars from the configured price table.",
+        ("model", "token_type"),
+        source="router",
+        label_values={"token_type": ("prompt", "completion")},
+    ),
+    # --- histograms -----------------------------------------------------------------------------------------------
+    MetricSpec(
+        "ryot.inference.latency",
+        Instrument.HISTOGRAM,
+        "s",
+        "End-to-end inference latency, from the call entering the wrapper to its last byte or error.",
+        ("model", "batch_size", "generation_mode"),
+        buckets=_LAT,
+        label_values={"batch_size": ("1", "2-4", "5-8", "9-16", "17-32", "33+"), "generation_mode": _MODES},
+    ),
+    MetricSpec(
+        "ryot.ttft.latency",
+        Instrument.HISTOGRAM,
+        "s",
+        "Time to first content token of a stream.",
+        ("model", "prompt_size"),
+        buckets=_TTFT,
+        label_values={"prompt_size": ("tiny", "small", "medium", "large", "xlarge")},
+    ),
+    MetricSpec(
+        "ryot.time_per_output_token",
+        Instrument.HISTOGRAM,
+        "s",
+        "Mean time per output token after the first, per stream: (latency - ttft) / (completion_tokens - 1).",
+        ("model",),
+        buckets=_TPOT,
+    ),
+    MetricSpec(
+        "ryot.model.loading_time",
+        Instrument.HISTOGRAM,
+        "s",
+        "Time to load a model until it is ready to serve.",
+        ("model", "load_type", "device_type"),
+        buckets=_LOAD,
+        source="engine",
+        label_values={"load_type": ("cold_start", "warm_start", "cache_hit")},
+    ),
+    MetricSpec(
+        "ryot.initialization.startup_time",
+        Instrument.HISTOGRAM,
+        "s",
+        "Duration of each service start-up phase.",
+        ("startup_phase",),
+        buckets=_STARTUP,
+        source="engine",
+        label_values={"startup_phase": ("model_load", "cache_init", "warmup", "ready")},
+    ),
+    MetricSpec(
+        "ryot.batch_size.distribution",
+        Instrument.HISTOGRAM,
+        "{request}",
+        "Batch sizes: prompts (or n) per request, or sequences per engine step.",
+        ("model", "request_type"),
+        buckets=_BATCH,
+        label_values={"request_type": _MODES},
+    ),
+    MetricSpec(
+        "ryot.tokens_per_second",
+        Instrument.HISTOGRAM,
+        "{token}/s",
+        "Completion tokens per second of each request (completion_tokens / latency).",
+        ("model",),
+        buckets=_TPS,
+    ),
+    MetricSpec(
+        "ryot.prompt_cache.effectiveness",
+        Instrument.HISTOGRAM,
+        "1",
+        "Fraction of prompt tokens served from the prompt cache (cached_tokens / prompt_tokens).",
+        ("model",),
+        buckets=_RATIO,
+    ),
+    # --- gauges ---------------------------------------------------------------------------------------------------
+    MetricSpec(
+        "ryot.active_inference_requests",
+        Instrument.OBSERVABLE_UP_DOWN_COUNTER,
+        "{request}",
+        "Requests in flight.",
+        ("model", "request_type", "endpoint"),
+        label_values={"request_type": _MODES, "endpoint": ("chat_completion", "completion")},
+    ),
+    MetricSpec(
+        "ryot.queue.depth",
+        Instrument.OBSERVABLE_GAUGE,
+        "{request}",
+        "Requests waiting for the engine.",
+        ("model", "priority_level"),
+        source="engine",
+        label_values={"priority_level": ("high", "normal", "low")},
+    ),
+    MetricSpec(
+        "ryot.tokens_per_second_gauge",
+        Instrument.OBSERVABLE_GAUGE,
+        "{token/s}",
+        "Completion tokens per second over a sliding window.",
+        ("model", "time_window"),
+        source="derived",
+        label_values={"time_window": ("1m", "5m", "15m")},
+    ),
+    MetricSpec(
+        "ryot.kv_cache.hit_ratio",
+        Instrument.OBSERVABLE_GAUGE,
+        "1",
+        "KV/prompt cache hit ratio: engine-reported, else cached/prompt tokens over the last 5 minutes.",
+        ("model", "context_type"),
+        source="derived",
+        label_values={"context_type": ("conversation", "batch", "streaming")},
+    ),
+    MetricSpec(
+        "ryot.kv_cache.size",
+        Instrument.OBSERVABLE_GAUGE,
+        "By",
+        "KV cache memory in use.",
+        ("model", "context_length", "batch_size"),
+        source="engine",
+    ),
+    MetricSpec(
+        "ryot.token.efficiency_ratio",
+        Instrument.OBSERVABLE_GAUGE,
+        "1",
+        "Completion tokens per second (1m window) per percent of GPU memory in use.",
+        ("model",),
+        source="derived",
+    ),
+    MetricSpec(
+        "ryot.gpu.memory.usage",
+        Instrument.OBSERVABLE_GAUGE,
+        "By",
+        "GPU memory from NVML (used, free, total, this process) and engine-reported breakdowns.",
+        (*_GPU, "memory_type"),
+        optional_labels=("model",),
+        source="gpu",
+        label_values={"memory_type": ("used", "free", "total", "process", "model_weights", "kv_cache", "activations")},
+    ),
+    MetricSpec(
+        "ryot.gpu.memory.percentage",
+        Instrument.OBSERVABLE_GAUGE,
+        "{percent}",
+        "GPU memory used, in percent of total.",
+        _GPU,
+        optional_labels=("model",),
+        source="gpu",
+    ),
+    MetricSpec(
+        "ryot.gpu.utilization",
+        Instrument.OBSERVABLE_GAUGE,
+        "%",
+        "GPU compute utilisation over NVML's last sample period.",
+        _GPU,
+        optional_labels=("model",),
+        source="gpu",
+    ),
+    MetricSpec(
+        "ryot.gpu.power",
+        Instrument.OBSERVABLE_GAUGE,
+        "W",
+        "GPU power draw.",
+        _GPU,
+        optional_labels=("model",),
+        source="gpu",
+    ),
+    MetricSpec(
+        "ryot.gpu.temperature",
+        Instrument.OBSERVABLE_GAUGE,
+        "Cel",
+        "GPU core temperature.",
+        _GPU,
+        optional_labels=("model",),
+        source="gpu",
+    ),
+    MetricSpec(
+        "ryot.service.info",
+        Instrument.OBSERVABLE_GAUGE,
+        "1",
+        "Always 1; labels carry the service's version and identity.",
+        ("version", "service", "component"),
+        source="service",
+    ),
+)
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}
+BY_PROMETHEUS_NAME: dict[str, MetricSpec] = {m.prometheus_name: m for m in CATALOGUE}
+
+
+def get(name: str) -> MetricSpec:
+    """Look a metric up by its OTel name or its Prometheus name."""
+    spec = BY_NAME.get(name) or BY_PROMETHEUS_NAME.get(name)
+    if spec is None:
+        raise KeyError(f"unknown ryot metric {name!r}; known: {', '.join(sorted(BY_PROMETHEUS_NAME))}")
+    return spec
+
+
+def _fmt_bound(b: float) -> str:
+    return f"{b:g}"
+
+
+def markdown_table() -> str:
+    """The README metric table, generated so the docs cannot drift from the code."""
+    rows = [
+        "| Prometheus name | OTel instrument | type | unit | labels | buckets | description |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in CATALOGUE:
+        labels = ", ".join(m.labels) + ("".join(f", {k} (optional)" for k in m.optional_labels))
+        buckets = " ".join(_fmt_bound(b) for b in m.buckets) if m.buckets else ""
+        rows.append(
+            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | `{m.unit}` | {labels} | {buckets} |"
+            f" {m.description} |"
+        )
+    return "\n".join(rows)

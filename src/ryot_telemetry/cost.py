@@ -1,0 +1,81 @@
+"""Token prices per model, validated at start-up, feeding ryot_token_cost_estimate_usd_total."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Price", "PriceTable"]
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per 1,000 tokens."""
+
+    prompt: float
+    completion: float
+
+
+def _price(model: str, entry: Any) -> Price:
+    if isinstance(entry, Price):
+        entry = {"prompt": entry.prompt, "completion": entry.completion}
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        entry = {"prompt": entry[0], "completion": entry[1]}
+    if not isinstance(entry, Mapping) or set(entry) - {"prompt", "completion"} or not entry:
+        raise ValueError(
+            f"price table entry for {model!r} must be {{'prompt': <usd per 1k>, 'completion': <usd per 1k>}}, "
+            f"got {entry!r}"
+        )
+    vals = {}
+    for k in ("prompt", "completion"):
+        v = entry.get(k, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"price table entry for {model!r}: {k} must be a finite number >= 0, got {v!r}")
+        vals[k] = float(v)
+    return Price(**vals)
+
+
+class PriceTable:
+    """Model name -> ``Price``. A ``"*"`` entry, if present, prices models not listed."""
+
+    __slots__ = ("_default", "_prices")
+
+    def __init__(self, prices: Mapping[str, Any]) -> None:
+        if not isinstance(prices, Mapping):
+            raise ValueError(f"price table must be a mapping of model -> prices, got {type(prices).__name__}")
+        table = {str(model): _price(str(model), entry) for model, entry in prices.items()}
+        self._default = table.pop("*", None)
+        self._prices = table
+
+    def get(self, model: str) -> Price | None:
+        return self._prices.get(model, self._default)
+
+    def __len__(self) -> int:
+        return len(self._prices) + (self._default is not None)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> PriceTable:
+        """Load a JSON file ``{"model": {"prompt": 0.0015, "completion": 0.006}, ...}`` (YAML if PyYAML is present)."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"cannot read price table {p}: {e.strerror or e}") from None
+        try:
+            if p.suffix in (".yaml", ".yml"):
+                import yaml  # optional
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as e:
+            raise ValueError(f"malformed price table {p}: {e}") from None
+        try:
+            return cls(data)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None

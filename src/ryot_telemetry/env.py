@@ -1,0 +1,40 @@
+"""Environment variables read by ryot-telemetry. Standard ``OTEL_*`` variables are used where they exist.
+
+Code arguments to ``configure()`` always win over these.
+"""
+
+from __future__ import annotations
+
+RYOT_TELEMETRY_MAX_MODELS = "RYOT_TELEMETRY_MAX_MODELS"
+"""Distinct model names kept as label values (default 100); later names become ``__overflow__``."""
+
+RYOT_TELEMETRY_MAX_LABEL_LENGTH = "RYOT_TELEMETRY_MAX_LABEL_LENGTH"
+"""Longest label value kept, in characters (default 128); longer values are truncated."""
+
+RYOT_TELEMETRY_BUCKETS = "RYOT_TELEMETRY_BUCKETS"
+"""JSON object overriding histogram buckets, keyed by OTel or Prometheus name:
+``{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}``."""
+
+RYOT_TELEMETRY_PRICE_TABLE = "RYOT_TELEMETRY_PRICE_TABLE"
+"""Path of a JSON (or YAML) price table: ``{"model": {"prompt": usd_per_1k, "completion": usd_per_1k}}``."""
+
+RYOT_TELEMETRY_GENAI_SEMCONV = "RYOT_TELEMETRY_GENAI_SEMCONV"
+"""``true`` to also emit the OpenTelemetry GenAI semantic-convention metrics (default false)."""
+
+RYOT_TELEMETRY_GENAI_PROVIDER = "RYOT_TELEMETRY_GENAI_PROVIDER"
+"""Value of ``gen_ai.provider.name`` on the semconv metrics (default ``llama_stack``)."""
+
+RYOT_TELEMETRY_GPU = "RYOT_TELEMETRY_GPU"
+"""``auto`` (default: NVML gauges when a driver is found), ``true`` or ``false``."""
+
+RYOT_TELEMETRY_GPU_MODELS = "RYOT_TELEMETRY_GPU_MODELS"
+"""Model served on each GPU, adding a ``model`` label to its gauges: ``0=llama-3-8b,1=mistral-7b``."""
+
+RYOT_TELEMETRY_MAX_PENDING = "RYOT_TELEMETRY_MAX_PENDING"
+"""Finished requests queued before the request path records them itself (default 65536)."""
+
+RYOT_TELEMETRY_PROMETHEUS_REGISTRY = "RYOT_TELEMETRY_PROMETHEUS_REGISTRY"
+"""``private`` to expose only ryot-telemetry's series (no process_*/python_* collectors); default ``global``."""
+
+RYOT_TELEMETRY_COMPONENT = "RYOT_TELEMETRY_COMPONENT"
+"""``component`` label of ``ryot_service_info`` (default ``inference-router``)."""

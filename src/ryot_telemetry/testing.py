@@ -1,0 +1,93 @@
+"""Test helpers: an in-memory MeterProvider wired like ``configure()``, with exact-value look-ups.
+
+cap = capture()
+router = cap.instrument_router(MyRouter())
+...
+assert cap.value("ryot.inference.requests", model="m", status="success") == 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+
+from ._instruments import METER_NAME, resolve_buckets, views
+from ._recorder import Recorder
+from ._setup import build_recorder
+from ._wrapper import instrument_router
+
+__all__ = ["Capture", "HistogramPoint", "capture"]
+
+
+@dataclass(frozen=True)
+class HistogramPoint:
+    count: int
+    sum: float
+    bucket_counts: tuple[int, ...]
+    explicit_bounds: tuple[float, ...]
+    attributes: dict[str, Any]
+
+
+class Capture:
+    """Reads every point of the last collection; ``collect()`` again after more traffic."""
+
+    def __init__(self, provider: MeterProvider, reader: InMemoryMetricReader, recorder: Recorder) -> None:
+        self.provider = provider
+        self.reader = reader
+        self.recorder = recorder
+        self.meter = provider.get_meter(METER_NAME)
+        self._points: dict[str, list[Any]] = {}
+
+    def instrument_router(self, router: Any) -> Any:
+        return instrument_router(router, self.recorder)
+
+    def collect(self) -> Capture:
+        data = self.reader.get_metrics_data()
+        points: dict[str, list[Any]] = {}
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    points.setdefault(m.name, []).extend(m.data.data_points)
+        self._points = points
+        return self
+
+    def points(self, name: str) -> list[Any]:
+        return list(self._points.get(name, ()))
+
+    def series(self, name: str) -> list[dict[str, Any]]:
+        """The attribute sets of a metric, sorted for stable comparison."""
+        return sorted((dict(p.attributes) for p in self.points(name)), key=lambda a: sorted(a.items()))
+
+    def _match(self, name: str, attrs: Mapping[str, Any]) -> list[Any]:
+        return [p for p in self.points(name) if dict(p.attributes) == dict(attrs)]
+
+    def value(self, name: str, **attrs: Any) -> float | None:
+        """Value of the counter/gauge point with exactly these attributes, None if absent."""
+        found = self._match(name, attrs)
+        if len(found) > 1:
+            raise AssertionError(f"{len(found)} points of {name} match {attrs}")
+        return found[0].value if found else None
+
+    def histogram(self, name: str, **attrs: Any) -> HistogramPoint | None:
+        found = self._match(name, attrs)
+        if not found:
+            return None
+        p = found[0]
+        assert isinstance(p, HistogramDataPoint)
+        return HistogramPoint(p.count, p.sum, tuple(p.bucket_counts), tuple(p.explicit_bounds), dict(p.attributes))
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def capture(buckets: Mapping[str, Sequence[float]] | None = None, **recorder_kw: Any) -> Capture:
+    """A fresh MeterProvider + InMemoryMetricReader + Recorder, isolated from any global state."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=views(resolve_buckets(buckets)))
+    meter = provider.get_meter(METER_NAME)
+    recorder = build_recorder(meter, buckets=buckets, **recorder_kw)
+    return Capture(provider, reader, recorder)

@@ -1,0 +1,120 @@
+"""The router wrapper records exactly what the SPEC assigns to a router."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fakes import (
+    ChatParams,
+    Choice,
+    Completion,
+    CompletionParams,
+    Message,
+    ScriptedRouter,
+    content_chunk,
+    usage,
+    usage_chunk,
+)
+from ryot_telemetry.testing import Capture
+
+REQ = "ryot.inference.requests"
+
+
+async def test_stream_with_usage_records_ttft_tokens_and_cache(cap: Capture) -> None:
+    """5 content chunks + usage (600/5, cached 300): TTFT in prompt_size=medium, tokens 600/5, cache 0.5."""
+    chunks = [content_chunk(f"t{i}") for i in range(5)] + [usage_chunk(usage(600, 5, cached=300))]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    got = [c async for c in stream]
+    assert got == chunks[:5]  # the usage-only chunk the caller did not ask for is hidden
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    ttft = cap.histogram("ryot.ttft.latency", model="m", prompt_size="medium")
+    assert ttft is not None and ttft.count == 1
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 600
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 5
+    eff = cap.histogram("ryot.prompt_cache.effectiveness", model="m")
+    assert eff is not None and eff.sum == 0.5
+    assert eff.bucket_counts == (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0)
+    assert cap.histogram("ryot.time_per_output_token", model="m").count == 1
+    assert (
+        cap.value("ryot.active_inference_requests", model="m", request_type="streaming", endpoint="chat_completion")
+        == 0
+    )
+
+
+async def test_timeout_error_reaches_caller_unchanged(cap: Capture) -> None:
+    """TimeoutError: status=timeout, error_type=timeout, severity=warning, same exception object."""
+    exc = TimeoutError("slow")
+    router = cap.instrument_router(ScriptedRouter(raises=exc))
+    with pytest.raises(TimeoutError) as info:
+        await router.openai_chat_completion(ChatParams(model="m"))
+    assert info.value is exc
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="timeout", error_type="timeout") == 1
+    assert cap.value("ryot.inference.errors", model="m", error_type="timeout", severity="warning") == 1
+
+
+async def test_consumer_break_is_partial_and_active_returns_to_zero(cap: Capture) -> None:
+    """Breaking after 2 chunks and closing: status=partial, active back to 0, provider stream closed."""
+    inner = ScriptedRouter(chunks=[content_chunk(f"t{i}") for i in range(5)])
+    router = cap.instrument_router(inner)
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    seen = 0
+    async for _ in stream:
+        seen += 1
+        if seen == 2:
+            break
+    await stream.aclose()
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert (
+        cap.value("ryot.active_inference_requests", model="m", request_type="streaming", endpoint="chat_completion")
+        == 0
+    )
+    assert inner.closed == 1
+
+
+async def test_non_stream_usage_and_exact_latency_series(cap: Capture) -> None:
+    """A non-stream chat call records usage tokens and one latency point in batch_size=1, standard."""
+    resp = Completion(choices=[Choice(message=Message(content="x"))], usage=usage(40, 10))
+    router = cap.instrument_router(ScriptedRouter(response=resp))
+    assert await router.openai_chat_completion(ChatParams(model="m")) is resp
+    cap.collect()
+    assert cap.series("ryot.inference.latency") == [{"model": "m", "batch_size": "1", "generation_mode": "standard"}]
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 10
+    assert cap.points("ryot.ttft.latency") == []
+    b = cap.histogram("ryot.batch_size.distribution", model="m", request_type="standard")
+    assert (b.count, b.sum) == (1, 1)
+
+
+async def test_batch_completion_buckets_batch_size(cap: Capture) -> None:
+    """A completion with 6 prompts is generation_mode=batch, batch_size=5-8."""
+    resp = Completion(choices=[Choice(text="x")], usage=usage(60, 6))
+    router = cap.instrument_router(ScriptedRouter(response=resp))
+    await router.openai_completion(CompletionParams(model="m", prompt=["a"] * 6))
+    cap.collect()
+    assert cap.series("ryot.inference.latency") == [{"model": "m", "batch_size": "5-8", "generation_mode": "batch"}]
+    b = cap.histogram("ryot.batch_size.distribution", model="m", request_type="batch")
+    assert b.sum == 6 and b.bucket_counts == (0, 0, 0, 1, 0, 0, 0, 0)
+
+
+async def test_task_cancellation_returns_active_to_zero(cap: Capture) -> None:
+    """Cancelling a task awaiting a non-stream call: status=partial, active 0, CancelledError propagates."""
+    router = cap.instrument_router(ScriptedRouter(response=Completion(), delay=10))
+    task = asyncio.ensure_future(router.openai_chat_completion(ChatParams(model="m")))
+    await asyncio.sleep(0.01)
+    cap.collect()
+    assert (
+        cap.value("ryot.active_inference_requests", model="m", request_type="standard", endpoint="chat_completion") == 1
+    )
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    cap.collect()
+    assert (
+        cap.value("ryot.active_inference_requests", model="m", request_type="standard", endpoint="chat_completion") == 0
+    )
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
