@@ -93,7 +93,8 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 class SimulatedRouter:
     """Streams tokens with configurable timing and failure rates. ``speed`` scales every delay (0 = no sleep)."""
 
-    ttft: float = 0.05  # seconds of prefill for a 100-token prompt
+    ttft: float = 0.03  # seconds before prefill (scheduling, first forward pass)
+    prefill_rate: float = 20000.0  # prompt tokens per second of prefill
     tpot: float = 0.02  # seconds per output token
     jitter: float = 0.3  # +-30%
     speed: float = 1.0
@@ -143,6 +144,9 @@ class SimulatedRouter:
         limit = _get(params, "max_tokens") or _get(params, "max_completion_tokens") or self.max_tokens
         return max(1, min(int(limit), self._rng.randint(max(1, self.max_tokens // 4), self.max_tokens)))
 
+    def _prefill(self, prompt_tokens: int) -> float:
+        return self.ttft + prompt_tokens / self.prefill_rate
+
     def _next_id(self) -> str:
         self._ids += 1
         return f"sim-{self._ids}"
@@ -162,7 +166,7 @@ class SimulatedRouter:
         if _get(params, "stream"):
             opts = _get(params, "stream_options") or {}
             return self._stream(model, prompt, n_out, chat, bool(_get(opts, "include_usage")))
-        await self._sleep(self.ttft * max(prompt, 1) / 100 + self.tpot * n_out)
+        await self._sleep(self._prefill(prompt) + self.tpot * n_out)
         self._fail()
         text = " ".join(self._rng.choice(_WORDS) for _ in range(n_out))
         choice = Choice(0, message=Message(text)) if chat else Choice(0, text=text)
@@ -179,7 +183,7 @@ class SimulatedRouter:
         obj = "chat.completion.chunk" if chat else "text_completion"
         if chat:
             yield Chunk(cid, model, [ChunkChoice(0, delta=Delta(role="assistant", content=""))], object=obj)
-        await self._sleep(self.ttft * max(prompt, 1) / 100)
+        await self._sleep(self._prefill(prompt))
         fail_at = n_out // 2 if self._rng.random() < self.error_rate + self.timeout_rate else -1
         for i in range(n_out):
             if i == fail_at:

@@ -1,0 +1,58 @@
+"""The SPEC's exposition table, written out independently of the catalogue so the two can be compared.
+
+``test_spec_table_matches_shared_spec`` checks this copy against ../shared/SPEC.md when it is present.
+"""
+
+from __future__ import annotations
+
+# exposed name -> (prometheus type, required labels, optional labels, buckets or None)
+SPEC: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {}
+
+
+def _add(name: str, kind: str, labels: str, optional: str = "", buckets: str = "") -> None:
+    SPEC[name] = (
+        kind,
+        frozenset(labels.split()),
+        frozenset(optional.split()),
+        tuple(float(b) for b in buckets.split()) if buckets else None,
+    )
+
+
+_add("ryot_inference_requests_total", "counter", "model endpoint status", "error_type")
+_add("ryot_inference_errors_total", "counter", "model error_type severity")
+_add("ryot_tokens_generated_total", "counter", "model token_type generation_mode")
+_add("ryot_model_load_attempts_total", "counter", "model result load_type")
+_add("ryot_model_cache_evictions_total", "counter", "model eviction_reason")
+_add("ryot_token_cost_estimate_usd_total", "counter", "model token_type")
+_add(
+    "ryot_inference_latency_seconds",
+    "histogram",
+    "model batch_size generation_mode",
+    "",
+    "0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 30",
+)
+_add("ryot_ttft_latency_seconds", "histogram", "model prompt_size", "", "0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5")
+_add(
+    "ryot_time_per_output_token_seconds",
+    "histogram",
+    "model",
+    "",
+    "0.005 0.01 0.025 0.05 0.075 0.1 0.15 0.2 0.3 0.5 1 2.5",
+)
+_add("ryot_model_loading_time_seconds", "histogram", "model load_type device_type", "", "0.5 1 2.5 5 10 30 60 120")
+_add("ryot_initialization_startup_time_seconds", "histogram", "startup_phase", "", "1 5 10 30 60")
+_add("ryot_batch_size_distribution", "histogram", "model request_type", "", "1 2 4 8 16 32 64")
+_add("ryot_tokens_per_second", "histogram", "model", "", "10 25 50 100 150 250 400 600")
+_add("ryot_prompt_cache_effectiveness", "histogram", "model", "", "0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0")
+_add("ryot_active_inference_requests", "gauge", "model request_type endpoint")
+_add("ryot_queue_depth", "gauge", "model priority_level")
+_add("ryot_tokens_per_second_gauge", "gauge", "model time_window")
+_add("ryot_kv_cache_hit_ratio", "gauge", "model context_type")
+_add("ryot_kv_cache_size_bytes", "gauge", "model context_length batch_size")
+_add("ryot_token_efficiency_ratio", "gauge", "model")
+_add("ryot_gpu_memory_usage_bytes", "gauge", "device_id memory_type", "model")
+_add("ryot_gpu_memory_percentage", "gauge", "device_id", "model")
+_add("ryot_gpu_utilization_percent", "gauge", "device_id", "model")
+_add("ryot_gpu_power_watts", "gauge", "device_id", "model")
+_add("ryot_gpu_temperature_celsius", "gauge", "device_id", "model")
+_add("ryot_service_info", "gauge", "version service component")

@@ -1,0 +1,149 @@
+"""Exposed Prometheus names, label sets and buckets match the SPEC table exactly; docs derive from the catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
+from ryot_telemetry import CATALOGUE, PriceTable, configure
+from ryot_telemetry.catalogue import markdown_table
+from spec_table import SPEC
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPEC = ROOT.parent / "shared" / "SPEC.md"
+
+
+def _family_name(sample_name: str, kind: str) -> str:
+    if kind == "counter":
+        return sample_name if sample_name.endswith("_total") else sample_name + "_total"
+    return sample_name
+
+
+def scrape(url: str) -> dict[str, dict]:
+    """Exposed ryot families: type, label keys seen (without otel_scope_*), le bounds."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out: dict[str, dict] = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith("ryot_"):
+            continue
+        name = _family_name(fam.name, fam.type)
+        entry = out.setdefault(name, {"type": fam.type, "labelsets": [], "le": set()})
+        for s in fam.samples:
+            # An empty label value is an absent label to Prometheus (the exporter back-fills missing keys with "").
+            labels = {k: v for k, v in s.labels.items() if not k.startswith("otel_scope_") and v != ""}
+            if s.name.endswith("_bucket"):
+                entry["le"].add(labels.pop("le"))
+            elif s.name.endswith(("_sum", "_count", "_created")) and fam.type == "histogram":
+                continue
+            entry["labelsets"].append(frozenset(labels))
+    return out
+
+
+async def _traffic(tel) -> None:
+    ok = Completion(usage=usage(600, 5, cached=300))
+    tel.instrument_router(ScriptedRouter(response=ok))
+    r = tel.instrument_router(ScriptedRouter(response=ok))
+    await r.openai_chat_completion(ChatParams(model="m"))
+    await r.openai_completion(CompletionParams(model="m", prompt=["a", "b"]))
+    s = tel.instrument_router(
+        ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), usage_chunk(usage(60, 2, 6))])
+    )
+    stream = await s.openai_chat_completion(ChatParams(model="m", stream=True))
+    async for _ in stream:
+        pass
+    bad = tel.instrument_router(ScriptedRouter(raises=TimeoutError()))
+    with pytest.raises(TimeoutError):
+        await bad.openai_chat_completion(ChatParams(model="m"))
+
+
+def test_exposition_matches_spec_table() -> None:
+    """Every exposed ryot_* family has the SPEC's exact name, type, label keys and bucket bounds."""
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prometheus_registry="private",
+        prices={"m": {"prompt": 0.001, "completion": 0.002}},
+        gpu=False,
+    )
+    try:
+        asyncio.run(_traffic(tel))
+        exposed = scrape(tel.prometheus_url)
+    finally:
+        tel.shutdown()
+    router_metrics = {
+        "ryot_inference_requests_total",
+        "ryot_inference_errors_total",
+        "ryot_tokens_generated_total",
+        "ryot_token_cost_estimate_usd_total",
+        "ryot_inference_latency_seconds",
+        "ryot_ttft_latency_seconds",
+        "ryot_time_per_output_token_seconds",
+        "ryot_batch_size_distribution",
+        "ryot_tokens_per_second",
+        "ryot_prompt_cache_effectiveness",
+        "ryot_active_inference_requests",
+        "ryot_tokens_per_second_gauge",
+        "ryot_kv_cache_hit_ratio",
+        "ryot_service_info",
+    }
+    assert router_metrics <= set(exposed), sorted(router_metrics - set(exposed))
+    for name, fam in exposed.items():
+        assert name in SPEC, f"{name} is exposed but not in the SPEC table"
+        kind, required, optional, buckets = SPEC[name]
+        assert fam["type"] == kind, name
+        for labels in fam["labelsets"]:
+            assert required <= labels <= required | optional, (name, sorted(labels))
+        if buckets is not None:
+            assert {float(le) for le in fam["le"]} == {*buckets, float("inf")}, name
+    err = [ls for ls in exposed["ryot_inference_requests_total"]["labelsets"] if "error_type" in ls]
+    assert len(err) == 1  # error_type only on the timeout series
+
+
+def test_catalogue_matches_spec_table() -> None:
+    """The catalogue declares exactly the SPEC's metrics, with the same kinds, labels and buckets."""
+    assert {m.prometheus_name for m in CATALOGUE} == set(SPEC)
+    for m in CATALOGUE:
+        kind, required, optional, buckets = SPEC[m.prometheus_name]
+        assert (m.prometheus_type, set(m.labels), set(m.optional_labels)) == (kind, required, optional)
+        assert m.buckets == buckets
+
+
+@pytest.mark.skipif(not SHARED_SPEC.exists(), reason="../shared/SPEC.md is not beside this checkout")
+def test_spec_table_matches_shared_spec() -> None:
+    """tests/spec_table.py is a faithful copy of the table in ../shared/SPEC.md."""
+    text = SHARED_SPEC.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `ryot_")]
+    parsed: dict[str, tuple[str, set[str], tuple[float, ...] | None]] = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`(ryot_[a-z_]+)`", cells[0])
+        labels = {part.strip() for part in re.sub(r"\([^)]*\)", "", cells[2]).split(",") if part.strip()}
+        buckets = tuple(float(b) for b in cells[3].split()) if cells[3] else None
+        for n in names:
+            parsed[n] = (cells[1].split()[0], labels, buckets)
+    assert set(parsed) == set(SPEC)
+    for name, (kind, labels, buckets) in parsed.items():
+        mine_kind, required, optional, mine_buckets = SPEC[name]
+        assert (mine_kind, mine_buckets) == (kind, buckets), name
+        assert required <= labels <= required | optional, (name, labels)
+
+
+def test_readme_metric_table_is_generated_from_catalogue() -> None:
+    """README's metric table is byte-for-byte what the catalogue generates."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- BEGIN METRICS TABLE -->") + len("<!-- BEGIN METRICS TABLE -->")
+    end = readme.index("<!-- END METRICS TABLE -->")
+    assert readme[start:end].strip() == markdown_table().strip()
+
+
+def test_price_table_is_a_public_type() -> None:
+    """PriceTable prices per 1k tokens and falls back to the '*' entry."""
+    t = PriceTable({"m": {"prompt": 0.5, "completion": 1.0}, "*": [0.1, 0.2]})
+    assert (t.get("m").prompt, t.get("other").completion) == (0.5, 0.2)
