@@ -1,0 +1,80 @@
+"""The demo (the main job) runs end to end on its embedded simulated model and reports from the histograms."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ryot_telemetry.cli import histogram_quantile, main
+
+
+def test_histogram_quantile_interpolates_like_promql() -> None:
+    """p50 of 10 observations in (0.1, 0.25] and 10 in (0.25, 0.5] is the top of the first bucket."""
+    assert histogram_quantile(0.5, [0.1, 0.25, 0.5], [0, 10, 10, 0]) == pytest.approx(0.25)
+    assert histogram_quantile(0.75, [0.1, 0.25, 0.5], [0, 10, 10, 0]) == pytest.approx(0.375)
+    assert histogram_quantile(0.99, [1.0, 2.0], [0, 0, 5]) == 2.0  # +Inf bucket: highest finite bound
+    assert histogram_quantile(0.5, [1.0], [0, 0]) is None
+
+
+def test_demo_in_process_counts_every_request(tmp_path) -> None:
+    """100 requests at speed 0: the summary accounts for all 100 across statuses."""
+    out = tmp_path / "summary.json"
+    rc = main(
+        [
+            "demo",
+            "--requests",
+            "100",
+            "--speed",
+            "0",
+            "--port",
+            "0",
+            "--private-registry",
+            "--no-progress",
+            "--summary-json",
+            str(out),
+            "--error-rate",
+            "0.1",
+        ]
+    )
+    assert rc == 0
+    s = json.loads(out.read_text())
+    assert s["total"] == 100
+    assert sum(s["requests"].values()) == 100
+    assert s["requests"]["error"] + s["requests"]["timeout"] + s["requests"]["partial"] > 0
+    assert s["completion_tokens"] > 0 and s["latency_p50_seconds"] is not None
+
+
+def test_demo_module_entry_point_prints_summary() -> None:
+    """`python -m ryot_telemetry demo` prints the metrics URL and the summary, and exits 0."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ryot_telemetry",
+            "demo",
+            "--requests",
+            "30",
+            "--speed",
+            "0",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "metrics: http://127.0.0.1:" in proc.stdout
+    assert "requests        30" in proc.stdout
+
+
+def test_demo_bad_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """An out-of-range port exits 2 with one line."""
+    assert main(["demo", "--port", "70000", "--no-progress"]) == 2
+    assert "Prometheus port must be 0-65535, got 70000" in capsys.readouterr().err

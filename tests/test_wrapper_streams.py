@@ -1,0 +1,223 @@
+"""Stream edge cases: what the caller sees is unchanged, and every exit path is accounted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fakes import (
+    ChatChunk,
+    ChatParams,
+    ChunkChoice,
+    CompletionParams,
+    Delta,
+    ScriptedRouter,
+    content_chunk,
+    usage,
+    usage_chunk,
+)
+from ryot_telemetry import _recorder
+from ryot_telemetry.testing import Capture
+
+REQ = "ryot.inference.requests"
+ACTIVE = "ryot.active_inference_requests"
+
+
+def active(cap: Capture, request_type: str = "streaming", endpoint: str = "chat_completion") -> float | None:
+    return cap.value(ACTIVE, model="m", request_type=request_type, endpoint=endpoint)
+
+
+async def test_caller_that_asked_for_usage_sees_the_usage_chunk(cap: Capture) -> None:
+    """With stream_options.include_usage set by the caller, the usage-only chunk is passed through."""
+    chunks = [content_chunk("a"), usage_chunk(usage(10, 1))]
+    inner = ScriptedRouter(chunks=chunks)
+    router = cap.instrument_router(inner)
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    got = [c async for c in await router.openai_chat_completion(params)]
+    assert got == chunks
+    assert inner.calls[0] is params  # nothing to inject: the caller's object goes through as is
+
+
+async def test_params_are_never_mutated(cap: Capture) -> None:
+    """Usage is requested on a copy; the caller's params object keeps stream_options=None."""
+    inner = ScriptedRouter(chunks=[content_chunk("a"), usage_chunk(usage(10, 1))])
+    router = cap.instrument_router(inner)
+    params = ChatParams(model="m", stream=True)
+    [c async for c in await router.openai_chat_completion(params)]
+    assert params.stream_options is None
+    assert inner.calls[0].stream_options == {"include_usage": True}
+    assert inner.calls[0] is not params
+
+
+async def test_dict_params_and_dict_chunks(cap: Capture) -> None:
+    """Dict params, dict chunks and dict usage work like pydantic ones."""
+    chunks = [
+        {"choices": [{"delta": {"content": "hi"}}]},
+        {"choices": [{"delta": {"content": "!"}}]},
+        {"choices": [], "usage": {"prompt_tokens": 70, "completion_tokens": 2}},
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    got = [c async for c in await router.openai_chat_completion(params)]
+    assert got == chunks[:2]
+    assert "stream_options" not in params
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 70
+    assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="small").count == 1
+
+
+async def test_mid_stream_failure_is_partial_and_counts_the_error(cap: Capture) -> None:
+    """A provider failing after 2 chunks: caller gets both chunks then the same exception; status=partial."""
+    exc = RuntimeError("CUDA error: an illegal memory access was encountered")
+    router = cap.instrument_router(
+        ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), content_chunk("c")], raises=exc, raise_after=2)
+    )
+    got = []
+    with pytest.raises(RuntimeError) as info:
+        async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            got.append(c)
+    assert info.value is exc and len(got) == 2
+    cap.collect()
+    assert cap.series(REQ) == [{"model": "m", "endpoint": "chat_completion", "status": "partial"}]
+    assert cap.value("ryot.inference.errors", model="m", error_type="cuda_error", severity="critical") == 1
+    assert active(cap) == 0
+
+
+async def test_failure_before_first_chunk_is_an_error(cap: Capture) -> None:
+    """A stream that fails before delivering anything is status=error with its error_type."""
+    exc = ValueError("prompt is too long: maximum context length is 8192")
+    router = cap.instrument_router(ScriptedRouter(chunks=[content_chunk("a")], raises=exc, raise_after=0))
+    with pytest.raises(ValueError):
+        async for _ in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            pass
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="invalid_prompt") == 1
+    assert cap.value("ryot.inference.errors", model="m", error_type="invalid_prompt", severity="info") == 1
+
+
+async def test_abandoned_stream_is_finalised_when_garbage_collected(cap: Capture) -> None:
+    """A consumer that breaks and drops the stream: the loop's async-gen finaliser closes it; active returns to 0."""
+    inner = ScriptedRouter(chunks=[content_chunk(str(i)) for i in range(5)])
+    router = cap.instrument_router(inner)
+
+    async def consume_two() -> None:
+        n = 0
+        async for _ in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            n += 1
+            if n == 2:
+                break
+
+    await consume_two()
+    gc.collect()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert active(cap) == 0
+    assert inner.closed == 1
+
+
+async def test_stream_task_cancelled_mid_stream(cap: Capture) -> None:
+    """Cancelling the consuming task mid-stream: CancelledError propagates, status=partial, active 0."""
+    router = cap.instrument_router(ScriptedRouter(chunks=[content_chunk(str(i)) for i in range(50)], chunk_delay=0.01))
+
+    async def consume() -> None:
+        async for _ in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            pass
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert active(cap) == 0
+
+
+async def test_exact_ttft_and_tpot_from_controlled_clock(cap: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a fake clock: TTFT 0.3 s, latency 1.3 s, 5 tokens -> TPOT (1.3-0.3)/4 = 0.25 s, tokens/s 5/1.3."""
+    ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))  # start, first content, end, collection
+    monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
+    import ryot_telemetry._wrapper as w
+
+    monkeypatch.setattr(w, "_clock", _recorder._clock)
+    chunks = [ChatChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))])]  # role-only: not content
+    chunks += [content_chunk(str(i)) for i in range(5)] + [usage_chunk(usage(12, 5))]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    cap.collect()
+    ttft = cap.histogram("ryot.ttft.latency", model="m", prompt_size="tiny")
+    assert ttft.sum == pytest.approx(0.3) and ttft.bucket_counts == (0, 0, 0, 0, 0, 0, 1, 0, 0, 0)
+    tpot = cap.histogram("ryot.time_per_output_token", model="m")
+    assert tpot.sum == pytest.approx(0.25) and tpot.bucket_counts == (0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0)
+    tps = cap.histogram("ryot.tokens_per_second", model="m")
+    assert tps.sum == pytest.approx(5 / 1.3) and tps.bucket_counts == (1, 0, 0, 0, 0, 0, 0, 0, 0)
+    lat = cap.histogram("ryot.inference.latency", model="m", batch_size="1", generation_mode="streaming")
+    assert lat.sum == pytest.approx(1.3) and lat.bucket_counts == (0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0)
+
+
+async def test_tool_call_chunk_counts_as_first_token(cap: Capture) -> None:
+    """A first chunk carrying only a tool call starts TTFT."""
+    chunks = [ChatChunk(choices=[ChunkChoice(delta=Delta(tool_calls=[{"index": 0, "id": "t"}]))])]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    cap.collect()
+    assert len(cap.points("ryot.ttft.latency")) == 1
+
+
+async def test_no_usage_estimates_prompt_size_and_invents_no_tokens(cap: Capture) -> None:
+    """Without usage: prompt_size from text (~chars/4), no token counts, the request still counts."""
+    router = cap.instrument_router(ScriptedRouter(chunks=[content_chunk("a")]))
+    params = CompletionParams(model="m", prompt="x" * 4000, stream=True)  # ~1000 tokens -> medium
+    [c async for c in await router.openai_completion(params)]
+    cap.collect()
+    assert cap.series("ryot.ttft.latency") == [{"model": "m", "prompt_size": "medium"}]
+    assert cap.points("ryot.tokens.generated") == []
+    assert cap.value(REQ, model="m", endpoint="completion", status="success") == 1
+
+
+async def test_empty_stream_is_success_without_ttft(cap: Capture) -> None:
+    """A stream that ends with no chunk is a success with no TTFT point."""
+    router = cap.instrument_router(ScriptedRouter(chunks=[]))
+    assert [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))] == []
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.points("ryot.ttft.latency") == []
+
+
+async def test_stream_result_is_an_async_iterator() -> None:
+    """The wrapped stream passes the HTTP layer's isinstance(result, AsyncIterator) check."""
+    from ryot_telemetry.testing import capture
+
+    c = capture()
+    router = c.instrument_router(ScriptedRouter(chunks=[content_chunk("a")]))
+    result = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    assert isinstance(result, AsyncIterator)
+    await result.aclose()
+    c.shutdown()
+
+
+async def test_instrument_twice_is_a_noop_and_uninstrument_restores(cap: Capture) -> None:
+    """Double instrumentation records once; uninstrument_router removes the wrapper."""
+    from ryot_telemetry import uninstrument_router
+
+    inner = ScriptedRouter(response=None)
+    cap.instrument_router(inner)
+    cap.instrument_router(inner)
+    await inner.openai_chat_completion(ChatParams(model="m"))
+    uninstrument_router(inner)
+    await inner.openai_chat_completion(ChatParams(model="m"))
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert "openai_chat_completion" not in vars(inner)
+
+
+def test_not_a_router_is_a_clear_error(cap: Capture) -> None:
+    """Wrapping an object without the OpenAI methods raises TypeError naming the problem."""
+    with pytest.raises(TypeError, match="neither openai_chat_completion nor openai_completion"):
+        cap.instrument_router(object())
