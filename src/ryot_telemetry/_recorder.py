@@ -287,19 +287,30 @@ class Recorder:
     # --- collection time --------------------------------------------------------------------------------------
 
     def drain(self) -> int:
-        """Record every finished request queued so far; returns how many. Safe from any thread."""
+        """Record every finished request queued so far; returns how many. Safe from any thread.
+
+        Integer counter increments are summed per series over the batch and added once per series: the
+        exported totals are identical, and an SDK ``add`` costs as much as a histogram ``record``.
+        """
         pending = self._pending
+        counts: dict[tuple[int, int], list[Any]] = {}
         n = 0
         while True:
             try:
                 req = pending.popleft()
             except IndexError:
-                return n
+                break
             n += 1
             try:
-                self._record(req)
+                self._record(req, counts)
             except Exception:  # telemetry must never take the service down
                 _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+        for instrument, attrs, amount in counts.values():
+            try:
+                instrument.add(amount, attrs)
+            except Exception:
+                _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
+        return n
 
     def _a(self, *key: str) -> dict[str, str]:
         """Attribute dicts are built once per label combination and reused (the SDK copies them anyway)."""
@@ -314,21 +325,34 @@ class Recorder:
         names = _ATTR_NAMES[kind]
         return {k: v for k, v in zip(names, vals) if v is not None}
 
-    def _record(self, r: Request) -> None:
+    @staticmethod
+    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: int) -> None:
+        # attrs dicts are cached for the recorder's life, so their ids are stable keys
+        entry = counts.get((id(instrument), id(attrs)))
+        if entry is None:
+            counts[(id(instrument), id(attrs))] = [instrument, attrs, amount]
+        else:
+            entry[2] += amount
+
+    def _record(self, r: Request, counts: dict[tuple[int, int], list[Any]]) -> None:
         model, mode = r.model, r.mode
         latency = max(r.end - r.start, 0.0)
-        self.requests.add(
-            1, self._a("req", model, r.endpoint, r.status, r.error_type if r.status != "partial" else None)
+        count = self._count
+        count(
+            counts,
+            self.requests,
+            self._a("req", model, r.endpoint, r.status, r.error_type if r.status != "partial" else None),
+            1,
         )
         if r.error_type is not None:
-            self.errors.add(1, self._a("err", model, r.error_type, SEVERITY[r.error_type]))
+            count(counts, self.errors, self._a("err", model, r.error_type, SEVERITY[r.error_type]), 1)
         self.latency.record(latency, self._a("lat", model, batch_size_label(r.batch_size), mode))
         self.batch.record(r.batch_size, self._a("batch", model, mode))
         prompt, completion = r.prompt_tokens, r.completion_tokens
         if prompt is not None:
-            self.tokens.add(prompt, self._a("tok", model, "prompt", mode))
+            count(counts, self.tokens, self._a("tok", model, "prompt", mode), prompt)
         if completion is not None:
-            self.tokens.add(completion, self._a("tok", model, "completion", mode))
+            count(counts, self.tokens, self._a("tok", model, "completion", mode), completion)
         ttft = None
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
