@@ -1,0 +1,71 @@
+"""A FastAPI inference app with ryot-telemetry: OpenAI-style endpoints plus /metrics on the same port.
+
+    pip install "ryot-telemetry[examples]"
+    uvicorn examples.fastapi_app:app --port 8000
+    curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \
+         -d '{"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
+    curl -s localhost:8000/metrics | grep ryot_
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, make_asgi_app
+
+import ryot_telemetry
+from ryot_telemetry.simulate import SimulatedRouter
+
+# The app serves /metrics itself, so no separate scrape server is started.
+registry = CollectorRegistry()
+telemetry = ryot_telemetry.configure(
+    service_name="fastapi-inference", prometheus_registry=registry, start_prometheus_server=False
+)
+router = telemetry.instrument_router(SimulatedRouter(speed=0.2, error_rate=0.0, timeout_rate=0.0))
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    telemetry.shutdown()  # flush OTLP (if configured) and release the instruments
+
+
+app = FastAPI(title="ryot-telemetry FastAPI example", lifespan=lifespan)
+app.mount("/metrics", make_asgi_app(registry=registry))
+
+
+def _jsonable(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+async def _sse(stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield f"data: {json.dumps(_jsonable(chunk))}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+@app.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    params = await request.json()
+    try:
+        result = await router.openai_chat_completion(params)
+    except Exception as e:  # the wrapper re-raises the provider's exception unchanged
+        return JSONResponse({"error": str(e)}, status_code=getattr(e, "status_code", 500))
+    if params.get("stream"):
+        return StreamingResponse(_sse(result), media_type="text/event-stream")
+    return _jsonable(result)
+
+
+@app.post("/v1/completions")
+async def completions(request: Request) -> Any:
+    params = await request.json()
+    try:
+        return _jsonable(await router.openai_completion(params))
+    except Exception as e:
+        return JSONResponse({"error": str(e)}, status_code=getattr(e, "status_code", 500))

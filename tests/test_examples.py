@@ -1,0 +1,60 @@
+"""The examples run as documented and produce the metrics they promise."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_wrap_your_router_example() -> None:
+    """examples/wrap_your_router.py records its 3 requests and the streamed chunks reach the caller."""
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "wrap_your_router.py")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("chunk:")] == [
+        "chunk: Hel",
+        "chunk: lo",
+        "chunk: !",
+    ]
+    counts = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'ryot_inference_requests_total\{.*endpoint="(\w+)".*\} (\S+)', proc.stdout)
+    }
+    assert counts == {"chat_completion": 2.0, "completion": 1.0}
+    tokens = re.findall(
+        r'ryot_tokens_generated_total\{.*generation_mode="streaming".*token_type="(\w+)"\} (\S+)', proc.stdout
+    )
+    assert sorted(tokens) == [("completion", "3.0"), ("prompt", "12.0")]
+
+
+def test_fastapi_example_serves_metrics_on_the_app() -> None:
+    """The FastAPI example answers chat requests (stream and not) and exposes them on its own /metrics."""
+    from fastapi.testclient import TestClient
+
+    spec = importlib.util.spec_from_file_location("fastapi_app_example", EXAMPLES / "fastapi_app.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with TestClient(mod.app) as client:
+        body = {"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}]}
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+        r = client.post("/v1/chat/completions", json={**body, "stream": True})
+        events = [e for e in r.text.split("\n\n") if e.startswith("data: ")]
+        assert events[-1] == "data: [DONE]"
+        assert all('"usage": null' in e or '"usage"' not in e for e in events[:-1])  # usage chunk hidden
+        r = client.post("/v1/chat/completions", json={**body, "model": "no-such-model"})
+        assert r.status_code == 404
+        metrics = client.get("/metrics/").text
+    found = {
+        (m.group(1), m.group(2)): float(m.group(3))
+        for m in re.finditer(
+            r'ryot_inference_requests_total\{(?:[^}]*error_type="(\w*)")?[^}]*status="(\w+)"[^}]*\} (\S+)', metrics
+        )
+    }
+    assert found == {("", "success"): 2.0, ("model_not_found", "error"): 1.0}
