@@ -157,6 +157,8 @@ class Telemetry:
     _server: Any = None
     _closers: list[Any] = field(default_factory=list)
     _closed: bool = False
+    engine: Any = None  # EngineMetrics: model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
+    gpu: Any = None  # GpuGauges: the NVML gauges
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
@@ -325,11 +327,16 @@ def configure(
             max_label_length=max_label_length,
         )
         install_service_info(meter, service, _pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
-        from .gpu import install_gpu_gauges
+        from .engine import EngineMetrics
+        from .gpu import install_gpu_gauges, install_token_efficiency
 
-        gpu_closer = install_gpu_gauges(meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
-        if gpu_closer is not None:
-            closers.append(gpu_closer)
+        try:
+            gpu_gauges = install_gpu_gauges(meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
+        except ValueError as e:
+            raise ConfigurationError(str(e)) from None
+        closers.append(gpu_gauges.close)
+        install_token_efficiency(meter, recorder, gpu_gauges)
+        engine = EngineMetrics(meter, recorder=recorder, gpu=gpu_gauges, buckets=bucket_map)
     except BaseException:
         if server is not None:
             server.shutdown()
@@ -338,7 +345,9 @@ def configure(
 
     if set_global:
         metrics.set_meter_provider(provider)
-    tel = Telemetry(provider, meter, recorder, all_readers, prom_url, registry, server, closers)
+    tel = Telemetry(
+        provider, meter, recorder, all_readers, prom_url, registry, server, closers, engine=engine, gpu=gpu_gauges
+    )
     _current = tel
     return tel
 

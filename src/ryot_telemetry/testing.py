@@ -19,6 +19,8 @@ from ._instruments import METER_NAME, resolve_buckets, views
 from ._recorder import Recorder
 from ._setup import build_recorder
 from ._wrapper import instrument_router
+from .engine import EngineMetrics
+from .gpu import GpuGauges, install_gpu_gauges, install_token_efficiency
 
 __all__ = ["Capture", "HistogramPoint", "capture"]
 
@@ -35,10 +37,19 @@ class HistogramPoint:
 class Capture:
     """Reads every point of the last collection; ``collect()`` again after more traffic."""
 
-    def __init__(self, provider: MeterProvider, reader: InMemoryMetricReader, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        provider: MeterProvider,
+        reader: InMemoryMetricReader,
+        recorder: Recorder,
+        engine: EngineMetrics | None = None,
+        gpu: GpuGauges | None = None,
+    ) -> None:
         self.provider = provider
         self.reader = reader
         self.recorder = recorder
+        self.engine = engine
+        self.gpu = gpu
         self.meter = provider.get_meter(METER_NAME)
         self._points: dict[str, list[Any]] = {}
 
@@ -82,12 +93,26 @@ class Capture:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+        if self.gpu is not None:
+            self.gpu.close()
 
 
-def capture(buckets: Mapping[str, Sequence[float]] | None = None, **recorder_kw: Any) -> Capture:
-    """A fresh MeterProvider + InMemoryMetricReader + Recorder, isolated from any global state."""
+def capture(
+    buckets: Mapping[str, Sequence[float]] | None = None,
+    *,
+    gpu_backend: Any = None,
+    gpu_models: Mapping[int | str, str] | None = None,
+    **recorder_kw: Any,
+) -> Capture:
+    """A fresh MeterProvider + InMemoryMetricReader + Recorder + EngineMetrics, isolated from any global state.
+
+    GPU gauges read ``gpu_backend`` (a fake NVML, or ``pynvml``) when given; without one NVML is never touched.
+    """
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], views=views(resolve_buckets(buckets)))
     meter = provider.get_meter(METER_NAME)
     recorder = build_recorder(meter, buckets=buckets, **recorder_kw)
-    return Capture(provider, reader, recorder)
+    gpu = install_gpu_gauges(meter, enabled=gpu_backend is not None, models=gpu_models or {}, backend=gpu_backend)
+    install_token_efficiency(meter, recorder, gpu)
+    engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=resolve_buckets(buckets))
+    return Capture(provider, reader, recorder, engine, gpu)
