@@ -1,0 +1,378 @@
+"""The Grafana dashboard, generated from the catalogue so its queries cannot drift from the exposed names.
+
+``build_dashboard()`` returns the dashboard model; ``write_dashboard(path)`` writes it the way
+``collector/grafana/ryot-dashboard.json`` is committed (a test compares the two). Every query takes its metric names
+from ``catalogue.get(...).prometheus_name`` and its units from the catalogue's UCUM units, and uses raw metrics only,
+so the dashboard works without the recording rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import catalogue
+
+__all__ = ["DASHBOARD_UID", "build_dashboard", "dashboard_json", "main", "write_dashboard"]
+
+DASHBOARD_UID = "ryot-telemetry"
+_DS = {"type": "prometheus", "uid": "${datasource}"}
+_MODEL = 'model=~"$model"'
+_RATE = "$__rate_interval"
+_WIDTH = 12  # two panels per row on Grafana's 24-column grid
+_HEIGHT = 8
+
+# Grafana unit ids for the catalogue's UCUM units.
+_GRAFANA_UNIT = {"s": "s", "By": "bytes", "%": "percent", "{percent}": "percent", "W": "watt", "Cel": "celsius"}
+
+
+def _name(otel_name: str, suffix: str = "") -> str:
+    """The exposed Prometheus name of a catalogue metric, plus ``_bucket``/``_sum``/``_count`` for histograms."""
+    spec = catalogue.get(otel_name)
+    if suffix and spec.prometheus_type != "histogram":
+        raise ValueError(f"{otel_name} is a {spec.prometheus_type}; {suffix} exists only on histograms")
+    return spec.prometheus_name + suffix
+
+
+def _unit(otel_name: str) -> str:
+    return _GRAFANA_UNIT.get(catalogue.get(otel_name).unit, "short")
+
+
+def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {"datasource": _DS, "expr": expr, "legendFormat": legend, "range": True, "refId": ref}
+
+
+def _quantiles(otel_name: str, by: str = "model") -> list[tuple[str, str]]:
+    bucket = _name(otel_name, "_bucket")
+    return [
+        (
+            f"histogram_quantile({q}, sum by ({by}, le) (rate({bucket}{{{_MODEL}}}[{_RATE}])))",
+            f"p{round(q * 100)} {{{{{by}}}}}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def _panel(
+    title: str,
+    description: str,
+    queries: Sequence[tuple[str, str]],
+    unit: str,
+    *,
+    kind: str = "timeseries",
+    thresholds: Sequence[tuple[float, str]] = (),
+    max_value: float | None = None,
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    steps += [{"color": color, "value": value} for value, color in thresholds]
+    defaults: dict[str, Any] = {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}}
+    if max_value is not None:
+        defaults["min"] = 0
+        defaults["max"] = max_value
+    if kind == "timeseries":
+        defaults["custom"] = {"drawStyle": "line", "fillOpacity": 10, "lineWidth": 1, "showPoints": "never"}
+        if thresholds:
+            defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
+    panel: dict[str, Any] = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": _DS,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "targets": [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)],
+    }
+    if kind == "timeseries":
+        panel["options"] = {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    else:
+        panel["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+    return panel
+
+
+def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
+    req = _name("ryot.inference.requests")
+    err = _name("ryot.inference.errors")
+    tok = _name("ryot.tokens.generated")
+    cost = _name("ryot.token.cost_estimate.usd")
+    batch = "ryot.batch_size.distribution"
+    traffic = [
+        _panel(
+            "Request rate by status",
+            "Finished requests per second: success, error, timeout, partial (stream broken or closed after content).",
+            [(f"sum by (status) (rate({req}{{{_MODEL}}}[{_RATE}]))", "{{status}}")],
+            "reqps",
+        ),
+        _panel(
+            "Failed request ratio by model",
+            "Requests with status error or timeout over all requests of the model (alert: > 5% for 5m).",
+            [
+                (
+                    f'sum by (model) (rate({req}{{status=~"error|timeout",{_MODEL}}}[{_RATE}]))'
+                    f" / sum by (model) (rate({req}{{{_MODEL}}}[{_RATE}]))",
+                    "{{model}}",
+                )
+            ],
+            "percentunit",
+            thresholds=[(0.05, "red")],
+        ),
+        _panel(
+            "Errors by type",
+            "Errors per second by error_type (oom, timeout, cuda_error, invalid_prompt, model_not_found, ...).",
+            [(f"sum by (error_type) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{error_type}}")],
+            "reqps",
+        ),
+        _panel(
+            "Errors by severity",
+            "critical: oom, cuda_error; info: invalid_prompt, model_not_found; warning: everything else.",
+            [(f"sum by (severity) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{severity}}")],
+            "reqps",
+        ),
+    ]
+    latency = [
+        _panel(
+            "End-to-end latency p50 / p95 / p99",
+            "From the call entering the wrapper to its last byte or error (alert: p95 > 2.5s for 10m).",
+            _quantiles("ryot.inference.latency"),
+            _unit("ryot.inference.latency"),
+            thresholds=[(2.5, "red")],
+        ),
+        _panel(
+            "Time to first token p50 / p95 / p99",
+            "Streams only: from the call to the first chunk with content.",
+            _quantiles("ryot.ttft.latency"),
+            _unit("ryot.ttft.latency"),
+        ),
+        _panel(
+            "Time per output token p50 / p95 / p99",
+            "(latency - TTFT) / (completion_tokens - 1), streams with at least two tokens.",
+            _quantiles("ryot.time_per_output_token"),
+            _unit("ryot.time_per_output_token"),
+        ),
+        _panel(
+            "Per-request decode speed p50 / p95",
+            "Completion tokens / latency of each request.",
+            _quantiles("ryot.tokens_per_second")[:2],
+            "short",
+        ),
+    ]
+    tokens = [
+        _panel(
+            "Tokens per second",
+            "Prompt and completion tokens per second from the providers' usage reports (alert: completion < 50/s).",
+            [(f"sum by (model, token_type) (rate({tok}{{{_MODEL}}}[{_RATE}]))", "{{model}} {{token_type}}")],
+            "short",
+        ),
+        _panel(
+            "Average batch size",
+            "Prompts (or n) per request, or sequences per engine step.",
+            [
+                (
+                    f"sum by (model) (rate({_name(batch, '_sum')}{{{_MODEL}}}[{_RATE}]))"
+                    f" / sum by (model) (rate({_name(batch, '_count')}{{{_MODEL}}}[{_RATE}]))",
+                    "{{model}}",
+                )
+            ],
+            "short",
+        ),
+        _panel(
+            "Prompt cache hit ratio",
+            "Cached prompt tokens / prompt tokens (engine-reported KV cache hit ratio when available).",
+            [
+                (
+                    f"avg by (model, context_type) ({_name('ryot.kv_cache.hit_ratio')}{{{_MODEL}}})",
+                    "{{model}} {{context_type}}",
+                )
+            ],
+            "percentunit",
+            max_value=1,
+        ),
+        _panel(
+            "Token efficiency",
+            "Completion tokens per second (1m) per percent of GPU memory in use.",
+            [(f"avg by (model) ({_name('ryot.token.efficiency_ratio')}{{{_MODEL}}})", "{{model}}")],
+            "short",
+        ),
+    ]
+    capacity = [
+        _panel(
+            "Active requests",
+            "Requests in flight.",
+            [
+                (
+                    f"sum by (model, request_type) ({_name('ryot.active_inference_requests')}{{{_MODEL}}})",
+                    "{{model}} {{request_type}}",
+                )
+            ],
+            "short",
+        ),
+        _panel(
+            "Queue depth",
+            "Requests waiting for the engine (alert: > 100 for 5m).",
+            [
+                (
+                    f"sum by (model, priority_level) ({_name('ryot.queue.depth')}{{{_MODEL}}})",
+                    "{{model}} {{priority_level}}",
+                )
+            ],
+            "short",
+            thresholds=[(100, "red")],
+        ),
+    ]
+    gpu_legend = "{{instance}} GPU {{device_id}}"
+    gpu = [
+        _panel(
+            "GPU memory used (%)",
+            "Percent (0-100) of each GPU's memory in use (alert: > 85 for 5m).",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.memory.percentage')})", gpu_legend)],
+            _unit("ryot.gpu.memory.percentage"),
+            thresholds=[(85, "red")],
+            max_value=100,
+        ),
+        _panel(
+            "GPU memory (bytes)",
+            "Used and total memory per GPU, and what this process holds.",
+            [
+                (
+                    f"max by (instance, device_id, memory_type) ({_name('ryot.gpu.memory.usage')}"
+                    f'{{memory_type=~"used|total|process"}})',
+                    gpu_legend + " {{memory_type}}",
+                )
+            ],
+            _unit("ryot.gpu.memory.usage"),
+        ),
+        _panel(
+            "GPU utilisation (%)",
+            "Compute utilisation over NVML's last sample period.",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.utilization')})", gpu_legend)],
+            _unit("ryot.gpu.utilization"),
+            max_value=100,
+        ),
+        _panel(
+            "GPU power and temperature",
+            "Power draw (watts) and core temperature (degrees Celsius).",
+            [
+                (f"max by (instance, device_id) ({_name('ryot.gpu.power')})", gpu_legend + " W"),
+                (f"max by (instance, device_id) ({_name('ryot.gpu.temperature')})", gpu_legend + " °C"),
+            ],
+            "short",
+        ),
+    ]
+    spend = [
+        _panel(
+            "Estimated cost (USD per hour)",
+            "From the configured price table; empty when no price table is set.",
+            [(f"sum by (model, token_type) (rate({cost}{{{_MODEL}}}[{_RATE}])) * 3600", "{{model}} {{token_type}}")],
+            "currencyUSD",
+        ),
+        _panel(
+            "Estimated cost over the time range",
+            "Total estimated spend in the selected time range.",
+            [(f"sum by (model) (increase({cost}{{{_MODEL}}}[$__range]))", "{{model}}")],
+            "currencyUSD",
+            kind="stat",
+        ),
+    ]
+    return [
+        ("Traffic and errors", traffic),
+        ("Latency", latency),
+        ("Tokens and cache", tokens),
+        ("Capacity", capacity),
+        ("GPU", gpu),
+        ("Cost", spend),
+    ]
+
+
+def build_dashboard() -> dict[str, Any]:
+    """The dashboard model (Grafana schema 39): rows of panels, a Prometheus data source and a model variable."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    next_id = 1
+    for title, section in _sections():
+        panels.append({"type": "row", "title": title, "collapsed": False, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+        panels[-1]["id"] = next_id
+        next_id += 1
+        y += 1
+        for i, panel in enumerate(section):
+            panel["id"] = next_id
+            next_id += 1
+            panel["gridPos"] = {"h": _HEIGHT, "w": _WIDTH, "x": (i % 2) * _WIDTH, "y": y + (i // 2) * _HEIGHT}
+            panels.append(panel)
+        y += ((len(section) + 1) // 2) * _HEIGHT
+    req = _name("ryot.inference.requests")
+    return {
+        "uid": DASHBOARD_UID,
+        "title": "Ryot LLM inference",
+        "description": "ryot-telemetry: requests, errors, latency, TTFT, TPOT, tokens, capacity, GPU and cost. "
+        "Generated by ryot_telemetry.dashboard from the metric catalogue; do not edit by hand.",
+        "tags": ["ryot", "llm", "inference", "opentelemetry"],
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timezone": "",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "model",
+                    "label": "Model",
+                    "type": "query",
+                    "datasource": _DS,
+                    "query": {"query": f"label_values({req}, model)", "refId": "model"},
+                    "definition": f"label_values({req}, model)",
+                    "refresh": 2,
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                    "sort": 1,
+                    "hide": 0,
+                },
+            ]
+        },
+        "annotations": {"list": []},
+        "links": [],
+        "panels": panels,
+    }
+
+
+def dashboard_json() -> str:
+    """The dashboard as the committed file holds it: 2-space indented JSON and a final newline."""
+    return json.dumps(build_dashboard(), indent=2) + "\n"
+
+
+def write_dashboard(path: str | os.PathLike[str]) -> None:
+    """Write the generated dashboard to ``path`` (e.g. ``collector/grafana/ryot-dashboard.json``)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dashboard_json())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ryot_telemetry.dashboard [PATH]``: write the dashboard to PATH, or to stdout with no PATH."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) > 1 or (args and args[0] in ("-h", "--help")):
+        print("usage: python -m ryot_telemetry.dashboard [PATH]", file=sys.stderr)
+        return 2
+    if not args or args[0] == "-":
+        sys.stdout.write(dashboard_json())
+    else:
+        write_dashboard(args[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""collector/: the recording and alert rules pass promtool, their unit tests pass, and every name they use is real."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ryot_telemetry import catalogue
+
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTOR = ROOT / "collector"
+RULES = COLLECTOR / "rules"
+RULE_FILES = [RULES / "ryot_recording_rules.yml", RULES / "ryot_alerts.yml"]
+RULE_TESTS = sorted((RULES / "tests").glob("*.yml"))
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not found (Debian package `prometheus`; scripts/setup.d/prometheus.sh)"
+)
+
+_METRIC = re.compile(r"(?<![\w:])ryot_[a-z_]+")
+_RECORDED = re.compile(r"(?<![\w:])ryot:[a-z0-9_:]+")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def unknown_metric_names(expr: str) -> list[str]:
+    """Names in ``expr`` that are not exposed: not in the catalogue, or a histogram without its series suffix."""
+    bad = []
+    for name in _METRIC.findall(expr):
+        spec = catalogue.BY_PROMETHEUS_NAME.get(name)
+        if spec is not None:
+            if spec.prometheus_type == "histogram":
+                bad.append(name)  # a histogram family is only queryable as _bucket, _sum or _count
+            continue
+        base = next((name[: -len(s)] for s in _HISTOGRAM_SUFFIXES if name.endswith(s)), None)
+        hist = catalogue.BY_PROMETHEUS_NAME.get(base) if base else None
+        if hist is None or hist.prometheus_type != "histogram":
+            bad.append(name)
+    return bad
+
+
+def _rules() -> list[dict]:
+    return [
+        rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
+    ]
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_unknown_metric_names_catches_typos_and_bare_histograms() -> None:
+    """The name check rejects a misspelt name, the design's un-suffixed cost counter and a bare histogram family."""
+    assert unknown_metric_names("rate(ryot_inference_requests_total[5m])") == []
+    assert unknown_metric_names("rate(ryot_ttft_latency_seconds_bucket[5m])") == []
+    assert unknown_metric_names("increase(ryot_token_cost_estimate_usd[1h])") == ["ryot_token_cost_estimate_usd"]
+    assert unknown_metric_names("ryot_gpu_memory_bytes > 0") == ["ryot_gpu_memory_bytes"]
+    assert unknown_metric_names("ryot_inference_latency_seconds") == ["ryot_inference_latency_seconds"]
+    assert unknown_metric_names("ryot_queue_depth_bucket") == ["ryot_queue_depth_bucket"]
+
+
+def test_rules_use_only_exposed_metric_names() -> None:
+    """Every ryot_* name in a rule expression is a catalogue metric (histograms via _bucket/_sum/_count)."""
+    bad = {rule.get("record") or rule["alert"]: unknown_metric_names(rule["expr"]) for rule in _rules()}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_recorded_series_used_by_rules_are_defined() -> None:
+    """Every ryot:* series an expression reads is produced by a recording rule."""
+    recorded = {rule["record"] for rule in _rules() if "record" in rule}
+    used = {name for rule in _rules() for name in _RECORDED.findall(rule["expr"])}
+    assert used - recorded == set()
+
+
+def test_rule_set_is_the_documented_one() -> None:
+    """The shipped rules are exactly the documented recording rules and alerts, with severity labels."""
+    rules = _rules()
+    assert sorted(r["record"] for r in rules if "record" in r) == [
+        "ryot:batch_size:avg:5m",
+        "ryot:error_rate:rate5m",
+        "ryot:gpu_efficiency:ratio",
+        "ryot:inference_latency:p95:5m",
+        "ryot:inference_latency:p99:5m",
+        "ryot:requests:rate5m",
+        "ryot:tokens_per_second:rate1m",
+        "ryot:tokens_per_second:rate5m",
+        "ryot:ttft_latency:p95:5m",
+    ]
+    alerts = {r["alert"]: (r["for"], r["labels"]["severity"]) for r in rules if "alert" in r}
+    assert alerts == {
+        "RyotHighErrorRate": ("5m", "warning"),
+        "RyotHighLatency": ("10m", "warning"),
+        "RyotGPUMemoryPressure": ("5m", "critical"),
+        "RyotLowTokenThroughput": ("10m", "warning"),
+        "RyotQueueBacklog": ("5m", "critical"),
+    }
+
+
+def test_prometheus_yml_scrapes_the_plugin_with_the_rules() -> None:
+    """collector/prometheus.yml scrapes localhost:9464/metrics and loads both rule files."""
+    cfg = yaml.safe_load((COLLECTOR / "prometheus.yml").read_text())
+    assert [COLLECTOR / f for f in cfg["rule_files"]] == RULE_FILES
+    (job,) = cfg["scrape_configs"]
+    assert (job["metrics_path"], job["static_configs"]) == ("/metrics", [{"targets": ["localhost:9464"]}])
+
+
+def test_otelcol_config_pipeline() -> None:
+    """The collector receives OTLP on 4317/4318 and runs memory_limiter then batch into prometheus and debug."""
+    cfg = yaml.safe_load((COLLECTOR / "otelcol-config.yaml").read_text())
+    protocols = cfg["receivers"]["otlp"]["protocols"]
+    assert (protocols["grpc"]["endpoint"], protocols["http"]["endpoint"]) == ("0.0.0.0:4317", "0.0.0.0:4318")
+    assert cfg["service"]["pipelines"]["metrics"] == {
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter", "batch"],
+        "exporters": ["prometheus", "debug"],
+    }
+    assert set(cfg["exporters"]) == {"prometheus", "prometheusremotewrite", "debug"}
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    """promtool accepts both rule files: 9 recording rules and 5 alerts."""
+    out = _promtool("check", "rules", *map(str, RULE_FILES))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 9 rules found" in out.stdout and "SUCCESS: 5 rules found" in out.stdout
+
+
+@needs_promtool
+def test_promtool_check_prometheus_config() -> None:
+    """promtool accepts collector/prometheus.yml and the rule files it points at."""
+    out = _promtool("check", "config", str(COLLECTOR / "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@needs_promtool
+@pytest.mark.parametrize("unit_test", RULE_TESTS, ids=lambda p: p.name)
+def test_promtool_rule_unit_tests_pass(unit_test: Path) -> None:
+    """Each promtool unit test file passes: alerts fire and stay silent, recording rules give exact values."""
+    assert len(RULE_TESTS) == 2
+    out = _promtool("test", "rules", str(unit_test))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+@needs_promtool
+def test_promtool_alert_tests_catch_the_design_thresholds(tmp_path: Path) -> None:
+    """With the design's thresholds (GPU memory > 0.85, errors/s > 0.05), the alert unit tests fail."""
+    rules = tmp_path / "rules"
+    (rules / "tests").mkdir(parents=True)
+    shutil.copy(RULES / "tests" / "ryot_alerts_test.yml", rules / "tests")
+    shutil.copy(RULE_FILES[0], rules)
+    alerts = RULE_FILES[1].read_text()
+    broken = alerts.replace("ryot_gpu_memory_percentage > 85", "ryot_gpu_memory_percentage > 0.85").replace(
+        "ryot:error_rate:rate5m > 0.05",
+        'sum by (model) (rate(ryot_inference_requests_total{status=~"error|timeout"}[5m])) > 0.05',
+    )
+    assert broken.count("0.85") == 1 and broken != alerts
+    (rules / "ryot_alerts.yml").write_text(broken)
+    out = _promtool("test", "rules", str(rules / "tests" / "ryot_alerts_test.yml"))
+    assert out.returncode == 1
+    assert "alertname: RyotGPUMemoryPressure" in out.stdout + out.stderr
+    assert "alertname: RyotHighErrorRate" in out.stdout + out.stderr
