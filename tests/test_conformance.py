@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import CATALOGUE, PriceTable, configure
-from ryot_telemetry.catalogue import markdown_table
 from spec_table import SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,14 +132,6 @@ def test_spec_table_matches_shared_spec() -> None:
         mine_kind, required, optional, mine_buckets = SPEC[name]
         assert (mine_kind, mine_buckets) == (kind, buckets), name
         assert required <= labels <= required | optional, (name, labels)
-
-
-def test_readme_metric_table_is_generated_from_catalogue() -> None:
-    """README's metric table is byte-for-byte what the catalogue generates."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("<!-- BEGIN METRICS TABLE -->") + len("<!-- BEGIN METRICS TABLE -->")
-    end = readme.index("<!-- END METRICS TABLE -->")
-    assert readme[start:end].strip() == markdown_table().strip()
 
 
 def test_price_table_is_a_public_type() -> None:
