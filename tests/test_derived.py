@@ -1,0 +1,104 @@
+"""Derived gauges: token efficiency (tokens/s per GPU memory percent) and ryot_service_info."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ryot_telemetry import _recorder, configure, package_version
+from ryot_telemetry.testing import Capture, capture
+from test_gpu import FakeNvml, GiB, device
+
+EFF = "ryot.token.efficiency_ratio"
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The recorder's clock, set by the test: ``now[0] = t``."""
+    t = [1000.0]
+    monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    return t
+
+
+def finish(cap: Capture, model: str, completion_tokens: int) -> None:
+    req = cap.recorder.start(model, "chat_completion", "standard")
+    req.completion_tokens = completion_tokens
+    req.success(cap.recorder)
+
+
+def make(fake: FakeNvml, models: dict) -> Capture:
+    return capture(gpu_backend=fake, gpu_models=models)
+
+
+def test_efficiency_is_tokens_per_second_over_memory_percent(now: list[float]) -> None:
+    """300 tokens in the last 30 s of a 30 s-old recorder (10 tok/s) on a GPU 25 % full: ratio 0.4."""
+    c = make(FakeNvml([device(20 * GiB, 80 * GiB), device(1 * GiB, 80 * GiB)]), {0: "llama"})
+    try:
+        now[0] = 1010.0
+        finish(c, "llama", 300)
+        now[0] = 1030.0
+        c.collect()
+        assert c.series(EFF) == [{"model": "llama"}]
+        assert c.value(EFF, model="llama") == pytest.approx(0.4)
+    finally:
+        c.shutdown()
+
+
+def test_efficiency_over_all_devices_of_a_model(now: list[float]) -> None:
+    """A model named on GPUs 0 and 1 (20 and 40 of 80 GiB: 37.5 %) at 60 tok/s over the minute: ratio 1.6."""
+    c = make(FakeNvml([device(20 * GiB, 80 * GiB), device(40 * GiB, 80 * GiB)]), {0: "llama", 1: "llama"})
+    try:
+        now[0] = 1100.0
+        finish(c, "llama", 3600)
+        c.collect()
+        assert c.value(EFF, model="llama") == pytest.approx(60 / 37.5)
+        assert c.gpu.sweeps == 1  # the efficiency gauge shares the GPU gauges' sweep
+    finally:
+        c.shutdown()
+
+
+def test_efficiency_needs_both_tokens_and_a_nonzero_memory_percent(now: list[float]) -> None:
+    """No point for a model without tokens, an unnamed model, or a GPU at 0 % memory used."""
+    fake = FakeNvml([device(0, 80 * GiB), device(8 * GiB, 80 * GiB)])
+    c = make(fake, {0: "idle-gpu", 1: "no-traffic"})
+    try:
+        now[0] = 1010.0
+        finish(c, "idle-gpu", 100)
+        finish(c, "unnamed", 100)
+        c.collect()
+        assert c.points(EFF) == []
+    finally:
+        c.shutdown()
+
+
+def test_efficiency_absent_without_nvml(cap: Capture, now: list[float]) -> None:
+    """No GPU data (no NVML): no efficiency point, even with traffic."""
+    finish(cap, "m", 100)
+    cap.collect()
+    assert cap.points(EFF) == []
+
+
+def test_service_info_is_exposed_with_value_1_and_its_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scrape shows ryot_service_info{component,service,version} 1.0."""
+    monkeypatch.setenv("RYOT_TELEMETRY_COMPONENT", "engine")
+    tel = configure(
+        service_name="chat-svc",
+        exporters="prometheus",
+        prometheus_registry="private",
+        start_prometheus_server=False,
+        gpu=False,
+    )
+    try:
+        text = generate_latest(tel.registry).decode()
+        samples = [
+            (s.name, {k: v for k, v in s.labels.items() if not k.startswith("otel_scope_")}, s.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "ryot_service_info"
+            for s in family.samples
+        ]
+        assert samples == [
+            ("ryot_service_info", {"component": "engine", "service": "chat-svc", "version": package_version()}, 1.0)
+        ]
+    finally:
+        tel.shutdown()
