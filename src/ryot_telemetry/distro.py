@@ -1,0 +1,116 @@
+"""Entry points that make ``opentelemetry-instrument`` build ryot-telemetry's MeterProvider (Views included).
+
+``opentelemetry-instrument`` runs, in order: one ``opentelemetry_distro`` (``OTEL_PYTHON_DISTRO`` picks it, else
+the first one found), one ``opentelemetry_configurator`` (``OTEL_PYTHON_CONFIGURATOR`` picks it, else the first
+found), then every ``opentelemetry_instrumentor``. The SDK's own configurator installs a MeterProvider without
+Views; ``RyotConfigurator`` installs the one ``ryot_telemetry.configure()`` builds instead: the catalogue's
+Views (buckets, attribute filters) and readers from ``OTEL_METRICS_EXPORTER`` (prometheus on
+``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT``, default localhost:9464; otlp; console; none). Traces and logs, when
+``OTEL_TRACES_EXPORTER`` / ``OTEL_LOGS_EXPORTER`` name exporters, are left to the SDK's configurator code.
+
+``RyotDistro`` only makes the choice robust when opentelemetry-distro (a dependency of ogx) is installed too: it
+selects ``RyotConfigurator`` unless ``OTEL_PYTHON_CONFIGURATOR`` says otherwise. With several distros installed,
+set ``OTEL_PYTHON_DISTRO=ryot_telemetry`` (or ``OTEL_PYTHON_CONFIGURATOR=ryot_telemetry``) so the pick is not
+left to entry-point order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+from ._setup import Telemetry, configure
+
+__all__ = ["ENTRY_POINT_NAME", "RyotConfigurator", "RyotDistro", "telemetry"]
+
+ENTRY_POINT_NAME = "ryot_telemetry"
+"""Name of the distro and configurator entry points (the value for ``OTEL_PYTHON_DISTRO`` / ``_CONFIGURATOR``)."""
+
+_OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
+
+_telemetry: Telemetry | None = None
+
+
+def telemetry() -> Telemetry | None:
+    """What ``RyotConfigurator`` built in this process, if it ran."""
+    return _telemetry
+
+
+def _metric_exporters() -> tuple[list[str] | None, str | None]:
+    """``OTEL_METRICS_EXPORTER`` in ``configure()``'s terms; the SDK's ``otlp_proto_*`` names pick the protocol."""
+    raw = os.environ.get("OTEL_METRICS_EXPORTER")
+    if raw is None or raw.strip() == "":
+        return None, None
+    names: list[str] = []
+    protocol = None
+    for name in (s.strip().lower() for s in raw.split(",")):
+        if name in _OTLP_VARIANTS:
+            protocol = _OTLP_VARIANTS[name]
+            name = "otlp"
+        if name and name not in names:
+            names.append(name)
+    return names, protocol
+
+
+def _names_exporters(var: str) -> bool:
+    raw = os.environ.get(var, "").strip().lower()
+    return raw not in ("", "none")
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+class _DropOverrideWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Overriding of current MeterProvider" not in record.getMessage()
+
+
+class RyotConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+    """Installs ryot-telemetry's MeterProvider as the global one; traces and logs as the SDK would."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        global _telemetry
+        if _telemetry is None:
+            exporters, protocol = _metric_exporters()
+            version = kwargs.get("auto_instrumentation_version")
+            _telemetry = configure(
+                exporters=exporters,
+                otlp_protocol=protocol,
+                resource_attributes={"telemetry.auto.version": version} if version else None,
+                set_global=True,
+            )
+        if _names_exporters("OTEL_TRACES_EXPORTER") or _names_exporters("OTEL_LOGS_EXPORTER"):
+            # The SDK's components for traces and logs; its metrics part would build a second, View-less
+            # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
+            quiet = _DropOverrideWarning()
+            api_log = logging.getLogger("opentelemetry.metrics._internal")
+            api_log.addFilter(quiet)
+            try:
+                with _env("OTEL_METRICS_EXPORTER", "none"):
+                    super()._configure(**kwargs)
+            finally:
+                api_log.removeFilter(quiet)
+
+
+class RyotDistro(BaseDistro):  # type: ignore[misc]
+    """Selects ``RyotConfigurator`` (unless ``OTEL_PYTHON_CONFIGURATOR`` is already set)."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        os.environ.setdefault(OTEL_PYTHON_CONFIGURATOR, ENTRY_POINT_NAME)

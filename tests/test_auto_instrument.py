@@ -1,0 +1,291 @@
+"""Zero-code loading: ``RyotInstrumentor`` on plain classes, and a real ``opentelemetry-instrument`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
+
+from fakes import ChatParams, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
+from ryot_telemetry import ConfigurationError, views
+from ryot_telemetry.catalogue import get
+from ryot_telemetry.instrumentor import ROUTER_MODULES, RyotInstrumentor
+from ryot_telemetry.testing import Capture
+
+APPS = Path(__file__).parent / "apps"
+OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
+REQ = "ryot.inference.requests"
+
+
+class PlainRouter(ScriptedRouter):
+    """A router class of our own, wrapped at class level (the methods are its base's)."""
+
+
+class OwnMethodsRouter:
+    """Defines both methods itself, so unwrapping restores the very same functions."""
+
+    async def openai_chat_completion(self, params: Any) -> dict[str, Any]:
+        return {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+
+    async def openai_completion(self, params: Any) -> dict[str, Any]:
+        return {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 1}}
+
+
+@pytest.fixture
+def instrumented() -> Iterator[tuple[RyotInstrumentor, Capture]]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=views())
+    inst = RyotInstrumentor()
+    inst.instrument(meter_provider=provider, router_classes=[PlainRouter, OwnMethodsRouter])
+    try:
+        yield inst, Capture(provider, reader, inst.recorder)
+    finally:
+        inst.uninstrument()
+        provider.shutdown()
+
+
+def test_dependencies_are_empty_so_either_package_alone_loads_it() -> None:
+    """instrumentation_dependencies() is empty: requiring both ogx and llama-stack would skip a lone one."""
+    assert tuple(RyotInstrumentor().instrumentation_dependencies()) == ()
+
+
+async def test_class_wrap_records_every_instance_into_the_given_meter_provider(
+    instrumented: tuple[RyotInstrumentor, Capture],
+) -> None:
+    """Two instances of a wrapped class: 2 chat + 1 completion requests, usage tokens, exact per-series counts."""
+    inst, cap = instrumented
+    a, b = OwnMethodsRouter(), OwnMethodsRouter()
+    await a.openai_chat_completion(ChatParams(model="m"))
+    await b.openai_chat_completion(ChatParams(model="m"))
+    await b.openai_completion(CompletionParams(model="m"))
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
+    assert cap.value(REQ, model="m", endpoint="completion", status="success") == 1
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="standard") == 10
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 5
+    expected = sorted(f"{c.__module__}.{c.__qualname__}" for c in (PlainRouter, OwnMethodsRouter))
+    assert inst.wrapped_classes == sorted(
+        [*expected, *(f"{m}.InferenceRouter" for m in ROUTER_MODULES if _importable(m))]
+    )
+
+
+async def test_class_wrap_stream_is_async_iterator_and_hides_usage_chunk(
+    instrumented: tuple[RyotInstrumentor, Capture],
+) -> None:
+    """A wrapped inherited method streams as an AsyncIterator, hides the usage chunk, records 40/3 tokens."""
+    _, cap = instrumented
+    chunks = [content_chunk("a"), content_chunk("b"), content_chunk("c"), usage_chunk(usage(40, 3))]
+    router = PlainRouter(chunks=chunks)
+    params = ChatParams(model="m", stream=True)
+    stream = await router.openai_chat_completion(params)
+    assert isinstance(stream, AsyncIterator)
+    got = [c async for c in stream]
+    assert got == chunks[:3] and all(x is y for x, y in zip(got, chunks))
+    assert params.stream_options is None  # the caller's params were copied, not mutated
+    assert router.calls[0].stream_options == {"include_usage": True}
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 40
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 3
+    assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="tiny").count == 1
+
+
+async def test_uninstrument_restores_the_classes_and_stops_recording() -> None:
+    """After uninstrument(): own methods are the original functions, inherited ones are gone, nothing records."""
+    own = {n: OwnMethodsRouter.__dict__[n] for n in ("openai_chat_completion", "openai_completion")}
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=views())
+    inst = RyotInstrumentor()
+    inst.instrument(meter_provider=provider, router_classes=[PlainRouter, OwnMethodsRouter])
+    assert OwnMethodsRouter.__dict__["openai_chat_completion"] is not own["openai_chat_completion"]
+    assert "openai_completion" in PlainRouter.__dict__
+    inst.uninstrument()
+    assert {n: OwnMethodsRouter.__dict__[n] for n in own} == own
+    assert "openai_chat_completion" not in PlainRouter.__dict__ and "openai_completion" not in PlainRouter.__dict__
+    await OwnMethodsRouter().openai_chat_completion(ChatParams(model="m"))
+    cap = Capture(provider, reader, inst.recorder).collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") is None
+    provider.shutdown()
+
+
+def test_bad_router_class_name_fails_with_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RYOT_TELEMETRY_ROUTER_CLASSES naming a missing class raises ConfigurationError and wraps nothing."""
+    monkeypatch.setenv("RYOT_TELEMETRY_ROUTER_CLASSES", "toy_router_nowhere:Router")
+    inst = RyotInstrumentor()
+    with pytest.raises(
+        ConfigurationError, match=r"RYOT_TELEMETRY_ROUTER_CLASSES: cannot load 'toy_router_nowhere:Router'"
+    ):
+        inst.instrument(meter_provider=MeterProvider())
+    assert not inst.is_instrumented_by_opentelemetry
+    assert "openai_completion" not in PlainRouter.__dict__
+
+
+def test_bare_instrument_records_into_the_global_meter_provider() -> None:
+    """A bare instrument() (no kwargs, as auto-loading calls it) records into the global MeterProvider."""
+    script = """
+import asyncio, json
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from ryot_telemetry import views
+from ryot_telemetry.instrumentor import RyotInstrumentor
+from ryot_telemetry.testing import Capture
+from toy_router import ToyRouter
+
+reader = InMemoryMetricReader()
+provider = MeterProvider(metric_readers=[reader], views=views())
+metrics.set_meter_provider(provider)
+RyotInstrumentor().instrument()
+asyncio.run(ToyRouter().openai_completion({"model": "toy", "prompt": "hi"}))
+cap = Capture(provider, reader, None).collect()
+print(json.dumps([cap.value("ryot.inference.requests", model="toy", endpoint="completion", status="success"),
+                  cap.value("ryot.tokens.generated", model="toy", token_type="prompt", generation_mode="standard")]))
+"""
+    env = _clean_env(RYOT_TELEMETRY_ROUTER_CLASSES="toy_router:ToyRouter", PYTHONPATH=str(APPS))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [1, 12]
+
+
+# --- a real opentelemetry-instrument process, scraped over loopback ---------------------------------------------
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RYOT_TELEMETRY_"))}
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def _run_app(**extra_env: str) -> tuple[dict[str, Any], dict[tuple[str, frozenset[tuple[str, str]]], float], str]:
+    """Start the app under opentelemetry-instrument, scrape /metrics once, let it exit; (report, samples, text)."""
+    if not OTEL_INSTRUMENT.exists():
+        pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
+    env = _clean_env(
+        # The README recipe: pick ryot-telemetry's distro and configurator, Prometheus only.
+        OTEL_PYTHON_DISTRO="ryot_telemetry",
+        OTEL_PYTHON_CONFIGURATOR="ryot_telemetry",
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT="0",
+        OTEL_SERVICE_NAME="auto-app",
+        RYOT_TELEMETRY_GPU="false",
+        RYOT_TELEMETRY_ROUTER_CLASSES="toy_router:ToyRouter",
+        PYTHONPATH=str(APPS),
+    )
+    env.update(extra_env)
+    cmd = [str(OTEL_INSTRUMENT), sys.executable, str(APPS / "auto_router_app.py")]
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
+        watchdog = threading.Timer(60.0, proc.kill)  # the app stops by itself; this only bounds a hang
+        watchdog.start()
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            line = proc.stdout.readline()
+            report = json.loads(line) if line else {"metrics_url": None}
+            url = report["metrics_url"]
+            text = ""
+            if url is not None:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    text = resp.read().decode()
+                proc.stdin.write("scraped\n")
+                proc.stdin.flush()
+            proc.wait(timeout=30)
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            errors.seek(0)
+            stderr = errors.read()
+    assert proc.returncode == 0 and url is not None and url.startswith("http://127.0.0.1:"), (report, stderr)
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            # An empty label value is the same series as no label in Prometheus; the exporter pads with them.
+            labels = frozenset((k, v) for k, v in s.labels.items() if v != "" and not k.startswith("otel_scope_"))
+            samples[(s.name, labels)] = s.value
+    return report, samples, text
+
+
+def _lbl(**labels: str) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def _le(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> list[str]:
+    """The ``le`` values of one histogram series, in exposition order of their numeric value."""
+    les = [dict(k)["le"] for (n, k) in samples if n == name and (k - {("le", dict(k)["le"])}) == _lbl(**labels)]
+    return sorted(les, key=lambda v: float("inf") if v == "+Inf" else float(v))
+
+
+def _spec_le(name: str) -> list[str]:
+    return [str(float(b)) for b in get(name).buckets or ()] + ["+Inf"]
+
+
+def test_opentelemetry_instrument_exposes_exact_series_and_spec_buckets() -> None:
+    """Under opentelemetry-instrument, /metrics has exact ryot_* counts and the SPEC's bucket boundaries."""
+    report, s, _ = _run_app()
+    assert report["wrapped"] == ["toy_router.ToyRouter"]
+    assert report["stream_is_async_iterator"] is True
+    assert report["streamed"] == [["Hel", "lo", " wor", "ld"]] * 2  # usage chunk hidden from the caller
+    req = "ryot_inference_requests_total"
+    assert s[(req, _lbl(model="toy", endpoint="chat_completion", status="success"))] == 5
+    assert s[(req, _lbl(model="toy", endpoint="completion", status="success"))] == 1
+    assert s[(req, _lbl(model="missing", endpoint="completion", status="error", error_type="model_not_found"))] == 1
+    assert s[("ryot_inference_errors_total", _lbl(model="missing", error_type="model_not_found", severity="info"))] == 1
+    tok = "ryot_tokens_generated_total"
+    assert s[(tok, _lbl(model="toy", token_type="prompt", generation_mode="standard"))] == 48
+    assert s[(tok, _lbl(model="toy", token_type="completion", generation_mode="standard"))] == 20
+    assert s[(tok, _lbl(model="toy", token_type="prompt", generation_mode="streaming"))] == 1400
+    assert s[(tok, _lbl(model="toy", token_type="completion", generation_mode="streaming"))] == 8
+    lat = "ryot_inference_latency_seconds"
+    assert _le(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == _spec_le(lat)
+    assert _spec_le(lat)[:3] == ["0.01", "0.025", "0.05"]
+    assert s[(lat + "_count", _lbl(model="toy", batch_size="1", generation_mode="standard"))] == 4
+    assert s[(lat + "_count", _lbl(model="toy", batch_size="1", generation_mode="streaming"))] == 2
+    ttft = "ryot_ttft_latency_seconds"
+    assert _le(s, ttft + "_bucket", model="toy", prompt_size="medium") == _spec_le(ttft)
+    assert s[(ttft + "_count", _lbl(model="toy", prompt_size="medium"))] == 2
+    tpot = "ryot_time_per_output_token_seconds"
+    assert _le(s, tpot + "_bucket", model="toy") == _spec_le(tpot)
+    assert s[(tpot + "_count", _lbl(model="toy"))] == 2
+    active = "ryot_active_inference_requests"
+    assert s[(active, _lbl(model="toy", request_type="streaming", endpoint="chat_completion"))] == 0
+    info = [dict(k) for (n, k) in s if n == "ryot_service_info"]
+    assert [(i["service"], i["component"]) for i in info] == [("auto-app", "inference-router")]
+
+
+def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
+    """RYOT_TELEMETRY_BUCKETS reaches the configurator's Views: latency buckets become 0.5, 1, 2, +Inf."""
+    _, s, _ = _run_app(RYOT_TELEMETRY_BUCKETS=json.dumps({"ryot_inference_latency_seconds": [0.5, 1, 2]}))
+    lat = "ryot_inference_latency_seconds"
+    assert _le(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == [
+        "0.5",
+        "1.0",
+        "2.0",
+        "+Inf",
+    ]
+    assert s[(lat + "_bucket", _lbl(model="toy", batch_size="1", generation_mode="standard", le="0.5"))] == 4
+    ttft = "ryot_ttft_latency_seconds"
+    assert _le(s, ttft + "_bucket", model="toy", prompt_size="medium") == _spec_le(ttft)
