@@ -38,3 +38,7 @@ RYOT_TELEMETRY_PROMETHEUS_REGISTRY = "RYOT_TELEMETRY_PROMETHEUS_REGISTRY"
 
 RYOT_TELEMETRY_COMPONENT = "RYOT_TELEMETRY_COMPONENT"
 """``component`` label of ``ryot_service_info`` (default ``inference-router``)."""
+
+RYOT_TELEMETRY_ROUTER_CLASSES = "RYOT_TELEMETRY_ROUTER_CLASSES"
+"""Extra router classes ``RyotInstrumentor`` wraps, besides ogx's / llama-stack's ``InferenceRouter``:
+``my_service.routers:MyRouter,other.module:Other``."""
