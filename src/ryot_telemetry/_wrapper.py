@@ -22,6 +22,7 @@ COMPLETION = "completion"
 METHODS = {"openai_chat_completion": CHAT, "openai_completion": COMPLETION}
 _MARK = "__ryot_telemetry_wrapped__"
 _ABANDON = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
+_PRIMED = object()
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -186,7 +187,11 @@ async def traced_call(
 
     if stream and hasattr(result, "__aiter__"):
         try:
-            return _traced_stream(rec, req, result, hide_usage, endpoint, params)
+            traced = _traced_stream(rec, req, result, hide_usage, endpoint, params)
+            # Run it to its first (internal) yield, inside the try that sees every exit: a stream the caller
+            # closes or drops before iterating it is then finalised too, instead of staying in flight forever.
+            await traced.asend(None)
+            return traced
         except Exception:
             _log.debug("ryot-telemetry: could not wrap the stream; returning it as is", exc_info=True)
             req.success(rec)
@@ -212,6 +217,7 @@ async def _traced_stream(
     seen = False
     want_model = rec.semconv is not None
     try:
+        yield _PRIMED  # taken by traced_call, never seen by the caller
         async for chunk in stream:
             try:
                 if not seen and _has_content(chunk):
