@@ -15,6 +15,8 @@ from ._setup import ConfigurationError, Telemetry, build_recorder, configure, de
 from ._wrapper import instrument_router, traced_call, uninstrument_router
 from .catalogue import CATALOGUE, MetricSpec
 from .cost import Price, PriceTable
+from .engine import EngineMetrics
+from .gpu import GpuGauges, install_gpu_gauges
 
 __version__ = package_version()
 
@@ -24,6 +26,8 @@ __all__ = [
     "OVERFLOW",
     "SEVERITY",
     "ConfigurationError",
+    "EngineMetrics",
+    "GpuGauges",
     "MetricSpec",
     "Price",
     "PriceTable",
@@ -37,6 +41,7 @@ __all__ = [
     "configure",
     "create_instrument",
     "default_recorder",
+    "install_gpu_gauges",
     "instrument_router",
     "prompt_size_label",
     "traced_call",

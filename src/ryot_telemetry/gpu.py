@@ -198,7 +198,7 @@ class GpuGauges:
 
     @property
     def available(self) -> bool:
-        """True while NVML is initialised and at least one device is being read."""
+        """True while NVML is initialised (and not yet shut down)."""
         return self._nvml is not None and not self._closed
 
     @property
