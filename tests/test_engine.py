@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from ryot_telemetry import engine as engine_mod
@@ -235,3 +237,40 @@ def test_clock_is_clamped_for_negative_durations(cap: Capture, clock: list[float
         pass
     cap.collect()
     assert cap.histogram(LOAD_T, model="m", load_type="cold_start", device_type="gpu").sum == 0.0
+
+
+def test_on_collect_hook_pulls_values_once_per_collection(cap: Capture) -> None:
+    """A hook runs once per collection, before the gauges are read: queue and KV values come from its pull."""
+    waiting = iter([5, 2])
+    calls = []
+
+    @cap.engine.on_collect
+    def pull() -> None:
+        calls.append(1)
+        cap.engine.set_queue_depth("m", "normal", next(waiting))
+        cap.engine.set_kv_cache_size("m", 2048, 4, 1024 * len(calls))
+
+    cap.collect()
+    assert cap.value("ryot.queue.depth", model="m", priority_level="normal") == 5
+    assert cap.value("ryot.kv_cache.size", model="m", context_length="2048", batch_size="2-4") == 1024
+    cap.collect()
+    assert cap.value("ryot.queue.depth", model="m", priority_level="normal") == 2
+    assert cap.value("ryot.kv_cache.size", model="m", context_length="2048", batch_size="2-4") == 2048
+    assert len(calls) == 2
+
+
+def test_failing_hook_is_logged_once_and_collection_continues(cap: Capture, caplog: pytest.LogCaptureFixture) -> None:
+    """A hook that raises is logged once; the other gauges still report."""
+    cap.engine.set_queue_depth("m", "low", 4)
+
+    def broken() -> None:
+        raise RuntimeError("scheduler gone")
+
+    cap.engine.on_collect(broken)
+    with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+        cap.collect()
+        cap.collect()
+    assert len([r for r in caplog.records if "on_collect hook" in r.getMessage()]) == 1
+    assert cap.value("ryot.queue.depth", model="m", priority_level="low") == 4
+    with pytest.raises(ValueError, match="on_collect needs a callable"):
+        cap.engine.on_collect(42)  # type: ignore[arg-type]

@@ -418,3 +418,31 @@ def test_real_pynvml() -> None:
         assert pct is not None and 0.0 <= pct <= 100.0
     finally:
         c.shutdown()
+
+
+def test_auto_mode_with_real_pynvml_and_no_driver(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no NVIDIA driver is installed, auto mode with real pynvml gives no GPU series and one INFO line."""
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("an NVIDIA driver is present here: the no-driver path cannot be exercised")
+    monkeypatch.delenv("RYOT_TELEMETRY_GPU", raising=False)
+    c = capture()
+    with caplog.at_level(logging.DEBUG, logger="ryot_telemetry"):
+        gauges = gpu_mod.install_gpu_gauges(c.provider.get_meter("real"), models={})
+        c.collect()
+    try:
+        assert not gauges.available
+        assert [
+            (r.levelname, r.getMessage().startswith("ryot-telemetry: NVML not available")) for r in caplog.records
+        ] == [("INFO", True)]
+        assert c.points(MEM) == [] and c.points("ryot.gpu.temperature") == []
+    finally:
+        gauges.close()
+        c.shutdown()

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -104,6 +104,8 @@ class EngineMetrics:
         self._queue: dict[tuple[str, str], int] = {}
         self._kv: dict[tuple[str, str, str], float] = {}
         self._kv_lock = threading.Lock()
+        self._hooks: list[Callable[[], object]] = []
+        self._hook_failed: set[int] = set()
         b = buckets or {}
 
         def make(name: str, **kw: Any) -> Any:
@@ -218,7 +220,31 @@ class EngineMetrics:
             )
         self.gpu.set_memory_breakdown(device_id, memory_type, size_bytes)
 
+    def on_collect(self, hook: Callable[[], object]) -> Callable[[], object]:
+        """Run ``hook()`` at every collection, before the queue-depth and KV-cache gauges are read, so an engine can
+        report them by pulling its scheduler state instead of pushing on every change::
+
+            engine.on_collect(lambda: engine.set_queue_depth("llama", "normal", scheduler.num_waiting))
+
+        An exception from the hook is logged once and the collection goes on. Returns ``hook`` (usable as a
+        decorator)."""
+        if not callable(hook):
+            raise ValueError(f"on_collect needs a callable, got {hook!r}")
+        self._hooks.append(hook)
+        return hook
+
+    def _run_hooks(self) -> None:
+        for hook in list(self._hooks):
+            try:
+                hook()
+            except Exception:
+                if id(hook) not in self._hook_failed:
+                    self._hook_failed.add(id(hook))
+                    _log.warning("ryot-telemetry: engine on_collect hook %r failed", hook, exc_info=True)
+
     def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Registered before ryot.kv_cache.size, so the SDK calls this first: hooks run once per collection.
+        self._run_hooks()
         return [Observation(n, {"model": m, "priority_level": p}) for (m, p), n in list(self._queue.items())]
 
     def _observe_kv(self, options: CallbackOptions) -> Iterable[Observation]:
