@@ -138,6 +138,13 @@ def _allows_extra(params: Any) -> bool:
     return config.get("extra") == "allow"
 
 
+def _succeed(rec: Recorder, req: Request) -> None:
+    try:
+        req.success(rec)
+    except Exception:
+        _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
+
+
 def _end(rec: Recorder, req: Request, exc: BaseException) -> None:
     try:
         if isinstance(exc, _ABANDON):
@@ -194,7 +201,7 @@ async def traced_call(
             return traced
         except Exception:
             _log.debug("ryot-telemetry: could not wrap the stream; returning it as is", exc_info=True)
-            req.success(rec)
+            _succeed(rec, req)
             return result
     try:
         usage = _get(result, "usage")
@@ -205,7 +212,7 @@ async def traced_call(
         req.success(rec)
     except Exception:
         _log.debug("ryot-telemetry: could not read the response", exc_info=True)
-        req.success(rec)
+        _succeed(rec, req)
     return result
 
 
@@ -245,7 +252,7 @@ async def _traced_stream(
         raise
     req.chunks = n
     _finish_stream_estimates(req, endpoint, params)
-    req.success(rec)
+    _succeed(rec, req)
 
 
 def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
