@@ -1,0 +1,250 @@
+"""OTLP export to real receivers on loopback (gRPC MetricsService and OTLP/HTTP protobuf), both protocols."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
+from ryot_telemetry import catalogue, configure
+from ryot_telemetry.simulate import ProviderError
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    """Collects every ExportMetricsServiceRequest it is sent; ``start()``/``stop()`` on a fixed port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self._lock = threading.Lock()
+
+    def received(self, req: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        with self._lock:
+            self.requests.append(req)
+
+    def latest(self, name: str) -> tuple[metrics_pb2.Metric, dict[str, str]] | None:
+        """The most recent export of metric ``name`` and its resource attributes."""
+        with self._lock:
+            reqs = list(self.requests)
+        for req in reversed(reqs):
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name == name:
+                            return m, _attrs(rm.resource.attributes)
+        return None
+
+    def names(self) -> set[str]:
+        with self._lock:
+            return {
+                m.name
+                for r in self.requests
+                for rm in r.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+            }
+
+
+class GrpcReceiver(Receiver):
+    protocol = "grpc"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver.received(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self._server)
+        assert self._server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(grace=None).wait(5)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class HttpReceiver(Receiver):
+    protocol = "http/protobuf"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != "/v1/metrics" or self.headers["Content-Type"] != "application/x-protobuf":
+                    self.send_error(404 if self.path != "/v1/metrics" else 415)
+                    return
+                receiver.received(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
+                out = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"  # configure() appends /v1/metrics
+
+
+def _attrs(kvs: Any) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in kvs}
+
+
+def _sum_points(metric: metrics_pb2.Metric) -> dict[tuple[tuple[str, str], ...], int]:
+    return {tuple(sorted(_attrs(p.attributes).items())): p.as_int for p in metric.sum.data_points}
+
+
+def _key(**attrs: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(attrs.items()))
+
+
+@pytest.fixture(params=[GrpcReceiver, HttpReceiver], ids=["grpc", "http"])
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    r = request.param(_free_port())
+    yield r
+    if hasattr(r, "_server"):
+        r.stop()
+
+
+def _wait_for(what: str, check: Any, deadline_s: float) -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
+
+
+async def test_otlp_points_carry_spec_names_buckets_and_attributes(receiver: Receiver) -> None:
+    """5 successes (usage 40/10) and 1 OOM arrive as ryot.* metrics with exact counts, bounds and attributes."""
+    receiver.start()
+    tel = configure(
+        service_name="otlp-e2e",
+        exporters="otlp",
+        otlp_endpoint=receiver.endpoint,
+        otlp_protocol=receiver.protocol,
+        export_interval_ms=200,
+        gpu=False,
+    )
+    try:
+        ok = tel.instrument_router(
+            ScriptedRouter(response=Completion(choices=[Choice(message=Message(content="x"))], usage=usage(40, 10)))
+        )
+        for _ in range(5):
+            await ok.openai_chat_completion(ChatParams(model="m"))
+        bad = tel.instrument_router(ScriptedRouter(raises=ProviderError("CUDA out of memory", 500)))
+        with pytest.raises(ProviderError):
+            await bad.openai_chat_completion(ChatParams(model="m"))
+    finally:
+        tel.shutdown()  # flushes the final cumulative export
+
+    requests, resource = receiver.latest("ryot.inference.requests")
+    assert resource["service.name"] == "otlp-e2e"
+    assert requests.sum.is_monotonic and requests.sum.aggregation_temporality == CUMULATIVE
+    assert requests.unit == "{request}"
+    assert _sum_points(requests) == {
+        _key(model="m", endpoint="chat_completion", status="success"): 5,
+        _key(model="m", endpoint="chat_completion", status="error", error_type="oom"): 1,
+    }
+    errors, _ = receiver.latest("ryot.inference.errors")
+    assert _sum_points(errors) == {_key(model="m", error_type="oom", severity="critical"): 1}
+    tokens, _ = receiver.latest("ryot.tokens.generated")
+    assert _sum_points(tokens) == {
+        _key(model="m", token_type="prompt", generation_mode="standard"): 200,
+        _key(model="m", token_type="completion", generation_mode="standard"): 50,
+    }
+    latency, _ = receiver.latest("ryot.inference.latency")
+    assert latency.unit == "s" and latency.histogram.aggregation_temporality == CUMULATIVE
+    (point,) = latency.histogram.data_points
+    assert _attrs(point.attributes) == {"model": "m", "batch_size": "1", "generation_mode": "standard"}
+    assert tuple(point.explicit_bounds) == catalogue.get("ryot.inference.latency").buckets
+    assert point.count == 6 and sum(point.bucket_counts) == 6
+    assert len(point.bucket_counts) == len(point.explicit_bounds) + 1
+    batch, _ = receiver.latest("ryot.batch_size.distribution")
+    (bpoint,) = batch.histogram.data_points
+    assert tuple(bpoint.explicit_bounds) == catalogue.get("ryot.batch_size.distribution").buckets
+    assert (bpoint.count, bpoint.sum, tuple(bpoint.bucket_counts)) == (6, 6.0, (6, 0, 0, 0, 0, 0, 0, 0))
+    assert {"ryot.service.info", "ryot.active_inference_requests"} <= receiver.names()
+
+
+async def test_exporter_survives_receiver_down_then_up(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """With no receiver, calls stay fast and nothing blocks; once it starts, the cumulative count arrives intact."""
+    caplog.set_level(logging.WARNING, logger="opentelemetry")
+    tel = configure(
+        exporters="otlp",
+        otlp_endpoint=receiver.endpoint,
+        otlp_protocol=receiver.protocol,
+        export_interval_ms=100,
+        gpu=False,
+    )
+    try:
+        router = tel.instrument_router(
+            ScriptedRouter(response=Completion(choices=[Choice(message=Message(content="x"))], usage=usage(4, 2)))
+        )
+        durations = []
+        for i in range(300):
+            start = time.perf_counter()
+            await router.openai_chat_completion(ChatParams(model="m"))
+            durations.append(time.perf_counter() - start)
+            if i % 100 == 99:
+                time.sleep(0.3)  # let several export attempts fail and retry in the background
+        assert receiver.requests == []
+        failed = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter.otlp")]
+        assert failed, "the exporter never tried (and failed) to reach the missing receiver"
+        # Exports fail and back off on the reader's thread; the request path never waits for them.
+        assert max(durations) < 0.1, max(durations)
+        assert sum(durations) / len(durations) < 0.005
+
+        receiver.start()
+
+        def arrived() -> bool:
+            got = receiver.latest("ryot.inference.requests")
+            return got is not None and _sum_points(got[0]) == {
+                _key(model="m", endpoint="chat_completion", status="success"): 300
+            }
+
+        _wait_for("the 300 requests to reach the receiver", arrived, 30)
+    finally:
+        tel.shutdown()

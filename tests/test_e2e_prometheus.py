@@ -1,0 +1,213 @@
+"""A real Prometheus server scrapes the demo's /metrics on loopback and its query API returns the demo's numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ryot_telemetry import catalogue
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None,
+        reason="prometheus binary not found (Debian package `prometheus`; scripts/setup.d/prometheus.sh)",
+    ),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "collector" / "rules"
+REQUESTS = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _get(url: str, timeout: float = 5) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _wait(what: str, check: Any, deadline_s: float, interval: float = 0.25) -> Any:
+    """Poll ``check()`` until it returns something truthy; fail with ``what`` after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except OSError as e:  # server not up yet
+            last = e
+        if last and not isinstance(last, OSError):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
+
+
+class Prom:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql} | ({"time": repr(at)} if at is not None else {})
+        body = _get(f"{self.base}/api/v1/query?{urllib.parse.urlencode(params)}")
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def by(self, promql: str, label: str) -> dict[str, float]:
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
+
+    def scalar(self, promql: str) -> float | None:
+        res = self.query(promql)
+        assert len(res) <= 1, res
+        return float(res[0]["value"][1]) if res else None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom, dict[str, Any], int]]:
+    """Prometheus (1s scrape and rule interval, ryot rules loaded) scraping the demo, which runs 300 requests."""
+    tmp_path = tmp_path_factory.mktemp("prometheus")
+    demo_port, prom_port = _free_port(), _free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES / "ryot_recording_rules.yml"), str(RULES / "ryot_alerts.yml")],
+        "scrape_configs": [{"job_name": "ryot-demo", "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prom_log = (tmp_path / "prometheus.log").open("w")
+    prom = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--log.level=warn",
+        ],
+        stdout=prom_log,
+        stderr=subprocess.STDOUT,
+    )
+    demo = None
+    try:
+        base = f"http://127.0.0.1:{prom_port}"
+        _wait("Prometheus to be ready", lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200, 20)
+        # The scrape manager picks targets up on a 5 s tick; start the traffic only once the target is scraped
+        # (still down: up == 0), so rates see the counters grow.
+        _wait("the first scrape of the target", lambda: Prom(base).query('up{job="ryot-demo"}'), 20)
+        summary_path = tmp_path / "summary.json"
+        demo = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ryot_telemetry", "demo", "--requests", str(REQUESTS), "--concurrency", "16"),
+                *("--speed", "0.2", "--seed", "11", "--host", "127.0.0.1", "--port", str(demo_port)),
+                *("--private-registry", "--no-progress", "--hold", "60", "--summary-json", str(summary_path)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        first = demo.stdout.readline()
+        assert first == f"metrics: http://127.0.0.1:{demo_port}/metrics\n"
+        _wait("the demo's summary", summary_path.exists, 40)
+        text = _wait(
+            "the complete summary",
+            lambda: summary_path.read_text().rstrip().endswith("}") and summary_path.read_text(),
+            5,
+        )
+        summary = json.loads(text)
+        yield Prom(base), summary, demo_port
+    finally:
+        if demo is not None:
+            _stop(demo)
+        _stop(prom)
+        prom_log.close()
+
+
+def test_prometheus_sees_exactly_the_demo_traffic(stack: tuple[Prom, dict[str, Any], int]) -> None:
+    """sum(ryot_inference_requests_total) is the demo's request count; per-status, per-error and token sums match."""
+    prom, summary, port = stack
+    assert summary["total"] == REQUESTS
+    _wait(
+        "Prometheus to scrape all 300 requests",
+        lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS,
+        15,
+    )
+    assert prom.by('up{job="ryot-demo"}', "instance") == {f"127.0.0.1:{port}": 1.0}
+    expected_status = {k: float(v) for k, v in summary["requests"].items() if v}
+    assert prom.by("sum by (status) (ryot_inference_requests_total)", "status") == expected_status
+    expected_errors = {k: float(v) for k, v in summary["errors"].items() if v}
+    assert prom.by("sum by (error_type) (ryot_inference_errors_total)", "error_type") == expected_errors
+    assert prom.scalar('sum(ryot_tokens_generated_total{token_type="completion"})') == summary["completion_tokens"]
+    # In-flight gauge is back to zero once the traffic is over.
+    assert prom.scalar("sum(ryot_active_inference_requests)") == 0
+
+
+def test_ttft_buckets_and_quantile(stack: tuple[Prom, dict[str, Any], int]) -> None:
+    """TTFT buckets are the catalogue's; histogram_quantile(0.95) equals the demo's p95 and lies in its bucket."""
+    prom, summary, _ = stack
+    _wait("all requests scraped", lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS, 15)
+    cumulative = prom.by("sum by (le) (ryot_ttft_latency_seconds_bucket)", "le")
+    bounds = [*catalogue.get("ryot.ttft.latency").buckets, float("inf")]
+    assert sorted(float(le) for le in cumulative) == bounds
+    counts = [cumulative[le] for le in sorted(cumulative, key=float)]
+    total = counts[-1]
+    assert total == prom.scalar("sum(ryot_ttft_latency_seconds_count)") > 0
+    p95 = prom.scalar("histogram_quantile(0.95, sum by (le) (ryot_ttft_latency_seconds_bucket))")
+    assert round(p95, 4) == summary["ttft_p95_seconds"]
+    i = next(i for i, c in enumerate(counts) if c >= 0.95 * total)
+    lower = bounds[i - 1] if i else 0.0
+    assert lower < p95 <= bounds[i]
+    p50 = prom.scalar("histogram_quantile(0.5, sum by (le) (ryot_inference_latency_seconds_bucket))")
+    assert round(p50, 4) == summary["latency_p50_seconds"]
+
+
+def test_recording_rules_evaluate_on_real_data(stack: tuple[Prom, dict[str, Any], int]) -> None:
+    """Every rule evaluates without error; ryot:batch_size:avg:5m equals its expression at the rule's own timestamp."""
+    prom, _, _ = stack
+    _wait("all requests scraped", lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS, 15)
+    time.sleep(2.5)  # two more scrape and rule cycles after the last increase, so the rule saw the final counters
+    stored = prom.query("ryot:batch_size:avg:5m[3s]")
+    models = {"llama-3.1-8b-instruct", "mistral-7b-instruct"}
+    assert {r["metric"]["model"] for r in stored} == models
+    for r in stored:
+        at, value = r["values"][-1][0], float(r["values"][-1][1])
+        model = r["metric"]["model"]
+        (direct,) = prom.query(
+            f'sum(rate(ryot_batch_size_distribution_sum{{model="{model}"}}[5m]))'
+            f' / sum(rate(ryot_batch_size_distribution_count{{model="{model}"}}[5m]))',
+            at=at,
+        )
+        assert float(direct["value"][1]) == value
+        # the demo sends single requests and batches of 2, 4, 8 or 16 prompts
+        assert 1 < value < 16
+    ratio = prom.by("ryot:error_rate:rate5m", "model")
+    assert set(ratio) == models and all(0 <= v <= 1 for v in ratio.values())
+    p95 = prom.by("ryot:ttft_latency:p95:5m", "model")
+    assert set(p95) == models and all(0 < v <= 2.5 for v in p95.values())
+    groups = _get(f"{prom.base}/api/v1/rules")["data"]["groups"]
+    health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
+    assert len(health) == 14
+    assert {name: h for name, h in health.items() if h != ("ok", "")} == {}
