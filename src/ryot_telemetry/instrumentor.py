@@ -24,7 +24,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from . import env
+from . import _setup, env
 from ._instruments import METER_NAME
 from ._recorder import Recorder
 from ._setup import ConfigurationError, build_recorder, default_recorder, package_version
@@ -116,8 +116,11 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         recorder: Recorder | None = kwargs.get("recorder")
         if recorder is None:
             provider = kwargs.get("meter_provider")
+            configured = _setup._current
             if provider is None:
                 recorder = default_recorder()
+            elif configured is not None and configured.meter_provider is provider:
+                recorder = configured.recorder  # configure()'s own: a second one would duplicate its instruments
             else:
                 recorder = build_recorder(provider.get_meter(METER_NAME, package_version()))
         self.recorder = recorder

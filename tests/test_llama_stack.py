@@ -1,0 +1,92 @@
+"""The real ogx (llama-stack) ``InferenceRouter``, instrumented by ``RyotInstrumentor``, in the Python 3.12 venv.
+
+``scripts/setup.d/llama_stack.sh`` builds ``.venv312`` (ogx pinned, ryot-telemetry editable); the router runs in
+a subprocess there, since ogx needs Python >= 3.12 and the suite runs on 3.11.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ryot_telemetry.catalogue import get
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PY = ROOT / ".venv312" / "bin" / "python"
+APP = ROOT / "tests" / "apps" / "ogx_router_app.py"
+MODEL = "llama-8b"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not VENV_PY.exists(),
+        reason=".venv312 is absent: no Python 3.12 found by scripts/setup.d/llama_stack.sh (run scripts/setup.sh test)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "RYOT_TELEMETRY_GPU": "false"}
+    out = subprocess.run([str(VENV_PY), str(APP)], capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_runs_the_real_ogx_router_on_python_312(report: dict[str, Any]) -> None:
+    """The instrumentor found and wrapped ogx's InferenceRouter class, running on Python 3.12."""
+    assert report["python"] == [3, 12]
+    assert report["wrapped"] == ["ogx.core.routers.inference.InferenceRouter"]
+
+
+def test_requests_and_errors_are_labelled_with_the_requested_model(report: dict[str, Any]) -> None:
+    """4 chat + 2 completion successes under the requested id, 1 real ModelNotFoundError as model_not_found."""
+    m = report["metrics"]
+    assert m["requests"] == [
+        {"endpoint": "chat_completion", "error_type": "model_not_found", "model": "no-such-model", "status": "error"},
+        {"endpoint": "chat_completion", "model": MODEL, "status": "success"},
+        {"endpoint": "completion", "model": MODEL, "status": "success"},
+    ]
+    assert (m["req_chat_ok"], m["req_completion_ok"], m["req_missing"], m["errors_missing"]) == (4, 2, 1, 1)
+    assert report["instrumented"]["error"] == "ModelNotFoundError"
+    # The router rewrote params.model to the provider's id; our labels kept the caller's.
+    assert report["provider_models_seen"] == ["meta-llama/Llama-3.1-8B-Instruct"]
+
+
+def test_usage_tokens_ttft_and_cache_are_exact(report: dict[str, Any]) -> None:
+    """Tokens come from usage (standard 45/16, streaming 1830/8); TTFT per prompt_size; cache ratio 0.5 twice."""
+    m = report["metrics"]
+    assert (m["tok_prompt_standard"], m["tok_completion_standard"]) == (45, 16)
+    assert (m["tok_prompt_streaming"], m["tok_completion_streaming"]) == (1830, 8)
+    ttft_bounds = list(get("ryot_ttft_latency_seconds").buckets or ())
+    assert m["ttft_medium"]["count"] == 2 and m["ttft_medium"]["bounds"] == ttft_bounds
+    assert m["ttft_tiny"]["count"] == 1
+    assert m["cache"] == {"count": 2, "sum": 1.0, "bounds": list(get("ryot_prompt_cache_effectiveness").buckets or ())}
+    assert m["latency_streaming"]["count"] == 3
+    assert m["latency_streaming"]["bounds"] == list(get("ryot_inference_latency_seconds").buckets or ())
+    assert m["active_values"] == [0, 0, 0, 0, 0]
+
+
+def test_streams_reach_the_caller_unchanged_as_async_iterators(report: dict[str, Any]) -> None:
+    """Streamed chunks are the router's own objects, equal to an uninstrumented router's; usage hidden unless asked."""
+    inst, plain = report["instrumented"], report["plain"]
+    for key in ("chat_stream", "chat_stream_usage_asked", "completion_stream"):
+        assert inst[key]["async_iterator"] is True, key
+        assert inst[key]["same_objects"] is True, key
+        assert inst[key]["dumps"] == plain[key]["dumps"], key
+    assert [c["choices"][0]["delta"]["content"] for c in inst["chat_stream"]["dumps"]] == ["Hel", "lo", "!"]
+    assert {c["model"] for c in inst["chat_stream"]["dumps"]} == {MODEL}
+    assert inst["chat_stream_usage_asked"]["dumps"][-1]["usage"]["prompt_tokens"] == 900
+    assert inst["chat_stream"]["caller_stream_options"] is None  # the caller's params were not mutated
+    # The provider was asked for usage on every stream, by the wrapper or by the caller.
+    assert report["provider_usage_asked"] == [False, False, True, True, False, True]
+    assert (inst["chat_model"], inst["completion_model"]) == (MODEL, MODEL)
+
+
+def test_uninstrument_stops_recording(report: dict[str, Any]) -> None:
+    """After uninstrument(), the same traffic through a new router adds nothing to any series."""
+    assert report["metrics_after_uninstrument"] == report["metrics"]
