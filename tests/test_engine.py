@@ -274,3 +274,48 @@ def test_failing_hook_is_logged_once_and_collection_continues(cap: Capture, capl
     assert cap.value("ryot.queue.depth", model="m", priority_level="low") == 4
     with pytest.raises(ValueError, match="on_collect needs a callable"):
         cap.engine.on_collect(42)  # type: ignore[arg-type]
+
+
+def test_prometheus_exposition_names() -> None:
+    """A scrape shows the SPEC's exact engine family names and label values."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ryot_telemetry import configure
+
+    tel = configure(exporters="prometheus", prometheus_registry="private", start_prometheus_server=False, gpu=False)
+    try:
+        eng = tel.engine
+        eng.record_model_load("m", 3.0, load_type="cache_hit")
+        eng.record_eviction("m", "timeout")
+        eng.record_startup_phase("ready", 2.0)
+        eng.set_queue_depth("m", "high", 7)
+        eng.set_kv_cache_size("m", 4096, 1, 100)
+        eng.set_gpu_memory_breakdown(0, "model_weights", 5)
+        text = generate_latest(tel.registry).decode()
+    finally:
+        tel.shutdown()
+    samples = {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if not k.startswith("otel_scope_"))), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert (
+        "ryot_model_load_attempts_total",
+        (("load_type", "from_cache"), ("model", "m"), ("result", "success")),
+        1.0,
+    ) in samples
+    assert ("ryot_model_cache_evictions_total", (("eviction_reason", "timeout"), ("model", "m")), 1.0) in samples
+    assert (
+        "ryot_model_loading_time_seconds_sum",
+        (("device_type", "gpu"), ("load_type", "cache_hit"), ("model", "m")),
+        3.0,
+    ) in samples
+    assert ("ryot_initialization_startup_time_seconds_count", (("startup_phase", "ready"),), 1.0) in samples
+    assert ("ryot_queue_depth", (("model", "m"), ("priority_level", "high")), 7.0) in samples
+    assert (
+        "ryot_kv_cache_size_bytes",
+        (("batch_size", "1"), ("context_length", "4096"), ("model", "m")),
+        100.0,
+    ) in samples
+    assert ("ryot_gpu_memory_usage_bytes", (("device_id", "0"), ("memory_type", "model_weights")), 5.0) in samples

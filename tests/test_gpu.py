@@ -446,3 +446,38 @@ def test_auto_mode_with_real_pynvml_and_no_driver(
     finally:
         gauges.close()
         c.shutdown()
+
+
+def test_prometheus_exposition_names_and_values(fake: FakeNvml) -> None:
+    """A scrape shows the SPEC's exact GPU family names with NVML's values converted (mW -> W)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ryot_telemetry import configure
+
+    tel = configure(
+        exporters="prometheus",
+        prometheus_registry="private",
+        start_prometheus_server=False,
+        gpu_backend=fake,
+        gpu_models={0: "llama-3-8b"},
+    )
+    try:
+        text = generate_latest(tel.registry).decode()
+    finally:
+        tel.shutdown()
+    got = {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if not k.startswith("otel_scope_"))), s.value)
+        for f in text_string_to_metric_families(text)
+        if f.name.startswith("ryot_gpu_")
+        for s in f.samples
+        if s.labels.get("device_id") == "0" and s.labels.get("memory_type") in (None, "used")
+    }
+    d0 = (("device_id", "0"), ("model", "llama-3-8b"))
+    assert got == {
+        ("ryot_gpu_memory_usage_bytes", (d0[0], ("memory_type", "used"), d0[1]), 20.0 * GiB),
+        ("ryot_gpu_memory_percentage", d0, 25.0),
+        ("ryot_gpu_utilization_percent", d0, 75.0),
+        ("ryot_gpu_power_watts", d0, 312.5),
+        ("ryot_gpu_temperature_celsius", d0, 64.0),
+    }
