@@ -67,7 +67,10 @@ class ModelLabels:
         self._warned = False
 
     def __call__(self, raw: object) -> str:
-        label = self._map.get(raw)
+        try:
+            label = self._map.get(raw)
+        except TypeError:  # unhashable (a list, a dict): still a request, of an unknown model
+            return UNKNOWN_MODEL
         if label is not None:
             return label
         return self._slow(raw)
