@@ -178,24 +178,38 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run_app(**extra_env: str) -> tuple[dict[str, Any], dict[tuple[str, frozenset[tuple[str, str]]], float], str]:
-    """Start the app under opentelemetry-instrument, scrape /metrics once, let it exit; (report, samples, text)."""
+RECIPE_ENV = {
+    # The README recipe: pick ryot-telemetry's distro and configurator, Prometheus only (here on a free loopback port).
+    "OTEL_PYTHON_DISTRO": "ryot_telemetry",
+    "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
+    "OTEL_METRICS_EXPORTER": "prometheus",
+    "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+    "OTEL_EXPORTER_PROMETHEUS_PORT": "0",
+    "RYOT_TELEMETRY_GPU": "false",
+}
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _run_app(**extra_env: str) -> tuple[dict[str, Any], Samples, str]:
+    """Start the toy app under opentelemetry-instrument, scrape /metrics once, let it exit."""
     if not OTEL_INSTRUMENT.exists():
         pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
     env = _clean_env(
-        # The README recipe: pick ryot-telemetry's distro and configurator, Prometheus only.
-        OTEL_PYTHON_DISTRO="ryot_telemetry",
-        OTEL_PYTHON_CONFIGURATOR="ryot_telemetry",
-        OTEL_METRICS_EXPORTER="prometheus",
-        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
-        OTEL_EXPORTER_PROMETHEUS_PORT="0",
+        **RECIPE_ENV,
         OTEL_SERVICE_NAME="auto-app",
-        RYOT_TELEMETRY_GPU="false",
         RYOT_TELEMETRY_ROUTER_CLASSES="toy_router:ToyRouter",
         PYTHONPATH=str(APPS),
     )
     env.update(extra_env)
-    cmd = [str(OTEL_INSTRUMENT), sys.executable, str(APPS / "auto_router_app.py")]
+    return run_and_scrape([str(OTEL_INSTRUMENT), sys.executable, str(APPS / "auto_router_app.py")], env)
+
+
+def run_and_scrape(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, Any], Samples, str]:
+    """Run an app that prints a JSON report with ``metrics_url`` then waits on stdin; scrape it once, let it exit.
+
+    Returns (report, samples keyed by (name, labels without otel_scope_*), exposition text).
+    """
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
         watchdog = threading.Timer(60.0, proc.kill)  # the app stops by itself; this only bounds a hang
@@ -220,7 +234,7 @@ def _run_app(**extra_env: str) -> tuple[dict[str, Any], dict[tuple[str, frozense
             errors.seek(0)
             stderr = errors.read()
     assert proc.returncode == 0 and url is not None and url.startswith("http://127.0.0.1:"), (report, stderr)
-    samples = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             # An empty label value is the same series as no label in Prometheus; the exporter pads with them.
@@ -229,17 +243,17 @@ def _run_app(**extra_env: str) -> tuple[dict[str, Any], dict[tuple[str, frozense
     return report, samples, text
 
 
-def _lbl(**labels: str) -> frozenset[tuple[str, str]]:
+def lbl(**labels: str) -> frozenset[tuple[str, str]]:
     return frozenset(labels.items())
 
 
-def _le(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> list[str]:
+def le_values(samples: Samples, name: str, **labels: str) -> list[str]:
     """The ``le`` values of one histogram series, in exposition order of their numeric value."""
-    les = [dict(k)["le"] for (n, k) in samples if n == name and (k - {("le", dict(k)["le"])}) == _lbl(**labels)]
+    les = [dict(k)["le"] for (n, k) in samples if n == name and (k - {("le", dict(k)["le"])}) == lbl(**labels)]
     return sorted(les, key=lambda v: float("inf") if v == "+Inf" else float(v))
 
 
-def _spec_le(name: str) -> list[str]:
+def spec_le(name: str) -> list[str]:
     return [str(float(b)) for b in get(name).buckets or ()] + ["+Inf"]
 
 
@@ -250,28 +264,28 @@ def test_opentelemetry_instrument_exposes_exact_series_and_spec_buckets() -> Non
     assert report["stream_is_async_iterator"] is True
     assert report["streamed"] == [["Hel", "lo", " wor", "ld"]] * 2  # usage chunk hidden from the caller
     req = "ryot_inference_requests_total"
-    assert s[(req, _lbl(model="toy", endpoint="chat_completion", status="success"))] == 5
-    assert s[(req, _lbl(model="toy", endpoint="completion", status="success"))] == 1
-    assert s[(req, _lbl(model="missing", endpoint="completion", status="error", error_type="model_not_found"))] == 1
-    assert s[("ryot_inference_errors_total", _lbl(model="missing", error_type="model_not_found", severity="info"))] == 1
+    assert s[(req, lbl(model="toy", endpoint="chat_completion", status="success"))] == 5
+    assert s[(req, lbl(model="toy", endpoint="completion", status="success"))] == 1
+    assert s[(req, lbl(model="missing", endpoint="completion", status="error", error_type="model_not_found"))] == 1
+    assert s[("ryot_inference_errors_total", lbl(model="missing", error_type="model_not_found", severity="info"))] == 1
     tok = "ryot_tokens_generated_total"
-    assert s[(tok, _lbl(model="toy", token_type="prompt", generation_mode="standard"))] == 48
-    assert s[(tok, _lbl(model="toy", token_type="completion", generation_mode="standard"))] == 20
-    assert s[(tok, _lbl(model="toy", token_type="prompt", generation_mode="streaming"))] == 1400
-    assert s[(tok, _lbl(model="toy", token_type="completion", generation_mode="streaming"))] == 8
+    assert s[(tok, lbl(model="toy", token_type="prompt", generation_mode="standard"))] == 48
+    assert s[(tok, lbl(model="toy", token_type="completion", generation_mode="standard"))] == 20
+    assert s[(tok, lbl(model="toy", token_type="prompt", generation_mode="streaming"))] == 1400
+    assert s[(tok, lbl(model="toy", token_type="completion", generation_mode="streaming"))] == 8
     lat = "ryot_inference_latency_seconds"
-    assert _le(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == _spec_le(lat)
-    assert _spec_le(lat)[:3] == ["0.01", "0.025", "0.05"]
-    assert s[(lat + "_count", _lbl(model="toy", batch_size="1", generation_mode="standard"))] == 4
-    assert s[(lat + "_count", _lbl(model="toy", batch_size="1", generation_mode="streaming"))] == 2
+    assert le_values(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == spec_le(lat)
+    assert spec_le(lat)[:3] == ["0.01", "0.025", "0.05"]
+    assert s[(lat + "_count", lbl(model="toy", batch_size="1", generation_mode="standard"))] == 4
+    assert s[(lat + "_count", lbl(model="toy", batch_size="1", generation_mode="streaming"))] == 2
     ttft = "ryot_ttft_latency_seconds"
-    assert _le(s, ttft + "_bucket", model="toy", prompt_size="medium") == _spec_le(ttft)
-    assert s[(ttft + "_count", _lbl(model="toy", prompt_size="medium"))] == 2
+    assert le_values(s, ttft + "_bucket", model="toy", prompt_size="medium") == spec_le(ttft)
+    assert s[(ttft + "_count", lbl(model="toy", prompt_size="medium"))] == 2
     tpot = "ryot_time_per_output_token_seconds"
-    assert _le(s, tpot + "_bucket", model="toy") == _spec_le(tpot)
-    assert s[(tpot + "_count", _lbl(model="toy"))] == 2
+    assert le_values(s, tpot + "_bucket", model="toy") == spec_le(tpot)
+    assert s[(tpot + "_count", lbl(model="toy"))] == 2
     active = "ryot_active_inference_requests"
-    assert s[(active, _lbl(model="toy", request_type="streaming", endpoint="chat_completion"))] == 0
+    assert s[(active, lbl(model="toy", request_type="streaming", endpoint="chat_completion"))] == 0
     info = [dict(k) for (n, k) in s if n == "ryot_service_info"]
     assert [(i["service"], i["component"]) for i in info] == [("auto-app", "inference-router")]
 
@@ -280,12 +294,12 @@ def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
     """RYOT_TELEMETRY_BUCKETS reaches the configurator's Views: latency buckets become 0.5, 1, 2, +Inf."""
     _, s, _ = _run_app(RYOT_TELEMETRY_BUCKETS=json.dumps({"ryot_inference_latency_seconds": [0.5, 1, 2]}))
     lat = "ryot_inference_latency_seconds"
-    assert _le(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == [
+    assert le_values(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == [
         "0.5",
         "1.0",
         "2.0",
         "+Inf",
     ]
-    assert s[(lat + "_bucket", _lbl(model="toy", batch_size="1", generation_mode="standard", le="0.5"))] == 4
+    assert s[(lat + "_bucket", lbl(model="toy", batch_size="1", generation_mode="standard", le="0.5"))] == 4
     ttft = "ryot_ttft_latency_seconds"
-    assert _le(s, ttft + "_bucket", model="toy", prompt_size="medium") == _spec_le(ttft)
+    assert le_values(s, ttft + "_bucket", model="toy", prompt_size="medium") == spec_le(ttft)

@@ -90,3 +90,29 @@ def test_streams_reach_the_caller_unchanged_as_async_iterators(report: dict[str,
 def test_uninstrument_stops_recording(report: dict[str, Any]) -> None:
     """After uninstrument(), the same traffic through a new router adds nothing to any series."""
     assert report["metrics_after_uninstrument"] == report["metrics"]
+
+
+def test_zero_code_under_opentelemetry_instrument_with_opentelemetry_distro_installed() -> None:
+    """In .venv312, where opentelemetry-distro is installed too, the recipe picks ryot's configurator: exact series."""
+    from test_auto_instrument import RECIPE_ENV, lbl, le_values, run_and_scrape, spec_le
+
+    otel_instrument = VENV_PY.parent / "opentelemetry-instrument"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **RECIPE_ENV, "OTEL_SERVICE_NAME": "ogx-auto"}
+    report, s, _ = run_and_scrape([str(otel_instrument), str(VENV_PY), str(APP), "--auto"], env)
+    assert report["wrapped"] == ["ogx.core.routers.inference.InferenceRouter"]
+    assert report["instrumented"]["error"] == "ModelNotFoundError"
+    req = "ryot_inference_requests_total"
+    assert s[(req, lbl(model=MODEL, endpoint="chat_completion", status="success"))] == 4
+    assert s[(req, lbl(model=MODEL, endpoint="completion", status="success"))] == 2
+    missing = lbl(model="no-such-model", endpoint="chat_completion", status="error", error_type="model_not_found")
+    assert s[(req, missing)] == 1
+    tok = "ryot_tokens_generated_total"
+    assert s[(tok, lbl(model=MODEL, token_type="prompt", generation_mode="streaming"))] == 1830
+    assert s[(tok, lbl(model=MODEL, token_type="completion", generation_mode="streaming"))] == 8
+    lat = "ryot_inference_latency_seconds"
+    assert le_values(s, lat + "_bucket", model=MODEL, batch_size="1", generation_mode="streaming") == spec_le(lat)
+    ttft = "ryot_ttft_latency_seconds"
+    assert le_values(s, ttft + "_bucket", model=MODEL, prompt_size="medium") == spec_le(ttft)
+    assert s[(ttft + "_count", lbl(model=MODEL, prompt_size="medium"))] == 2
+    info = [dict(k) for (n, k) in s if n == "ryot_service_info"]
+    assert [i["service"] for i in info] == ["ogx-auto"]

@@ -1,5 +1,6 @@
 """Run with .venv312's python: the real ogx ``InferenceRouter`` over a scripted provider, instrumented as the
 README's "With llama-stack / ogx" recipe does it; prints one JSON report for tests/test_llama_stack.py.
+With ``--auto`` (run under ``opentelemetry-instrument``) it sets nothing up itself and waits to be scraped.
 
 The provider is the only stand-in: it answers like an OpenAI-compatible backend (usage on the last stream chunk
 only when ``stream_options.include_usage`` is set). The routing table is the smallest object the router's
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -247,5 +249,26 @@ async def main() -> dict[str, Any]:
     return report
 
 
+async def auto_main() -> dict[str, Any]:
+    """Under ``opentelemetry-instrument``: nothing set up here, the entry points did it; send the same traffic."""
+    from ryot_telemetry.distro import telemetry
+
+    tel = telemetry()
+    provider = ScriptedProvider()
+    router = InferenceRouter(routing_table=MinimalRoutingTable(provider), store=None)
+    report: dict[str, Any] = {
+        "wrapped": RyotInstrumentor().wrapped_classes,
+        "metrics_url": tel.prometheus_url if tel else None,
+        "python": list(sys.version_info[:2]),
+    }
+    report["instrumented"] = {k: v for k, v in (await traffic(router, provider)).items() if not isinstance(v, dict)}
+    return report
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main()), default=str))
+    if sys.argv[1:] == ["--auto"]:
+        # Report, then stay up until the test has scraped /metrics (a line on stdin) or 30 s have passed.
+        print(json.dumps(asyncio.run(auto_main()), default=str), flush=True)
+        select.select([sys.stdin], [], [], 30.0)
+    else:
+        print(json.dumps(asyncio.run(main()), default=str))
