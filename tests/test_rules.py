@@ -156,7 +156,7 @@ def test_promtool_alert_tests_catch_the_design_thresholds(tmp_path: Path) -> Non
     alerts = RULE_FILES[1].read_text()
     broken = alerts.replace("ryot_gpu_memory_percentage > 85", "ryot_gpu_memory_percentage > 0.85").replace(
         "ryot:error_rate:rate5m > 0.05",
-        'sum by (model) (rate(ryot_inference_requests_total{status=~"error|timeout"}[5m])) > 0.05',
+        "sum by (model) (rate(ryot_inference_errors_total[5m])) > 0.05",
     )
     assert broken.count("0.85") == 1 and broken != alerts
     (rules / "ryot_alerts.yml").write_text(broken)

@@ -109,10 +109,11 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         _panel(
             "Failed request ratio by model",
-            "Requests with status error or timeout over all requests of the model (alert: > 5% for 5m).",
+            "Errors over all requests of the model: errors, timeouts and streams broken by an error "
+            "(alert: > 5% for 5m).",
             [
                 (
-                    f'sum by (model) (rate({req}{{status=~"error|timeout",{_MODEL}}}[{_RATE}]))'
+                    f"sum by (model) (rate({err}{{{_MODEL}}}[{_RATE}]))"
                     f" / sum by (model) (rate({req}{{{_MODEL}}}[{_RATE}]))",
                     "{{model}}",
                 )
