@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import CATALOGUE, PriceTable, configure
 from spec_table import SPEC
+from test_gpu import two_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPEC = ROOT.parent / "shared" / "SPEC.md"
@@ -61,38 +62,35 @@ async def _traffic(tel) -> None:
         await bad.openai_chat_completion(ChatParams(model="m"))
 
 
+def _engine_reports(tel) -> None:
+    eng = tel.engine
+    with eng.model_loading("m", "cold_start", "gpu"):
+        pass
+    eng.record_eviction("m", "memory_pressure")
+    eng.record_startup_phase("warmup", 2.0)
+    eng.set_queue_depth("m", "normal", 3)
+    eng.set_kv_cache_size("m", 4096, 8, 2**30)
+    eng.set_gpu_memory_breakdown(0, "kv_cache", 2**30)
+
+
 def test_exposition_matches_spec_table() -> None:
-    """Every exposed ryot_* family has the SPEC's exact name, type, label keys and bucket bounds."""
+    """With router traffic, engine reports and (fake) NVML, all 26 SPEC families are exposed exactly as specified."""
     tel = configure(
         exporters="prometheus",
         prometheus_host="127.0.0.1",
         prometheus_port=0,
         prometheus_registry="private",
         prices={"m": {"prompt": 0.001, "completion": 0.002}},
-        gpu=False,
+        gpu_backend=two_gpus(),
+        gpu_models={0: "m"},
     )
     try:
         asyncio.run(_traffic(tel))
+        _engine_reports(tel)
         exposed = scrape(tel.prometheus_url)
     finally:
         tel.shutdown()
-    router_metrics = {
-        "ryot_inference_requests_total",
-        "ryot_inference_errors_total",
-        "ryot_tokens_generated_total",
-        "ryot_token_cost_estimate_usd_total",
-        "ryot_inference_latency_seconds",
-        "ryot_ttft_latency_seconds",
-        "ryot_time_per_output_token_seconds",
-        "ryot_batch_size_distribution",
-        "ryot_tokens_per_second",
-        "ryot_prompt_cache_effectiveness",
-        "ryot_active_inference_requests",
-        "ryot_tokens_per_second_gauge",
-        "ryot_kv_cache_hit_ratio",
-        "ryot_service_info",
-    }
-    assert router_metrics <= set(exposed), sorted(router_metrics - set(exposed))
+    assert set(exposed) == set(SPEC), sorted(set(SPEC) ^ set(exposed))
     for name, fam in exposed.items():
         assert name in SPEC, f"{name} is exposed but not in the SPEC table"
         kind, required, optional, buckets = SPEC[name]

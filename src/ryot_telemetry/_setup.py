@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -338,6 +339,9 @@ def configure(
         install_token_efficiency(meter, recorder, gpu_gauges)
         engine = EngineMetrics(meter, recorder=recorder, gpu=gpu_gauges, buckets=bucket_map)
     except BaseException:
+        for close in reversed(closers):  # e.g. nvmlShutdown for gauges installed before the failure
+            with contextlib.suppress(Exception):
+                close()
         if server is not None:
             server.shutdown()
             server.server_close()
