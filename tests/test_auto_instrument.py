@@ -303,3 +303,15 @@ def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
     assert s[(lat + "_bucket", lbl(model="toy", batch_size="1", generation_mode="standard", le="0.5"))] == 4
     ttft = "ryot_ttft_latency_seconds"
     assert le_values(s, ttft + "_bucket", model="toy", prompt_size="medium") == spec_le(ttft)
+
+
+def test_configurator_reads_sdk_otlp_exporter_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_METRICS_EXPORTER=prometheus,otlp_proto_http maps to configure()'s prometheus + otlp over http/protobuf."""
+    from ryot_telemetry.distro import _metric_exporters
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus, otlp_proto_http")
+    assert _metric_exporters() == (["prometheus", "otlp"], "http/protobuf")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp_proto_grpc")
+    assert _metric_exporters() == (["otlp"], "grpc")
+    monkeypatch.delenv("OTEL_METRICS_EXPORTER")
+    assert _metric_exporters() == (None, None)
