@@ -43,6 +43,36 @@ def unknown_metric_names(expr: str) -> list[str]:
     return bad
 
 
+_SELECTOR = re.compile(r"(?<![\w:])(ryot_[a-z_]+)\{([^}]*)\}")
+_MATCHER_KEY = re.compile(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)")
+_GROUPING = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)")
+_TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
+
+
+def _spec_labels(name: str) -> set[str]:
+    spec = catalogue.BY_PROMETHEUS_NAME.get(name)
+    if spec is None:
+        for suffix in _HISTOGRAM_SUFFIXES:
+            if name.endswith(suffix) and (spec := catalogue.BY_PROMETHEUS_NAME.get(name[: -len(suffix)])):
+                return set(spec.all_labels) | _TARGET_LABELS | ({"le"} if suffix == "_bucket" else set())
+        return set()
+    return set(spec.all_labels) | _TARGET_LABELS
+
+
+def unknown_labels(expr: str, recorded_labels: set[str] = frozenset()) -> list[str]:
+    """Label names matched on a ryot metric that it does not carry, and grouping labels no metric in ``expr`` has."""
+    bad = [
+        f"{name}:{key}"
+        for name, body in _SELECTOR.findall(expr)
+        for key in _MATCHER_KEY.findall(body)
+        if key not in _spec_labels(name)
+    ]
+    available = set(recorded_labels).union(*(_spec_labels(n) for n in _METRIC.findall(expr)))
+    for group in _GROUPING.findall(expr):
+        bad += [f"by:{k}" for k in (x.strip() for x in group.split(",")) if k and k not in available]
+    return bad
+
+
 def _rules() -> list[dict]:
     return [
         rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
@@ -66,6 +96,23 @@ def test_unknown_metric_names_catches_typos_and_bare_histograms() -> None:
 def test_rules_use_only_exposed_metric_names() -> None:
     """Every ryot_* name in a rule expression is a catalogue metric (histograms via _bucket/_sum/_count)."""
     bad = {rule.get("record") or rule["alert"]: unknown_metric_names(rule["expr"]) for rule in _rules()}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_unknown_labels_catches_wrong_label_names() -> None:
+    """The label check rejects a matcher the metric lacks and a grouping label no metric in the query carries."""
+    assert unknown_labels('sum by (model, le) (rate(ryot_ttft_latency_seconds_bucket{prompt_size="tiny"}[5m]))') == []
+    assert unknown_labels('ryot_ttft_latency_seconds_count{status="error"}') == [
+        "ryot_ttft_latency_seconds_count:status"
+    ]
+    assert unknown_labels("sum by (gpu) (ryot_gpu_memory_percentage)") == ["by:gpu"]
+    assert unknown_labels("sum by (le) (ryot_ttft_latency_seconds_count)") == ["by:le"]
+
+
+def test_rules_use_only_labels_the_metrics_carry() -> None:
+    """Every label a rule matches or groups by exists on the metrics it reads (or on the recorded series it reads)."""
+    recorded = {"model", "token_type", "job", "instance"}  # the labels recording rules keep
+    bad = {rule.get("record") or rule["alert"]: unknown_labels(rule["expr"], recorded) for rule in _rules()}
     assert {k: v for k, v in bad.items() if v} == {}
 
 
