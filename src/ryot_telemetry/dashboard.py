@@ -294,7 +294,15 @@ def build_dashboard() -> dict[str, Any]:
     y = 0
     next_id = 1
     for title, section in _sections():
-        panels.append({"type": "row", "title": title, "collapsed": False, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            }
+        )
         panels[-1]["id"] = next_id
         next_id += 1
         y += 1
