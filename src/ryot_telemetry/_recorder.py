@@ -66,8 +66,8 @@ class Request:
         "_done",
         "batch_size",
         "cached_tokens",
-        "chunks",
         "completion_tokens",
+        "delivered",
         "end",
         "endpoint",
         "error_type",
@@ -93,7 +93,7 @@ class Request:
         self.cached_tokens: int | None = None
         self.prompt_chars: int | None = None
         self.response_model: str | None = None
-        self.chunks = 0
+        self.delivered = False  # a stream handed at least one chunk to the caller
         self.status = "success"
         self.error_type: str | None = None
         self.end = 0.0
@@ -116,7 +116,7 @@ class Request:
             self._done = True
             next(self._active.exit)
             self.error_type = classify(exc)
-            self.status = "partial" if self.chunks else status_for(self.error_type)
+            self.status = "partial" if self.delivered else status_for(self.error_type)
             recorder._submit(self)
 
     def abandon(self, recorder: Recorder) -> None:

@@ -220,7 +220,7 @@ async def _traced_stream(
     rec: Recorder, req: Request, stream: Any, hide_usage: bool, endpoint: str, params: Any
 ) -> AsyncIterator[Any]:
     """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for)."""
-    n = 0
+    delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
     seen = False
     want_model = rec.semconv is not None
     try:
@@ -239,10 +239,10 @@ async def _traced_stream(
                         continue
             except Exception:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
-            n += 1
+            delivered = True
             yield chunk
     except BaseException as exc:
-        req.chunks = n
+        req.delivered = delivered
         _finish_stream_estimates(req, endpoint, params)
         _end(rec, req, exc)
         if isinstance(exc, GeneratorExit):
@@ -250,7 +250,7 @@ async def _traced_stream(
             if aclose is not None:
                 await aclose()  # the consumer closed us: close the provider's stream as it would have been
         raise
-    req.chunks = n
+    req.delivered = delivered
     _finish_stream_estimates(req, endpoint, params)
     _succeed(rec, req)
 
