@@ -315,3 +315,23 @@ def test_configurator_reads_sdk_otlp_exporter_names(monkeypatch: pytest.MonkeyPa
     assert _metric_exporters() == (["otlp"], "grpc")
     monkeypatch.delenv("OTEL_METRICS_EXPORTER")
     assert _metric_exporters() == (None, None)
+
+
+def test_port_in_use_is_reported_once_and_the_app_still_runs() -> None:
+    """A taken Prometheus port: the configurator's ConfigurationError is logged once, the app runs untouched."""
+    import socket
+
+    if not OTEL_INSTRUMENT.exists():
+        pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _clean_env(**{**RECIPE_ENV, "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)})
+        cmd = [str(OTEL_INSTRUMENT), sys.executable, "-c", "print('app ran')"]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "app ran\n")
+    message = (
+        f"ryot-telemetry: metrics not configured: cannot serve /metrics on 127.0.0.1:{port}: Address already in use"
+    )
+    assert out.stderr.count(message) == 1 and "Traceback" not in out.stderr, out.stderr

@@ -26,7 +26,9 @@ from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
-from ._setup import Telemetry, configure
+from ._setup import ConfigurationError, Telemetry, configure
+
+_log = logging.getLogger("ryot_telemetry")
 
 __all__ = ["ENTRY_POINT_NAME", "RyotConfigurator", "RyotDistro", "telemetry"]
 
@@ -90,12 +92,17 @@ class RyotConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
         if _telemetry is None:
             exporters, protocol = _metric_exporters()
             version = kwargs.get("auto_instrumentation_version")
-            _telemetry = configure(
-                exporters=exporters,
-                otlp_protocol=protocol,
-                resource_attributes={"telemetry.auto.version": version} if version else None,
-                set_global=True,
-            )
+            try:
+                _telemetry = configure(
+                    exporters=exporters,
+                    otlp_protocol=protocol,
+                    resource_attributes={"telemetry.auto.version": version} if version else None,
+                    set_global=True,
+                )
+            except ConfigurationError as e:
+                # One clear line, and the application still starts with traces/logs as configured (raising would
+                # make the SDK log it twice, with tracebacks, and skip every instrumentor).
+                _log.error("ryot-telemetry: metrics not configured: %s", e)
         if _names_exporters("OTEL_TRACES_EXPORTER") or _names_exporters("OTEL_LOGS_EXPORTER"):
             # The SDK's components for traces and logs; its metrics part would build a second, View-less
             # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
