@@ -211,3 +211,20 @@ def test_promtool_alert_tests_catch_the_design_thresholds(tmp_path: Path) -> Non
     assert out.returncode == 1
     assert "alertname: RyotGPUMemoryPressure" in out.stdout + out.stderr
     assert "alertname: RyotHighErrorRate" in out.stdout + out.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None or shutil.which("prometheus") is None, reason="prometheus/promtool not installed")
+def test_setup_script_skips_apt_when_prometheus_is_installed(tmp_path: Path) -> None:
+    """scripts/setup.d/prometheus.sh is idempotent: with prometheus and promtool present it never calls apt-get."""
+    stub = tmp_path / "apt-get"
+    stub.write_text("#!/bin/sh\necho apt-get called >&2\nexit 1\n")
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup.d" / "prometheus.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert (out.returncode, out.stderr) == (0, "")
