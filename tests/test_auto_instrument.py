@@ -120,6 +120,19 @@ async def test_uninstrument_restores_the_classes_and_stops_recording() -> None:
     provider.shutdown()
 
 
+async def test_instance_and_class_instrumentation_count_a_request_once(
+    instrumented: tuple[RyotInstrumentor, Capture],
+) -> None:
+    """instrument_router() on an instance of a class-wrapped router: each call still counts exactly once."""
+    _, cap = instrumented
+    router = cap.instrument_router(OwnMethodsRouter())
+    await router.openai_chat_completion(ChatParams(model="m"))
+    await OwnMethodsRouter().openai_chat_completion(ChatParams(model="m"))
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="standard") == 6
+
+
 def test_bad_router_class_name_fails_with_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """RYOT_TELEMETRY_ROUTER_CLASSES naming a missing class raises ConfigurationError and wraps nothing."""
     monkeypatch.setenv("RYOT_TELEMETRY_ROUTER_CLASSES", "toy_router_nowhere:Router")
@@ -335,3 +348,21 @@ def test_port_in_use_is_reported_once_and_the_app_still_runs() -> None:
         f"ryot-telemetry: metrics not configured: cannot serve /metrics on 127.0.0.1:{port}: Address already in use"
     )
     assert out.stderr.count(message) == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_configurator_hands_traces_to_the_sdk_and_keeps_its_meter_provider() -> None:
+    """OTEL_TRACES_EXPORTER=console: an SDK TracerProvider is set, ryot's MeterProvider stays global, no warning."""
+    if not OTEL_INSTRUMENT.exists():
+        pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
+    probe = (
+        "from opentelemetry import metrics, trace\n"
+        "from ryot_telemetry.distro import telemetry\n"
+        "t = telemetry()\n"
+        "ours = t is not None and metrics.get_meter_provider() is t.meter_provider\n"
+        "print(type(trace.get_tracer_provider()).__name__, ours)\n"
+    )
+    env = _clean_env(**RECIPE_ENV, OTEL_TRACES_EXPORTER="console")
+    cmd = [str(OTEL_INSTRUMENT), sys.executable, "-c", probe]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "TracerProvider True\n"), out.stderr
+    assert "Overriding of current MeterProvider" not in out.stderr

@@ -28,7 +28,7 @@ from . import _setup, env
 from ._instruments import METER_NAME
 from ._recorder import Recorder
 from ._setup import ConfigurationError, build_recorder, default_recorder, package_version
-from ._wrapper import METHODS, traced_call
+from ._wrapper import _MARK, METHODS, traced_call
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
 
@@ -90,8 +90,11 @@ def router_classes(extra: Iterable[type] | None = None) -> list[type]:
     return unique
 
 
-def _method_wrapper(recorder: Recorder, endpoint: str) -> Any:
+def _method_wrapper(recorder: Recorder, name: str, endpoint: str) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        own = getattr(instance, "__dict__", None)
+        if own is not None and getattr(own.get(name), _MARK, None) is not None:
+            return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
         return traced_call(recorder, endpoint, wrapped, args, kwargs)
 
     return wrapper
@@ -130,7 +133,7 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 if not callable(getattr(cls, name, None)):
                     continue
                 own = name in cls.__dict__
-                wrap_function_wrapper(cls, name, _method_wrapper(recorder, endpoint))
+                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint))
                 wrapped.append((cls, name, own))
         if not wrapped:
             _log.debug("ryot-telemetry: neither ogx nor llama-stack is installed and no router class was named")
