@@ -131,7 +131,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom, dict
         )
         first = demo.stdout.readline()
         assert first == f"metrics: http://127.0.0.1:{demo_port}/metrics\n"
-        _wait("the demo's summary", summary_path.exists, 40)
+
+        def summary_written() -> bool:
+            if not summary_path.exists() and demo.poll() is not None:
+                pytest.fail(f"the demo exited with {demo.returncode} before its summary:\n{demo.stdout.read()}")
+            return summary_path.exists()
+
+        _wait("the demo's summary", summary_written, 40)
         text = _wait(
             "the complete summary",
             lambda: summary_path.read_text().rstrip().endswith("}") and summary_path.read_text(),
