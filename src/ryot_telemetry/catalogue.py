@@ -331,7 +331,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ryot.service.info",
         Instrument.OBSERVABLE_GAUGE,
-        "1",
+        "",  # not "1": a collector's Prometheus exporter would append _ratio to a gauge with unit 1
         "Always 1; labels carry the service's version and identity.",
         ("version", "service", "component"),
         source="service",
