@@ -221,3 +221,22 @@ def test_not_a_router_is_a_clear_error(cap: Capture) -> None:
     """Wrapping an object without the OpenAI methods raises TypeError naming the problem."""
     with pytest.raises(TypeError, match="neither openai_chat_completion nor openai_completion"):
         cap.instrument_router(object())
+
+
+async def test_usage_on_a_content_chunk_is_stripped_for_callers_who_did_not_ask(cap: Capture) -> None:
+    """A provider that puts usage on its last content chunk: tokens recorded, caller sees that chunk with usage None."""
+    last = ChatChunk(choices=[ChunkChoice(delta=Delta(content="b"))], usage=usage(30, 2))
+    chunks = [content_chunk("a"), last]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks, usage_only_if_asked=False))
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert got[0] is chunks[0]
+    assert got[1] == last.model_copy(update={"usage": None}) and last.usage is not None
+    asked = [
+        c
+        async for c in await router.openai_chat_completion(
+            ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+        )
+    ]
+    assert asked[1] is last
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 4

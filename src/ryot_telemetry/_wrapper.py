@@ -8,6 +8,7 @@ goes through untouched.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -235,8 +236,10 @@ async def _traced_stream(
                 usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
                 if usage is not None:
                     read_usage(req, usage)
-                    if hide_usage and not _get(chunk, "choices"):
-                        continue
+                    if hide_usage:
+                        if not _get(chunk, "choices"):
+                            continue  # the usage-only chunk we asked for: the caller never sees it
+                        chunk = _without_usage(chunk)  # usage riding on a content chunk: strip what we added
             except Exception:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
@@ -253,6 +256,18 @@ async def _traced_stream(
     req.delivered = delivered
     _finish_stream_estimates(req, endpoint, params)
     _succeed(rec, req)
+
+
+def _without_usage(chunk: Any) -> Any:
+    """A copy of ``chunk`` with ``usage=None``, as the provider would have sent it had we not asked for usage."""
+    if isinstance(chunk, dict):
+        return {**chunk, "usage": None}
+    model_copy = getattr(chunk, "model_copy", None)
+    if callable(model_copy):
+        return model_copy(update={"usage": None})
+    if dataclasses.is_dataclass(chunk) and not isinstance(chunk, type):
+        return dataclasses.replace(chunk, usage=None)
+    return chunk
 
 
 def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
