@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -248,3 +251,31 @@ async def test_exporter_survives_receiver_down_then_up(receiver: Receiver, caplo
         _wait_for("the 300 requests to reach the receiver", arrived, 30)
     finally:
         tel.shutdown()
+
+
+@pytest.mark.e2e
+def test_otlp_example_flushes_everything_on_shutdown(receiver: Receiver) -> None:
+    """examples/otlp_to_collector.py exits before its first export interval; shutdown() still delivers all requests."""
+    receiver.start()
+    example = Path(__file__).resolve().parents[1] / "examples" / "otlp_to_collector.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            "--endpoint",
+            receiver.endpoint,
+            "--protocol",
+            receiver.protocol,
+            "--requests",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = receiver.latest("ryot.inference.requests")
+    assert got is not None, "no export arrived"
+    metric, resource = got
+    assert sum(_sum_points(metric).values()) == 12
+    assert resource["service.name"] == "ryot-inference"
