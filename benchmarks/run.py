@@ -393,6 +393,9 @@ async def rss_child(case: str, n: int) -> dict[str, Any]:
         await call(ChatParams(model=model, messages=[]))
         if i % 10000 == 9999:
             generate_latest(tel.registry)
+        if i == n // 2:
+            gc.collect()
+            middle = rss_bytes()
     text = generate_latest(tel.registry).decode()
     gc.collect()
     after = rss_bytes()
@@ -406,9 +409,11 @@ async def rss_child(case: str, n: int) -> dict[str, Any]:
     return {
         "case": case,
         "requests": n,
-        "rss_before_mb": before / 2**20,
-        "rss_after_mb": after / 2**20,
-        "growth_mb": (after - before) / 2**20,
+        "rss_before_mb": before / 1e6,
+        "rss_middle_mb": middle / 1e6,
+        "rss_after_mb": after / 1e6,
+        "growth_mb": (after - before) / 1e6,
+        "second_half_growth_mb": (after - middle) / 1e6,
         "model_labels": len(models),
         "overflow_present": ryot_telemetry.OVERFLOW in models,
         "series": count_series(text),
@@ -505,17 +510,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("scrape time / prometheus_client same series", f"{r['otel_ms'] / r['prom_ms']:.2f}x", "", ""))
     if "rss" in only:
         n = 100_000 if q else 1_000_000
-        print(f"\n4. RSS growth, {n} requests each, fresh subprocess per case (scrape every 10,000)")
+        print(f"\n4. RSS growth (MB = 10^6 bytes), {n} requests each, own subprocess per case, scrape every 10,000")
         for case, goal in (("models", 5.0), ("adversarial", 50.0)):
             r = bench_rss(case, n)
             print(
-                f"   {case}: {r['rss_before_mb']:.1f} -> {r['rss_after_mb']:.1f} MiB, {r['model_labels']} model "
-                f"labels, overflow series {'present' if r['overflow_present'] else 'absent'}, {r['series']} lines"
+                f"   {case}: RSS {r['rss_before_mb']:.1f} -> {r['rss_middle_mb']:.1f} (half way) -> "
+                f"{r['rss_after_mb']:.1f} MB, {r['model_labels']} model labels, overflow series "
+                f"{'present' if r['overflow_present'] else 'absent'}, {r['series']} lines"
             )
             rows.append(
                 (
                     f"RSS growth, {case} ({n} requests)",
-                    f"{r['growth_mb']:.1f} MiB",
+                    f"{r['growth_mb']:.1f} MB",
                     f"< {goal:.0f} MB",
                     verdict(r["growth_mb"] < goal),
                 )
