@@ -45,6 +45,7 @@ class ChatParams(BaseModel):
     messages: list[dict[str, Any]]
     stream: bool | None = None
     stream_options: dict[str, Any] | None = None
+    n: int | None = None  # llama-stack's request model has it; a missing field is a slow pydantic miss
 
 
 class NoopRouter:
