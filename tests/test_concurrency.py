@@ -7,6 +7,9 @@ import threading
 from collections import Counter
 from typing import Any
 
+import pytest
+
+from ryot_telemetry._recorder import INLINE_BATCH
 from ryot_telemetry.testing import Capture, capture
 
 REQ = "ryot.inference.requests"
@@ -266,3 +269,32 @@ async def test_stream_closed_or_dropped_before_iteration_leaves_nothing_in_fligh
             cap.value("ryot.active_inference_requests", model="m", request_type="streaming", endpoint="chat_completion")
             == 0
         )
+
+
+async def test_queue_overflow_records_a_bounded_batch_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past max_pending a request records 128 queued requests, not the whole backlog; nothing is lost."""
+    cap = capture(max_pending=1000)
+    try:
+        rec = cap.recorder
+        drained: list[int] = []
+        real_drain = rec.drain
+
+        def spy(limit: int | None = None) -> int:
+            n = real_drain(limit)
+            drained.append(n)
+            return n
+
+        monkeypatch.setattr(rec, "drain", spy)
+        inner = MixedRouter()
+        inner.responses[0] = {"choices": [], "usage": None}
+        router = cap.instrument_router(inner)
+        for _ in range(5000):
+            await router.openai_chat_completion({"i": 0, "kind": "ok", "model": "m", "messages": []})
+            assert len(rec._pending) <= 1000
+        assert INLINE_BATCH == 128
+        assert drained == [128] * 32  # first at request 1,001, then every 128 requests
+        assert len(rec._pending) == 5000 - 32 * 128
+        cap.collect()
+        assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 5000
+    finally:
+        cap.shutdown()

@@ -5,7 +5,8 @@ each, and a request produces about ten of them. On the request path this recorde
 an in-flight counter and appends the finished request to a queue. The queue is drained into the real OTel
 instruments by a callback the SDK runs at the start of every collection (scrape, OTLP export, in-memory read),
 so every reader sees exactly the measurements it would have seen had they been recorded inline. The queue is
-bounded: past ``max_pending`` the appending thread drains it itself.
+bounded: past ``max_pending`` the appending thread records the oldest ``INLINE_BATCH`` requests itself, so no single
+request pays for the whole backlog.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _WINDOWS = (("1m", 60), ("5m", 300), ("15m", 900))
 _RING = 900  # seconds kept by the sliding windows (the longest window)
 
 DEFAULT_MAX_PENDING = 65536
+INLINE_BATCH = 128
+"""Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
 
 
 def _count_value(c: itertools.count) -> int:
@@ -282,12 +285,12 @@ class Recorder:
         pending = self._pending
         pending.append(req)
         if len(pending) > self.max_pending:
-            self.drain()
+            self.drain(INLINE_BATCH)
 
     # --- collection time --------------------------------------------------------------------------------------
 
-    def drain(self) -> int:
-        """Record every finished request queued so far; returns how many. Safe from any thread.
+    def drain(self, limit: int | None = None) -> int:
+        """Record the finished requests queued so far (at most ``limit``); returns how many. Safe from any thread.
 
         Integer counter increments are summed per series over the batch and added once per series: the
         exported totals are identical, and an SDK ``add`` costs as much as a histogram ``record``.
@@ -295,7 +298,7 @@ class Recorder:
         pending = self._pending
         counts: dict[tuple[int, int], list[Any]] = {}
         n = 0
-        while True:
+        while n != limit:
             try:
                 req = pending.popleft()
             except IndexError:
