@@ -116,3 +116,19 @@ def test_zero_code_under_opentelemetry_instrument_with_opentelemetry_distro_inst
     assert s[(ttft + "_count", lbl(model=MODEL, prompt_size="medium"))] == 2
     info = [dict(k) for (n, k) in s if n == "ryot_service_info"]
     assert [i["service"] for i in info] == ["ogx-auto"]
+
+
+def test_reasoning_path_of_the_responses_layer_is_recorded() -> None:
+    """ogx's openai_chat_completions_with_reasoning: wrappers reach the caller unchanged; usage read inside them."""
+    app = ROOT / "tests" / "apps" / "ogx_reasoning_app.py"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "RYOT_TELEMETRY_GPU": "false"}
+    out = subprocess.run([str(VENV_PY), str(app)], capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["same_objects"] is True and r["chunks"] == 5  # reasoning-only + 3 content + usage (asked for)
+    assert r["single_is_wrapper"] == "OpenAIChatCompletionWithReasoning"
+    assert r["requests"] == [{"endpoint": "chat_completion", "model": MODEL, "status": "success"}]
+    assert r["ok"] == 2
+    assert (r["tok_prompt_streaming"], r["tok_completion_streaming"], r["tok_completion_standard"]) == (900, 3, 7)
+    assert r["ttft_count"] == 1
+    assert r["active_values"] == [0, 0]

@@ -13,6 +13,7 @@ from fakes import (
     ChatChunk,
     ChatParams,
     ChunkChoice,
+    Completion,
     CompletionParams,
     Delta,
     ScriptedRouter,
@@ -240,3 +241,40 @@ async def test_usage_on_a_content_chunk_is_stripped_for_callers_who_did_not_ask(
     assert asked[1] is last
     cap.collect()
     assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 4
+
+
+class _Wrapped:
+    """Shaped like ogx's OpenAIChatCompletionChunkWithReasoning / OpenAIChatCompletionWithReasoning."""
+
+    def __init__(self, chunk: object = None, completion: object = None, reasoning_content: str | None = None) -> None:
+        self.chunk, self.completion, self.reasoning_content = chunk, completion, reasoning_content
+
+
+class _ReasoningRouter(ScriptedRouter):
+    async def openai_chat_completions_with_reasoning(self, params: ChatParams) -> object:
+        inner = await self._call(params)
+        if not params.stream:
+            return _Wrapped(completion=inner, reasoning_content="hmm")
+
+        async def gen() -> AsyncIterator[_Wrapped]:
+            yield _Wrapped(chunk=ChatChunk(choices=[]), reasoning_content="thinking")
+            async for c in inner:
+                yield _Wrapped(chunk=c)
+
+        return gen()
+
+
+async def test_reasoning_method_reads_inside_the_wrappers(cap: Capture) -> None:
+    """ogx's reasoning method: TTFT from the reasoning chunk, usage from the wrapped chunk, wrappers unchanged."""
+    chunks = [content_chunk("a"), usage_chunk(usage(100, 1))]
+    router = cap.instrument_router(_ReasoningRouter(chunks=chunks, response=Completion(usage=usage(10, 4))))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    got = [w async for w in await router.openai_chat_completions_with_reasoning(params)]
+    assert [w.chunk for w in got[1:]] == chunks and got[0].reasoning_content == "thinking"
+    single = await router.openai_chat_completions_with_reasoning(ChatParams(model="m"))
+    assert isinstance(single, _Wrapped)
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 100
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 4
+    assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="small").count == 1

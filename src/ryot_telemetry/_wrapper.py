@@ -20,7 +20,10 @@ _log = logging.getLogger("ryot_telemetry")
 
 CHAT = "chat_completion"
 COMPLETION = "completion"
-METHODS = {"openai_chat_completion": CHAT, "openai_completion": COMPLETION}
+REASONING_METHOD = "openai_chat_completions_with_reasoning"
+"""ogx's reasoning-aware chat completion, called by its Responses layer: it returns/yields wrappers with
+``.completion`` / ``.chunk`` (the OpenAI object) and ``.reasoning_content``."""
+METHODS = {"openai_chat_completion": CHAT, "openai_completion": COMPLETION, REASONING_METHOD: CHAT}
 _MARK = "__ryot_telemetry_wrapped__"
 _ABANDON = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
 _PRIMED = object()
@@ -162,8 +165,13 @@ async def traced_call(
     wrapped: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
+    reasoning: bool = False,
 ) -> Any:
-    """Call ``wrapped(*args, **kwargs)`` (the router method, already bound) and record it."""
+    """Call ``wrapped(*args, **kwargs)`` (the router method, already bound) and record it.
+
+    ``reasoning``: the method returns ogx's reasoning wrappers (see ``REASONING_METHOD``).
+    """
     call_args, call_kwargs = args, kwargs
     try:
         if args:
@@ -172,7 +180,7 @@ async def traced_call(
             params = kwargs.get("params", kwargs)
         model, stream, mode, batch_size = request_shape(endpoint, params)
         hide_usage = False
-        if stream:
+        if stream and not reasoning:  # ogx's Responses layer always asks for usage on the reasoning path
             new_params, wants_usage = with_usage(params)
             if new_params is not params:
                 hide_usage = not wants_usage
@@ -195,7 +203,10 @@ async def traced_call(
 
     if stream and hasattr(result, "__aiter__"):
         try:
-            traced = _traced_stream(rec, req, result, hide_usage, endpoint, params)
+            if reasoning:
+                traced = _traced_reasoning_stream(rec, req, result, endpoint, params)
+            else:
+                traced = _traced_stream(rec, req, result, hide_usage, endpoint, params)
             # Run it to its first (internal) yield, inside the try that sees every exit: a stream the caller
             # closes or drops before iterating it is then finalised too, instead of staying in flight forever.
             await traced.asend(None)
@@ -205,11 +216,15 @@ async def traced_call(
             _succeed(rec, req)
             return result
     try:
-        usage = _get(result, "usage")
+        if reasoning and _get(result, "choices") is None:
+            result_view = _get(result, "completion") or result
+        else:
+            result_view = result
+        usage = _get(result_view, "usage")
         if usage is not None:
             read_usage(req, usage)
         if rec.semconv is not None:
-            req.response_model = _get(result, "model")
+            req.response_model = _get(result_view, "model")
         req.success(rec)
     except Exception:
         _log.debug("ryot-telemetry: could not read the response", exc_info=True)
@@ -245,17 +260,55 @@ async def _traced_stream(
             delivered = True
             yield chunk
     except BaseException as exc:
-        req.delivered = delivered
-        _finish_stream_estimates(req, endpoint, params)
-        _end(rec, req, exc)
-        if isinstance(exc, GeneratorExit):
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()  # the consumer closed us: close the provider's stream as it would have been
+        await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
     req.delivered = delivered
     _finish_stream_estimates(req, endpoint, params)
     _succeed(rec, req)
+
+
+async def _traced_reasoning_stream(
+    rec: Recorder, req: Request, stream: Any, endpoint: str, params: Any
+) -> AsyncIterator[Any]:
+    """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
+    delivered = False
+    seen = False
+    try:
+        yield _PRIMED
+        async for wrapper in stream:
+            try:
+                chunk = _get(wrapper, "chunk")
+                if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
+                    req.first_token = _clock()
+                    seen = True
+                    if rec.semconv is not None:
+                        req.response_model = _get(chunk, "model")
+                usage = _get(chunk, "usage")
+                if usage is not None:
+                    read_usage(req, usage)
+            except Exception:
+                _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
+            delivered = True
+            yield wrapper
+    except BaseException as exc:
+        await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
+        raise
+    req.delivered = delivered
+    _finish_stream_estimates(req, endpoint, params)
+    _succeed(rec, req)
+
+
+async def _stream_failed(
+    rec: Recorder, req: Request, delivered: bool, endpoint: str, params: Any, stream: Any, exc: BaseException
+) -> None:
+    """A stream ended by an exception, a consumer's close or a cancellation; the caller re-raises ``exc``."""
+    req.delivered = delivered
+    _finish_stream_estimates(req, endpoint, params)
+    _end(rec, req, exc)
+    if isinstance(exc, GeneratorExit):
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()  # the consumer closed us: close the provider's stream as it would have been
 
 
 def _without_usage(chunk: Any) -> Any:
@@ -278,17 +331,20 @@ def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
             req.prompt_chars = None
 
 
-def _make_method(rec: Recorder, endpoint: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def _make_method(
+    rec: Recorder, endpoint: str, original: Callable[..., Awaitable[Any]], reasoning: bool = False
+) -> Callable[..., Any]:
     @functools.wraps(original)
     async def method(*args: Any, **kwargs: Any) -> Any:
-        return await traced_call(rec, endpoint, original, args, kwargs)
+        return await traced_call(rec, endpoint, original, args, kwargs, reasoning=reasoning)
 
     setattr(method, _MARK, original)
     return method
 
 
 def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
-    """Record every ``openai_chat_completion`` / ``openai_completion`` call made on this router instance.
+    """Record every ``openai_chat_completion`` / ``openai_completion`` call made on this router instance
+    (and ogx's ``openai_chat_completions_with_reasoning`` where the router has it).
 
     Wraps the instance (not its class); returns the router. Calling it twice is a no-op.
     ``uninstrument_router`` undoes it.
@@ -302,10 +358,10 @@ def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
         original = getattr(router, name, None)
         if original is None:
             continue
-        found = True
+        found = found or name != REASONING_METHOD
         if getattr(original, _MARK, None) is not None:
             continue
-        setattr(router, name, _make_method(recorder, endpoint, original))
+        setattr(router, name, _make_method(recorder, endpoint, original, reasoning=name == REASONING_METHOD))
     if not found:
         raise TypeError(
             f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "

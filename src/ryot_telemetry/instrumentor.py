@@ -28,7 +28,7 @@ from . import _setup, env
 from ._instruments import METER_NAME
 from ._recorder import Recorder
 from ._setup import ConfigurationError, build_recorder, default_recorder, package_version
-from ._wrapper import _MARK, METHODS, traced_call
+from ._wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
 
@@ -91,11 +91,13 @@ def router_classes(extra: Iterable[type] | None = None) -> list[type]:
 
 
 def _method_wrapper(recorder: Recorder, name: str, endpoint: str) -> Any:
+    reasoning = name == REASONING_METHOD
+
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         own = getattr(instance, "__dict__", None)
         if own is not None and getattr(own.get(name), _MARK, None) is not None:
             return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
-        return traced_call(recorder, endpoint, wrapped, args, kwargs)
+        return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning)
 
     return wrapper
 
