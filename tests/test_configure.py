@@ -99,3 +99,16 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type"}
     assert len(by_name) == 26
+
+
+def test_exemplars_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() turns exemplars off (deferred recording has no request span) unless the env var asks."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    tel = configure(exporters="none", gpu=False)
+    assert isinstance(tel.meter_provider._sdk_config.exemplar_filter, AlwaysOffExemplarFilter)
+    tel.shutdown()
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_on")
+    tel = configure(exporters="none", gpu=False)
+    assert type(tel.meter_provider._sdk_config.exemplar_filter).__name__ == "AlwaysOnExemplarFilter"
+    tel.shutdown()

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
@@ -235,6 +235,15 @@ def build_recorder(meter: Meter, **overrides: Any) -> Recorder:
         raise ConfigurationError(str(e)) from None
 
 
+def exemplar_filter() -> ExemplarFilter | None:
+    """Exemplars off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks for them (None lets the SDK read that variable).
+
+    ryot measurements are recorded when a reader collects, outside the request's span, so a trace-based exemplar
+    could only carry the collector's context, never the request's; sampling them would cost time for nothing.
+    """
+    return None if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER") else AlwaysOffExemplarFilter()
+
+
 def install_service_info(meter: Meter, service: str, component: str) -> None:
     attrs = {"version": package_version(), "service": service, "component": component}
 
@@ -316,7 +325,9 @@ def configure(
         all_readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60000))
 
     try:
-        provider = MeterProvider(metric_readers=all_readers, resource=resource, views=views(bucket_map))
+        provider = MeterProvider(
+            metric_readers=all_readers, resource=resource, views=views(bucket_map), exemplar_filter=exemplar_filter()
+        )
         meter = provider.get_meter(METER_NAME, package_version())
         recorder = build_recorder(
             meter,

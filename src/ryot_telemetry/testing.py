@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 
 from ._instruments import METER_NAME, resolve_buckets, views
 from ._recorder import Recorder
-from ._setup import build_recorder
+from ._setup import build_recorder, exemplar_filter
 from ._wrapper import instrument_router
 from .engine import EngineMetrics
 from .gpu import GpuGauges, install_gpu_gauges, install_token_efficiency
@@ -109,7 +109,9 @@ def capture(
     GPU gauges read ``gpu_backend`` (a fake NVML, or ``pynvml``) when given; without one NVML is never touched.
     """
     reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], views=views(resolve_buckets(buckets)))
+    provider = MeterProvider(
+        metric_readers=[reader], views=views(resolve_buckets(buckets)), exemplar_filter=exemplar_filter()
+    )
     meter = provider.get_meter(METER_NAME)
     recorder = build_recorder(meter, buckets=buckets, **recorder_kw)
     gpu = install_gpu_gauges(meter, enabled=gpu_backend is not None, models=gpu_models or {}, backend=gpu_backend)
