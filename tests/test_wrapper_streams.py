@@ -278,3 +278,46 @@ async def test_reasoning_method_reads_inside_the_wrappers(cap: Capture) -> None:
     assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 100
     assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 4
     assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="small").count == 1
+
+
+class _NextOnly:
+    """An async iterator with ``__anext__`` but no ``__aiter__`` (legal behind an iterable's ``__aiter__``)."""
+
+    def __init__(self, items: list[object]) -> None:
+        self._items = list(items)
+
+    def __anext__(self) -> object:
+        async def step() -> object:
+            if not self._items:
+                raise StopAsyncIteration
+            return self._items.pop(0)
+
+        return step()
+
+
+class _Restartable:
+    """An iterable whose ``__aiter__`` starts over each time: the wrapper must iterate it once, not twice."""
+
+    def __init__(self, items: list[object]) -> None:
+        self.items = items
+        self.aiter_calls = 0
+
+    def __aiter__(self) -> _NextOnly:
+        self.aiter_calls += 1
+        return _NextOnly(self.items)
+
+
+async def test_iterables_that_restart_or_lack_aiter_are_iterated_once(cap: Capture) -> None:
+    """A stream object whose __aiter__ returns a fresh __anext__-only iterator: every chunk exactly once, usage read."""
+    chunks = [content_chunk("a"), content_chunk("b"), content_chunk("c"), usage_chunk(usage(7, 3))]
+    stream = _Restartable(chunks)
+
+    class Router:
+        async def openai_chat_completion(self, params: ChatParams) -> object:
+            return stream
+
+    router = cap.instrument_router(Router())
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert got == chunks[:3] and stream.aiter_calls == 1
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 3

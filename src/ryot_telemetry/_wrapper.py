@@ -235,36 +235,99 @@ async def traced_call(
 async def _traced_stream(
     rec: Recorder, req: Request, stream: Any, hide_usage: bool, endpoint: str, params: Any
 ) -> AsyncIterator[Any]:
-    """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for)."""
+    """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
+
+    Two loops over one iterator: every chunk is inspected in full until the first content chunk (TTFT); after
+    it, object chunks go through a lean loop that only looks for ``usage``. Dict chunks stay in the first loop.
+    """
     delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
-    seen = False
+    first = None
     want_model = rec.semconv is not None
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
-        async for chunk in stream:
+        it = _single_iterator(stream)
+        async for chunk in it:
             try:
-                if not seen and _has_content(chunk):
+                if first is None and _has_content(chunk):
                     req.first_token = _clock()
-                    seen = True
+                    first = chunk
                     if want_model:
                         req.response_model = _get(chunk, "model")
                 usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
                 if usage is not None:
-                    read_usage(req, usage)
-                    if hide_usage:
-                        if not _get(chunk, "choices"):
-                            continue  # the usage-only chunk we asked for: the caller never sees it
-                        chunk = _without_usage(chunk)  # usage riding on a content chunk: strip what we added
+                    chunk = _take_usage(req, chunk, usage, hide_usage)
+                    if chunk is _SKIP:
+                        continue
             except Exception:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
             yield chunk
+            if first is not None and type(first) is not dict:
+                break
+        if first is not None and type(first) is not dict:
+            async for chunk in it:  # the hot loop: per chunk, one attribute read
+                try:
+                    usage = chunk.usage
+                except Exception:
+                    usage = _get_quietly(chunk, "usage")
+                if usage is not None:
+                    try:
+                        chunk = _take_usage(req, chunk, usage, hide_usage)
+                    except Exception:
+                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                    if chunk is _SKIP:
+                        continue
+                yield chunk
     except BaseException as exc:
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
     req.delivered = delivered
     _finish_stream_estimates(req, endpoint, params)
     _succeed(rec, req)
+
+
+_SKIP = object()
+
+
+def _take_usage(req: Request, chunk: Any, usage: Any, hide_usage: bool) -> Any:
+    """Record usage; returns the chunk to yield, or ``_SKIP`` for the usage-only chunk the caller did not ask for."""
+    read_usage(req, usage)
+    if hide_usage:
+        if not _get(chunk, "choices"):
+            return _SKIP  # the usage-only chunk we asked for: the caller never sees it
+        return _without_usage(chunk)  # usage riding on a content chunk: strip what we added
+    return chunk
+
+
+def _get_quietly(obj: Any, name: str) -> Any:
+    try:
+        return _get(obj, name)
+    except Exception:
+        return None
+
+
+class _Iter:
+    """Gives an ``__anext__``-only iterator the ``__aiter__`` that two ``async for`` loops over it need."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self, it: Any) -> None:
+        self._next = it.__anext__
+
+    def __aiter__(self) -> _Iter:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._next()  # the iterator's own awaitable: no extra coroutine per chunk
+
+
+def _single_iterator(stream: Any) -> Any:
+    """``stream``'s iterator, usable by consecutive ``async for`` loops without restarting it."""
+    it = stream.__aiter__()
+    aiter = getattr(it, "__aiter__", None)
+    if aiter is not None and aiter() is it:
+        return it
+    return _Iter(it)
 
 
 async def _traced_reasoning_stream(
