@@ -45,6 +45,21 @@ def test_efficiency_is_tokens_per_second_over_memory_percent(now: list[float]) -
         c.shutdown()
 
 
+def test_efficiency_for_a_model_named_on_mig_instances(now: list[float]) -> None:
+    """A model on MIG instances 0/0 and 0/1 (3+5 of 10+20 GiB) and also on the parent: the instances count, once."""
+    inst0 = {"memory": (3 * GiB, 10 * GiB), "compute": [], "graphics": []}
+    inst1 = {"memory": (5 * GiB, 20 * GiB), "compute": [], "graphics": []}
+    fake = FakeNvml([device(8 * GiB, 80 * GiB, mig=[inst0, inst1])])
+    c = make(fake, {"0/0": "mistral", "0/1": "mistral", "0": "mistral"})
+    try:
+        now[0] = 1100.0
+        finish(c, "mistral", 1600)  # 1600 tokens over the last minute: 26.67 tok/s
+        c.collect()
+        assert c.value(EFF, model="mistral") == pytest.approx((1600 / 60) / (100 * 8 / 30))
+    finally:
+        c.shutdown()
+
+
 def test_efficiency_over_all_devices_of_a_model(now: list[float]) -> None:
     """A model named on GPUs 0 and 1 (20 and 40 of 80 GiB: 37.5 %) at 60 tok/s over the minute: ratio 1.6."""
     c = make(FakeNvml([device(20 * GiB, 80 * GiB), device(40 * GiB, 80 * GiB)]), {0: "llama", 1: "llama"})

@@ -80,7 +80,7 @@ def test_unknown_label_values_raise_before_anything_is_recorded(cap: Capture) ->
         cap.engine.set_queue_depth("m", "urgent", 1)
     with pytest.raises(ValueError, match="result must be one of success, failed, partial"):
         cap.engine.record_model_load("m", 1.0, result="ok")
-    with pytest.raises(ValueError, match="request_type must be one of standard, streaming, batch"):
+    with pytest.raises(ValueError, match="request_type must be one of standard, streaming, batch, engine_step"):
         cap.engine.record_engine_batch("m", 4, request_type="step")
     with pytest.raises(ValueError, match="device_type"):
         cap.engine.record_model_load("m", 1.0, device_type="")
@@ -163,14 +163,29 @@ def test_kv_cache_size_buckets_batch_and_bounds_series() -> None:
 
 
 def test_engine_batch_reuses_the_recorders_histogram(cap: Capture) -> None:
-    """Engine step sizes 3 and 24 land in the recorder's batch histogram (request_type=batch), one instrument."""
+    """Engine step sizes 3 and 24 land in the recorder's batch histogram under request_type=engine_step, apart
+    from the router's per-request batch sizes."""
     assert cap.engine.batch is cap.recorder.batch
     cap.engine.record_engine_batch("m", 3)
     cap.engine.record_engine_batch("m", 24)
+    req = cap.recorder.start("m", "completion", "batch", batch_size=2)
+    req.success(cap.recorder)
     cap.collect()
-    h = cap.histogram("ryot.batch_size.distribution", model="m", request_type="batch")
+    h = cap.histogram("ryot.batch_size.distribution", model="m", request_type="engine_step")
     assert (h.count, h.sum, h.bucket_counts) == (2, 27, (0, 0, 1, 0, 0, 1, 0, 0))
     assert h.explicit_bounds == (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    r = cap.histogram("ryot.batch_size.distribution", model="m", request_type="batch")
+    assert (r.count, r.sum) == (1, 2)
+
+
+def test_a_failed_load_has_no_loading_time_whichever_api_records_it(cap: Capture) -> None:
+    """record_model_load(..., 7.0, result="failed") counts the attempt but, like model_loading(), records no time."""
+    cap.engine.record_model_load("m", 7.0, result="failed")
+    with pytest.raises(OSError), cap.engine.model_loading("m"):
+        raise OSError("weights missing")
+    cap.collect()
+    assert cap.value(ATTEMPTS, model="m", result="failed", load_type="cold") == 2
+    assert cap.points("ryot.model.loading_time") == []
 
 
 def test_model_names_are_bounded_by_the_shared_guard() -> None:

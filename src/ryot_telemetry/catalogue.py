@@ -209,10 +209,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "ryot.batch_size.distribution",
         Instrument.HISTOGRAM,
         "{request}",
-        "Batch sizes: prompts (or n) per request, or sequences per engine step.",
+        "Batch sizes: prompts (or n) per request, or sequences per engine step (request_type=engine_step).",
         ("model", "request_type"),
         buckets=_BATCH,
-        label_values={"request_type": _MODES},
+        label_values={"request_type": (*_MODES, "engine_step")},
     ),
     MetricSpec(
         "ryot.tokens_per_second",

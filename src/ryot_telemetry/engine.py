@@ -146,13 +146,13 @@ class EngineMetrics:
         device_type: str = "gpu",
         result: str = "success",
     ) -> None:
-        """A load the engine timed itself. ``result``: success, failed or partial; ``seconds`` None for a failed
-        load records the attempt only."""
+        """A load the engine timed itself. ``result``: success, failed or partial. A failed load counts as an
+        attempt only, like ``model_loading`` (it never became ready, so it has no loading time)."""
         self._check_load(load_type, device_type)
         _check("ryot.model.load_attempts", "result", result)
         if seconds is not None:
             _non_negative("loading time", seconds)
-        self._record_load(model, seconds, load_type, device_type, result)
+        self._record_load(model, None if result == "failed" else seconds, load_type, device_type, result)
 
     @staticmethod
     def _check_load(load_type: str, device_type: str) -> None:
@@ -205,9 +205,10 @@ class EngineMetrics:
                 key = (key[0], OVERFLOW, key[2])
             self._kv[key] = value
 
-    def record_engine_batch(self, model: object, size: int, request_type: str = "batch") -> None:
-        """Sequences in one engine step, into ``ryot_batch_size_distribution`` (default ``request_type=batch``;
-        the router's per-request batch sizes share this histogram with their own request_type)."""
+    def record_engine_batch(self, model: object, size: int, request_type: str = "engine_step") -> None:
+        """Sequences in one engine step, into ``ryot_batch_size_distribution{request_type="engine_step"}``: the
+        router's per-request batch sizes share the histogram under their own request_type (standard, streaming,
+        batch), so averages over requests and over engine steps stay apart."""
         _check("ryot.batch_size.distribution", "request_type", request_type)
         self.batch.record(_count("batch size", size, 1), {"model": self.models(model), "request_type": request_type})
 

@@ -400,12 +400,24 @@ class GpuGauges:
         self._breakdown[(dev_id, memory_type)] = value
 
     def memory_percent_by_model(self, reader: str = "efficiency") -> dict[str, float]:
-        """Memory used in percent of total for each named model, over all the devices it is named on."""
+        """Memory used in percent of total for each named model, over all the devices it is named on.
+
+        A model named on MIG instances counts those instances; a MIG parent named with the same model is then
+        skipped, since its memory already includes theirs.
+        """
+        samples = self.samples(reader)
+        parents_of_named = {
+            (s.device.parent, self.models[s.device.device_id])
+            for s in samples
+            if s.device.mig_instance and s.device.device_id in self.models
+        }
         used: dict[str, int] = {}
         total: dict[str, int] = {}
-        for s in self.samples(reader):
+        for s in samples:
             model = self.models.get(s.device.device_id)
-            if model is None or s.used is None or not s.total or s.device.mig_instance:
+            if model is None or s.used is None or not s.total:
+                continue
+            if not s.device.mig_instance and (s.device.device_id, model) in parents_of_named:
                 continue
             used[model] = used.get(model, 0) + s.used
             total[model] = total.get(model, 0) + s.total
