@@ -481,3 +481,27 @@ def test_prometheus_exposition_names_and_values(fake: FakeNvml) -> None:
         ("ryot_gpu_power_watts", d0, 312.5),
         ("ryot_gpu_temperature_celsius", d0, 64.0),
     }
+
+
+class _NoTemperatureBinding(FakeNvml):
+    """An NVML binding from which nvmlDeviceGetTemperature was removed (NVML deprecates and drops calls)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "nvmlDeviceGetTemperature":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_missing_or_removed_nvml_function_skips_only_that_field() -> None:
+    """No temperature function in the binding, and FUNCTION_NOT_FOUND (13) for power: memory etc. still reported."""
+    fake = _NoTemperatureBinding([device(20 * GiB, 80 * GiB, power_mw=FakeNVMLError(13))])
+    c = capture(gpu_backend=fake)
+    try:
+        for _ in range(3):
+            c.collect()
+        assert c.value(MEM, device_id="0", memory_type="used") == 20 * GiB
+        assert c.value("ryot.gpu.utilization", device_id="0") == 50.0
+        assert c.series("ryot.gpu.temperature") == [] and c.series("ryot.gpu.power") == []
+        assert fake.calls["nvmlDeviceGetPowerUsage"] == 1  # asked once, then known to be unsupported
+    finally:
+        c.shutdown()

@@ -46,6 +46,7 @@ _log = logging.getLogger("ryot_telemetry")
 # NVML return codes (nvml.h; stable ABI). Errors raised by the backend carry one as ``.value``, like pynvml's.
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_TEMPERATURE_GPU = 0
 NVML_DEVICE_MIG_ENABLE = 1
@@ -254,17 +255,25 @@ class GpuGauges:
             self._warned.add(key)
             _log.log(level, msg, *args)
 
-    def _query(self, dev: _Device, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call one NVML function for one field; None if it failed. Raises ``_Lost`` when the GPU is gone."""
+    def _query(self, dev: _Device, name: str, fn_name: str, *args: Any) -> Any:
+        """Call one NVML function for one field; None if it failed. Raises ``_Lost`` when the GPU is gone.
+
+        The function is looked up here, inside the guard: a binding or driver without it (NVML deprecates and
+        removes calls) makes that one field unsupported, not the whole device sample.
+        """
         if name in dev.unsupported:
             return None
         try:
-            return fn(dev.handle, *args)
+            return getattr(self._nvml, fn_name)(dev.handle, *args)
+        except AttributeError:
+            dev.unsupported.add(name)
+            _log.debug("ryot-telemetry: NVML binding has no %s; %s not reported", fn_name, name)
+            return None
         except Exception as e:
             code = getattr(e, "value", None)
             if code == NVML_ERROR_GPU_IS_LOST:
                 raise _Lost() from None
-            if code == NVML_ERROR_NOT_SUPPORTED:
+            if code in (NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_FUNCTION_NOT_FOUND):
                 dev.unsupported.add(name)
                 _log.debug("ryot-telemetry: GPU %s does not support %s; not reported", dev.device_id, name)
             else:
@@ -279,15 +288,13 @@ class GpuGauges:
 
     def _process_bytes(self, dev: _Device) -> int | None:
         """This process's memory on the device; None if it has no context there or NVML does not say."""
-        nvml = self._nvml
-        assert nvml is not None
         found = False
         per_list = []
-        for name, fn in (
-            ("compute_processes", nvml.nvmlDeviceGetComputeRunningProcesses),
-            ("graphics_processes", nvml.nvmlDeviceGetGraphicsRunningProcesses),
+        for name, fn_name in (
+            ("compute_processes", "nvmlDeviceGetComputeRunningProcesses"),
+            ("graphics_processes", "nvmlDeviceGetGraphicsRunningProcesses"),
         ):
-            procs = self._query(dev, name, fn)
+            procs = self._query(dev, name, fn_name)
             total = 0
             for p in procs or ():
                 if getattr(p, "pid", None) == self.pid:
@@ -301,23 +308,21 @@ class GpuGauges:
         return max(per_list) if found else None
 
     def _read(self, dev: _Device) -> _Sample:
-        nvml = self._nvml
-        assert nvml is not None
         s = _Sample(dev)
-        mem = self._query(dev, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        mem = self._query(dev, "memory", "nvmlDeviceGetMemoryInfo")
         if mem is not None:
             s.used, s.free, s.total = int(mem.used), int(mem.free), int(mem.total)
         s.process = self._process_bytes(dev)
         if dev.mig_instance:
             return s  # NVML reports only memory and processes per MIG instance
         if not dev.mig_enabled:  # NVML: utilisation is NOT_SUPPORTED on a MIG-enabled GPU
-            util = self._query(dev, "utilization", nvml.nvmlDeviceGetUtilizationRates)
+            util = self._query(dev, "utilization", "nvmlDeviceGetUtilizationRates")
             if util is not None:
                 s.utilization = float(util.gpu)
-        power = self._query(dev, "power", nvml.nvmlDeviceGetPowerUsage)
+        power = self._query(dev, "power", "nvmlDeviceGetPowerUsage")
         if power is not None:
             s.power_watts = power / 1000.0
-        temp = self._query(dev, "temperature", nvml.nvmlDeviceGetTemperature, NVML_TEMPERATURE_GPU)
+        temp = self._query(dev, "temperature", "nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU)
         if temp is not None:
             s.temperature = float(temp)
         return s
