@@ -112,3 +112,56 @@ def test_exemplars_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> 
     tel = configure(exporters="none", gpu=False)
     assert type(tel.meter_provider._sdk_config.exemplar_filter).__name__ == "AlwaysOnExemplarFilter"
     tel.shutdown()
+
+
+def test_failed_configure_leaves_nothing_running() -> None:
+    """A bad OTLP setting fails before the scrape port opens; a later configure() can take the same port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigurationError, match="unknown OTLP protocol"):
+        configure(
+            exporters="prometheus,otlp",
+            prometheus_host="127.0.0.1",
+            prometheus_port=port,
+            prometheus_registry="private",
+            otlp_protocol="bogus",
+            gpu=False,
+        )
+    tel = configure(prometheus_host="127.0.0.1", prometheus_port=port, prometheus_registry="private", gpu=False)
+    tel.shutdown()
+
+
+def test_failure_after_the_port_opened_closes_it_and_unregisters_the_reader() -> None:
+    """A bad GPU model map fails after the scrape server started: the port is freed, the registry emptied."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    with pytest.raises(ConfigurationError, match="gpu model for device"):
+        configure(
+            prometheus_host="127.0.0.1", prometheus_port=0, prometheus_registry=registry, gpu=True, gpu_models={0: ""}
+        )
+    assert list(registry._collector_to_names) == []
+
+
+def test_service_name_from_resource_attributes_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES' service.name is used when neither service_name= nor OTEL_SERVICE_NAME is set."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=my-router,deployment.environment=prod")
+    tel = configure(exporters="none", gpu=False)
+    assert tel.meter_provider._sdk_config.resource.attributes["service.name"] == "my-router"
+    tel.shutdown()
+    tel = configure(exporters="none", gpu=False, service_name="explicit")
+    assert tel.meter_provider._sdk_config.resource.attributes["service.name"] == "explicit"
+    tel.shutdown()
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    tel = configure(exporters="none", gpu=False)
+    assert tel.meter_provider._sdk_config.resource.attributes["service.name"] == "ryot-inference"
+    tel.shutdown()
+
+
+def test_wrong_argument_types_are_configuration_errors() -> None:
+    """A string port or a float max_models is one ConfigurationError, not a TypeError from deep inside."""
+    with pytest.raises(ConfigurationError, match="prometheus_port must be an integer, got '9464'"):
+        configure(prometheus_port="9464", prometheus_registry="private", gpu=False)
+    with pytest.raises(ConfigurationError, match=r"max_models must be an integer, got 2\.5"):
+        configure(exporters="none", max_models=2.5, gpu=False)

@@ -139,10 +139,31 @@ def _otlp_reader(endpoint: str | None, protocol: str | None, interval_ms: int | 
         if endpoint and not urlparse(endpoint).path.rstrip("/").endswith("/v1/metrics"):
             endpoint = endpoint.rstrip("/") + "/v1/metrics"
         exporter = HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=_interval(interval_ms))
+
+
+def _interval(interval_ms: int | None) -> int:
     interval = interval_ms if interval_ms is not None else _env_int("OTEL_METRIC_EXPORT_INTERVAL", 60000)
-    if interval <= 0:
-        raise ConfigurationError(f"export interval must be > 0 ms, got {interval}")
-    return PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
+        raise ConfigurationError(f"export interval must be a whole number of ms > 0, got {interval!r}")
+    return interval
+
+
+def _whole(name: str, value: Any) -> Any:
+    """Integer arguments are checked up front, so a wrong type is a ConfigurationError rather than a TypeError."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigurationError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _resource(service_name: str | None, attributes: Mapping[str, str] | None) -> Resource:
+    """service.name: the argument, else OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, else ryot-inference."""
+    resource = Resource.create(dict(attributes or {}))
+    if service_name:
+        return resource.merge(Resource({SERVICE_NAME: service_name}))
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return resource.merge(Resource({SERVICE_NAME: "ryot-inference"}))
+    return resource
 
 
 @dataclass
@@ -287,72 +308,70 @@ def configure(
     global _current
     names = _exporters(exporters)
     bucket_map = _buckets(buckets)
-    service = _pick(service_name, "OTEL_SERVICE_NAME", "ryot-inference")
-    resource = Resource.create({SERVICE_NAME: service, **(resource_attributes or {})})
+    _whole("max_models", max_models)
+    _whole("max_label_length", max_label_length)
+    resource = _resource(service_name, resource_attributes)
+    service = str(resource.attributes[SERVICE_NAME])
     all_readers: list[MetricReader] = list(readers)
     closers: list[Any] = []
     registry = None
     server = None
     prom_url = None
 
-    if "prometheus" in names:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import REGISTRY, CollectorRegistry
-
-        reg_choice = _pick(prometheus_registry, env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY, "global")
-        if isinstance(reg_choice, str):
-            if reg_choice not in ("private", "global"):
-                raise ConfigurationError(
-                    f"{env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY}={reg_choice!r}: expected private or global"
-                )
-            registry = CollectorRegistry(auto_describe=True) if reg_choice == "private" else REGISTRY
-        else:
-            registry = reg_choice
-        host = _pick(prometheus_host, "OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
-        port = prometheus_port if prometheus_port is not None else _env_int("OTEL_EXPORTER_PROMETHEUS_PORT", 9464)
-        if not 0 <= port <= 65535:
-            raise ConfigurationError(f"Prometheus port must be 0-65535, got {port}")
-        if start_prometheus_server:
-            server = _start_http_server(host, port, registry)
-            bound = server.server_address[1]
-            prom_url = f"http://{_url_host(host)}:{bound}/metrics"
-        all_readers.append(PrometheusMetricReader(registry=registry))
+    # Readers that start nothing are built (and their settings checked) before the scrape port is opened.
     if "otlp" in names:
         all_readers.append(_otlp_reader(otlp_endpoint, otlp_protocol, export_interval_ms))
     if "console" in names:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        all_readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60000))
-
+        all_readers.append(
+            PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=_interval(export_interval_ms))
+        )
+    ours = all_readers[len(readers) :]
     try:
+        if "prometheus" in names:
+            registry, server, prom_url = _prometheus(
+                prometheus_registry, prometheus_host, prometheus_port, start_prometheus_server, all_readers
+            )
+            ours = all_readers[len(readers) :]
         provider = MeterProvider(
             metric_readers=all_readers, resource=resource, views=views(bucket_map), exemplar_filter=exemplar_filter()
         )
-        meter = provider.get_meter(METER_NAME, package_version())
-        recorder = build_recorder(
-            meter,
-            buckets=bucket_map,
-            prices=prices,
-            semconv=semconv,
-            genai_provider=genai_provider,
-            max_models=max_models,
-            max_label_length=max_label_length,
-        )
-        install_service_info(meter, service, _pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
-        from .engine import EngineMetrics
-        from .gpu import install_gpu_gauges, install_token_efficiency
-
+        ours = []  # the provider owns the readers now: its shutdown shuts them down
         try:
-            gpu_gauges = install_gpu_gauges(meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
-        except ValueError as e:
-            raise ConfigurationError(str(e)) from None
-        closers.append(gpu_gauges.close)
-        install_token_efficiency(meter, recorder, gpu_gauges)
-        engine = EngineMetrics(meter, recorder=recorder, gpu=gpu_gauges, buckets=bucket_map)
+            meter = provider.get_meter(METER_NAME, package_version())
+            recorder = build_recorder(
+                meter,
+                buckets=bucket_map,
+                prices=prices,
+                semconv=semconv,
+                genai_provider=genai_provider,
+                max_models=max_models,
+                max_label_length=max_label_length,
+            )
+            install_service_info(meter, service, _pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
+            from .engine import EngineMetrics
+            from .gpu import install_gpu_gauges, install_token_efficiency
+
+            try:
+                gpu_gauges = install_gpu_gauges(meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
+            except ValueError as e:
+                raise ConfigurationError(str(e)) from None
+            closers.append(gpu_gauges.close)
+            install_token_efficiency(meter, recorder, gpu_gauges)
+            engine = EngineMetrics(meter, recorder=recorder, gpu=gpu_gauges, buckets=bucket_map)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                provider.shutdown()
+            raise
     except BaseException:
-        for close in reversed(closers):  # e.g. nvmlShutdown for gauges installed before the failure
+        # Nothing half-started survives a failed configure(): NVML, our readers, the scrape port.
+        for close in reversed(closers):
             with contextlib.suppress(Exception):
                 close()
+        for reader in ours:
+            with contextlib.suppress(Exception):
+                reader.shutdown()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -365,6 +384,43 @@ def configure(
     )
     _current = tel
     return tel
+
+
+def _prometheus(
+    registry_arg: Any, host_arg: str | None, port_arg: int | None, start_server: bool, readers: list[MetricReader]
+) -> tuple[Any, Any, str | None]:
+    """The Prometheus registry, scrape server and reader (appended to ``readers``)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    reg_choice = _pick(registry_arg, env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY, "global")
+    if isinstance(reg_choice, str):
+        if reg_choice not in ("private", "global"):
+            raise ConfigurationError(
+                f"{env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY}={reg_choice!r}: expected private or global"
+            )
+        registry = CollectorRegistry(auto_describe=True) if reg_choice == "private" else REGISTRY
+    else:
+        registry = reg_choice
+    host = _pick(host_arg, "OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
+    port = (
+        _whole("prometheus_port", port_arg) if port_arg is not None else _env_int("OTEL_EXPORTER_PROMETHEUS_PORT", 9464)
+    )
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"Prometheus port must be 0-65535, got {port}")
+    server = None
+    url = None
+    if start_server:
+        server = _start_http_server(host, port, registry)
+        url = f"http://{_url_host(host)}:{server.server_address[1]}/metrics"
+    try:
+        readers.append(PrometheusMetricReader(registry=registry))
+    except BaseException:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        raise
+    return registry, server, url
 
 
 def _url_host(host: str) -> str:
