@@ -128,10 +128,12 @@ def test_rule_set_is_the_documented_one() -> None:
     rules = _rules()
     assert sorted(r["record"] for r in rules if "record" in r) == [
         "ryot:batch_size:avg:5m",
+        "ryot:engine_batch_size:avg:5m",
         "ryot:error_rate:rate5m",
         "ryot:gpu_efficiency:ratio",
         "ryot:inference_latency:p95:5m",
         "ryot:inference_latency:p99:5m",
+        "ryot:inference_latency_standard:p95:5m",
         "ryot:requests:rate5m",
         "ryot:tokens_per_second:rate1m",
         "ryot:tokens_per_second:rate5m",
@@ -141,6 +143,7 @@ def test_rule_set_is_the_documented_one() -> None:
     assert alerts == {
         "RyotHighErrorRate": ("5m", "warning"),
         "RyotHighLatency": ("10m", "warning"),
+        "RyotHighRequestLatency": ("10m", "warning"),
         "RyotGPUMemoryPressure": ("5m", "critical"),
         "RyotLowTokenThroughput": ("10m", "warning"),
         "RyotQueueBacklog": ("5m", "critical"),
@@ -170,10 +173,10 @@ def test_otelcol_config_pipeline() -> None:
 
 @needs_promtool
 def test_promtool_check_rules() -> None:
-    """promtool accepts both rule files: 9 recording rules and 5 alerts."""
+    """promtool accepts both rule files: 11 recording rules and 6 alerts."""
     out = _promtool("check", "rules", *map(str, RULE_FILES))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout and "SUCCESS: 5 rules found" in out.stdout
+    assert "SUCCESS: 11 rules found" in out.stdout and "SUCCESS: 6 rules found" in out.stdout
 
 
 @needs_promtool

@@ -22,6 +22,7 @@ DASHBOARD_UID = "ryot-telemetry"
 _DS = {"type": "prometheus", "uid": "${datasource}"}
 _MODEL = 'model=~"$model"'
 _RATE = "$__rate_interval"
+_REQUESTS = 'request_type!="engine_step"'
 _WIDTH = 12  # two panels per row on Grafana's 24-column grid
 _HEIGHT = 8
 
@@ -137,20 +138,22 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
     latency = [
         _panel(
             "End-to-end latency p50 / p95 / p99",
-            "From the call entering the wrapper to its last byte or error (alert: p95 > 2.5s for 10m).",
+            "From the call entering the wrapper to its last byte or error; streams grow with their output length "
+            "(alert: p95 of non-streaming requests > 10s for 10m).",
             _quantiles("ryot.inference.latency"),
             _unit("ryot.inference.latency"),
-            thresholds=[(2.5, "red")],
         ),
         _panel(
             "Time to first token p50 / p95 / p99",
-            "Streams only: from the call to the first chunk with content.",
+            "Streams only: from the call to the first chunk with content (alert: p95 > 1s for 10m).",
             _quantiles("ryot.ttft.latency"),
             _unit("ryot.ttft.latency"),
+            thresholds=[(1.0, "red")],
         ),
         _panel(
             "Time per output token p50 / p95 / p99",
-            "(latency - TTFT) / (completion_tokens - 1), streams with at least two tokens.",
+            "(latency - TTFT) / (completion_tokens - 1), streams with at least two tokens "
+            "(alert: p50 > 20ms, i.e. below 50 tokens/s, for 10m).",
             _quantiles("ryot.time_per_output_token"),
             _unit("ryot.time_per_output_token"),
         ),
@@ -164,17 +167,17 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
     tokens = [
         _panel(
             "Tokens per second",
-            "Prompt and completion tokens per second from the providers' usage reports (alert: completion < 50/s).",
+            "Prompt and completion tokens per second from the providers' usage reports.",
             [(f"sum by (model, token_type) (rate({tok}{{{_MODEL}}}[{_RATE}]))", "{{model}} {{token_type}}")],
             "short",
         ),
         _panel(
             "Average batch size",
-            "Prompts (or n) per request, or sequences per engine step.",
+            "Prompts (or n) per request; engine steps (request_type=engine_step) are left out.",
             [
                 (
-                    f"sum by (model) (rate({_name(batch, '_sum')}{{{_MODEL}}}[{_RATE}]))"
-                    f" / sum by (model) (rate({_name(batch, '_count')}{{{_MODEL}}}[{_RATE}]))",
+                    f"sum by (model) (rate({_name(batch, '_sum')}{{{_MODEL},{_REQUESTS}}}[{_RATE}]))"
+                    f" / sum by (model) (rate({_name(batch, '_count')}{{{_MODEL},{_REQUESTS}}}[{_RATE}]))",
                     "{{model}}",
                 )
             ],
