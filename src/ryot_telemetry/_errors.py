@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 
 SEVERITY = {
     "oom": "critical",
@@ -30,6 +31,14 @@ def _status_code(exc: BaseException) -> int | None:
     return None
 
 
+# "OOM"/"Oom" as a CamelCase word (OOMError, CudaOOM, OomKilled) or OutOfMemory; not "oom" inside ZoomError.
+_OOM_CLASS = re.compile(r"(?<![A-Z])OOM|Oom(?=[A-Z_]|$)|OutOfMemory")
+
+
+def _raw_class_names(exc: BaseException) -> str:
+    return " ".join(c.__name__ for c in type(exc).__mro__[:-2])
+
+
 def _class_names(exc: BaseException) -> str:
     return " ".join(c.__name__.lower() for c in type(exc).__mro__[:-2])
 
@@ -43,7 +52,7 @@ def classify(exc: BaseException) -> str:
         except Exception:
             msg = ""
         text = names + " " + msg
-        if isinstance(exc, MemoryError) or "outofmemory" in names or "out of memory" in msg or "oom" in names:
+        if isinstance(exc, MemoryError) or _OOM_CLASS.search(_raw_class_names(exc)) or "out of memory" in msg:
             return "oom"
         if "cuda" in text or "cublas" in text or "cudnn" in text or "nccl" in text:
             return "cuda_error"

@@ -232,6 +232,8 @@ class Recorder:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.models = ModelLabels(max_models, max_label_length)
+        # gen_ai.response.model has its own budget: dated snapshot names must not crowd out request models.
+        self.response_models = ModelLabels(max_models, max_label_length)
         self.prices = prices
         self.genai_provider = genai_provider
         self.max_pending = max_pending
@@ -389,7 +391,7 @@ class Recorder:
             "gen_ai.request.model": r.model,
         }
         if resp_model:
-            base["gen_ai.response.model"] = self.models(resp_model)
+            base["gen_ai.response.model"] = self.response_models(resp_model)
         dur_attrs = base if r.error_type is None else {**base, "error.type": r.error_type}
         latency = max(r.end - r.start, 0.0)
         s.duration.record(latency, dur_attrs)
@@ -420,8 +422,11 @@ class Recorder:
 
     def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
         """Engine-reported KV cache hit ratio; overrides the usage-derived one for that model and context."""
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"hit ratio must be within [0, 1], got {ratio}")
+        allowed = catalogue.get("ryot.kv_cache.hit_ratio").label_values["context_type"]
+        if context_type not in allowed:
+            raise ValueError(f"context_type must be one of {', '.join(allowed)}, got {context_type!r}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"hit ratio must be a number within [0, 1], got {ratio!r}")
         self._engine_hit_ratio[(self.models(model), context_type)] = float(ratio)
 
     def active(self) -> dict[tuple[str, str, str], int]:

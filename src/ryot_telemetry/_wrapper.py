@@ -8,9 +8,11 @@ goes through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import logging
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ METHODS = {"openai_chat_completion": CHAT, "openai_completion": COMPLETION, REAS
 _MARK = "__ryot_telemetry_wrapped__"
 _ABANDON = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
 _PRIMED = object()
+_CURRENT: contextvars.ContextVar[object] = contextvars.ContextVar("ryot_telemetry_call", default=None)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -122,12 +125,15 @@ def request_shape(endpoint: str, params: Any) -> tuple[Any, bool, str, int]:
 def with_usage(params: Any) -> tuple[Any, bool]:
     """Params asking the provider for usage on streams, and whether the caller asked for it itself.
 
-    Never mutates the caller's object: dicts are copied, pydantic models go through ``model_copy``.
+    Never mutates the caller's objects: dicts are copied, pydantic models go through ``model_copy``, and a typed
+    ``stream_options`` stays of its type. Where no faithful copy can be made, the params go through unchanged.
     """
     opts = _get(params, "stream_options")
     if opts is not None and _get(opts, "include_usage"):
         return params, True
-    new_opts = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    new_opts = _options_with_usage(opts, params)
+    if new_opts is None:
+        return params, False
     if isinstance(params, dict):
         return {**params, "stream_options": new_opts}, False
     model_copy = getattr(params, "model_copy", None)
@@ -135,6 +141,36 @@ def with_usage(params: Any) -> tuple[Any, bool]:
     if callable(model_copy) and (fields is None or "stream_options" in fields or _allows_extra(params)):
         return model_copy(update={"stream_options": new_opts}), False
     return params, False  # an object we cannot safely copy: leave it, usage may then be absent
+
+
+def _options_with_usage(opts: Any, params: Any) -> Any:
+    """``opts`` plus include_usage=True, of the same kind; None when that cannot be built faithfully."""
+    try:
+        if opts is None:
+            cls = _typed_options_class(params)
+            return cls(include_usage=True) if cls is not None else {"include_usage": True}
+        if isinstance(opts, dict):
+            return {**opts, "include_usage": True}
+        model_copy = getattr(opts, "model_copy", None)
+        if callable(model_copy):
+            return model_copy(update={"include_usage": True})
+        if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
+            return dataclasses.replace(opts, include_usage=True)
+    except Exception:
+        _log.debug("ryot-telemetry: could not add include_usage to stream_options", exc_info=True)
+    return None
+
+
+def _typed_options_class(params: Any) -> Any:
+    """The model class a pydantic ``stream_options`` field is typed with (``X | None``), or None for dict/Any."""
+    field = (getattr(type(params), "model_fields", None) or {}).get("stream_options")
+    if field is None:
+        return None
+    annotation = field.annotation
+    for candidate in typing.get_args(annotation) or (annotation,):
+        if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+            return candidate
+    return None
 
 
 def _allows_extra(params: Any) -> bool:
@@ -167,11 +203,16 @@ async def traced_call(
     kwargs: dict[str, Any],
     *,
     reasoning: bool = False,
+    key: object = None,
 ) -> Any:
     """Call ``wrapped(*args, **kwargs)`` (the router method, already bound) and record it.
 
-    ``reasoning``: the method returns ogx's reasoning wrappers (see ``REASONING_METHOD``).
+    ``reasoning``: the method returns ogx's reasoning wrappers (see ``REASONING_METHOD``). ``key``: identifies
+    the (router instance, method); a call nested inside a traced call with the same key — a subclass and its base
+    both instrumented, one calling the other — goes through unrecorded, so the request counts once.
     """
+    if key is not None and _CURRENT.get() == key:
+        return await wrapped(*args, **kwargs)
     call_args, call_kwargs = args, kwargs
     try:
         if args:
@@ -195,11 +236,14 @@ async def traced_call(
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
         return await wrapped(*args, **kwargs)
 
+    token = _CURRENT.set(key)
     try:
         result = await wrapped(*call_args, **call_kwargs)
     except BaseException as exc:
         _end(rec, req, exc)
         raise
+    finally:
+        _CURRENT.reset(token)
 
     if stream and hasattr(result, "__aiter__"):
         try:
@@ -395,11 +439,11 @@ def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
 
 
 def _make_method(
-    rec: Recorder, endpoint: str, original: Callable[..., Awaitable[Any]], reasoning: bool = False
+    rec: Recorder, endpoint: str, original: Callable[..., Awaitable[Any]], reasoning: bool, key: object
 ) -> Callable[..., Any]:
     @functools.wraps(original)
     async def method(*args: Any, **kwargs: Any) -> Any:
-        return await traced_call(rec, endpoint, original, args, kwargs, reasoning=reasoning)
+        return await traced_call(rec, endpoint, original, args, kwargs, reasoning=reasoning, key=key)
 
     setattr(method, _MARK, original)
     return method
@@ -424,7 +468,7 @@ def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
         found = found or name != REASONING_METHOD
         if getattr(original, _MARK, None) is not None:
             continue
-        setattr(router, name, _make_method(recorder, endpoint, original, reasoning=name == REASONING_METHOD))
+        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD, (id(router), name)))
     if not found:
         raise TypeError(
             f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "

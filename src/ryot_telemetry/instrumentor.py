@@ -97,7 +97,7 @@ def _method_wrapper(recorder: Recorder, name: str, endpoint: str) -> Any:
         own = getattr(instance, "__dict__", None)
         if own is not None and getattr(own.get(name), _MARK, None) is not None:
             return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
-        return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning)
+        return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=(id(instance), name))
 
     return wrapper
 
