@@ -127,3 +127,99 @@ async def test_base_and_subclass_both_instrumented_count_each_call_once() -> Non
     finally:
         inst.uninstrument()
         c.shutdown()
+
+
+async def test_keyword_style_router_without_stream_options_is_called_as_the_caller_did(cap: Capture) -> None:
+    """A router taking keyword arguments but no stream_options gets exactly the caller's keywords."""
+
+    class KeywordRouter:
+        async def openai_chat_completion(self, model: str, messages: list, stream: bool = False) -> Any:
+            async def gen() -> Any:
+                yield content_chunk("a", model=model)
+
+            return gen()
+
+    router = cap.instrument_router(KeywordRouter())
+    got = [c async for c in await router.openai_chat_completion(model="m", messages=[], stream=True)]
+    assert len(got) == 1
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+
+
+async def test_keyword_style_router_with_stream_options_is_asked_for_usage(cap: Capture) -> None:
+    """A keyword-style router that declares stream_options receives include_usage, and its usage is read."""
+    seen: list[Any] = []
+
+    class KeywordRouter:
+        async def openai_chat_completion(
+            self, model: str, messages: list, stream: bool = False, stream_options: dict | None = None
+        ) -> Any:
+            seen.append(stream_options)
+
+            async def gen() -> Any:
+                yield content_chunk("a", model=model)
+                yield usage_chunk(usage(9, 1), model=model)
+
+            return gen()
+
+    router = cap.instrument_router(KeywordRouter())
+    got = [c async for c in await router.openai_chat_completion(model="m", messages=[], stream=True)]
+    assert len(got) == 1 and seen == [{"include_usage": True}]
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 9
+
+
+async def test_closing_an_object_stream_calls_its_close(cap: Capture) -> None:
+    """A provider stream object with an async close() (like openai's AsyncStream) is closed when the caller closes."""
+
+    class ObjectStream:
+        def __init__(self) -> None:
+            self.closed = False
+            self._left = [content_chunk("a"), content_chunk("b")]
+
+        def __aiter__(self) -> Any:
+            return self
+
+        async def __anext__(self) -> Any:
+            if not self._left:
+                raise StopAsyncIteration
+            return self._left.pop(0)
+
+        async def close(self) -> None:
+            self.closed = True
+
+    stream = ObjectStream()
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            return stream
+
+    router = cap.instrument_router(Router())
+    traced = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    async for _ in traced:
+        break
+    await traced.aclose()
+    assert stream.closed is True
+
+
+def test_sliding_window_ignores_values_older_than_the_ring() -> None:
+    """A request drained more than 15 minutes late does not wipe the newer second sharing its ring slot."""
+    from ryot_telemetry._recorder import _Ring
+
+    ring = _Ring()
+    ring.add(1000, 50)
+    ring.add(100, 7)  # 900 s older, same slot: outside every window
+    assert ring.sum(1000, 60) == 50
+
+
+def test_configure_twice_without_shutdown_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """A second configure() while the first still runs logs a warning naming the fix."""
+    from ryot_telemetry import configure
+
+    first = configure(exporters="none", gpu=False)
+    try:
+        second = configure(exporters="none", gpu=False)
+        second.shutdown()
+    finally:
+        first.shutdown()
+    assert any("configure() called again" in r.getMessage() for r in caplog.records)

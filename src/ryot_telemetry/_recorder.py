@@ -143,6 +143,8 @@ class _Ring:
 
     def add(self, now_s: int, value: int) -> None:
         i = now_s % _RING
+        if self.stamps[i] > now_s:
+            return  # the slot already holds a second _RING or more later: this value is outside every window
         if self.stamps[i] != now_s:
             self.stamps[i] = now_s
             self.values[i] = 0

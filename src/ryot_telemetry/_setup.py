@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -220,7 +221,8 @@ class Telemetry:
 
 _current: Telemetry | None = None
 _default_lock = threading.Lock()
-_default_recorders: dict[int, Recorder] = {}
+# Keyed by the provider object itself (weakly): an id() could be reused by a later provider after this one is freed.
+_default_recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
 
 
 def default_recorder() -> Recorder:
@@ -229,9 +231,9 @@ def default_recorder() -> Recorder:
         return _current.recorder
     provider = metrics.get_meter_provider()
     with _default_lock:
-        rec = _default_recorders.get(id(provider))
+        rec = _default_recorders.get(provider)
         if rec is None:
-            rec = _default_recorders[id(provider)] = build_recorder(provider.get_meter(METER_NAME, package_version()))
+            rec = _default_recorders[provider] = build_recorder(provider.get_meter(METER_NAME, package_version()))
         return rec
 
 
@@ -306,6 +308,11 @@ def configure(
     ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests.
     """
     global _current
+    if _current is not None and not _current._closed:
+        _log.warning(
+            "ryot-telemetry: configure() called again while an earlier Telemetry is still running; "
+            "call .shutdown() on it first, or both will export (duplicate series on a shared registry)"
+        )
     names = _exporters(exporters)
     bucket_map = _buckets(buckets)
     _whole("max_models", max_models)

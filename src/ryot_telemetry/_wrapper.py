@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import inspect
 import logging
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -173,6 +174,24 @@ def _typed_options_class(params: Any) -> Any:
     return None
 
 
+_ACCEPTS: dict[Any, bool] = {}
+
+
+def _accepts_stream_options(fn: Any) -> bool:
+    """Does a keyword-style router method take ``stream_options`` (or ``**kwargs``)? Cached per function."""
+    key = getattr(fn, "__func__", fn)
+    known = _ACCEPTS.get(key)
+    if known is None:
+        try:
+            params = inspect.signature(fn).parameters.values()
+            known = any(p.name == "stream_options" or p.kind is p.VAR_KEYWORD for p in params)
+        except (TypeError, ValueError):
+            known = False
+        if len(_ACCEPTS) < 1024:
+            _ACCEPTS[key] = known
+    return known
+
+
 def _allows_extra(params: Any) -> bool:
     config = getattr(type(params), "model_config", None) or {}
     return config.get("extra") == "allow"
@@ -229,8 +248,10 @@ async def traced_call(
                     call_args = (new_params, *args[1:])
                 elif "params" in kwargs:
                     call_kwargs = {**kwargs, "params": new_params}
-                else:
+                elif _accepts_stream_options(wrapped):
                     call_kwargs = new_params
+                else:
+                    hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
         req = rec.start(model, endpoint, mode, batch_size)
     except Exception:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
@@ -413,9 +434,13 @@ async def _stream_failed(
     _finish_stream_estimates(req, endpoint, params)
     _end(rec, req, exc)
     if isinstance(exc, GeneratorExit):
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()  # the consumer closed us: close the provider's stream as it would have been
+        # The consumer closed us: close the provider's stream as it would have been (aclose() for async
+        # generators, close() for stream objects such as openai's AsyncStream).
+        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        if close is not None:
+            closed = close()
+            if inspect.isawaitable(closed):
+                await closed
 
 
 def _without_usage(chunk: Any) -> Any:
