@@ -150,13 +150,7 @@ def _options_with_usage(opts: Any, params: Any) -> Any:
         if opts is None:
             cls = _typed_options_class(params)
             return cls(include_usage=True) if cls is not None else {"include_usage": True}
-        if isinstance(opts, dict):
-            return {**opts, "include_usage": True}
-        model_copy = getattr(opts, "model_copy", None)
-        if callable(model_copy):
-            return model_copy(update={"include_usage": True})
-        if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
-            return dataclasses.replace(opts, include_usage=True)
+        return _replaced(opts, include_usage=True)
     except Exception:
         _log.debug("ryot-telemetry: could not add include_usage to stream_options", exc_info=True)
     return None
@@ -445,14 +439,20 @@ async def _stream_failed(
 
 def _without_usage(chunk: Any) -> Any:
     """A copy of ``chunk`` with ``usage=None``, as the provider would have sent it had we not asked for usage."""
-    if isinstance(chunk, dict):
-        return {**chunk, "usage": None}
-    model_copy = getattr(chunk, "model_copy", None)
+    copy = _replaced(chunk, usage=None)
+    return chunk if copy is None else copy
+
+
+def _replaced(obj: Any, **changes: Any) -> Any:
+    """A copy of ``obj`` (dict, pydantic model or dataclass) with ``changes``; None if it is none of those."""
+    if isinstance(obj, dict):
+        return {**obj, **changes}
+    model_copy = getattr(obj, "model_copy", None)
     if callable(model_copy):
-        return model_copy(update={"usage": None})
-    if dataclasses.is_dataclass(chunk) and not isinstance(chunk, type):
-        return dataclasses.replace(chunk, usage=None)
-    return chunk
+        return model_copy(update=changes)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **changes)
+    return None
 
 
 def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
