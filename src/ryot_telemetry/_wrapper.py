@@ -251,14 +251,15 @@ async def traced_call(
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
         return await wrapped(*args, **kwargs)
 
-    token = _CURRENT.set(key)
+    token = _CURRENT.set(key) if key is not None else None
     try:
         result = await wrapped(*call_args, **call_kwargs)
     except BaseException as exc:
         _end(rec, req, exc)
         raise
     finally:
-        _CURRENT.reset(token)
+        if token is not None:
+            _CURRENT.reset(token)
 
     if stream and hasattr(result, "__aiter__"):
         try:
@@ -493,7 +494,7 @@ def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
         found = found or name != REASONING_METHOD
         if getattr(original, _MARK, None) is not None:
             continue
-        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD, (id(router), name)))
+        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD, None))
     if not found:
         raise TypeError(
             f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "

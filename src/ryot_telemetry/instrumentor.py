@@ -90,14 +90,17 @@ def router_classes(extra: Iterable[type] | None = None) -> list[type]:
     return unique
 
 
-def _method_wrapper(recorder: Recorder, name: str, endpoint: str) -> Any:
+def _method_wrapper(recorder: Recorder, name: str, endpoint: str, nested: bool) -> Any:
+    """``nested``: a base or subclass of this class is wrapped too, so one call can pass through two wrappers;
+    only then is the per-call guard (a context variable, a few hundred ns) paid."""
     reasoning = name == REASONING_METHOD
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         own = getattr(instance, "__dict__", None)
         if own is not None and getattr(own.get(name), _MARK, None) is not None:
             return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
-        return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=(id(instance), name))
+        key = (id(instance), name) if nested else None
+        return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key)
 
     return wrapper
 
@@ -130,12 +133,14 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 recorder = build_recorder(provider.get_meter(METER_NAME, package_version()))
         self.recorder = recorder
         wrapped: list[tuple[type, str, bool]] = []
-        for cls in router_classes(kwargs.get("router_classes")):
+        classes = router_classes(kwargs.get("router_classes"))
+        for cls in classes:
             for name, endpoint in METHODS.items():
                 if not callable(getattr(cls, name, None)):
                     continue
                 own = name in cls.__dict__
-                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint))
+                nested = any(o is not cls and (issubclass(cls, o) or issubclass(o, cls)) for o in classes)
+                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint, nested))
                 wrapped.append((cls, name, own))
         if not wrapped:
             _log.debug("ryot-telemetry: neither ogx nor llama-stack is installed and no router class was named")
