@@ -236,9 +236,11 @@ async def test_exporter_survives_receiver_down_then_up(receiver: Receiver, caplo
         assert receiver.requests == []
         failed = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter.otlp")]
         assert failed, "the exporter never tried (and failed) to reach the missing receiver"
-        # Exports fail and back off on the reader's thread; the request path never waits for them.
-        assert max(durations) < 0.1, max(durations)
-        assert sum(durations) / len(durations) < 0.005
+        # Exports fail and back off on the reader's thread; the request path never waits for them. A request that
+        # did would take at least the exporter's first retry delay (about 1 s, jittered down to ~0.8 s, as the
+        # warnings above show); the bound sits well below that and well above scheduling noise on a busy machine.
+        assert max(durations) < 0.4, max(durations)
+        assert sorted(durations)[len(durations) // 2] < 0.01  # the median request is not slowed at all
 
         receiver.start()
 
