@@ -168,22 +168,18 @@ def _typed_options_class(params: Any) -> Any:
     return None
 
 
-_ACCEPTS: dict[Any, bool] = {}
-
-
 def _accepts_stream_options(fn: Any) -> bool:
     """Does a keyword-style router method take ``stream_options`` (or ``**kwargs``)? Cached per function."""
-    key = getattr(fn, "__func__", fn)
-    known = _ACCEPTS.get(key)
-    if known is None:
-        try:
-            params = inspect.signature(fn).parameters.values()
-            known = any(p.name == "stream_options" or p.kind is p.VAR_KEYWORD for p in params)
-        except (TypeError, ValueError):
-            known = False
-        if len(_ACCEPTS) < 1024:
-            _ACCEPTS[key] = known
-    return known
+    return _signature_accepts_stream_options(getattr(fn, "__func__", fn))
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_accepts_stream_options(fn: Any) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "stream_options" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _allows_extra(params: Any) -> bool:
@@ -341,8 +337,7 @@ async def _traced_stream(
     except BaseException as exc:
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
-    req.delivered = delivered
-    _finish_stream_estimates(req, endpoint, params)
+    _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
 
@@ -416,8 +411,7 @@ async def _traced_reasoning_stream(
     except BaseException as exc:
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
-    req.delivered = delivered
-    _finish_stream_estimates(req, endpoint, params)
+    _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
 
@@ -425,8 +419,7 @@ async def _stream_failed(
     rec: Recorder, req: Request, delivered: bool, endpoint: str, params: Any, stream: Any, exc: BaseException
 ) -> None:
     """A stream ended by an exception, a consumer's close or a cancellation; the caller re-raises ``exc``."""
-    req.delivered = delivered
-    _finish_stream_estimates(req, endpoint, params)
+    _stream_ended(req, delivered, endpoint, params)
     _end(rec, req, exc)
     if isinstance(exc, GeneratorExit):
         # The consumer closed us: close the provider's stream as it would have been (aclose() for async
@@ -456,7 +449,9 @@ def _replaced(obj: Any, **changes: Any) -> Any:
     return None
 
 
-def _finish_stream_estimates(req: Request, endpoint: str, params: Any) -> None:
+def _stream_ended(req: Request, delivered: bool, endpoint: str, params: Any) -> None:
+    """What a finished stream (any exit) leaves on its request before it is recorded."""
+    req.delivered = delivered
     if req.prompt_tokens is None and req.first_token is not None:
         try:
             req.prompt_chars = _prompt_chars(endpoint, params)
