@@ -37,7 +37,7 @@ _add(
     "histogram",
     "model",
     "",
-    "0.005 0.01 0.025 0.05 0.075 0.1 0.15 0.2 0.3 0.5 1 2.5",
+    "0.005 0.01 0.015 0.02 0.025 0.03 0.04 0.05 0.075 0.1 0.15 0.2 0.3 0.5 1 2.5",
 )
 _add("ryot_model_loading_time_seconds", "histogram", "model load_type device_type", "", "0.5 1 2.5 5 10 30 60 120")
 _add("ryot_initialization_startup_time_seconds", "histogram", "startup_phase", "", "1 5 10 30 60")
@@ -46,7 +46,7 @@ _add("ryot_tokens_per_second", "histogram", "model", "", "10 25 50 100 150 250 4
 _add("ryot_prompt_cache_effectiveness", "histogram", "model", "", "0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0")
 _add("ryot_active_inference_requests", "gauge", "model request_type endpoint")
 _add("ryot_queue_depth", "gauge", "model priority_level")
-_add("ryot_tokens_per_second_gauge", "gauge", "model time_window")
+_add("ryot_sliding_tokens_per_second", "gauge", "model time_window")
 _add("ryot_kv_cache_hit_ratio", "gauge", "model context_type")
 _add("ryot_kv_cache_size_bytes", "gauge", "model context_length batch_size")
 _add("ryot_token_efficiency_ratio", "gauge", "model")

@@ -262,7 +262,7 @@ class Recorder:
         self.cache_eff = make("ryot.prompt_cache.effectiveness")
         # The in-flight gauge is read from local counters; its callback is also what drains the queue.
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
-        make("ryot.tokens_per_second_gauge", callbacks=[self._observe_token_rates])
+        make("ryot.sliding_tokens_per_second", callbacks=[self._observe_token_rates])
         make("ryot.kv_cache.hit_ratio", callbacks=[self._observe_hit_ratio])
         self.semconv = SemconvInstruments(meter) if semconv else None
         self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None

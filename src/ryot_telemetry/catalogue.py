@@ -81,7 +81,7 @@ class MetricSpec:
 
 _LAT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_TPOT = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+_TPOT = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 _LOAD = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _STARTUP = (1.0, 5.0, 10.0, 30.0, 60.0)
 _BATCH = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -249,7 +249,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         label_values={"priority_level": ("high", "normal", "low")},
     ),
     MetricSpec(
-        "ryot.tokens_per_second_gauge",
+        "ryot.sliding_tokens_per_second",
         Instrument.OBSERVABLE_GAUGE,
         "{token/s}",
         "Completion tokens per second over a sliding window.",
