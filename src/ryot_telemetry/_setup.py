@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, M
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-from . import catalogue, env
+from . import catalogue, env, multiproc
 from ._instruments import METER_NAME, create_instrument, resolve_buckets, views
 from ._labels import DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_MODELS
 from ._recorder import DEFAULT_MAX_PENDING, Recorder
@@ -120,6 +120,11 @@ def _prices(arg: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None)
 
 
 def _otlp_reader(endpoint: str | None, protocol: str | None, interval_ms: int | None) -> MetricReader:
+    exporter = _otlp_exporter(endpoint, protocol)
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=_interval(interval_ms))
+
+
+def _otlp_exporter(endpoint: str | None, protocol: str | None) -> Any:
     proto = _pick(protocol, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", None) or _pick(
         None, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
     )
@@ -140,7 +145,7 @@ def _otlp_reader(endpoint: str | None, protocol: str | None, interval_ms: int | 
         if endpoint and not urlparse(endpoint).path.rstrip("/").endswith("/v1/metrics"):
             endpoint = endpoint.rstrip("/") + "/v1/metrics"
         exporter = HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
-    return PeriodicExportingMetricReader(exporter, export_interval_millis=_interval(interval_ms))
+    return exporter
 
 
 def _interval(interval_ms: int | None) -> int:
@@ -182,6 +187,10 @@ class Telemetry:
     _closed: bool = False
     engine: Any = None  # EngineMetrics: model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
     gpu: Any = None  # GpuGauges: the NVML gauges
+    _multiproc: Any = None  # multiproc.MultiProcess in multi-process mode
+
+    def __post_init__(self) -> None:
+        multiproc.track(self)  # fork safety: a forked child drops the inherited scrape socket
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
@@ -195,6 +204,11 @@ class Telemetry:
         if self._closed:
             return
         self._closed = True
+        if self._multiproc is not None:
+            try:
+                self._multiproc.close()  # hands the final state over while the provider still collects
+            except Exception:
+                _log.warning("ryot-telemetry: error while leaving multi-process mode", exc_info=True)
         try:
             self.meter_provider.shutdown()
         except Exception:
@@ -299,13 +313,15 @@ def configure(
     readers: Sequence[MetricReader] = (),
     resource_attributes: Mapping[str, str] | None = None,
     set_global: bool = False,
+    multiproc_dir: str | os.PathLike[str] | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
     ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
     plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
     ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
-    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests.
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``multiproc_dir`` (else
+    ``RYOT_TELEMETRY_MULTIPROC_DIR``): multi-process mode, every worker of a server shows the server's totals.
     """
     global _current
     if _current is not None and not _current._closed:
@@ -319,6 +335,35 @@ def configure(
     _whole("max_label_length", max_label_length)
     resource = _resource(service_name, resource_attributes)
     service = str(resource.attributes[SERVICE_NAME])
+    mp_dir = multiproc.resolve_dir(multiproc_dir)
+    if mp_dir is not None:
+        _current = multiproc.configure_process(
+            mp_dir,
+            names=names,
+            resource=resource,
+            service=service,
+            bucket_map=bucket_map,
+            readers=readers,
+            prometheus_registry=prometheus_registry,
+            prometheus_host=prometheus_host,
+            prometheus_port=prometheus_port,
+            start_prometheus_server=start_prometheus_server,
+            otlp_endpoint=otlp_endpoint,
+            otlp_protocol=otlp_protocol,
+            export_interval_ms=export_interval_ms,
+            recorder_kw={
+                "prices": prices,
+                "semconv": semconv,
+                "genai_provider": genai_provider,
+                "max_models": max_models,
+                "max_label_length": max_label_length,
+            },
+            gpu=gpu,
+            gpu_models=gpu_models,
+            gpu_backend=gpu_backend,
+            set_global=set_global,
+        )
+        return _current
     all_readers: list[MetricReader] = list(readers)
     closers: list[Any] = []
     registry = None
@@ -398,6 +443,25 @@ def _prometheus(
 ) -> tuple[Any, Any, str | None]:
     """The Prometheus registry, scrape server and reader (appended to ``readers``)."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    registry, host, port = _prometheus_target(registry_arg, host_arg, port_arg)
+    server = None
+    url = None
+    if start_server:
+        server = _start_http_server(host, port, registry)
+        url = f"http://{_url_host(host)}:{server.server_address[1]}/metrics"
+    try:
+        readers.append(PrometheusMetricReader(registry=registry))
+    except BaseException:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        raise
+    return registry, server, url
+
+
+def _prometheus_target(registry_arg: Any, host_arg: str | None, port_arg: int | None) -> tuple[Any, str, int]:
+    """The registry to expose and the host and port to serve it on."""
     from prometheus_client import REGISTRY, CollectorRegistry
 
     reg_choice = _pick(registry_arg, env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY, "global")
@@ -415,19 +479,7 @@ def _prometheus(
     )
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"Prometheus port must be 0-65535, got {port}")
-    server = None
-    url = None
-    if start_server:
-        server = _start_http_server(host, port, registry)
-        url = f"http://{_url_host(host)}:{server.server_address[1]}/metrics"
-    try:
-        readers.append(PrometheusMetricReader(registry=registry))
-    except BaseException:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        raise
-    return registry, server, url
+    return registry, host, port
 
 
 def _url_host(host: str) -> str:

@@ -1,0 +1,884 @@
+"""Multi-process mode: one exact set of metrics across the worker processes of one server.
+
+Switched on by ``RYOT_TELEMETRY_MULTIPROC_DIR=<dir>`` (or ``configure(multiproc_dir=...)``). How it works:
+
+- **Hand-off.** Each process records into its own MeterProvider as in single-process mode. A background thread
+  collects it every ``SNAPSHOT_INTERVAL`` seconds (cumulative, through an ``InMemoryMetricReader``) and writes the
+  result, OTLP-protobuf encoded, to ``<dir>/w-<pid>-<start>-<ppid>-<pstart>.pb`` (temporary file, then
+  ``os.replace``: a reader never sees half a file). ``start`` is the process's start time, so a reused pid is never
+  mistaken for the old process.
+- **Merge.** Whichever process answers a scrape reads every file and merges them: sums and histograms are added
+  (every bucket, sum and count) over all files, live or dead; gauges come from live processes only: in-flight
+  requests and sliding tokens/s are summed, other gauges (engine-reported values) are taken from the most recent
+  writer. The merged data goes out through the OpenTelemetry Prometheus exporter's own translation. GPU gauges,
+  ``ryot_service_info`` and the token-efficiency ratio are read once, by the answering process, at the scrape.
+- **Leader.** One process holds ``<dir>/leader.lock`` (a POSIX lock, released by the kernel when its holder dies,
+  even by SIGKILL). The leader serves the scrape port, exports the merged totals over OTLP, and folds the files of
+  dead workers into ``archive-<ppid>-<pstart>.pb`` (one per server), so that counters never decrease and the
+  directory stays bounded. The other processes retry the lock every tick and take over within one tick.
+- **Previous runs.** A server is identified by the parent of its workers (the uvicorn / gunicorn master). Files of
+  dead processes whose server is gone too belong to an earlier run and are removed; a new run starts from zero.
+
+Without the variable, forked children (``os.fork()`` after ``configure()``) close the inherited scrape socket and
+never wait for the parent's server thread; with it, a child becomes a worker of its own that counts from zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Metric,
+    MetricExporter,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from . import env
+
+_log = logging.getLogger("ryot_telemetry")
+
+SNAPSHOT_INTERVAL = 0.5
+"""Seconds between two hand-offs of a worker's state (and between two leader-lock attempts)."""
+
+LIVE_SUM = frozenset({"ryot.active_inference_requests", "ryot.sliding_tokens_per_second"})
+"""Gauges summed over live processes; every other gauge is taken from the most recent live writer."""
+
+_FOLDED_KEY = "ryot.multiproc.folded"
+_LOCK_NAME = "leader.lock"
+
+
+# --- process identity -----------------------------------------------------------------------------------------
+
+
+def proc_start(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks since boot (Linux ``/proc``); 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def alive(pid: int, start: int) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs (a reused pid has another start)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start == 0:
+        return True
+    now = proc_start(pid)
+    if now == 0:
+        return True  # exists but cannot be read: trust the pid
+    return now == start
+
+
+@dataclass(frozen=True)
+class _Ident:
+    pid: int
+    start: int
+    ppid: int
+    pstart: int
+
+    @classmethod
+    def mine(cls) -> _Ident:
+        pid, ppid = os.getpid(), os.getppid()
+        return cls(pid, proc_start(pid), ppid, proc_start(ppid))
+
+    @property
+    def file_name(self) -> str:
+        return f"w-{self.pid}-{self.start}-{self.ppid}-{self.pstart}.pb"
+
+    @property
+    def archive_name(self) -> str:
+        return f"archive-{self.ppid}-{self.pstart}.pb"
+
+    @classmethod
+    def parse(cls, name: str) -> _Ident | None:
+        if not (name.startswith("w-") and name.endswith(".pb")):
+            return None
+        try:
+            pid, start, ppid, pstart = (int(p) for p in name[2:-3].split("-"))
+        except ValueError:
+            return None
+        return cls(pid, start, ppid, pstart)
+
+
+def resolve_dir(arg: str | os.PathLike[str] | None) -> str | None:
+    """The multi-process directory: the argument, else ``RYOT_TELEMETRY_MULTIPROC_DIR``; checked writable."""
+    from ._setup import ConfigurationError  # _setup imports this module
+
+    raw = os.fspath(arg) if arg is not None else os.environ.get(env.RYOT_TELEMETRY_MULTIPROC_DIR, "")
+    if raw.strip() == "":
+        return None
+    path = os.path.abspath(raw)
+    if not os.path.isdir(path):
+        raise ConfigurationError(
+            f"{env.RYOT_TELEMETRY_MULTIPROC_DIR}={raw!r}: no such directory (create it before the server starts)"
+        )
+    probe = os.path.join(path, f".probe-{os.getpid()}")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"")
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigurationError(
+            f"{env.RYOT_TELEMETRY_MULTIPROC_DIR}={raw!r}: directory not writable ({e.strerror or e})"
+        ) from None
+    return path
+
+
+# --- merging ----------------------------------------------------------------------------------------------------
+
+
+def _any_value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(_any_value(x) for x in v.array_value.values)
+    return getattr(v, kind)
+
+
+def _attrs_key(kvs: Iterable[Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((kv.key, _any_value(kv.value)) for kv in kvs))
+
+
+@dataclass
+class _Hist:
+    bounds: tuple[float, ...]
+    counts: list[int]
+    count: int = 0
+    total: float = 0.0
+    min: float = float("inf")
+    max: float = float("-inf")
+
+
+@dataclass
+class _Family:
+    name: str
+    description: str
+    unit: str
+    kind: str  # sum, gauge, histogram
+    monotonic: bool = True
+    scope: tuple[str, str] = ("", "")
+    start: int = 0
+    points: dict[tuple[tuple[str, Any], ...], Any] = field(default_factory=dict)
+    stamps: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)  # gauges: time of the value
+
+
+class Merged:
+    """Metric families merged over several cumulative OTLP snapshots (keyed by name, then attribute set)."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, _Family] = {}
+        self._mismatch_warned: set[str] = set()
+
+    def add(self, req: ExportMetricsServiceRequest, *, live: bool, sign: int = 1) -> None:
+        """Add one snapshot. Gauges count only from ``live`` processes; ``sign=-1`` subtracts (fork baselines)."""
+        for rm in req.resource_metrics:
+            for sm in rm.scope_metrics:
+                scope = (sm.scope.name, sm.scope.version)
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    if kind == "sum":
+                        self._add_sum(m, scope, sign)
+                    elif kind == "histogram":
+                        self._add_hist(m, scope, sign)
+                    elif kind == "gauge" and live and sign > 0:
+                        self._add_gauge(m, scope)
+
+    def _family(self, m: Any, scope: tuple[str, str], kind: str, monotonic: bool = True) -> _Family:
+        fam = self.families.get(m.name)
+        if fam is None:
+            fam = self.families[m.name] = _Family(m.name, m.description, m.unit, kind, monotonic, scope)
+        return fam
+
+    def _add_sum(self, m: Any, scope: tuple[str, str], sign: int) -> None:
+        fam = self._family(m, scope, "sum", m.sum.is_monotonic)
+        if fam.kind != "sum":
+            return
+        for p in m.sum.data_points:
+            value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
+            key = _attrs_key(p.attributes)
+            fam.points[key] = fam.points.get(key, 0) + sign * value
+            if p.start_time_unix_nano and (not fam.start or p.start_time_unix_nano < fam.start):
+                fam.start = p.start_time_unix_nano
+
+    def _add_hist(self, m: Any, scope: tuple[str, str], sign: int) -> None:
+        fam = self._family(m, scope, "histogram")
+        if fam.kind != "histogram":
+            return
+        for p in m.histogram.data_points:
+            key = _attrs_key(p.attributes)
+            bounds = tuple(p.explicit_bounds)
+            h = fam.points.get(key)
+            if h is None:
+                h = fam.points[key] = _Hist(bounds, [0] * (len(bounds) + 1))
+            if h.bounds != bounds:
+                if m.name not in self._mismatch_warned:
+                    self._mismatch_warned.add(m.name)
+                    _log.warning(
+                        "ryot-telemetry: workers disagree on the buckets of %s; a worker's points were skipped "
+                        "(give every worker the same RYOT_TELEMETRY_BUCKETS)",
+                        m.name,
+                    )
+                continue
+            for i, c in enumerate(p.bucket_counts):
+                h.counts[i] += sign * c
+            h.count += sign * p.count
+            h.total += sign * p.sum
+            if sign > 0 and p.count:
+                if p.HasField("min"):
+                    h.min = min(h.min, p.min)
+                if p.HasField("max"):
+                    h.max = max(h.max, p.max)
+            if p.start_time_unix_nano and (not fam.start or p.start_time_unix_nano < fam.start):
+                fam.start = p.start_time_unix_nano
+
+    def _add_gauge(self, m: Any, scope: tuple[str, str]) -> None:
+        fam = self._family(m, scope, "gauge")
+        if fam.kind != "gauge":
+            return
+        summed = m.name in LIVE_SUM
+        for p in m.gauge.data_points:
+            value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
+            key = _attrs_key(p.attributes)
+            if summed:
+                fam.points[key] = fam.points.get(key, 0) + value
+            elif key not in fam.points or p.time_unix_nano >= fam.stamps.get(key, 0):
+                fam.points[key] = value
+                fam.stamps[key] = p.time_unix_nano
+
+    def gauge_value(self, name: str, **attrs: str) -> float | None:
+        fam = self.families.get(name)
+        if fam is None:
+            return None
+        value = fam.points.get(tuple(sorted(attrs.items())))
+        return None if value is None else float(value)
+
+    def cumulative_only(self) -> Merged:
+        """Sums and histograms only (what a dead worker leaves behind, and what the archive keeps)."""
+        out = Merged()
+        out.families = {n: f for n, f in self.families.items() if f.kind != "gauge"}
+        return out
+
+    def metrics_data(self, resource: Resource, *, now: int | None = None) -> MetricsData:
+        """The merged families as SDK ``MetricsData`` (what exporters and the Prometheus translation take)."""
+        now = now or time.time_ns()
+        by_scope: dict[tuple[str, str], list[Metric]] = {}
+        for fam in self.families.values():
+            start = fam.start or now
+            if fam.kind == "sum":
+                data: Any = Sum(
+                    data_points=[NumberDataPoint(dict(k), start, now, v) for k, v in fam.points.items()],
+                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                    is_monotonic=fam.monotonic,
+                )
+            elif fam.kind == "histogram":
+                data = Histogram(
+                    data_points=[
+                        HistogramDataPoint(
+                            dict(k),
+                            start,
+                            now,
+                            h.count,
+                            h.total,
+                            list(h.counts),
+                            list(h.bounds),
+                            h.min if h.count else 0.0,
+                            h.max if h.count else 0.0,
+                        )
+                        for k, h in fam.points.items()
+                    ],
+                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                )
+            else:
+                data = Gauge(data_points=[NumberDataPoint(dict(k), 0, now, v) for k, v in fam.points.items()])
+            if fam.points:
+                by_scope.setdefault(fam.scope, []).append(Metric(fam.name, fam.description, fam.unit, data))
+        scopes = [ScopeMetrics(InstrumentationScope(n, v or None), ms, "") for (n, v), ms in by_scope.items()]
+        return MetricsData([ResourceMetrics(resource, scopes, "")])
+
+
+def _read(path: str) -> ExportMetricsServiceRequest | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    req = ExportMetricsServiceRequest()
+    try:
+        req.ParseFromString(raw)
+    except Exception:
+        _log.warning("ryot-telemetry: skipping unreadable multi-process file %s", path)
+        return None
+    return req
+
+
+def _write_atomic(path: str, payload: bytes) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, path)
+
+
+def _folded(req: ExportMetricsServiceRequest | None) -> set[str]:
+    if req is None:
+        return set()
+    for rm in req.resource_metrics:
+        for kv in rm.resource.attributes:
+            if kv.key == _FOLDED_KEY:
+                return {str(x) for x in (_any_value(kv.value) or ())}
+    return set()
+
+
+def read_server(directory: str, me: _Ident) -> Merged:
+    """Merge every worker file of this server and its archive. Files are read before the archive, so a file folded
+    into the archive meanwhile is counted once: from the archive if the archive already names it, else as a file."""
+    files: list[tuple[str, ExportMetricsServiceRequest, bool]] = []
+    for name in sorted(os.listdir(directory)):
+        ident = _Ident.parse(name)
+        if ident is None:
+            continue
+        same_server = (ident.ppid, ident.pstart) == (me.ppid, me.pstart)
+        live = alive(ident.pid, ident.start)
+        if not same_server and not live and not alive(ident.ppid, ident.pstart):
+            continue  # an earlier run of the server
+        req = _read(os.path.join(directory, name))
+        if req is not None:
+            files.append((name, req, live))
+    merged = Merged()
+    folded: set[str] = set()
+    for archive in _archives(directory):
+        req = _read(os.path.join(directory, archive))
+        if req is not None:
+            folded |= _folded(req)
+            merged.add(req, live=False)
+    for name, req, live in files:
+        if name not in folded:
+            merged.add(req, live=live)
+    return merged
+
+
+def _archives(directory: str) -> list[str]:
+    """Archives of servers that still run (the parent named in the file name is alive)."""
+    out = []
+    for name in os.listdir(directory):
+        if name.startswith("archive-") and name.endswith(".pb"):
+            try:
+                ppid, pstart = (int(p) for p in name[8:-3].split("-"))
+            except ValueError:
+                continue
+            if alive(ppid, pstart):
+                out.append(name)
+    return out
+
+
+def housekeep(directory: str, me: _Ident, resource: Resource) -> int:
+    """Leader only: fold dead workers into their server's archive, drop earlier runs and stale temporary files.
+
+    Returns how many worker files were folded. Idempotent if interrupted: a folded file is named in the archive
+    before it is removed, and readers skip files the archive names.
+    """
+    names = os.listdir(directory)
+    present = set(names)
+    dead: dict[str, list[str]] = {}  # archive name -> dead worker files
+    for name in names:
+        path = os.path.join(directory, name)
+        if ".tmp." in name:
+            with contextlib.suppress(ValueError):
+                if not alive(int(name.rsplit(".", 1)[1]), 0):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            continue
+        if name.startswith("archive-") and name.endswith(".pb"):
+            try:
+                ppid, pstart = (int(p) for p in name[8:-3].split("-"))
+            except ValueError:
+                continue
+            if not alive(ppid, pstart):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # an earlier run's archive
+            continue
+        ident = _Ident.parse(name)
+        if ident is None or alive(ident.pid, ident.start):
+            continue
+        if not alive(ident.ppid, ident.pstart):
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # an earlier run
+            continue
+        dead.setdefault(ident.archive_name, []).append(name)
+    folded_total = 0
+    for archive_name, worker_files in dead.items():
+        archive_path = os.path.join(directory, archive_name)
+        archive = _read(archive_path)
+        already = _folded(archive)
+        merged = Merged()
+        if archive is not None:
+            merged.add(archive, live=False)
+        new = []
+        for name in sorted(worker_files):
+            if name in already:
+                new.append(name)
+                continue
+            req = _read(os.path.join(directory, name))
+            if req is not None:
+                merged.add(req, live=False)
+            new.append(name)
+        # Name only files still present: the set stays bounded however many workers come and go.
+        keep = sorted((already | set(new)) & present)
+        payload = encode_metrics(
+            merged.cumulative_only().metrics_data(resource.merge(Resource({_FOLDED_KEY: keep})))
+        ).SerializeToString()
+        _write_atomic(archive_path, payload)
+        for name in new:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+        folded_total += len(new)
+    return folded_total
+
+
+# --- the per-process side -------------------------------------------------------------------------------------
+
+
+class MergedPrometheusReader(PrometheusMetricReader):
+    """A Prometheus reader that exposes the merged server state; it is attached to no MeterProvider.
+
+    ``_receive_metrics`` is the SDK's hook for a reader's collected data; the OTel exporter translates it to
+    Prometheus families itself (names, units, ``_total``, scope labels), so no exposition format is written here.
+    (Private-API note: kept here until the project's compat module exists.)
+    """
+
+    def __init__(self, produce: Callable[[], MetricsData], registry: Any) -> None:
+        self._produce = produce
+        super().__init__(registry=registry)
+
+    def collect(self, timeout_millis: float = 10_000) -> None:
+        try:
+            data = self._produce()
+        except Exception:
+            _log.warning("ryot-telemetry: could not merge the worker processes' metrics", exc_info=True)
+            return
+        self._receive_metrics(data)
+
+
+class _MergedRates:
+    """What ``install_token_efficiency`` reads from a recorder, answered from the merged sliding windows."""
+
+    def __init__(self, max_length: int) -> None:
+        self.models = self
+        self.windows = self
+        self.max_length = max_length
+        self.merged: Merged | None = None
+
+    def rate(self, model: str, seconds: int = 60) -> float | None:
+        if self.merged is None:
+            return None
+        return self.merged.gauge_value("ryot.sliding_tokens_per_second", model=model, time_window="1m")
+
+
+_instances: weakref.WeakSet[MultiProcess] = weakref.WeakSet()
+
+
+class MultiProcess:
+    """One process's part in multi-process mode: hand-off thread, leader duties, merged exposition and export."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        worker_reader: InMemoryMetricReader,
+        server_reader: InMemoryMetricReader,
+        resource: Resource,
+        recorder: Any,
+        rates: _MergedRates,
+        serve: Callable[[], Any] | None,
+        otlp: MetricExporter | None,
+        export_interval_s: float,
+    ) -> None:
+        self.directory = directory
+        self.worker_reader = worker_reader
+        self.server_reader = server_reader
+        self.resource = resource
+        self.recorder = recorder
+        self.rates = rates
+        self._serve = serve
+        self._otlp = otlp
+        self._export_interval = export_interval_s
+        self.server: Any = None
+        self._serve_warned = False
+        self.me = _Ident.mine()
+        self._baseline: ExportMetricsServiceRequest | None = None
+        self._lock_fd: int | None = None
+        self._collect_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._next_export = time.monotonic() + export_interval_s
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        _instances.add(self)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, self.me.file_name)
+
+    @property
+    def leader(self) -> bool:
+        return self._lock_fd is not None
+
+    # - hand-off
+
+    def snapshot(self) -> None:
+        """Collect this process's cumulative state and hand it to the directory (atomically)."""
+        with self._collect_lock:
+            data = self.worker_reader.get_metrics_data()
+            # Nothing recorded yet still leaves a file: the directory shows every live worker.
+            req = encode_metrics(data) if data is not None else ExportMetricsServiceRequest()
+            if self._baseline is not None:
+                merged = Merged()
+                merged.add(req, live=True)
+                merged.add(self._baseline, live=True, sign=-1)
+                req = encode_metrics(merged.metrics_data(self.resource))
+            _write_atomic(self.path, req.SerializeToString())
+
+    # - merged view
+
+    def merged(self) -> Merged:
+        merged = read_server(self.directory, self.me)
+        self.rates.merged = merged
+        local = self.server_reader.get_metrics_data()  # GPU sweep, service info, token efficiency: once, here
+        if local is not None:
+            merged.add(encode_metrics(local), live=True)
+        return merged
+
+    def metrics_data(self) -> MetricsData:
+        with self._merge_lock:
+            return self.merged().metrics_data(self.resource)
+
+    # - leader duties
+
+    def _try_lead(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(os.path.join(self.directory, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            return
+        self._lock_fd = fd
+        _log.debug("ryot-telemetry: pid %d leads the multi-process directory %s", os.getpid(), self.directory)
+
+    def _lead(self) -> None:
+        if self._serve is not None and self.server is None:
+            try:
+                self.server = self._serve()
+            except OSError as e:
+                if not self._serve_warned:
+                    self._serve_warned = True
+                    _log.warning("ryot-telemetry: the multi-process leader cannot open the scrape port: %s", e)
+        try:
+            housekeep(self.directory, self.me, self.resource)
+        except OSError:
+            _log.debug("ryot-telemetry: multi-process housekeeping failed", exc_info=True)
+        if self._otlp is not None and time.monotonic() >= self._next_export:
+            self._next_export = time.monotonic() + self._export_interval
+            self.export()
+
+    def export(self) -> None:
+        if self._otlp is None:
+            return
+        try:
+            self._otlp.export(self.metrics_data())
+        except Exception:
+            _log.debug("ryot-telemetry: merged OTLP export failed", exc_info=True)
+
+    def tick(self) -> None:
+        try:
+            self.snapshot()
+        except Exception:
+            _log.warning("ryot-telemetry: could not write %s", self.path, exc_info=True)
+        try:
+            self._try_lead()
+            if self.leader:
+                self._lead()
+        except Exception:
+            _log.debug("ryot-telemetry: multi-process leader step failed", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SNAPSHOT_INTERVAL):
+            self.tick()
+
+    def start(self) -> None:
+        self.tick()
+        self._thread = threading.Thread(target=self._run, name="ryot-multiproc", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Hand over the final state, give up the leadership and the port."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.snapshot()
+        if self.leader and self._otlp is not None:
+            self.export()
+            with contextlib.suppress(Exception):
+                self._otlp.shutdown()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # - fork
+
+    def _before_fork(self) -> None:
+        self._collect_lock.acquire()
+        try:
+            data = self.worker_reader.get_metrics_data()
+            self._fork_baseline = encode_metrics(data) if data is not None else None
+        except Exception:
+            self._fork_baseline = None
+
+    def _after_fork_parent(self) -> None:
+        self._collect_lock.release()
+
+    def _after_fork_child(self) -> None:
+        """The child is a worker of its own: new identity and file, counts from zero, no inherited port or lock."""
+        self._collect_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._baseline = getattr(self, "_fork_baseline", None)
+        self.me = _Ident.mine()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.socket.close()
+            self.server = None
+        self._lock_fd = None  # POSIX locks are not inherited; the descriptor is closed below
+        self._stop = threading.Event()
+        self._thread = None
+        if not self._closed:
+            reset_recorder_after_fork(self.recorder)
+            self._thread = threading.Thread(target=self._run, name="ryot-multiproc", daemon=True)
+            self._thread.start()
+
+
+def reset_recorder_after_fork(recorder: Any) -> None:
+    """A forked child has none of its parent's requests: not the queued ones, not those in flight, not their
+    tokens in the sliding windows (all of them belong to, and are recorded by, the parent)."""
+    with contextlib.suppress(Exception):
+        recorder._pending.clear()
+    with contextlib.suppress(Exception):
+        import itertools
+
+        for active in list(recorder._active.values()):
+            active.enter = itertools.count()
+            active.exit = itertools.count()
+    with contextlib.suppress(Exception):
+        recorder.windows = type(recorder.windows)()
+
+
+def _fork_prepare() -> None:
+    for mp in list(_instances):
+        if not mp._closed:
+            mp._before_fork()
+
+
+def _fork_parent() -> None:
+    for mp in list(_instances):
+        if not mp._closed:
+            mp._after_fork_parent()
+
+
+def _fork_child() -> None:
+    for mp in list(_instances):
+        lock_fd = mp._lock_fd
+        if not mp._closed:
+            mp._after_fork_child()
+        if lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
+            mp._lock_fd = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_parent, after_in_child=_fork_child)
+
+
+
+
+
+# --- forked children without multi-process mode ----------------------------------------------------------------
+
+_telemetries: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def track(tel: Any) -> None:
+    """Register a ``Telemetry`` for the at-fork handler below (keyed by id: a dataclass is not hashable)."""
+    _telemetries[id(tel)] = tel
+
+
+def _fork_child_telemetry() -> None:
+    """A forked child never serves (or holds open) its parent's scrape socket, and never waits for the parent's
+    server thread, which does not exist in the child: its ``shutdown()`` returns at once."""
+    for tel in list(_telemetries.values()):
+        server = getattr(tel, "_server", None)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.socket.close()
+            tel._server = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fork_child_telemetry)
+
+
+# --- assembly ---------------------------------------------------------------------------------------------------
+
+
+def configure_process(
+    directory: str,
+    *,
+    names: Sequence[str],
+    resource: Resource,
+    service: str,
+    bucket_map: Mapping[str, Sequence[float]],
+    readers: Sequence[Any],
+    prometheus_registry: Any,
+    prometheus_host: str | None,
+    prometheus_port: int | None,
+    start_prometheus_server: bool,
+    otlp_endpoint: str | None,
+    otlp_protocol: str | None,
+    export_interval_ms: int | None,
+    recorder_kw: Mapping[str, Any],
+    gpu: bool | None,
+    gpu_models: Mapping[int, str] | None,
+    gpu_backend: Any,
+    set_global: bool,
+) -> Any:
+    """``configure()`` in multi-process mode: this process's provider, hand-off and share of the server duties."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+    from . import _setup as s
+    from ._instruments import METER_NAME, views
+    from .engine import EngineMetrics
+    from .gpu import install_gpu_gauges, install_token_efficiency
+
+    interval = s._interval(export_interval_ms)
+    otlp = s._otlp_exporter(otlp_endpoint, otlp_protocol) if "otlp" in names else None
+    worker_readers: list[Any] = list(readers)
+    if "console" in names:
+        worker_readers.append(
+            PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
+        )
+    hand_off = InMemoryMetricReader()
+    worker_readers.append(hand_off)
+    registry = serve = url = None
+    if "prometheus" in names:
+        registry, host, port = s._prometheus_target(prometheus_registry, prometheus_host, prometheus_port)
+        url = f"http://{s._url_host(host)}:{port}/metrics"
+        if start_prometheus_server:
+            from prometheus_client import start_http_server
+
+            reg = registry
+
+            def serve() -> Any:
+                return start_http_server(port, addr=host, registry=reg)[0]
+        else:
+            url = None
+    version = s.package_version()
+    closers: list[Callable[[], Any]] = []
+    provider = MeterProvider(
+        metric_readers=worker_readers, resource=resource, views=views(bucket_map), exemplar_filter=s.exemplar_filter()
+    )
+    server_reader = InMemoryMetricReader()
+    server_provider = MeterProvider(metric_readers=[server_reader], resource=resource, views=views(bucket_map))
+    try:
+        meter = provider.get_meter(METER_NAME, version)
+        recorder = s.build_recorder(meter, buckets=bucket_map, **recorder_kw)
+        # Worker side: engine-reported GPU memory breakdowns only; NVML is read once, by the answering process.
+        breakdowns = install_gpu_gauges(meter, enabled=False, models=gpu_models)
+        engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=bucket_map)
+        server_meter = server_provider.get_meter(METER_NAME, version)
+        s.install_service_info(server_meter, service, s._pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
+        try:
+            gpu_gauges = install_gpu_gauges(server_meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
+        except ValueError as e:
+            raise s.ConfigurationError(str(e)) from None
+        closers.append(gpu_gauges.close)
+        rates = _MergedRates(getattr(recorder.models, "max_length", 128))
+        install_token_efficiency(server_meter, rates, gpu_gauges)
+        mp = MultiProcess(
+            directory,
+            worker_reader=hand_off,
+            server_reader=server_reader,
+            resource=resource,
+            recorder=recorder,
+            rates=rates,
+            serve=serve,
+            otlp=otlp,
+            export_interval_s=interval / 1000.0,
+        )
+        if registry is not None:
+            exposer = MergedPrometheusReader(mp.metrics_data, registry)
+            closers.append(exposer.shutdown)
+        closers.append(server_provider.shutdown)
+    except BaseException:
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                close()
+        with contextlib.suppress(Exception):
+            server_provider.shutdown()
+        with contextlib.suppress(Exception):
+            provider.shutdown()
+        raise
+    if set_global:
+        metrics.set_meter_provider(provider)
+    tel = s.Telemetry(
+        provider, meter, recorder, worker_readers, url, registry, None, closers, engine=engine, gpu=gpu_gauges
+    )
+    tel._multiproc = mp
+    mp.start()
+    return tel
