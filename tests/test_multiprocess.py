@@ -141,3 +141,162 @@ def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path) -> 
             assert _samples(text, "ryot_active_inference_requests") == 0
             assert len(_series(text, "ryot_service_info")) == 1
         assert len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3
+
+
+def _run_fork_app(mp_dir: Path | None, children: int, per_child: int, **extra: str) -> dict:  # type: ignore[type-arg]
+    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_PORT=str(_free_port()), **extra)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "apps" / "mp_fork.py"), str(children), str(per_child)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_fork_after_configure_child_records_and_shuts_down_fast() -> None:
+    """Without multi-process mode, a child forked after configure() records (its readers see the parent's 2
+    requests at the fork plus its own 3), does not hold the inherited scrape socket, and shuts down within 5 s;
+    the parent's endpoint keeps serving and shows only the parent's own 2 requests."""
+    report = _run_fork_app(None, 2, 3)
+    for child in report["children"]:
+        assert child["status"] == 0
+        assert child["seen"] == 5
+        assert child["holds_port"] is False
+        assert child["shutdown_s"] < 5
+    assert report["parent_seen"] == 2
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 2
+
+
+def test_fork_after_configure_in_multiprocess_mode_children_count_once(tmp_path: Path) -> None:
+    """gunicorn --preload style: configure() in the parent (2 requests), then two forked children of 3 requests
+    each, shut down within 5 s: the server total is exactly 8 (children count from zero, the parent's 2 once)."""
+    report = _run_fork_app(tmp_path, 2, 3)
+    for child in report["children"]:
+        assert (child["status"], child["holds_port"]) == (0, False)
+        assert child["shutdown_s"] < 5
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 8
+    assert _samples(report["scrape"], "ryot_inference_latency_seconds_count") == 8
+
+
+def test_sigkilled_workers_keep_what_they_handed_over(tmp_path: Path) -> None:
+    """Two children killed with SIGKILL (no shutdown) 1.2 s after their last request: their 3 requests each stay in
+    the total, which is folded into the archive by the leader."""
+    report = _run_fork_app(tmp_path, 2, 3, MP_FORK_SIGKILL="1")
+    assert [c["status"] for c in report["children"]] == [signal.SIGKILL, signal.SIGKILL]
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 8
+    assert _samples(report["scrape"], "ryot_active_inference_requests") == 0
+
+
+def test_directory_stays_bounded_over_100_worker_restarts(tmp_path: Path) -> None:
+    """100 short-lived workers (one request each) leave the directory with the lock, one archive and the live
+    parent's file, and the total is exactly 102."""
+    report = _run_fork_app(tmp_path, 100, 1)
+    pid_files = [f for f in report["files"] if f.startswith("w-")]
+    assert len(pid_files) == 1
+    others = sorted(f for f in report["files"] if not f.startswith("w-"))
+    assert len(others) == 2
+    assert others[0].startswith("archive-")
+    assert others[1] == "leader.lock"
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 102
+
+
+@contextlib.contextmanager
+def _worker(mp_dir: Path | None, port: int, requests: int) -> Iterator[subprocess.Popen[str]]:
+    """tests/apps/mp_worker.py: configure() from the environment, ``requests`` requests, then waits on stdin."""
+    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", OTEL_EXPORTER_PROMETHEUS_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "apps" / "mp_worker.py"), str(requests)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), (line, proc.stderr.read() if proc.stderr else "")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_endpoint_taken_over_within_a_second_when_its_holder_dies(tmp_path: Path) -> None:
+    """Two workers share a port: the first holds it, the second stays quiet. SIGKILL the holder: the second serves
+    the port within a second, and the dead holder's 4 requests stay in the total (4 + 3)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with _worker(tmp_path, port, 4) as first, _worker(tmp_path, port, 3) as second:
+        time.sleep(1.0)
+        text = _scrape_url(url)
+        assert _samples(text, "ryot_inference_requests_total") == 7
+        first.kill()
+        first.wait(timeout=5)
+        killed = time.monotonic()
+        _wait(lambda: _get(url) is not None, 5, "the endpoint to come back")
+        assert time.monotonic() - killed < 1.5
+        assert _samples(_scrape_url(url), "ryot_inference_requests_total") == 7
+        assert second.poll() is None
+        assert second.stdin is not None
+        second.stdin.close()
+        assert second.wait(timeout=10) == 0
+        assert second.stderr is not None
+        assert "Traceback" not in second.stderr.read()
+
+
+def _scrape_url(url: str) -> str:
+    text = _get(url)
+    assert text is not None
+    return text
+
+
+def test_without_the_variable_a_sibling_worker_warns_once_naming_it() -> None:
+    """Without RYOT_TELEMETRY_MULTIPROC_DIR, a second worker of the same server (a sibling process) finds the port
+    held: it logs exactly one WARNING naming the variable and keeps serving requests; nothing is raised."""
+    port = _free_port()
+    with _worker(None, port, 1), _worker(None, port, 1) as second:
+        assert second.stdin is not None
+        second.stdin.close()
+        assert second.wait(timeout=10) == 0
+        assert second.stderr is not None
+        err = second.stderr.read()
+    warnings = [line for line in err.splitlines() if "RYOT_TELEMETRY_MULTIPROC_DIR" in line]
+    assert len(warnings) == 1, err
+    assert "Traceback" not in err
+
+
+def test_port_held_by_a_foreign_process_is_still_a_configuration_error() -> None:
+    """A port held by a process that is not part of this server (here: a socket of the test itself) still fails
+    configure() with one ConfigurationError."""
+    from ryot_telemetry import ConfigurationError, configure
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigurationError, match="cannot serve /metrics"):
+            configure(prometheus_host="127.0.0.1", prometheus_port=port, prometheus_registry="private", gpu=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("/nonexistent/ryot-mp", "no such directory"), ("/proc/self", "not writable")],
+)
+def test_missing_or_unwritable_directory_is_one_configuration_error(path: str, message: str) -> None:
+    """A missing or unwritable directory fails configure() with one ConfigurationError naming the variable."""
+    from ryot_telemetry import ConfigurationError, configure
+
+    with pytest.raises(ConfigurationError, match=f"RYOT_TELEMETRY_MULTIPROC_DIR.*{message}"):
+        configure(multiproc_dir=path, exporters="none", gpu=False)

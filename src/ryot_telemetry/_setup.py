@@ -449,7 +449,8 @@ def _prometheus(
     url = None
     if start_server:
         server = _start_http_server(host, port, registry)
-        url = f"http://{_url_host(host)}:{server.server_address[1]}/metrics"
+        if server is not None:
+            url = f"http://{_url_host(host)}:{server.server_address[1]}/metrics"
     try:
         readers.append(PrometheusMetricReader(registry=registry))
     except BaseException:
@@ -492,6 +493,16 @@ def _start_http_server(host: str, port: int, registry: Any) -> Any:
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as e:
+        if port and multiproc.port_held_by_same_server(port):
+            _log.warning(
+                "ryot-telemetry: %s:%d is already served by another worker of this server, so this worker's "
+                "metrics are not on it; set %s=<a shared, empty directory> so that every scrape shows the whole "
+                "server's totals",
+                host,
+                port,
+                env.RYOT_TELEMETRY_MULTIPROC_DIR,
+            )
+            return None
         raise ConfigurationError(
             f"cannot serve /metrics on {host}:{port}: {e.strerror or e} "
             "(set OTEL_EXPORTER_PROMETHEUS_PORT or prometheus_port= to a free port, 0 for any)"

@@ -882,3 +882,60 @@ def configure_process(
     tel._multiproc = mp
     mp.start()
     return tel
+
+
+# --- without multi-process mode: is the scrape port held by a sibling worker? --------------------------------
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on TCP ``port`` (Linux ``/proc/net/tcp*``)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(cols[9])
+        except (OSError, ValueError):
+            continue
+    return inodes
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"{fd_dir}/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
+def port_held_by_same_server(port: int) -> bool:
+    """Whether a listener on ``port`` belongs to this server: our parent (the master) or a sibling worker."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    me, parent = os.getpid(), os.getppid()
+    candidates = [parent]
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit() or int(entry) in (me, parent):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == parent:
+                candidates.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return any(_holds(pid, inodes) for pid in candidates)
