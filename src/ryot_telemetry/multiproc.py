@@ -472,25 +472,25 @@ def housekeep(directory: str, me: _Ident, resource: Resource) -> int:
 # --- the per-process side -------------------------------------------------------------------------------------
 
 
-class MergedPrometheusReader(PrometheusMetricReader):
-    """A Prometheus reader that exposes the merged server state; it is attached to no MeterProvider.
+def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) -> PrometheusMetricReader:
+    """The OTel Prometheus reader on ``registry``, fed with the merged server state instead of a provider's.
 
-    ``_receive_metrics`` is the SDK's hook for a reader's collected data; the OTel exporter translates it to
-    Prometheus families itself (names, units, ``_total``, scope labels), so no exposition format is written here.
-    (Private-API note: kept here until the project's compat module exists.)
+    The reader is attached to no MeterProvider: its collect callback (the hook a provider installs) returns the
+    merged data, and the OTel exporter translates it to Prometheus families itself (names, units, ``_total``, scope
+    labels), so no exposition format is written here. Private-API note: ``_set_collect_callback`` is the SDK's
+    provider-to-reader hook; kept in this one place until the project's compat module exists.
     """
+    reader = PrometheusMetricReader(registry=registry)
 
-    def __init__(self, produce: Callable[[], MetricsData], registry: Any) -> None:
-        self._produce = produce
-        super().__init__(registry=registry)
-
-    def collect(self, timeout_millis: float = 10_000) -> None:
+    def collect(_reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
         try:
-            data = self._produce()
+            return produce()
         except Exception:
             _log.warning("ryot-telemetry: could not merge the worker processes' metrics", exc_info=True)
-            return
-        self._receive_metrics(data)
+            return None
+
+    reader._set_collect_callback(collect)  # type: ignore[arg-type]  # the SDK annotates it loosely
+    return reader
 
 
 class _MergedRates:
@@ -792,7 +792,7 @@ def configure_process(
     export_interval_ms: int | None,
     recorder_kw: Mapping[str, Any],
     gpu: bool | None,
-    gpu_models: Mapping[int, str] | None,
+    gpu_models: Mapping[Any, str] | None,
     gpu_backend: Any,
     set_global: bool,
 ) -> Any:
@@ -862,7 +862,7 @@ def configure_process(
             export_interval_s=interval / 1000.0,
         )
         if registry is not None:
-            exposer = MergedPrometheusReader(mp.metrics_data, registry)
+            exposer = merged_prometheus_reader(mp.metrics_data, registry)
             closers.append(exposer.shutdown)
         closers.append(server_provider.shutdown)
     except BaseException:
