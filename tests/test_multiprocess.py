@@ -300,3 +300,59 @@ def test_missing_or_unwritable_directory_is_one_configuration_error(path: str, m
 
     with pytest.raises(ConfigurationError, match=f"RYOT_TELEMETRY_MULTIPROC_DIR.*{message}"):
         configure(multiproc_dir=path, exporters="none", gpu=False)
+
+
+def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -> None:
+    """uvicorn --workers 3: SIGKILL one worker during traffic (uvicorn restarts it). Scrapes never go down;
+    everything finished more than a second before the kill, or after it, is counted; then 20 more requests add
+    exactly 20 on every scrape, and in-flight ends at 0 (the dead worker's in-flight series are gone)."""
+    import threading
+
+    with _uvicorn(tmp_path, 3) as base:
+        with ThreadPoolExecutor(3) as pool:
+            assert all(pool.map(lambda i: _chat(base, i), range(30)))
+        time.sleep(1.0)
+        assert _samples(_scrape(base), "ryot_inference_requests_total") == 30
+
+        finished: list[float] = []
+        attempts = [0]
+        stop = threading.Event()
+
+        def traffic() -> None:
+            i = 0
+            while not stop.is_set():
+                attempts[0] += 1
+                i += 1
+                if _chat(base, i):
+                    finished.append(time.monotonic())
+
+        seen: list[float] = []
+        with ThreadPoolExecutor(3) as pool:
+            for _ in range(3):
+                pool.submit(traffic)
+            time.sleep(1.5)
+            victim = min(p for p in _worker_pids(tmp_path) if _alive(p))
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+            deadline = killed + 1.5
+            while time.monotonic() < deadline:
+                text = _get(f"{base}/metrics/")
+                if text is not None:
+                    seen.append(_samples(text, "ryot_inference_requests_total"))
+                time.sleep(0.1)
+            stop.set()
+        _wait(lambda: len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3, 30, "uvicorn to restart the worker")
+        time.sleep(1.0)
+        total = _samples(_scrape(base), "ryot_inference_requests_total")
+        seen.append(total)
+        assert seen == sorted(seen), seen  # no counter ever went down
+        lower = 30 + sum(1 for t in finished if t < killed - 1.0 or t > killed + 0.1)
+        assert lower <= total <= 30 + attempts[0]
+
+        with ThreadPoolExecutor(3) as pool:
+            assert all(pool.map(lambda i: _chat(base, i), range(20)))
+        time.sleep(1.0)
+        for _ in range(5):
+            text = _scrape(base)
+            assert _samples(text, "ryot_inference_requests_total") == total + 20
+            assert _samples(text, "ryot_active_inference_requests") == 0

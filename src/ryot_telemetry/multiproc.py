@@ -66,7 +66,8 @@ SNAPSHOT_INTERVAL = 0.5
 """Seconds between two hand-offs of a worker's state (and between two leader-lock attempts)."""
 
 LIVE_SUM = frozenset({"ryot.active_inference_requests", "ryot.sliding_tokens_per_second"})
-"""Gauges summed over live processes; every other gauge is taken from the most recent live writer."""
+"""Gauges summed over live processes; every other gauge is taken from the most recent live writer. (In-flight is an
+up-down counter: like every non-monotonic sum it is summed over live processes only.)"""
 
 _FOLDED_KEY = "ryot.multiproc.folded"
 _LOCK_NAME = "leader.lock"
@@ -75,18 +76,26 @@ _LOCK_NAME = "leader.lock"
 # --- process identity -----------------------------------------------------------------------------------------
 
 
-def proc_start(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot (Linux ``/proc``); 0 where unknown."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """State and start time (clock ticks since boot) of ``pid`` from Linux ``/proc``; None where unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return fields[0].decode(), int(fields[19])
     except (OSError, ValueError, IndexError):
-        return 0
+        return None
+
+
+def proc_start(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks since boot; 0 where unknown."""
+    stat = _stat(pid)
+    return 0 if stat is None else stat[1]
 
 
 def alive(pid: int, start: int) -> bool:
-    """Whether the process ``pid`` that started at ``start`` still runs (a reused pid has another start)."""
+    """Whether the process ``pid`` that started at ``start`` still runs: a reused pid has another start time, and
+    a killed worker its master has not reaped yet (a zombie) is dead."""
     if pid <= 0:
         return False
     try:
@@ -95,12 +104,13 @@ def alive(pid: int, start: int) -> bool:
         return False
     except PermissionError:
         pass
-    if start == 0:
-        return True
-    now = proc_start(pid)
-    if now == 0:
+    stat = _stat(pid)
+    if stat is None:
         return True  # exists but cannot be read: trust the pid
-    return now == start
+    state, now = stat
+    if state in ("Z", "X"):
+        return False
+    return start == 0 or now == start
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,10 @@ class Merged:
                 scope = (sm.scope.name, sm.scope.version)
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
-                    if kind == "sum":
+                    if kind == "sum" and m.sum.is_monotonic:
+                        self._add_sum(m, scope, sign)
+                    elif kind == "sum" and live and sign > 0:
+                        # Non-monotonic sums (the in-flight up-down counter) are levels: live processes only.
                         self._add_sum(m, scope, sign)
                     elif kind == "histogram":
                         self._add_hist(m, scope, sign)
@@ -288,9 +301,9 @@ class Merged:
         return None if value is None else float(value)
 
     def cumulative_only(self) -> Merged:
-        """Sums and histograms only (what a dead worker leaves behind, and what the archive keeps)."""
+        """Monotonic sums and histograms only (what a dead worker leaves behind, and what the archive keeps)."""
         out = Merged()
-        out.families = {n: f for n, f in self.families.items() if f.kind != "gauge"}
+        out.families = {n: f for n, f in self.families.items() if f.kind == "histogram" or f.monotonic}
         return out
 
     def metrics_data(self, resource: Resource, *, now: int | None = None) -> MetricsData:
