@@ -207,9 +207,9 @@ def test_directory_stays_bounded_over_100_worker_restarts(tmp_path: Path) -> Non
 
 
 @contextlib.contextmanager
-def _worker(mp_dir: Path | None, port: int, requests: int) -> Iterator[subprocess.Popen[str]]:
+def _worker(mp_dir: Path | None, port: int, requests: int, **extra: str) -> Iterator[subprocess.Popen[str]]:
     """tests/apps/mp_worker.py: configure() from the environment, ``requests`` requests, then waits on stdin."""
-    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", OTEL_EXPORTER_PROMETHEUS_PORT=str(port))
+    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", OTEL_EXPORTER_PROMETHEUS_PORT=str(port), **extra)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "apps" / "mp_worker.py"), str(requests)],
         cwd=ROOT,
@@ -508,3 +508,57 @@ def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -
     single, multi = series(None), series(tmp_path)
     assert single == multi
     assert any(name == "ryot_inference_errors_total" for name, _ in multi)
+
+
+def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Path) -> None:
+    """OTLP in multi-process mode: the leader exports the merged totals under one server-wide service.instance.id,
+    so the receiver's latest cumulative value is the number of requests sent (4 + 3). SIGKILL the leader: the other
+    worker takes the export over and the same stream continues (7, then 9 after 2 more requests)."""
+    from test_e2e_otlp import GrpcReceiver
+
+    from ryot_telemetry.multiproc import server_instance_id
+
+    receiver = GrpcReceiver(_free_port())
+    receiver.start()
+    otlp = {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+    }
+
+    def latest() -> tuple[int, dict[str, str]] | None:
+        got = receiver.latest("ryot.inference.requests")
+        if got is None:
+            return None
+        metric, resource = got
+        return sum(p.as_int for p in metric.sum.data_points), resource
+
+    try:
+        port = _free_port()
+        with _worker(tmp_path, port, 4, **otlp) as first, _worker(tmp_path, port, 3, **otlp) as second:
+            _wait(lambda: (latest() or (0,))[0] == 7, 10, "7 requests at the receiver")
+            resource = latest()[1]  # type: ignore[index]
+            assert resource["service.name"] == "ryot-inference"
+            assert resource["service.instance.id"] == server_instance_id(str(tmp_path))
+            first.kill()
+            first.wait(timeout=5)
+            assert second.stdin is not None and second.stdout is not None
+            second.stdin.write("+2\n")
+            second.stdin.flush()
+            assert second.stdout.readline().strip() == "done"
+            _wait(lambda: (latest() or (0,))[0] == 9, 10, "9 requests at the receiver")
+            second.stdin.close()
+            assert second.wait(timeout=10) == 0
+        values = []
+        with receiver._lock:
+            requests = list(receiver.requests)
+        for req in requests:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name == "ryot.inference.requests":
+                            values.append(sum(p.as_int for p in m.sum.data_points))
+        assert values == sorted(values)  # one cumulative stream: it never goes down
+        assert values[-1] == 9
+    finally:
+        receiver.stop()

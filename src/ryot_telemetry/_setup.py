@@ -362,6 +362,7 @@ def configure(
             gpu_models=gpu_models,
             gpu_backend=gpu_backend,
             set_global=set_global,
+            user_instance_id="service.instance.id" in (resource_attributes or {}),
         )
         return _current
     all_readers: list[MetricReader] = list(readers)

@@ -670,8 +670,9 @@ class MultiProcess:
             self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             self.snapshot()
-        if self.leader and self._otlp is not None:
-            self.export()
+        if self._otlp is not None:
+            if self.leader:
+                self.export()  # the final totals, as a PeriodicExportingMetricReader does at shutdown
             with contextlib.suppress(Exception):
                 self._otlp.shutdown()
         if self.server is not None:
@@ -788,6 +789,18 @@ if hasattr(os, "register_at_fork"):
 # --- assembly ---------------------------------------------------------------------------------------------------
 
 
+def server_instance_id(directory: str) -> str:
+    """``service.instance.id`` of the whole server: one per host and directory, whichever process exports.
+
+    The SDK gives each process its own random id; merged totals exported under it would start a new stream at
+    every change of leader, and a receiver summing over instances would count the server twice.
+    """
+    import socket
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ryot-telemetry://{socket.gethostname()}{directory}"))
+
+
 def configure_process(
     directory: str,
     *,
@@ -808,6 +821,7 @@ def configure_process(
     gpu_models: Mapping[Any, str] | None,
     gpu_backend: Any,
     set_global: bool,
+    user_instance_id: bool = False,
 ) -> Any:
     """``configure()`` in multi-process mode: this process's provider, hand-off and share of the server duties."""
     from opentelemetry import metrics
@@ -820,6 +834,8 @@ def configure_process(
     from .gpu import install_gpu_gauges, install_token_efficiency
 
     interval = s._interval(export_interval_ms)
+    if "service.instance.id=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "") and not user_instance_id:
+        resource = resource.merge(Resource({"service.instance.id": server_instance_id(directory)}))
     otlp = s._otlp_exporter(otlp_endpoint, otlp_protocol) if "otlp" in names else None
     worker_readers: list[Any] = list(readers)
     if "console" in names:
