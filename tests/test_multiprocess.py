@@ -418,10 +418,10 @@ def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> 
     import asyncio
 
     from prometheus_client import generate_latest
-    from test_gpu import two_gpus
 
     from ryot_telemetry import configure
     from ryot_telemetry.simulate import SimulatedRouter
+    from test_gpu import two_gpus
 
     fake = two_gpus()
     tel = configure(
@@ -514,9 +514,8 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
     """OTLP in multi-process mode: the leader exports the merged totals under one server-wide service.instance.id,
     so the receiver's latest cumulative value is the number of requests sent (4 + 3). SIGKILL the leader: the other
     worker takes the export over and the same stream continues (7, then 9 after 2 more requests)."""
-    from test_e2e_otlp import GrpcReceiver
-
     from ryot_telemetry.multiproc import server_instance_id
+    from test_e2e_otlp import GrpcReceiver
 
     receiver = GrpcReceiver(_free_port())
     receiver.start()
