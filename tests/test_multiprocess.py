@@ -561,3 +561,106 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
         assert values[-1] == 9
     finally:
         receiver.stop()
+
+
+VENV312 = ROOT / ".venv312" / "bin"
+
+OGX_CONFIG = """\
+version: 2
+distro_name: ryot-multiproc-test
+apis: [inference]
+providers:
+  inference:
+  - provider_id: vllm
+    provider_type: remote::vllm
+    config: {{base_url: "http://127.0.0.1:{upstream}/v1", api_token: fake}}
+storage:
+  backends:
+    kv_default: {{type: kv_sqlite, db_path: "{store}/kvstore.db"}}
+    sql_default: {{type: sql_sqlite, db_path: "{store}/sql_store.db"}}
+  stores:
+    metadata: {{namespace: registry, backend: kv_default}}
+    inference: {{table_name: inference_store, backend: sql_default}}
+    conversations: {{table_name: openai_conversations, backend: sql_default}}
+    prompts: {{table_name: prompts, backend: sql_default}}
+registered_resources:
+  models:
+  - {{metadata: {{}}, model_id: llama-8b, provider_id: vllm, provider_model_id: upstream-model, model_type: llm}}
+server: {{host: 127.0.0.1, port: {port}, workers: 2, insecure: true}}
+"""
+
+
+@pytest.mark.skipif(
+    not (VENV312 / "ogx").exists(),
+    reason=".venv312 is absent: no Python 3.12 found by scripts/setup.d/llama_stack.sh (run scripts/setup.sh test)",
+)
+def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path: Path) -> None:
+    """The real ogx server, ``server.workers: 2``, started by ``opentelemetry-instrument ogx stack run`` with
+    RYOT_TELEMETRY_MULTIPROC_DIR set (the README recipe), over an OpenAI-compatible upstream: 12 chat requests
+    (6 streamed) and every scrape of :PORT/metrics shows exactly 12 requests, 36 completion tokens, 6 TTFTs."""
+    mp_dir, store = tmp_path / "mp", tmp_path / "store"
+    mp_dir.mkdir()
+    store.mkdir()
+    upstream_port, ogx_port, metrics_port = _free_port(), _free_port(), _free_port()
+    config = tmp_path / "run.yaml"
+    config.write_text(OGX_CONFIG.format(upstream=upstream_port, store=store, port=ogx_port))
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.apps.openai_upstream:app", "--port", str(upstream_port)],
+        cwd=ROOT,
+        env=_env(None),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "PATH": f"{VENV312}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OTEL_PYTHON_DISTRO": "ryot_telemetry",
+        "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+        "RYOT_TELEMETRY_MULTIPROC_DIR": str(mp_dir),
+        "RYOT_TELEMETRY_GPU": "false",
+    }
+    log = (tmp_path / "ogx.log").open("wb")  # ogx logs every request: a file, never a pipe nobody reads
+    server = subprocess.Popen(
+        [str(VENV312 / "opentelemetry-instrument"), str(VENV312 / "ogx"), "stack", "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base, model = f"http://127.0.0.1:{ogx_port}", "vllm/llama-8b"
+    try:
+        _wait(lambda: _get(f"{base}/v1/models") is not None, 90, "ogx to serve")
+        _wait(lambda: _get(f"http://127.0.0.1:{metrics_port}/metrics") is not None, 10, "the metrics endpoint")
+
+        def chat(i: int) -> bool:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": i % 2 == 0}
+            r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+            return r.status_code == 200
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(chat, range(12)))
+        time.sleep(1.0)
+        for _ in range(6):
+            text = _scrape_url(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert _samples(text, "ryot_inference_requests_total", model=model, status="success") == 12
+            assert _samples(text, "ryot_tokens_generated_total", model=model, token_type="completion") == 36
+            assert _samples(text, "ryot_ttft_latency_seconds_count", model=model) == 6
+            assert _samples(text, "ryot_active_inference_requests") == 0
+            assert len(_series(text, "ryot_service_info")) == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
+        log.close()
+        upstream.terminate()
+        upstream.wait(timeout=10)
