@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from . import catalogue
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
-from ._labels import ModelLabels, batch_size_label, prompt_size_label
+from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .cost import PriceTable
 from .genai import OPERATION, SemconvInstruments
 
@@ -40,11 +40,25 @@ _RING = 900  # seconds kept by the sliding windows (the longest window)
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
+MAX_COUNT = 2**53
+"""The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
+2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
 
 
 def _count_value(c: itertools.count) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
+
+
+def describe_count(v: Any) -> str:
+    """A short, bounded description of an implausible usage count, for the warning (never the object itself)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v) if v.bit_length() <= 128 else f"<an integer of {v.bit_length()} bits>"
+    if isinstance(v, (float, bool)):
+        return repr(v)
+    if isinstance(v, str):
+        return repr(str.__getitem__(v, slice(0, 20))) + ("..." if len(v) > 20 else "")
+    return f"<a {type(v).__name__}>"
 
 
 class _Active:
@@ -58,7 +72,10 @@ class _Active:
         self.attrs = attrs
 
     def value(self) -> int:
-        return _count_value(self.enter) - _count_value(self.exit)
+        # exits first: a request that enters and leaves between the two reads is then counted in neither,
+        # never in the exits alone, so the value can never be negative (enter >= exit at every instant).
+        done = _count_value(self.exit)
+        return _count_value(self.enter) - done
 
 
 class Request:
@@ -67,6 +84,8 @@ class Request:
     __slots__ = (
         "_active",
         "_done",
+        "_implausible",
+        "_pending",
         "batch_size",
         "cached_tokens",
         "completion_tokens",
@@ -101,8 +120,47 @@ class Request:
         self.error_type: str | None = None
         self.end = 0.0
         self._done = False
+        self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
+        self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
         next(active.enter)
         self.start = _clock()
+
+    def note_implausible(self, field: str, description: str) -> None:
+        """A usage count was dropped as implausible; the recorder warns about it once per model."""
+        note = f"usage.{field}={description}"
+        if self._implausible is None:
+            self._implausible = note
+        elif len(self._implausible) < 200:  # a stream may repeat it in every chunk: keep the note bounded
+            self._implausible = f"{self._implausible}, {note}"
+
+    def admit(self, recorder: Recorder) -> None:
+        """The router accepted the model name (it returned a stream): give the name a slot now.
+
+        Until then a name without a slot is in flight under ``__unknown__``; from here on under its own label.
+        Ending the request does the same implicitly, except after ``model_not_found`` (see ``Recorder.start``).
+        """
+        key = self._pending
+        if key is None or self._done:
+            return
+        self._pending = None
+        label = recorder.models.admit(key)
+        active = recorder._active_for((label, self.mode, self.endpoint))
+        next(active.enter)  # enter the new series before leaving the old: neither ever reads negative
+        next(self._active.exit)
+        self._active = active
+        self.model = label
+
+    def _settle(self, recorder: Recorder, admitted: bool) -> None:
+        """The final label of a request whose name had no slot at its start: its own (or __overflow__) when the
+        router accepted the name; otherwise the name's slot if another request has taken one since, else
+        ``__unknown__``."""
+        key = self._pending
+        self._pending = None
+        models = recorder.models
+        if admitted:
+            self.model = models.admit(key)
+        else:
+            self.model = models.peek(key) or UNADMITTED
 
     # The three ways a request can end. Each is idempotent: only the first call counts.
 
@@ -111,6 +169,8 @@ class Request:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
+            if self._pending is not None:
+                self._settle(recorder, True)
             recorder._submit(self)
 
     def fail(self, recorder: Recorder, exc: BaseException) -> None:
@@ -120,6 +180,9 @@ class Request:
             next(self._active.exit)
             self.error_type = classify(exc)
             self.status = "partial" if self.delivered else status_for(self.error_type)
+            if self._pending is not None:
+                # any error but model_not_found came from past the router's model lookup
+                self._settle(recorder, self.delivered or self.error_type != "model_not_found")
             recorder._submit(self)
 
     def abandon(self, recorder: Recorder) -> None:
@@ -129,6 +192,9 @@ class Request:
             self._done = True
             next(self._active.exit)
             self.status = "partial"
+            if self._pending is not None:
+                # cancelled before the router answered: this request did not show the name to be a real model
+                self._settle(recorder, self.delivered)
             recorder._submit(self)
 
 
@@ -243,6 +309,7 @@ class Recorder:
         self._active: dict[tuple[str, str, str], _Active] = {}
         self._active_lock = threading.Lock()
         self._attrs: dict[tuple, dict[str, str]] = {}
+        self._usage_warned: set[str] = set()  # model labels (bounded) already warned about implausible usage
         self.windows = _Windows()
         self._engine_hit_ratio: dict[tuple[str, str], float] = {}
         b = buckets or {}
@@ -270,13 +337,32 @@ class Recorder:
     # --- hot path ---------------------------------------------------------------------------------------------
 
     def start(self, model: object, endpoint: str, mode: str, batch_size: int = 1) -> Request:
-        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch."""
-        label = self.models(model)
+        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch.
+
+        A model name that has no label slot yet does not get one here: the request is in flight under
+        ``__unknown__`` and the name takes a slot once the router accepts it — ``req.admit(rec)`` (the wrapper
+        calls it when the router returns a stream), ``success``, ``fail`` with any error but ``model_not_found``,
+        or ``abandon`` after a chunk was delivered. A request that ends otherwise (``model_not_found``, or
+        cancelled before the router answered) is recorded under the name's slot if another request has taken
+        one meanwhile, else under ``__unknown__``: made-up names cannot use up the ``max_models`` budget (SPEC).
+        """
+        label = self.models.peek(model)
+        pending = None
+        if label is None:
+            pending = self.models.key(model)
+            label = UNADMITTED
         key = (label, mode, endpoint)
         active = self._active.get(key)
         if active is None:
             active = self._new_active(key)
-        return Request(label, endpoint, mode, batch_size, active)
+        req = Request(label, endpoint, mode, batch_size, active)
+        if pending is not None:
+            req._pending = pending
+        return req
+
+    def _active_for(self, key: tuple[str, str, str]) -> _Active:
+        active = self._active.get(key)
+        return active if active is not None else self._new_active(key)
 
     def _new_active(self, key: tuple[str, str, str]) -> _Active:
         with self._active_lock:
@@ -341,7 +427,31 @@ class Recorder:
         else:
             entry[2] += amount
 
+    def _drop_implausible(self, r: Request) -> None:
+        """Drop the usage counts no provider can mean (SPEC); warn once per model label (a bounded set)."""
+        bad = [] if r._implausible is None else [r._implausible]
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            v = getattr(r, name)
+            if v is not None and not (type(v) is int and 0 <= v <= MAX_COUNT):
+                setattr(r, name, None)  # set so by a recorder-API caller
+                bad.append(f"usage.{name}={describe_count(v)}")
+        if bad and r.model not in self._usage_warned:
+            self._usage_warned.add(r.model)
+            _log.warning(
+                "ryot-telemetry: model %r: implausible %s (negative, not an integer, or above 2**53) ignored for "
+                "that request; further ones for this model are not logged",
+                r.model,
+                ", ".join(bad),
+            )
+
     def _record(self, r: Request, counts: dict[tuple[int, int], list[Any]]) -> None:
+        p, c, k = r.prompt_tokens, r.completion_tokens, r.cached_tokens
+        if r._implausible is not None or not (
+            (p is None or (type(p) is int and 0 <= p <= MAX_COUNT))
+            and (c is None or (type(c) is int and 0 <= c <= MAX_COUNT))
+            and (k is None or (type(k) is int and 0 <= k <= MAX_COUNT))
+        ):
+            self._drop_implausible(r)
         model, mode = r.model, r.mode
         latency = max(r.end - r.start, 0.0)
         count = self._count
@@ -365,8 +475,9 @@ class Recorder:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
             self.ttft.record(ttft, self._a("ttft", model, prompt_size_label(size_from)))
-            if completion is not None and completion >= 2:
-                self.tpot.record(max(latency - ttft, 0.0) / (completion - 1), self._a("m", model))
+            tpot = _tpot(latency, ttft, completion, r.batch_size)
+            if tpot is not None:
+                self.tpot.record(tpot, self._a("m", model))
         if completion and latency > 0:
             self.tps.record(completion / latency, self._a("m", model))
         if r.cached_tokens is not None and prompt:
@@ -400,8 +511,9 @@ class Recorder:
         if r.status == "success" and r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             s.ttft.record(ttft, base)
-            if r.completion_tokens is not None and r.completion_tokens >= 2:
-                s.tpot.record(max(latency - ttft, 0.0) / (r.completion_tokens - 1), base)
+            tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size)
+            if tpot is not None:
+                s.tpot.record(tpot, base)
         if r.prompt_tokens is not None:
             s.usage.record(r.prompt_tokens, {**base, "gen_ai.token.type": "input"})
         if r.completion_tokens is not None:
@@ -434,6 +546,20 @@ class Recorder:
     def active(self) -> dict[tuple[str, str, str], int]:
         """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
         return {k: a.value() for k, a in list(self._active.items())}
+
+
+def _tpot(latency: float, ttft: float, completion: int | None, choices: int) -> float | None:
+    """(latency - TTFT) / (tokens per choice - 1), for >= 2 tokens per choice (SPEC).
+
+    ``choices`` is the request's batch size (prompts x ``n``): usage sums the choices, which decode in parallel,
+    so the speed a user sees is per choice.
+    """
+    if completion is None:
+        return None
+    per_choice = completion / choices if choices > 1 else completion
+    if per_choice < 2:
+        return None
+    return max(latency - ttft, 0.0) / (per_choice - 1)
 
 
 _ATTR_NAMES: dict[str, tuple[str, ...]] = {
