@@ -175,23 +175,36 @@ def _has_field(obj: Any, name: str) -> bool:
 def _dict_with(d: dict[Any, Any], key: str, value: Any) -> dict[Any, Any] | None:
     """A copy of ``d``, of ``d``'s exact type, with ``d[key] = value``; None where no faithful copy can be made.
 
-    A plain dict is rebuilt directly (the common, fast case). A subclass is copied with ``copy.copy`` (which
-    keeps the class and its instance state); the copy is checked to be a distinct object of the same type
-    holding the same items, so a class whose copy protocol does something else is passed through unchanged.
+    A plain dict is rebuilt directly (the common, fast case). A subclass is copied with ``copy.copy`` (which keeps
+    the class and its instance state), or else by calling the class on ``d`` (``AttrDict(d)``: on Python 3.10
+    ``copy.copy`` asks an attribute-style dict for ``__getstate__`` and gets a KeyError). Either copy must be a
+    distinct object of the same type holding the same items and instance attributes, or it is not used.
     """
     if type(d) is dict:
         return {**d, key: value}
+    for make in (copy.copy, type(d)):
+        try:
+            new = make(d)
+            if _same_dict(new, d):
+                dict.__setitem__(new, key, value)
+                return new
+        except Exception:
+            _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
+    return None
+
+
+def _same_dict(new: Any, d: dict[Any, Any]) -> bool:
+    """Is ``new`` a faithful, distinct copy of the dict subclass instance ``d``?"""
+    if new is d or type(new) is not type(d) or dict.__len__(new) != dict.__len__(d):
+        return False
+    if not all(dict.get(new, k, _MISSING) is v for k, v in dict.items(d)):
+        return False
+    get = object.__getattribute__
     try:
-        new = copy.copy(d)
-        if new is d or type(new) is not type(d) or dict.__len__(new) != dict.__len__(d):
-            return None
-        dict.__setitem__(new, key, value)
-        if not all(dict.get(new, k, _MISSING) is v for k, v in dict.items(d) if k != key):
-            return None
-        return new
-    except Exception:
-        _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
-        return None
+        state = get(d, "__dict__")
+    except AttributeError:  # __slots__ only
+        return True
+    return bool(get(new, "__dict__") == state)
 
 
 _MISSING = object()
