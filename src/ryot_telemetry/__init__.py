@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._errors import SEVERITY, classify
 from ._instruments import METER_NAME, create_instrument, views
-from ._labels import OVERFLOW, batch_size_label, prompt_size_label
+from ._labels import OVERFLOW, UNADMITTED, batch_size_label, prompt_size_label
 from ._recorder import Recorder, Request
 from ._setup import ConfigurationError, Telemetry, build_recorder, configure, default_recorder, package_version
 from ._wrapper import instrument_router, traced_call, uninstrument_router
@@ -25,6 +25,7 @@ __all__ = [
     "METER_NAME",
     "OVERFLOW",
     "SEVERITY",
+    "UNADMITTED",
     "ConfigurationError",
     "EngineMetrics",
     "GpuGauges",

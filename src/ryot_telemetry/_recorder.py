@@ -114,7 +114,7 @@ class Request:
         self.completion_tokens: int | None = None
         self.cached_tokens: int | None = None
         self.prompt_chars: int | None = None
-        self.response_model: str | None = None
+        self.response_model: str | None = None  # clipped (ModelLabels.key): a request never holds a raw name
         self.delivered = False  # a stream handed at least one chunk to the caller
         self.status = "success"
         self.error_type: str | None = None

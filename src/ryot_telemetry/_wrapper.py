@@ -354,7 +354,7 @@ async def traced_call(
         if usage is not None:
             read_usage(req, usage)
         if rec.semconv is not None:
-            req.response_model = _get(result_view, "model")
+            req.response_model = rec.response_models.key(_get(result_view, "model"))
         req.success(rec)
     except Exception:
         _log.debug("ryot-telemetry: could not read the response", exc_info=True)
@@ -382,7 +382,7 @@ async def _traced_stream(
                     req.first_token = _clock()
                     first = chunk
                     if want_model:
-                        req.response_model = _get(chunk, "model")
+                        req.response_model = rec.response_models.key(_get(chunk, "model"))
                 usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
                 if usage is not None:
                     chunk = _take_usage(req, chunk, usage, hide_usage)
@@ -478,7 +478,7 @@ async def _traced_reasoning_stream(
                     req.first_token = _clock()
                     seen = True
                     if rec.semconv is not None:
-                        req.response_model = _get(chunk, "model")
+                        req.response_model = rec.response_models.key(_get(chunk, "model"))
                 usage = _get(chunk, "usage")
                 if usage is not None:
                     read_usage(req, usage)
