@@ -403,3 +403,33 @@ def completion_tokens(stack: Stack) -> int | None:
         if p.attributes.get("token_type") == "completion"
     ]
     return sum(values) if values else None
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(name=NAMES, max_length=st.integers(1, 200))
+def test_every_label_is_short_encodable_and_kept_where_it_can_be(name: Any, max_length: int) -> None:
+    """Any name: the label is valid UTF-8, at most max_length code points, equal to the name where the name was
+    short and printable-safe, and the label map keys only clipped strings."""
+    from ryot_telemetry._labels import ModelLabels
+
+    labels = ModelLabels(max_models=5, max_length=max_length)
+    label = labels(name)
+    label.encode("utf-8")  # raises for a surrogate
+    assert len(label) <= max(max_length, len("unknown"))
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in label)
+    if isinstance(name, str) and 0 < len(name) <= max_length and name.isprintable():
+        assert label == name
+    assert all(type(k) is str and len(k) <= max_length for k in labels._map)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(value=COUNTS)
+def test_usage_counts_follow_the_spec_rule(value: Any) -> None:
+    """The wrapper takes a usage count exactly when the SPEC's rule (independently written above) allows it."""
+    from ryot_telemetry._recorder import Request, _Active
+    from ryot_telemetry._wrapper import read_usage
+
+    req = Request("m", "chat_completion", "standard", 1, _Active({}))
+    read_usage(req, {"completion_tokens": value})
+    assert req.completion_tokens == plausible(value)
+    assert (req._implausible is not None) == (value is not None and plausible(value) is None)
