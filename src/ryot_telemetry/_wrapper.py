@@ -49,6 +49,8 @@ def _count(req: Request, obj: Any, name: str) -> int | None:
     float, a string, a negative count or one above 2**53 (an unsigned underflow reports 2**64 - 1) is not.
     """
     v = _get(obj, name)
+    if type(v) is int and 0 <= v <= MAX_COUNT:
+        return v  # the common case, first
     if v is None:
         return None
     n: Any = v
