@@ -188,7 +188,7 @@ def _dict_with(d: dict[Any, Any], key: str, value: Any) -> dict[Any, Any] | None
         try:
             new = make(d)
             if _same_dict(new, d):
-                dict.__setitem__(new, key, value)
+                new[key] = value  # through the class's own __setitem__, as the caller's code would set it
                 return new
         except Exception:
             _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
