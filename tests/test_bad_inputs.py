@@ -437,3 +437,21 @@ def test_usage_at_2_to_the_53_is_still_taken(cap: Capture) -> None:
         req.success(rec)
     cap.collect()
     assert _tokens(cap, "completion") == 2**53
+
+
+def test_token_counter_saturates_at_int64_so_otlp_keeps_encoding(
+    cap: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,100 requests of 2**53 tokens each (each plausible) would pass 2**63 - 1: the series stops at 2**63 - 1,
+    with a warning, and every collection still encodes for OTLP."""
+    rec = cap.recorder
+    with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+        for _ in range(11):
+            for _ in range(100):
+                req = rec.start("m", "chat_completion", "standard")
+                req.completion_tokens = 2**53
+                req.success(rec)
+            assert len(_otlp_bytes(cap)) > 0
+    cap.collect()
+    assert _tokens(cap, "completion") == 2**63 - 1  # saturated: it stays at the most OTLP can carry
+    assert any("reached 2**63 - 1 tokens" in r.getMessage() for r in caplog.records)

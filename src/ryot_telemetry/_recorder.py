@@ -43,6 +43,9 @@ INLINE_BATCH = 128
 MAX_COUNT = 2**53
 """The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
 2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
+MAX_TOKEN_TOTAL = 2**63 - 1
+"""The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
+1,024 requests of 2**53 tokens each cannot make the counter unencodable and stop every later export."""
 
 
 def _count_value(c: itertools.count) -> int:
@@ -310,6 +313,9 @@ class Recorder:
         self._active_lock = threading.Lock()
         self._attrs: dict[tuple, dict[str, str]] = {}
         self._usage_warned: set[str] = set()  # model labels (bounded) already warned about implausible usage
+        self._token_totals: dict[int, int] = {}  # id(attrs) -> cumulative tokens added to that series
+        self._token_lock = threading.Lock()
+        self._token_saturated: set[int] = set()  # series that reached MAX_TOKEN_TOTAL (warned once)
         self.windows = _Windows()
         self._engine_hit_ratio: dict[tuple[str, str], float] = {}
         b = buckets or {}
@@ -400,10 +406,33 @@ class Recorder:
                 _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
         for instrument, attrs, amount in counts.values():
             try:
+                if instrument is self.tokens:
+                    amount = self._within_token_total(attrs, amount)
+                    if not amount:
+                        continue
                 instrument.add(amount, attrs)
             except Exception:
                 _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
         return n
+
+    def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
+        """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""
+        key = id(attrs)  # attrs dicts are cached for the recorder's life
+        with self._token_lock:
+            total = self._token_totals.get(key, 0)
+            if total + amount > MAX_TOKEN_TOTAL:
+                if key in self._token_saturated:
+                    return 0
+                self._token_saturated.add(key)
+                _log.warning(
+                    "ryot-telemetry: %s reached 2**63 - 1 tokens, the most OTLP can carry; it stays there (%d tokens "
+                    "not counted, later ones not logged)",
+                    attrs,
+                    total + amount - MAX_TOKEN_TOTAL,
+                )
+                amount = MAX_TOKEN_TOTAL - total
+            self._token_totals[key] = total + amount
+        return amount
 
     def _a(self, *key: str) -> dict[str, str]:
         """Attribute dicts are built once per label combination and reused (the SDK copies them anyway)."""
