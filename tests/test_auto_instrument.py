@@ -319,15 +319,18 @@ def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
 
 
 def test_configurator_reads_sdk_otlp_exporter_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    """OTEL_METRICS_EXPORTER=prometheus,otlp_proto_http maps to configure()'s prometheus + otlp over http/protobuf."""
-    from ryot_telemetry.distro import _metric_exporters
+    """OTEL_METRICS_EXPORTER=prometheus,otlp_proto_http means prometheus + otlp over http/protobuf (one parser)."""
+    from ryot_telemetry.settings import Settings
 
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus, otlp_proto_http")
-    assert _metric_exporters() == (["prometheus", "otlp"], "http/protobuf")
+    s = Settings.load()
+    assert (s.exporters, s.otlp_protocol) == (("prometheus", "otlp"), "http/protobuf")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp_proto_grpc")
-    assert _metric_exporters() == (["otlp"], "grpc")
+    s = Settings.load()
+    assert (s.exporters, s.otlp_protocol) == (("otlp",), "grpc")
     monkeypatch.delenv("OTEL_METRICS_EXPORTER")
-    assert _metric_exporters() == (None, None)
+    s = Settings.load()
+    assert (s.exporters, s.otlp_protocol) == (("prometheus",), "grpc")
 
 
 def test_port_in_use_is_reported_once_and_the_app_still_runs() -> None:

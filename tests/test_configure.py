@@ -132,8 +132,8 @@ def test_failed_configure_leaves_nothing_running() -> None:
     tel.shutdown()
 
 
-def test_failure_after_the_port_opened_closes_it_and_unregisters_the_reader() -> None:
-    """A bad GPU model map fails after the scrape server started: the port is freed, the registry emptied."""
+def test_bad_gpu_model_map_fails_before_the_port_opens() -> None:
+    """Settings are checked before anything starts: nothing is registered on the registry, no port opened."""
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
@@ -165,3 +165,197 @@ def test_wrong_argument_types_are_configuration_errors() -> None:
         configure(prometheus_port="9464", prometheus_registry="private", gpu=False)
     with pytest.raises(ConfigurationError, match=r"max_models must be an integer, got 2\.5"):
         configure(exporters="none", max_models=2.5, gpu=False)
+
+
+# --- every bad setting is one ConfigurationError naming the fix (exact messages) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            '{"ryot_inference_latency_seconds": "123"}',
+            "buckets for ryot_inference_latency_seconds: expected a list of numbers such as [0.1, 0.5, 1], got '123'",
+        ),
+        (
+            '{"ryot_inference_latency_seconds": [true, 2]}',
+            "buckets for ryot_inference_latency_seconds: True is not a number; expected a list of numbers, "
+            "got [True, 2]",
+        ),
+        (
+            "[1, 2]",
+            "RYOT_TELEMETRY_BUCKETS must be a JSON object of name -> list, such as "
+            '{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}',
+        ),
+    ],
+)
+def test_bad_bucket_values_from_env(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
+    """A string is not a bucket list (it would become 1, 2, 3) and a boolean is not a boundary."""
+    monkeypatch.setenv("RYOT_TELEMETRY_BUCKETS", value)
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none", gpu=False)
+    assert str(e.value) == message
+
+
+def test_bool_bucket_boundaries_as_argument() -> None:
+    """buckets= is checked the same way as the variable."""
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none", gpu=False, buckets={"ryot.ttft.latency": [0.1, False]})
+    assert str(e.value) == (
+        "buckets for ryot.ttft.latency: False is not a number; expected a list of numbers, got [0.1, False]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "RYOT_TELEMETRY_GPU_MODELS",
+            "0=a,0=b",
+            "RYOT_TELEMETRY_GPU_MODELS='0=a,0=b': device 0 is named twice; give each device one model",
+        ),
+        (
+            "RYOT_TELEMETRY_GPU",
+            "maybe",
+            "RYOT_TELEMETRY_GPU='maybe': expected auto, true or false",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "10s",
+            "OTEL_EXPORTER_OTLP_TIMEOUT='10s': expected a number of seconds > 0, such as 10",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "-1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT='-1': expected a number of seconds > 0, such as 10",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "brotli",
+            "OTEL_EXPORTER_OTLP_COMPRESSION='brotli': unknown compression; choose from gzip, deflate, none",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "collector:4317",
+            "OTEL_EXPORTER_OTLP_ENDPOINT: malformed OTLP endpoint 'collector:4317'; expected a URL such as "
+            "http://collector:4317 (grpc) or http://collector:4318 (http/protobuf)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:43170000",
+            "OTEL_EXPORTER_OTLP_ENDPOINT: malformed OTLP endpoint 'http://collector:43170000' "
+            "(Port out of range 0-65535)",
+        ),
+        (
+            "OTEL_METRICS_EXEMPLAR_FILTER",
+            "sometimes",
+            "OTEL_METRICS_EXEMPLAR_FILTER='sometimes': unknown filter; choose from always_off, always_on, trace_based",
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon", "OTEL_METRIC_EXPORT_INTERVAL='soon': expected an integer"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "0", "OTEL_METRIC_EXPORT_INTERVAL must be >= 1, got 0"),
+        ("RYOT_TELEMETRY_MAX_MODELS", "0", "RYOT_TELEMETRY_MAX_MODELS must be >= 1, got 0"),
+        ("RYOT_TELEMETRY_MAX_PENDING", "lots", "RYOT_TELEMETRY_MAX_PENDING='lots': expected an integer"),
+        ("RYOT_TELEMETRY_GENAI_SEMCONV", "sure", "RYOT_TELEMETRY_GENAI_SEMCONV='sure': expected true or false"),
+        (
+            "RYOT_TELEMETRY_PROMETHEUS_REGISTRY",
+            "shared",
+            "RYOT_TELEMETRY_PROMETHEUS_REGISTRY='shared': unknown value 'shared'; choose from global, private",
+        ),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "99999", "OTEL_EXPORTER_PROMETHEUS_PORT must be 0-65535, got 99999"),
+    ],
+)
+def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str) -> None:
+    """Each variable is checked at start-up, whether or not the reader that uses it is on, with one message."""
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none")
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prometheus_port": "9464"}, "prometheus_port must be an integer, got '9464'"),
+        ({"prometheus_port": 70000}, "prometheus_port must be 0-65535, got 70000"),
+        ({"max_models": 2.5}, "max_models must be an integer, got 2.5"),
+        ({"max_label_length": True}, "max_label_length must be an integer, got True"),
+        ({"export_interval_ms": 0}, "export_interval_ms must be >= 1, got 0"),
+        ({"semconv": "yes"}, "semconv must be True or False, got 'yes'"),
+        ({"exporters": 3}, "exporters must be a string or a list of strings, got 3"),
+        (
+            {"exporters": ["prometheus", None]},
+            "exporters must be a string or a list of strings, got ['prometheus', None]",
+        ),
+        ({"buckets": [0.1, 1]}, "buckets must be a mapping of metric name -> list of numbers, got [0.1, 1]"),
+        ({"prices": 3}, "prices must be a PriceTable, a mapping or a file path, got 3"),
+        ({"gpu": "auto"}, "gpu must be True, False or None (auto), got 'auto'"),
+        ({"gpu_models": "0=a"}, "gpu_models must be a mapping of device -> model name, got '0=a'"),
+        ({"gpu_models": {0: "a", "0": "b"}}, "gpu_models: device 0 is named twice ('a' and 'b')"),
+        (
+            {"gpu_models": {"gpu0": "a"}},
+            "gpu_models: device_id must be a GPU index such as 0 or a MIG instance such as '0/1', got 'gpu0'",
+        ),
+        ({"otlp_endpoint": 4317}, "otlp_endpoint must be a URL string, got 4317"),
+        (
+            {"otlp_endpoint": "grpc://collector:4317"},
+            "otlp_endpoint: malformed OTLP endpoint 'grpc://collector:4317'; expected a URL such as "
+            "http://collector:4317 (grpc) or http://collector:4318 (http/protobuf)",
+        ),
+        ({"otlp_protocol": 1}, "otlp_protocol must be a non-empty string, got 1"),
+        ({"service_name": ""}, "service_name must be a non-empty string, got ''"),
+        ({"resource_attributes": ["a"]}, "resource_attributes must be a mapping of attribute name -> value, got ['a']"),
+        ({"readers": [object]}, f"readers must be a list of MetricReader objects, got {object!r}"),
+        ({"prometheus_registry": 1}, "prometheus_registry must be a CollectorRegistry, 'private' or 'global', got 1"),
+        ({"set_global": 1}, "set_global must be True or False, got 1"),
+    ],
+)
+def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: str) -> None:
+    """A wrong type or value for any configure() argument is one ConfigurationError naming the argument."""
+    kwargs = {"gpu": False, "exporters": "none", "prometheus_registry": "private", **kwargs}
+    with pytest.raises(ConfigurationError) as e:
+        configure(**kwargs)
+    assert str(e.value) == message
+
+
+def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() keeps the Settings it ran with; changing the environment afterwards changes nothing."""
+    import dataclasses
+
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "7")
+    tel = configure(exporters="none", gpu=False)
+    try:
+        monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "9")
+        assert tel.settings is not None
+        assert tel.settings.max_models == 7
+        assert tel.recorder.models.max_models == 7
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            tel.settings.max_models = 8  # type: ignore[misc]
+    finally:
+        tel.shutdown()
+
+
+def test_otlp_settings_are_checked_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timeout, compression and endpoint from the environment are parsed once and build the exporter."""
+    from ryot_telemetry._readers import _otlp_reader
+    from ryot_telemetry.settings import Settings
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.5")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "GZIP")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus-but-overridden")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    s = Settings.load(exporters="otlp", otlp_protocol="http/protobuf")
+    assert (s.otlp_timeout, s.otlp_compression, s.otlp_endpoint) == (2.5, "gzip", "http://127.0.0.1:4318")
+    assert s.otlp_endpoint_source == "OTEL_EXPORTER_OTLP_ENDPOINT"
+    reader = _otlp_reader(s)
+    try:
+        assert reader._exporter._endpoint == "http://127.0.0.1:4318/v1/metrics"
+    finally:
+        reader.shutdown()
+
+
+def test_unknown_setting_is_rejected() -> None:
+    """Settings.load names an unknown keyword instead of ignoring it."""
+    from ryot_telemetry.settings import Settings
+
+    with pytest.raises(ConfigurationError, match=r"^unknown setting 'max_model'; known: "):
+        Settings.load(max_model=3)

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ryot_telemetry import _recorder, configure, package_version
+from ryot_telemetry import _recorder, configure, derived, package_version
 from ryot_telemetry.testing import Capture, capture
 from test_gpu import FakeNvml, GiB, device
 
@@ -15,9 +15,10 @@ EFF = "ryot.token.efficiency_ratio"
 
 @pytest.fixture
 def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The recorder's clock, set by the test: ``now[0] = t``."""
+    """The recorder's and the sliding windows' clock, set by the test: ``now[0] = t``."""
     t = [1000.0]
     monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    monkeypatch.setattr(derived, "_clock", lambda: t[0])
     return t
 
 

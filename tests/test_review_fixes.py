@@ -204,7 +204,7 @@ async def test_closing_an_object_stream_calls_its_close(cap: Capture) -> None:
 
 def test_sliding_window_ignores_values_older_than_the_ring() -> None:
     """A request drained more than 15 minutes late does not wipe the newer second sharing its ring slot."""
-    from ryot_telemetry._recorder import _Ring
+    from ryot_telemetry.derived import _Ring
 
     ring = _Ring()
     ring.add(1000, 50)

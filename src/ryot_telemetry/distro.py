@@ -24,9 +24,11 @@ from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
-from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
-from ._setup import ConfigurationError, Telemetry, configure
+from . import _state
+from ._compat import OTelSDKConfigurator
+from ._setup import Telemetry, configure_from
+from .settings import ConfigurationError, Settings
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -35,30 +37,10 @@ __all__ = ["ENTRY_POINT_NAME", "RyotConfigurator", "RyotDistro", "telemetry"]
 ENTRY_POINT_NAME = "ryot_telemetry"
 """Name of the distro and configurator entry points (the value for ``OTEL_PYTHON_DISTRO`` / ``_CONFIGURATOR``)."""
 
-_OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
-
-_telemetry: Telemetry | None = None
-
 
 def telemetry() -> Telemetry | None:
     """What ``RyotConfigurator`` built in this process, if it ran."""
-    return _telemetry
-
-
-def _metric_exporters() -> tuple[list[str] | None, str | None]:
-    """``OTEL_METRICS_EXPORTER`` in ``configure()``'s terms; the SDK's ``otlp_proto_*`` names pick the protocol."""
-    raw = os.environ.get("OTEL_METRICS_EXPORTER")
-    if raw is None or raw.strip() == "":
-        return None, None
-    names: list[str] = []
-    protocol = None
-    for name in (s.strip().lower() for s in raw.split(",")):
-        if name in _OTLP_VARIANTS:
-            protocol = _OTLP_VARIANTS[name]
-            name = "otlp"
-        if name and name not in names:
-            names.append(name)
-    return names, protocol
+    return _state.auto_telemetry()
 
 
 def _names_exporters(var: str) -> bool:
@@ -84,21 +66,19 @@ class _DropOverrideWarning(logging.Filter):
         return "Overriding of current MeterProvider" not in record.getMessage()
 
 
-class RyotConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+class RyotConfigurator(OTelSDKConfigurator):  # type: ignore[misc]
     """Installs ryot-telemetry's MeterProvider as the global one; traces and logs as the SDK would."""
 
     def _configure(self, **kwargs: Any) -> None:
-        global _telemetry
-        if _telemetry is None:
-            exporters, protocol = _metric_exporters()
+        if _state.auto_telemetry() is None:
             version = kwargs.get("auto_instrumentation_version")
             try:
-                _telemetry = configure(
-                    exporters=exporters,
-                    otlp_protocol=protocol,
-                    resource_attributes={"telemetry.auto.version": version} if version else None,
-                    set_global=True,
+                # OTEL_METRICS_EXPORTER (the SDK's otlp_proto_grpc/otlp_proto_http names included) is read by
+                # Settings, like every other variable.
+                settings = Settings.load(
+                    resource_attributes={"telemetry.auto.version": version} if version else None, set_global=True
                 )
+                _state.set_auto_telemetry(configure_from(settings))
             except ConfigurationError as e:
                 # One clear line, and the application still starts with traces/logs as configured (raising would
                 # make the SDK log it twice, with tracebacks, and skip every instrumentor).
