@@ -18,11 +18,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
-from fakes import ChatParams, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
+from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import ConfigurationError, views
 from ryot_telemetry.catalogue import get
 from ryot_telemetry.instrumentor import ROUTER_MODULES, RyotInstrumentor
-from ryot_telemetry.testing import Capture
+from ryot_telemetry.testing import Capture, capture
 
 APPS = Path(__file__).parent / "apps"
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -369,3 +369,36 @@ def test_configurator_hands_traces_to_the_sdk_and_keeps_its_meter_provider() -> 
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout) == (0, "TracerProvider True\n"), out.stderr
     assert "Overriding of current MeterProvider" not in out.stderr
+
+
+class _Base:
+    def __init__(self) -> None:
+        self.inner = ScriptedRouter(response=Completion(usage=usage(3, 1)))
+
+    async def openai_chat_completion(self, params: Any) -> Any:
+        return await self.inner.openai_chat_completion(params)
+
+
+class _Inherits(_Base):
+    pass
+
+
+class _Overrides(_Base):
+    async def openai_chat_completion(self, params: Any) -> Any:
+        return await super().openai_chat_completion(params)
+
+
+async def test_base_and_subclass_both_instrumented_count_each_call_once() -> None:
+    """router_classes=[Base, Sub]: a call on Sub counts once, whether Sub inherits or overrides and calls super()."""
+    c = capture()
+    inst = RyotInstrumentor()
+    inst.instrument(recorder=c.recorder, router_classes=[_Base, _Inherits, _Overrides])
+    try:
+        await _Inherits().openai_chat_completion(ChatParams(model="m"))
+        await _Overrides().openai_chat_completion(ChatParams(model="m"))
+        await _Base().openai_chat_completion(ChatParams(model="m"))
+        c.collect()
+        assert c.value(REQ, model="m", endpoint="chat_completion", status="success") == 3
+    finally:
+        inst.uninstrument()
+        c.shutdown()

@@ -359,3 +359,16 @@ def test_unknown_setting_is_rejected() -> None:
 
     with pytest.raises(ConfigurationError, match=r"^unknown setting 'max_model'; known: "):
         Settings.load(max_model=3)
+
+
+def test_configure_twice_without_shutdown_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """A second configure() while the first still runs logs a warning naming the fix."""
+    from ryot_telemetry import configure
+
+    first = configure(exporters="none", gpu=False)
+    try:
+        second = configure(exporters="none", gpu=False)
+        second.shutdown()
+    finally:
+        first.shutdown()
+    assert any("configure() called again" in r.getMessage() for r in caplog.records)

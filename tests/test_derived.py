@@ -7,6 +7,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ryot_telemetry import _recorder, configure, derived, package_version
+from ryot_telemetry.derived import _Ring
 from ryot_telemetry.testing import Capture, capture
 from test_gpu import FakeNvml, GiB, device
 
@@ -118,3 +119,11 @@ def test_service_info_is_exposed_with_value_1_and_its_labels(monkeypatch: pytest
         ]
     finally:
         tel.shutdown()
+
+
+def test_sliding_window_ignores_values_older_than_the_ring() -> None:
+    """A request drained more than 15 minutes late does not wipe the newer second sharing its ring slot."""
+    ring = _Ring()
+    ring.add(1000, 50)
+    ring.add(100, 7)  # 900 s older, same slot: outside every window
+    assert ring.sum(1000, 60) == 50

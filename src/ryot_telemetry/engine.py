@@ -99,6 +99,7 @@ class EngineMetrics:
         if models is None:
             models = recorder.models if recorder is not None else ModelLabels()
         self.models = models
+        self.recorder = recorder
         self.gpu = gpu
         self.max_kv_series = max_kv_series
         self._queue: dict[tuple[str, str], int] = {}
@@ -220,6 +221,13 @@ class EngineMetrics:
                 "no GPU gauges to report into: construct EngineMetrics(..., gpu=install_gpu_gauges(...))"
             )
         self.gpu.set_memory_breakdown(device_id, memory_type, size_bytes)
+
+    def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
+        """The engine's own KV cache hit ratio (0-1) for a model and ``context_type`` (conversation, batch,
+        streaming), exposed as ``ryot_kv_cache_hit_ratio``; it replaces the ratio derived from usage there."""
+        if self.recorder is None:
+            raise RuntimeError("no recorder to report into: construct EngineMetrics(..., recorder=recorder)")
+        self.recorder.set_kv_cache_hit_ratio(model, context_type, ratio)
 
     def on_collect(self, hook: Callable[[], object]) -> Callable[[], object]:
         """Run ``hook()`` at every collection, before the queue-depth and KV-cache gauges are read, so an engine can
