@@ -24,7 +24,7 @@ from ryot_telemetry.catalogue import get
 from ryot_telemetry.instrumentor import ROUTER_MODULES, RyotInstrumentor
 from ryot_telemetry.testing import Capture, capture
 
-APPS = Path(__file__).parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 REQ = "ryot.inference.requests"
 
