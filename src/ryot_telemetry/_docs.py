@@ -62,16 +62,16 @@ def section(text: str, marker: str) -> str:
     return text[start : text.index(END.format(marker))].strip()
 
 
+def _replace_section(text: str, begin: str, end: str, section: str) -> str:
+    # A function, not a replacement string: the section may contain backslashes re.sub would interpret.
+    return re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: section, text, flags=re.S)
+
+
 def render(text: str) -> str:
     """``text`` with every generated section replaced by its current content."""
     for marker, make in SECTIONS.items():
         b, e = BEGIN.format(marker), END.format(marker)
-        text = re.sub(
-            re.escape(b) + r".*?" + re.escape(e),
-            lambda _m, b=b, e=e, make=make: f"{b}\n{make()}\n{e}",
-            text,
-            flags=re.S,
-        )
+        text = _replace_section(text, b, e, f"{b}\n{make()}\n{e}")
     return text
 
 

@@ -46,7 +46,7 @@ def resolve_buckets(overrides: Mapping[str, Sequence[float]] | None) -> dict[str
         if spec.buckets is None:
             raise ValueError(f"{key} is a {spec.prometheus_type}, not a histogram: it has no buckets")
         buckets[spec.name] = validate_buckets(key, bounds)
-    return buckets  # type: ignore[return-value]
+    return buckets
 
 
 def create_instrument(

@@ -48,7 +48,7 @@ INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
 
 
-def _count_value(c: itertools.count) -> int:
+def _count_value(c: itertools.count[int]) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
 

@@ -138,7 +138,7 @@ def configure(
     max_models: int | None = None,
     max_label_length: int | None = None,
     gpu: bool | None = None,
-    gpu_models: Mapping[int, str] | None = None,
+    gpu_models: Mapping[Any, str] | None = None,
     gpu_backend: Any = None,
     readers: Sequence[MetricReader] = (),
     resource_attributes: Mapping[str, str] | None = None,

@@ -14,7 +14,7 @@ import functools
 import inspect
 import logging
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from ._assembly import default_recorder
@@ -292,7 +292,7 @@ async def traced_call(
 
 async def _traced_stream(
     rec: Recorder, req: Request, stream: Any, hide_usage: bool, endpoint: str, params: Any
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
 
     Two loops over one iterator: every chunk is inspected in full until the first content chunk (TTFT); after
@@ -389,7 +389,7 @@ def _single_iterator(stream: Any) -> Any:
 
 async def _traced_reasoning_stream(
     rec: Recorder, req: Request, stream: Any, endpoint: str, params: Any
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
     delivered = False
     seen = False

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 
 from . import _state
@@ -66,7 +66,7 @@ class _DropOverrideWarning(logging.Filter):
         return "Overriding of current MeterProvider" not in record.getMessage()
 
 
-class RyotConfigurator(OTelSDKConfigurator):  # type: ignore[misc]
+class RyotConfigurator(OTelSDKConfigurator):
     """Installs ryot-telemetry's MeterProvider as the global one; traces and logs as the SDK would."""
 
     def _configure(self, **kwargs: Any) -> None:
@@ -91,7 +91,7 @@ class RyotConfigurator(OTelSDKConfigurator):  # type: ignore[misc]
             api_log.addFilter(quiet)
             try:
                 with _env("OTEL_METRICS_EXPORTER", "none"):
-                    super()._configure(**kwargs)
+                    super()._configure(**kwargs)  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             finally:
                 api_log.removeFilter(quiet)
 

@@ -48,7 +48,7 @@ def _check(metric: str, label: str, value: object) -> str:
     allowed = _allowed(metric, label)
     if value not in allowed:
         raise ValueError(f"{label} must be one of {', '.join(allowed)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return str(value)
 
 
 def _non_negative(what: str, value: object) -> float:

@@ -311,11 +311,11 @@ class GpuGauges:
         out = []
         for s in self.samples("memory"):
             a = s.device.attrs
-            for memory_type, v in zip(NVML_MEMORY_TYPES, (s.used, s.free, s.total, s.process)):
-                if v is not None:
-                    out.append(Observation(v, {**a, "memory_type": memory_type}))
-        for (dev_id, memory_type), v in list(self._breakdown.items()):
-            out.append(Observation(v, {**self._attrs(dev_id), "memory_type": memory_type}))
+            for memory_type, nvml_bytes in zip(NVML_MEMORY_TYPES, (s.used, s.free, s.total, s.process)):
+                if nvml_bytes is not None:
+                    out.append(Observation(nvml_bytes, {**a, "memory_type": memory_type}))
+        for (dev_id, memory_type), engine_bytes in list(self._breakdown.items()):
+            out.append(Observation(engine_bytes, {**self._attrs(dev_id), "memory_type": memory_type}))
         return out
 
     def _field_callback(
@@ -397,7 +397,7 @@ def install_gpu_gauges(
     meter: Meter,
     *,
     enabled: bool | None = None,
-    models: Mapping[int | str, str] | None = None,
+    models: Mapping[Any, str] | None = None,
     backend: NvmlBackend | None = None,
     pid: int | None = None,
 ) -> GpuGauges:

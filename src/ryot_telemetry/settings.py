@@ -124,7 +124,7 @@ def _choice(var: str | None, default: str, choices: Sequence[str]) -> Loader:
     def load(name: str, arg: Any) -> str:
         value = _text(var, default)(name, arg)
         assert value is not None
-        v = value.strip().lower()
+        v: str = value.strip().lower()
         if v not in choices:
             where = name if arg is not None else f"{var}={value!r}"
             raise ConfigurationError(f"{where}: unknown value {value!r}; choose from {', '.join(choices)}")
@@ -173,7 +173,7 @@ def _otlp_protocol(name: str, arg: Any) -> str:
         var = "OTEL_EXPORTER_OTLP_PROTOCOL"
     value = _text(var, "grpc")(name, arg)
     assert value is not None
-    proto = value.strip().lower()
+    proto: str = value.strip().lower()
     if proto not in PROTOCOLS:
         raise ConfigurationError(f"unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
     return proto

@@ -73,10 +73,10 @@ class Capture:
 
     def series(self, name: str) -> list[dict[str, Any]]:
         """The attribute sets of a metric, sorted for stable comparison."""
-        return sorted((dict(p.attributes) for p in self.points(name)), key=lambda a: sorted(a.items()))
+        return sorted((dict(p.attributes or {}) for p in self.points(name)), key=lambda a: sorted(a.items()))
 
     def _match(self, name: str, attrs: Mapping[str, Any]) -> list[Any]:
-        return [p for p in self.points(name) if dict(p.attributes) == dict(attrs)]
+        return [p for p in self.points(name) if dict(p.attributes or {}) == dict(attrs)]
 
     def value(self, name: str, **attrs: Any) -> float | None:
         """Value of the counter/gauge point with exactly these attributes, None if absent."""
@@ -91,7 +91,9 @@ class Capture:
             return None
         p = found[0]
         assert isinstance(p, HistogramDataPoint)
-        return HistogramPoint(p.count, p.sum, tuple(p.bucket_counts), tuple(p.explicit_bounds), dict(p.attributes))
+        return HistogramPoint(
+            p.count, p.sum, tuple(p.bucket_counts), tuple(p.explicit_bounds), dict(p.attributes or {})
+        )
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -103,7 +105,7 @@ def capture(
     buckets: Mapping[str, Sequence[float]] | None = None,
     *,
     gpu_backend: Any = None,
-    gpu_models: Mapping[int | str, str] | None = None,
+    gpu_models: Mapping[Any, str] | None = None,
     **settings: Any,
 ) -> Capture:
     """A fresh MeterProvider + InMemoryMetricReader, with the instruments ``configure()`` assembles (recorder,

@@ -1,4 +1,4 @@
-"""Zero-code loading: ``RyotInstrumentor`` on plain classes, and a real ``opentelemetry-instrument`` process."""
+"""Zero-code loading: a real ``opentelemetry-instrument`` process (and a bare ``instrument()`` in a fresh one)."""
 
 from __future__ import annotations
 
