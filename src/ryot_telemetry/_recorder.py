@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast, overload
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -73,6 +73,7 @@ class Request:
     __slots__ = (
         "_active",
         "_done",
+        "_recorder",
         "batch_size",
         "cached_tokens",
         "completion_tokens",
@@ -90,7 +91,10 @@ class Request:
         "status",
     )
 
-    def __init__(self, model: str, endpoint: str, mode: str, batch_size: int, active: _Active) -> None:
+    def __init__(
+        self, model: str, endpoint: str, mode: str, batch_size: int, active: _Active, recorder: Recorder
+    ) -> None:
+        self._recorder = recorder
         self.model = model
         self.endpoint = endpoint
         self.mode = mode
@@ -110,32 +114,83 @@ class Request:
         next(active.enter)
         self.start = _clock()
 
-    # The three ways a request can end. Each is idempotent: only the first call counts.
+    # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
+    # (the request knows its recorder); passing it, as before 0.2, still works.
 
-    def success(self, recorder: Recorder) -> None:
+    def success(self, recorder: Recorder | None = None) -> None:
+        """The request completed."""
         if not self._done:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
-            recorder._submit(self)
+            (recorder or self._recorder)._submit(self)
 
-    def fail(self, recorder: Recorder, exc: BaseException) -> None:
+    @overload
+    def fail(self, exc: BaseException, /) -> None: ...
+    @overload
+    def fail(self, recorder: Recorder, exc: BaseException, /) -> None: ...
+
+    def fail(self, first: Recorder | BaseException, exc: BaseException | None = None, /) -> None:
+        """The request failed with ``exc``: error_type and severity are classified from it (``partial`` if a stream
+        already delivered content). Also ``fail(recorder, exc)``."""
         if not self._done:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
+            if exc is None:
+                exc, recorder = cast(BaseException, first), self._recorder
+            else:
+                recorder = cast(Recorder, first)
             self.error_type = classify(exc)
             self.status = PARTIAL if self.delivered else status_for(self.error_type)
             recorder._submit(self)
 
-    def abandon(self, recorder: Recorder) -> None:
+    def abandon(self, recorder: Recorder | None = None) -> None:
         """The consumer closed or cancelled the request: no error, just a request that did not complete."""
         if not self._done:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
             self.status = PARTIAL
-            recorder._submit(self)
+            (recorder or self._recorder)._submit(self)
+
+    # ``with rec.request(...) as req:`` / ``async with``: ends the request exactly once, like the wrapper does.
+
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Success on a normal exit; abandon on cancellation, GeneratorExit, KeyboardInterrupt or SystemExit (the
+        caller went away: not an error); fail on any other exception. The exception always propagates unchanged."""
+        if self._done:
+            return
+        try:
+            if exc is None:  # success(), inlined: this is the per-request path of every ``with`` user
+                self.end = _clock()
+                self._done = True
+                next(self._active.exit)
+                self._recorder._submit(self)
+            elif isinstance(exc, Exception):
+                self.fail(exc)
+            else:
+                self.abandon()
+        except Exception:  # telemetry must never replace the caller's outcome
+            _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
+
+    async def __aenter__(self) -> Request:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None and not self._done:  # as in __exit__: the success path inlined
+            try:
+                self.end = _clock()
+                self._done = True
+                next(self._active.exit)
+                self._recorder._submit(self)
+            except Exception:
+                _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
+            return
+        self.__exit__(exc_type, exc, tb)
 
 
 class Recorder:
@@ -191,13 +246,19 @@ class Recorder:
     # --- hot path ---------------------------------------------------------------------------------------------
 
     def start(self, model: object, endpoint: str, mode: str, batch_size: int = 1) -> Request:
-        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch."""
+        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch.
+
+        The request is also a context manager (``with rec.request(...) as req:``, ``async with`` too) that ends
+        it on exit; otherwise end it with ``req.success()``, ``req.fail(exc)`` or ``req.abandon()``.
+        """
         label = self.models(model)
         key = (label, mode, endpoint)
         active = self._active.get(key)
         if active is None:
             active = self._new_active(key)
-        return Request(label, endpoint, mode, batch_size, active)
+        return Request(label, endpoint, mode, batch_size, active, self)
+
+    request = start  # ``with rec.request(model=..., endpoint=..., mode=...) as req:`` reads better; same call
 
     def _new_active(self, key: tuple[str, str, str]) -> _Active:
         with self._active_lock:
