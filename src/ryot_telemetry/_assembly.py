@@ -25,7 +25,7 @@ from ._instruments import METER_NAME, create_instrument
 from ._recorder import Recorder
 from .derived import install_token_efficiency
 from .engine import EngineMetrics
-from .gpu import GpuGauges, install_gpu_gauges
+from .gpu import GpuGauges, gauges_for
 from .settings import ConfigurationError, Settings
 
 __all__ = ["Assembly", "assemble", "build_recorder", "default_recorder", "exemplar_filter", "package_version"]
@@ -79,7 +79,7 @@ def assemble(meter: Meter, settings: Settings, closers: ExitStack) -> Assembly:
     gauges and the efficiency gauge that read what the drain recorded.
     """
     recorder = build_recorder(meter, settings)
-    gpu = install_gpu_gauges(meter, enabled=settings.gpu, models=settings.gpu_models, backend=settings.gpu_backend)
+    gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
     closers.callback(gpu.close)
     install_token_efficiency(meter, recorder, gpu)
     engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=settings.buckets)

@@ -28,7 +28,7 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONF
 from . import _state
 from ._compat import OTelSDKConfigurator
 from ._setup import Telemetry, configure_from
-from .settings import ConfigurationError, Settings
+from .settings import ConfigurationError, Settings, names_exporters
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -41,11 +41,6 @@ ENTRY_POINT_NAME = "ryot_telemetry"
 def telemetry() -> Telemetry | None:
     """What ``RyotConfigurator`` built in this process, if it ran."""
     return _state.auto_telemetry()
-
-
-def _names_exporters(var: str) -> bool:
-    raw = os.environ.get(var, "").strip().lower()
-    return raw not in ("", "none")
 
 
 @contextmanager
@@ -83,7 +78,7 @@ class RyotConfigurator(OTelSDKConfigurator):
                 # One clear line, and the application still starts with traces/logs as configured (raising would
                 # make the SDK log it twice, with tracebacks, and skip every instrumentor).
                 _log.error("ryot-telemetry: metrics not configured: %s", e)
-        if _names_exporters("OTEL_TRACES_EXPORTER") or _names_exporters("OTEL_LOGS_EXPORTER"):
+        if names_exporters("OTEL_TRACES_EXPORTER") or names_exporters("OTEL_LOGS_EXPORTER"):
             # The SDK's components for traces and logs; its metrics part would build a second, View-less
             # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
             quiet = _DropOverrideWarning()

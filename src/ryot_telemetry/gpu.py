@@ -409,8 +409,14 @@ def install_gpu_gauges(
     ``pynvml``). ``pid``: the process whose memory ``memory_type=process`` reports (default this one).
     Raises ``ConfigurationError`` (a ``ValueError``) only for bad configuration; NVML failures are logged, never raised.
     """
-    mode = gpu_enabled("gpu", enabled)
-    named = {dev: clip(model) for dev, model in gpu_models("gpu_models", models).items()}
+    return gauges_for(meter, gpu_enabled("gpu", enabled), gpu_models("gpu_models", models), backend, pid)
+
+
+def gauges_for(
+    meter: Meter, mode: bool | None, models: Mapping[str, str], backend: NvmlBackend | None, pid: int | None = None
+) -> GpuGauges:
+    """``install_gpu_gauges`` for settings already checked (``Settings.gpu`` / ``gpu_models``): reads no variable."""
+    named = {dev: clip(model) for dev, model in models.items()}
     nvml: Any = None
     if mode is not False:
         level = logging.WARNING if mode else logging.INFO

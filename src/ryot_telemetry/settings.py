@@ -36,6 +36,7 @@ __all__ = [
     "device_id",
     "gpu_enabled",
     "gpu_models",
+    "names_exporters",
     "parse_gpu_models",
 ]
 
@@ -158,6 +159,13 @@ def _exporters(name: str, arg: Any) -> tuple[str, ...]:
     if unknown:
         raise ConfigurationError(f"unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
     return tuple(n for n in names if n != "none")
+
+
+def names_exporters(var: str) -> bool:
+    """Does ``OTEL_TRACES_EXPORTER`` / ``OTEL_LOGS_EXPORTER`` name an exporter? Those signals are left to the SDK's
+    own configurator; this only tells the distro whether to call it."""
+    raw = _raw(var)
+    return raw is not None and raw.strip().lower() != "none"
 
 
 def _otlp_protocol(name: str, arg: Any) -> str:
