@@ -121,3 +121,13 @@ def test_private_third_party_names_are_imported_only_by_compat() -> None:
                 if private and p.name != "_compat.py":
                     offenders.append(f"{p.name}: {node.module}")
     assert offenders == []
+
+
+def test_plain_import_does_not_load_the_sdk_configurator() -> None:
+    """``import ryot_telemetry`` leaves the SDK's configurator (and the trace/log SDKs it pulls in) to the distro."""
+    import subprocess
+    import sys
+
+    code = "import sys, ryot_telemetry; print('opentelemetry.sdk._configuration' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "False"), out.stderr
