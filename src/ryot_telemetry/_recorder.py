@@ -42,6 +42,7 @@ _TOKENS = "ryot.tokens.generated"
 _TTFT = "ryot.ttft.latency"
 _COST = "ryot.token.cost_estimate.usd"
 _MODEL = "ryot.tokens_per_second"  # any metric labelled by model alone: one shared dict per model
+_ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (model, request_type, endpoint)
 
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
@@ -264,7 +265,7 @@ class Recorder:
         with self._active_lock:
             active = self._active.get(key)
             if active is None:
-                active = self._active[key] = _Active({"model": key[0], "request_type": key[1], "endpoint": key[2]})
+                active = self._active[key] = _Active(dict(zip(_ACTIVE_LABELS, key)))
         return active
 
     def _submit(self, req: Request) -> None:

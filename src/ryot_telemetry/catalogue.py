@@ -120,6 +120,10 @@ CONTEXT_TYPES = ("conversation", "batch", "streaming")
 CONVERSATION = CONTEXT_TYPES[0]
 BATCH_SIZE_LABELS = ("1", "2-4", "5-8", "9-16", "17-32", "33+")
 PROMPT_SIZES = ("tiny", "small", "medium", "large", "xlarge")
+LOAD_TYPES = ("cold_start", "warm_start", "cache_hit")  # of the loading-time histogram
+LOAD_ATTEMPT_TYPES = ("cold", "warm", "from_cache")  # the same three, as the SPEC names them on the attempts counter
+LOAD_RESULTS = ("success", "failed", "partial")
+LOAD_SUCCESS, LOAD_FAILED, LOAD_PARTIAL = LOAD_RESULTS
 NVML_MEMORY_TYPES = ("used", "free", "total", "process")
 BREAKDOWN_MEMORY_TYPES = ("model_weights", "kv_cache", "activations")
 _GPU = ("device_id",)
@@ -162,7 +166,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Model load attempts by result and load type.",
         ("model", "result", "load_type"),
         source="engine",
-        label_values={"result": ("success", "failed", "partial"), "load_type": ("cold", "warm", "from_cache")},
+        label_values={"result": LOAD_RESULTS, "load_type": LOAD_ATTEMPT_TYPES},
     ),
     MetricSpec(
         "ryot.model.cache_evictions",
@@ -217,7 +221,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "load_type", "device_type"),
         buckets=_LOAD,
         source="engine",
-        label_values={"load_type": ("cold_start", "warm_start", "cache_hit")},
+        label_values={"load_type": LOAD_TYPES},
     ),
     MetricSpec(
         "ryot.initialization.startup_time",

@@ -131,3 +131,14 @@ def test_plain_import_does_not_load_the_sdk_configurator() -> None:
     code = "import sys, ryot_telemetry; print('opentelemetry.sdk._configuration' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout.strip()) == (0, "False"), out.stderr
+
+
+def test_bucketed_label_values_are_the_catalogue_vocabularies() -> None:
+    """batch_size_label and prompt_size_label produce exactly the values the catalogue declares, in order."""
+    from ryot_telemetry import batch_size_label, prompt_size_label
+    from ryot_telemetry.catalogue import get
+
+    batch = list(dict.fromkeys(batch_size_label(n) for n in range(0, 100)))
+    sizes = list(dict.fromkeys(prompt_size_label(n) for n in (0, 49, 50, 499, 500, 1999, 2000, 9999, 10000)))
+    assert tuple(batch) == get("ryot.inference.latency").label_values["batch_size"]
+    assert tuple(sizes) == get("ryot.ttft.latency").label_values["prompt_size"]
