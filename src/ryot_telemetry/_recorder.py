@@ -69,7 +69,10 @@ class _Active:
 
 
 class Request:
-    """One request's facts, filled in by the wrapper as they become known and recorded once, when finished."""
+    """One request's facts, filled in by the wrapper as they become known and recorded once, when finished.
+
+    Also a context manager (``with`` / ``async with``) that ends the request on exit: see ``__exit__``.
+    """
 
     __slots__ = (
         "_active",

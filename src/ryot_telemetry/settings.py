@@ -135,7 +135,7 @@ def _choice(var: str | None, default: str, choices: Sequence[str]) -> Loader:
 
 
 def _given(name: str, arg: Any) -> Any:
-    """A plain argument with no variable behind it (extra readers, a backend object, set_global)."""
+    """A plain argument with no variable behind it (an injected object such as the NVML backend)."""
     return arg
 
 
