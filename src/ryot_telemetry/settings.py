@@ -168,12 +168,18 @@ def names_exporters(var: str) -> bool:
     return raw is not None and raw.strip().lower() != "none"
 
 
-def _otlp_protocol(name: str, arg: Any) -> str:
-    """The argument, else ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, else an ``otlp_proto_*`` exporter name, else
-    ``OTEL_EXPORTER_OTLP_PROTOCOL``, else grpc."""
-    if arg is None and _raw("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") is None:
-        for item in (_raw("OTEL_METRICS_EXPORTER") or "").split(","):
-            variant = _OTLP_VARIANTS.get(item.strip().lower())
+def _otlp_protocol(name: str, args: tuple[Any, Any]) -> str:
+    """The argument, else an ``otlp_proto_*`` exporter name (it names the SDK's exporter class, so it wins as it
+    does in the SDK), else ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else grpc.
+
+    ``args``: the ``otlp_protocol`` and ``exporters`` arguments (exporter names come from the latter when given).
+    """
+    arg, exporters = args
+    if arg is None:
+        if exporters is None:
+            exporters = _raw("OTEL_METRICS_EXPORTER") or ""
+        for item in exporters.split(",") if isinstance(exporters, str) else exporters:
+            variant = _OTLP_VARIANTS.get(item.strip().lower()) if isinstance(item, str) else None
             if variant is not None:
                 return variant
     var = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
@@ -427,8 +433,13 @@ def _mapping(name: str, arg: Any) -> dict[str, str]:
     return dict(arg)
 
 
-def _setting(load: Loader, argument: str | None = None) -> Any:
-    """A field loaded by ``load(name, argument value or None)``; ``argument``: read another field's argument."""
+def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:
+    return arguments.get(which) if isinstance(which, str) else tuple(arguments.get(w) for w in which)
+
+
+def _setting(load: Loader, argument: str | tuple[str, ...] | None = None) -> Any:
+    """A field loaded by ``load(name, argument value or None)``. ``argument``: the argument to read instead of the
+    field's own; a tuple of names hands the loader a tuple of their values."""
     return field(metadata={"load": load, "argument": argument})
 
 
@@ -448,7 +459,7 @@ class Settings:
     start_prometheus_server: bool = _setting(_bool(None, True))
     otlp_endpoint: str | None = _setting(_otlp_endpoint)
     otlp_endpoint_source: str | None = _setting(_otlp_endpoint_source, argument="otlp_endpoint")
-    otlp_protocol: str = _setting(_otlp_protocol)
+    otlp_protocol: str = _setting(_otlp_protocol, argument=("otlp_protocol", "exporters"))
     otlp_timeout: float | None = _setting(_otlp_timeout)
     otlp_compression: str | None = _setting(_otlp_compression)
     export_interval_ms: int = _setting(_int("OTEL_METRIC_EXPORT_INTERVAL", 60000, 1))
@@ -481,6 +492,7 @@ class Settings:
         if unknown:
             raise ConfigurationError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
         values = {
-            name: f.metadata["load"](name, arguments.get(f.metadata["argument"] or name)) for name, f in known.items()
+            name: f.metadata["load"](name, _argument(arguments, f.metadata["argument"] or name))
+            for name, f in known.items()
         }
         return cls(**values)

@@ -372,3 +372,20 @@ def test_configure_twice_without_shutdown_warns(caplog: pytest.LogCaptureFixture
     finally:
         first.shutdown()
     assert any("configure() called again" in r.getMessage() for r in caplog.records)
+
+
+def test_otlp_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """otlp_protocol= wins; then an otlp_proto_* exporter name (from exporters= when given, else the variable),
+    as it names the SDK's exporter class; then the METRICS_ then the general protocol variable; else grpc."""
+    from ryot_telemetry.settings import Settings
+
+    assert Settings.load().otlp_protocol == "grpc"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    assert Settings.load().otlp_protocol == "http/protobuf"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+    assert Settings.load().otlp_protocol == "grpc"
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp_proto_http")
+    assert Settings.load().otlp_protocol == "http/protobuf"
+    assert Settings.load(exporters="otlp").otlp_protocol == "grpc"  # the argument replaces the variable's names
+    assert Settings.load(exporters=["otlp_proto_http"]).otlp_protocol == "http/protobuf"
+    assert Settings.load(otlp_protocol="grpc").otlp_protocol == "grpc"
