@@ -119,7 +119,7 @@ class Request:
         self.start = _clock()
 
     # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
-    # (the request knows its recorder); passing it, as before 0.2, still works.
+    # (the request knows its recorder); the older spelling that passes it still works.
 
     def success(self, recorder: Recorder | None = None) -> None:
         """The request completed."""
