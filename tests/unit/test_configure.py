@@ -389,3 +389,26 @@ def test_otlp_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.load(exporters="otlp").otlp_protocol == "grpc"  # the argument replaces the variable's names
     assert Settings.load(exporters=["otlp_proto_http"]).otlp_protocol == "http/protobuf"
     assert Settings.load(otlp_protocol="grpc").otlp_protocol == "grpc"
+
+
+def test_every_variable_settings_reads_is_documented() -> None:
+    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py (or env.py) appears in the README's table."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from ryot_telemetry import env, settings
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("<!-- BEGIN CONFIG TABLE -->") : readme.index("<!-- END CONFIG TABLE -->")]
+    names = {
+        node.value
+        for node in ast.walk(ast.parse(Path(settings.__file__).read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"(OTEL|RYOT_TELEMETRY)_[A-Z_]+", node.value)
+    }
+    names |= {v for k, v in vars(env).items() if k.startswith("RYOT_TELEMETRY_")}
+    assert "OTEL_EXPORTER_OTLP_TIMEOUT" in names and "RYOT_TELEMETRY_GPU_MODELS" in names
+    assert sorted(n for n in names if f"`{n}`" not in table) == []
