@@ -422,14 +422,17 @@ def test_every_label_is_short_encodable_and_kept_where_it_can_be(name: Any, max_
     assert all(type(k) is str and len(k) <= max_length for k in labels._map)
 
 
+_RECORDER = ryot_telemetry.build_recorder(MeterProvider().get_meter("ryot_telemetry"))
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(value=COUNTS)
 def test_usage_counts_follow_the_spec_rule(value: Any) -> None:
     """The wrapper takes a usage count exactly when the SPEC's rule (independently written above) allows it."""
-    from ryot_telemetry._recorder import Request, _Active
     from ryot_telemetry._wrapper import read_usage
 
-    req = Request("m", "chat_completion", "standard", 1, _Active({}))
+    req = _RECORDER.start("m", "chat_completion", "standard")
     read_usage(req, {"completion_tokens": value})
+    req.abandon()
     assert req.completion_tokens == plausible(value)
     assert (req._implausible is not None) == (value is not None and plausible(value) is None)
