@@ -51,7 +51,7 @@ async def bench_worker_request(n: int, rounds: int) -> dict[str, float]:
     single = telemetry()
     with tempfile.TemporaryDirectory() as d:
         worker = ryot_telemetry.configure(multiproc_dir=d, exporters="none", gpu=False)
-        mp = worker._multiproc
+        mp = worker.multiproc
         mp._stop.set()  # the benchmark runs the hand-off itself, in step with the rounds
         if mp._thread is not None:
             mp._thread.join()
@@ -97,7 +97,7 @@ def _child(kind: str, directory: str) -> None:
     if kind == "ryot":
         tel = ryot_telemetry.configure(multiproc_dir=directory, exporters="none", gpu=False)
         fill_all_combinations(tel.recorder)
-        tel._multiproc.snapshot()
+        tel.multiproc.snapshot()
     else:  # prometheus_client multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set in our environment)
         from prometheus_client import generate_latest
 

@@ -33,9 +33,9 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -58,7 +58,16 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from . import env
+from ._compat import set_collect_callback
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from ._recorder import Recorder
+    from .engine import EngineMetrics
+    from .gpu import GpuGauges
+    from .settings import Settings
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -142,30 +151,6 @@ class _Ident:
         except ValueError:
             return None
         return cls(pid, start, ppid, pstart)
-
-
-def resolve_dir(arg: str | os.PathLike[str] | None) -> str | None:
-    """The multi-process directory: the argument, else ``RYOT_TELEMETRY_MULTIPROC_DIR``; checked writable."""
-    from ._setup import ConfigurationError  # _setup imports this module
-
-    raw = os.fspath(arg) if arg is not None else os.environ.get(env.RYOT_TELEMETRY_MULTIPROC_DIR, "")
-    if raw.strip() == "":
-        return None
-    path = os.path.abspath(raw)
-    if not os.path.isdir(path):
-        raise ConfigurationError(
-            f"{env.RYOT_TELEMETRY_MULTIPROC_DIR}={raw!r}: no such directory (create it before the server starts)"
-        )
-    probe = os.path.join(path, f".probe-{os.getpid()}")
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"")
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigurationError(
-            f"{env.RYOT_TELEMETRY_MULTIPROC_DIR}={raw!r}: directory not writable ({e.strerror or e})"
-        ) from None
-    return path
 
 
 # --- merging ----------------------------------------------------------------------------------------------------
@@ -490,8 +475,8 @@ def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) 
 
     The reader is attached to no MeterProvider: its collect callback (the hook a provider installs) returns the
     merged data, and the OTel exporter translates it to Prometheus families itself (names, units, ``_total``, scope
-    labels), so no exposition format is written here. Private-API note: ``_set_collect_callback`` is the SDK's
-    provider-to-reader hook; kept in this one place until the project's compat module exists.
+    labels), so no exposition format is written here (the hook is the SDK's private provider-to-reader one: see
+    ``_compat``).
     """
     reader = PrometheusMetricReader(registry=registry)
 
@@ -502,7 +487,7 @@ def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) 
             _log.warning("ryot-telemetry: could not merge the worker processes' metrics", exc_info=True)
             return None
 
-    reader._set_collect_callback(collect)  # type: ignore[arg-type]  # the SDK annotates it loosely
+    set_collect_callback(reader, collect)
     return reader
 
 
@@ -661,7 +646,7 @@ class MultiProcess:
         self._thread.start()
 
     def close(self) -> None:
-        """Hand over the final state, give up the leadership and the port."""
+        """Hand over the final state, export it when leading, give up the leadership and the port."""
         if self._closed:
             return
         self._closed = True
@@ -670,11 +655,8 @@ class MultiProcess:
             self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             self.snapshot()
-        if self._otlp is not None:
-            if self.leader:
-                self.export()  # the final totals, as a PeriodicExportingMetricReader does at shutdown
-            with contextlib.suppress(Exception):
-                self._otlp.shutdown()
+        if self._otlp is not None and self.leader:
+            self.export()  # the final totals, as a PeriodicExportingMetricReader does at shutdown
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -728,7 +710,7 @@ def reset_recorder_after_fork(recorder: Any) -> None:
             active.enter = itertools.count()
             active.exit = itertools.count()
     with contextlib.suppress(Exception):
-        recorder.windows = type(recorder.windows)()
+        recorder.windows.__init__()  # in place: the derived gauges hold this very object
 
 
 def _fork_prepare() -> None:
@@ -758,34 +740,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_parent, after_in_child=_fork_child)
 
 
-
-
-
-# --- forked children without multi-process mode ----------------------------------------------------------------
-
-_telemetries: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-
-
-def track(tel: Any) -> None:
-    """Register a ``Telemetry`` for the at-fork handler below (keyed by id: a dataclass is not hashable)."""
-    _telemetries[id(tel)] = tel
-
-
-def _fork_child_telemetry() -> None:
-    """A forked child never serves (or holds open) its parent's scrape socket, and never waits for the parent's
-    server thread, which does not exist in the child: its ``shutdown()`` returns at once."""
-    for tel in list(_telemetries.values()):
-        server = getattr(tel, "_server", None)
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.socket.close()
-            tel._server = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fork_child_telemetry)
-
-
 # --- assembly ---------------------------------------------------------------------------------------------------
 
 
@@ -801,84 +755,94 @@ def server_instance_id(directory: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ryot-telemetry://{socket.gethostname()}{directory}"))
 
 
-def configure_process(
-    directory: str,
-    *,
-    names: Sequence[str],
-    resource: Resource,
-    service: str,
-    bucket_map: Mapping[str, Sequence[float]],
-    readers: Sequence[Any],
-    prometheus_registry: Any,
-    prometheus_host: str | None,
-    prometheus_port: int | None,
-    start_prometheus_server: bool,
-    otlp_endpoint: str | None,
-    otlp_protocol: str | None,
-    export_interval_ms: int | None,
-    recorder_kw: Mapping[str, Any],
-    gpu: bool | None,
-    gpu_models: Mapping[Any, str] | None,
-    gpu_backend: Any,
-    set_global: bool,
-    user_instance_id: bool = False,
-) -> Any:
-    """``configure()`` in multi-process mode: this process's provider, hand-off and share of the server duties."""
-    from opentelemetry import metrics
+@dataclass
+class Process:
+    """What ``configure_process`` built, for ``configure()`` to wrap in its ``Telemetry``."""
+
+    provider: MeterProvider
+    meter: Meter
+    recorder: Recorder
+    readers: list[Any]
+    url: str | None
+    registry: Any
+    closers: contextlib.ExitStack
+    engine: EngineMetrics
+    gpu: GpuGauges
+    multiproc: MultiProcess
+
+
+def configure_process(settings: Settings, resource: Resource) -> Process:
+    """``configure()`` in multi-process mode: this process's provider, hand-off and share of the server duties.
+
+    Two providers: the worker's (every instrument but NVML's, read by the hand-off reader and the user's readers)
+    and the server's (service info, NVML gauges, token efficiency), read only when this process answers a scrape or
+    exports for the server. Whatever was started is undone if a later step fails, as in ``configure()``.
+    """
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 
-    from . import _setup as s
+    from ._assembly import build_recorder, exemplar_filter, install_service_info, package_version
     from ._instruments import METER_NAME, views
+    from ._readers import otlp_exporter, registry_for
+    from .derived import install_token_efficiency
     from .engine import EngineMetrics
-    from .gpu import install_gpu_gauges, install_token_efficiency
+    from .gpu import gauges_for
 
-    interval = s._interval(export_interval_ms)
-    if "service.instance.id=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "") and not user_instance_id:
+    directory = settings.multiproc_dir
+    assert directory is not None
+    if "service.instance.id" not in settings.resource_attributes and "service.instance.id=" not in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
         resource = resource.merge(Resource({"service.instance.id": server_instance_id(directory)}))
-    otlp = s._otlp_exporter(otlp_endpoint, otlp_protocol) if "otlp" in names else None
-    worker_readers: list[Any] = list(readers)
-    if "console" in names:
-        worker_readers.append(
-            PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
-        )
-    hand_off = InMemoryMetricReader()
-    worker_readers.append(hand_off)
+    version = package_version()
     registry = serve = url = None
-    if "prometheus" in names:
-        registry, host, port = s._prometheus_target(prometheus_registry, prometheus_host, prometheus_port)
-        url = f"http://{s._url_host(host)}:{port}/metrics"
-        if start_prometheus_server:
+    if "prometheus" in settings.exporters:
+        registry = registry_for(settings)
+        if settings.start_prometheus_server:
             from prometheus_client import start_http_server
 
-            reg = registry
+            host, port, reg = settings.prometheus_host, settings.prometheus_port, registry
+            url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
 
             def serve() -> Any:
                 return start_http_server(port, addr=host, registry=reg)[0]
-        else:
-            url = None
-    version = s.package_version()
-    closers: list[Callable[[], Any]] = []
-    provider = MeterProvider(
-        metric_readers=worker_readers, resource=resource, views=views(bucket_map), exemplar_filter=s.exemplar_filter()
-    )
-    server_reader = InMemoryMetricReader()
-    server_provider = MeterProvider(metric_readers=[server_reader], resource=resource, views=views(bucket_map))
-    try:
+
+    with contextlib.ExitStack() as closers:
+        otlp = otlp_exporter(settings) if "otlp" in settings.exporters else None
+        if otlp is not None:
+            closers.callback(otlp.shutdown)
+        worker_readers: list[Any] = list(settings.readers)
+        if "console" in settings.exporters:
+            worker_readers.append(
+                PeriodicExportingMetricReader(
+                    ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms
+                )
+            )
+        hand_off = InMemoryMetricReader()
+        worker_readers.append(hand_off)
+        provider = MeterProvider(
+            metric_readers=worker_readers,
+            resource=resource,
+            views=views(settings.buckets),
+            exemplar_filter=exemplar_filter(settings),
+        )
+        closers.callback(provider.shutdown)
+        server_reader = InMemoryMetricReader()
+        server_provider = MeterProvider(
+            metric_readers=[server_reader], resource=resource, views=views(settings.buckets)
+        )
+        closers.callback(server_provider.shutdown)
         meter = provider.get_meter(METER_NAME, version)
-        recorder = s.build_recorder(meter, buckets=bucket_map, **recorder_kw)
+        recorder = build_recorder(meter, settings)
         # Worker side: engine-reported GPU memory breakdowns only; NVML is read once, by the answering process.
-        breakdowns = install_gpu_gauges(meter, enabled=False, models=gpu_models)
-        engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=bucket_map)
+        breakdowns = gauges_for(meter, False, settings.gpu_models, None)
+        engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
         server_meter = server_provider.get_meter(METER_NAME, version)
-        s.install_service_info(server_meter, service, s._pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
-        try:
-            gpu_gauges = install_gpu_gauges(server_meter, enabled=gpu, models=gpu_models, backend=gpu_backend)
-        except ValueError as e:
-            raise s.ConfigurationError(str(e)) from None
-        closers.append(gpu_gauges.close)
-        rates = _MergedRates(getattr(recorder.models, "max_length", 128))
-        install_token_efficiency(server_meter, rates, gpu_gauges)
+        install_service_info(server_meter, str(resource.attributes.get("service.name", "")), settings.component)
+        gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        closers.callback(gpu.close)
+        rates = _MergedRates(recorder.models.max_length)
+        install_token_efficiency(server_meter, rates, gpu)
         mp = MultiProcess(
             directory,
             worker_reader=hand_off,
@@ -888,83 +852,12 @@ def configure_process(
             rates=rates,
             serve=serve,
             otlp=otlp,
-            export_interval_s=interval / 1000.0,
+            export_interval_s=settings.export_interval_ms / 1000.0,
         )
         if registry is not None:
-            exposer = merged_prometheus_reader(mp.metrics_data, registry)
-            closers.append(exposer.shutdown)
-        closers.append(server_provider.shutdown)
-    except BaseException:
-        for close in reversed(closers):
-            with contextlib.suppress(Exception):
-                close()
-        with contextlib.suppress(Exception):
-            server_provider.shutdown()
-        with contextlib.suppress(Exception):
-            provider.shutdown()
-        raise
-    if set_global:
-        metrics.set_meter_provider(provider)
-    tel = s.Telemetry(
-        provider, meter, recorder, worker_readers, url, registry, None, closers, engine=engine, gpu=gpu_gauges
-    )
-    tel._multiproc = mp
-    mp.start()
-    return tel
-
-
-# --- without multi-process mode: is the scrape port held by a sibling worker? --------------------------------
-
-
-def _listening_inodes(port: int) -> set[str]:
-    """Inodes of the sockets listening on TCP ``port`` (Linux ``/proc/net/tcp*``)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f, None)
-                for line in f:
-                    cols = line.split()
-                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(cols[9])
-        except (OSError, ValueError):
-            continue
-    return inodes
-
-
-def _holds(pid: int, inodes: set[str]) -> bool:
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return False
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            link = os.readlink(f"{fd_dir}/{fd}")
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                return True
-    return False
-
-
-def port_held_by_same_server(port: int) -> bool:
-    """Whether a listener on ``port`` belongs to this server: our parent (the master) or a sibling worker."""
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return False
-    me, parent = os.getpid(), os.getppid()
-    candidates = [parent]
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return False
-    for entry in entries:
-        if not entry.isdigit() or int(entry) in (me, parent):
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == parent:
-                candidates.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return any(_holds(pid, inodes) for pid in candidates)
+            closers.callback(merged_prometheus_reader(mp.metrics_data, registry).shutdown)
+        # Runs first at shutdown: the final hand-off while the provider still collects, then the port and lock.
+        closers.callback(mp.close)
+        mp.start()
+        owned = closers.pop_all()
+    return Process(provider, meter, recorder, worker_readers, url, registry, owned, engine, gpu, mp)

@@ -18,7 +18,7 @@ import urllib.request
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import ryot_telemetry
-from ryot_telemetry import multiproc
+from ryot_telemetry import _ports
 from ryot_telemetry.simulate import SimulatedRouter
 
 MODEL = "llama-3.1-8b-instruct"
@@ -56,7 +56,7 @@ for _ in range(children):
         asyncio.run(serve(per_child))
         seen = requests_seen()
         port = int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0]) if tel.prometheus_url else 0
-        holds = multiproc._holds(os.getpid(), multiproc._listening_inodes(port)) if port else False
+        holds = _ports._holds(os.getpid(), _ports._listening_inodes(port)) if port else False
         if kill:  # hand over by the periodic snapshot only, then die without shutdown()
             time.sleep(1.2)
             os.write(w, json.dumps({"seen": seen}).encode())

@@ -1,5 +1,5 @@
 """Run with .venv312's python: the real ogx ``InferenceRouter`` over a scripted provider, instrumented as the
-README's "With llama-stack / ogx" recipe does it; prints one JSON report for tests/test_llama_stack.py.
+README's "With llama-stack / ogx" recipe does it; prints one JSON report for tests/e2e/test_llama_stack.py.
 With ``--auto`` (run under ``opentelemetry-instrument``) it sets nothing up itself and waits to be scraped.
 
 The provider is the only stand-in: it answers like an OpenAI-compatible backend (usage on the last stream chunk
@@ -206,10 +206,10 @@ def points(cap: Capture) -> dict[str, Any]:
         "req_chat_ok": cap.value(req, model=MODEL, endpoint="chat_completion", status="success"),
         "req_completion_ok": cap.value(req, model=MODEL, endpoint="completion", status="success"),
         "req_missing": cap.value(
-            req, model="no-such-model", endpoint="chat_completion", status="error", error_type="model_not_found"
+            req, model="__unknown__", endpoint="chat_completion", status="error", error_type="model_not_found"
         ),
         "errors_missing": cap.value(
-            "ryot.inference.errors", model="no-such-model", error_type="model_not_found", severity="info"
+            "ryot.inference.errors", model="__unknown__", error_type="model_not_found", severity="info"
         ),
         "tok_prompt_standard": cap.value(tok, model=MODEL, token_type="prompt", generation_mode="standard"),
         "tok_completion_standard": cap.value(tok, model=MODEL, token_type="completion", generation_mode="standard"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,8 @@ async def test_batch_completion_buckets_batch_size(cap: Capture) -> None:
 
 async def test_task_cancellation_returns_active_to_zero(cap: Capture) -> None:
     """Cancelling a task awaiting a non-stream call: status=partial, active 0, CancelledError propagates."""
-    router = cap.instrument_router(ScriptedRouter(response=Completion(), delay=10))
+    await cap.instrument_router(ScriptedRouter(response=Completion())).openai_chat_completion(ChatParams(model="m"))
+    router = cap.instrument_router(ScriptedRouter(response=Completion(), delay=10))  # "m" has its label slot
     task = asyncio.ensure_future(router.openai_chat_completion(ChatParams(model="m")))
     await asyncio.sleep(0.01)
     cap.collect()
@@ -118,3 +120,68 @@ async def test_task_cancellation_returns_active_to_zero(cap: Capture) -> None:
         cap.value("ryot.active_inference_requests", model="m", request_type="standard", endpoint="chat_completion") == 0
     )
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+
+
+async def test_keyword_style_router_without_stream_options_is_called_as_the_caller_did(cap: Capture) -> None:
+    """A router taking keyword arguments but no stream_options gets exactly the caller's keywords."""
+
+    class KeywordRouter:
+        async def openai_chat_completion(self, model: str, messages: list, stream: bool = False) -> Any:
+            async def gen() -> Any:
+                yield content_chunk("a", model=model)
+
+            return gen()
+
+    router = cap.instrument_router(KeywordRouter())
+    got = [c async for c in await router.openai_chat_completion(model="m", messages=[], stream=True)]
+    assert len(got) == 1
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+
+
+async def test_keyword_style_router_with_stream_options_is_asked_for_usage(cap: Capture) -> None:
+    """A keyword-style router that declares stream_options receives include_usage, and its usage is read."""
+    seen: list[Any] = []
+
+    class KeywordRouter:
+        async def openai_chat_completion(
+            self, model: str, messages: list, stream: bool = False, stream_options: dict | None = None
+        ) -> Any:
+            seen.append(stream_options)
+
+            async def gen() -> Any:
+                yield content_chunk("a", model=model)
+                yield usage_chunk(usage(9, 1), model=model)
+
+            return gen()
+
+    router = cap.instrument_router(KeywordRouter())
+    got = [c async for c in await router.openai_chat_completion(model="m", messages=[], stream=True)]
+    assert len(got) == 1 and seen == [{"include_usage": True}]
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 9
+
+
+class KeyErrorResult:
+    """A response whose instance ``__getattr__`` raises KeyError for anything it lacks (the AttrDict idiom)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise KeyError(name)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream-flag-but-no-stream"])
+async def test_result_whose_getattr_raises_keyerror_passes_through(cap: Capture, stream: bool) -> None:
+    """The caller gets the very object back, no KeyError from telemetry; the request counts, in-flight is 0."""
+    result = KeyErrorResult()
+
+    class Router:
+        async def openai_chat_completion(self, params: object) -> object:
+            return result
+
+    router = cap.instrument_router(Router())
+    assert await router.openai_chat_completion(ChatParams(model="m", stream=stream)) is result
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    mode = "streaming" if stream else "standard"
+    # a first request of "m" was in flight under __unknown__ (the name had no label slot yet)
+    assert cap.recorder.active() == {("__unknown__", mode, "chat_completion"): 0}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "llama-3.1-8b-instruct"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -298,8 +298,14 @@ def test_missing_or_unwritable_directory_is_one_configuration_error(path: str, m
     """A missing or unwritable directory fails configure() with one ConfigurationError naming the variable."""
     from ryot_telemetry import ConfigurationError, configure
 
-    with pytest.raises(ConfigurationError, match=f"RYOT_TELEMETRY_MULTIPROC_DIR.*{message}"):
+    with pytest.raises(ConfigurationError, match=f"multiproc_dir=.*{message}"):
         configure(multiproc_dir=path, exporters="none", gpu=False)
+    os.environ["RYOT_TELEMETRY_MULTIPROC_DIR"] = path
+    try:
+        with pytest.raises(ConfigurationError, match=f"RYOT_TELEMETRY_MULTIPROC_DIR=.*{message}"):
+            configure(exporters="none", gpu=False)
+    finally:
+        del os.environ["RYOT_TELEMETRY_MULTIPROC_DIR"]
 
 
 def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -> None:
@@ -406,8 +412,9 @@ def test_histograms_counters_and_live_gauges_merge_exactly() -> None:
     assert tokens == {"prompt": 50, "completion": 3 * 5 + 2 * 7}
     (requests,) = metrics["ryot.inference.requests"].data.data_points
     assert requests.value == 5
-    # Only the live worker's levels: its in-flight (0) and its own sliding windows.
-    assert [p.value for p in metrics["ryot.active_inference_requests"].data.data_points] == [0]
+    # Only the live worker's levels: its in-flight series (all 0) and its own sliding windows.
+    inflight = metrics["ryot.active_inference_requests"].data.data_points
+    assert inflight and all(p.value == 0 for p in inflight)
     rates = {p.attributes["time_window"] for p in metrics["ryot.sliding_tokens_per_second"].data.data_points}
     assert rates == {"1m", "5m", "15m"}
 
