@@ -74,6 +74,10 @@ _log = logging.getLogger("ryot_telemetry")
 SNAPSHOT_INTERVAL = 0.5
 """Seconds between two hand-offs of a worker's state (and between two leader-lock attempts)."""
 
+HEARTBEAT = 5.0
+"""Longest time between two hand-offs of an idle worker (no request started or ended): sliding windows and
+engine-reported gauges are then at most this old. A request that starts or ends is handed off at the next tick."""
+
 LIVE_SUM = frozenset({"ryot.active_inference_requests", "ryot.sliding_tokens_per_second"})
 """Gauges summed over live processes; every other gauge is taken from the most recent live writer. (In-flight is an
 up-down counter: like every non-monotonic sum it is summed over live processes only.)"""
@@ -545,6 +549,8 @@ class MultiProcess:
         self._next_export = time.monotonic() + export_interval_s
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._last_activity: Any = None
+        self._last_write = 0.0
         _instances.add(self)
 
     @property
@@ -557,8 +563,26 @@ class MultiProcess:
 
     # - hand-off
 
-    def snapshot(self) -> None:
-        """Collect this process's cumulative state and hand it to the directory (atomically)."""
+    def _activity(self) -> Any:
+        """Changes whenever a request starts or ends (whoever drained it); None when it cannot be read."""
+        try:
+            return tuple((repr(a.enter), repr(a.exit)) for a in list(self.recorder._active.values()))
+        except Exception:
+            return None
+
+    def snapshot(self, *, idle_skip: bool = False) -> None:
+        """Collect this process's cumulative state and hand it to the directory (atomically).
+
+        ``idle_skip``: skip it when no request started or ended since the last hand-off, unless ``HEARTBEAT``
+        seconds have passed (an idle worker then costs nothing between heartbeats)."""
+        activity = self._activity()
+        if (
+            idle_skip
+            and activity is not None
+            and activity == self._last_activity
+            and time.monotonic() - self._last_write < HEARTBEAT
+        ):
+            return
         with self._collect_lock:
             data = self.worker_reader.get_metrics_data()
             # Nothing recorded yet still leaves a file: the directory shows every live worker.
@@ -569,6 +593,7 @@ class MultiProcess:
                 merged.add(self._baseline, live=True, sign=-1)
                 req = encode_metrics(merged.metrics_data(self.resource))
             _write_atomic(self.path, req.SerializeToString())
+            self._last_activity, self._last_write = activity, time.monotonic()
 
     # - merged view
 
@@ -589,6 +614,8 @@ class MultiProcess:
     def _try_lead(self) -> None:
         if self._lock_fd is not None:
             return
+        if any(other is not self and other.leader and other.directory == self.directory for other in _instances):
+            return  # POSIX locks belong to the process: a second instance here would "win" it and then free it
         fd = os.open(os.path.join(self.directory, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -626,7 +653,7 @@ class MultiProcess:
 
     def tick(self) -> None:
         try:
-            self.snapshot()
+            self.snapshot(idle_skip=True)
         except Exception:
             _log.warning("ryot-telemetry: could not write %s", self.path, exc_info=True)
         try:
@@ -685,6 +712,7 @@ class MultiProcess:
         self._merge_lock = threading.Lock()
         self._baseline = getattr(self, "_fork_baseline", None)
         self.me = _Ident.mine()
+        self._last_write = 0.0  # a new identity: its first hand-off is due at once
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.socket.close()

@@ -671,3 +671,39 @@ def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path:
         log.close()
         upstream.terminate()
         upstream.wait(timeout=10)
+
+
+def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> None:
+    """An idle worker does not rewrite its file every tick; a finished request is handed off within a second."""
+    import asyncio
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.simulate import SimulatedRouter
+
+    tel = configure(multiproc_dir=tmp_path, exporters="none", gpu=False)
+    try:
+        (own,) = tmp_path.glob("w-*.pb")
+        first = own.stat().st_mtime_ns
+        time.sleep(1.2)
+        assert own.stat().st_mtime_ns == first
+        router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+        asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
+        time.sleep(1.0)
+        assert own.stat().st_mtime_ns > first
+        assert _samples_of(own, "ryot.inference.requests") == 1
+    finally:
+        tel.shutdown()
+
+
+def _samples_of(path: Path, name: str) -> float:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    req = ExportMetricsServiceRequest.FromString(path.read_bytes())
+    return sum(
+        p.as_int or p.as_double
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.sum.data_points
+    )
