@@ -25,6 +25,7 @@ never wait for the parent's server thread; with it, a child becomes a worker of 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -541,6 +542,7 @@ class MultiProcess:
         self.server: Any = None
         self._serve_warned = False
         self.me = _Ident.mine()
+        self._pid = os.getpid()
         self._baseline: ExportMetricsServiceRequest | None = None
         self._lock_fd: int | None = None
         self._collect_lock = threading.Lock()
@@ -549,6 +551,7 @@ class MultiProcess:
         self._next_export = time.monotonic() + export_interval_s
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._write_warned = False
         self._last_activity: Any = None
         self._last_write = 0.0
         _instances.add(self)
@@ -654,8 +657,12 @@ class MultiProcess:
     def tick(self) -> None:
         try:
             self.snapshot(idle_skip=True)
-        except Exception:
-            _log.warning("ryot-telemetry: could not write %s", self.path, exc_info=True)
+            self._write_warned = False
+        except Exception as e:
+            # Once per failure spell (a directory removed under a running server would otherwise log every tick).
+            level = logging.DEBUG if self._write_warned else logging.WARNING
+            self._write_warned = True
+            _log.log(level, "ryot-telemetry: could not write %s: %s", self.path, e)
         try:
             self._try_lead()
             if self.leader:
@@ -671,6 +678,16 @@ class MultiProcess:
         self.tick()
         self._thread = threading.Thread(target=self._run, name="ryot-multiproc", daemon=True)
         self._thread.start()
+        # A worker that exits without shutdown() (a server stopping its workers) still hands over its last
+        # requests. Registered after the MeterProvider's own exit hook, so it runs first (atexit is LIFO).
+        ref = weakref.ref(self)
+
+        def at_exit() -> None:
+            mp = ref()
+            if mp is not None and mp._pid == os.getpid():
+                mp.close()
+
+        atexit.register(at_exit)
 
     def close(self) -> None:
         """Hand over the final state, export it when leading, give up the leadership and the port."""
@@ -713,6 +730,7 @@ class MultiProcess:
         self._baseline = getattr(self, "_fork_baseline", None)
         self.me = _Ident.mine()
         self._last_write = 0.0  # a new identity: its first hand-off is due at once
+        self._pid = os.getpid()  # exit hook: the child hands over its own state at exit
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.socket.close()

@@ -487,3 +487,26 @@ def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path:
         log.close()
         upstream.terminate()
         upstream.wait(timeout=10)
+
+
+def test_a_worker_exiting_without_shutdown_hands_over_its_last_requests(tmp_path: Path) -> None:
+    """A worker that records 3 requests and exits at once (no shutdown(), before any periodic hand-off) still
+    leaves them in the directory: the exit hook hands over the final state."""
+    code = (
+        "import asyncio, ryot_telemetry\n"
+        "from ryot_telemetry.simulate import SimulatedRouter\n"
+        "tel = ryot_telemetry.configure(exporters='none')\n"
+        "r = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))\n"
+        f"p = {{'model': {MODEL!r}, 'messages': [{{'role': 'user', 'content': 'x'}}]}}\n"
+        "async def main():\n"
+        "    for _ in range(3):\n"
+        "        await r.openai_chat_completion(p)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    from ryot_telemetry.multiproc import Merged, _Ident, read_server
+
+    merged: Merged = read_server(str(tmp_path), _Ident(0, 0, 0, 0))
+    assert merged.families["ryot.inference.requests"].points
+    assert sum(merged.families["ryot.inference.requests"].points.values()) == 3
