@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -101,6 +103,29 @@ def test_exposition_matches_spec_table() -> None:
             assert {float(le) for le in fam["le"]} == {*buckets, float("inf")}, name
     err = [ls for ls in exposed["ryot_inference_requests_total"]["labelsets"] if "error_type" in ls]
     assert len(err) == 1  # error_type only on the timeout series
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not found (Debian package `prometheus`)")
+def test_full_exposition_passes_promtool_check_metrics() -> None:
+    """Every family at once (router, engine, GPU, cost, semconv, target_info, process/python) passes promtool's lint."""
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prices={"m": {"prompt": 0.001, "completion": 0.002}},
+        gpu_backend=two_gpus(),
+        gpu_models={0: "m"},
+        semconv=True,
+    )
+    try:
+        asyncio.run(_traffic(tel))
+        _engine_reports(tel)
+        text = urllib.request.urlopen(tel.prometheus_url, timeout=10).read()
+    finally:
+        tel.shutdown()
+    assert b"gen_ai_server_request_duration_seconds_bucket{" in text and b"ryot_gpu_power_watts{" in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
 
 
 def test_catalogue_matches_spec_table() -> None:
