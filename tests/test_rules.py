@@ -281,7 +281,10 @@ def _all_rules() -> list[dict]:
 def test_quantile_thresholds_finds_direct_and_recorded_quantiles() -> None:
     """Both a histogram_quantile in the alert and one behind a recording rule are found, with their histogram."""
     rules = [
-        {"record": "x:ttft:p95", "expr": "histogram_quantile(0.95, sum by (le) (rate(ryot_ttft_latency_seconds_bucket[5m])))"},
+        {
+            "record": "x:ttft:p95",
+            "expr": "histogram_quantile(0.95, sum by (le) (rate(ryot_ttft_latency_seconds_bucket[5m])))",
+        },
         {"alert": "A", "expr": "x:ttft:p95 > 0.75"},
         {"alert": "B", "expr": "histogram_quantile(0.5, rate(ryot_time_per_output_token_seconds_bucket[5m])) > 0.02"},
         {"alert": "C", "expr": "ryot_queue_depth > 100"},
@@ -291,7 +294,8 @@ def test_quantile_thresholds_finds_direct_and_recorded_quantiles() -> None:
         ("B", "ryot_time_per_output_token_seconds", 0.02),
     ]
     assert off_boundary_thresholds(rules) == [
-        "A: 0.75 is not a bucket boundary of ryot_ttft_latency_seconds [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]"
+        "A: 0.75 is not a bucket boundary of ryot_ttft_latency_seconds"
+        " [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]"
     ]
 
 

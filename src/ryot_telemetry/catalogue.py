@@ -217,7 +217,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ryot.tokens_per_second",
         Instrument.HISTOGRAM,
-        "{token}/s",
+        # Not "{token}/s": a Collector names that ryot_tokens_per_second_per_second (otlptranslator compares the
+        # per unit as one token with the name's tokens); as one annotation both paths expose the same name.
+        "{token/s}",
         "Completion tokens per second of each request (completion_tokens / latency).",
         ("model",),
         buckets=_TPS,
