@@ -25,6 +25,7 @@ from . import catalogue
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
 from ._labels import ModelLabels, batch_size_label, prompt_size_label
+from ._new_series import NewSeriesGate, sdk_readers
 from .cost import PriceTable
 from .genai import OPERATION, SemconvInstruments
 
@@ -264,6 +265,8 @@ class Recorder:
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
         make("ryot.sliding_tokens_per_second", callbacks=[self._observe_token_rates])
         make("ryot.kv_cache.hit_ratio", callbacks=[self._observe_hit_ratio])
+        # New counter series are exported at 0 before their first increment (see _new_series).
+        self._new_series = NewSeriesGate(sdk_readers(meter))
         self.semconv = SemconvInstruments(meter) if semconv else None
         self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None
 
@@ -312,6 +315,8 @@ class Recorder:
                 self._record(req, counts)
             except Exception:  # telemetry must never take the service down
                 _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+        if self._new_series.enabled:
+            self._new_series.route(counts)  # also releases held increments, so it runs on an empty batch too
         for instrument, attrs, amount in counts.values():
             try:
                 instrument.add(amount, attrs)
@@ -333,7 +338,7 @@ class Recorder:
         return {k: v for k, v in zip(names, vals) if v is not None}
 
     @staticmethod
-    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: int) -> None:
+    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: float) -> None:
         # attrs dicts are cached for the recorder's life, so their ids are stable keys
         entry = counts.get((id(instrument), id(attrs)))
         if entry is None:
@@ -375,9 +380,10 @@ class Recorder:
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    self.cost.add(prompt * price.prompt / 1000.0, self._a("cost", model, "prompt"))
+                    count(counts, self.cost, self._a("cost", model, "prompt"), prompt * price.prompt / 1000.0)
                 if completion:
-                    self.cost.add(completion * price.completion / 1000.0, self._a("cost", model, "completion"))
+                    usd = completion * price.completion / 1000.0
+                    count(counts, self.cost, self._a("cost", model, "completion"), usd)
         self.windows.add(r)
         if self._record_extra is not None:
             self._record_extra(r)
@@ -430,6 +436,10 @@ class Recorder:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise ValueError(f"hit ratio must be a number within [0, 1], got {ratio!r}")
         self._engine_hit_ratio[(self.models(model), context_type)] = float(ratio)
+
+    def release_held(self) -> None:
+        """Add the held first increments of new counter series now, before an exact read of every reader."""
+        self._new_series.release()
 
     def active(self) -> dict[tuple[str, str, str], int]:
         """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
