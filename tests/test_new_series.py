@@ -70,7 +70,9 @@ def _scrape(url: str) -> float | None:
 
 
 def _prometheus_only() -> Any:
-    return configure(exporters="prometheus", prometheus_host="127.0.0.1", prometheus_port=0, prometheus_registry="private")
+    return configure(
+        exporters="prometheus", prometheus_host="127.0.0.1", prometheus_port=0, prometheus_registry="private"
+    )
 
 
 @pytest.fixture
