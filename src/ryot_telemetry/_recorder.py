@@ -231,6 +231,7 @@ class Recorder:
         semconv: bool = False,
         genai_provider: str = "llama_stack",
         max_pending: int = DEFAULT_MAX_PENDING,
+        genai_server: tuple[str, int] | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -239,6 +240,10 @@ class Recorder:
         self.response_models = ModelLabels(max_models, max_label_length)
         self.prices = prices
         self.genai_provider = genai_provider
+        # server.address / server.port of the semconv metrics: this server, as configured (see genai.py)
+        self._genai_server: dict[str, str | int] = {}
+        if genai_server is not None:
+            self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
         self.max_pending = max_pending
         self._pending: deque[Request] = deque()
         self._active: dict[tuple[str, str, str], _Active] = {}
@@ -393,10 +398,11 @@ class Recorder:
         assert s is not None
         op = OPERATION[r.endpoint]
         resp_model = r.response_model
-        base = {
+        base: dict[str, Any] = {
             "gen_ai.operation.name": op,
             "gen_ai.provider.name": self.genai_provider,
             "gen_ai.request.model": r.model,
+            **self._genai_server,
         }
         if resp_model:
             base["gen_ai.response.model"] = self.response_models(resp_model)
@@ -408,10 +414,6 @@ class Recorder:
             s.ttft.record(ttft, base)
             if r.completion_tokens is not None and r.completion_tokens >= 2:
                 s.tpot.record(max(latency - ttft, 0.0) / (r.completion_tokens - 1), base)
-        if r.prompt_tokens is not None:
-            s.usage.record(r.prompt_tokens, {**base, "gen_ai.token.type": "input"})
-        if r.completion_tokens is not None:
-            s.usage.record(r.completion_tokens, {**base, "gen_ai.token.type": "output"})
 
     # --- observable callbacks ---------------------------------------------------------------------------------
 
@@ -438,7 +440,9 @@ class Recorder:
         self._engine_hit_ratio[(self.models(model), context_type)] = float(ratio)
 
     def release_held(self) -> None:
-        """Add the held first increments of new counter series now, before an exact read of every reader."""
+        """Record the queue and add the held first increments of new counter series now: every reader's next read
+        is exact (the demo's summary; before a final read)."""
+        self.drain()
         self._new_series.release()
 
     def active(self) -> dict[tuple[str, str, str], int]:

@@ -26,6 +26,7 @@ from ._labels import DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_MODELS
 from ._recorder import DEFAULT_MAX_PENDING, Recorder
 from ._wrapper import instrument_router
 from .cost import PriceTable
+from .genai import SCHEMA_URL, parse_server
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -233,7 +234,8 @@ def default_recorder() -> Recorder:
     with _default_lock:
         rec = _default_recorders.get(provider)
         if rec is None:
-            rec = _default_recorders[provider] = build_recorder(provider.get_meter(METER_NAME, package_version()))
+            meter = provider.get_meter(METER_NAME, package_version(), schema_url=SCHEMA_URL)
+            rec = _default_recorders[provider] = build_recorder(meter)
         return rec
 
 
@@ -250,12 +252,25 @@ def build_recorder(meter: Meter, **overrides: Any) -> Recorder:
             overrides.pop("genai_provider", None), env.RYOT_TELEMETRY_GENAI_PROVIDER, "llama_stack"
         ),
         "max_pending": _env_int(env.RYOT_TELEMETRY_MAX_PENDING, DEFAULT_MAX_PENDING),
+        "genai_server": _genai_server(overrides.pop("genai_server", None)),
     }
     kw.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Recorder(meter, **kw)
     except ValueError as e:
         raise ConfigurationError(str(e)) from None
+
+
+def _genai_server(arg: str | tuple[str, int] | None) -> tuple[str, int] | None:
+    if isinstance(arg, tuple):
+        return arg
+    raw = _pick(arg, env.RYOT_TELEMETRY_GENAI_SERVER, None)
+    if raw is None:
+        return None
+    try:
+        return parse_server(raw)
+    except ValueError as e:
+        raise ConfigurationError(f"{env.RYOT_TELEMETRY_GENAI_SERVER}: {e}") from None
 
 
 def exemplar_filter() -> ExemplarFilter | None:
@@ -291,6 +306,7 @@ def configure(
     prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     semconv: bool | None = None,
     genai_provider: str | None = None,
+    genai_server: str | None = None,
     max_models: int | None = None,
     max_label_length: int | None = None,
     gpu: bool | None = None,
@@ -305,7 +321,8 @@ def configure(
     ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
     plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
     ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
-    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests.
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``genai_server``: ``host:port`` clients
+    reach this server at, for ``server.address`` / ``server.port`` of the semconv metrics.
     """
     global _current
     if _current is not None and not _current._closed:
@@ -346,13 +363,14 @@ def configure(
         )
         ours = []  # the provider owns the readers now: its shutdown shuts them down
         try:
-            meter = provider.get_meter(METER_NAME, package_version())
+            meter = provider.get_meter(METER_NAME, package_version(), schema_url=SCHEMA_URL)
             recorder = build_recorder(
                 meter,
                 buckets=bucket_map,
                 prices=prices,
                 semconv=semconv,
                 genai_provider=genai_provider,
+                genai_server=genai_server,
                 max_models=max_models,
                 max_label_length=max_label_length,
             )

@@ -2,6 +2,15 @@
 
 They are fed from the same per-request measurements as the ryot_* metrics (no second timing path); see
 ``_recorder.Recorder._record_semconv``.
+
+Which side: the router serves clients (it is the GenAI server they call), so it emits the model-server metrics of
+the conventions: ``gen_ai.server.request.duration`` (required of a server) and the recommended
+``gen_ai.server.time_to_first_token`` and ``gen_ai.server.time_per_output_token``. It emits no client metric: a
+client instrumentation must emit ``gen_ai.client.operation.duration`` with ``gen_ai.client.token.usage``, and the
+router is not the client of these requests. Token counts stay in ``ryot_tokens_generated_total``.
+``server.address`` / ``server.port`` (recommended; the port conditionally required with the address) describe this
+server; the router cannot see where it listens, so they come from configuration (``genai_server="host:port"`` /
+``RYOT_TELEMETRY_GENAI_SERVER``) and are left out when not configured.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from dataclasses import dataclass
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-__all__ = ["SEMCONV", "SemconvInstruments", "semconv_views"]
+__all__ = ["SCHEMA_URL", "SEMCONV", "SemconvInstruments", "parse_server", "semconv_views"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,17 @@ class SemconvSpec:
     attributes: tuple[str, ...]
 
 
-_COMMON = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model")
+_COMMON = (
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+)
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+"""Semantic-convention version the meter's telemetry follows: 1.37.0 introduced ``gen_ai.provider.name``."""
 
 # Bucket boundaries are the ones the GenAI semantic conventions recommend for each metric.
 SEMCONV: tuple[SemconvSpec, ...] = (
@@ -48,13 +67,6 @@ SEMCONV: tuple[SemconvSpec, ...] = (
         (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5),
         _COMMON,
     ),
-    SemconvSpec(
-        "gen_ai.client.token.usage",
-        "{token}",
-        "Number of input and output tokens used.",
-        (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
-        (*_COMMON, "gen_ai.token.type"),
-    ),
 )
 
 OPERATION = {"chat_completion": "chat", "completion": "text_completion"}
@@ -75,10 +87,25 @@ def semconv_views() -> list[View]:
     ]
 
 
-class SemconvInstruments:
-    """The four semconv histograms, created with advisory buckets so they apply without Views too."""
+def parse_server(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6addr]:port`` for IPv6) -> (server.address, server.port); ValueError naming the fix."""
+    v = value.strip()
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = v.rpartition(":")
+        if ":" in host:
+            host = ""  # an IPv6 address needs its brackets
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"GenAI server must be host:port (IPv6 as [addr]:port), got {value!r}")
+    return host, int(port)
 
-    __slots__ = ("duration", "tpot", "ttft", "usage")
+
+class SemconvInstruments:
+    """The three server histograms, created with advisory buckets so they apply without Views too."""
+
+    __slots__ = ("duration", "tpot", "ttft")
 
     def __init__(self, meter: Meter) -> None:
         made = [
@@ -87,4 +114,4 @@ class SemconvInstruments:
             )
             for s in SEMCONV
         ]
-        self.duration, self.ttft, self.tpot, self.usage = made
+        self.duration, self.ttft, self.tpot = made

@@ -29,6 +29,7 @@ from ._instruments import METER_NAME
 from ._recorder import Recorder
 from ._setup import ConfigurationError, build_recorder, default_recorder, package_version
 from ._wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
+from .genai import SCHEMA_URL
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
 
@@ -130,7 +131,7 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             elif configured is not None and configured.meter_provider is provider:
                 recorder = configured.recorder  # configure()'s own: a second one would duplicate its instruments
             else:
-                recorder = build_recorder(provider.get_meter(METER_NAME, package_version()))
+                recorder = build_recorder(provider.get_meter(METER_NAME, package_version(), schema_url=SCHEMA_URL))
         self.recorder = recorder
         wrapped: list[tuple[type, str, bool]] = []
         classes = router_classes(kwargs.get("router_classes"))

@@ -20,6 +20,7 @@ from ._recorder import Recorder
 from ._setup import build_recorder, exemplar_filter
 from ._wrapper import instrument_router
 from .engine import EngineMetrics
+from .genai import SCHEMA_URL
 from .gpu import GpuGauges, install_gpu_gauges, install_token_efficiency
 
 __all__ = ["Capture", "HistogramPoint", "capture"]
@@ -50,7 +51,7 @@ class Capture:
         self.recorder = recorder
         self.engine = engine
         self.gpu = gpu
-        self.meter = provider.get_meter(METER_NAME)
+        self.meter = provider.get_meter(METER_NAME, schema_url=SCHEMA_URL)
         self._points: dict[str, list[Any]] = {}
 
     def instrument_router(self, router: Any) -> Any:
@@ -112,7 +113,7 @@ def capture(
     provider = MeterProvider(
         metric_readers=[reader], views=views(resolve_buckets(buckets)), exemplar_filter=exemplar_filter()
     )
-    meter = provider.get_meter(METER_NAME)
+    meter = provider.get_meter(METER_NAME, schema_url=SCHEMA_URL)
     recorder = build_recorder(meter, buckets=buckets, **recorder_kw)
     gpu = install_gpu_gauges(meter, enabled=gpu_backend is not None, models=gpu_models or {}, backend=gpu_backend)
     install_token_efficiency(meter, recorder, gpu)
