@@ -158,17 +158,76 @@ def test_prometheus_yml_scrapes_the_plugin_with_the_rules() -> None:
     assert (job["metrics_path"], job["static_configs"]) == ("/metrics", [{"targets": ["localhost:9464"]}])
 
 
+def test_prometheus_yml_keeps_semconv_http_and_target_info() -> None:
+    """The scrape job's keep filter (a fully anchored regex, as Prometheus applies it) keeps ryot_*, gen_ai_*,
+    http_server_* and target_info series and drops the default registry's python_* / process_*."""
+    (job,) = yaml.safe_load((COLLECTOR / "prometheus.yml").read_text())["scrape_configs"]
+    (keep,) = job["metric_relabel_configs"]
+    assert (keep["source_labels"], keep["action"]) == (["__name__"], "keep")
+    kept = {
+        name
+        for name in (
+            "ryot_inference_requests_total",
+            "ryot_ttft_latency_seconds_bucket",
+            "gen_ai_server_request_duration_seconds_bucket",
+            "gen_ai_server_time_to_first_token_seconds_count",
+            "http_server_request_duration_seconds_count",
+            "target_info",
+            "python_gc_objects_collected_total",
+            "process_cpu_seconds_total",
+            "otel_scope_info",
+        )
+        if re.fullmatch(keep["regex"], name)
+    }
+    assert kept == {
+        "ryot_inference_requests_total",
+        "ryot_ttft_latency_seconds_bucket",
+        "gen_ai_server_request_duration_seconds_bucket",
+        "gen_ai_server_time_to_first_token_seconds_count",
+        "http_server_request_duration_seconds_count",
+        "target_info",
+    }
+
+
+def _keys(node: object) -> set[str]:
+    """Every mapping key anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        return set(node).union(*(_keys(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_keys(v) for v in node))
+    return set()
+
+
 def test_otelcol_config_pipeline() -> None:
-    """The collector receives OTLP on 4317/4318 and runs memory_limiter then batch into prometheus and debug."""
-    cfg = yaml.safe_load((COLLECTOR / "otelcol-config.yaml").read_text())
+    """The collector receives OTLP on 4317/4318 and runs memory_limiter into prometheus and debug: no batch processor
+    before the pull exporter, remote write batched and queued in its exporter, no deprecated fields."""
+    text = (COLLECTOR / "otelcol-config.yaml").read_text()
+    cfg = yaml.safe_load(text)
     protocols = cfg["receivers"]["otlp"]["protocols"]
     assert (protocols["grpc"]["endpoint"], protocols["http"]["endpoint"]) == ("0.0.0.0:4317", "0.0.0.0:4318")
     assert cfg["service"]["pipelines"]["metrics"] == {
         "receivers": ["otlp"],
-        "processors": ["memory_limiter", "batch"],
+        "processors": ["memory_limiter"],
         "exporters": ["prometheus", "debug"],
     }
+    assert set(cfg["processors"]) == {"memory_limiter"}
     assert set(cfg["exporters"]) == {"prometheus", "prometheusremotewrite", "debug"}
+    assert "resource_to_telemetry_conversion" not in _keys(cfg)
+    rw = cfg["exporters"]["prometheusremotewrite"]
+    assert (rw["max_batch_size_bytes"], rw["remote_write_queue"]["enabled"], rw["retry_on_failure"]["enabled"]) == (
+        3000000,
+        True,
+        True,
+    )
+    # the commented remote-write pipeline, once uncommented, is valid and batch-free too
+    lines = text.splitlines()
+    start = lines.index("    # metrics/remote_write:")
+    block = "\n".join(line.replace("# ", "", 1) for line in lines[start : start + 4])
+    assert yaml.safe_load(block)["metrics/remote_write"] == {
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter"],
+        "exporters": ["prometheusremotewrite"],
+    }
 
 
 @needs_promtool
