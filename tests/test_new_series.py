@@ -218,3 +218,85 @@ def test_in_memory_reader_beside_prometheus_sees_the_zero_then_the_count() -> No
         assert late() == [3]
     finally:
         tel.shutdown()
+
+
+def test_held_increments_are_released_by_a_collection_without_a_drain(two_readers: Any, monkeypatch: Any) -> None:
+    """Once every reader has exported the zero, the next collection adds the held increments itself, even if no
+    drain runs any more (no new request, or a drain scheduled elsewhere)."""
+    tel, _, periodic = two_readers
+    url = tel.prometheus_url
+    _scrape(url)
+    periodic.collect()
+    _requests(tel.recorder, "late", 3)
+    assert _scrape(url) == 0
+    periodic.collect()
+    monkeypatch.setattr(tel.recorder._new_series, "route", lambda counts: None)
+    assert _scrape(url) == 3
+    assert tel.recorder._new_series.held() == 0
+
+
+class ByModel(MetricExporter):
+    """Every export's ryot.inference.requests totals by model (summed over the model's series)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports: list[dict[str, float]] = []
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        totals: dict[str, float] = {}
+        for rm in metrics_data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == REQ:
+                        for p in m.data.data_points:
+                            model = str(p.attributes["model"])
+                            totals[model] = totals.get(model, 0) + p.value
+        self.exports.append(totals)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_interleavings_keep_counts_exact_and_start_new_series_at_zero(seed: int) -> None:
+    """Requests for six models, drains and two readers' collections in a random order: every reader sees each
+    series non-decreasing, a model that first appears after both readers collected starts at 0 for both, and
+    the final exports (after shutdown) carry exactly the requests made."""
+    import random
+
+    rng = random.Random(seed)
+    exporters = [ByModel(), ByModel()]
+    readers = [PeriodicExportingMetricReader(e, export_interval_millis=86_400_000) for e in exporters]
+    tel = configure(exporters="none", readers=readers)
+    sent: dict[str, int] = {}
+    late: set[str] = set()
+    collected = [False, False]
+    try:
+        for _ in range(120):
+            op = rng.random()
+            if op < 0.5:
+                model = f"m{rng.randrange(6)}"
+                if model not in sent and all(collected):
+                    late.add(model)
+                _requests(tel.recorder, model, 1)
+                sent[model] = sent.get(model, 0) + 1
+            elif op < 0.6:
+                tel.recorder.drain()
+            else:
+                i = rng.randrange(2)
+                readers[i].collect()
+                collected[i] = True
+    finally:
+        tel.shutdown()
+    for exporter in exporters:
+        assert exporter.exports[-1] == sent
+        for model in sent:
+            values = [e[model] for e in exporter.exports if model in e]
+            assert values == sorted(values), (model, values)
+            if model in late:
+                assert values[0] == 0, (model, values)
+    assert late, "the seed produced no model first seen after both readers collected"

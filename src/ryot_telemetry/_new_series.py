@@ -97,6 +97,9 @@ class NewSeriesGate:
             if getattr(reader, "_shutdown", False):
                 self._final = True  # the reader's final export: nothing may stay behind
                 self.release()
+            elif self._held:
+                # Released here too, not only by a drain: held increments must not wait for the next request.
+                _add_all(self.release_due())
             tls = self._tls
             outer = getattr(tls, "cell", None)
             tls.cell = cell
@@ -116,17 +119,29 @@ class NewSeriesGate:
                 state.interval = now - state.last
             state.last = now
 
+    def _waiting(self, now: float) -> list[_Reader]:
+        return [] if self._final else [r for r in self._readers if r.waited_for(now)]
+
+    def _pop_due(self, waiting: list[_Reader]) -> list[list[Any]]:
+        """Held entries whose zero every waited-for reader has exported (all of them if none is waited for)."""
+        floor = min((r.seen for r in waiting), default=self._epoch)
+        due = [k for k, h in self._held.items() if h[3] <= floor]
+        self._known.update(due)
+        return [self._held.pop(k) for k in due]
+
+    def release_due(self) -> list[list[Any]]:
+        """Pop the held entries that may be added now: [instrument, attrs, amount, epoch] each."""
+        with self._lock:
+            return self._pop_due(self._waiting(self._clock())) if self._held else []
+
     def route(self, counts: Counts) -> None:
         """Called by the drain before it adds ``counts``: new series get 0 and are held, released ones join."""
         with self._lock:
-            now = self._clock()
             known, held = self._known, self._held
-            waiting = [] if self._final else [r for r in self._readers if r.waited_for(now)]
+            waiting = self._waiting(self._clock())
             if held:
-                floor = min((r.seen for r in waiting), default=self._epoch)
-                for key in [k for k, h in held.items() if h[3] <= floor]:
-                    instrument, attrs, amount, _ = held.pop(key)
-                    known.add(key)
+                for instrument, attrs, amount, _ in self._pop_due(waiting):
+                    key = (id(instrument), id(attrs))
                     entry = counts.get(key)
                     if entry is None:
                         counts[key] = [instrument, attrs, amount]
@@ -164,13 +179,17 @@ class NewSeriesGate:
         with self._lock:
             held, self._held = self._held, {}
             self._known.update(held)
-        for instrument, attrs, amount, _ in held.values():
-            try:
-                instrument.add(amount, attrs)
-            except Exception:
-                _log.debug("ryot-telemetry: failed to release a held increment", exc_info=True)
+        _add_all(list(held.values()))
 
     def held(self) -> int:
         """How many series have increments held; for tests."""
         with self._lock:
             return len(self._held)
+
+
+def _add_all(entries: list[list[Any]]) -> None:
+    for instrument, attrs, amount, _ in entries:
+        try:
+            instrument.add(amount, attrs)
+        except Exception:
+            _log.debug("ryot-telemetry: failed to release a held increment", exc_info=True)
