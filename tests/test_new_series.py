@@ -300,3 +300,46 @@ def test_random_interleavings_keep_counts_exact_and_start_new_series_at_zero(see
             if model in late:
                 assert values[0] == 0, (model, values)
     assert late, "the seed produced no model first seen after both readers collected"
+
+
+def test_concurrent_requests_and_collections_keep_counts_exact() -> None:
+    """Four request threads over 20 models against two readers collecting in loops: the final exports are exact."""
+    import threading
+
+    exporters = [ByModel(), ByModel()]
+    readers = [PeriodicExportingMetricReader(e, export_interval_millis=86_400_000) for e in exporters]
+    tel = configure(exporters="none", readers=readers)
+    done = threading.Event()
+
+    def send(worker: int) -> None:
+        for i in range(500):
+            _requests(tel.recorder, f"m{(worker * 7 + i) % 20}", 1)
+
+    def collect(reader: PeriodicExportingMetricReader) -> None:
+        for _ in range(10_000):
+            if done.is_set():
+                break
+            reader.collect()
+
+    senders = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    collectors = [threading.Thread(target=collect, args=(r,)) for r in readers]
+    try:
+        for t in collectors + senders:
+            t.start()
+        for t in senders:
+            t.join(timeout=60)
+        done.set()
+        for t in collectors:
+            t.join(timeout=60)
+    finally:
+        tel.shutdown()
+    expected: dict[str, int] = {}
+    for w in range(4):
+        for i in range(500):
+            model = f"m{(w * 7 + i) % 20}"
+            expected[model] = expected.get(model, 0) + 1
+    assert [e.exports[-1] for e in exporters] == [expected, expected]
+    for e in exporters:
+        for model in expected:
+            values = [x[model] for x in e.exports if model in x]
+            assert values == sorted(values), model
