@@ -51,7 +51,7 @@ class MetricSpec:
 
     name: str  # dotted OTel instrument name
     instrument: Instrument
-    unit: str  # UCUM; chosen so the Prometheus exporter produces exactly ``prometheus_name``
+    unit: str  # UCUM; chosen so the Prometheus exporter and a Collector both produce exactly ``prometheus_name``
     description: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] | None = None
