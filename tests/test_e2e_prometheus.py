@@ -258,7 +258,9 @@ def test_first_requests_of_a_new_model_count_in_increase(
             req.success(rec)
         total = 'sum(ryot_inference_requests_total{job="ryot-late",model="late-model"})'
         _wait("the 3 requests scraped", lambda: prom.scalar(total) == 3, 15)
-        time.sleep(3)  # a few more scrapes: the less the samples span, the more increase() extrapolates
+        # A few more samples: the shorter the span of the samples, the more increase() extrapolates beyond it.
+        samples = 'count_over_time(ryot_inference_requests_total{job="ryot-late",model="late-model"}[1m])'
+        _wait("6 samples of the new series", lambda: (prom.scalar(samples) or 0) >= 6, 20)
         assert prom.scalar(f"min_over_time({total}[1m:1s])") == 0  # the series was scraped at 0 first
         late = 'job="ryot-late",model="late-model"'
         increase = prom.scalar(f"sum(increase(ryot_inference_requests_total{{{late}}}[1m]))")
