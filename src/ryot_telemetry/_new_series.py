@@ -6,11 +6,13 @@ reports 0: the first requests, errors and tokens of every low-traffic model vani
 
 How: counter increments reach the SDK once per series per drain (``Recorder.drain`` sums them). When a series is
 first seen there while some reader is already collecting, it is added with 0 (which creates it, at 0, in every
-reader's storage at once) and its increments are held. They are released, at a later drain, once every reader that
-is collecting has finished a collection that included the zero; readers collect at their own intervals (a scrape
-every 15 s, an OTLP export every 60 s), so the slowest sets the pace. Counters stay exact: held increments are only
-delayed, never dropped, and are released at once when a reader shuts down (its final export) or when
-``release()`` is called.
+reader's storage at once) and its increments are held. They are released (by the next drain, or at the start of
+the next collection) once every reader that is collecting has finished a collection that included the zero; readers
+collect at their own intervals (a scrape every 15 s, an OTLP export every 60 s), so the slowest sets the pace. Which
+collections included it is known by wrapping each reader's collect callback (the SDK's ``MetricReader._collect``):
+zeros added before a collection starts, or by the drain inside that collection's own callbacks, are in its export.
+Counters stay exact: held increments are only delayed, never dropped, and are released at once when a reader shuts
+down (its final export) or when ``release()`` is called.
 
 Which readers count: those that have collected at least once (a reader that never collected has no earlier sample
 to lose) and collected recently (a reader silent for three of its own intervals, or for ``FIRST_WAIT_S`` after its
