@@ -9,8 +9,9 @@ first seen there while some reader is already collecting, it is added with 0 (wh
 reader's storage at once) and its increments are held. They are released (by the next drain, or at the start of
 the next collection) once every reader that is collecting has finished a collection that included the zero; readers
 collect at their own intervals (a scrape every 15 s, an OTLP export every 60 s), so the slowest sets the pace. Which
-collections included it is known by wrapping each reader's collect callback (the SDK's ``MetricReader._collect``):
-zeros added before a collection starts, or by the drain inside that collection's own callbacks, are in its export.
+collections included it is known by wrapping each reader's collect callback (the SDK's ``MetricReader._collect``,
+reached through ``_compat``): zeros added before a collection starts, or by the drain inside that collection's own
+callbacks, are in its export.
 Counters stay exact: held increments are only delayed, never dropped, and are released at once when a reader shuts
 down (its final export) or when ``release()`` is called.
 
@@ -27,11 +28,14 @@ first value.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from ._compat import meter_readers, reader_shutting_down, wrap_reader_collect
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -62,11 +66,7 @@ class _Reader:
 
 def sdk_readers(meter: Any) -> list[Any]:
     """The readers of the SDK MeterProvider behind ``meter``; [] for any other meter (API no-op, proxy, ...)."""
-    consumer = getattr(meter, "_measurement_consumer", None)
-    storages = getattr(consumer, "_reader_storages", None)
-    if not isinstance(storages, dict):
-        return []
-    return [r for r in storages if callable(getattr(r, "_collect", None))]
+    return meter_readers(meter)
 
 
 class NewSeriesGate:
@@ -88,7 +88,7 @@ class NewSeriesGate:
                 continue
             state = _Reader()
             self._readers.append(state)
-            reader._collect = self._wrap(reader, reader._collect, state)
+            wrap_reader_collect(reader, functools.partial(self._wrap, reader, state=state))
         self.enabled = bool(self._readers)
 
     def _wrap(self, reader: Any, collect: Callable[..., Any], state: _Reader) -> Callable[..., Any]:
@@ -96,7 +96,7 @@ class NewSeriesGate:
 
         def collect_noting_zeros(r: Any, *args: Any, **kwargs: Any) -> Any:
             cell = [self._epoch]  # zeros added before this collection started are in it
-            if getattr(reader, "_shutdown", False):
+            if reader_shutting_down(reader):
                 self._final = True  # the reader's final export: nothing may stay behind
                 self.release()
             elif self._held:

@@ -12,7 +12,7 @@ import yaml
 
 from ryot_telemetry import catalogue
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = ROOT / "collector"
 RULES = COLLECTOR / "rules"
 RULE_FILES = [RULES / "ryot_recording_rules.yml", RULES / "ryot_alerts.yml"]
@@ -171,6 +171,7 @@ def test_prometheus_yml_keeps_semconv_http_and_target_info() -> None:
             "ryot_ttft_latency_seconds_bucket",
             "gen_ai_server_request_duration_seconds_bucket",
             "gen_ai_server_time_to_first_token_seconds_count",
+            "gen_ai_client_token_usage_sum",
             "http_server_request_duration_seconds_count",
             "target_info",
             "python_gc_objects_collected_total",
@@ -184,6 +185,7 @@ def test_prometheus_yml_keeps_semconv_http_and_target_info() -> None:
         "ryot_ttft_latency_seconds_bucket",
         "gen_ai_server_request_duration_seconds_bucket",
         "gen_ai_server_time_to_first_token_seconds_count",
+        "gen_ai_client_token_usage_sum",
         "http_server_request_duration_seconds_count",
         "target_info",
     }

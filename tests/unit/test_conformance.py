@@ -20,7 +20,7 @@ from ryot_telemetry.genai import SEMCONV
 from spec_table import SPEC
 from test_gpu import two_gpus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_SPEC = ROOT.parent / "shared" / "SPEC.md"
 
 
@@ -199,8 +199,15 @@ def test_collector_and_plugin_expose_the_same_names(full_exposition: bytes) -> N
     assert sorted(via_collector) == sorted(m.prometheus_name for m in CATALOGUE)
     for name, m in via_collector.items():
         assert exposed.get(name) == m.prometheus_type, name
-    for s in SEMCONV:
-        assert exposed.get(otlp_names.collector_name(s.name, s.unit, otlp_names.HISTOGRAM)) == "histogram", s.name
+    semconv = [otlp_names.collector_name(s.name, s.unit, otlp_names.HISTOGRAM) for s in SEMCONV]
+    assert semconv == [
+        "gen_ai_server_request_duration_seconds",
+        "gen_ai_server_time_to_first_token_seconds",
+        "gen_ai_server_time_per_output_token_seconds",
+        "gen_ai_client_operation_duration_seconds",
+        "gen_ai_client_token_usage",  # {token}: an annotation, no unit suffix on either path
+    ]
+    assert {name: exposed.get(name) for name in semconv} == dict.fromkeys(semconv, "histogram")
 
 
 def test_catalogue_matches_spec_table() -> None:
