@@ -493,14 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     disable_created_metrics()
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
-    ap.add_argument("--only", choices=("request", "api", "overflow", "chunk", "scrape", "rss"), action="append")
+    sections = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards")
+    ap.add_argument("--only", choices=sections, action="append")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
         print(json.dumps(asyncio.run(rss_child(args.rss_child, args.requests))))
         return 0
-    only = set(args.only or ("request", "api", "overflow", "chunk", "scrape", "rss"))
+    only = set(args.only or sections)
     q = args.quick
     print(
         f"ryot-telemetry {ryot_telemetry.__version__} benchmarks{' (--quick)' if q else ''}, Python "
@@ -596,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
                     verdict(r["growth_mb"] < goal),
                 )
             )
+    if "guards" in only:
+        from .guards import bench_guards, report
+
+        n, rounds = (5000, 5) if q else (20000, 15)
+        rows.append(report(asyncio.run(bench_guards(n, rounds)), n, rounds))
     w = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:

@@ -147,8 +147,10 @@ def test_opentelemetry_instrument_exposes_exact_series_and_spec_buckets() -> Non
     req = "ryot_inference_requests_total"
     assert s[(req, lbl(model="toy", endpoint="chat_completion", status="success"))] == 5
     assert s[(req, lbl(model="toy", endpoint="completion", status="success"))] == 1
-    assert s[(req, lbl(model="missing", endpoint="completion", status="error", error_type="model_not_found"))] == 1
-    assert s[("ryot_inference_errors_total", lbl(model="missing", error_type="model_not_found", severity="info"))] == 1
+    # a name the router did not know takes no label slot (SPEC): recorded under __unknown__
+    unk = "__unknown__"
+    assert s[(req, lbl(model=unk, endpoint="completion", status="error", error_type="model_not_found"))] == 1
+    assert s[("ryot_inference_errors_total", lbl(model=unk, error_type="model_not_found", severity="info"))] == 1
     tok = "ryot_tokens_generated_total"
     assert s[(tok, lbl(model="toy", token_type="prompt", generation_mode="standard"))] == 48
     assert s[(tok, lbl(model="toy", token_type="completion", generation_mode="standard"))] == 20
@@ -219,7 +221,9 @@ def test_fastapi_http_metrics_share_our_meter_provider_under_opentelemetry_instr
     ]
     req = "ryot_inference_requests_total"
     assert s[(req, lbl(model="toy", endpoint="chat_completion", status="success"))] == 3
-    assert s[(req, lbl(model="missing", endpoint="chat_completion", status="error", error_type="model_not_found"))] == 1
+    # a name the router did not know takes no label slot (SPEC): recorded under __unknown__
+    unknown = lbl(model="__unknown__", endpoint="chat_completion", status="error", error_type="model_not_found")
+    assert s[(req, unknown)] == 1
     lat = "ryot_inference_latency_seconds"
     assert le_values(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == spec_le(lat)
     assert [dict(k)["service"] for (n, k) in s if n == "ryot_service_info"] == ["http-app"]

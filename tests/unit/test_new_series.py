@@ -69,6 +69,19 @@ def _scrape(url: str) -> float | None:
     return sum(values) if values else None
 
 
+def _tokens(url: str) -> float | None:
+    """ryot_tokens_generated_total{model="late"} summed over its series, None while absent."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    values = [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "ryot_tokens_generated"
+        for s in fam.samples
+        if s.name.endswith("_total") and s.labels.get("model") == "late"
+    ]
+    return sum(values) if values else None
+
+
 def _prometheus_only() -> Any:
     return configure(
         exporters="prometheus", prometheus_host="127.0.0.1", prometheus_port=0, prometheus_registry="private"
@@ -176,6 +189,25 @@ def test_release_held_adds_everything_at_once(two_readers: Any) -> None:
     tel.recorder.release_held()
     periodic.collect()
     assert (_scrape(tel.prometheus_url), exporter.values) == (3, [None, 3])
+
+
+def test_held_token_increments_are_capped_before_release(two_readers: Any) -> None:
+    """A new token series' first increments, held by the gate and released at a collection (not through the drain),
+    are within the int64 cap: 1,100 x 2**53 tokens arrive at 2**63 - 1 in every reader."""
+    tel, exporter, periodic = two_readers
+    _scrape(tel.prometheus_url)
+    periodic.collect()
+    rec = tel.recorder
+    for _ in range(1100):
+        req = rec.start("late", "chat_completion", "standard")
+        req.completion_tokens = 2**53
+        req.success(rec)
+    _scrape(tel.prometheus_url)  # the zero: the increments are held
+    periodic.collect()
+    assert exporter.tokens[-1] == 0
+    _scrape(tel.prometheus_url)  # released at the start of this collection, by the gate itself
+    periodic.collect()
+    assert (exporter.tokens[-1], _tokens(tel.prometheus_url)) == (2**63 - 1, float(2**63 - 1))  # text: a float
 
 
 def test_in_memory_readers_never_hold_counts() -> None:
