@@ -191,7 +191,7 @@ class _Family:
     unit: str
     kind: str  # sum, gauge, histogram
     monotonic: bool = True
-    scope: tuple[str, str] = ("", "")
+    scope: tuple[str, str, str] = ("", "", "")  # name, version, schema URL
     start: int = 0
     points: dict[tuple[tuple[str, Any], ...], Any] = field(default_factory=dict)
     stamps: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)  # gauges: time of the value
@@ -208,7 +208,7 @@ class Merged:
         """Add one snapshot. Gauges count only from ``live`` processes; ``sign=-1`` subtracts (fork baselines)."""
         for rm in req.resource_metrics:
             for sm in rm.scope_metrics:
-                scope = (sm.scope.name, sm.scope.version)
+                scope = (sm.scope.name, sm.scope.version, sm.schema_url)
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
                     if kind == "sum" and m.sum.is_monotonic:
@@ -221,13 +221,13 @@ class Merged:
                     elif kind == "gauge" and live and sign > 0:
                         self._add_gauge(m, scope)
 
-    def _family(self, m: Any, scope: tuple[str, str], kind: str, monotonic: bool = True) -> _Family:
+    def _family(self, m: Any, scope: tuple[str, str, str], kind: str, monotonic: bool = True) -> _Family:
         fam = self.families.get(m.name)
         if fam is None:
             fam = self.families[m.name] = _Family(m.name, m.description, m.unit, kind, monotonic, scope)
         return fam
 
-    def _add_sum(self, m: Any, scope: tuple[str, str], sign: int) -> None:
+    def _add_sum(self, m: Any, scope: tuple[str, str, str], sign: int) -> None:
         fam = self._family(m, scope, "sum", m.sum.is_monotonic)
         if fam.kind != "sum":
             return
@@ -238,7 +238,7 @@ class Merged:
             if p.start_time_unix_nano and (not fam.start or p.start_time_unix_nano < fam.start):
                 fam.start = p.start_time_unix_nano
 
-    def _add_hist(self, m: Any, scope: tuple[str, str], sign: int) -> None:
+    def _add_hist(self, m: Any, scope: tuple[str, str, str], sign: int) -> None:
         fam = self._family(m, scope, "histogram")
         if fam.kind != "histogram":
             return
@@ -269,7 +269,7 @@ class Merged:
             if p.start_time_unix_nano and (not fam.start or p.start_time_unix_nano < fam.start):
                 fam.start = p.start_time_unix_nano
 
-    def _add_gauge(self, m: Any, scope: tuple[str, str]) -> None:
+    def _add_gauge(self, m: Any, scope: tuple[str, str, str]) -> None:
         fam = self._family(m, scope, "gauge")
         if fam.kind != "gauge":
             return
@@ -299,7 +299,7 @@ class Merged:
     def metrics_data(self, resource: Resource, *, now: int | None = None) -> MetricsData:
         """The merged families as SDK ``MetricsData`` (what exporters and the Prometheus translation take)."""
         now = now or time.time_ns()
-        by_scope: dict[tuple[str, str], list[Metric]] = {}
+        by_scope: dict[tuple[str, str, str], list[Metric]] = {}
         for fam in self.families.values():
             start = fam.start or now
             if fam.kind == "sum":
@@ -330,7 +330,9 @@ class Merged:
                 data = Gauge(data_points=[NumberDataPoint(dict(k), 0, now, v) for k, v in fam.points.items()])
             if fam.points:
                 by_scope.setdefault(fam.scope, []).append(Metric(fam.name, fam.description, fam.unit, data))
-        scopes = [ScopeMetrics(InstrumentationScope(n, v or None), ms, "") for (n, v), ms in by_scope.items()]
+        scopes = [
+            ScopeMetrics(InstrumentationScope(n, v or None, u or None), ms, u) for (n, v, u), ms in by_scope.items()
+        ]
         return MetricsData([ResourceMetrics(resource, scopes, "")])
 
 
@@ -827,8 +829,8 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 
-    from ._assembly import build_recorder, exemplar_filter, install_service_info, package_version
-    from ._instruments import METER_NAME, views
+    from ._assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
+    from ._instruments import views
     from ._readers import otlp_exporter, registry_for
     from .derived import install_token_efficiency
     from .engine import EngineMetrics
@@ -840,7 +842,6 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
         "OTEL_RESOURCE_ATTRIBUTES", ""
     ):
         resource = resource.merge(Resource({"service.instance.id": server_instance_id(directory)}))
-    version = package_version()
     registry = serve = url = None
     if "prometheus" in settings.exporters:
         registry = registry_for(settings)
@@ -878,12 +879,12 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             metric_readers=[server_reader], resource=resource, views=views(settings.buckets)
         )
         closers.callback(server_provider.shutdown)
-        meter = provider.get_meter(METER_NAME, version)
+        meter = ryot_meter(provider)
         recorder = build_recorder(meter, settings)
         # Worker side: engine-reported GPU memory breakdowns only; NVML is read once, by the answering process.
         breakdowns = gauges_for(meter, False, settings.gpu_models, None)
         engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
-        server_meter = server_provider.get_meter(METER_NAME, version)
+        server_meter = ryot_meter(server_provider)
         install_service_info(server_meter, str(resource.attributes.get("service.name", "")), settings.component)
         gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
         closers.callback(gpu.close)
