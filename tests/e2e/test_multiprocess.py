@@ -505,7 +505,7 @@ def test_a_worker_exiting_without_shutdown_hands_over_its_last_requests(tmp_path
     )
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    from ryot_telemetry.multiproc import Merged, _Ident, read_server
+    from ryot_telemetry._mpdir import Merged, _Ident, read_server
 
     merged: Merged = read_server(str(tmp_path), _Ident(0, 0, 0, 0))
     assert merged.families["ryot.inference.requests"].points

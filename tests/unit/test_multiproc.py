@@ -89,7 +89,7 @@ def test_histograms_counters_and_live_gauges_merge_exactly() -> None:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.sdk.resources import Resource
 
-    from ryot_telemetry.multiproc import Merged
+    from ryot_telemetry._mpdir import Merged
 
     a, b = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
     a.ParseFromString(_recorded([0.02, 0.3, 3.0], 5))
