@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -73,11 +74,19 @@ def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-d
 
 
 @contextlib.contextmanager
-def _uvicorn(mp_dir: Path, workers: int) -> Iterator[str]:
-    """``uvicorn examples.fastapi_app:app --workers N`` with the multi-process directory set; yields the base URL."""
+def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> Iterator[str]:
+    """``uvicorn examples.fastapi_app:app --workers N`` (or gunicorn with uvicorn workers and ``--preload``: the app,
+    and so configure(), is imported once in the master, then forked) with the directory set; yields the base URL."""
     port = _free_port()
+    if gunicorn_preload:
+        cmd = [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
+        cmd += ["--preload", "-b", f"127.0.0.1:{port}", "examples.fastapi_app:app"]
+        workers += 1  # the master configured too: it is a live (idle) member of the server
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--workers", str(workers)]
+        cmd += ["--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--workers", str(workers), "--port", str(port)],
+        cmd,
         cwd=ROOT,
         env=_env(mp_dir),
         stdout=subprocess.DEVNULL,
@@ -124,11 +133,24 @@ def _scrape(base: str) -> str:
     return text
 
 
-def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path) -> None:
-    """uvicorn --workers 3 on the FastAPI example: 60 requests, then 9 scrapes of /metrics, each showing exactly 60
-    requests, 60 latency observations, 30 TTFTs, in-flight 0 and one ryot_service_info."""
+@pytest.mark.parametrize(
+    "server",
+    [
+        "uvicorn",
+        pytest.param(
+            "gunicorn",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("gunicorn") is None, reason="gunicorn is not installed (test extras)"
+            ),
+        ),
+    ],
+)
+def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path, server: str) -> None:
+    """uvicorn --workers 3 (and gunicorn -w 3 --preload, workers forked after configure()) on the FastAPI example:
+    60 requests, then 9 scrapes of /metrics, each showing exactly 60 requests, 60 latency observations, 30 TTFTs,
+    in-flight 0 and one ryot_service_info."""
     n = 60
-    with _uvicorn(tmp_path, 3) as base:
+    with _uvicorn(tmp_path, 3, gunicorn_preload=server == "gunicorn") as base:
         with ThreadPoolExecutor(6) as pool:
             assert all(pool.map(lambda i: _chat(base, i), range(n)))
         time.sleep(1.0)
@@ -140,7 +162,7 @@ def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path) -> 
             assert _samples(text, "ryot_ttft_latency_seconds_count") == n // 2
             assert _samples(text, "ryot_active_inference_requests") == 0
             assert len(_series(text, "ryot_service_info")) == 1
-        assert len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3
+        assert len({p for p in _worker_pids(tmp_path) if _alive(p)}) == (4 if server == "gunicorn" else 3)
 
 
 def _run_fork_app(mp_dir: Path | None, children: int, per_child: int, **extra: str) -> dict:  # type: ignore[type-arg]
