@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OTelSDKConfigurator",
     "map_unit",
+    "meter_count",
     "meter_readers",
     "reader_shutting_down",
     "sanitize_full_name",
@@ -79,3 +80,11 @@ def __getattr__(name: str) -> Any:
 
         return _OTelSDKConfigurator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def meter_count(provider: Any) -> int | None:
+    """opentelemetry-sdk (private attribute ``MeterProvider._meters``, a dict keyed by instrumentation scope, present
+    in every release our range allows): how many meters a provider has handed out, so multi-process mode knows
+    whether anything besides ryot's own meter records there. None if the SDK's internals moved."""
+    meters = getattr(provider, "_meters", None)
+    return len(meters) if isinstance(meters, Mapping) else None

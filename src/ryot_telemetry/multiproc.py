@@ -51,7 +51,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from ._compat import set_collect_callback
+from ._compat import meter_count, set_collect_callback
 from ._mpdir import Merged, _Ident, _write_atomic, housekeep, read_server
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class MultiProcess:
         resource: Resource,
         recorder: Any,
         rates: _MergedRates,
+        provider: Any = None,
         serve: Callable[[], Any] | None,
         otlp: MetricExporter | None,
         export_interval_s: float,
@@ -138,6 +139,7 @@ class MultiProcess:
         self.server_reader = server_reader
         self.resource = resource
         self.recorder = recorder
+        self.provider = provider
         self.rates = rates
         self._serve = serve
         self._otlp = otlp
@@ -170,7 +172,10 @@ class MultiProcess:
     # - hand-off
 
     def _activity(self) -> Any:
-        """Changes whenever a request starts or ends (whoever drained it); None when it cannot be read."""
+        """Changes whenever a request starts or ends (whoever drained it); None when it cannot be read, or when
+        other meters record on this provider too (the FastAPI instrumentation, say): then every tick hands off."""
+        if self.provider is not None and meter_count(self.provider) != 1:
+            return None
         try:
             return tuple((repr(a.enter), repr(a.exit)) for a in list(self.recorder._active.values()))
         except Exception:
@@ -497,6 +502,7 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             server_reader=server_reader,
             resource=resource,
             recorder=recorder,
+            provider=provider,
             rates=rates,
             serve=serve,
             otlp=otlp,

@@ -247,3 +247,40 @@ def _samples_of(path: Path, name: str) -> float:
         if m.name == name
         for p in m.sum.data_points
     )
+
+
+def test_other_instrumentations_on_the_worker_provider_are_merged_and_handed_off_promptly(tmp_path: Path) -> None:
+    """The FastAPI instrumentation's HTTP duration histogram, recorded on a worker's provider, is in the merged
+    scrape within a second (a worker with meters besides ryot's hands off every tick, not only on ryot activity)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    tel = configure(multiproc_dir=tmp_path, prometheus_registry="private", start_prometheus_server=False, gpu=False)
+    try:
+        app = FastAPI()
+
+        @app.get("/ping")
+        def ping() -> dict[str, str]:
+            return {}
+
+        FastAPIInstrumentor.instrument_app(app, meter_provider=tel.meter_provider)
+        client = TestClient(app)
+        for _ in range(3):
+            assert client.get("/ping").status_code == 200
+        time.sleep(1.0)
+        text = generate_latest(tel.registry).decode()
+        counts = [
+            s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            # old or stable HTTP conventions, whichever OTEL_SEMCONV_STABILITY_OPT_IN selected in this process
+            if s.name in ("http_server_duration_milliseconds_count", "http_server_request_duration_seconds_count")
+        ]
+        assert counts == [3]
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        tel.shutdown()
