@@ -156,11 +156,17 @@ class PromClientRouter:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def telemetry() -> ryot_telemetry.Telemetry:
-    """The production set-up: one MeterProvider with a Prometheus reader on a private registry (no HTTP)."""
-    return ryot_telemetry.configure(
-        exporters="prometheus", prometheus_registry="private", start_prometheus_server=False, gpu=False
+def telemetry(exporters: str = "prometheus", drainer: bool = False) -> ryot_telemetry.Telemetry:
+    """The production set-up: one MeterProvider with a Prometheus reader on a private registry (no HTTP).
+
+    The background drainer is stopped unless asked for: the request path and the drain are timed separately.
+    """
+    tel = ryot_telemetry.configure(
+        exporters=exporters, prometheus_registry="private", start_prometheus_server=False, gpu=False
     )
+    if not drainer:
+        tel.recorder.stop_drainer()
+    return tel
 
 
 def median(xs: list[float]) -> float:
@@ -462,6 +468,9 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
+SECTIONS = ("request", "overflow", "chunk", "scrape", "rss")
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -471,14 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     disable_created_metrics()
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
-    ap.add_argument("--only", choices=("request", "overflow", "chunk", "scrape", "rss"), action="append")
+    ap.add_argument("--only", choices=(*SECTIONS, "loop"), action="append")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
         print(json.dumps(asyncio.run(rss_child(args.rss_child, args.requests))))
         return 0
-    only = set(args.only or ("request", "overflow", "chunk", "scrape", "rss"))
+    only = set(args.only or (*SECTIONS, "loop"))
     q = args.quick
     print(
         f"ryot-telemetry {ryot_telemetry.__version__} benchmarks{' (--quick)' if q else ''}, Python "
@@ -570,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
                     verdict(r["growth_mb"] < goal),
                 )
             )
+    if "loop" in only:
+        from . import loop
+
+        loop.report(q, rows)
     w = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:

@@ -342,7 +342,10 @@ def configure(
             )
             ours = all_readers[len(readers) :]
         provider = MeterProvider(
-            metric_readers=all_readers, resource=resource, views=views(bucket_map), exemplar_filter=exemplar_filter()
+            metric_readers=all_readers,
+            resource=resource,
+            views=views(bucket_map, attribute_filter=False),
+            exemplar_filter=exemplar_filter(),
         )
         ours = []  # the provider owns the readers now: its shutdown shuts them down
         try:
@@ -356,6 +359,8 @@ def configure(
                 max_models=max_models,
                 max_label_length=max_label_length,
             )
+            recorder.start_drainer()
+            closers.append(recorder.stop_drainer)
             install_service_info(meter, service, _pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
             from .engine import EngineMetrics
             from .gpu import install_gpu_gauges, install_token_efficiency

@@ -60,15 +60,15 @@ SEMCONV: tuple[SemconvSpec, ...] = (
 OPERATION = {"chat_completion": "chat", "completion": "text_completion"}
 
 
-def semconv_views() -> list[View]:
-    """Views giving the semconv metrics their recommended buckets and attribute keys."""
+def semconv_views(attribute_filter: bool = True) -> list[View]:
+    """Views giving the semconv metrics their recommended buckets (and attribute-key filters, see ``views()``)."""
     from ._instruments import METER_NAME
 
     return [
         View(
             instrument_name=s.name,
             meter_name=METER_NAME,
-            attribute_keys=set(s.attributes),
+            attribute_keys=set(s.attributes) if attribute_filter else None,
             aggregation=ExplicitBucketHistogramAggregation(boundaries=list(s.buckets)),
         )
         for s in SEMCONV

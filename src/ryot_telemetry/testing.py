@@ -110,7 +110,9 @@ def capture(
     """
     reader = InMemoryMetricReader()
     provider = MeterProvider(
-        metric_readers=[reader], views=views(resolve_buckets(buckets)), exemplar_filter=exemplar_filter()
+        metric_readers=[reader],
+        views=views(resolve_buckets(buckets), attribute_filter=False),
+        exemplar_filter=exemplar_filter(),
     )
     meter = provider.get_meter(METER_NAME)
     recorder = build_recorder(meter, buckets=buckets, **recorder_kw)
