@@ -261,7 +261,7 @@ class Recorder:
         self.response_models = ModelLabels(max_models, max_label_length)
         self.prices = prices
         self.genai_provider = genai_provider
-        self.max_pending = max_pending
+        self._max_pending = max_pending
         self._pending: deque[Request] = deque()
         # Drain state, all guarded by _drain_lock: requests ever popped (the collection snapshot's sequence),
         # counter increments and window sums aggregated since the last flush.
@@ -271,7 +271,7 @@ class Recorder:
         self._win_completion: dict[tuple[str, int], int] = {}
         self._win_cache: dict[tuple[str, str, int], list[int]] = {}
         self._wake = threading.Event()
-        self._wake_at = max_pending  # WAKE_AT while a background drainer runs
+        self._wake_at = max_pending  # queue length past which a request acts: see _backlog
         self._drainer: threading.Thread | None = None
         self._stopping = False
         self._drain_interval: float | None = None
@@ -330,7 +330,7 @@ class Recorder:
 
     def _backlog(self) -> None:
         """Past ``WAKE_AT`` wake the drainer; past ``max_pending`` record a bounded batch on this thread."""
-        if len(self._pending) > self.max_pending:
+        if len(self._pending) > self._max_pending:
             self.drain(INLINE_BATCH)
         elif not self._wake.is_set():
             self._wake.set()
@@ -446,7 +446,7 @@ class Recorder:
             daemon=True,
         )
         self._drainer = thread
-        self._wake_at = min(WAKE_AT, self.max_pending)
+        self._wake_at = min(WAKE_AT, self._max_pending)
         thread.start()
 
     def stop_drainer(self, timeout: float = 5.0) -> None:
@@ -459,8 +459,18 @@ class Recorder:
         if thread is not threading.current_thread():
             thread.join(timeout)
         self._drainer = None
-        self._wake_at = self.max_pending
+        self._wake_at = self._max_pending
         self._stopping = False
+
+    @property
+    def max_pending(self) -> int:
+        """Queue length past which each finishing request records ``INLINE_BATCH`` queued requests itself."""
+        return self._max_pending
+
+    @max_pending.setter
+    def max_pending(self, value: int) -> None:
+        self._max_pending = value
+        self._wake_at = min(WAKE_AT, value) if self.drainer_running else value
 
     @property
     def drainer_running(self) -> bool:
