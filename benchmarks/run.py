@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -215,6 +216,9 @@ async def bench_request(n: int, rounds: int) -> dict[str, float]:
     response = make_response()
     bare = NoopRouter(response)
     tel = telemetry()
+    log = logging.getLogger("ryot_telemetry")
+    level = log.level
+    log.setLevel(logging.ERROR)  # a second live configure() is intended here: private registries, no duplicates
     tel2 = ryot_telemetry.configure(
         exporters="prometheus",
         prometheus_registry="private",
@@ -222,6 +226,7 @@ async def bench_request(n: int, rounds: int) -> dict[str, float]:
         gpu=False,
         readers=[otlp_reader()],
     )
+    log.setLevel(level)
     tel2.recorder.stop_drainer()
     wrapped = tel.instrument_router(NoopRouter(response))
     wrapped2 = tel2.instrument_router(NoopRouter(response))
