@@ -53,7 +53,7 @@ INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
 SLICE = 32
 """Requests recorded per slice (about 1.5 ms): the longest the drainer or a collection holds the GIL in one go."""
-YIELD_RATIO = 1.5
+YIELD_RATIO = 2.0
 """After a slice, sleep this many times the slice's duration: serving threads keep >= 1/(1+ratio) of the GIL."""
 DRAIN_INTERVAL = 0.5
 """Seconds between background drains when the queue stays below ``WAKE_AT``."""
