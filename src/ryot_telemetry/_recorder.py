@@ -8,7 +8,7 @@ so every reader sees exactly the measurements it would have seen had they been r
 bounded: past ``max_pending`` the appending thread records the oldest ``INLINE_BATCH`` requests itself, so no single
 request pays for the whole backlog.
 
-Why sliced: recording is pure Python holding the GIL, about 50 µs per request. Done in one go on the scrape thread, a
+Why sliced: recording is pure Python holding the GIL, 25-50 µs per request. Done in one go on the scrape thread, a
 backlog of 15,000 requests froze a serving event loop for most of a second (it gets one turn per GIL switch
 interval). So an optional background drainer (``start_drainer``) records the queue in slices of ``SLICE`` requests
 and sleeps after each slice for ``YIELD_RATIO`` times as long as the slice took, leaving the GIL to the serving
@@ -52,7 +52,7 @@ DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
 SLICE = 32
-"""Requests recorded per slice (about 1.5 ms): the longest the drainer or a collection holds the GIL in one go."""
+"""Requests recorded per slice (about 1 ms): the longest the drainer or a collection holds the GIL in one go."""
 YIELD_RATIO = 2.0
 """After a slice, sleep this many times the slice's duration: serving threads keep >= 1/(1+ratio) of the GIL."""
 DRAIN_INTERVAL = 0.5
@@ -477,8 +477,9 @@ class Recorder:
         return self._drainer is not None and self._drainer.is_alive()
 
     def _reinit_after_fork(self) -> None:
-        """In a forked child: the parent's drainer thread is gone and may have held the lock mid-slice."""
+        """In a forked child: the parent's drainer thread is gone and may have held a lock mid-slice."""
         self._drain_lock = threading.Lock()
+        self.windows._lock = threading.Lock()
         self._wake = threading.Event()
         was_running = self._drainer is not None
         self._drainer = None
