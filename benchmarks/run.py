@@ -157,13 +157,13 @@ class PromClientRouter:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def telemetry(exporters: str = "prometheus", drainer: bool = False) -> ryot_telemetry.Telemetry:
+def telemetry(drainer: bool = False) -> ryot_telemetry.Telemetry:
     """The production set-up: one MeterProvider with a Prometheus reader on a private registry (no HTTP).
 
     The background drainer is stopped unless asked for: the request path and the drain are timed separately.
     """
     tel = ryot_telemetry.configure(
-        exporters=exporters, prometheus_registry="private", start_prometheus_server=False, gpu=False
+        exporters="prometheus", prometheus_registry="private", start_prometheus_server=False, gpu=False
     )
     if not drainer:
         tel.recorder.stop_drainer()
@@ -509,11 +509,33 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "overflow", "chunk", "scrape", "rss")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss")
 
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+def request_api_rows(r: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    print(
+        f"\n1c. recorder API, request path (median ns/request): manual start/try/except {r['manual_ns']:.0f}, "
+        f"with rec.request() {r['with_ns']:.0f}; in a coroutine {r['async_manual_ns']:.0f}, "
+        f"async with {r['async_with_ns']:.0f}"
+    )
+    return [
+        (
+            "with rec.request() / manual path",
+            f"{r['with_ratio']:.2f}x",
+            "",
+            f"{r['with_extra_ns']:+.0f} ns: __enter__/__exit__ calls (success is inlined in __exit__)",
+        ),
+        (
+            "async with rec.request() / manual path",
+            f"{r['async_with_ratio']:.2f}x",
+            "",
+            f"{r['async_with_extra_ns']:+.0f} ns: two coroutines per request (Python's protocol)",
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -562,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
             ("total with Prometheus + OTLP readers / prometheus_client", f"{r['total2_ratio']:.2f}", "", ""),
         ]
+    if "api" in only:
+        from .request_api import bench_request_api
+
+        rows += request_api_rows(bench_request_api(*((20000, 5) if q else (50000, 15))))
     if "overflow" in only:
         max_pending = 10000 if q else 65536
         r = asyncio.run(bench_overflow(max_pending, 2000))

@@ -15,10 +15,8 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from ._setup import ConfigurationError, Telemetry, configure
-from .catalogue import markdown_table
+from .catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
 from .simulate import SimulatedRouter
-
-STATUSES = ("success", "error", "timeout", "partial")
 
 
 def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
@@ -64,7 +62,9 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
     for p in by_name.get("ryot.inference.errors", ()):
         errors[p.attributes["error_type"]] = errors.get(p.attributes["error_type"], 0) + int(p.value)
     completion = sum(
-        int(p.value) for p in by_name.get("ryot.tokens.generated", ()) if p.attributes["token_type"] == "completion"
+        int(p.value)
+        for p in by_name.get("ryot.tokens.generated", ())
+        if p.attributes["token_type"] == COMPLETION_TOKENS
     )
     out: dict[str, Any] = {
         "requests": requests,

@@ -12,7 +12,7 @@ import yaml
 
 from ryot_telemetry import catalogue
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = ROOT / "collector"
 RULES = COLLECTOR / "rules"
 RULE_FILES = [RULES / "ryot_recording_rules.yml", RULES / "ryot_alerts.yml"]
