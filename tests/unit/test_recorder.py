@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
-from ryot_telemetry._recorder import SLICE, WAKE_AT, Recorder
+from ryot_telemetry import _recorder
+from ryot_telemetry._recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
 
 REQ = "ryot.inference.requests"
@@ -156,29 +157,54 @@ def _drain_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "ryot-telemetry-drain"]
 
 
-def test_collection_records_exactly_what_was_queued_when_it_began() -> None:
+class FakeClock:
+    """The recorder's clock, advancing 1 ms per reading and by exactly what a pause sleeps: pacing is deterministic
+    (each slice "takes" 1 ms, so the next may start 2 ms later, after exactly one pause)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.step = 0.001
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(_recorder, "_clock", fake)
+    return fake
+
+
+def test_collection_records_exactly_what_was_queued_when_it_began(clock: FakeClock) -> None:
     """Between slices a saturated loop keeps submitting (100 per pause): the collection still ends, with exactly the
     1,000 requests queued before it; the later ones wait for the next collection."""
     cap = capture()
     try:
         rec = cap.recorder
         _finish(rec, 1000)
-        pauses: list[float] = []
 
         def busy_loop(seconds: float) -> None:
-            pauses.append(seconds)
+            clock.sleep(seconds)
+            clock.step = 0.0  # the loop's own requests take no time on the recorder's clock
             _finish(rec, 100)
-            time.sleep(seconds)
+            clock.step = 0.001
 
         rec._sleep = busy_loop
         cap.collect()
         assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1000
-        assert len(pauses) == -(-1000 // SLICE) - 1  # one pause between consecutive slices
-        assert all(p > 0 for p in pauses)
-        assert len(rec._pending) == 100 * len(pauses)
-        rec._sleep = time.sleep
+        assert len(clock.pauses) == -(-1000 // SLICE) - 1  # one pause between consecutive slices
+        assert all(p > 0 for p in clock.pauses)
+        assert len(rec._pending) == 100 * len(clock.pauses)
+        rec._sleep = clock.sleep
         cap.collect()
-        assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1000 + 100 * len(pauses)
+        assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1000 + 100 * 31
     finally:
         cap.shutdown()
 
@@ -215,20 +241,15 @@ async def test_collection_on_an_event_loop_thread_never_sleeps(cap: Capture) -> 
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 5 * SLICE
 
 
-def test_drain_is_recorded_in_slices_with_a_pause_between_each() -> None:
+def test_drain_is_recorded_in_slices_with_a_pause_between_each(clock: FakeClock) -> None:
+    """Each slice "takes" 1 ms, so the next starts after a pause of YIELD_RATIO x 1 ms."""
     cap = capture()
     try:
         rec = cap.recorder
         _finish(rec, 10 * SLICE + 5)
-        pauses: list[float] = []
-
-        def spy(seconds: float) -> None:
-            pauses.append(seconds)
-            time.sleep(seconds)
-
-        rec._sleep = spy
+        rec._sleep = clock.sleep
         assert rec._drain_sliced(None) == 10 * SLICE + 5
-        assert len(pauses) == 10
+        assert clock.pauses == pytest.approx([0.001 * YIELD_RATIO - 0.001] * 10)  # minus the clock read before it
         assert not rec._pending
         # Counters are handed over at the next collection, not per slice: the total is exact.
         cap.collect()
