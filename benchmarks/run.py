@@ -5,8 +5,10 @@
 
 Sections: per-request overhead of the router wrapper (non-streaming) against the bare call and against
 hand-written prometheus_client code; per-chunk overhead of the stream wrapper; /metrics scrape time against
-prometheus_client exposing the same series; RSS growth after many requests (each in its own subprocess).
-Rounds are interleaved and the median is reported, so background noise hits every variant alike.
+prometheus_client exposing the same series; RSS growth after many requests (each in its own subprocess); the
+serving event loop's rate during a scrape (loop.py); streams with a suspending provider, the fixed cost per stream
+and the drain at low request rates (costs.py). Rounds are interleaved (variants in rotated order) and the median is
+reported, so background noise hits every variant alike.
 """
 
 from __future__ import annotations
