@@ -511,7 +511,7 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards")
 
 
 def verdict(ok: bool) -> str:
@@ -658,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import costs
 
         costs.report(q, rows)
+    if "guards" in only:
+        from .guards import bench_guards, report
+
+        n, rounds = (5000, 5) if q else (20000, 15)
+        rows.append(report(asyncio.run(bench_guards(n, rounds)), n, rounds))
     w = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:

@@ -35,7 +35,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from . import catalogue
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
-from ._labels import ModelLabels, batch_size_label, prompt_size_label
+from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
+from ._new_series import NewSeriesGate, sdk_readers
 from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
 from .derived import CONTEXT_TYPE, DerivedGauges
@@ -68,11 +69,28 @@ WAKE_AT = 256
 """Queue length at which a request wakes the background drainer early."""
 YIELD_BUDGET = 0.25
 """Share of a collection's callback timeout it may spend yielding; past it the rest is recorded without pauses."""
+MAX_COUNT = 2**53
+"""The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
+2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
+MAX_TOKEN_TOTAL = 2**63 - 1
+"""The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
+1,024 requests of 2**53 tokens each cannot make the counter unencodable and stop every later export."""
 
 
 def _count_value(c: itertools.count[int]) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
+
+
+def describe_count(v: Any) -> str:
+    """A short, bounded description of an implausible usage count, for the warning (never the object itself)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v) if v.bit_length() <= 128 else f"<an integer of {v.bit_length()} bits>"
+    if isinstance(v, (float, bool)):
+        return repr(v)
+    if isinstance(v, str):
+        return repr(str.__getitem__(v, slice(0, 20))) + ("..." if len(v) > 20 else "")
+    return f"<a {type(v).__name__}>"
 
 
 class _Active:
@@ -86,7 +104,10 @@ class _Active:
         self.attrs = attrs
 
     def value(self) -> int:
-        return _count_value(self.enter) - _count_value(self.exit)
+        # exits first: a request that enters and leaves between the two reads is then counted in neither,
+        # never in the exits alone, so the value can never be negative (enter >= exit at every instant).
+        done = _count_value(self.exit)
+        return _count_value(self.enter) - done
 
 
 class Request:
@@ -98,6 +119,8 @@ class Request:
     __slots__ = (
         "_active",
         "_done",
+        "_implausible",
+        "_pending",
         "_recorder",
         "batch_size",
         "cached_tokens",
@@ -130,14 +153,54 @@ class Request:
         self.completion_tokens: int | None = None
         self.cached_tokens: int | None = None
         self.prompt_chars: int | None = None
-        self.response_model: str | None = None
+        self.response_model: str | None = None  # clipped (ModelLabels.key): a request never holds a raw name
         self.delivered = False  # a stream handed at least one chunk to the caller
         self.status = SUCCESS
         self.error_type: str | None = None
         self.end = 0.0
         self._done = False
+        self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
+        self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
         next(active.enter)
         self.start = _clock()
+
+    def note_implausible(self, field: str, description: str) -> None:
+        """A usage count was dropped as implausible; the recorder warns about it once per model."""
+        note = f"usage.{field}={description}"
+        if self._implausible is None:
+            self._implausible = note
+        elif len(self._implausible) < 200:  # a stream may repeat it in every chunk: keep the note bounded
+            self._implausible = f"{self._implausible}, {note}"
+
+    def admit(self, recorder: Recorder | None = None) -> None:
+        """The router accepted the model name (it returned a stream): give the name a slot now.
+
+        Until then a name without a slot is in flight under ``__unknown__``; from here on under its own label.
+        Ending the request does the same implicitly, except after ``model_not_found`` (see ``Recorder.start``).
+        """
+        key = self._pending
+        if key is None or self._done:
+            return
+        rec = recorder or self._recorder
+        self._pending = None
+        label = rec.models.admit(key)
+        active = rec._active_for((label, self.mode, self.endpoint))
+        next(active.enter)  # enter the new series before leaving the old: neither ever reads negative
+        next(self._active.exit)
+        self._active = active
+        self.model = label
+
+    def _settle(self, recorder: Recorder, admitted: bool) -> None:
+        """The final label of a request whose name had no slot at its start: its own (or __overflow__) when the
+        router accepted the name; otherwise the name's slot if another request has taken one since, else
+        ``__unknown__``."""
+        key = self._pending
+        self._pending = None
+        models = recorder.models
+        if admitted:
+            self.model = models.admit(key)
+        else:
+            self.model = models.peek(key) or UNADMITTED
 
     # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
     # (the request knows its recorder); the older spelling that passes it still works.
@@ -148,7 +211,10 @@ class Request:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
-            (recorder or self._recorder)._submit(self)
+            rec = recorder or self._recorder
+            if self._pending is not None:
+                self._settle(rec, True)
+            rec._submit(self)
 
     @overload
     def fail(self, exc: BaseException, /) -> None: ...
@@ -168,6 +234,9 @@ class Request:
                 recorder = cast(Recorder, first)
             self.error_type = classify(exc)
             self.status = PARTIAL if self.delivered else status_for(self.error_type)
+            if self._pending is not None:
+                # any error but model_not_found came from past the router's model lookup
+                self._settle(recorder, self.delivered or self.error_type != "model_not_found")
             recorder._submit(self)
 
     def abandon(self, recorder: Recorder | None = None) -> None:
@@ -177,7 +246,11 @@ class Request:
             self._done = True
             next(self._active.exit)
             self.status = PARTIAL
-            (recorder or self._recorder)._submit(self)
+            rec = recorder or self._recorder
+            if self._pending is not None:
+                # cancelled before the router answered: this request did not show the name to be a real model
+                self._settle(rec, self.delivered)
+            rec._submit(self)
 
     # ``with rec.request(...) as req:`` / ``async with``: ends the request exactly once, like the wrapper does.
 
@@ -194,6 +267,8 @@ class Request:
                 self.end = _clock()
                 self._done = True
                 next(self._active.exit)
+                if self._pending is not None:
+                    self._settle(self._recorder, True)
                 self._recorder._submit(self)
             elif isinstance(exc, Exception):
                 self.fail(exc)
@@ -211,6 +286,8 @@ class Request:
                 self.end = _clock()
                 self._done = True
                 next(self._active.exit)
+                if self._pending is not None:
+                    self._settle(self._recorder, True)
                 self._recorder._submit(self)
             except Exception:
                 _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
@@ -232,6 +309,7 @@ class Recorder:
         semconv: bool = False,
         genai_provider: str = "llama_stack",
         max_pending: int = DEFAULT_MAX_PENDING,
+        genai_server: tuple[str, int] | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -240,6 +318,10 @@ class Recorder:
         self.response_models = ModelLabels(max_models, max_label_length)
         self.prices = prices
         self.genai_provider = genai_provider
+        # server.address / server.port of the semconv metrics: this server, as configured (see genai.py)
+        self._genai_server: dict[str, str | int] = {}
+        if genai_server is not None:
+            self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
         self._max_pending = max_pending
         self._pending: deque[Request] = deque()
         # Drain state, all guarded by _drain_lock: requests ever popped (the collection snapshot's sequence),
@@ -259,6 +341,10 @@ class Recorder:
         self._active: dict[tuple[str, str, str], _Active] = {}
         self._active_lock = threading.Lock()
         self._attrs: dict[tuple[str | None, ...], dict[str, str]] = {}
+        self._usage_warned: set[str] = set()  # model labels (bounded) already warned about implausible usage
+        self._token_totals: dict[int, int] = {}  # id(attrs) -> cumulative tokens added to that series
+        self._token_lock = threading.Lock()
+        self._token_saturated: set[int] = set()  # series that reached MAX_TOKEN_TOTAL (warned once)
         b = buckets or {}
 
         def make(name: str, **kw: Any) -> Any:
@@ -279,6 +365,8 @@ class Recorder:
         # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
+        # New counter series are exported at 0 before their first increment (see _new_series).
+        self._new_series = NewSeriesGate(sdk_readers(meter))
         self.semconv = SemconvInstruments(meter) if semconv else None
         self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None
 
@@ -289,15 +377,33 @@ class Recorder:
 
         The request is also a context manager (``with rec.request(...) as req:``, ``async with`` too) that ends
         it on exit; otherwise end it with ``req.success()``, ``req.fail(exc)`` or ``req.abandon()``.
+
+        A model name that has no label slot yet does not get one here: the request is in flight under
+        ``__unknown__`` and the name takes a slot once the router accepts it — ``req.admit()`` (the wrapper
+        calls it when the router returns a stream), ``success``, ``fail`` with any error but ``model_not_found``,
+        or ``abandon`` after a chunk was delivered. A request that ends otherwise (``model_not_found``, or
+        cancelled before the router answered) is recorded under the name's slot if another request has taken
+        one meanwhile, else under ``__unknown__``: made-up names cannot use up the ``max_models`` budget (SPEC).
         """
-        label = self.models(model)
+        label = self.models.peek(model)
+        pending = None
+        if label is None:
+            pending = self.models.key(model)
+            label = UNADMITTED
         key = (label, mode, endpoint)
         active = self._active.get(key)
         if active is None:
             active = self._new_active(key)
-        return Request(label, endpoint, mode, batch_size, active, self)
+        req = Request(label, endpoint, mode, batch_size, active, self)
+        if pending is not None:
+            req._pending = pending
+        return req
 
     request = start  # ``with rec.request(model=..., endpoint=..., mode=...) as req:`` reads better; same call
+
+    def _active_for(self, key: tuple[str, str, str]) -> _Active:
+        active = self._active.get(key)
+        return active if active is not None else self._new_active(key)
 
     def _new_active(self, key: tuple[str, str, str]) -> _Active:
         with self._active_lock:
@@ -353,6 +459,19 @@ class Recorder:
     def _flush(self) -> None:
         """Hand the aggregated counter increments and window sums over. Caller holds ``_drain_lock``."""
         counts, self._counts = self._counts, {}
+        # Token totals are capped before the new-series gate, so increments it holds and releases later (at a
+        # collection, or at shutdown, without passing through here again) are already within the cap.
+        tokens = self.tokens
+        for key, entry in list(counts.items()):
+            if entry[0] is tokens:
+                try:
+                    entry[2] = self._within_token_total(entry[1], entry[2])
+                except Exception:
+                    _log.debug("ryot-telemetry: failed to cap a token count", exc_info=True)
+                if not entry[2]:
+                    del counts[key]
+        if self._new_series.enabled:
+            self._new_series.route(counts)  # also releases held increments, so it runs on an empty batch too
         for instrument, attrs, amount in counts.values():
             try:
                 instrument.add(amount, attrs)
@@ -471,6 +590,25 @@ class Recorder:
         if was_running and self._drain_interval is not None:
             self.start_drainer(self._drain_interval)
 
+    def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
+        """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""
+        key = id(attrs)  # attrs dicts are cached for the recorder's life
+        with self._token_lock:
+            total = self._token_totals.get(key, 0)
+            if total + amount > MAX_TOKEN_TOTAL:
+                if key in self._token_saturated:
+                    return 0
+                self._token_saturated.add(key)
+                _log.warning(
+                    "ryot-telemetry: %s reached 2**63 - 1 tokens, the most OTLP can carry; it stays there (%d tokens "
+                    "not counted, later ones not logged)",
+                    attrs,
+                    total + amount - MAX_TOKEN_TOTAL,
+                )
+                amount = MAX_TOKEN_TOTAL - total
+            self._token_totals[key] = total + amount
+        return amount
+
     def _a(self, *key: str | None) -> dict[str, str]:
         """Attribute dicts are built once per label combination and reused (the SDK copies them anyway).
 
@@ -489,7 +627,7 @@ class Recorder:
         return {k: v for k, v in zip(catalogue.get(name).all_labels, vals) if v is not None}
 
     @staticmethod
-    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: int) -> None:
+    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: float) -> None:
         # attrs dicts are cached for the recorder's life, so their ids are stable keys
         entry = counts.get((id(instrument), id(attrs)))
         if entry is None:
@@ -497,7 +635,31 @@ class Recorder:
         else:
             entry[2] += amount
 
+    def _drop_implausible(self, r: Request) -> None:
+        """Drop the usage counts no provider can mean (SPEC); warn once per model label (a bounded set)."""
+        bad = [] if r._implausible is None else [r._implausible]
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            v = getattr(r, name)
+            if v is not None and not (type(v) is int and 0 <= v <= MAX_COUNT):
+                setattr(r, name, None)  # set so by a recorder-API caller
+                bad.append(f"usage.{name}={describe_count(v)}")
+        if bad and r.model not in self._usage_warned:
+            self._usage_warned.add(r.model)
+            _log.warning(
+                "ryot-telemetry: model %r: implausible %s (negative, not an integer, or above 2**53) ignored for "
+                "that request; further ones for this model are not logged",
+                r.model,
+                ", ".join(bad),
+            )
+
     def _record(self, r: Request, counts: dict[tuple[int, int], list[Any]]) -> None:
+        p, c, k = r.prompt_tokens, r.completion_tokens, r.cached_tokens
+        if r._implausible is not None or not (
+            (p is None or (type(p) is int and 0 <= p <= MAX_COUNT))
+            and (c is None or (type(c) is int and 0 <= c <= MAX_COUNT))
+            and (k is None or (type(k) is int and 0 <= k <= MAX_COUNT))
+        ):
+            self._drop_implausible(r)
         model, mode = r.model, r.mode
         latency = max(r.end - r.start, 0.0)
         count = self._count
@@ -521,8 +683,9 @@ class Recorder:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
             self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)))
-            if completion is not None and completion >= 2:
-                self.tpot.record(max(latency - ttft, 0.0) / (completion - 1), self._a(_MODEL, model))
+            tpot = _tpot(latency, ttft, completion, r.batch_size)
+            if tpot is not None:
+                self.tpot.record(tpot, self._a(_MODEL, model))
         if completion and latency > 0:
             self.tps.record(completion / latency, self._a(_MODEL, model))
         if r.cached_tokens is not None and prompt:
@@ -531,9 +694,10 @@ class Recorder:
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    self.cost.add(prompt * price.prompt / 1000.0, self._a(_COST, model, PROMPT_TOKENS))
+                    count(counts, self.cost, self._a(_COST, model, PROMPT_TOKENS), prompt * price.prompt / 1000.0)
                 if completion:
-                    self.cost.add(completion * price.completion / 1000.0, self._a(_COST, model, COMPLETION_TOKENS))
+                    usd = completion * price.completion / 1000.0
+                    count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS), usd)
         if completion:
             key = (model, int(r.end))
             wc = self._win_completion
@@ -554,25 +718,33 @@ class Recorder:
         assert s is not None
         op = OPERATION[r.endpoint]
         resp_model = r.response_model
-        base = {
+        # Client side (the router's call to its model provider): no server.address/port, which would name the
+        # provider's endpoint (see genai.py).
+        client: dict[str, Any] = {
             "gen_ai.operation.name": op,
             "gen_ai.provider.name": self.genai_provider,
             "gen_ai.request.model": r.model,
         }
         if resp_model:
-            base["gen_ai.response.model"] = self.response_models(resp_model)
-        dur_attrs = base if r.error_type is None else {**base, "error.type": r.error_type}
+            client["gen_ai.response.model"] = self.response_models(resp_model)
+        base = {**client, **self._genai_server} if self._genai_server else client  # server side: this server
         latency = max(r.end - r.start, 0.0)
-        s.duration.record(latency, dur_attrs)
+        if r.error_type is None:
+            s.duration.record(latency, base)
+            s.client_duration.record(latency, client)
+        else:
+            s.duration.record(latency, {**base, "error.type": r.error_type})
+            s.client_duration.record(latency, {**client, "error.type": r.error_type})
         if r.status == SUCCESS and r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             s.ttft.record(ttft, base)
-            if r.completion_tokens is not None and r.completion_tokens >= 2:
-                s.tpot.record(max(latency - ttft, 0.0) / (r.completion_tokens - 1), base)
+            tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size)
+            if tpot is not None:
+                s.tpot.record(tpot, base)
         if r.prompt_tokens is not None:
-            s.usage.record(r.prompt_tokens, {**base, "gen_ai.token.type": "input"})
+            s.usage.record(r.prompt_tokens, {**client, "gen_ai.token.type": "input"})
         if r.completion_tokens is not None:
-            s.usage.record(r.completion_tokens, {**base, "gen_ai.token.type": "output"})
+            s.usage.record(r.completion_tokens, {**client, "gen_ai.token.type": "output"})
 
     # --- observable callbacks ---------------------------------------------------------------------------------
 
@@ -584,9 +756,29 @@ class Recorder:
         """Engine-reported KV cache hit ratio; overrides the usage-derived one for that model and context."""
         self.derived.set_kv_cache_hit_ratio(model, context_type, ratio)
 
+    def release_held(self) -> None:
+        """Record the queue and add the held first increments of new counter series now: every reader's next read
+        is exact (the demo's summary; before a final read)."""
+        self.drain()
+        self._new_series.release()
+
     def active(self) -> dict[tuple[str, str, str], int]:
         """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
         return {k: a.value() for k, a in list(self._active.items())}
+
+
+def _tpot(latency: float, ttft: float, completion: int | None, choices: int) -> float | None:
+    """(latency - TTFT) / (tokens per choice - 1), for >= 2 tokens per choice (SPEC).
+
+    ``choices`` is the request's batch size (prompts x ``n``): usage sums the choices, which decode in parallel,
+    so the speed a user sees is per choice.
+    """
+    if completion is None:
+        return None
+    per_choice = completion / choices if choices > 1 else completion
+    if per_choice < 2:
+        return None
+    return max(latency - ttft, 0.0) / (per_choice - 1)
 
 
 def _on_event_loop() -> bool:
