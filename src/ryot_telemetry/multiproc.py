@@ -476,13 +476,13 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
         provider = MeterProvider(
             metric_readers=worker_readers,
             resource=resource,
-            views=views(settings.buckets),
+            views=views(settings.buckets, attribute_filter=False),  # as configure(): see views()
             exemplar_filter=exemplar_filter(settings),
         )
         closers.callback(provider.shutdown)
         server_reader = InMemoryMetricReader()
         server_provider = MeterProvider(
-            metric_readers=[server_reader], resource=resource, views=views(settings.buckets)
+            metric_readers=[server_reader], resource=resource, views=views(settings.buckets, attribute_filter=False)
         )
         closers.callback(server_provider.shutdown)
         meter = ryot_meter(provider)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -127,3 +129,56 @@ def test_sliding_window_ignores_values_older_than_the_ring() -> None:
     ring.add(1000, 50)
     ring.add(100, 7)  # 900 s older, same slot: outside every window
     assert ring.sum(1000, 60) == 50
+
+
+def test_sliding_window_sums_across_the_ring_boundary() -> None:
+    """A window whose seconds wrap from the ring's last slot to its first is summed exactly."""
+    ring = _Ring()
+    for s in range(1780, 1821):  # slots 880..899, then 0..20
+        ring.add(s, s - 1700)
+    assert ring.sum(1820, 60) == sum(range(80, 121))
+    assert ring.sum(1820, 30) == sum(range(91, 121))  # (1790, 1820]
+    assert ring.sum(1799, 10) == sum(range(90, 100))  # ends on the ring's last slot
+    assert ring.sum(1820, 900) == sum(range(80, 121))
+
+
+def test_sliding_window_forgets_stale_slots_after_a_gap() -> None:
+    """Slots of seconds that left the ring during a quiet spell count as zero, whatever the gap."""
+    ring = _Ring()
+    ring.add(1000, 5)
+    ring.add(1001, 7)
+    ring.add(1500, 11)  # 500 s later: 1000 and 1001 still in the 15-minute window
+    assert (ring.sum(1500, 60), ring.sum(1500, 300), ring.sum(1500, 900)) == (11, 11, 23)
+    ring.add(1900, 13)  # 1000 is now out (the window is (1000, 1900]), 1001 still in
+    assert (ring.sum(1900, 900), ring.sum(1900, 60)) == (7 + 11 + 13, 13)
+    ring.add(2801, 17)  # a gap of 901 s: every earlier slot is stale
+    assert (ring.sum(2801, 900), ring.sum(2801, 1)) == (17, 17)
+    ring.add(1901, 99)  # drained 900 s late: outside every window, and no slot is overwritten
+    assert ring.sum(2801, 900) == 17
+    assert ring.sum(3000, 900) == 17  # queried later with no new second: the window just slides
+    assert ring.sum(3701, 900) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 50)), max_size=60),
+    st.integers(0, 5000),
+    st.sampled_from([1, 60, 300, 900]),
+)
+def test_sliding_window_equals_a_plain_sum_over_the_kept_seconds(
+    adds: list[tuple[int, int]], now_s: int, seconds: int
+) -> None:
+    """Against the definition: the ring keeps every value of a second within RING_SECONDS of the newest second
+    added (values older than that when they arrive are dropped), and a window sums the kept values of its seconds."""
+    ring = _Ring()
+    kept: list[tuple[int, int]] = []
+    head = None
+    for second, value in adds:
+        head = second if head is None else max(head, second)
+        if second > head - derived.RING_SECONDS:
+            kept.append((second, value))
+        ring.add(second, value)
+    expected = sum(
+        v for s, v in kept if now_s - seconds < s <= now_s and head is not None and s > head - derived.RING_SECONDS
+    )
+    assert ring.sum(now_s, seconds) == expected
