@@ -91,7 +91,44 @@ class NewSeriesGate:
             wrap_reader_collect(reader, functools.partial(self._wrap, reader, state=state))
         self.enabled = bool(self._readers)
 
-    def _wrap(self, reader: Any, collect: Callable[..., Any], state: _Reader) -> Callable[..., Any]:
+    def remote(self) -> _Reader:
+        """A reader in another process, which this one cannot wrap (multi-process mode: the scrapes and OTLP
+        exports served from the hand-off files). Its owner keeps it current through ``update_remote``."""
+        state = _Reader()
+        with self._lock:
+            self._readers.append(state)
+            self.enabled = True
+        return state
+
+    def update_remote(self, state: _Reader, seen: int, last: float | None, interval: float | None) -> None:
+        """What the owner of a ``remote`` reader learnt: the newest zero epoch it exported, when it last collected
+        (on this gate's clock) and its interval."""
+        with self._lock:
+            state.seen = max(state.seen, seen)
+            state.last, state.interval = last, interval
+
+    def track(self, reader: Any, on_collected: Callable[[int], None]) -> None:
+        """Wrap ``reader`` (a hand-off reader, never waited for itself) like a gate reader: held increments that
+        are due are released into its collections, and ``on_collected`` gets the zero epoch each one carried."""
+        wrap_reader_collect(reader, functools.partial(self._wrap, reader, state=None, on_collected=on_collected))
+
+    def close(self) -> None:
+        """Release everything and hold nothing more (the last hand-off of a process)."""
+        self._final = True
+        self.release()
+
+    def forget_held(self) -> None:
+        """In a forked child: the held increments are the parent's, which releases them; drop this copy."""
+        self._lock = threading.Lock()
+        self._held.clear()
+
+    def _wrap(
+        self,
+        reader: Any,
+        collect: Callable[..., Any],
+        state: _Reader | None,
+        on_collected: Callable[[int], None] | None = None,
+    ) -> Callable[..., Any]:
         """``reader._collect`` (what ``MetricReader.collect`` calls), noting which zeros each collection exported."""
 
         def collect_noting_zeros(r: Any, *args: Any, **kwargs: Any) -> Any:
@@ -109,7 +146,10 @@ class NewSeriesGate:
                 return collect(r, *args, **kwargs)
             finally:
                 tls.cell = outer
-                self._collected(state, cell[0])
+                if state is not None:
+                    self._collected(state, cell[0])
+                if on_collected is not None:
+                    on_collected(cell[0])
 
         return collect_noting_zeros
 

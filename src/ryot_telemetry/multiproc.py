@@ -47,6 +47,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricExporter,
+    MetricExportResult,
     MetricsData,
 )
 from opentelemetry.sdk.resources import Resource
@@ -73,6 +74,42 @@ HEARTBEAT = 5.0
 engine-reported gauges are then at most this old. A request that starts or ends is handed off at the next tick."""
 
 _LOCK_NAME = "leader.lock"
+
+COLLECTORS = ("prometheus", "otlp")
+"""Kinds of server-wide collection whose progress is recorded in ``<dir>/collected-<kind>`` (new series gate)."""
+
+_HANDOFFS_KEPT = 256
+"""Hand-offs remembered for the new-series gate: (time written, zero epoch it carried)."""
+
+
+def _collected_path(directory: str, kind: str) -> str:
+    return os.path.join(directory, f"collected-{kind}")
+
+
+def note_collection(directory: str, kind: str, started: float) -> None:
+    """Record that a collection of ``kind`` which began reading the directory at ``started`` (``time.monotonic``,
+    one clock for every process of the host) was served: ``<started ns> <previous started ns>``, atomically."""
+    path = _collected_path(directory, kind)
+    previous = read_collection(directory, kind)
+    start_ns = int(started * 1e9)
+    prev_ns = 0 if previous is None else int(previous[0] * 1e9)
+    if prev_ns >= start_ns:
+        return  # a collection that began later (served concurrently) is already recorded
+    _write_atomic(path, f"{start_ns} {prev_ns}".encode())
+
+
+def read_collection(directory: str, kind: str) -> tuple[float, float | None] | None:
+    """(start of the last recorded collection of ``kind``, seconds since the one before or None); None if none or
+    if it is in the future (a file left from before a reboot: the monotonic clock restarted)."""
+    try:
+        with open(_collected_path(directory, kind), "rb") as f:
+            start_ns, prev_ns = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    start = start_ns / 1e9
+    if start > time.monotonic():
+        return None
+    return start, ((start_ns - prev_ns) / 1e9 if 0 < prev_ns < start_ns else None)
 
 
 # --- the per-process side -------------------------------------------------------------------------------------
@@ -159,6 +196,16 @@ class MultiProcess:
         self._write_warned = False
         self._last_activity: Any = None
         self._last_write = 0.0
+        # New series at zero first (``_new_series``), across processes: a worker's gate waits for the server's
+        # scrapes and OTLP exports (recorded in the directory by whoever serves them) to have read a hand-off
+        # that carried the zero, as it waits for its own readers in single-process mode.
+        self.gate: Any = getattr(recorder, "_new_series", None)
+        self._remote: dict[str, Any] = {}
+        self._handoffs: list[tuple[float, int]] = []  # (monotonic time the file was replaced, zero epoch in it)
+        self._collected_epoch = 0
+        if self.gate is not None:
+            self._remote = {kind: self.gate.remote() for kind in COLLECTORS}
+            self.gate.track(worker_reader, self._note_epoch)
         _instances.add(self)
 
     @property
@@ -170,6 +217,24 @@ class MultiProcess:
         return self._lock_fd is not None
 
     # - hand-off
+
+    def _note_epoch(self, epoch: int) -> None:
+        self._collected_epoch = epoch
+
+    def _refresh_collectors(self) -> None:
+        """Tell the gate how far the server's collections have read: a collection that began after a hand-off was
+        written has that hand-off's zeros."""
+        if self.gate is None:
+            return
+        handoffs = self._handoffs
+        for kind, state in self._remote.items():
+            seen = read_collection(self.directory, kind)
+            if seen is None:
+                self.gate.update_remote(state, 0, None, None)
+                continue
+            started, interval = seen
+            epoch = max((e for written, e in handoffs if written < started), default=0)
+            self.gate.update_remote(state, epoch, started, interval)
 
     def _activity(self) -> Any:
         """Changes whenever a request starts or ends (whoever drained it); None when it cannot be read, or when
@@ -190,6 +255,7 @@ class MultiProcess:
         if (
             idle_skip
             and activity is not None
+            and not (self.gate is not None and self.gate.held())
             and activity == self._last_activity
             and time.monotonic() - self._last_write < HEARTBEAT
         ):
@@ -205,6 +271,8 @@ class MultiProcess:
                 req = encode_metrics(merged.metrics_data(self.resource))
             _write_atomic(self.path, req.SerializeToString())
             self._last_activity, self._last_write = activity, time.monotonic()
+            self._handoffs.append((self._last_write, self._collected_epoch))
+            del self._handoffs[:-_HANDOFFS_KEPT]
 
     # - merged view
 
@@ -219,6 +287,19 @@ class MultiProcess:
     def metrics_data(self) -> MetricsData:
         with self._merge_lock:
             return self.merged().metrics_data(self.resource)
+
+    def scrape_data(self) -> MetricsData:
+        """``metrics_data`` for a Prometheus scrape, recorded in the directory once served (new series gate)."""
+        started = time.monotonic()
+        data = self.metrics_data()
+        self._note_collection("prometheus", started)
+        return data
+
+    def _note_collection(self, kind: str, started: float) -> None:
+        try:
+            note_collection(self.directory, kind, started)
+        except OSError:
+            _log.debug("ryot-telemetry: could not record a %s collection", kind, exc_info=True)
 
     # - leader duties
 
@@ -257,12 +338,20 @@ class MultiProcess:
     def export(self) -> None:
         if self._otlp is None:
             return
+        started = time.monotonic()
         try:
-            self._otlp.export(self.metrics_data())
+            result = self._otlp.export(self.metrics_data())
         except Exception:
             _log.debug("ryot-telemetry: merged OTLP export failed", exc_info=True)
+            return
+        if result == MetricExportResult.SUCCESS:
+            self._note_collection("otlp", started)
 
     def tick(self) -> None:
+        try:
+            self._refresh_collectors()
+        except Exception:
+            _log.debug("ryot-telemetry: could not read the server's collections", exc_info=True)
         try:
             self.snapshot(idle_skip=True)
             self._write_warned = False
@@ -305,6 +394,9 @@ class MultiProcess:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        if self.gate is not None:
+            with contextlib.suppress(Exception):
+                self.gate.close()  # the last hand-off carries every held increment: counters stay exact
         with contextlib.suppress(Exception):
             self.snapshot()
         if self._otlp is not None and self.leader:
@@ -338,6 +430,7 @@ class MultiProcess:
         self._baseline = getattr(self, "_fork_baseline", None)
         self.me = _Ident.mine()
         self._last_write = 0.0  # a new identity: its first hand-off is due at once
+        self._handoffs = []
         self._pid = os.getpid()  # exit hook: the child hands over its own state at exit
         if self.server is not None:
             with contextlib.suppress(Exception):
@@ -365,6 +458,8 @@ def reset_recorder_after_fork(recorder: Any) -> None:
             active.exit = itertools.count()
     with contextlib.suppress(Exception):
         recorder.windows.__init__()  # in place: the derived gauges hold this very object
+    with contextlib.suppress(Exception):
+        recorder._new_series.forget_held()
 
 
 def _fork_prepare() -> None:
@@ -509,7 +604,7 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             export_interval_s=settings.export_interval_ms / 1000.0,
         )
         if registry is not None:
-            closers.callback(merged_prometheus_reader(mp.metrics_data, registry).shutdown)
+            closers.callback(merged_prometheus_reader(mp.scrape_data, registry).shutdown)
         # Runs first at shutdown: the final hand-off while the provider still collects, then the port and lock.
         closers.callback(mp.close)
         mp.start()

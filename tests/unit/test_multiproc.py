@@ -166,7 +166,9 @@ def test_files_of_an_earlier_run_are_removed_not_counted(tmp_path: Path) -> None
     try:
         assert _samples(generate_latest(tel.registry).decode(), "ryot_inference_requests_total") == 0
         time.sleep(0.7)
-        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("w-")) == ["leader.lock"]
+        # what remains: the lock and the record of the scrape above (for the new-series gate)
+        others = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("w-"))
+        assert others == ["collected-prometheus", "leader.lock"]
         assert len(list(tmp_path.glob("w-*.pb"))) == 1
     finally:
         tel.shutdown()
@@ -284,3 +286,136 @@ def test_other_instrumentations_on_the_worker_provider_are_merged_and_handed_off
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
         tel.shutdown()
+
+
+# --- new series at zero first, across processes ---------------------------------------------------------------
+
+
+def _late_requests(tel: object, n: int) -> None:
+    rec = tel.recorder  # type: ignore[attr-defined]
+    for _ in range(n):
+        req = rec.start("late", "chat_completion", "standard")
+        req.prompt_tokens, req.completion_tokens = 10, 5
+        req.success(rec)
+
+
+def _late(text: str) -> float | None:
+    """ryot_inference_requests_total{model="late"}, None while the series is absent."""
+    values = [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "ryot_inference_requests_total" and s.labels.get("model") == "late"
+    ]
+    return sum(values) if values else None
+
+
+@contextlib.contextmanager
+def _manual_worker(directory: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+    """A worker whose hand-offs the test makes itself (``mp.tick()``), and a scrape of the merged state."""
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    tel = configure(
+        multiproc_dir=directory, prometheus_registry="private", start_prometheus_server=False, gpu=False, **kwargs
+    )
+    mp = tel.multiproc
+    mp._stop.set()
+    assert mp._thread is not None
+    mp._thread.join()
+    try:
+        yield tel, mp, lambda: _late(generate_latest(tel.registry).decode())
+    finally:
+        tel.shutdown()
+
+
+def test_a_new_series_reaches_the_merged_scrape_at_zero_before_its_first_increment(tmp_path: Path) -> None:
+    """Scraping began; a worker's first 3 requests of a model are handed off as 0 until a scrape has read that
+    hand-off, then as 3; a known series is never held again."""
+    with _manual_worker(tmp_path) as (tel, mp, scrape):
+        assert scrape() is None
+        _late_requests(tel, 3)
+        mp.tick()  # hands off the zero, holds the 3
+        assert scrape() == 0
+        mp.tick()  # no scrape since: still the zero
+        mp.tick()  # the scrape above began after the zero's hand-off: the 3 follow
+        assert [scrape(), scrape()] == [3, 3]
+        _late_requests(tel, 2)
+        mp.tick()
+        assert scrape() == 5
+
+
+def test_a_new_series_waits_for_no_scrape_when_none_has_happened_or_scraping_stopped(tmp_path: Path) -> None:
+    """No scrape yet: no earlier sample to lose, the first scrape shows the counts. A scrape that stopped (older
+    than FIRST_WAIT_S, its interval unknown) is not waited for either."""
+    from ryot_telemetry.multiproc import note_collection
+
+    with _manual_worker(tmp_path) as (tel, mp, _scrape):
+        _late_requests(tel, 3)
+        mp.tick()
+        assert _scrape() == 3
+    (tmp_path / "collected-prometheus").unlink()
+    with _manual_worker(tmp_path) as (tel, mp, _scrape):
+        note_collection(str(tmp_path), "prometheus", time.monotonic() - 121)
+        _late_requests(tel, 4)
+        mp.tick()
+        assert _samples_of(Path(mp.path), "ryot.inference.requests") == 4
+
+
+def test_a_new_series_waits_for_the_leaders_otlp_export_too(tmp_path: Path) -> None:
+    """With scrapes and the leader's (slower) OTLP export, the increments follow once both have read the zero;
+    the OTLP receiver sees 0, then 3."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    class Exporter(MetricExporter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.values: list[float | None] = []
+
+        def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):  # type: ignore[no-untyped-def]
+            points = [
+                p.value
+                for rm in metrics_data.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                if m.name == "ryot.inference.requests"
+                for p in m.data.data_points
+                if p.attributes.get("model") == "late"
+            ]
+            self.values.append(sum(points) if points else None)
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs):  # type: ignore[no-untyped-def]
+            pass
+
+    with _manual_worker(tmp_path) as (tel, mp, scrape):
+        exporter = Exporter()
+        mp._otlp = exporter
+        assert scrape() is None
+        mp.export()
+        _late_requests(tel, 3)
+        mp.tick()
+        assert scrape() == 0
+        mp.tick()
+        assert scrape() == 0  # the export has not read the zero yet
+        mp.export()
+        mp.tick()
+        assert scrape() == 3
+        mp.export()
+        mp._otlp = None
+        assert exporter.values == [None, 0, 3]
+
+
+def test_held_increments_are_in_the_last_hand_off(tmp_path: Path) -> None:
+    """Counters stay exact: what the gate still holds when a worker shuts down is in its final hand-off."""
+    with _manual_worker(tmp_path) as (tel, mp, scrape):
+        scrape()
+        _late_requests(tel, 3)
+        mp.tick()
+        assert scrape() == 0
+        path = Path(mp.path)
+    assert _samples_of(path, "ryot.inference.requests") == 3
