@@ -148,11 +148,17 @@ def _scrape(base: str) -> str:
 def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path, server: str) -> None:
     """uvicorn --workers 3 (and gunicorn -w 3 --preload, workers forked after configure()) on the FastAPI example:
     60 requests, then 9 scrapes of /metrics, each showing exactly 60 requests, 60 latency observations, 30 TTFTs,
-    in-flight 0 and one ryot_service_info."""
+    in-flight 0 and one ryot_service_info. Scraping began before the model's first requests (the readiness probe),
+    so the first scrape after them shows its request counters at 0 (new series at zero first, every worker's)."""
     n = 60
     with _uvicorn(tmp_path, 3, gunicorn_preload=server == "gunicorn") as base:
         with ThreadPoolExecutor(6) as pool:
             assert all(pool.map(lambda i: _chat(base, i), range(n)))
+        time.sleep(1.0)
+        text = _scrape(base)
+        assert _samples(text, "ryot_inference_requests_total", model=MODEL, status="success") == 0
+        assert len(_series(text, "ryot_inference_requests_total")) >= 1
+        assert _samples(text, "ryot_inference_latency_seconds_count") == n  # histograms are not held
         time.sleep(1.0)
         for _ in range(9):
             text = _scrape(base)
@@ -308,6 +314,9 @@ def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -
         with ThreadPoolExecutor(3) as pool:
             assert all(pool.map(lambda i: _chat(base, i), range(30)))
         time.sleep(1.0)
+        # The readiness probe scraped before these first requests: their counters are exposed at 0 first.
+        assert _samples(_scrape(base), "ryot_inference_requests_total") == 0
+        time.sleep(1.0)
         assert _samples(_scrape(base), "ryot_inference_requests_total") == 30
 
         finished: list[float] = []
@@ -338,6 +347,8 @@ def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -
                 time.sleep(0.1)
             stop.set()
         _wait(lambda: len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3, 30, "uvicorn to restart the worker")
+        time.sleep(1.0)
+        seen.append(_samples(_scrape(base), "ryot_inference_requests_total"))  # reads the new worker's zeros
         time.sleep(1.0)
         total = _samples(_scrape(base), "ryot_inference_requests_total")
         seen.append(total)
@@ -489,6 +500,10 @@ def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path:
 
         with ThreadPoolExecutor(4) as pool:
             assert all(pool.map(chat, range(12)))
+        time.sleep(1.0)
+        # Scraping began before the model's first requests: its counters are exposed at 0 first.
+        text = _scrape_url(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert _samples(text, "ryot_inference_requests_total", model=model, status="success") == 0
         time.sleep(1.0)
         for _ in range(6):
             text = _scrape_url(f"http://127.0.0.1:{metrics_port}/metrics")
