@@ -21,6 +21,11 @@ only collection, is not waited for: a Prometheus that stopped scraping must not 
 ``InMemoryMetricReader`` is read by code, not by a time-series database, so it is never waited for (its reads stay
 exact at once, as tests and the demo's summary expect), though it sees the zeros other readers cause.
 
+Multi-process mode: a worker's readers are elsewhere (whoever answers a scrape reads the hand-off files). The
+worker's hand-off reader is ``track``ed (it learns which zero epoch each hand-off carried) and the server's
+scrapes and OTLP exports are ``remote`` readers, kept current by ``multiproc`` from what the serving process
+records in the directory: a collection that began after a hand-off was written has that hand-off's zeros.
+
 Cost: one set look-up per series per drain; nothing on the request path. Histograms are not covered: the Metrics
 API cannot create a histogram point without an observation, so their _count/_bucket series still start at their
 first value.

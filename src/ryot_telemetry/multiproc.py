@@ -16,6 +16,10 @@ Switched on by ``RYOT_TELEMETRY_MULTIPROC_DIR=<dir>`` (or ``configure(multiproc_
   even by SIGKILL). The leader serves the scrape port, exports the merged totals over OTLP, and folds the files of
   dead workers into ``archive-<ppid>-<pstart>.pb`` (one per server), so that counters never decrease and the
   directory stays bounded. The other processes retry the lock every tick and take over within one tick.
+- **New series at zero first.** Whoever serves a scrape (or the leader's OTLP export) records when it began
+  reading the directory in ``<dir>/collected-<kind>``; a worker's new-series gate (``_new_series``) holds a new
+  counter series' increments until every such collection that is still running began after the hand-off that
+  carried its zero.
 - **Previous runs.** A server is identified by the parent of its workers (the uvicorn / gunicorn master). Files of
   dead processes whose server is gone too belong to an earlier run and are removed; a new run starts from zero.
 
