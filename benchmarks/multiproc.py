@@ -75,10 +75,12 @@ async def bench_worker_request(n: int, rounds: int) -> dict[str, float]:
             times["drain"].append(cpu() - t0)
             times["mp"].append(await timed(n, mp_router.openai_chat_completion, params))
             t0 = cpu()
+            mp._refresh_collectors()  # as each tick does: what the server's collections have read
             mp.snapshot()
             times["handoff"].append(cpu() - t0)
         t0 = cpu()
         for _ in range(rounds):
+            mp._refresh_collectors()
             mp.snapshot()  # nothing new: the fixed cost of one hand-off (collect, encode, write)
         idle = (cpu() - t0) / rounds
         worker.shutdown()
