@@ -207,6 +207,7 @@ class MultiProcess:
         self._remote: dict[str, Any] = {}
         self._handoffs: list[tuple[float, int]] = []  # (monotonic time the file was replaced, zero epoch in it)
         self._collected_epoch = 0
+        self._advanced = False  # a server collection read a newer zero since the last hand-off
         if self.gate is not None:
             self._remote = {kind: self.gate.remote() for kind in COLLECTORS}
             self.gate.track(worker_reader, self._note_epoch)
@@ -238,6 +239,8 @@ class MultiProcess:
                 continue
             started, interval = seen
             epoch = max((e for written, e in handoffs if written < started), default=0)
+            if epoch > state.seen:
+                self._advanced = True
             self.gate.update_remote(state, epoch, started, interval)
 
     def _activity(self) -> Any:
@@ -254,12 +257,13 @@ class MultiProcess:
         """Collect this process's cumulative state and hand it to the directory (atomically).
 
         ``idle_skip``: skip it when no request started or ended since the last hand-off, unless ``HEARTBEAT``
-        seconds have passed (an idle worker then costs nothing between heartbeats)."""
+        seconds have passed (an idle worker then costs nothing between heartbeats) or a server collection has read
+        the zero of a series whose increments are held (they go out now)."""
         activity = self._activity()
         if (
             idle_skip
             and activity is not None
-            and not (self.gate is not None and self.gate.held())
+            and not (self._advanced and self.gate is not None and self.gate.held())
             and activity == self._last_activity
             and time.monotonic() - self._last_write < HEARTBEAT
         ):
@@ -275,6 +279,7 @@ class MultiProcess:
                 req = encode_metrics(merged.metrics_data(self.resource))
             _write_atomic(self.path, req.SerializeToString())
             self._last_activity, self._last_write = activity, time.monotonic()
+            self._advanced = False
             self._handoffs.append((self._last_write, self._collected_epoch))
             del self._handoffs[:-_HANDOFFS_KEPT]
 

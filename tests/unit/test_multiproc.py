@@ -337,9 +337,10 @@ def test_a_new_series_reaches_the_merged_scrape_at_zero_before_its_first_increme
         assert scrape() is None
         _late_requests(tel, 3)
         mp.tick()  # hands off the zero, holds the 3
+        mp.tick()  # no scrape has read the zero yet: still held
+        assert _samples_of(Path(mp.path), "ryot.inference.requests") == 0
         assert scrape() == 0
-        mp.tick()  # no scrape since: still the zero
-        mp.tick()  # the scrape above began after the zero's hand-off: the 3 follow
+        mp.tick()  # that scrape began after the zero's hand-off: the 3 go out (no new request needed)
         assert [scrape(), scrape()] == [3, 3]
         _late_requests(tel, 2)
         mp.tick()
