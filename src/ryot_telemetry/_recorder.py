@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from . import catalogue
@@ -27,6 +29,7 @@ from ._instruments import create_instrument
 from ._labels import ModelLabels, batch_size_label, prompt_size_label
 from .cost import PriceTable
 from .genai import OPERATION, SemconvInstruments
+from .slo import SloTable, judge
 
 _log = logging.getLogger("ryot_telemetry")
 _clock = time.perf_counter
@@ -40,6 +43,23 @@ _RING = 900  # seconds kept by the sliding windows (the longest window)
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
+
+# Measurements are recorded at drain time, in whatever context the reader or an overflowing request runs in: drain
+# under a context with no span, so a trace-based exemplar filter never attaches an unrelated trace.
+_NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
+
+
+def sampled_span_context() -> trace.SpanContext | None:
+    """The active span's context if it is sampled (an exemplar may point at it), else None. Cheap: no allocation."""
+    sc = trace.get_current_span().get_span_context()
+    return sc if sc.trace_flags.sampled else None
+
+
+def time_per_output_token(latency: float, ttft: float, completion_tokens: int | None) -> float | None:
+    """Mean time per output token after the first; None below two tokens. The TPOT histogram and SLO share it."""
+    if completion_tokens is None or completion_tokens < 2:
+        return None
+    return max(latency - ttft, 0.0) / (completion_tokens - 1)
 
 
 def _count_value(c: itertools.count) -> int:
@@ -80,6 +100,7 @@ class Request:
         "prompt_chars",
         "prompt_tokens",
         "response_model",
+        "span_context",
         "start",
         "status",
     )
@@ -100,6 +121,7 @@ class Request:
         self.status = "success"
         self.error_type: str | None = None
         self.end = 0.0
+        self.span_context: trace.SpanContext | None = None  # set by Recorder.start when exemplars are on
         self._done = False
         next(active.enter)
         self.start = _clock()
@@ -230,6 +252,8 @@ class Recorder:
         semconv: bool = False,
         genai_provider: str = "llama_stack",
         max_pending: int = DEFAULT_MAX_PENDING,
+        slos: SloTable | None = None,
+        exemplars: bool = False,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -265,6 +289,10 @@ class Recorder:
         make("ryot.sliding_tokens_per_second", callbacks=[self._observe_token_rates])
         make("ryot.kv_cache.hit_ratio", callbacks=[self._observe_hit_ratio])
         self.semconv = SemconvInstruments(meter) if semconv else None
+        # No SLO table: the goodput counter is never created, so it exposes no series.
+        self.slos = slos
+        self.slo = make("ryot.slo.requests") if slos is not None else None
+        self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
         self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None
 
     # --- hot path ---------------------------------------------------------------------------------------------
@@ -276,7 +304,10 @@ class Recorder:
         active = self._active.get(key)
         if active is None:
             active = self._new_active(key)
-        return Request(label, endpoint, mode, batch_size, active)
+        req = Request(label, endpoint, mode, batch_size, active)
+        if self.exemplars:
+            req.span_context = sampled_span_context()
+        return req
 
     def _new_active(self, key: tuple[str, str, str]) -> _Active:
         with self._active_lock:
@@ -302,21 +333,25 @@ class Recorder:
         pending = self._pending
         counts: dict[tuple[int, int], list[Any]] = {}
         n = 0
-        while n != limit:
-            try:
-                req = pending.popleft()
-            except IndexError:
-                break
-            n += 1
-            try:
-                self._record(req, counts)
-            except Exception:  # telemetry must never take the service down
-                _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
-        for instrument, attrs, amount in counts.values():
-            try:
-                instrument.add(amount, attrs)
-            except Exception:
-                _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
+        token = otel_context.attach(_NO_SPAN)
+        try:
+            while n != limit:
+                try:
+                    req = pending.popleft()
+                except IndexError:
+                    break
+                n += 1
+                try:
+                    self._record(req, counts)
+                except Exception:  # telemetry must never take the service down
+                    _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+            for instrument, attrs, amount in counts.values():
+                try:
+                    instrument.add(amount, attrs)
+                except Exception:
+                    _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
+        finally:
+            otel_context.detach(token)
         return n
 
     def _a(self, *key: str) -> dict[str, str]:
@@ -353,7 +388,9 @@ class Recorder:
         )
         if r.error_type is not None:
             count(counts, self.errors, self._a("err", model, r.error_type, SEVERITY[r.error_type]), 1)
-        self.latency.record(latency, self._a("lat", model, batch_size_label(r.batch_size), mode))
+        sc = r.span_context
+        ctx = None if sc is None else trace.set_span_in_context(trace.NonRecordingSpan(sc))
+        self.latency.record(latency, self._a("lat", model, batch_size_label(r.batch_size), mode), context=ctx)
         self.batch.record(r.batch_size, self._a("batch", model, mode))
         prompt, completion = r.prompt_tokens, r.completion_tokens
         if prompt is not None:
@@ -364,9 +401,12 @@ class Recorder:
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
-            self.ttft.record(ttft, self._a("ttft", model, prompt_size_label(size_from)))
-            if completion is not None and completion >= 2:
-                self.tpot.record(max(latency - ttft, 0.0) / (completion - 1), self._a("m", model))
+            self.ttft.record(ttft, self._a("ttft", model, prompt_size_label(size_from)), context=ctx)
+            tpot = time_per_output_token(latency, ttft, completion)
+            if tpot is not None:
+                self.tpot.record(tpot, self._a("m", model))
+        if self.slos is not None:
+            self._judge(r, latency, ttft, counts)
         if completion and latency > 0:
             self.tps.record(completion / latency, self._a("m", model))
         if r.cached_tokens is not None and prompt:
@@ -381,6 +421,18 @@ class Recorder:
         self.windows.add(r)
         if self._record_extra is not None:
             self._record_extra(r)
+
+    def _judge(self, r: Request, latency: float, ttft: float | None, counts: dict[tuple[int, int], list[Any]]) -> None:
+        """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``)."""
+        assert self.slos is not None
+        slo = self.slos.get(r.model)
+        if slo is None or (r.status == "partial" and r.error_type is None):
+            return  # no objective for this model, or a stream the client abandoned: counted in neither
+        stream = r.mode == "streaming"
+        tpot = time_per_output_token(latency, ttft, r.completion_tokens) if stream and ttft is not None else None
+        missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
+        attrs = self._a("slo", r.model, "met") if missed is None else self._a("slo", r.model, "missed", missed)
+        self._count(counts, self.slo, attrs, 1)
 
     def _record_semconv(self, r: Request) -> None:
         s = self.semconv
@@ -447,4 +499,5 @@ _ATTR_NAMES: dict[str, tuple[str, ...]] = {
     "cost": ("model", "token_type"),
     "win": ("model", "time_window"),
     "kv": ("model", "context_type"),
+    "slo": ("model", "result", "objective"),
 }

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -16,7 +16,13 @@ from urllib.parse import urlparse
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
@@ -26,6 +32,7 @@ from ._labels import DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_MODELS
 from ._recorder import DEFAULT_MAX_PENDING, Recorder
 from ._wrapper import instrument_router
 from .cost import PriceTable
+from .slo import SloTable
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -117,6 +124,16 @@ def _prices(arg: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None)
         return PriceTable.from_file(path) if path else None
     except ValueError as e:
         raise ConfigurationError(f"price table: {e}") from None
+
+
+def _slos(arg: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None) -> SloTable | None:
+    try:
+        if arg is not None:
+            return SloTable.load(arg)
+        path = os.environ.get(env.RYOT_TELEMETRY_SLOS)
+        return SloTable.from_file(path) if path else None
+    except ValueError as e:
+        raise ConfigurationError(f"SLO table: {e}") from None
 
 
 def _otlp_reader(endpoint: str | None, protocol: str | None, interval_ms: int | None) -> MetricReader:
@@ -250,6 +267,8 @@ def build_recorder(meter: Meter, **overrides: Any) -> Recorder:
             overrides.pop("genai_provider", None), env.RYOT_TELEMETRY_GENAI_PROVIDER, "llama_stack"
         ),
         "max_pending": _env_int(env.RYOT_TELEMETRY_MAX_PENDING, DEFAULT_MAX_PENDING),
+        "slos": _slos(overrides.pop("slos", None)),
+        "exemplars": not isinstance(exemplar_filter(), AlwaysOffExemplarFilter),
     }
     kw.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -258,13 +277,29 @@ def build_recorder(meter: Meter, **overrides: Any) -> Recorder:
         raise ConfigurationError(str(e)) from None
 
 
-def exemplar_filter() -> ExemplarFilter | None:
-    """Exemplars off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks for them (None lets the SDK read that variable).
+_EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
+    "trace_based": TraceBasedExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "always_off": AlwaysOffExemplarFilter,
+}
 
-    ryot measurements are recorded when a reader collects, outside the request's span, so a trace-based exemplar
-    could only carry the collector's context, never the request's; sampling them would cost time for nothing.
+
+def exemplar_filter(enabled: bool = True) -> ExemplarFilter:
+    """``OTEL_METRICS_EXEMPLAR_FILTER`` when set; else trace-based, or off when ``enabled`` is false.
+
+    Trace-based: a request that ran inside a sampled span gives its latency and TTFT an exemplar pointing at that
+    trace (the recorder keeps the span context until it records). ``configure()`` turns them off when only the
+    Prometheus reader is used: opentelemetry-python's Prometheus exporter drops exemplars, so keeping them would
+    cost time for nothing.
     """
-    return None if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER") else AlwaysOffExemplarFilter()
+    raw = os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip().lower()
+    if raw:
+        if raw not in _EXEMPLAR_FILTERS:
+            raise ConfigurationError(
+                f"OTEL_METRICS_EXEMPLAR_FILTER={raw!r}: choose from {', '.join(_EXEMPLAR_FILTERS)}"
+            )
+        return _EXEMPLAR_FILTERS[raw]()
+    return TraceBasedExemplarFilter() if enabled else AlwaysOffExemplarFilter()
 
 
 def install_service_info(meter: Meter, service: str, component: str) -> None:
@@ -289,6 +324,7 @@ def configure(
     export_interval_ms: int | None = None,
     buckets: Mapping[str, Sequence[float]] | None = None,
     prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    slos: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     semconv: bool | None = None,
     genai_provider: str | None = None,
     max_models: int | None = None,
@@ -305,7 +341,8 @@ def configure(
     ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
     plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
     ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
-    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests.
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``slos``: an SLO table (mapping, path
+    or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling ``ryot_slo_requests_total``.
     """
     global _current
     if _current is not None and not _current._closed:
@@ -341,8 +378,9 @@ def configure(
                 prometheus_registry, prometheus_host, prometheus_port, start_prometheus_server, all_readers
             )
             ours = all_readers[len(readers) :]
+        exemplars = exemplar_filter(enabled=_carries_exemplars(names, readers))
         provider = MeterProvider(
-            metric_readers=all_readers, resource=resource, views=views(bucket_map), exemplar_filter=exemplar_filter()
+            metric_readers=all_readers, resource=resource, views=views(bucket_map), exemplar_filter=exemplars
         )
         ours = []  # the provider owns the readers now: its shutdown shuts them down
         try:
@@ -355,6 +393,8 @@ def configure(
                 genai_provider=genai_provider,
                 max_models=max_models,
                 max_label_length=max_label_length,
+                slos=slos,
+                exemplars=not isinstance(exemplars, AlwaysOffExemplarFilter),
             )
             install_service_info(meter, service, _pick(None, env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
             from .engine import EngineMetrics
@@ -391,6 +431,11 @@ def configure(
     )
     _current = tel
     return tel
+
+
+def _carries_exemplars(names: Sequence[str], readers: Sequence[MetricReader]) -> bool:
+    """OTLP, console and caller-supplied readers can carry exemplars; the Prometheus reader drops them."""
+    return bool(readers) or "otlp" in names or "console" in names
 
 
 def _prometheus(

@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics-table", help="print the metric catalogue as a Markdown table")
     dash = sub.add_parser("dashboard", help="write the Grafana dashboard generated from the catalogue")
     dash.add_argument("path", nargs="?", default="-", help="output file (default stdout)")
+    rules = sub.add_parser("slo-rules", help="write Prometheus SLO burn-rate rules for an SLO table")
+    rules.add_argument("table", nargs="?", help="SLO table file (JSON or YAML); default: the shipped example table")
+    rules.add_argument("-o", "--output", default="-", help="rule file to write (default stdout)")
     return parser
 
 
@@ -240,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "metrics-table":
         print(markdown_table())
         return 0
+    if args.command == "slo-rules":
+        from . import slo
+
+        return slo.main(["rules", *([args.table] if args.table else []), "-o", args.output])
     if args.command == "dashboard":
         from .dashboard import build_dashboard
 
