@@ -259,7 +259,7 @@ def rules_yaml(table: SloTable, source: str = "") -> str:
             f"(ryot:slo_burn_rate:rate{long} > {_num(burn)} and ryot:slo_burn_rate:rate{short} > {_num(burn)})"
             for burn, long, short in pairs
         )
-        desc = "; ".join(f"{_num(burn)}x over {long} and {short}" for burn, long, short in pairs)
+        desc = ", or ".join(f"{_num(burn)}x over {long} and {short}" for burn, long, short in pairs)
         lines += [
             f"      - alert: {alert}",
             f"        expr: {_q(expr)}",
@@ -271,8 +271,8 @@ def rules_yaml(table: SloTable, source: str = "") -> str:
             "          summary: " + _q(f"{{{{ $labels.model }}}} is burning its {SLO_PERIOD} SLO error budget"),
             "          description: "
             + _q(
-                f"Requests to {{{{ $labels.model }}}} miss their SLO fast enough to {action} ({desc}); "
-                'burn rate {{ $value | printf "%.1f" }}x.'
+                f"Requests to {{{{ $labels.model }}}} miss their SLO fast enough to {action}: the error budget "
+                f"burns faster than {desc}. ryot:slo_burn_rate:rate<window> has the current rates."
             ),
         ]
     return "\n".join(lines) + "\n"
