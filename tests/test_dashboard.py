@@ -39,7 +39,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 28
+    assert len(queries) == 38
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -95,3 +95,18 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"SUCCESS: {len(rules)} rules found" in out.stdout
+
+
+def test_slo_row_reads_goodput_and_the_generated_target() -> None:
+    """The SLO row: goodput, 30-day budget left, burn rate for every alert window, misses by objective; the only
+    recorded series it reads is ryot:slo:target, which the generated SLO rules define."""
+    panels = build_dashboard()["panels"]
+    i = next(n for n, p in enumerate(panels) if p["type"] == "row" and p["title"] == "SLOs")
+    row = [p["title"] for p in panels[i + 1 : i + 5]]
+    assert row == ["Goodput by model", "Error budget remaining (30d)", "Burn rate by window", "SLO misses by objective"]
+    burn = panels[i + 3]
+    assert [t["legendFormat"].split()[-1] for t in burn["targets"]] == ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
+    recorded = {n for p in panels[i + 1 : i + 5] for t in p["targets"] for n in re.findall(r"ryot:[a-z_:]+", t["expr"])}
+    generated = yaml.safe_load((ROOT / "collector" / "rules" / "ryot_slo_rules.yml").read_text())
+    assert recorded == {"ryot:slo:target"}
+    assert recorded <= {r.get("record") for g in generated["groups"] for r in g["rules"]}
