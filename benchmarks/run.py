@@ -471,14 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     disable_created_metrics()
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
-    ap.add_argument("--only", choices=("request", "overflow", "chunk", "scrape", "rss"), action="append")
+    ap.add_argument("--only", choices=("request", "overflow", "chunk", "scrape", "rss", "exemplars"), action="append")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
         print(json.dumps(asyncio.run(rss_child(args.rss_child, args.requests))))
         return 0
-    only = set(args.only or ("request", "overflow", "chunk", "scrape", "rss"))
+    only = set(args.only or ("request", "overflow", "chunk", "scrape", "rss", "exemplars"))
     q = args.quick
     print(
         f"ryot-telemetry {ryot_telemetry.__version__} benchmarks{' (--quick)' if q else ''}, Python "
@@ -570,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
                     verdict(r["growth_mb"] < goal),
                 )
             )
+    if "exemplars" in only:
+        from . import exemplars
+
+        rows += exemplars.run(q)
     w = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:

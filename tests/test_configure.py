@@ -108,6 +108,8 @@ def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.M
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+    from ryot_telemetry._recorder import RequestSpanExemplarFilter
+
     def built(**kw: Any) -> tuple[type, bool]:
         tel = configure(gpu=False, **kw)
         try:
@@ -118,8 +120,9 @@ def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.M
     prom_only = {"exporters": "prometheus", "prometheus_registry": "private", "start_prometheus_server": False}
     assert built(**prom_only) == (AlwaysOffExemplarFilter, False)
     assert built(exporters="none") == (AlwaysOffExemplarFilter, False)
-    assert built(exporters="none", readers=[InMemoryMetricReader()]) == (TraceBasedExemplarFilter, True)
-    assert built(exporters="console", export_interval_ms=60000) == (TraceBasedExemplarFilter, True)
+    assert built(exporters="none", readers=[InMemoryMetricReader()]) == (RequestSpanExemplarFilter, True)
+    assert built(exporters="console", export_interval_ms=60000) == (RequestSpanExemplarFilter, True)
+    assert issubclass(RequestSpanExemplarFilter, TraceBasedExemplarFilter)  # the SDK semantics, one shortcut
     monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_on")
     assert built(**prom_only) == (AlwaysOnExemplarFilter, True)
     monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")

@@ -21,7 +21,6 @@ from opentelemetry.sdk.metrics import (
     AlwaysOnExemplarFilter,
     ExemplarFilter,
     MeterProvider,
-    TraceBasedExemplarFilter,
 )
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -29,7 +28,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from . import catalogue, env
 from ._instruments import METER_NAME, create_instrument, resolve_buckets, views
 from ._labels import DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_MODELS
-from ._recorder import DEFAULT_MAX_PENDING, Recorder
+from ._recorder import DEFAULT_MAX_PENDING, Recorder, RequestSpanExemplarFilter
 from ._wrapper import instrument_router
 from .cost import PriceTable
 from .slo import SloTable
@@ -278,7 +277,7 @@ def build_recorder(meter: Meter, **overrides: Any) -> Recorder:
 
 
 _EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
-    "trace_based": TraceBasedExemplarFilter,
+    "trace_based": RequestSpanExemplarFilter,
     "always_on": AlwaysOnExemplarFilter,
     "always_off": AlwaysOffExemplarFilter,
 }
@@ -299,7 +298,7 @@ def exemplar_filter(enabled: bool = True) -> ExemplarFilter:
                 f"OTEL_METRICS_EXEMPLAR_FILTER={raw!r}: choose from {', '.join(_EXEMPLAR_FILTERS)}"
             )
         return _EXEMPLAR_FILTERS[raw]()
-    return TraceBasedExemplarFilter() if enabled else AlwaysOffExemplarFilter()
+    return RequestSpanExemplarFilter() if enabled else AlwaysOffExemplarFilter()
 
 
 def install_service_info(meter: Meter, service: str, component: str) -> None:
