@@ -177,6 +177,7 @@ def test_otelcol_config_pipeline() -> None:
         "exporters": ["prometheus", "debug"],
     }
     assert set(cfg["exporters"]) == {"prometheus", "prometheusremotewrite", "debug"}
+    assert cfg["exporters"]["prometheus"]["enable_open_metrics"] is True  # exemplars reach Prometheus only this way
 
 
 @needs_promtool

@@ -23,6 +23,11 @@ OTEL_VARIABLES = (
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "`grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` wins."),
     ("OTEL_METRIC_EXPORT_INTERVAL", "Milliseconds between OTLP exports (default 60000)."),
     ("OTEL_SERVICE_NAME", "`service.name` resource attribute and `service` label of `ryot_service_info`."),
+    (
+        "OTEL_METRICS_EXEMPLAR_FILTER",
+        "`trace_based`, `always_on` or `always_off`; default trace-based when an OTLP, console or extra reader is "
+        "configured, off for Prometheus alone (its exporter drops exemplars).",
+    ),
 )
 
 BEGIN = "<!-- BEGIN {} -->"
