@@ -13,8 +13,8 @@ import pytest
 
 import ryot_telemetry._wrapper as wrapper_module
 from fakes import ChatParams, Completion, CompletionParams, content_chunk, usage, usage_chunk
-from ryot_telemetry import ConfigurationError, _recorder, configure
-from ryot_telemetry.slo import EXAMPLE_TABLE, Slo, SloTable, judge, rules_yaml
+from ryot_telemetry import ConfigurationError, Slo, SloTable, _recorder, configure
+from ryot_telemetry.slo import EXAMPLE_TABLE, judge, rules_yaml
 from ryot_telemetry.testing import Capture, capture
 
 ROOT = Path(__file__).resolve().parent.parent

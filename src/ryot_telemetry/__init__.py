@@ -17,6 +17,7 @@ from .catalogue import CATALOGUE, MetricSpec
 from .cost import Price, PriceTable
 from .engine import EngineMetrics
 from .gpu import GpuGauges, install_gpu_gauges
+from .slo import Slo, SloTable
 
 __version__ = package_version()
 
@@ -33,6 +34,8 @@ __all__ = [
     "PriceTable",
     "Recorder",
     "Request",
+    "Slo",
+    "SloTable",
     "Telemetry",
     "__version__",
     "batch_size_label",
