@@ -466,19 +466,42 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def request_api_rows(r: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    print(
+        f"\n1c. recorder API, request path (median ns/request): manual start/try/except {r['manual_ns']:.0f}, "
+        f"with rec.request() {r['with_ns']:.0f}; in a coroutine {r['async_manual_ns']:.0f}, "
+        f"async with {r['async_with_ns']:.0f}"
+    )
+    return [
+        (
+            "with rec.request() / manual path",
+            f"{r['with_ratio']:.2f}x",
+            "",
+            f"{r['with_extra_ns']:+.0f} ns: __enter__/__exit__ calls (success is inlined in __exit__)",
+        ),
+        (
+            "async with rec.request() / manual path",
+            f"{r['async_with_ratio']:.2f}x",
+            "",
+            f"{r['async_with_extra_ns']:+.0f} ns: two coroutines per request (Python's protocol)",
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     # OTel's exposition has no *_created series; without them prometheus_client writes the same series.
     disable_created_metrics()
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
-    ap.add_argument("--only", choices=("request", "overflow", "chunk", "scrape", "rss", "exemplars"), action="append")
+    sections = ("request", "api", "overflow", "chunk", "scrape", "rss", "exemplars")
+    ap.add_argument("--only", choices=sections, action="append")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
         print(json.dumps(asyncio.run(rss_child(args.rss_child, args.requests))))
         return 0
-    only = set(args.only or ("request", "overflow", "chunk", "scrape", "rss", "exemplars"))
+    only = set(args.only or sections)
     q = args.quick
     print(
         f"ryot-telemetry {ryot_telemetry.__version__} benchmarks{' (--quick)' if q else ''}, Python "
@@ -510,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
                 verdict(r["total_ns"] <= prom),
             ),
         ]
+    if "api" in only:
+        from .request_api import bench_request_api
+
+        rows += request_api_rows(bench_request_api(*((20000, 5) if q else (50000, 15))))
     if "overflow" in only:
         max_pending = 10000 if q else 65536
         r = asyncio.run(bench_overflow(max_pending, 2000))

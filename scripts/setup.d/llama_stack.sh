@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# .venv312: Python 3.12 with ogx (llama-stack's new name) and ryot-telemetry, for tests/test_llama_stack.py.
+# .venv312: Python 3.12 with ogx (llama-stack's new name) and ryot-telemetry, for tests/e2e/test_llama_stack.py.
 # Idempotent and quiet: a marker inside .venv312 (ogx version + pyproject hash) skips the install when current.
 # No Python 3.12 on this machine: says so and exits 0; the test then skips with that reason.
 set -euo pipefail
@@ -17,7 +17,7 @@ for p in "$(command -v python3.12 || true)" "$HOME"/.pyenv/versions/3.12*/bin/py
 done
 if [ -z "$PY312" ]; then
   echo "llama_stack.sh: no Python 3.12 (python3.12 on PATH or ~/.pyenv/versions/3.12*/bin); skipping .venv312," \
-       "tests/test_llama_stack.py will be skipped"
+       "tests/e2e/test_llama_stack.py will be skipped"
   exit 0
 fi
 

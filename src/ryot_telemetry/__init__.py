@@ -7,16 +7,18 @@ tel.instrument_router(router)             # llama-stack-style router: requests, 
 
 from __future__ import annotations
 
+from ._assembly import build_recorder, default_recorder, package_version
 from ._errors import SEVERITY, classify
 from ._instruments import METER_NAME, create_instrument, views
 from ._labels import OVERFLOW, batch_size_label, prompt_size_label
 from ._recorder import Recorder, Request
-from ._setup import ConfigurationError, Telemetry, build_recorder, configure, default_recorder, package_version
+from ._setup import Telemetry, configure
 from ._wrapper import instrument_router, traced_call, uninstrument_router
 from .catalogue import CATALOGUE, MetricSpec
 from .cost import Price, PriceTable
 from .engine import EngineMetrics
 from .gpu import GpuGauges, install_gpu_gauges
+from .settings import ConfigurationError, Settings
 from .slo import Slo, SloTable
 
 __version__ = package_version()
@@ -34,6 +36,7 @@ __all__ = [
     "PriceTable",
     "Recorder",
     "Request",
+    "Settings",
     "Slo",
     "SloTable",
     "Telemetry",

@@ -20,14 +20,26 @@ OTEL_VARIABLES = (
     ("OTEL_EXPORTER_PROMETHEUS_HOST", "Scrape endpoint host (default `localhost`)."),
     ("OTEL_EXPORTER_PROMETHEUS_PORT", "Scrape endpoint port (default `9464`; `0` picks a free port)."),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint, e.g. `http://collector:4317` (gRPC) or `http://collector:4318`."),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTLP endpoint for metrics only, used as given (over HTTP no `/v1/metrics` is added); wins over the above.",
+    ),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "`grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` wins."),
-    ("OTEL_METRIC_EXPORT_INTERVAL", "Milliseconds between OTLP exports (default 60000)."),
-    ("OTEL_SERVICE_NAME", "`service.name` resource attribute and `service` label of `ryot_service_info`."),
+    (
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "Seconds an OTLP export may take (default 10); `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` wins.",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "`gzip`, `deflate` or `none` (default); `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION` wins.",
+    ),
     (
         "OTEL_METRICS_EXEMPLAR_FILTER",
         "`trace_based`, `always_on` or `always_off`; default trace-based when an OTLP, console or extra reader is "
         "configured, off for Prometheus alone (its exporter drops exemplars).",
     ),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "Milliseconds between OTLP exports (default 60000)."),
+    ("OTEL_SERVICE_NAME", "`service.name` resource attribute and `service` label of `ryot_service_info`."),
 )
 
 BEGIN = "<!-- BEGIN {} -->"
@@ -67,16 +79,16 @@ def section(text: str, marker: str) -> str:
     return text[start : text.index(END.format(marker))].strip()
 
 
+def _replace_section(text: str, begin: str, end: str, section: str) -> str:
+    # A function, not a replacement string: the section may contain backslashes re.sub would interpret.
+    return re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: section, text, flags=re.S)
+
+
 def render(text: str) -> str:
     """``text`` with every generated section replaced by its current content."""
     for marker, make in SECTIONS.items():
         b, e = BEGIN.format(marker), END.format(marker)
-        text = re.sub(
-            re.escape(b) + r".*?" + re.escape(e),
-            lambda _m, b=b, e=e, make=make: f"{b}\n{make()}\n{e}",
-            text,
-            flags=re.S,
-        )
+        text = _replace_section(text, b, e, f"{b}\n{make()}\n{e}")
     return text
 
 

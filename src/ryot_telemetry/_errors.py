@@ -6,15 +6,30 @@ import asyncio
 import concurrent.futures
 import re
 
+from .catalogue import (
+    CRITICAL,
+    CUDA_ERROR,
+    ERROR,
+    INFERENCE_ERROR,
+    INFO,
+    INVALID_PROMPT,
+    MODEL_NOT_FOUND,
+    OOM,
+    TIMEOUT,
+    TOKENIZATION_ERROR,
+    WARNING,
+)
+
 SEVERITY = {
-    "oom": "critical",
-    "cuda_error": "critical",
-    "invalid_prompt": "info",
-    "model_not_found": "info",
-    "timeout": "warning",
-    "tokenization_error": "warning",
-    "inference_error": "warning",
+    OOM: CRITICAL,
+    CUDA_ERROR: CRITICAL,
+    INVALID_PROMPT: INFO,
+    MODEL_NOT_FOUND: INFO,
+    TIMEOUT: WARNING,
+    TOKENIZATION_ERROR: WARNING,
+    INFERENCE_ERROR: WARNING,
 }
+"""error_type -> severity (the SPEC's table)."""
 
 _TIMEOUT_TYPES: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
 
@@ -53,21 +68,21 @@ def classify(exc: BaseException) -> str:
             msg = ""
         text = names + " " + msg
         if isinstance(exc, MemoryError) or _OOM_CLASS.search(_raw_class_names(exc)) or "out of memory" in msg:
-            return "oom"
+            return OOM
         if "cuda" in text or "cublas" in text or "cudnn" in text or "nccl" in text:
-            return "cuda_error"
+            return CUDA_ERROR
         code = _status_code(exc)
         if isinstance(exc, _TIMEOUT_TYPES) or "timeout" in names or code in (408, 504) or "timed out" in msg:
-            return "timeout"
+            return TIMEOUT
         if "tokeniz" in text:
-            return "tokenization_error"
+            return TOKENIZATION_ERROR
         if (
             code == 404
             or "modelnotfound" in names
             or "model not found" in msg
             or ("model" in msg and ("not found" in msg or "does not exist" in msg or "not registered" in msg))
         ):
-            return "model_not_found"
+            return MODEL_NOT_FOUND
         if (
             code in (400, 413, 422)
             or "validation" in names
@@ -76,11 +91,11 @@ def classify(exc: BaseException) -> str:
             or "invalid prompt" in msg
             or "prompt is too long" in msg
         ):
-            return "invalid_prompt"
-        return "inference_error"
+            return INVALID_PROMPT
+        return INFERENCE_ERROR
     except Exception:
-        return "inference_error"
+        return INFERENCE_ERROR
 
 
 def status_for(error_type: str) -> str:
-    return "timeout" if error_type == "timeout" else "error"
+    return TIMEOUT if error_type == TIMEOUT else ERROR

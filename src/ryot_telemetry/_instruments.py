@@ -9,19 +9,23 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from .catalogue import CATALOGUE, Instrument, MetricSpec, get
+from .catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
+from .genai import semconv_views
 
-METER_NAME = "ryot_telemetry"
+__all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
 def validate_buckets(name: str, bounds: Sequence[float]) -> tuple[float, ...]:
     """Bucket boundaries must be finite, non-empty and strictly increasing; checked once, at start-up."""
-    try:
-        out = tuple(float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"buckets for {name}: expected a list of numbers, got {bounds!r}") from None
+    # A string is a sequence too ("123" would become 1, 2, 3) and True is an int: neither is a boundary.
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence):
+        raise ValueError(f"buckets for {name}: expected a list of numbers such as [0.1, 0.5, 1], got {bounds!r}")
+    for b in bounds:
+        if isinstance(b, bool) or not isinstance(b, (int, float)):
+            raise ValueError(f"buckets for {name}: {b!r} is not a number; expected a list of numbers, got {bounds!r}")
+    out = tuple(float(b) for b in bounds)
     if not out:
         raise ValueError(f"buckets for {name}: empty list")
     if any(not math.isfinite(b) for b in out):
@@ -42,7 +46,7 @@ def resolve_buckets(overrides: Mapping[str, Sequence[float]] | None) -> dict[str
         if spec.buckets is None:
             raise ValueError(f"{key} is a {spec.prometheus_type}, not a histogram: it has no buckets")
         buckets[spec.name] = validate_buckets(key, bounds)
-    return buckets  # type: ignore[return-value]
+    return buckets
 
 
 def create_instrument(
@@ -103,7 +107,5 @@ def views(
         else:
             out.append(View(instrument_name=spec.name, meter_name=METER_NAME, attribute_keys=keys))
     if include_semconv:
-        from .genai import semconv_views
-
         out.extend(semconv_views())
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from .catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES
+
 _log = logging.getLogger("ryot_telemetry")
 
 OVERFLOW = "__overflow__"
@@ -12,31 +14,33 @@ UNKNOWN_MODEL = "unknown"
 DEFAULT_MAX_MODELS = 100
 DEFAULT_MAX_LABEL_LENGTH = 128
 
-_BATCH_LABELS = ("1", "2-4", "2-4", "2-4", "5-8", "5-8", "5-8", "5-8")
+_B1, _B2_4, _B5_8, _B9_16, _B17_32, _B33 = BATCH_SIZE_LABELS
+_BATCH_LABELS = (_B1, _B2_4, _B2_4, _B2_4, _B5_8, _B5_8, _B5_8, _B5_8)
+_TINY, _SMALL, _MEDIUM, _LARGE, _XLARGE = PROMPT_SIZES
 
 
 def batch_size_label(n: int) -> str:
     """Bucket a batch size into ``1``, ``2-4``, ``5-8``, ``9-16``, ``17-32``, ``33+``."""
     if n <= 8:
-        return _BATCH_LABELS[n - 1] if n >= 1 else "1"
+        return _BATCH_LABELS[n - 1] if n >= 1 else _B1
     if n <= 16:
-        return "9-16"
+        return _B9_16
     if n <= 32:
-        return "17-32"
-    return "33+"
+        return _B17_32
+    return _B33
 
 
 def prompt_size_label(prompt_tokens: int) -> str:
     """tiny <50, small 50-499, medium 500-1,999, large 2,000-9,999, xlarge >=10,000."""
     if prompt_tokens < 50:
-        return "tiny"
+        return _TINY
     if prompt_tokens < 500:
-        return "small"
+        return _SMALL
     if prompt_tokens < 2000:
-        return "medium"
+        return _MEDIUM
     if prompt_tokens < 10000:
-        return "large"
-    return "xlarge"
+        return _LARGE
+    return _XLARGE
 
 
 def clip(value: object, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:

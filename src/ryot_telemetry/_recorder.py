@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -28,18 +28,26 @@ from . import catalogue
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
 from ._labels import ModelLabels, batch_size_label, prompt_size_label
+from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
+from .derived import DerivedGauges
 from .genai import OPERATION, SemconvInstruments
 from .slo import SloTable, judge
 
 _log = logging.getLogger("ryot_telemetry")
 _clock = time.perf_counter
 
-ENDPOINTS = ("chat_completion", "completion")
-MODES = ("standard", "streaming", "batch")
-_CONTEXT_TYPE = {"standard": "conversation", "streaming": "streaming", "batch": "batch"}
-_WINDOWS = (("1m", 60), ("5m", 300), ("15m", 900))
-_RING = 900  # seconds kept by the sliding windows (the longest window)
+# Catalogue names the attribute dicts are keyed by (their label keys come from the catalogue entry).
+_REQUESTS = "ryot.inference.requests"
+_ERRORS = "ryot.inference.errors"
+_LATENCY = "ryot.inference.latency"
+_BATCH = "ryot.batch_size.distribution"
+_TOKENS = "ryot.tokens.generated"
+_TTFT = "ryot.ttft.latency"
+_COST = "ryot.token.cost_estimate.usd"
+_SLO = "ryot.slo.requests"
+_MODEL = "ryot.tokens_per_second"  # any metric labelled by model alone: one shared dict per model
+_ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (model, request_type, endpoint)
 
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
@@ -73,7 +81,7 @@ def time_per_output_token(latency: float, ttft: float, completion_tokens: int | 
     return max(latency - ttft, 0.0) / (completion_tokens - 1)
 
 
-def _count_value(c: itertools.count) -> int:
+def _count_value(c: itertools.count[int]) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
 
@@ -93,11 +101,15 @@ class _Active:
 
 
 class Request:
-    """One request's facts, filled in by the wrapper as they become known and recorded once, when finished."""
+    """One request's facts, filled in by the wrapper as they become known and recorded once, when finished.
+
+    Also a context manager (``with`` / ``async with``) that ends the request on exit: see ``__exit__``.
+    """
 
     __slots__ = (
         "_active",
         "_done",
+        "_recorder",
         "batch_size",
         "cached_tokens",
         "completion_tokens",
@@ -116,7 +128,10 @@ class Request:
         "status",
     )
 
-    def __init__(self, model: str, endpoint: str, mode: str, batch_size: int, active: _Active) -> None:
+    def __init__(
+        self, model: str, endpoint: str, mode: str, batch_size: int, active: _Active, recorder: Recorder
+    ) -> None:
+        self._recorder = recorder
         self.model = model
         self.endpoint = endpoint
         self.mode = mode
@@ -129,7 +144,7 @@ class Request:
         self.prompt_chars: int | None = None
         self.response_model: str | None = None
         self.delivered = False  # a stream handed at least one chunk to the caller
-        self.status = "success"
+        self.status = SUCCESS
         self.error_type: str | None = None
         self.end = 0.0
         self.span_context: trace.SpanContext | None = None  # set by Recorder.start when exemplars are on
@@ -137,116 +152,83 @@ class Request:
         next(active.enter)
         self.start = _clock()
 
-    # The three ways a request can end. Each is idempotent: only the first call counts.
+    # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
+    # (the request knows its recorder); the older spelling that passes it still works.
 
-    def success(self, recorder: Recorder) -> None:
+    def success(self, recorder: Recorder | None = None) -> None:
+        """The request completed."""
         if not self._done:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
-            recorder._submit(self)
+            (recorder or self._recorder)._submit(self)
 
-    def fail(self, recorder: Recorder, exc: BaseException) -> None:
+    @overload
+    def fail(self, exc: BaseException, /) -> None: ...
+    @overload
+    def fail(self, recorder: Recorder, exc: BaseException, /) -> None: ...
+
+    def fail(self, first: Recorder | BaseException, exc: BaseException | None = None, /) -> None:
+        """The request failed with ``exc``: error_type and severity are classified from it (``partial`` if a stream
+        already delivered content). Also ``fail(recorder, exc)``."""
         if not self._done:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
+            if exc is None:
+                exc, recorder = cast(BaseException, first), self._recorder
+            else:
+                recorder = cast(Recorder, first)
             self.error_type = classify(exc)
-            self.status = "partial" if self.delivered else status_for(self.error_type)
+            self.status = PARTIAL if self.delivered else status_for(self.error_type)
             recorder._submit(self)
 
-    def abandon(self, recorder: Recorder) -> None:
+    def abandon(self, recorder: Recorder | None = None) -> None:
         """The consumer closed or cancelled the request: no error, just a request that did not complete."""
         if not self._done:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
-            self.status = "partial"
-            recorder._submit(self)
+            self.status = PARTIAL
+            (recorder or self._recorder)._submit(self)
 
+    # ``with rec.request(...) as req:`` / ``async with``: ends the request exactly once, like the wrapper does.
 
-class _Ring:
-    """Per-second sums over the last ``_RING`` seconds; a slot is reset when its second comes round again."""
+    def __enter__(self) -> Request:
+        return self
 
-    __slots__ = ("stamps", "values")
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Success on a normal exit; abandon on cancellation, GeneratorExit, KeyboardInterrupt or SystemExit (the
+        caller went away: not an error); fail on any other exception. The exception always propagates unchanged."""
+        if self._done:
+            return
+        try:
+            if exc is None:  # success(), inlined: this is the per-request path of every ``with`` user
+                self.end = _clock()
+                self._done = True
+                next(self._active.exit)
+                self._recorder._submit(self)
+            elif isinstance(exc, Exception):
+                self.fail(exc)
+            else:
+                self.abandon()
+        except Exception:  # telemetry must never replace the caller's outcome
+            _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
 
-    def __init__(self) -> None:
-        self.values = [0] * _RING
-        self.stamps = [-1] * _RING
+    async def __aenter__(self) -> Request:
+        return self
 
-    def add(self, now_s: int, value: int) -> None:
-        i = now_s % _RING
-        if self.stamps[i] > now_s:
-            return  # the slot already holds a second _RING or more later: this value is outside every window
-        if self.stamps[i] != now_s:
-            self.stamps[i] = now_s
-            self.values[i] = 0
-        self.values[i] += value
-
-    def sum(self, now_s: int, seconds: int) -> int:
-        lo = now_s - seconds
-        return sum(v for v, s in zip(self.values, self.stamps) if lo < s <= now_s)
-
-
-class _Windows:
-    """Sliding windows of completion, prompt and cached tokens, fed at drain time from finished requests."""
-
-    __slots__ = ("_cached", "_completion", "_lock", "_prompt", "started")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._completion: dict[str, _Ring] = {}
-        self._prompt: dict[tuple[str, str], _Ring] = {}
-        self._cached: dict[tuple[str, str], _Ring] = {}
-        self.started = _clock()
-
-    @staticmethod
-    def _ring(rings: dict, key: Any) -> _Ring:
-        ring = rings.get(key)
-        if ring is None:
-            ring = rings[key] = _Ring()
-        return ring
-
-    def add(self, req: Request) -> None:
-        now_s = int(req.end)
-        with self._lock:
-            if req.completion_tokens:
-                self._ring(self._completion, req.model).add(now_s, req.completion_tokens)
-            if req.cached_tokens is not None and req.prompt_tokens:
-                key = (req.model, _CONTEXT_TYPE[req.mode])
-                self._ring(self._prompt, key).add(now_s, req.prompt_tokens)
-                self._ring(self._cached, key).add(now_s, req.cached_tokens)
-
-    def _divisor(self, now: float, seconds: int) -> float:
-        # A window longer than the recorder's life would understate the rate.
-        return min(float(seconds), max(now - self.started, 1.0))
-
-    def token_rates(self) -> list[tuple[str, str, float]]:
-        now = _clock()
-        now_s = int(now)
-        with self._lock:
-            return [
-                (model, label, ring.sum(now_s, seconds) / self._divisor(now, seconds))
-                for model, ring in self._completion.items()
-                for label, seconds in _WINDOWS
-            ]
-
-    def rate(self, model: str, seconds: int = 60) -> float | None:
-        """Completion tokens per second for ``model`` over the last ``seconds``; None if it never produced any."""
-        now = _clock()
-        with self._lock:
-            ring = self._completion.get(model)
-            return None if ring is None else ring.sum(int(now), seconds) / self._divisor(now, seconds)
-
-    def hit_ratios(self, seconds: int = 300) -> list[tuple[str, str, float]]:
-        now_s = int(_clock())
-        out = []
-        with self._lock:
-            for key, ring in self._prompt.items():
-                prompt = ring.sum(now_s, seconds)
-                if prompt > 0:
-                    out.append((key[0], key[1], self._cached[key].sum(now_s, seconds) / prompt))
-        return out
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None and not self._done:  # as in __exit__: the success path inlined
+            try:
+                self.end = _clock()
+                self._done = True
+                next(self._active.exit)
+                self._recorder._submit(self)
+            except Exception:
+                _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
+            return
+        self.__exit__(exc_type, exc, tb)
 
 
 class Recorder:
@@ -277,9 +259,7 @@ class Recorder:
         self._pending: deque[Request] = deque()
         self._active: dict[tuple[str, str, str], _Active] = {}
         self._active_lock = threading.Lock()
-        self._attrs: dict[tuple, dict[str, str]] = {}
-        self.windows = _Windows()
-        self._engine_hit_ratio: dict[tuple[str, str], float] = {}
+        self._attrs: dict[tuple[str | None, ...], dict[str, str]] = {}
         b = buckets or {}
 
         def make(name: str, **kw: Any) -> Any:
@@ -297,8 +277,9 @@ class Recorder:
         self.cache_eff = make("ryot.prompt_cache.effectiveness")
         # The in-flight gauge is read from local counters; its callback is also what drains the queue.
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
-        make("ryot.sliding_tokens_per_second", callbacks=[self._observe_token_rates])
-        make("ryot.kv_cache.hit_ratio", callbacks=[self._observe_hit_ratio])
+        # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
+        self.derived = DerivedGauges(meter, self.models)
+        self.windows = self.derived.windows
         self.semconv = SemconvInstruments(meter) if semconv else None
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
@@ -309,22 +290,28 @@ class Recorder:
     # --- hot path ---------------------------------------------------------------------------------------------
 
     def start(self, model: object, endpoint: str, mode: str, batch_size: int = 1) -> Request:
-        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch."""
+        """Begin a request. ``endpoint`` is chat_completion/completion, ``mode`` standard/streaming/batch.
+
+        The request is also a context manager (``with rec.request(...) as req:``, ``async with`` too) that ends
+        it on exit; otherwise end it with ``req.success()``, ``req.fail(exc)`` or ``req.abandon()``.
+        """
         label = self.models(model)
         key = (label, mode, endpoint)
         active = self._active.get(key)
         if active is None:
             active = self._new_active(key)
-        req = Request(label, endpoint, mode, batch_size, active)
+        req = Request(label, endpoint, mode, batch_size, active, self)
         if self.exemplars:
             req.span_context = sampled_span_context()
         return req
+
+    request = start  # ``with rec.request(model=..., endpoint=..., mode=...) as req:`` reads better; same call
 
     def _new_active(self, key: tuple[str, str, str]) -> _Active:
         with self._active_lock:
             active = self._active.get(key)
             if active is None:
-                active = self._active[key] = _Active({"model": key[0], "request_type": key[1], "endpoint": key[2]})
+                active = self._active[key] = _Active(dict(zip(_ACTIVE_LABELS, key)))
         return active
 
     def _submit(self, req: Request) -> None:
@@ -365,18 +352,22 @@ class Recorder:
             otel_context.detach(token)
         return n
 
-    def _a(self, *key: str) -> dict[str, str]:
-        """Attribute dicts are built once per label combination and reused (the SDK copies them anyway)."""
+    def _a(self, *key: str | None) -> dict[str, str]:
+        """Attribute dicts are built once per label combination and reused (the SDK copies them anyway).
+
+        ``key`` is a catalogue metric name and its label values, in the catalogue's label order (optional labels
+        last); a None value leaves that label out.
+        """
         attrs = self._attrs.get(key)
         if attrs is None:
             attrs = self._attrs[key] = self._make_attrs(key)
         return attrs
 
     @staticmethod
-    def _make_attrs(key: tuple) -> dict[str, str]:
-        kind, *vals = key
-        names = _ATTR_NAMES[kind]
-        return {k: v for k, v in zip(names, vals) if v is not None}
+    def _make_attrs(key: tuple[str | None, ...]) -> dict[str, str]:
+        name, *vals = key
+        assert name is not None
+        return {k: v for k, v in zip(catalogue.get(name).all_labels, vals) if v is not None}
 
     @staticmethod
     def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: int) -> None:
@@ -394,41 +385,41 @@ class Recorder:
         count(
             counts,
             self.requests,
-            self._a("req", model, r.endpoint, r.status, r.error_type if r.status != "partial" else None),
+            self._a(_REQUESTS, model, r.endpoint, r.status, r.error_type if r.status != PARTIAL else None),
             1,
         )
         if r.error_type is not None:
-            count(counts, self.errors, self._a("err", model, r.error_type, SEVERITY[r.error_type]), 1)
+            count(counts, self.errors, self._a(_ERRORS, model, r.error_type, SEVERITY[r.error_type]), 1)
         sc = r.span_context
         ctx = None if sc is None else trace.set_span_in_context(trace.NonRecordingSpan(sc))
-        self.latency.record(latency, self._a("lat", model, batch_size_label(r.batch_size), mode), context=ctx)
-        self.batch.record(r.batch_size, self._a("batch", model, mode))
+        self.latency.record(latency, self._a(_LATENCY, model, batch_size_label(r.batch_size), mode), context=ctx)
+        self.batch.record(r.batch_size, self._a(_BATCH, model, mode))
         prompt, completion = r.prompt_tokens, r.completion_tokens
         if prompt is not None:
-            count(counts, self.tokens, self._a("tok", model, "prompt", mode), prompt)
+            count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode), prompt)
         if completion is not None:
-            count(counts, self.tokens, self._a("tok", model, "completion", mode), completion)
+            count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode), completion)
         ttft = None
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
-            self.ttft.record(ttft, self._a("ttft", model, prompt_size_label(size_from)), context=ctx)
+            self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
             tpot = time_per_output_token(latency, ttft, completion)
             if tpot is not None:
-                self.tpot.record(tpot, self._a("m", model))
+                self.tpot.record(tpot, self._a(_MODEL, model))
         if self.slos is not None:
             self._judge(r, latency, ttft, counts)
         if completion and latency > 0:
-            self.tps.record(completion / latency, self._a("m", model))
+            self.tps.record(completion / latency, self._a(_MODEL, model))
         if r.cached_tokens is not None and prompt:
-            self.cache_eff.record(min(r.cached_tokens / prompt, 1.0), self._a("m", model))
+            self.cache_eff.record(min(r.cached_tokens / prompt, 1.0), self._a(_MODEL, model))
         if self.prices is not None and (prompt or completion):
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    self.cost.add(prompt * price.prompt / 1000.0, self._a("cost", model, "prompt"))
+                    self.cost.add(prompt * price.prompt / 1000.0, self._a(_COST, model, PROMPT_TOKENS))
                 if completion:
-                    self.cost.add(completion * price.completion / 1000.0, self._a("cost", model, "completion"))
+                    self.cost.add(completion * price.completion / 1000.0, self._a(_COST, model, COMPLETION_TOKENS))
         self.windows.add(r)
         if self._record_extra is not None:
             self._record_extra(r)
@@ -437,12 +428,12 @@ class Recorder:
         """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``)."""
         assert self.slos is not None
         slo = self.slos.get(r.model)
-        if slo is None or (r.status == "partial" and r.error_type is None):
+        if slo is None or (r.status == PARTIAL and r.error_type is None):
             return  # no objective for this model, or a stream the client abandoned: counted in neither
         stream = r.mode == "streaming"
         tpot = time_per_output_token(latency, ttft, r.completion_tokens) if stream and ttft is not None else None
         missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
-        attrs = self._a("slo", r.model, "met") if missed is None else self._a("slo", r.model, "missed", missed)
+        attrs = self._a(_SLO, r.model, "met") if missed is None else self._a(_SLO, r.model, "missed", missed)
         self._count(counts, self.slo, attrs, 1)
 
     def _record_semconv(self, r: Request) -> None:
@@ -460,7 +451,7 @@ class Recorder:
         dur_attrs = base if r.error_type is None else {**base, "error.type": r.error_type}
         latency = max(r.end - r.start, 0.0)
         s.duration.record(latency, dur_attrs)
-        if r.status == "success" and r.first_token is not None:
+        if r.status == SUCCESS and r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             s.ttft.record(ttft, base)
             if r.completion_tokens is not None and r.completion_tokens >= 2:
@@ -476,39 +467,10 @@ class Recorder:
         self.drain()
         return [Observation(a.value(), a.attrs) for a in list(self._active.values())]
 
-    def _observe_token_rates(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(rate, self._a("win", model, window)) for model, window, rate in self.windows.token_rates()]
-
-    def _observe_hit_ratio(self, options: CallbackOptions) -> Iterable[Observation]:
-        engine = dict(self._engine_hit_ratio)
-        out = [Observation(v, self._a("kv", m, c)) for (m, c), v in engine.items()]
-        out.extend(Observation(v, self._a("kv", m, c)) for m, c, v in self.windows.hit_ratios() if (m, c) not in engine)
-        return out
-
     def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
         """Engine-reported KV cache hit ratio; overrides the usage-derived one for that model and context."""
-        allowed = catalogue.get("ryot.kv_cache.hit_ratio").label_values["context_type"]
-        if context_type not in allowed:
-            raise ValueError(f"context_type must be one of {', '.join(allowed)}, got {context_type!r}")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"hit ratio must be a number within [0, 1], got {ratio!r}")
-        self._engine_hit_ratio[(self.models(model), context_type)] = float(ratio)
+        self.derived.set_kv_cache_hit_ratio(model, context_type, ratio)
 
     def active(self) -> dict[tuple[str, str, str], int]:
         """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
         return {k: a.value() for k, a in list(self._active.items())}
-
-
-_ATTR_NAMES: dict[str, tuple[str, ...]] = {
-    "req": ("model", "endpoint", "status", "error_type"),
-    "err": ("model", "error_type", "severity"),
-    "lat": ("model", "batch_size", "generation_mode"),
-    "batch": ("model", "request_type"),
-    "tok": ("model", "token_type", "generation_mode"),
-    "ttft": ("model", "prompt_size"),
-    "m": ("model",),
-    "cost": ("model", "token_type"),
-    "win": ("model", "time_window"),
-    "kv": ("model", "context_type"),
-    "slo": ("model", "result", "objective"),
-}

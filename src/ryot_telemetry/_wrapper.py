@@ -14,15 +14,17 @@ import functools
 import inspect
 import logging
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from ._assembly import default_recorder
 from ._recorder import Recorder, Request, _clock
+from .catalogue import BATCH, STANDARD, STREAMING
+from .catalogue import CHAT_COMPLETION as CHAT
+from .catalogue import COMPLETION as COMPLETION
 
 _log = logging.getLogger("ryot_telemetry")
 
-CHAT = "chat_completion"
-COMPLETION = "completion"
 REASONING_METHOD = "openai_chat_completions_with_reasoning"
 """ogx's reasoning-aware chat completion, called by its Responses layer: it returns/yields wrappers with
 ``.completion`` / ``.chunk`` (the OpenAI object) and ``.reasoning_content``."""
@@ -119,7 +121,7 @@ def request_shape(endpoint: str, params: Any) -> tuple[Any, bool, str, int]:
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             prompts = len(prompt)
             is_batch = True
-    mode = "streaming" if stream else ("batch" if is_batch else "standard")
+    mode = STREAMING if stream else (BATCH if is_batch else STANDARD)
     return model, stream, mode, prompts * n
 
 
@@ -290,7 +292,7 @@ async def traced_call(
 
 async def _traced_stream(
     rec: Recorder, req: Request, stream: Any, hide_usage: bool, endpoint: str, params: Any
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
 
     Two loops over one iterator: every chunk is inspected in full until the first content chunk (TTFT); after
@@ -387,7 +389,7 @@ def _single_iterator(stream: Any) -> Any:
 
 async def _traced_reasoning_stream(
     rec: Recorder, req: Request, stream: Any, endpoint: str, params: Any
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
     delivered = False
     seen = False
@@ -478,8 +480,6 @@ def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
     ``uninstrument_router`` undoes it.
     """
     if recorder is None:
-        from ._setup import default_recorder
-
         recorder = default_recorder()
     found = False
     for name, endpoint in METHODS.items():

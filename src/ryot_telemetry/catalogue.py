@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 # The exporter's own name/unit translation, so the catalogue predicts exactly what a scrape shows.
-from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+from ._compat import map_unit, sanitize_full_name
 
 __all__ = [
     "BY_NAME",
     "BY_PROMETHEUS_NAME",
     "CATALOGUE",
+    "METER_NAME",
     "Instrument",
     "MetricSpec",
     "get",
@@ -88,8 +89,19 @@ _BATCH = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 _TPS = (10.0, 25.0, 50.0, 100.0, 150.0, 250.0, 400.0, 600.0)
 _RATIO = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
-_MODES = ("standard", "streaming", "batch")
-_ERROR_TYPES = (
+METER_NAME = "ryot_telemetry"
+"""Instrumentation scope (meter) name of every ryot instrument and View."""
+
+# Label vocabularies. Code spells a label value through these names (a typo is then a NameError, not a new
+# series), and ``label_values`` below is built from them.
+ENDPOINTS = ("chat_completion", "completion")
+CHAT_COMPLETION, COMPLETION = ENDPOINTS
+MODES = ("standard", "streaming", "batch")
+STANDARD, STREAMING, BATCH = MODES
+ENGINE_STEP = "engine_step"
+STATUSES = ("success", "error", "timeout", "partial")
+SUCCESS, ERROR, TIMEOUT, PARTIAL = STATUSES  # TIMEOUT is also an error_type: the SPEC uses one word for both
+ERROR_TYPES = (
     "oom",
     "timeout",
     "cuda_error",
@@ -98,6 +110,22 @@ _ERROR_TYPES = (
     "tokenization_error",
     "inference_error",
 )
+OOM, _, CUDA_ERROR, INVALID_PROMPT, MODEL_NOT_FOUND, TOKENIZATION_ERROR, INFERENCE_ERROR = ERROR_TYPES
+SEVERITIES = ("critical", "warning", "info")
+CRITICAL, WARNING, INFO = SEVERITIES
+TOKEN_TYPES = ("prompt", "completion")
+PROMPT_TOKENS, COMPLETION_TOKENS = TOKEN_TYPES
+TIME_WINDOWS = ("1m", "5m", "15m")
+CONTEXT_TYPES = ("conversation", "batch", "streaming")
+CONVERSATION = CONTEXT_TYPES[0]
+BATCH_SIZE_LABELS = ("1", "2-4", "5-8", "9-16", "17-32", "33+")
+PROMPT_SIZES = ("tiny", "small", "medium", "large", "xlarge")
+LOAD_TYPES = ("cold_start", "warm_start", "cache_hit")  # of the loading-time histogram
+LOAD_ATTEMPT_TYPES = ("cold", "warm", "from_cache")  # the same three, as the SPEC names them on the attempts counter
+LOAD_RESULTS = ("success", "failed", "partial")
+LOAD_SUCCESS, LOAD_FAILED, LOAD_PARTIAL = LOAD_RESULTS
+NVML_MEMORY_TYPES = ("used", "free", "total", "process")
+BREAKDOWN_MEMORY_TYPES = ("model_weights", "kv_cache", "activations")
 _GPU = ("device_id",)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
@@ -110,9 +138,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "endpoint", "status"),
         optional_labels=("error_type",),
         label_values={
-            "endpoint": ("chat_completion", "completion"),
-            "status": ("success", "error", "timeout", "partial"),
-            "error_type": _ERROR_TYPES,
+            "endpoint": ENDPOINTS,
+            "status": STATUSES,
+            "error_type": ERROR_TYPES,
         },
     ),
     MetricSpec(
@@ -121,7 +149,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "{error}",
         "Inference errors by type and severity.",
         ("model", "error_type", "severity"),
-        label_values={"error_type": _ERROR_TYPES, "severity": ("critical", "warning", "info")},
+        label_values={"error_type": ERROR_TYPES, "severity": SEVERITIES},
     ),
     MetricSpec(
         "ryot.tokens.generated",
@@ -129,7 +157,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "{token}",
         "Prompt and completion tokens from the provider's usage report.",
         ("model", "token_type", "generation_mode"),
-        label_values={"token_type": ("prompt", "completion"), "generation_mode": _MODES},
+        label_values={"token_type": TOKEN_TYPES, "generation_mode": MODES},
     ),
     MetricSpec(
         "ryot.model.load_attempts",
@@ -138,7 +166,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Model load attempts by result and load type.",
         ("model", "result", "load_type"),
         source="engine",
-        label_values={"result": ("success", "failed", "partial"), "load_type": ("cold", "warm", "from_cache")},
+        label_values={"result": LOAD_RESULTS, "load_type": LOAD_ATTEMPT_TYPES},
     ),
     MetricSpec(
         "ryot.model.cache_evictions",
@@ -156,7 +184,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Estimated token cost in US dollars from the configured price table.",
         ("model", "token_type"),
         source="router",
-        label_values={"token_type": ("prompt", "completion")},
+        label_values={"token_type": TOKEN_TYPES},
     ),
     MetricSpec(
         "ryot.slo.requests",
@@ -175,7 +203,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "End-to-end inference latency, from the call entering the wrapper to its last byte or error.",
         ("model", "batch_size", "generation_mode"),
         buckets=_LAT,
-        label_values={"batch_size": ("1", "2-4", "5-8", "9-16", "17-32", "33+"), "generation_mode": _MODES},
+        label_values={"batch_size": BATCH_SIZE_LABELS, "generation_mode": MODES},
     ),
     MetricSpec(
         "ryot.ttft.latency",
@@ -184,7 +212,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Time to first content token of a stream.",
         ("model", "prompt_size"),
         buckets=_TTFT,
-        label_values={"prompt_size": ("tiny", "small", "medium", "large", "xlarge")},
+        label_values={"prompt_size": PROMPT_SIZES},
     ),
     MetricSpec(
         "ryot.time_per_output_token",
@@ -202,7 +230,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "load_type", "device_type"),
         buckets=_LOAD,
         source="engine",
-        label_values={"load_type": ("cold_start", "warm_start", "cache_hit")},
+        label_values={"load_type": LOAD_TYPES},
     ),
     MetricSpec(
         "ryot.initialization.startup_time",
@@ -221,7 +249,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Batch sizes: prompts (or n) per request, or sequences per engine step (request_type=engine_step).",
         ("model", "request_type"),
         buckets=_BATCH,
-        label_values={"request_type": (*_MODES, "engine_step")},
+        label_values={"request_type": (*MODES, ENGINE_STEP)},
     ),
     MetricSpec(
         "ryot.tokens_per_second",
@@ -246,7 +274,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "{request}",
         "Requests in flight.",
         ("model", "request_type", "endpoint"),
-        label_values={"request_type": _MODES, "endpoint": ("chat_completion", "completion")},
+        label_values={"request_type": MODES, "endpoint": ENDPOINTS},
     ),
     MetricSpec(
         "ryot.queue.depth",
@@ -264,7 +292,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Completion tokens per second over a sliding window.",
         ("model", "time_window"),
         source="derived",
-        label_values={"time_window": ("1m", "5m", "15m")},
+        label_values={"time_window": TIME_WINDOWS},
     ),
     MetricSpec(
         "ryot.kv_cache.hit_ratio",
@@ -273,7 +301,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "KV/prompt cache hit ratio: engine-reported, else cached/prompt tokens over the last 5 minutes.",
         ("model", "context_type"),
         source="derived",
-        label_values={"context_type": ("conversation", "batch", "streaming")},
+        label_values={"context_type": CONTEXT_TYPES},
     ),
     MetricSpec(
         "ryot.kv_cache.size",
@@ -299,7 +327,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         (*_GPU, "memory_type"),
         optional_labels=("model",),
         source="gpu",
-        label_values={"memory_type": ("used", "free", "total", "process", "model_weights", "kv_cache", "activations")},
+        label_values={"memory_type": (*NVML_MEMORY_TYPES, *BREAKDOWN_MEMORY_TYPES)},
     ),
     MetricSpec(
         "ryot.gpu.memory.percentage",

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import sys
 import time
@@ -15,12 +14,11 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from . import env
 from ._setup import ConfigurationError, Telemetry, configure
-from .catalogue import markdown_table
+from .catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
+from .settings import Settings
 from .simulate import SimulatedRouter
 
-STATUSES = ("success", "error", "timeout", "partial")
 DEMO_SLOS = {"*": {"ttft": 0.2, "tpot": 0.025, "latency": 1.5, "target": 0.95}}
 """The demo's SLO table (replace it with ``--slos PATH``): at --speed 1, long prompts miss TTFT, big batches latency."""
 
@@ -68,7 +66,9 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
     for p in by_name.get("ryot.inference.errors", ()):
         errors[p.attributes["error_type"]] = errors.get(p.attributes["error_type"], 0) + int(p.value)
     completion = sum(
-        int(p.value) for p in by_name.get("ryot.tokens.generated", ()) if p.attributes["token_type"] == "completion"
+        int(p.value)
+        for p in by_name.get("ryot.tokens.generated", ())
+        if p.attributes["token_type"] == COMPLETION_TOKENS
     )
     out: dict[str, Any] = {
         "requests": requests,
@@ -195,7 +195,7 @@ def run_demo(args: argparse.Namespace) -> int:
             prometheus_port=args.port,
             prometheus_registry="private" if args.private_registry else None,
             readers=[memory],
-            slos=args.slos or os.environ.get(env.RYOT_TELEMETRY_SLOS) or DEMO_SLOS,
+            slos=args.slos or Settings.load().slos or DEMO_SLOS,
         )
     except ConfigurationError as e:
         print(f"ryot-telemetry: {e}", file=sys.stderr)

@@ -22,11 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
-from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
-from ._setup import ConfigurationError, Telemetry, configure
+from . import _state
+from ._compat import OTelSDKConfigurator
+from ._setup import Telemetry, configure_from
+from .settings import ConfigurationError, Settings, names_exporters
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -35,35 +37,10 @@ __all__ = ["ENTRY_POINT_NAME", "RyotConfigurator", "RyotDistro", "telemetry"]
 ENTRY_POINT_NAME = "ryot_telemetry"
 """Name of the distro and configurator entry points (the value for ``OTEL_PYTHON_DISTRO`` / ``_CONFIGURATOR``)."""
 
-_OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
-
-_telemetry: Telemetry | None = None
-
 
 def telemetry() -> Telemetry | None:
     """What ``RyotConfigurator`` built in this process, if it ran."""
-    return _telemetry
-
-
-def _metric_exporters() -> tuple[list[str] | None, str | None]:
-    """``OTEL_METRICS_EXPORTER`` in ``configure()``'s terms; the SDK's ``otlp_proto_*`` names pick the protocol."""
-    raw = os.environ.get("OTEL_METRICS_EXPORTER")
-    if raw is None or raw.strip() == "":
-        return None, None
-    names: list[str] = []
-    protocol = None
-    for name in (s.strip().lower() for s in raw.split(",")):
-        if name in _OTLP_VARIANTS:
-            protocol = _OTLP_VARIANTS[name]
-            name = "otlp"
-        if name and name not in names:
-            names.append(name)
-    return names, protocol
-
-
-def _names_exporters(var: str) -> bool:
-    raw = os.environ.get(var, "").strip().lower()
-    return raw not in ("", "none")
+    return _state.auto_telemetry()
 
 
 @contextmanager
@@ -84,26 +61,24 @@ class _DropOverrideWarning(logging.Filter):
         return "Overriding of current MeterProvider" not in record.getMessage()
 
 
-class RyotConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+class RyotConfigurator(OTelSDKConfigurator):
     """Installs ryot-telemetry's MeterProvider as the global one; traces and logs as the SDK would."""
 
     def _configure(self, **kwargs: Any) -> None:
-        global _telemetry
-        if _telemetry is None:
-            exporters, protocol = _metric_exporters()
+        if _state.auto_telemetry() is None:
             version = kwargs.get("auto_instrumentation_version")
             try:
-                _telemetry = configure(
-                    exporters=exporters,
-                    otlp_protocol=protocol,
-                    resource_attributes={"telemetry.auto.version": version} if version else None,
-                    set_global=True,
+                # OTEL_METRICS_EXPORTER (the SDK's otlp_proto_grpc/otlp_proto_http names included) is read by
+                # Settings, like every other variable.
+                settings = Settings.load(
+                    resource_attributes={"telemetry.auto.version": version} if version else None, set_global=True
                 )
+                _state.set_auto_telemetry(configure_from(settings))
             except ConfigurationError as e:
                 # One clear line, and the application still starts with traces/logs as configured (raising would
                 # make the SDK log it twice, with tracebacks, and skip every instrumentor).
                 _log.error("ryot-telemetry: metrics not configured: %s", e)
-        if _names_exporters("OTEL_TRACES_EXPORTER") or _names_exporters("OTEL_LOGS_EXPORTER"):
+        if names_exporters("OTEL_TRACES_EXPORTER") or names_exporters("OTEL_LOGS_EXPORTER"):
             # The SDK's components for traces and logs; its metrics part would build a second, View-less
             # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
             quiet = _DropOverrideWarning()
@@ -111,7 +86,7 @@ class RyotConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
             api_log.addFilter(quiet)
             try:
                 with _env("OTEL_METRICS_EXPORTER", "none"):
-                    super()._configure(**kwargs)
+                    super()._configure(**kwargs)  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             finally:
                 api_log.removeFilter(quiet)
 

@@ -26,13 +26,14 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from . import catalogue
 from ._instruments import create_instrument
 from ._labels import OVERFLOW, ModelLabels, batch_size_label
+from .catalogue import ENGINE_STEP, LOAD_ATTEMPT_TYPES, LOAD_FAILED, LOAD_PARTIAL, LOAD_SUCCESS, LOAD_TYPES
 
 __all__ = ["LOAD_ATTEMPT_TYPE", "EngineMetrics", "ModelLoad"]
 
 _log = logging.getLogger("ryot_telemetry")
 _clock = time.perf_counter
 
-LOAD_ATTEMPT_TYPE = {"cold_start": "cold", "warm_start": "warm", "cache_hit": "from_cache"}
+LOAD_ATTEMPT_TYPE = dict(zip(LOAD_TYPES, LOAD_ATTEMPT_TYPES))
 """``load_type`` of ``ryot_model_loading_time_seconds`` -> ``load_type`` of ``ryot_model_load_attempts_total``
 (the SPEC names the two label sets differently)."""
 
@@ -48,7 +49,7 @@ def _check(metric: str, label: str, value: object) -> str:
     allowed = _allowed(metric, label)
     if value not in allowed:
         raise ValueError(f"{label} must be one of {', '.join(allowed)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return str(value)
 
 
 def _non_negative(what: str, value: object) -> float:
@@ -69,11 +70,11 @@ class ModelLoad:
     __slots__ = ("result",)
 
     def __init__(self) -> None:
-        self.result = "success"
+        self.result = LOAD_SUCCESS
 
     def partial(self) -> None:
         """Record this load as ``result=partial`` (e.g. some shards or adapters failed) instead of success."""
-        self.result = "partial"
+        self.result = LOAD_PARTIAL
 
 
 class EngineMetrics:
@@ -99,6 +100,7 @@ class EngineMetrics:
         if models is None:
             models = recorder.models if recorder is not None else ModelLabels()
         self.models = models
+        self.recorder = recorder
         self.gpu = gpu
         self.max_kv_series = max_kv_series
         self._queue: dict[tuple[str, str], int] = {}
@@ -134,7 +136,7 @@ class EngineMetrics:
         try:
             yield load
         except BaseException:
-            self._record_load(model, None, load_type, device_type, "failed")
+            self._record_load(model, None, load_type, device_type, LOAD_FAILED)
             raise
         self._record_load(model, max(_clock() - start, 0.0), load_type, device_type, load.result)
 
@@ -144,7 +146,7 @@ class EngineMetrics:
         seconds: float | None,
         load_type: str = "cold_start",
         device_type: str = "gpu",
-        result: str = "success",
+        result: str = LOAD_SUCCESS,
     ) -> None:
         """A load the engine timed itself. ``result``: success, failed or partial. A failed load counts as an
         attempt only, like ``model_loading`` (it never became ready, so it has no loading time)."""
@@ -152,7 +154,7 @@ class EngineMetrics:
         _check("ryot.model.load_attempts", "result", result)
         if seconds is not None:
             _non_negative("loading time", seconds)
-        self._record_load(model, None if result == "failed" else seconds, load_type, device_type, result)
+        self._record_load(model, None if result == LOAD_FAILED else seconds, load_type, device_type, result)
 
     @staticmethod
     def _check_load(load_type: str, device_type: str) -> None:
@@ -205,7 +207,7 @@ class EngineMetrics:
                 key = (key[0], OVERFLOW, key[2])
             self._kv[key] = value
 
-    def record_engine_batch(self, model: object, size: int, request_type: str = "engine_step") -> None:
+    def record_engine_batch(self, model: object, size: int, request_type: str = ENGINE_STEP) -> None:
         """Sequences in one engine step, into ``ryot_batch_size_distribution{request_type="engine_step"}``: the
         router's per-request batch sizes share the histogram under their own request_type (standard, streaming,
         batch), so averages over requests and over engine steps stay apart."""
@@ -220,6 +222,13 @@ class EngineMetrics:
                 "no GPU gauges to report into: construct EngineMetrics(..., gpu=install_gpu_gauges(...))"
             )
         self.gpu.set_memory_breakdown(device_id, memory_type, size_bytes)
+
+    def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
+        """The engine's own KV cache hit ratio (0-1) for a model and ``context_type`` (conversation, batch,
+        streaming), exposed as ``ryot_kv_cache_hit_ratio``; it replaces the ratio derived from usage there."""
+        if self.recorder is None:
+            raise RuntimeError("no recorder to report into: construct EngineMetrics(..., recorder=recorder)")
+        self.recorder.set_kv_cache_hit_ratio(model, context_type, ratio)
 
     def on_collect(self, hook: Callable[[], object]) -> Callable[[], object]:
         """Run ``hook()`` at every collection, before the queue-depth and KV-cache gauges are read, so an engine can

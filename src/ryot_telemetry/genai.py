@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
+from .catalogue import CHAT_COMPLETION, COMPLETION, METER_NAME
+
 __all__ = ["SEMCONV", "SemconvInstruments", "semconv_views"]
 
 
@@ -57,13 +59,12 @@ SEMCONV: tuple[SemconvSpec, ...] = (
     ),
 )
 
-OPERATION = {"chat_completion": "chat", "completion": "text_completion"}
+OPERATION = {CHAT_COMPLETION: "chat", COMPLETION: "text_completion"}
+"""ryot ``endpoint`` -> ``gen_ai.operation.name``."""
 
 
 def semconv_views() -> list[View]:
     """Views giving the semconv metrics their recommended buckets and attribute keys."""
-    from ._instruments import METER_NAME
-
     return [
         View(
             instrument_name=s.name,

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,14 +27,18 @@ from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import catalogue, env
+from . import catalogue
 from ._instruments import create_instrument
-from ._labels import DEFAULT_MAX_LABEL_LENGTH, clip
+from ._labels import clip
+from .catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
+from .derived import install_token_efficiency
+from .settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
 
 __all__ = [
     "BREAKDOWN_MEMORY_TYPES",
     "GpuGauges",
     "NvmlBackend",
+    "device_id",
     "install_gpu_gauges",
     "install_token_efficiency",
     "parse_gpu_models",
@@ -50,12 +53,6 @@ NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_TEMPERATURE_GPU = 0
 NVML_DEVICE_MIG_ENABLE = 1
-
-NVML_MEMORY_TYPES = ("used", "free", "total", "process")
-BREAKDOWN_MEMORY_TYPES = ("model_weights", "kv_cache", "activations")
-"""Memory types an engine may report through ``set_memory_breakdown`` (NVML's own four are read from NVML)."""
-
-_DEVICE_ID = re.compile(r"^\d{1,4}(/\d{1,4})?$")
 
 
 class NvmlBackend(Protocol):
@@ -74,59 +71,6 @@ class NvmlBackend(Protocol):
     def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int: ...  # Celsius
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> Any: ...  # [.pid, .usedGpuMemory]
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> Any: ...
-
-
-def parse_gpu_models(raw: str) -> dict[str, str]:
-    """``"0=llama,1=mistral"`` (the ``RYOT_TELEMETRY_GPU_MODELS`` format) -> ``{"0": "llama", "1": "mistral"}``."""
-    out: dict[str, str] = {}
-    for part in raw.split(","):
-        if not part.strip():
-            continue
-        dev, sep, model = part.partition("=")
-        dev, model = dev.strip(), model.strip()
-        if not sep or not _DEVICE_ID.match(dev) or not model:
-            raise ValueError(
-                f"{env.RYOT_TELEMETRY_GPU_MODELS}={raw!r}: expected comma-separated DEVICE=MODEL pairs such as "
-                f"0=llama-3-8b,1=mistral-7b (MIG instances as 0/1=model)"
-            )
-        out[dev] = model
-    return out
-
-
-def device_id(dev: int | str) -> str:
-    """A validated ``device_id`` label value: a GPU index (``0``) or a MIG instance (``0/1``)."""
-    if isinstance(dev, bool) or not isinstance(dev, (int, str)):
-        raise ValueError(f"device_id must be a GPU index such as 0 or a MIG instance such as '0/1', got {dev!r}")
-    s = str(dev)
-    if not _DEVICE_ID.match(s):
-        raise ValueError(f"device_id must be a GPU index such as 0 or a MIG instance such as '0/1', got {dev!r}")
-    return s
-
-
-def _resolve_enabled(enabled: bool | None) -> bool | None:
-    """True/False forced, None for auto (from ``RYOT_TELEMETRY_GPU``)."""
-    if enabled is not None:
-        return bool(enabled)
-    raw = (os.environ.get(env.RYOT_TELEMETRY_GPU) or "auto").strip().lower()
-    if raw in ("", "auto"):
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{env.RYOT_TELEMETRY_GPU}={raw!r}: expected auto, true or false")
-
-
-def _resolve_models(models: Mapping[int | str, str] | None) -> dict[str, str]:
-    if models is None:
-        raw = os.environ.get(env.RYOT_TELEMETRY_GPU_MODELS)
-        return {k: clip(v) for k, v in parse_gpu_models(raw).items()} if raw else {}
-    out = {}
-    for dev, model in models.items():
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"gpu model for device {dev!r} must be a non-empty string, got {model!r}")
-        out[device_id(dev)] = clip(model)
-    return out
 
 
 class _Lost(Exception):
@@ -367,11 +311,11 @@ class GpuGauges:
         out = []
         for s in self.samples("memory"):
             a = s.device.attrs
-            for memory_type, v in (("used", s.used), ("free", s.free), ("total", s.total), ("process", s.process)):
-                if v is not None:
-                    out.append(Observation(v, {**a, "memory_type": memory_type}))
-        for (dev_id, memory_type), v in list(self._breakdown.items()):
-            out.append(Observation(v, {**self._attrs(dev_id), "memory_type": memory_type}))
+            for memory_type, nvml_bytes in zip(NVML_MEMORY_TYPES, (s.used, s.free, s.total, s.process)):
+                if nvml_bytes is not None:
+                    out.append(Observation(nvml_bytes, {**a, "memory_type": memory_type}))
+        for (dev_id, memory_type), engine_bytes in list(self._breakdown.items()):
+            out.append(Observation(engine_bytes, {**self._attrs(dev_id), "memory_type": memory_type}))
         return out
 
     def _field_callback(
@@ -453,7 +397,7 @@ def install_gpu_gauges(
     meter: Meter,
     *,
     enabled: bool | None = None,
-    models: Mapping[int | str, str] | None = None,
+    models: Mapping[Any, str] | None = None,
     backend: NvmlBackend | None = None,
     pid: int | None = None,
 ) -> GpuGauges:
@@ -463,10 +407,16 @@ def install_gpu_gauges(
     NVML when a driver is present, log at info otherwise). ``models``: model served on each device, adding a
     ``model`` label (default from ``RYOT_TELEMETRY_GPU_MODELS``). ``backend``: the NVML functions (default
     ``pynvml``). ``pid``: the process whose memory ``memory_type=process`` reports (default this one).
-    Raises ``ValueError`` only for bad configuration; NVML failures are logged, never raised.
+    Raises ``ConfigurationError`` (a ``ValueError``) only for bad configuration; NVML failures are logged, never raised.
     """
-    mode = _resolve_enabled(enabled)
-    named = _resolve_models(models)
+    return gauges_for(meter, gpu_enabled("gpu", enabled), gpu_models("gpu_models", models), backend, pid)
+
+
+def gauges_for(
+    meter: Meter, mode: bool | None, models: Mapping[str, str], backend: NvmlBackend | None, pid: int | None = None
+) -> GpuGauges:
+    """``install_gpu_gauges`` for settings already checked (``Settings.gpu`` / ``gpu_models``): reads no variable."""
+    named = {dev: clip(model) for dev, model in models.items()}
     nvml: Any = None
     if mode is not False:
         level = logging.WARNING if mode else logging.INFO
@@ -489,25 +439,3 @@ def install_gpu_gauges(
                 nvml.nvmlShutdown()
         gauges = GpuGauges(meter, None, named, os.getpid() if pid is None else pid)
     return gauges
-
-
-def install_token_efficiency(meter: Meter, recorder: Any, gauges: GpuGauges) -> Any:
-    """``ryot.token.efficiency_ratio`` = completion tokens/s over 1 minute / GPU memory used (percent), per model.
-
-    A model gets a point only when it is named on a device (``models=``/``RYOT_TELEMETRY_GPU_MODELS``), the recorder
-    has seen its tokens, and the memory percentage is known and > 0.
-    """
-    max_length = getattr(recorder.models, "max_length", DEFAULT_MAX_LABEL_LENGTH)
-
-    def observe(options: CallbackOptions) -> Iterable[Observation]:
-        out = []
-        for model, percent in gauges.memory_percent_by_model().items():
-            if percent <= 0:
-                continue
-            label = clip(model, max_length)
-            rate = recorder.windows.rate(label, 60)
-            if rate is not None:
-                out.append(Observation(rate / percent, {"model": label}))
-        return out
-
-    return create_instrument(meter, catalogue.get("ryot.token.efficiency_ratio"), callbacks=[observe])

@@ -16,19 +16,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from . import _setup, env
+from . import _state, env
+from ._assembly import build_recorder, default_recorder, package_version
 from ._instruments import METER_NAME
 from ._recorder import Recorder
-from ._setup import ConfigurationError, build_recorder, default_recorder, package_version
 from ._wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
+from .settings import ConfigurationError, Settings
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
 
@@ -49,15 +49,11 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _named_classes(spec: str) -> list[type]:
-    """Classes from ``"pkg.module:Class,other.module:Other"``; a bad name fails with one clear message."""
+def _named_classes(names: Sequence[str]) -> list[type]:
+    """Classes from ``module:Class`` names (``Settings.router_classes``); a bad name fails with one clear message."""
     out: list[type] = []
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        module, sep, qualname = item.partition(":")
-        if not sep or not module or not qualname:
-            raise ConfigurationError(f"{env.RYOT_TELEMETRY_ROUTER_CLASSES}: {item!r} is not 'module:Class'")
+    for item in names:
+        module, _, qualname = item.partition(":")
         try:
             obj: Any = importlib.import_module(module)
             for part in qualname.split("."):
@@ -70,7 +66,7 @@ def _named_classes(spec: str) -> list[type]:
     return out
 
 
-def router_classes(extra: Iterable[type] | None = None) -> list[type]:
+def router_classes(extra: Iterable[type] | None = None, settings: Settings | None = None) -> list[type]:
     """The router classes to wrap: installed ogx / llama-stack ``InferenceRouter``s, ``extra``, the env var's."""
     found: list[type] = []
     for module in ROUTER_MODULES:
@@ -82,12 +78,19 @@ def router_classes(extra: Iterable[type] | None = None) -> list[type]:
         else:
             _log.warning("ryot-telemetry: %s has no InferenceRouter class; not instrumented", module)
     found.extend(extra or ())
-    found.extend(_named_classes(os.environ.get(env.RYOT_TELEMETRY_ROUTER_CLASSES, "")))
+    configured = settings if settings is not None else _configured_settings()
+    found.extend(_named_classes(configured.router_classes))
     unique: list[type] = []
     for cls in found:
         if cls not in unique:
             unique.append(cls)
     return unique
+
+
+def _configured_settings() -> Settings:
+    """The settings ``configure()`` ran with, else fresh ones from the environment."""
+    tel = _state.current()
+    return tel.settings if tel is not None and tel.settings is not None else Settings.load()
 
 
 def _method_wrapper(recorder: Recorder, name: str, endpoint: str, nested: bool) -> Any:
@@ -124,7 +127,7 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         recorder: Recorder | None = kwargs.get("recorder")
         if recorder is None:
             provider = kwargs.get("meter_provider")
-            configured = _setup._current
+            configured = _state.current()
             if provider is None:
                 recorder = default_recorder()
             elif configured is not None and configured.meter_provider is provider:

@@ -9,18 +9,20 @@ assert cap.value("ryot.inference.requests", model="m", status="success") == 1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from ._instruments import METER_NAME, resolve_buckets, views
+from ._assembly import assemble, exemplar_filter
+from ._instruments import METER_NAME, views
 from ._recorder import Recorder
-from ._setup import build_recorder, exemplar_filter
 from ._wrapper import instrument_router
 from .engine import EngineMetrics
-from .gpu import GpuGauges, install_gpu_gauges, install_token_efficiency
+from .gpu import GpuGauges
+from .settings import Settings
 
 __all__ = ["Capture", "HistogramPoint", "capture"]
 
@@ -71,10 +73,10 @@ class Capture:
 
     def series(self, name: str) -> list[dict[str, Any]]:
         """The attribute sets of a metric, sorted for stable comparison."""
-        return sorted((dict(p.attributes) for p in self.points(name)), key=lambda a: sorted(a.items()))
+        return sorted((dict(p.attributes or {}) for p in self.points(name)), key=lambda a: sorted(a.items()))
 
     def _match(self, name: str, attrs: Mapping[str, Any]) -> list[Any]:
-        return [p for p in self.points(name) if dict(p.attributes) == dict(attrs)]
+        return [p for p in self.points(name) if dict(p.attributes or {}) == dict(attrs)]
 
     def value(self, name: str, **attrs: Any) -> float | None:
         """Value of the counter/gauge point with exactly these attributes, None if absent."""
@@ -89,7 +91,9 @@ class Capture:
             return None
         p = found[0]
         assert isinstance(p, HistogramDataPoint)
-        return HistogramPoint(p.count, p.sum, tuple(p.bucket_counts), tuple(p.explicit_bounds), dict(p.attributes))
+        return HistogramPoint(
+            p.count, p.sum, tuple(p.bucket_counts), tuple(p.explicit_bounds), dict(p.attributes or {})
+        )
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -101,20 +105,26 @@ def capture(
     buckets: Mapping[str, Sequence[float]] | None = None,
     *,
     gpu_backend: Any = None,
-    gpu_models: Mapping[int | str, str] | None = None,
-    **recorder_kw: Any,
+    gpu_models: Mapping[Any, str] | None = None,
+    **settings: Any,
 ) -> Capture:
-    """A fresh MeterProvider + InMemoryMetricReader + Recorder + EngineMetrics, isolated from any global state.
+    """A fresh MeterProvider + InMemoryMetricReader, with the instruments ``configure()`` assembles (recorder,
+    GPU and efficiency gauges, EngineMetrics), isolated from any global state.
 
+    ``settings``: any other ``configure()`` setting (``max_models=``, ``semconv=``, ``prices=``, ...).
     GPU gauges read ``gpu_backend`` (a fake NVML, or ``pynvml``) when given; without one NVML is never touched.
     """
     reader = InMemoryMetricReader()
-    provider = MeterProvider(
-        metric_readers=[reader], views=views(resolve_buckets(buckets)), exemplar_filter=exemplar_filter()
+    loaded = Settings.load(
+        buckets=buckets,
+        gpu=gpu_backend is not None,
+        gpu_models=gpu_models or {},
+        gpu_backend=gpu_backend,
+        readers=[reader],  # a reader that carries exemplars: trace-based unless OTEL_METRICS_EXEMPLAR_FILTER says
+        **settings,
     )
-    meter = provider.get_meter(METER_NAME)
-    recorder = build_recorder(meter, buckets=buckets, **recorder_kw)
-    gpu = install_gpu_gauges(meter, enabled=gpu_backend is not None, models=gpu_models or {}, backend=gpu_backend)
-    install_token_efficiency(meter, recorder, gpu)
-    engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=resolve_buckets(buckets))
-    return Capture(provider, reader, recorder, engine, gpu)
+    provider = MeterProvider(
+        metric_readers=[reader], views=views(loaded.buckets), exemplar_filter=exemplar_filter(loaded)
+    )
+    parts = assemble(provider.get_meter(METER_NAME), loaded, ExitStack())  # Capture.shutdown closes the GPU gauges
+    return Capture(provider, reader, parts.recorder, parts.engine, parts.gpu)

@@ -1,5 +1,5 @@
 """Run with .venv312's python: ogx's Responses-layer path, ``InferenceRouter.openai_chat_completions_with_reasoning``,
-through the real router and RyotInstrumentor; prints one JSON report for tests/test_llama_stack.py.
+through the real router and RyotInstrumentor; prints one JSON report for tests/e2e/test_llama_stack.py.
 
 The provider yields ogx's own ``OpenAIChatCompletionChunkWithReasoning`` wrappers (reasoning first, then content,
 then the usage chunk the Responses layer asks for), and a non-streamed ``OpenAIChatCompletionWithReasoning``.

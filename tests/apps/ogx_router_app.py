@@ -1,5 +1,5 @@
 """Run with .venv312's python: the real ogx ``InferenceRouter`` over a scripted provider, instrumented as the
-README's "With llama-stack / ogx" recipe does it; prints one JSON report for tests/test_llama_stack.py.
+README's "With llama-stack / ogx" recipe does it; prints one JSON report for tests/e2e/test_llama_stack.py.
 With ``--auto`` (run under ``opentelemetry-instrument``) it sets nothing up itself and waits to be scraped.
 
 The provider is the only stand-in: it answers like an OpenAI-compatible backend (usage on the last stream chunk

@@ -259,7 +259,7 @@ async def test_exporter_survives_receiver_down_then_up(receiver: Receiver, caplo
 def test_otlp_example_flushes_everything_on_shutdown(receiver: Receiver) -> None:
     """examples/otlp_to_collector.py exits before its first export interval; shutdown() still delivers all requests."""
     receiver.start()
-    example = Path(__file__).resolve().parents[1] / "examples" / "otlp_to_collector.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "otlp_to_collector.py"
     proc = subprocess.run(
         [
             sys.executable,

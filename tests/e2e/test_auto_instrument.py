@@ -1,4 +1,4 @@
-"""Zero-code loading: ``RyotInstrumentor`` on plain classes, and a real ``opentelemetry-instrument`` process."""
+"""Zero-code loading: a real ``opentelemetry-instrument`` process (and a bare ``instrument()`` in a fresh one)."""
 
 from __future__ import annotations
 
@@ -9,140 +9,17 @@ import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
-from fakes import ChatParams, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
-from ryot_telemetry import ConfigurationError, views
 from ryot_telemetry.catalogue import get
-from ryot_telemetry.instrumentor import ROUTER_MODULES, RyotInstrumentor
-from ryot_telemetry.testing import Capture
 
-APPS = Path(__file__).parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 REQ = "ryot.inference.requests"
-
-
-class PlainRouter(ScriptedRouter):
-    """A router class of our own, wrapped at class level (the methods are its base's)."""
-
-
-class OwnMethodsRouter:
-    """Defines both methods itself, so unwrapping restores the very same functions."""
-
-    async def openai_chat_completion(self, params: Any) -> dict[str, Any]:
-        return {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
-
-    async def openai_completion(self, params: Any) -> dict[str, Any]:
-        return {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 1}}
-
-
-@pytest.fixture
-def instrumented() -> Iterator[tuple[RyotInstrumentor, Capture]]:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], views=views())
-    inst = RyotInstrumentor()
-    inst.instrument(meter_provider=provider, router_classes=[PlainRouter, OwnMethodsRouter])
-    try:
-        yield inst, Capture(provider, reader, inst.recorder)
-    finally:
-        inst.uninstrument()
-        provider.shutdown()
-
-
-def test_dependencies_are_empty_so_either_package_alone_loads_it() -> None:
-    """instrumentation_dependencies() is empty: requiring both ogx and llama-stack would skip a lone one."""
-    assert tuple(RyotInstrumentor().instrumentation_dependencies()) == ()
-
-
-async def test_class_wrap_records_every_instance_into_the_given_meter_provider(
-    instrumented: tuple[RyotInstrumentor, Capture],
-) -> None:
-    """Two instances of a wrapped class: 2 chat + 1 completion requests, usage tokens, exact per-series counts."""
-    inst, cap = instrumented
-    a, b = OwnMethodsRouter(), OwnMethodsRouter()
-    await a.openai_chat_completion(ChatParams(model="m"))
-    await b.openai_chat_completion(ChatParams(model="m"))
-    await b.openai_completion(CompletionParams(model="m"))
-    cap.collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
-    assert cap.value(REQ, model="m", endpoint="completion", status="success") == 1
-    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="standard") == 10
-    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 5
-    expected = sorted(f"{c.__module__}.{c.__qualname__}" for c in (PlainRouter, OwnMethodsRouter))
-    assert inst.wrapped_classes == sorted(
-        [*expected, *(f"{m}.InferenceRouter" for m in ROUTER_MODULES if _importable(m))]
-    )
-
-
-async def test_class_wrap_stream_is_async_iterator_and_hides_usage_chunk(
-    instrumented: tuple[RyotInstrumentor, Capture],
-) -> None:
-    """A wrapped inherited method streams as an AsyncIterator, hides the usage chunk, records 40/3 tokens."""
-    _, cap = instrumented
-    chunks = [content_chunk("a"), content_chunk("b"), content_chunk("c"), usage_chunk(usage(40, 3))]
-    router = PlainRouter(chunks=chunks)
-    params = ChatParams(model="m", stream=True)
-    stream = await router.openai_chat_completion(params)
-    assert isinstance(stream, AsyncIterator)
-    got = [c async for c in stream]
-    assert got == chunks[:3] and all(x is y for x, y in zip(got, chunks))
-    assert params.stream_options is None  # the caller's params were copied, not mutated
-    assert router.calls[0].stream_options == {"include_usage": True}
-    cap.collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
-    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 40
-    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 3
-    assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="tiny").count == 1
-
-
-async def test_uninstrument_restores_the_classes_and_stops_recording() -> None:
-    """After uninstrument(): own methods are the original functions, inherited ones are gone, nothing records."""
-    own = {n: OwnMethodsRouter.__dict__[n] for n in ("openai_chat_completion", "openai_completion")}
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], views=views())
-    inst = RyotInstrumentor()
-    inst.instrument(meter_provider=provider, router_classes=[PlainRouter, OwnMethodsRouter])
-    assert OwnMethodsRouter.__dict__["openai_chat_completion"] is not own["openai_chat_completion"]
-    assert "openai_completion" in PlainRouter.__dict__
-    inst.uninstrument()
-    assert {n: OwnMethodsRouter.__dict__[n] for n in own} == own
-    assert "openai_chat_completion" not in PlainRouter.__dict__ and "openai_completion" not in PlainRouter.__dict__
-    await OwnMethodsRouter().openai_chat_completion(ChatParams(model="m"))
-    cap = Capture(provider, reader, inst.recorder).collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") is None
-    provider.shutdown()
-
-
-async def test_instance_and_class_instrumentation_count_a_request_once(
-    instrumented: tuple[RyotInstrumentor, Capture],
-) -> None:
-    """instrument_router() on an instance of a class-wrapped router: each call still counts exactly once."""
-    _, cap = instrumented
-    router = cap.instrument_router(OwnMethodsRouter())
-    await router.openai_chat_completion(ChatParams(model="m"))
-    await OwnMethodsRouter().openai_chat_completion(ChatParams(model="m"))
-    cap.collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
-    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="standard") == 6
-
-
-def test_bad_router_class_name_fails_with_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RYOT_TELEMETRY_ROUTER_CLASSES naming a missing class raises ConfigurationError and wraps nothing."""
-    monkeypatch.setenv("RYOT_TELEMETRY_ROUTER_CLASSES", "toy_router_nowhere:Router")
-    inst = RyotInstrumentor()
-    with pytest.raises(
-        ConfigurationError, match=r"RYOT_TELEMETRY_ROUTER_CLASSES: cannot load 'toy_router_nowhere:Router'"
-    ):
-        inst.instrument(meter_provider=MeterProvider())
-    assert not inst.is_instrumented_by_opentelemetry
-    assert "openai_completion" not in PlainRouter.__dict__
 
 
 def test_bare_instrument_records_into_the_global_meter_provider() -> None:
@@ -173,15 +50,6 @@ print(json.dumps([cap.value("ryot.inference.requests", model="toy", endpoint="co
 
 
 # --- a real opentelemetry-instrument process, scraped over loopback ---------------------------------------------
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -316,18 +184,6 @@ def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
     assert s[(lat + "_bucket", lbl(model="toy", batch_size="1", generation_mode="standard", le="0.5"))] == 4
     ttft = "ryot_ttft_latency_seconds"
     assert le_values(s, ttft + "_bucket", model="toy", prompt_size="medium") == spec_le(ttft)
-
-
-def test_configurator_reads_sdk_otlp_exporter_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    """OTEL_METRICS_EXPORTER=prometheus,otlp_proto_http maps to configure()'s prometheus + otlp over http/protobuf."""
-    from ryot_telemetry.distro import _metric_exporters
-
-    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus, otlp_proto_http")
-    assert _metric_exporters() == (["prometheus", "otlp"], "http/protobuf")
-    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp_proto_grpc")
-    assert _metric_exporters() == (["otlp"], "grpc")
-    monkeypatch.delenv("OTEL_METRICS_EXPORTER")
-    assert _metric_exporters() == (None, None)
 
 
 def test_port_in_use_is_reported_once_and_the_app_still_runs() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,43 @@ async def test_task_cancellation_returns_active_to_zero(cap: Capture) -> None:
         cap.value("ryot.active_inference_requests", model="m", request_type="standard", endpoint="chat_completion") == 0
     )
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+
+
+async def test_keyword_style_router_without_stream_options_is_called_as_the_caller_did(cap: Capture) -> None:
+    """A router taking keyword arguments but no stream_options gets exactly the caller's keywords."""
+
+    class KeywordRouter:
+        async def openai_chat_completion(self, model: str, messages: list, stream: bool = False) -> Any:
+            async def gen() -> Any:
+                yield content_chunk("a", model=model)
+
+            return gen()
+
+    router = cap.instrument_router(KeywordRouter())
+    got = [c async for c in await router.openai_chat_completion(model="m", messages=[], stream=True)]
+    assert len(got) == 1
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+
+
+async def test_keyword_style_router_with_stream_options_is_asked_for_usage(cap: Capture) -> None:
+    """A keyword-style router that declares stream_options receives include_usage, and its usage is read."""
+    seen: list[Any] = []
+
+    class KeywordRouter:
+        async def openai_chat_completion(
+            self, model: str, messages: list, stream: bool = False, stream_options: dict | None = None
+        ) -> Any:
+            seen.append(stream_options)
+
+            async def gen() -> Any:
+                yield content_chunk("a", model=model)
+                yield usage_chunk(usage(9, 1), model=model)
+
+            return gen()
+
+    router = cap.instrument_router(KeywordRouter())
+    got = [c async for c in await router.openai_chat_completion(model="m", messages=[], stream=True)]
+    assert len(got) == 1 and seen == [{"include_usage": True}]
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 9

@@ -14,7 +14,7 @@ import yaml
 from ryot_telemetry.dashboard import build_dashboard, dashboard_json, main, write_dashboard
 from test_rules import unknown_labels, unknown_metric_names
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "collector" / "grafana" / "ryot-dashboard.json"
 _METRIC = re.compile(r"(?<![\w:])ryot_[a-z_]+")
 

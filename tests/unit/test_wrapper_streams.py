@@ -6,8 +6,10 @@ import asyncio
 import gc
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from fakes import (
     ChatChunk,
@@ -321,3 +323,75 @@ async def test_iterables_that_restart_or_lack_aiter_are_iterated_once(cap: Captu
     assert got == chunks[:3] and stream.aiter_calls == 1
     cap.collect()
     assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 3
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class TypedParams(BaseModel):
+    model: str
+    messages: list[dict[str, Any]] = []
+    stream: bool = True
+    stream_options: StreamOptions | None = None
+
+
+class ReadsTypedOptions(ScriptedRouter):
+    """A router that reads stream_options as the typed model it declares."""
+
+    async def openai_chat_completion(self, params: TypedParams) -> Any:
+        opts = params.stream_options
+        self.seen = (
+            type(opts).__name__,
+            opts.include_usage if opts else None,
+            opts.include_obfuscation if opts else None,
+        )
+        return await self._call(params.model_dump())
+
+
+async def test_typed_stream_options_keep_their_type_and_fields(cap: Capture) -> None:
+    """A pydantic stream_options stays that type, keeps its other fields, and gains include_usage."""
+    inner = ReadsTypedOptions(chunks=[content_chunk("a"), usage_chunk(usage(5, 1))])
+    router = cap.instrument_router(inner)
+    params = TypedParams(model="m", stream_options=StreamOptions(include_obfuscation=True))
+    got = [c async for c in await router.openai_chat_completion(params)]
+    assert inner.seen == ("StreamOptions", True, True)
+    assert params.stream_options == StreamOptions(include_obfuscation=True)  # the caller's object is untouched
+    assert len(got) == 1
+    none_given = TypedParams(model="m")
+    [c async for c in await router.openai_chat_completion(none_given)]
+    assert inner.seen == ("StreamOptions", True, None)
+
+
+async def test_closing_an_object_stream_calls_its_close(cap: Capture) -> None:
+    """A provider stream object with an async close() (like openai's AsyncStream) is closed when the caller closes."""
+
+    class ObjectStream:
+        def __init__(self) -> None:
+            self.closed = False
+            self._left = [content_chunk("a"), content_chunk("b")]
+
+        def __aiter__(self) -> Any:
+            return self
+
+        async def __anext__(self) -> Any:
+            if not self._left:
+                raise StopAsyncIteration
+            return self._left.pop(0)
+
+        async def close(self) -> None:
+            self.closed = True
+
+    stream = ObjectStream()
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            return stream
+
+    router = cap.instrument_router(Router())
+    traced = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    async for _ in traced:
+        break
+    await traced.aclose()
+    assert stream.closed is True

@@ -334,3 +334,40 @@ def test_prometheus_exposition_names() -> None:
         100.0,
     ) in samples
     assert ("ryot_gpu_memory_usage_bytes", (("device_id", "0"), ("memory_type", "model_weights")), 5.0) in samples
+
+
+def test_engine_kv_hit_ratio_context_type_is_validated(cap: Capture) -> None:
+    """Only the catalogue's context types are accepted, so an engine cannot grow the series without bound."""
+    with pytest.raises(ValueError, match="context_type must be one of conversation, batch, streaming"):
+        cap.recorder.set_kv_cache_hit_ratio("m", "ctx-123", 0.5)
+    with pytest.raises(ValueError, match="hit ratio must be a number within"):
+        cap.recorder.set_kv_cache_hit_ratio("m", "batch", "0.5")
+    cap.recorder.set_kv_cache_hit_ratio("m", "batch", 0.75)
+    cap.collect()
+    assert cap.value("ryot.kv_cache.hit_ratio", model="m", context_type="batch") == 0.75
+
+
+def test_engine_reports_kv_hit_ratio_over_the_derived_one(cap: Capture) -> None:
+    """EngineMetrics.set_kv_cache_hit_ratio replaces the usage-derived ratio for that model and context type."""
+    assert cap.engine is not None
+    req = cap.recorder.start("m", "chat_completion", "standard")
+    req.prompt_tokens, req.completion_tokens, req.cached_tokens = 100, 1, 25
+    req.success(cap.recorder)
+    cap.collect()
+    assert cap.value("ryot.kv_cache.hit_ratio", model="m", context_type="conversation") == 0.25
+    cap.engine.set_kv_cache_hit_ratio("m", "conversation", 0.9)
+    cap.collect()
+    assert cap.value("ryot.kv_cache.hit_ratio", model="m", context_type="conversation") == 0.9
+    with pytest.raises(ValueError, match="context_type must be one of conversation, batch, streaming"):
+        cap.engine.set_kv_cache_hit_ratio("m", "chat", 0.5)
+
+
+def test_engine_without_recorder_cannot_report_a_hit_ratio() -> None:
+    """Without a recorder there is no hit-ratio gauge to report into: a clear error, not a silent drop."""
+    c = capture()
+    try:
+        engine = EngineMetrics(c.meter)
+        with pytest.raises(RuntimeError, match=r"EngineMetrics\(\.\.\., recorder=recorder\)"):
+            engine.set_kv_cache_hit_ratio("m", "batch", 0.5)
+    finally:
+        c.shutdown()

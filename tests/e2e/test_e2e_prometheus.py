@@ -31,7 +31,7 @@ pytestmark = [
     ),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "collector" / "rules"
 REQUESTS = 300
 

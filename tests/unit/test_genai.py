@@ -145,3 +145,17 @@ async def test_env_switch_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
         assert [a["gen_ai.provider.name"] for a in c.series(DUR)] == ["tgi"]
     finally:
         c.shutdown()
+
+
+async def test_semconv_response_models_do_not_use_the_request_model_budget() -> None:
+    """With max_models=2, a dated response model name does not push a second request model into __overflow__."""
+    c = capture(semconv=True, max_models=2)
+    try:
+        r1 = c.instrument_router(ScriptedRouter(response=Completion(model="gpt-4o-2024-08-06", usage=usage(3, 1))))
+        await r1.openai_chat_completion(ChatParams(model="gpt-4o"))
+        c.collect()
+        await r1.openai_chat_completion(ChatParams(model="llama-3"))
+        c.collect()
+        assert {s["model"] for s in c.series("ryot.inference.requests")} == {"gpt-4o", "llama-3"}
+    finally:
+        c.shutdown()

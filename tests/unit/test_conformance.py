@@ -15,7 +15,7 @@ from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
 from spec_table import SPEC, SPEC_SECTIONS
 from test_gpu import two_gpus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_SPEC = ROOT.parent / "shared" / "SPEC.md"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from ryot_telemetry import _docs, env
 from ryot_telemetry.catalogue import CATALOGUE, markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

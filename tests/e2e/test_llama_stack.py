@@ -15,7 +15,7 @@ import pytest
 
 from ryot_telemetry.catalogue import get
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv312" / "bin" / "python"
 APP = ROOT / "tests" / "apps" / "ogx_router_app.py"
 MODEL = "llama-8b"

@@ -94,4 +94,4 @@ def test_demo_module_entry_point_prints_summary() -> None:
 def test_demo_bad_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     """An out-of-range port exits 2 with one line."""
     assert main(["demo", "--port", "70000", "--no-progress"]) == 2
-    assert "Prometheus port must be 0-65535, got 70000" in capsys.readouterr().err
+    assert "prometheus_port must be 0-65535, got 70000" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ryot_telemetry import _recorder, configure, package_version
+from ryot_telemetry import _recorder, configure, derived, package_version
+from ryot_telemetry.derived import _Ring
 from ryot_telemetry.testing import Capture, capture
 from test_gpu import FakeNvml, GiB, device
 
@@ -15,9 +16,10 @@ EFF = "ryot.token.efficiency_ratio"
 
 @pytest.fixture
 def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The recorder's clock, set by the test: ``now[0] = t``."""
+    """The recorder's and the sliding windows' clock, set by the test: ``now[0] = t``."""
     t = [1000.0]
     monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    monkeypatch.setattr(derived, "_clock", lambda: t[0])
     return t
 
 
@@ -117,3 +119,11 @@ def test_service_info_is_exposed_with_value_1_and_its_labels(monkeypatch: pytest
         ]
     finally:
         tel.shutdown()
+
+
+def test_sliding_window_ignores_values_older_than_the_ring() -> None:
+    """A request drained more than 15 minutes late does not wipe the newer second sharing its ring slot."""
+    ring = _Ring()
+    ring.add(1000, 50)
+    ring.add(100, 7)  # 900 s older, same slot: outside every window
+    assert ring.sum(1000, 60) == 50

@@ -1,0 +1,515 @@
+"""Every setting ryot-telemetry reads, in one frozen object built once and validated once.
+
+settings = Settings.load(prometheus_port=0)      # configure()'s keyword arguments; None means "not given"
+settings.prometheus_port, settings.buckets, ...
+
+Each field names its loader: ``loader(name, argument)`` returns the value from the argument when one was given
+(code arguments win), else from its ``OTEL_*`` / ``RYOT_TELEMETRY_*`` variable, else the default, and raises
+``ConfigurationError`` saying what to change. ``configure()``, ``testing.capture()``, the distro/configurator, the
+instrumentor and the GPU gauges read this object; nothing else parses an environment variable.
+
+Adding a setting: a constant with a docstring in ``env.py`` (for the README table), one field below with its
+loader (``_int``, ``_bool``, ``_text``, ``_choice``, or a function of your own), and, when ``configure()`` should
+take it as an argument, one keyword there passed through to ``Settings.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlparse
+
+from . import env
+from ._instruments import resolve_buckets
+from .cost import PriceTable
+from .slo import SloTable
+
+__all__ = [
+    "EXPORTERS",
+    "PROTOCOLS",
+    "ConfigurationError",
+    "Settings",
+    "device_id",
+    "gpu_enabled",
+    "gpu_models",
+    "names_exporters",
+    "parse_gpu_models",
+]
+
+EXPORTERS = ("prometheus", "otlp", "console", "none")
+"""``OTEL_METRICS_EXPORTER`` values; the SDK's ``otlp_proto_grpc`` / ``otlp_proto_http`` mean otlp with a protocol."""
+PROTOCOLS = ("grpc", "http/protobuf")
+COMPRESSIONS = ("gzip", "deflate", "none")
+EXEMPLAR_FILTERS = ("always_off", "always_on", "trace_based")
+_OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_DEVICE_ID = re.compile(r"^\d{1,4}(/\d{1,4})?$")
+
+
+class ConfigurationError(ValueError):
+    """Bad configuration, reported once at start-up with what to change."""
+
+
+Loader = Callable[[str, Any], Any]
+
+
+def _raw(var: str) -> str | None:
+    """An environment variable; unset and blank are the same (not set)."""
+    raw = os.environ.get(var)
+    return None if raw is None or raw.strip() == "" else raw
+
+
+# --- loaders: (field name, argument or None) -> value ------------------------------------------------------------
+
+
+def _int(var: str | None, default: int, minimum: int, maximum: int | None = None) -> Loader:
+    def load(name: str, arg: Any) -> int:
+        if arg is not None:
+            if isinstance(arg, bool) or not isinstance(arg, int):
+                raise ConfigurationError(f"{name} must be an integer, got {arg!r}")
+            value, where = arg, name
+        else:
+            raw = _raw(var) if var else None
+            if raw is None:
+                return default
+            try:
+                value = int(raw.strip())
+            except ValueError:
+                raise ConfigurationError(f"{var}={raw!r}: expected an integer") from None
+            where = str(var)
+        if value < minimum or (maximum is not None and value > maximum):
+            span = f"{minimum}-{maximum}" if maximum is not None else f">= {minimum}"
+            raise ConfigurationError(f"{where} must be {span}, got {value}")
+        return value
+
+    return load
+
+
+def _bool(var: str | None, default: bool | None) -> Loader:
+    def load(name: str, arg: Any) -> bool | None:
+        if arg is not None:
+            if not isinstance(arg, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {arg!r}")
+            return arg
+        raw = _raw(var) if var else None
+        if raw is None:
+            return default
+        v = raw.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+        raise ConfigurationError(f"{var}={raw!r}: expected true or false")
+
+    return load
+
+
+def _text(var: str | None, default: str | None) -> Loader:
+    def load(name: str, arg: Any) -> str | None:
+        if arg is not None:
+            if not isinstance(arg, str) or not arg.strip():
+                raise ConfigurationError(f"{name} must be a non-empty string, got {arg!r}")
+            return arg
+        raw = _raw(var) if var else None
+        return raw.strip() if raw is not None else default
+
+    return load
+
+
+def _choice(var: str | None, default: str, choices: Sequence[str]) -> Loader:
+    def load(name: str, arg: Any) -> str:
+        value = _text(var, default)(name, arg)
+        assert value is not None
+        v: str = value.strip().lower()
+        if v not in choices:
+            where = name if arg is not None else f"{var}={value!r}"
+            raise ConfigurationError(f"{where}: unknown value {value!r}; choose from {', '.join(choices)}")
+        return v
+
+    return load
+
+
+def _given(name: str, arg: Any) -> Any:
+    """A plain argument with no variable behind it (an injected object such as the NVML backend)."""
+    return arg
+
+
+def _exporters(name: str, arg: Any) -> tuple[str, ...]:
+    if arg is not None and not isinstance(arg, (str, list, tuple)):
+        raise ConfigurationError(f"exporters must be a string or a list of strings, got {arg!r}")
+    raw = arg if arg is not None else _raw("OTEL_METRICS_EXPORTER")
+    if raw is None:
+        otlp = _raw("OTEL_EXPORTER_OTLP_ENDPOINT") or _raw("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        return ("prometheus", "otlp") if otlp else ("prometheus",)
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"exporters must be a string or a list of strings, got {arg!r}")
+        n = item.strip().lower()
+        n = "otlp" if n in _OTLP_VARIANTS else n
+        if n and n not in names:
+            names.append(n)
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown:
+        raise ConfigurationError(f"unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+    return tuple(n for n in names if n != "none")
+
+
+def names_exporters(var: str) -> bool:
+    """Does ``OTEL_TRACES_EXPORTER`` / ``OTEL_LOGS_EXPORTER`` name an exporter? Those signals are left to the SDK's
+    own configurator; this only tells the distro whether to call it."""
+    raw = _raw(var)
+    return raw is not None and raw.strip().lower() != "none"
+
+
+def _otlp_protocol(name: str, args: tuple[Any, Any]) -> str:
+    """The argument, else an ``otlp_proto_*`` exporter name (it names the SDK's exporter class, so it wins as it
+    does in the SDK), else ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else grpc.
+
+    ``args``: the ``otlp_protocol`` and ``exporters`` arguments (exporter names come from the latter when given).
+    """
+    arg, exporters = args
+    if arg is None:
+        if exporters is None:
+            exporters = _raw("OTEL_METRICS_EXPORTER") or ""
+        for item in exporters.split(",") if isinstance(exporters, str) else exporters:
+            variant = _OTLP_VARIANTS.get(item.strip().lower()) if isinstance(item, str) else None
+            if variant is not None:
+                return variant
+    var = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+    if arg is None and _raw(var) is None:
+        var = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    value = _text(var, "grpc")(name, arg)
+    assert value is not None
+    proto: str = value.strip().lower()
+    if proto not in PROTOCOLS:
+        raise ConfigurationError(f"unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
+    return proto
+
+
+def _endpoint(value: str, where: str) -> str:
+    try:
+        url = urlparse(value.strip())
+        url.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        raise ConfigurationError(f"{where}: malformed OTLP endpoint {value!r} ({e})") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigurationError(
+            f"{where}: malformed OTLP endpoint {value!r}; expected a URL such as http://collector:4317 "
+            "(grpc) or http://collector:4318 (http/protobuf)"
+        )
+    return value.strip()
+
+
+def _otlp_endpoint(name: str, arg: Any) -> str | None:
+    if arg is not None:
+        if not isinstance(arg, str):
+            raise ConfigurationError(f"{name} must be a URL string, got {arg!r}")
+        return _endpoint(arg, name)
+    for var in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        raw = _raw(var)
+        if raw is not None:
+            return _endpoint(raw, var)
+    return None
+
+
+def _otlp_endpoint_source(name: str, arg: Any) -> str | None:
+    """Where ``otlp_endpoint`` came from: ``"argument"``, the variable's name, or None (the exporter's default).
+
+    The HTTP exporter uses ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` as given and adds ``/v1/metrics`` to a base
+    endpoint; a gRPC endpoint from the environment leaves ``OTEL_EXPORTER_OTLP_INSECURE`` to the exporter.
+    """
+    if arg is not None:
+        return "argument"
+    for var in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        if _raw(var) is not None:
+            return var
+    return None
+
+
+def _otlp_timeout(name: str, arg: Any) -> float | None:
+    """Seconds, as the Python OTLP exporters read ``OTEL_EXPORTER_OTLP_TIMEOUT`` (default 10)."""
+    var = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"
+    if _raw(var) is None:
+        var = "OTEL_EXPORTER_OTLP_TIMEOUT"
+    raw = _raw(var)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{var}={raw!r}: expected a number of seconds > 0, such as 10")
+    return value
+
+
+def _otlp_compression(name: str, arg: Any) -> str | None:
+    var = (
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"
+        if _raw("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION")
+        else "OTEL_EXPORTER_OTLP_COMPRESSION"
+    )
+    raw = _raw(var)
+    if raw is None:
+        return None
+    v = raw.strip().lower()
+    if v not in COMPRESSIONS:
+        raise ConfigurationError(f"{var}={raw!r}: unknown compression; choose from {', '.join(COMPRESSIONS)}")
+    return v
+
+
+def _exemplar_filter(name: str, arg: Any) -> str | None:
+    """The filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names; None (unset) lets ``configure()`` choose: trace-based
+    where a reader can carry exemplars (OTLP, console, extra readers), off for the Prometheus reader alone."""
+    raw = _raw("OTEL_METRICS_EXEMPLAR_FILTER")
+    if raw is None:
+        return None
+    v = raw.strip().lower()
+    if v not in EXEMPLAR_FILTERS:
+        raise ConfigurationError(
+            f"OTEL_METRICS_EXEMPLAR_FILTER={raw!r}: unknown filter; choose from {', '.join(EXEMPLAR_FILTERS)}"
+        )
+    return v
+
+
+def _registry(name: str, arg: Any) -> Any:
+    """``"global"``, ``"private"``, or a ``prometheus_client.CollectorRegistry`` given as the argument."""
+    if arg is not None and not isinstance(arg, str):
+        if not callable(getattr(arg, "register", None)):
+            raise ConfigurationError(f"{name} must be a CollectorRegistry, 'private' or 'global', got {arg!r}")
+        return arg
+    return _choice(env.RYOT_TELEMETRY_PROMETHEUS_REGISTRY, "global", ("global", "private"))(name, arg)
+
+
+def _buckets(name: str, arg: Any) -> dict[str, tuple[float, ...]]:
+    """Catalogue buckets, overridden by ``RYOT_TELEMETRY_BUCKETS``, overridden per metric by the argument."""
+    overrides: dict[str, Any] = {}
+    raw = _raw(env.RYOT_TELEMETRY_BUCKETS)
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigurationError(f"{env.RYOT_TELEMETRY_BUCKETS} is not valid JSON: {e}") from None
+        if not isinstance(parsed, dict):
+            raise ConfigurationError(
+                f"{env.RYOT_TELEMETRY_BUCKETS} must be a JSON object of name -> list, such as "
+                '{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}'
+            )
+        overrides.update(parsed)
+    if arg is not None:
+        if not isinstance(arg, Mapping):
+            raise ConfigurationError(f"{name} must be a mapping of metric name -> list of numbers, got {arg!r}")
+        overrides.update(arg)
+    try:
+        return resolve_buckets(overrides)
+    except ValueError as e:
+        raise ConfigurationError(str(e)) from None
+
+
+def _prices(name: str, arg: Any) -> PriceTable | None:
+    try:
+        if isinstance(arg, PriceTable):
+            return arg
+        if isinstance(arg, Mapping):
+            return PriceTable(arg)
+        if isinstance(arg, (str, os.PathLike)):
+            return PriceTable.from_file(arg)
+        if arg is not None:
+            raise ConfigurationError(f"{name} must be a PriceTable, a mapping or a file path, got {arg!r}")
+        path = _raw(env.RYOT_TELEMETRY_PRICE_TABLE)
+        return PriceTable.from_file(path) if path else None
+    except ConfigurationError:
+        raise
+    except ValueError as e:
+        raise ConfigurationError(f"price table: {e}") from None
+
+
+def _slos(name: str, arg: Any) -> SloTable | None:
+    """An SLO table from the argument (``SloTable``, mapping or path), else ``RYOT_TELEMETRY_SLOS``, else none."""
+    try:
+        if arg is not None:
+            if not isinstance(arg, (SloTable, Mapping, str, os.PathLike)):
+                raise ConfigurationError(f"{name} must be an SloTable, a mapping or a file path, got {arg!r}")
+            return SloTable.load(arg)
+        path = _raw(env.RYOT_TELEMETRY_SLOS)
+        return SloTable.from_file(path) if path else None
+    except ConfigurationError:
+        raise
+    except ValueError as e:
+        raise ConfigurationError(f"SLO table: {e}") from None
+
+
+def gpu_enabled(name: str, arg: Any) -> bool | None:
+    """True/False forced, None for auto (``RYOT_TELEMETRY_GPU``, default auto)."""
+    if arg is not None:
+        if not isinstance(arg, bool):
+            raise ConfigurationError(f"{name} must be True, False or None (auto), got {arg!r}")
+        return arg
+    raw = _raw(env.RYOT_TELEMETRY_GPU)
+    if raw is None or raw.strip().lower() == "auto":
+        return None
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigurationError(f"{env.RYOT_TELEMETRY_GPU}={raw!r}: expected auto, true or false")
+
+
+def device_id(dev: object) -> str:
+    """A validated ``device_id`` label value: a GPU index (``0``) or a MIG instance (``0/1``)."""
+    s = str(dev) if isinstance(dev, (int, str)) and not isinstance(dev, bool) else ""
+    if not _DEVICE_ID.match(s):
+        raise ValueError(f"device_id must be a GPU index such as 0 or a MIG instance such as '0/1', got {dev!r}")
+    return s
+
+
+def gpu_models(name: str, arg: Any) -> dict[str, str]:
+    """Model served on each device: the argument (``{0: "llama"}``), else ``RYOT_TELEMETRY_GPU_MODELS``
+    (``0=llama,1=mistral``, MIG instances as ``0/1=model``). A device named twice is an error."""
+    out: dict[str, str] = {}
+    if arg is not None:
+        if not isinstance(arg, Mapping):
+            raise ConfigurationError(f"{name} must be a mapping of device -> model name, got {arg!r}")
+        for dev, model in arg.items():
+            try:
+                dev_id = device_id(dev)
+            except ValueError as e:
+                raise ConfigurationError(f"{name}: {e}") from None
+            if not isinstance(model, str) or not model:
+                raise ConfigurationError(f"gpu model for device {dev!r} must be a non-empty string, got {model!r}")
+            if dev_id in out:
+                raise ConfigurationError(f"{name}: device {dev_id} is named twice ({out[dev_id]!r} and {model!r})")
+            out[dev_id] = model
+        return out
+    raw = _raw(env.RYOT_TELEMETRY_GPU_MODELS)
+    return parse_gpu_models(raw) if raw is not None else {}
+
+
+def parse_gpu_models(raw: str) -> dict[str, str]:
+    """``"0=llama,1=mistral"`` (the ``RYOT_TELEMETRY_GPU_MODELS`` format) -> ``{"0": "llama", "1": "mistral"}``."""
+    out: dict[str, str] = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        dev, sep, model = part.partition("=")
+        dev, model = dev.strip(), model.strip()
+        if not sep or not _DEVICE_ID.match(dev) or not model:
+            raise ConfigurationError(
+                f"{env.RYOT_TELEMETRY_GPU_MODELS}={raw!r}: expected comma-separated DEVICE=MODEL pairs such as "
+                f"0=llama-3-8b,1=mistral-7b (MIG instances as 0/1=model)"
+            )
+        if dev in out:
+            raise ConfigurationError(
+                f"{env.RYOT_TELEMETRY_GPU_MODELS}={raw!r}: device {dev} is named twice; give each device one model"
+            )
+        out[dev] = model
+    return out
+
+
+def _router_classes(name: str, arg: Any) -> tuple[str, ...]:
+    """``module:Class`` names from ``RYOT_TELEMETRY_ROUTER_CLASSES``; the instrumentor imports them."""
+    out: list[str] = []
+    for item in (s.strip() for s in (_raw(env.RYOT_TELEMETRY_ROUTER_CLASSES) or "").split(",")):
+        if not item:
+            continue
+        module, sep, qualname = item.partition(":")
+        if not sep or not module or not qualname:
+            raise ConfigurationError(f"{env.RYOT_TELEMETRY_ROUTER_CLASSES}: {item!r} is not 'module:Class'")
+        out.append(item)
+    return tuple(out)
+
+
+def _readers(name: str, arg: Any) -> tuple[Any, ...]:
+    if arg is None:
+        return ()
+    try:
+        readers = tuple(arg)
+    except TypeError:
+        raise ConfigurationError(f"{name} must be a list of MetricReader objects, got {arg!r}") from None
+    for r in readers:
+        if not callable(getattr(r, "collect", None)):
+            raise ConfigurationError(f"{name} must be a list of MetricReader objects, got {r!r}")
+    return readers
+
+
+def _mapping(name: str, arg: Any) -> dict[str, str]:
+    if arg is None:
+        return {}
+    if not isinstance(arg, Mapping):
+        raise ConfigurationError(f"{name} must be a mapping of attribute name -> value, got {arg!r}")
+    return dict(arg)
+
+
+def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:
+    return arguments.get(which) if isinstance(which, str) else tuple(arguments.get(w) for w in which)
+
+
+def _setting(load: Loader, argument: str | tuple[str, ...] | None = None) -> Any:
+    """A field loaded by ``load(name, argument value or None)``. ``argument``: the argument to read instead of the
+    field's own; a tuple of names hands the loader a tuple of their values."""
+    return field(metadata={"load": load, "argument": argument})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``configure()`` runs with; ``Settings.load(**arguments)`` builds it. Frozen: read, never patched."""
+
+    # service identity
+    service_name: str | None = _setting(_text("OTEL_SERVICE_NAME", None))
+    resource_attributes: dict[str, str] = _setting(_mapping)
+    component: str = _setting(_text(env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
+    # readers
+    exporters: tuple[str, ...] = _setting(_exporters)
+    prometheus_host: str = _setting(_text("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"))
+    prometheus_port: int = _setting(_int("OTEL_EXPORTER_PROMETHEUS_PORT", 9464, 0, 65535))
+    prometheus_registry: Any = _setting(_registry)
+    start_prometheus_server: bool = _setting(_bool(None, True))
+    otlp_endpoint: str | None = _setting(_otlp_endpoint)
+    otlp_endpoint_source: str | None = _setting(_otlp_endpoint_source, argument="otlp_endpoint")
+    otlp_protocol: str = _setting(_otlp_protocol, argument=("otlp_protocol", "exporters"))
+    otlp_timeout: float | None = _setting(_otlp_timeout)
+    otlp_compression: str | None = _setting(_otlp_compression)
+    export_interval_ms: int = _setting(_int("OTEL_METRIC_EXPORT_INTERVAL", 60000, 1))
+    exemplar_filter: str | None = _setting(_exemplar_filter)
+    readers: tuple[Any, ...] = _setting(_readers)
+    set_global: bool = _setting(_bool(None, False))
+    # recorder
+    buckets: dict[str, tuple[float, ...]] = _setting(_buckets)
+    prices: PriceTable | None = _setting(_prices)
+    slos: SloTable | None = _setting(_slos)
+    semconv: bool = _setting(_bool(env.RYOT_TELEMETRY_GENAI_SEMCONV, False))
+    genai_provider: str = _setting(_text(env.RYOT_TELEMETRY_GENAI_PROVIDER, "llama_stack"))
+    max_models: int = _setting(_int(env.RYOT_TELEMETRY_MAX_MODELS, 100, 1))
+    max_label_length: int = _setting(_int(env.RYOT_TELEMETRY_MAX_LABEL_LENGTH, 128, 1))
+    max_pending: int = _setting(_int(env.RYOT_TELEMETRY_MAX_PENDING, 65536, 1))
+    # GPU
+    gpu: bool | None = _setting(gpu_enabled)
+    gpu_models: dict[str, str] = _setting(gpu_models)
+    gpu_backend: Any = _setting(_given)
+    # instrumentor
+    router_classes: tuple[str, ...] = _setting(_router_classes)
+
+    @classmethod
+    def load(cls, **arguments: Any) -> Settings:
+        """Settings from keyword arguments (None: not given), the environment and defaults.
+
+        Every value is checked here, before anything starts; an unknown keyword is a ConfigurationError too.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(arguments) - set(known))
+        if unknown:
+            raise ConfigurationError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        values = {
+            name: f.metadata["load"](name, _argument(arguments, f.metadata["argument"] or name))
+            for name, f in known.items()
+        }
+        return cls(**values)

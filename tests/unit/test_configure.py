@@ -1,0 +1,429 @@
+"""configure(): one clear ConfigurationError for bad configuration; code arguments win over env vars."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from typing import Any
+
+import pytest
+
+from ryot_telemetry import ConfigurationError, configure, views
+from ryot_telemetry.catalogue import get
+
+
+def test_port_in_use_is_one_clear_error() -> None:
+    """A taken scrape port fails at start-up naming the address and the fix."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=rf"cannot serve /metrics on 127\.0\.0\.1:{port}.*free port"):
+            configure(prometheus_host="127.0.0.1", prometheus_port=port, prometheus_registry="private", gpu=False)
+
+
+def test_unknown_exporter() -> None:
+    """An exporter name outside prometheus/otlp/console/none is rejected with the choices."""
+    with pytest.raises(ConfigurationError, match=r"unknown metrics exporter 'zipkin'; choose from prometheus, otlp"):
+        configure(exporters="prometheus,zipkin", gpu=False)
+
+
+def test_unknown_exporter_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_METRICS_EXPORTER is validated the same way."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "statsd")
+    with pytest.raises(ConfigurationError, match="'statsd'"):
+        configure(gpu=False)
+
+
+def test_unsorted_buckets() -> None:
+    """Bucket overrides must be strictly increasing."""
+    with pytest.raises(ConfigurationError, match=r"not in strictly increasing order: \[0\.5, 0\.1\]"):
+        configure(exporters="none", buckets={"ryot_inference_latency_seconds": [0.5, 0.1]}, gpu=False)
+
+
+def test_buckets_for_a_counter_are_rejected() -> None:
+    """Only histograms have buckets."""
+    with pytest.raises(ConfigurationError, match="is a counter, not a histogram"):
+        configure(exporters="none", buckets={"ryot_inference_requests_total": [1, 2]}, gpu=False)
+
+
+def test_bad_buckets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RYOT_TELEMETRY_BUCKETS must be JSON."""
+    monkeypatch.setenv("RYOT_TELEMETRY_BUCKETS", "{not json")
+    with pytest.raises(ConfigurationError, match="RYOT_TELEMETRY_BUCKETS is not valid JSON"):
+        configure(exporters="none", gpu=False)
+
+
+def test_malformed_price_table(tmp_path) -> None:
+    """A price table with a negative price names the model and field."""
+    with pytest.raises(ConfigurationError, match=r"price table.*'m'.*prompt must be a finite number >= 0"):
+        configure(exporters="none", prices={"m": {"prompt": -1, "completion": 0}}, gpu=False)
+    bad = tmp_path / "prices.json"
+    bad.write_text("{")
+    with pytest.raises(ConfigurationError, match="malformed price table"):
+        configure(exporters="none", prices=bad, gpu=False)
+
+
+def test_unknown_otlp_protocol() -> None:
+    """The OTLP protocol must be grpc or http/protobuf."""
+    with pytest.raises(ConfigurationError, match="unknown OTLP protocol 'thrift'"):
+        configure(exporters="otlp", otlp_protocol="thrift", gpu=False)
+
+
+def test_code_arguments_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prometheus_port= beats OTEL_EXPORTER_PROMETHEUS_PORT, and bucket overrides reach the View."""
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "1")
+    tel = configure(
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prometheus_registry="private",
+        gpu=False,
+        buckets={"ryot.ttft.latency": [0.1, 1.0]},
+    )
+    try:
+        assert tel.prometheus_url is not None and not tel.prometheus_url.endswith(":1/metrics")
+        body = urllib.request.urlopen(tel.prometheus_url, timeout=5).read().decode()
+        assert "ryot_service_info" in body
+    finally:
+        tel.shutdown()
+    # the port is free again after shutdown (SO_REUSEADDR ignores TIME_WAIT, not a live listener)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0])))
+
+
+def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
+    """views() gives every histogram its catalogue buckets and every metric its label keys."""
+    by_name = {v._instrument_name: v for v in views(include_semconv=False)}
+    lat = by_name["ryot.inference.latency"]
+    assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
+    assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
+    assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type"}
+    assert len(by_name) == 27  # the 26 SPEC table families and ryot_slo_requests_total
+
+
+def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone (its exporter drops them);
+    OTEL_METRICS_EXEMPLAR_FILTER wins; the recorder keeps request spans only when exemplars can be sampled."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ryot_telemetry._recorder import RequestSpanExemplarFilter
+
+    def built(**kw: Any) -> tuple[type, bool]:
+        tel = configure(gpu=False, **kw)
+        try:
+            return type(tel.meter_provider._sdk_config.exemplar_filter), tel.recorder.exemplars
+        finally:
+            tel.shutdown()
+
+    prom_only = {"exporters": "prometheus", "prometheus_registry": "private", "start_prometheus_server": False}
+    assert built(**prom_only) == (AlwaysOffExemplarFilter, False)
+    assert built(exporters="none") == (AlwaysOffExemplarFilter, False)
+    assert built(exporters="none", readers=[InMemoryMetricReader()]) == (RequestSpanExemplarFilter, True)
+    assert built(exporters="console", export_interval_ms=60000) == (RequestSpanExemplarFilter, True)
+    assert issubclass(RequestSpanExemplarFilter, TraceBasedExemplarFilter)  # the SDK semantics, one shortcut
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_on")
+    assert built(**prom_only) == (AlwaysOnExemplarFilter, True)
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
+    assert built(exporters="none", readers=[InMemoryMetricReader()]) == (AlwaysOffExemplarFilter, False)
+
+
+def test_failed_configure_leaves_nothing_running() -> None:
+    """A bad OTLP setting fails before the scrape port opens; a later configure() can take the same port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigurationError, match="unknown OTLP protocol"):
+        configure(
+            exporters="prometheus,otlp",
+            prometheus_host="127.0.0.1",
+            prometheus_port=port,
+            prometheus_registry="private",
+            otlp_protocol="bogus",
+            gpu=False,
+        )
+    tel = configure(prometheus_host="127.0.0.1", prometheus_port=port, prometheus_registry="private", gpu=False)
+    tel.shutdown()
+
+
+def test_bad_gpu_model_map_fails_before_the_port_opens() -> None:
+    """Settings are checked before anything starts: nothing is registered on the registry, no port opened."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    with pytest.raises(ConfigurationError, match="gpu model for device"):
+        configure(
+            prometheus_host="127.0.0.1", prometheus_port=0, prometheus_registry=registry, gpu=True, gpu_models={0: ""}
+        )
+    assert list(registry._collector_to_names) == []
+
+
+def test_service_name_from_resource_attributes_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES' service.name is used when neither service_name= nor OTEL_SERVICE_NAME is set."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=my-router,deployment.environment=prod")
+    tel = configure(exporters="none", gpu=False)
+    assert tel.meter_provider._sdk_config.resource.attributes["service.name"] == "my-router"
+    tel.shutdown()
+    tel = configure(exporters="none", gpu=False, service_name="explicit")
+    assert tel.meter_provider._sdk_config.resource.attributes["service.name"] == "explicit"
+    tel.shutdown()
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    tel = configure(exporters="none", gpu=False)
+    assert tel.meter_provider._sdk_config.resource.attributes["service.name"] == "ryot-inference"
+    tel.shutdown()
+
+
+def test_wrong_argument_types_are_configuration_errors() -> None:
+    """A string port or a float max_models is one ConfigurationError, not a TypeError from deep inside."""
+    with pytest.raises(ConfigurationError, match="prometheus_port must be an integer, got '9464'"):
+        configure(prometheus_port="9464", prometheus_registry="private", gpu=False)
+    with pytest.raises(ConfigurationError, match=r"max_models must be an integer, got 2\.5"):
+        configure(exporters="none", max_models=2.5, gpu=False)
+
+
+# --- every bad setting is one ConfigurationError naming the fix (exact messages) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            '{"ryot_inference_latency_seconds": "123"}',
+            "buckets for ryot_inference_latency_seconds: expected a list of numbers such as [0.1, 0.5, 1], got '123'",
+        ),
+        (
+            '{"ryot_inference_latency_seconds": [true, 2]}',
+            "buckets for ryot_inference_latency_seconds: True is not a number; expected a list of numbers, "
+            "got [True, 2]",
+        ),
+        (
+            "[1, 2]",
+            "RYOT_TELEMETRY_BUCKETS must be a JSON object of name -> list, such as "
+            '{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}',
+        ),
+    ],
+)
+def test_bad_bucket_values_from_env(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
+    """A string is not a bucket list (it would become 1, 2, 3) and a boolean is not a boundary."""
+    monkeypatch.setenv("RYOT_TELEMETRY_BUCKETS", value)
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none", gpu=False)
+    assert str(e.value) == message
+
+
+def test_bool_bucket_boundaries_as_argument() -> None:
+    """buckets= is checked the same way as the variable."""
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none", gpu=False, buckets={"ryot.ttft.latency": [0.1, False]})
+    assert str(e.value) == (
+        "buckets for ryot.ttft.latency: False is not a number; expected a list of numbers, got [0.1, False]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "RYOT_TELEMETRY_GPU_MODELS",
+            "0=a,0=b",
+            "RYOT_TELEMETRY_GPU_MODELS='0=a,0=b': device 0 is named twice; give each device one model",
+        ),
+        (
+            "RYOT_TELEMETRY_GPU",
+            "maybe",
+            "RYOT_TELEMETRY_GPU='maybe': expected auto, true or false",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "10s",
+            "OTEL_EXPORTER_OTLP_TIMEOUT='10s': expected a number of seconds > 0, such as 10",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "-1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT='-1': expected a number of seconds > 0, such as 10",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "brotli",
+            "OTEL_EXPORTER_OTLP_COMPRESSION='brotli': unknown compression; choose from gzip, deflate, none",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "collector:4317",
+            "OTEL_EXPORTER_OTLP_ENDPOINT: malformed OTLP endpoint 'collector:4317'; expected a URL such as "
+            "http://collector:4317 (grpc) or http://collector:4318 (http/protobuf)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:43170000",
+            "OTEL_EXPORTER_OTLP_ENDPOINT: malformed OTLP endpoint 'http://collector:43170000' "
+            "(Port out of range 0-65535)",
+        ),
+        (
+            "OTEL_METRICS_EXEMPLAR_FILTER",
+            "sometimes",
+            "OTEL_METRICS_EXEMPLAR_FILTER='sometimes': unknown filter; choose from always_off, always_on, trace_based",
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon", "OTEL_METRIC_EXPORT_INTERVAL='soon': expected an integer"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "0", "OTEL_METRIC_EXPORT_INTERVAL must be >= 1, got 0"),
+        ("RYOT_TELEMETRY_MAX_MODELS", "0", "RYOT_TELEMETRY_MAX_MODELS must be >= 1, got 0"),
+        ("RYOT_TELEMETRY_MAX_PENDING", "lots", "RYOT_TELEMETRY_MAX_PENDING='lots': expected an integer"),
+        ("RYOT_TELEMETRY_GENAI_SEMCONV", "sure", "RYOT_TELEMETRY_GENAI_SEMCONV='sure': expected true or false"),
+        (
+            "RYOT_TELEMETRY_PROMETHEUS_REGISTRY",
+            "shared",
+            "RYOT_TELEMETRY_PROMETHEUS_REGISTRY='shared': unknown value 'shared'; choose from global, private",
+        ),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "99999", "OTEL_EXPORTER_PROMETHEUS_PORT must be 0-65535, got 99999"),
+    ],
+)
+def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str) -> None:
+    """Each variable is checked at start-up, whether or not the reader that uses it is on, with one message."""
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none")
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prometheus_port": "9464"}, "prometheus_port must be an integer, got '9464'"),
+        ({"prometheus_port": 70000}, "prometheus_port must be 0-65535, got 70000"),
+        ({"max_models": 2.5}, "max_models must be an integer, got 2.5"),
+        ({"max_label_length": True}, "max_label_length must be an integer, got True"),
+        ({"export_interval_ms": 0}, "export_interval_ms must be >= 1, got 0"),
+        ({"semconv": "yes"}, "semconv must be True or False, got 'yes'"),
+        ({"exporters": 3}, "exporters must be a string or a list of strings, got 3"),
+        (
+            {"exporters": ["prometheus", None]},
+            "exporters must be a string or a list of strings, got ['prometheus', None]",
+        ),
+        ({"buckets": [0.1, 1]}, "buckets must be a mapping of metric name -> list of numbers, got [0.1, 1]"),
+        ({"prices": 3}, "prices must be a PriceTable, a mapping or a file path, got 3"),
+        ({"gpu": "auto"}, "gpu must be True, False or None (auto), got 'auto'"),
+        ({"gpu_models": "0=a"}, "gpu_models must be a mapping of device -> model name, got '0=a'"),
+        ({"gpu_models": {0: "a", "0": "b"}}, "gpu_models: device 0 is named twice ('a' and 'b')"),
+        (
+            {"gpu_models": {"gpu0": "a"}},
+            "gpu_models: device_id must be a GPU index such as 0 or a MIG instance such as '0/1', got 'gpu0'",
+        ),
+        ({"otlp_endpoint": 4317}, "otlp_endpoint must be a URL string, got 4317"),
+        (
+            {"otlp_endpoint": "grpc://collector:4317"},
+            "otlp_endpoint: malformed OTLP endpoint 'grpc://collector:4317'; expected a URL such as "
+            "http://collector:4317 (grpc) or http://collector:4318 (http/protobuf)",
+        ),
+        ({"otlp_protocol": 1}, "otlp_protocol must be a non-empty string, got 1"),
+        ({"service_name": ""}, "service_name must be a non-empty string, got ''"),
+        ({"resource_attributes": ["a"]}, "resource_attributes must be a mapping of attribute name -> value, got ['a']"),
+        ({"readers": [object]}, f"readers must be a list of MetricReader objects, got {object!r}"),
+        ({"prometheus_registry": 1}, "prometheus_registry must be a CollectorRegistry, 'private' or 'global', got 1"),
+        ({"set_global": 1}, "set_global must be True or False, got 1"),
+    ],
+)
+def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: str) -> None:
+    """A wrong type or value for any configure() argument is one ConfigurationError naming the argument."""
+    kwargs = {"gpu": False, "exporters": "none", "prometheus_registry": "private", **kwargs}
+    with pytest.raises(ConfigurationError) as e:
+        configure(**kwargs)
+    assert str(e.value) == message
+
+
+def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() keeps the Settings it ran with; changing the environment afterwards changes nothing."""
+    import dataclasses
+
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "7")
+    tel = configure(exporters="none", gpu=False)
+    try:
+        monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "9")
+        assert tel.settings is not None
+        assert tel.settings.max_models == 7
+        assert tel.recorder.models.max_models == 7
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            tel.settings.max_models = 8  # type: ignore[misc]
+    finally:
+        tel.shutdown()
+
+
+def test_otlp_settings_are_checked_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timeout, compression and endpoint from the environment are parsed once and build the exporter."""
+    from ryot_telemetry._readers import _otlp_reader
+    from ryot_telemetry.settings import Settings
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.5")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "GZIP")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus-but-overridden")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    s = Settings.load(exporters="otlp", otlp_protocol="http/protobuf")
+    assert (s.otlp_timeout, s.otlp_compression, s.otlp_endpoint) == (2.5, "gzip", "http://127.0.0.1:4318")
+    assert s.otlp_endpoint_source == "OTEL_EXPORTER_OTLP_ENDPOINT"
+    reader = _otlp_reader(s)
+    try:
+        assert reader._exporter._endpoint == "http://127.0.0.1:4318/v1/metrics"
+    finally:
+        reader.shutdown()
+
+
+def test_unknown_setting_is_rejected() -> None:
+    """Settings.load names an unknown keyword instead of ignoring it."""
+    from ryot_telemetry.settings import Settings
+
+    with pytest.raises(ConfigurationError, match=r"^unknown setting 'max_model'; known: "):
+        Settings.load(max_model=3)
+
+
+def test_configure_twice_without_shutdown_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """A second configure() while the first still runs logs a warning naming the fix."""
+    from ryot_telemetry import configure
+
+    first = configure(exporters="none", gpu=False)
+    try:
+        second = configure(exporters="none", gpu=False)
+        second.shutdown()
+    finally:
+        first.shutdown()
+    assert any("configure() called again" in r.getMessage() for r in caplog.records)
+
+
+def test_otlp_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """otlp_protocol= wins; then an otlp_proto_* exporter name (from exporters= when given, else the variable),
+    as it names the SDK's exporter class; then the METRICS_ then the general protocol variable; else grpc."""
+    from ryot_telemetry.settings import Settings
+
+    assert Settings.load().otlp_protocol == "grpc"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    assert Settings.load().otlp_protocol == "http/protobuf"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+    assert Settings.load().otlp_protocol == "grpc"
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp_proto_http")
+    assert Settings.load().otlp_protocol == "http/protobuf"
+    assert Settings.load(exporters="otlp").otlp_protocol == "grpc"  # the argument replaces the variable's names
+    assert Settings.load(exporters=["otlp_proto_http"]).otlp_protocol == "http/protobuf"
+    assert Settings.load(otlp_protocol="grpc").otlp_protocol == "grpc"
+
+
+def test_every_variable_settings_reads_is_documented() -> None:
+    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py (or env.py) appears in the README's table."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from ryot_telemetry import env, settings
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("<!-- BEGIN CONFIG TABLE -->") : readme.index("<!-- END CONFIG TABLE -->")]
+    names = {
+        node.value
+        for node in ast.walk(ast.parse(Path(settings.__file__).read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"(OTEL|RYOT_TELEMETRY)_[A-Z_]+", node.value)
+    }
+    names |= {v for k, v in vars(env).items() if k.startswith("RYOT_TELEMETRY_")}
+    assert "OTEL_EXPORTER_OTLP_TIMEOUT" in names and "RYOT_TELEMETRY_GPU_MODELS" in names
+    assert sorted(n for n in names if f"`{n}`" not in table) == []
