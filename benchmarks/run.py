@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     disable_created_metrics()
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
-    sections = ("request", "api", "overflow", "chunk", "scrape", "rss", "exemplars")
+    sections = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "exemplars")
     ap.add_argument("--only", choices=sections, action="append")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
@@ -597,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
                     verdict(r["growth_mb"] < goal),
                 )
             )
+    if "guards" in only:
+        from .guards import bench_guards, report
+
+        n, rounds = (5000, 5) if q else (20000, 15)
+        rows.append(report(asyncio.run(bench_guards(n, rounds)), n, rounds))
     if "exemplars" in only:
         from . import exemplars
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, make_asgi_app
 
 import ryot_telemetry
@@ -50,13 +50,19 @@ async def _sse(stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+def _error(e: Exception) -> Response:
+    # json.dumps escapes non-ASCII (ensure_ascii): a message echoing a client's lone surrogate stays sendable
+    body = json.dumps({"error": str(e)})
+    return Response(body, status_code=getattr(e, "status_code", 500), media_type="application/json")
+
+
 @app.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Any:
     params = await request.json()
     try:
         result = await router.openai_chat_completion(params)
     except Exception as e:  # the wrapper re-raises the provider's exception unchanged
-        return JSONResponse({"error": str(e)}, status_code=getattr(e, "status_code", 500))
+        return _error(e)
     if params.get("stream"):
         return StreamingResponse(_sse(result), media_type="text/event-stream")
     return _jsonable(result)
@@ -68,4 +74,4 @@ async def completions(request: Request) -> Any:
     try:
         return _jsonable(await router.openai_completion(params))
     except Exception as e:
-        return JSONResponse({"error": str(e)}, status_code=getattr(e, "status_code", 500))
+        return _error(e)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._assembly import build_recorder, default_recorder, package_version
 from ._errors import SEVERITY, classify
 from ._instruments import METER_NAME, create_instrument, views
-from ._labels import OVERFLOW, batch_size_label, prompt_size_label
+from ._labels import OVERFLOW, UNADMITTED, batch_size_label, prompt_size_label
 from ._recorder import Recorder, Request
 from ._setup import Telemetry, configure
 from ._wrapper import instrument_router, traced_call, uninstrument_router
@@ -28,6 +28,7 @@ __all__ = [
     "METER_NAME",
     "OVERFLOW",
     "SEVERITY",
+    "UNADMITTED",
     "ConfigurationError",
     "EngineMetrics",
     "GpuGauges",

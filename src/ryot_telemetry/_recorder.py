@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 from . import catalogue
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
-from ._labels import ModelLabels, batch_size_label, prompt_size_label
+from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
 from .derived import DerivedGauges
@@ -52,6 +52,12 @@ _ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (mode
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
+MAX_COUNT = 2**53
+"""The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
+2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
+MAX_TOKEN_TOTAL = 2**63 - 1
+"""The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
+1,024 requests of 2**53 tokens each cannot make the counter unencodable and stop every later export."""
 
 # Measurements are recorded at drain time, in whatever context the reader or an overflowing request runs in: drain
 # under a context with no span, so a trace-based exemplar filter never attaches an unrelated trace.
@@ -74,16 +80,22 @@ def sampled_span_context() -> trace.SpanContext | None:
     return sc if sc.trace_flags.sampled else None
 
 
-def time_per_output_token(latency: float, ttft: float, completion_tokens: int | None) -> float | None:
-    """Mean time per output token after the first; None below two tokens. The TPOT histogram and SLO share it."""
-    if completion_tokens is None or completion_tokens < 2:
-        return None
-    return max(latency - ttft, 0.0) / (completion_tokens - 1)
 
 
 def _count_value(c: itertools.count[int]) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
+
+
+def describe_count(v: Any) -> str:
+    """A short, bounded description of an implausible usage count, for the warning (never the object itself)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v) if v.bit_length() <= 128 else f"<an integer of {v.bit_length()} bits>"
+    if isinstance(v, (float, bool)):
+        return repr(v)
+    if isinstance(v, str):
+        return repr(str.__getitem__(v, slice(0, 20))) + ("..." if len(v) > 20 else "")
+    return f"<a {type(v).__name__}>"
 
 
 class _Active:
@@ -97,7 +109,10 @@ class _Active:
         self.attrs = attrs
 
     def value(self) -> int:
-        return _count_value(self.enter) - _count_value(self.exit)
+        # exits first: a request that enters and leaves between the two reads is then counted in neither,
+        # never in the exits alone, so the value can never be negative (enter >= exit at every instant).
+        done = _count_value(self.exit)
+        return _count_value(self.enter) - done
 
 
 class Request:
@@ -109,6 +124,8 @@ class Request:
     __slots__ = (
         "_active",
         "_done",
+        "_implausible",
+        "_pending",
         "_recorder",
         "batch_size",
         "cached_tokens",
@@ -142,15 +159,55 @@ class Request:
         self.completion_tokens: int | None = None
         self.cached_tokens: int | None = None
         self.prompt_chars: int | None = None
-        self.response_model: str | None = None
+        self.response_model: str | None = None  # clipped (ModelLabels.key): a request never holds a raw name
         self.delivered = False  # a stream handed at least one chunk to the caller
         self.status = SUCCESS
         self.error_type: str | None = None
         self.end = 0.0
         self.span_context: trace.SpanContext | None = None  # set by Recorder.start when exemplars are on
         self._done = False
+        self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
+        self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
         next(active.enter)
         self.start = _clock()
+
+    def note_implausible(self, field: str, description: str) -> None:
+        """A usage count was dropped as implausible; the recorder warns about it once per model."""
+        note = f"usage.{field}={description}"
+        if self._implausible is None:
+            self._implausible = note
+        elif len(self._implausible) < 200:  # a stream may repeat it in every chunk: keep the note bounded
+            self._implausible = f"{self._implausible}, {note}"
+
+    def admit(self, recorder: Recorder | None = None) -> None:
+        """The router accepted the model name (it returned a stream): give the name a slot now.
+
+        Until then a name without a slot is in flight under ``__unknown__``; from here on under its own label.
+        Ending the request does the same implicitly, except after ``model_not_found`` (see ``Recorder.start``).
+        """
+        key = self._pending
+        if key is None or self._done:
+            return
+        rec = recorder or self._recorder
+        self._pending = None
+        label = rec.models.admit(key)
+        active = rec._active_for((label, self.mode, self.endpoint))
+        next(active.enter)  # enter the new series before leaving the old: neither ever reads negative
+        next(self._active.exit)
+        self._active = active
+        self.model = label
+
+    def _settle(self, recorder: Recorder, admitted: bool) -> None:
+        """The final label of a request whose name had no slot at its start: its own (or __overflow__) when the
+        router accepted the name; otherwise the name's slot if another request has taken one since, else
+        ``__unknown__``."""
+        key = self._pending
+        self._pending = None
+        models = recorder.models
+        if admitted:
+            self.model = models.admit(key)
+        else:
+            self.model = models.peek(key) or UNADMITTED
 
     # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
     # (the request knows its recorder); the older spelling that passes it still works.
@@ -161,7 +218,10 @@ class Request:
             self.end = _clock()
             self._done = True
             next(self._active.exit)
-            (recorder or self._recorder)._submit(self)
+            rec = recorder or self._recorder
+            if self._pending is not None:
+                self._settle(rec, True)
+            rec._submit(self)
 
     @overload
     def fail(self, exc: BaseException, /) -> None: ...
@@ -181,6 +241,9 @@ class Request:
                 recorder = cast(Recorder, first)
             self.error_type = classify(exc)
             self.status = PARTIAL if self.delivered else status_for(self.error_type)
+            if self._pending is not None:
+                # any error but model_not_found came from past the router's model lookup
+                self._settle(recorder, self.delivered or self.error_type != "model_not_found")
             recorder._submit(self)
 
     def abandon(self, recorder: Recorder | None = None) -> None:
@@ -190,7 +253,11 @@ class Request:
             self._done = True
             next(self._active.exit)
             self.status = PARTIAL
-            (recorder or self._recorder)._submit(self)
+            rec = recorder or self._recorder
+            if self._pending is not None:
+                # cancelled before the router answered: this request did not show the name to be a real model
+                self._settle(rec, self.delivered)
+            rec._submit(self)
 
     # ``with rec.request(...) as req:`` / ``async with``: ends the request exactly once, like the wrapper does.
 
@@ -207,6 +274,8 @@ class Request:
                 self.end = _clock()
                 self._done = True
                 next(self._active.exit)
+                if self._pending is not None:
+                    self._settle(self._recorder, True)
                 self._recorder._submit(self)
             elif isinstance(exc, Exception):
                 self.fail(exc)
@@ -224,6 +293,8 @@ class Request:
                 self.end = _clock()
                 self._done = True
                 next(self._active.exit)
+                if self._pending is not None:
+                    self._settle(self._recorder, True)
                 self._recorder._submit(self)
             except Exception:
                 _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
@@ -260,6 +331,10 @@ class Recorder:
         self._active: dict[tuple[str, str, str], _Active] = {}
         self._active_lock = threading.Lock()
         self._attrs: dict[tuple[str | None, ...], dict[str, str]] = {}
+        self._usage_warned: set[str] = set()  # model labels (bounded) already warned about implausible usage
+        self._token_totals: dict[int, int] = {}  # id(attrs) -> cumulative tokens added to that series
+        self._token_lock = threading.Lock()
+        self._token_saturated: set[int] = set()  # series that reached MAX_TOKEN_TOTAL (warned once)
         b = buckets or {}
 
         def make(name: str, **kw: Any) -> Any:
@@ -294,18 +369,35 @@ class Recorder:
 
         The request is also a context manager (``with rec.request(...) as req:``, ``async with`` too) that ends
         it on exit; otherwise end it with ``req.success()``, ``req.fail(exc)`` or ``req.abandon()``.
+
+        A model name that has no label slot yet does not get one here: the request is in flight under
+        ``__unknown__`` and the name takes a slot once the router accepts it — ``req.admit()`` (the wrapper
+        calls it when the router returns a stream), ``success``, ``fail`` with any error but ``model_not_found``,
+        or ``abandon`` after a chunk was delivered. A request that ends otherwise (``model_not_found``, or
+        cancelled before the router answered) is recorded under the name's slot if another request has taken
+        one meanwhile, else under ``__unknown__``: made-up names cannot use up the ``max_models`` budget (SPEC).
         """
-        label = self.models(model)
+        label = self.models.peek(model)
+        pending = None
+        if label is None:
+            pending = self.models.key(model)
+            label = UNADMITTED
         key = (label, mode, endpoint)
         active = self._active.get(key)
         if active is None:
             active = self._new_active(key)
         req = Request(label, endpoint, mode, batch_size, active, self)
+        if pending is not None:
+            req._pending = pending
         if self.exemplars:
             req.span_context = sampled_span_context()
         return req
 
     request = start  # ``with rec.request(model=..., endpoint=..., mode=...) as req:`` reads better; same call
+
+    def _active_for(self, key: tuple[str, str, str]) -> _Active:
+        active = self._active.get(key)
+        return active if active is not None else self._new_active(key)
 
     def _new_active(self, key: tuple[str, str, str]) -> _Active:
         with self._active_lock:
@@ -345,12 +437,35 @@ class Recorder:
                     _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
             for instrument, attrs, amount in counts.values():
                 try:
+                    if instrument is self.tokens:
+                        amount = self._within_token_total(attrs, amount)
+                        if not amount:
+                            continue
                     instrument.add(amount, attrs)
                 except Exception:
                     _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
         finally:
             otel_context.detach(token)
         return n
+
+    def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
+        """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""
+        key = id(attrs)  # attrs dicts are cached for the recorder's life
+        with self._token_lock:
+            total = self._token_totals.get(key, 0)
+            if total + amount > MAX_TOKEN_TOTAL:
+                if key in self._token_saturated:
+                    return 0
+                self._token_saturated.add(key)
+                _log.warning(
+                    "ryot-telemetry: %s reached 2**63 - 1 tokens, the most OTLP can carry; it stays there (%d tokens "
+                    "not counted, later ones not logged)",
+                    attrs,
+                    total + amount - MAX_TOKEN_TOTAL,
+                )
+                amount = MAX_TOKEN_TOTAL - total
+            self._token_totals[key] = total + amount
+        return amount
 
     def _a(self, *key: str | None) -> dict[str, str]:
         """Attribute dicts are built once per label combination and reused (the SDK copies them anyway).
@@ -378,7 +493,31 @@ class Recorder:
         else:
             entry[2] += amount
 
+    def _drop_implausible(self, r: Request) -> None:
+        """Drop the usage counts no provider can mean (SPEC); warn once per model label (a bounded set)."""
+        bad = [] if r._implausible is None else [r._implausible]
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            v = getattr(r, name)
+            if v is not None and not (type(v) is int and 0 <= v <= MAX_COUNT):
+                setattr(r, name, None)  # set so by a recorder-API caller
+                bad.append(f"usage.{name}={describe_count(v)}")
+        if bad and r.model not in self._usage_warned:
+            self._usage_warned.add(r.model)
+            _log.warning(
+                "ryot-telemetry: model %r: implausible %s (negative, not an integer, or above 2**53) ignored for "
+                "that request; further ones for this model are not logged",
+                r.model,
+                ", ".join(bad),
+            )
+
     def _record(self, r: Request, counts: dict[tuple[int, int], list[Any]]) -> None:
+        p, c, k = r.prompt_tokens, r.completion_tokens, r.cached_tokens
+        if r._implausible is not None or not (
+            (p is None or (type(p) is int and 0 <= p <= MAX_COUNT))
+            and (c is None or (type(c) is int and 0 <= c <= MAX_COUNT))
+            and (k is None or (type(k) is int and 0 <= k <= MAX_COUNT))
+        ):
+            self._drop_implausible(r)
         model, mode = r.model, r.mode
         latency = max(r.end - r.start, 0.0)
         count = self._count
@@ -404,7 +543,7 @@ class Recorder:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
             self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
-            tpot = time_per_output_token(latency, ttft, completion)
+            tpot = _tpot(latency, ttft, completion, r.batch_size)
             if tpot is not None:
                 self.tpot.record(tpot, self._a(_MODEL, model))
         if self.slos is not None:
@@ -431,7 +570,8 @@ class Recorder:
         if slo is None or (r.status == PARTIAL and r.error_type is None):
             return  # no objective for this model, or a stream the client abandoned: counted in neither
         stream = r.mode == "streaming"
-        tpot = time_per_output_token(latency, ttft, r.completion_tokens) if stream and ttft is not None else None
+        # the TPOT histogram's own per-choice value, so the SLO judges exactly what the histogram shows
+        tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size) if stream and ttft is not None else None
         missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
         attrs = self._a(_SLO, r.model, "met") if missed is None else self._a(_SLO, r.model, "missed", missed)
         self._count(counts, self.slo, attrs, 1)
@@ -454,8 +594,9 @@ class Recorder:
         if r.status == SUCCESS and r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             s.ttft.record(ttft, base)
-            if r.completion_tokens is not None and r.completion_tokens >= 2:
-                s.tpot.record(max(latency - ttft, 0.0) / (r.completion_tokens - 1), base)
+            tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size)
+            if tpot is not None:
+                s.tpot.record(tpot, base)
         if r.prompt_tokens is not None:
             s.usage.record(r.prompt_tokens, {**base, "gen_ai.token.type": "input"})
         if r.completion_tokens is not None:
@@ -474,3 +615,17 @@ class Recorder:
     def active(self) -> dict[tuple[str, str, str], int]:
         """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
         return {k: a.value() for k, a in list(self._active.items())}
+
+
+def _tpot(latency: float, ttft: float, completion: int | None, choices: int) -> float | None:
+    """(latency - TTFT) / (tokens per choice - 1), for >= 2 tokens per choice (SPEC).
+
+    ``choices`` is the request's batch size (prompts x ``n``): usage sums the choices, which decode in parallel,
+    so the speed a user sees is per choice.
+    """
+    if completion is None:
+        return None
+    per_choice = completion / choices if choices > 1 else completion
+    if per_choice < 2:
+        return None
+    return max(latency - ttft, 0.0) / (per_choice - 1)

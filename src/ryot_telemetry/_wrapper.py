@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import dataclasses
 import functools
 import inspect
 import logging
+import operator
 import typing
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from ._assembly import default_recorder
-from ._recorder import Recorder, Request, _clock
+from ._recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
 from .catalogue import BATCH, STANDARD, STREAMING
 from .catalogue import CHAT_COMPLETION as CHAT
 from .catalogue import COMPLETION as COMPLETION
@@ -41,27 +43,41 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def _nonneg_int(obj: Any, name: str) -> int | None:
+def _count(req: Request, obj: Any, name: str) -> int | None:
+    """A usage count as an int in [0, 2**53]; None when absent or implausible. An implausible one is noted on
+    the request (briefly described, never kept), for the recorder's once-per-model warning (SPEC).
+
+    An integral float (``3.0``, as some JSON encoders write counts) is taken; a bool, a fractional or non-finite
+    float, a string, a negative count or one above 2**53 (an unsigned underflow reports 2**64 - 1) is not.
+    """
     v = _get(obj, name)
-    if v is None or isinstance(v, bool):
+    if type(v) is int and 0 <= v <= MAX_COUNT:
+        return v  # the common case, first
+    if v is None:
         return None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if not isinstance(v, int):
-        _log.debug("ryot-telemetry: usage.%s is not an integer (%r); ignored", name, type(v).__name__)
-        return None
-    if v < 0:
-        _log.warning("ryot-telemetry: provider reported negative usage.%s=%d; ignored", name, v)
-        return None
-    return v
+    n: Any = v
+    if type(v) is not int:
+        if isinstance(v, bool):
+            n = None
+        elif isinstance(v, float):
+            n = int(v) if v.is_integer() else None  # is_integer() is False for inf and nan too
+        else:
+            try:
+                n = operator.index(v)  # int subclasses, numpy integers
+            except Exception:
+                n = None
+    if n is not None and 0 <= n <= MAX_COUNT:
+        return int(n)
+    req.note_implausible(name, describe_count(v))
+    return None
 
 
 def read_usage(req: Request, usage: Any) -> None:
     """Take prompt/completion/cached token counts from an OpenAI-style ``usage`` object or dict."""
-    req.prompt_tokens = _nonneg_int(usage, "prompt_tokens")
-    req.completion_tokens = _nonneg_int(usage, "completion_tokens")
+    req.prompt_tokens = _count(req, usage, "prompt_tokens")
+    req.completion_tokens = _count(req, usage, "completion_tokens")
     details = _get(usage, "prompt_tokens_details")
-    req.cached_tokens = _nonneg_int(details, "cached_tokens") if details is not None else None
+    req.cached_tokens = _count(req, details, "cached_tokens") if details is not None else None
 
 
 def _has_content(chunk: Any) -> bool:
@@ -128,8 +144,10 @@ def request_shape(endpoint: str, params: Any) -> tuple[Any, bool, str, int]:
 def with_usage(params: Any) -> tuple[Any, bool]:
     """Params asking the provider for usage on streams, and whether the caller asked for it itself.
 
-    Never mutates the caller's objects: dicts are copied, pydantic models go through ``model_copy``, and a typed
-    ``stream_options`` stays of its type. Where no faithful copy can be made, the params go through unchanged.
+    Never mutates the caller's objects, and the copy is of the caller's exact type: dicts and dict subclasses are
+    copied (an attribute-style dict stays one), pydantic models go through ``model_copy``, dataclasses and
+    namedtuples with a ``stream_options`` field through ``replace``; a typed ``stream_options`` stays of its type.
+    Where no faithful copy can be made, the params go through unchanged.
     """
     opts = _get(params, "stream_options")
     if opts is not None and _get(opts, "include_usage"):
@@ -138,12 +156,62 @@ def with_usage(params: Any) -> tuple[Any, bool]:
     if new_opts is None:
         return params, False
     if isinstance(params, dict):
-        return {**params, "stream_options": new_opts}, False
+        copied = _dict_with(params, "stream_options", new_opts)
+        return (params, False) if copied is None else (copied, False)
     model_copy = getattr(params, "model_copy", None)
     fields = getattr(type(params), "model_fields", None)
     if callable(model_copy) and (fields is None or "stream_options" in fields or _allows_extra(params)):
         return model_copy(update={"stream_options": new_opts}), False
+    if _has_field(params, "stream_options"):
+        copied = _replaced(params, stream_options=new_opts)
+        if copied is not None and type(copied) is type(params):
+            return copied, False
     return params, False  # an object we cannot safely copy: leave it, usage may then be absent
+
+
+def _has_field(obj: Any, name: str) -> bool:
+    """Is ``name`` a field of a dataclass instance or a namedtuple?"""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return any(f.name == name and f.init for f in dataclasses.fields(obj))
+    return isinstance(obj, tuple) and name in (getattr(type(obj), "_fields", None) or ())
+
+
+def _dict_with(d: dict[Any, Any], key: str, value: Any) -> dict[Any, Any] | None:
+    """A copy of ``d``, of ``d``'s exact type, with ``d[key] = value``; None where no faithful copy can be made.
+
+    A plain dict is rebuilt directly (the common, fast case). A subclass is copied with ``copy.copy`` (which keeps
+    the class and its instance state), or else by calling the class on ``d`` (``AttrDict(d)``: on Python 3.10
+    ``copy.copy`` asks an attribute-style dict for ``__getstate__`` and gets a KeyError). Either copy must be a
+    distinct object of the same type holding the same items and instance attributes, or it is not used.
+    """
+    if type(d) is dict:
+        return {**d, key: value}
+    for make in (copy.copy, type(d)):
+        try:
+            new = make(d)
+            if _same_dict(new, d):
+                new[key] = value  # through the class's own __setitem__, as the caller's code would set it
+                return new
+        except Exception:
+            _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
+    return None
+
+
+def _same_dict(new: Any, d: dict[Any, Any]) -> bool:
+    """Is ``new`` a faithful, distinct copy of the dict subclass instance ``d``?"""
+    if new is d or type(new) is not type(d) or dict.__len__(new) != dict.__len__(d):
+        return False
+    if not all(dict.get(new, k, _MISSING) is v for k, v in dict.items(d)):
+        return False
+    get = object.__getattribute__
+    try:
+        state = get(d, "__dict__")
+    except AttributeError:  # __slots__ only
+        return True
+    return bool(get(new, "__dict__") == state)
+
+
+_MISSING = object()
 
 
 def _options_with_usage(opts: Any, params: Any) -> Any:
@@ -259,8 +327,16 @@ async def traced_call(
         if token is not None:
             _CURRENT.reset(token)
 
-    if stream and hasattr(result, "__aiter__"):
+    try:
+        # Looked up on the type, as ``async for`` does: an instance ``__getattr__`` (an attribute-style dict
+        # raising KeyError, say) is never run by telemetry.
+        is_stream = stream and hasattr(type(result), "__aiter__")
+    except Exception:
+        is_stream = False
+    if is_stream:
         try:
+            if req._pending is not None:
+                req.admit(rec)  # the router returned a stream: it accepted the model name
             if reasoning:
                 traced = _traced_reasoning_stream(rec, req, result, endpoint, params)
             else:
@@ -282,7 +358,7 @@ async def traced_call(
         if usage is not None:
             read_usage(req, usage)
         if rec.semconv is not None:
-            req.response_model = _get(result_view, "model")
+            req.response_model = rec.response_models.key(_get(result_view, "model"))
         req.success(rec)
     except Exception:
         _log.debug("ryot-telemetry: could not read the response", exc_info=True)
@@ -310,7 +386,7 @@ async def _traced_stream(
                     req.first_token = _clock()
                     first = chunk
                     if want_model:
-                        req.response_model = _get(chunk, "model")
+                        req.response_model = rec.response_models.key(_get(chunk, "model"))
                 usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
                 if usage is not None:
                     chunk = _take_usage(req, chunk, usage, hide_usage)
@@ -369,7 +445,8 @@ class _Iter:
     __slots__ = ("_next",)
 
     def __init__(self, it: Any) -> None:
-        self._next = it.__anext__
+        # bound from the type, as ``async for`` does: never through an instance ``__getattr__``
+        self._next = type(it).__anext__.__get__(it)
 
     def __aiter__(self) -> _Iter:
         return self
@@ -379,10 +456,13 @@ class _Iter:
 
 
 def _single_iterator(stream: Any) -> Any:
-    """``stream``'s iterator, usable by consecutive ``async for`` loops without restarting it."""
-    it = stream.__aiter__()
-    aiter = getattr(it, "__aiter__", None)
-    if aiter is not None and aiter() is it:
+    """``stream``'s iterator, usable by consecutive ``async for`` loops without restarting it.
+
+    Special methods are looked up on the type, exactly as ``async for stream`` would look them up.
+    """
+    it = type(stream).__aiter__(stream)
+    aiter = getattr(type(it), "__aiter__", None)
+    if aiter is not None and aiter(it) is it:
         return it
     return _Iter(it)
 
@@ -402,7 +482,7 @@ async def _traced_reasoning_stream(
                     req.first_token = _clock()
                     seen = True
                     if rec.semconv is not None:
-                        req.response_model = _get(chunk, "model")
+                        req.response_model = rec.response_models.key(_get(chunk, "model"))
                 usage = _get(chunk, "usage")
                 if usage is not None:
                     read_usage(req, usage)
@@ -426,7 +506,10 @@ async def _stream_failed(
     if isinstance(exc, GeneratorExit):
         # The consumer closed us: close the provider's stream as it would have been (aclose() for async
         # generators, close() for stream objects such as openai's AsyncStream).
-        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        try:
+            close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        except Exception:  # an instance __getattr__ raising something else than AttributeError
+            close = None
         if close is not None:
             closed = close()
             if inspect.isawaitable(closed):
@@ -440,14 +523,22 @@ def _without_usage(chunk: Any) -> Any:
 
 
 def _replaced(obj: Any, **changes: Any) -> Any:
-    """A copy of ``obj`` (dict, pydantic model or dataclass) with ``changes``; None if it is none of those."""
+    """A copy of ``obj`` (dict of any class, pydantic model, dataclass or namedtuple) with ``changes``, of
+    ``obj``'s type; None if it is none of those or cannot be copied faithfully."""
     if isinstance(obj, dict):
-        return {**obj, **changes}
+        new: Any = obj
+        for k, v in changes.items():
+            new = _dict_with(new, k, v)
+            if new is None:
+                return None
+        return new
     model_copy = getattr(obj, "model_copy", None)
     if callable(model_copy):
         return model_copy(update=changes)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.replace(obj, **changes)
+    if isinstance(obj, tuple) and all(k in (getattr(type(obj), "_fields", None) or ()) for k in changes):
+        return obj._replace(**changes)  # type: ignore[attr-defined]
     return None
 
 

@@ -159,8 +159,10 @@ class EngineMetrics:
     @staticmethod
     def _check_load(load_type: str, device_type: str) -> None:
         _check("ryot.model.loading_time", "load_type", load_type)
-        if not isinstance(device_type, str) or not device_type or len(device_type) > 32:
-            raise ValueError(f"device_type must be a short non-empty string such as gpu or cpu, got {device_type!r}")
+        # isprintable() is False for control characters and lone surrogates, which no exporter could encode
+        ok = isinstance(device_type, str) and 0 < len(device_type) <= 32 and device_type.isprintable()
+        if not ok:
+            raise ValueError(f"device_type must be a short printable string such as gpu or cpu, got {device_type!r}")
 
     def _record_load(self, model: object, seconds: float | None, load_type: str, device_type: str, result: str) -> None:
         label = self.models(model)

@@ -206,10 +206,10 @@ def points(cap: Capture) -> dict[str, Any]:
         "req_chat_ok": cap.value(req, model=MODEL, endpoint="chat_completion", status="success"),
         "req_completion_ok": cap.value(req, model=MODEL, endpoint="completion", status="success"),
         "req_missing": cap.value(
-            req, model="no-such-model", endpoint="chat_completion", status="error", error_type="model_not_found"
+            req, model="__unknown__", endpoint="chat_completion", status="error", error_type="model_not_found"
         ),
         "errors_missing": cap.value(
-            "ryot.inference.errors", model="no-such-model", error_type="model_not_found", severity="info"
+            "ryot.inference.errors", model="__unknown__", error_type="model_not_found", severity="info"
         ),
         "tok_prompt_standard": cap.value(tok, model=MODEL, token_type="prompt", generation_mode="standard"),
         "tok_completion_standard": cap.value(tok, model=MODEL, token_type="completion", generation_mode="standard"),

@@ -58,3 +58,21 @@ def test_fastapi_example_serves_metrics_on_the_app() -> None:
         )
     }
     assert found == {("", "success"): 2.0, ("model_not_found", "error"): 1.0}
+
+
+def test_fastapi_example_keeps_serving_metrics_after_a_lone_surrogate_model_name() -> None:
+    """A JSON body whose model is "\\ud800" (valid JSON, a lone surrogate once decoded) used to make every later
+    /metrics answer 500; now the request counts under __unknown__ and every scrape keeps answering 200."""
+    from fastapi.testclient import TestClient
+
+    spec = importlib.util.spec_from_file_location("fastapi_app_example_hostile", EXAMPLES / "fastapi_app.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with TestClient(mod.app) as client:
+        body = b'{"model": "\\ud800\\u0000", "messages": [{"role": "user", "content": "hi"}]}'
+        r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 404
+        for _ in range(2):
+            r = client.get("/metrics/")
+            assert r.status_code == 200
+    assert re.search(r'ryot_inference_requests_total\{[^}]*model="__unknown__"[^}]*\} 1\.0', r.text)

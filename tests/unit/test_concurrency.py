@@ -298,3 +298,31 @@ async def test_queue_overflow_records_a_bounded_batch_per_request(monkeypatch: p
         assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 5000
     finally:
         cap.shutdown()
+
+
+def test_in_flight_reads_exits_before_entries_so_it_never_reads_negative(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that enters and leaves between the gauge's two counter reads cannot make it read -1."""
+    from ryot_telemetry import _recorder
+
+    cap = capture()
+    try:
+        rec = cap.recorder
+        rec.models("m")  # "m" has its label slot: its requests are in flight under "m"
+        rec.start("m", "chat_completion", "standard").success(rec)  # the series exists, at 0
+        active = rec._active[("m", "standard", "chat_completion")]
+        real = _recorder._count_value
+        raced = False
+
+        def racing_read(counter: Any) -> int:
+            nonlocal raced
+            value = real(counter)
+            if not raced and counter in (active.enter, active.exit):
+                raced = True  # between the first and the second read, a whole request comes and goes
+                rec.start("m", "chat_completion", "standard").success(rec)
+            return value
+
+        monkeypatch.setattr(_recorder, "_count_value", racing_read)
+        assert rec.active() == {("m", "standard", "chat_completion"): 1}  # seen entering, not leaving: >= 0
+        assert raced
+    finally:
+        cap.shutdown()

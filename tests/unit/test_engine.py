@@ -82,8 +82,9 @@ def test_unknown_label_values_raise_before_anything_is_recorded(cap: Capture) ->
         cap.engine.record_model_load("m", 1.0, result="ok")
     with pytest.raises(ValueError, match="request_type must be one of standard, streaming, batch, engine_step"):
         cap.engine.record_engine_batch("m", 4, request_type="step")
-    with pytest.raises(ValueError, match="device_type"):
-        cap.engine.record_model_load("m", 1.0, device_type="")
+    for bad in ("", "gpu\ud800", "gpu\n", "x" * 33):  # empty, unencodable, a control character, too long
+        with pytest.raises(ValueError, match="device_type"):
+            cap.engine.record_model_load("m", 1.0, device_type=bad)
     cap.collect()
     assert [cap.points(n) for n in (ATTEMPTS, "ryot.model.cache_evictions", "ryot.queue.depth")] == [[], [], []]
 

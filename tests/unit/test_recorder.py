@@ -19,6 +19,14 @@ class ModelNotFoundError(Exception):
     pass
 
 
+@pytest.fixture(autouse=True)
+def _m_is_served(cap: Capture) -> None:
+    """Model "m" already has its label slot, as one the serving loop has served does: its requests are in flight and
+    recorded under "m" from the start (a name without a slot is in flight under __unknown__ until admitted, and a
+    model_not_found for it stays __unknown__; tests/unit/test_bad_inputs.py pins that)."""
+    cap.recorder.models("m")
+
+
 def test_with_block_records_success_and_tokens(cap: Capture) -> None:
     """A block that completes is one success, with the tokens set inside it and its latency."""
     rec = cap.recorder
@@ -134,3 +142,20 @@ def test_telemetry_failure_at_exit_never_replaces_the_outcome(cap: Capture, monk
         pass
     with pytest.raises(ValueError, match="mine"), cap.recorder.request("m", "chat_completion", "standard"):
         raise ValueError("mine")
+
+
+def test_a_new_name_takes_a_slot_only_once_accepted(cap: Capture) -> None:
+    """Recorder API: a name without a slot is in flight under __unknown__; ``req.admit()`` moves it to its own
+    label; a model_not_found for an unslotted name is recorded under __unknown__ and takes no slot."""
+    rec = cap.recorder
+    with rec.request("new", "chat_completion", "streaming") as req:
+        assert {k: v for k, v in rec.active().items() if v} == {("__unknown__", "streaming", "chat_completion"): 1}
+        req.admit()  # the engine accepted the model: generation started
+        assert {k: v for k, v in rec.active().items() if v} == {("new", "streaming", "chat_completion"): 1}
+    with pytest.raises(ModelNotFoundError), rec.request("bogus", "chat_completion", "standard"):
+        raise ModelNotFoundError("model 'bogus' not found")
+    cap.collect()
+    assert cap.value(REQ, model="new", endpoint="chat_completion", status="success") == 1
+    nf = {"endpoint": "chat_completion", "status": "error", "error_type": "model_not_found"}
+    assert cap.value(REQ, model="__unknown__", **nf) == 1
+    assert sorted(rec.models._map) == ["m", "new"]

@@ -42,9 +42,10 @@ class TimedRouter:
         self.ttft, self.gap, self.tokens, self.latency = 0.0, 0.0, 1, 0.0
         self.fail_after: int | None = None
         self.raises: BaseException | None = None
+        self.choices = 1  # usage reports tokens x choices, as providers do for n > 1
 
     def set(self, **kw: Any) -> TimedRouter:
-        self.fail_after, self.raises = None, None
+        self.fail_after, self.raises, self.choices = None, None, 1
         for k, v in kw.items():
             setattr(self, k, v)
         return self
@@ -69,7 +70,7 @@ class TimedRouter:
                 raise RuntimeError("engine crashed mid-stream")
             self.clock.t += self.ttft if i == 0 else self.gap
             yield content_chunk(str(i))
-        yield usage_chunk(usage(10, self.tokens))
+        yield usage_chunk(usage(10, self.tokens * self.choices))
 
 
 @pytest.fixture
@@ -80,8 +81,8 @@ def timed(monkeypatch: pytest.MonkeyPatch) -> tuple[Clock, TimedRouter]:
     return clock, TimedRouter(clock)
 
 
-async def _stream(router: Any, model: str = "m", stop_after: int | None = None) -> None:
-    stream = await router.openai_chat_completion(ChatParams(model=model, stream=True))
+async def _stream(router: Any, model: str = "m", stop_after: int | None = None, n: int | None = None) -> None:
+    stream = await router.openai_chat_completion(ChatParams(model=model, stream=True, n=n))
     n = 0
     async for _ in stream:
         n += 1
@@ -123,6 +124,24 @@ async def test_streams_judged_on_ttft_then_tpot_exact_counts(timed: tuple[Clock,
         # the TPOT histogram saw the same per-stream values the SLO was judged on
         tpot = cap.histogram("ryot.time_per_output_token", model="m")
         assert tpot.count == 7 and tpot.sum == pytest.approx(0.04 + 0.05 + 0.04 + 0.01 + 0.06 + 0.06 + 0.2)
+    finally:
+        cap.shutdown()
+
+
+async def test_tpot_is_judged_per_choice_like_the_histogram(timed: tuple[Clock, TimedRouter]) -> None:
+    """n=2, 5 tokens per choice 60 ms apart (usage: 10): TPOT 0.24 s / 4 = 0.06 s per choice misses 0.05 s; over all
+    10 tokens it would have been 0.24 / 9 = 0.027 s and met. The TPOT histogram shows the same 0.06 s."""
+    _, router = timed
+    cap = capture(slos=TABLE)
+    try:
+        r = cap.instrument_router(router)
+        router.set(ttft=0.1, gap=0.06, tokens=5, choices=2)
+        await _stream(r, n=2)
+        router.set(ttft=0.1, gap=0.04, tokens=5, choices=2)
+        await _stream(r, n=2)
+        assert slo_counts(cap) == {"met": 1, "missed:tpot": 1}
+        tpot = cap.histogram("ryot.time_per_output_token", model="m")
+        assert tpot.count == 2 and tpot.sum == pytest.approx(0.06 + 0.04)
     finally:
         cap.shutdown()
 

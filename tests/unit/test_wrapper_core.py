@@ -104,7 +104,8 @@ async def test_batch_completion_buckets_batch_size(cap: Capture) -> None:
 
 async def test_task_cancellation_returns_active_to_zero(cap: Capture) -> None:
     """Cancelling a task awaiting a non-stream call: status=partial, active 0, CancelledError propagates."""
-    router = cap.instrument_router(ScriptedRouter(response=Completion(), delay=10))
+    await cap.instrument_router(ScriptedRouter(response=Completion())).openai_chat_completion(ChatParams(model="m"))
+    router = cap.instrument_router(ScriptedRouter(response=Completion(), delay=10))  # "m" has its label slot
     task = asyncio.ensure_future(router.openai_chat_completion(ChatParams(model="m")))
     await asyncio.sleep(0.01)
     cap.collect()
@@ -159,3 +160,28 @@ async def test_keyword_style_router_with_stream_options_is_asked_for_usage(cap: 
     assert len(got) == 1 and seen == [{"include_usage": True}]
     cap.collect()
     assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 9
+
+
+class KeyErrorResult:
+    """A response whose instance ``__getattr__`` raises KeyError for anything it lacks (the AttrDict idiom)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise KeyError(name)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream-flag-but-no-stream"])
+async def test_result_whose_getattr_raises_keyerror_passes_through(cap: Capture, stream: bool) -> None:
+    """The caller gets the very object back, no KeyError from telemetry; the request counts, in-flight is 0."""
+    result = KeyErrorResult()
+
+    class Router:
+        async def openai_chat_completion(self, params: object) -> object:
+            return result
+
+    router = cap.instrument_router(Router())
+    assert await router.openai_chat_completion(ChatParams(model="m", stream=stream)) is result
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    mode = "streaming" if stream else "standard"
+    # a first request of "m" was in flight under __unknown__ (the name had no label slot yet)
+    assert cap.recorder.active() == {("__unknown__", mode, "chat_completion"): 0}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import gc
 import itertools
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from pydantic import BaseModel
@@ -395,3 +397,158 @@ async def test_closing_an_object_stream_calls_its_close(cap: Capture) -> None:
         break
     await traced.aclose()
     assert stream.closed is True
+
+
+async def test_tpot_is_per_choice_for_n_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """n=4, 44 completion tokens (usage sums the choices): 11 per choice -> TPOT (1.3-0.3)/10 = 0.1 s, in the
+    Ryot histogram and the GenAI semconv one alike; tokens/s stays per request (44/1.3)."""
+    from ryot_telemetry.testing import capture
+
+    cap = capture(semconv=True)
+    ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))
+    monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
+    import ryot_telemetry._wrapper as w
+
+    monkeypatch.setattr(w, "_clock", _recorder._clock)
+    try:
+        chunks = [content_chunk(str(i)) for i in range(3)] + [usage_chunk(usage(12, 44))]
+        router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+        [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, n=4))]
+        cap.collect()
+        tpot = cap.histogram("ryot.time_per_output_token", model="m")
+        assert tpot.count == 1 and tpot.sum == pytest.approx(0.1)
+        sem = [p for p in cap.points("gen_ai.server.time_per_output_token")]
+        assert len(sem) == 1 and sem[0].count == 1 and sem[0].sum == pytest.approx(0.1)
+        assert cap.histogram("ryot.tokens_per_second", model="m").sum == pytest.approx(44 / 1.3)
+    finally:
+        cap.shutdown()
+
+
+async def test_no_tpot_below_two_tokens_per_choice(cap: Capture) -> None:
+    """n=4 with 7 completion tokens is 1.75 tokens per choice: no decode interval to measure, no TPOT point."""
+    chunks = [content_chunk("a"), usage_chunk(usage(12, 7))]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, n=4))]
+    cap.collect()
+    assert cap.points("ryot.time_per_output_token") == []
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 7
+
+
+def _field(p: Any, name: str) -> Any:
+    """Attribute access where the params class offers it, as a router typed for its own params class does."""
+    if isinstance(p, AttrDict):
+        return p.__getattr__(name)
+    if isinstance(p, dict):
+        return p.get(name)
+    return getattr(p, name)
+
+
+class AttrDict(dict):  # type: ignore[type-arg]
+    """The attribute-style dict idiom: ``d.key`` reads ``d["key"]`` and raises KeyError when absent."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self[name]
+
+
+class NoCopyAttrDict(AttrDict):
+    """An attribute-style dict that cannot be copied with ``copy.copy`` (as on Python 3.10), only rebuilt."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("not copyable")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataclassParams:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = True
+    stream_options: dict[str, Any] | None = None
+
+
+class TupleParams(NamedTuple):
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = True
+    stream_options: dict[str, Any] | None = None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        AttrDict(model="m", messages=[], stream=True),
+        NoCopyAttrDict(model="m", messages=[], stream=True),
+        collections.OrderedDict(model="m", messages=[], stream=True),
+        collections.defaultdict(None, model="m", messages=[], stream=True),
+        DataclassParams(model="m", messages=[]),
+        TupleParams(model="m", messages=[]),
+    ],
+    ids=["attrdict", "attrdict-no-copy", "ordereddict", "defaultdict", "dataclass", "namedtuple"],
+)
+async def test_params_keep_their_exact_type_when_usage_is_requested(cap: Capture, params: Any) -> None:
+    """The params the provider receives are of the caller's exact class (a router reading ``params.stream`` on an
+    attribute-style dict keeps working), carry include_usage, and the caller's object is left untouched."""
+    chunks = [content_chunk("a"), usage_chunk(usage(5, 2))]
+    seen: list[Any] = []
+
+    class Router:
+        async def openai_chat_completion(self, p: Any) -> Any:
+            seen.append(p)
+            opts = _field(p, "stream_options")
+            assert _field(p, "stream") is True
+
+            async def gen() -> AsyncIterator[Any]:
+                for c in chunks if opts and opts["include_usage"] else chunks[:1]:
+                    yield c
+
+            return gen()
+
+    before = repr(params)
+    router = cap.instrument_router(Router())
+    got = [c async for c in await router.openai_chat_completion(params)]
+    assert got == chunks[:1]  # the usage chunk we asked for is hidden
+    assert type(seen[0]) is type(params) and seen[0] is not params
+    assert _field(seen[0], "stream_options") == {"include_usage": True}
+    assert repr(params) == before
+    assert ("stream_options" not in params) if isinstance(params, dict) else params.stream_options is None
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 2
+
+
+class KeyErrorStream:
+    """A provider stream object whose instance ``__getattr__`` raises KeyError (the AttrDict idiom)."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self._it = iter(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyError(name)
+
+    def __aiter__(self) -> KeyErrorStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+async def test_stream_object_whose_getattr_raises_keyerror_passes_through(cap: Capture) -> None:
+    """Telemetry never reads the stream through its ``__getattr__``: same chunks, one success, in-flight 0 —
+    also when the caller closes the wrapped stream early."""
+    chunks = [content_chunk("a"), content_chunk("b"), usage_chunk(usage(5, 2))]
+
+    class Router:
+        async def openai_chat_completion(self, p: Any) -> Any:
+            return KeyErrorStream(chunks)
+
+    router = cap.instrument_router(Router())
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert got == chunks[:2]
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    assert await stream.__anext__() == chunks[0]
+    await stream.aclose()
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.value(ACTIVE, model="m", request_type="streaming", endpoint="chat_completion") == 0

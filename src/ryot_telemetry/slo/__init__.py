@@ -173,7 +173,7 @@ class SloTable:
 def judge(slo: Slo, *, error: bool, stream: bool, latency: float, ttft: float | None, tpot: float | None) -> str | None:
     """None when the request met ``slo``, else the first objective it missed: error, ttft, tpot, latency.
 
-    A stream that produced no first token misses ``ttft``; one with fewer than two tokens has no TPOT to judge.
+    A stream that produced no first token misses ``ttft``; one with fewer than two tokens per choice has no TPOT.
     """
     if error:
         return "error"
