@@ -80,8 +80,6 @@ def sampled_span_context() -> trace.SpanContext | None:
     return sc if sc.trace_flags.sampled else None
 
 
-
-
 def _count_value(c: itertools.count[int]) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
