@@ -20,6 +20,7 @@ from ._instruments import METER_NAME, create_instrument
 from ._recorder import Recorder, RequestSpanExemplarFilter
 from .derived import install_token_efficiency
 from .engine import EngineMetrics
+from .genai import SCHEMA_URL
 from .gpu import GpuGauges, gauges_for
 from .settings import ConfigurationError, Settings
 
@@ -31,6 +32,7 @@ __all__ = [
     "exemplar_filter",
     "exemplars_enabled",
     "package_version",
+    "ryot_meter",
 ]
 
 _EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
@@ -45,6 +47,13 @@ def package_version() -> str:
         return version("ryot-telemetry")
     except PackageNotFoundError:
         return "0.0.0+unknown"
+
+
+def ryot_meter(provider: Any) -> Meter:
+    """Our meter on ``provider``: the package's name and version, and the schema URL of the semantic conventions
+    its telemetry follows (``genai.SCHEMA_URL``)."""
+    meter: Meter = provider.get_meter(METER_NAME, package_version(), schema_url=SCHEMA_URL)
+    return meter
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ def build_recorder(meter: Meter, settings: Settings | None = None, **overrides: 
         semconv=settings.semconv,
         genai_provider=settings.genai_provider,
         max_pending=settings.max_pending,
+        genai_server=settings.genai_server,
         slos=settings.slos,
         exemplars=exemplars_enabled(settings),
     )
@@ -123,4 +133,4 @@ def default_recorder() -> Recorder:
     if tel is not None:
         return tel.recorder
     provider = metrics.get_meter_provider()
-    return _state.recorder_for(provider, lambda: build_recorder(provider.get_meter(METER_NAME, package_version())))
+    return _state.recorder_for(provider, lambda: build_recorder(ryot_meter(provider)))

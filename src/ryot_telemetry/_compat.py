@@ -6,6 +6,7 @@ are the ones checked against each name below.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 # opentelemetry-exporter-prometheus (private module ``_mapping``, present from 0.44b0 on; we require >=0.51b0):
@@ -21,7 +22,46 @@ from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_n
 if TYPE_CHECKING:
     from opentelemetry.sdk._configuration import _OTelSDKConfigurator as OTelSDKConfigurator
 
-__all__ = ["OTelSDKConfigurator", "map_unit", "sanitize_full_name"]
+__all__ = [
+    "OTelSDKConfigurator",
+    "map_unit",
+    "meter_readers",
+    "reader_shutting_down",
+    "sanitize_full_name",
+    "wrap_reader_collect",
+]
+
+
+# opentelemetry-sdk metrics internals, used by ``_new_series`` (new counter series exported at 0 first). All three
+# are attributes, not imports; present in every SDK release our range allows (>=1.30,<2; checked on 1.30 and 1.45):
+# - ``Meter._measurement_consumer._reader_storages``: a mapping keyed by the provider's MetricReaders (the SDK
+#   replaces it, never mutates it, when readers are added later; a reader added after the recorder was built is not
+#   seen): which readers a meter's measurements reach, so the gate knows whose collections to wait for.
+# - ``MetricReader._collect``: the callback ``MetricReader.collect()`` calls (``(reader, timeout_millis=...)``), set
+#   by the MeterProvider through ``_set_collect_callback`` when it is built: wrapped to see each collection start
+#   and end, so the gate knows which zeros a reader has exported.
+# - ``PeriodicExportingMetricReader._shutdown``: True once ``shutdown()`` began, i.e. during its final collection:
+#   held increments are released into that final export.
+
+
+def meter_readers(meter: Any) -> list[Any]:
+    """The readers of the SDK MeterProvider behind ``meter`` that have a collect callback; [] for any other meter
+    (the API's no-op or proxy meter, another SDK) or if the SDK's internals moved."""
+    consumer = getattr(meter, "_measurement_consumer", None)
+    storages = getattr(consumer, "_reader_storages", None)
+    if not isinstance(storages, Mapping):
+        return []
+    return [r for r in storages if callable(getattr(r, "_collect", None))]
+
+
+def wrap_reader_collect(reader: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replace ``reader``'s collect callback by ``wrap(callback)``; the wrapper is called as the callback is."""
+    reader._collect = wrap(reader._collect)
+
+
+def reader_shutting_down(reader: Any) -> bool:
+    """Has ``reader.shutdown()`` begun (its final collection)? False for readers without the flag."""
+    return bool(getattr(reader, "_shutdown", False))
 
 
 def __getattr__(name: str) -> Any:

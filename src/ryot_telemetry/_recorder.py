@@ -28,6 +28,7 @@ from . import catalogue
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
 from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
+from ._new_series import NewSeriesGate, sdk_readers
 from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
 from .derived import DerivedGauges
@@ -314,6 +315,7 @@ class Recorder:
         semconv: bool = False,
         genai_provider: str = "llama_stack",
         max_pending: int = DEFAULT_MAX_PENDING,
+        genai_server: tuple[str, int] | None = None,
         slos: SloTable | None = None,
         exemplars: bool = False,
     ) -> None:
@@ -324,6 +326,10 @@ class Recorder:
         self.response_models = ModelLabels(max_models, max_label_length)
         self.prices = prices
         self.genai_provider = genai_provider
+        # server.address / server.port of the semconv metrics: this server, as configured (see genai.py)
+        self._genai_server: dict[str, str | int] = {}
+        if genai_server is not None:
+            self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
         self.max_pending = max_pending
         self._pending: deque[Request] = deque()
         self._active: dict[tuple[str, str, str], _Active] = {}
@@ -353,6 +359,8 @@ class Recorder:
         # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
+        # New counter series are exported at 0 before their first increment (see _new_series).
+        self._new_series = NewSeriesGate(sdk_readers(meter))
         self.semconv = SemconvInstruments(meter) if semconv else None
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
@@ -433,12 +441,21 @@ class Recorder:
                     self._record(req, counts)
                 except Exception:  # telemetry must never take the service down
                     _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+            # Token totals are capped before the new-series gate, so increments it holds and releases later (at a
+            # collection, or at shutdown, without passing through here again) are already within the cap.
+            tokens = self.tokens
+            for key, entry in list(counts.items()):
+                if entry[0] is tokens:
+                    try:
+                        entry[2] = self._within_token_total(entry[1], entry[2])
+                    except Exception:
+                        _log.debug("ryot-telemetry: failed to cap a token count", exc_info=True)
+                    if not entry[2]:
+                        del counts[key]
+            if self._new_series.enabled:
+                self._new_series.route(counts)  # also releases held increments, so it runs on an empty batch too
             for instrument, attrs, amount in counts.values():
                 try:
-                    if instrument is self.tokens:
-                        amount = self._within_token_total(attrs, amount)
-                        if not amount:
-                            continue
                     instrument.add(amount, attrs)
                 except Exception:
                     _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
@@ -483,7 +500,7 @@ class Recorder:
         return {k: v for k, v in zip(catalogue.get(name).all_labels, vals) if v is not None}
 
     @staticmethod
-    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: int) -> None:
+    def _count(counts: dict[tuple[int, int], list[Any]], instrument: Any, attrs: dict[str, str], amount: float) -> None:
         # attrs dicts are cached for the recorder's life, so their ids are stable keys
         entry = counts.get((id(instrument), id(attrs)))
         if entry is None:
@@ -554,9 +571,10 @@ class Recorder:
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    self.cost.add(prompt * price.prompt / 1000.0, self._a(_COST, model, PROMPT_TOKENS))
+                    count(counts, self.cost, self._a(_COST, model, PROMPT_TOKENS), prompt * price.prompt / 1000.0)
                 if completion:
-                    self.cost.add(completion * price.completion / 1000.0, self._a(_COST, model, COMPLETION_TOKENS))
+                    usd = completion * price.completion / 1000.0
+                    count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS), usd)
         self.windows.add(r)
         if self._record_extra is not None:
             self._record_extra(r)
@@ -579,16 +597,23 @@ class Recorder:
         assert s is not None
         op = OPERATION[r.endpoint]
         resp_model = r.response_model
-        base = {
+        # Client side (the router's call to its model provider): no server.address/port, which would name the
+        # provider's endpoint (see genai.py).
+        client: dict[str, Any] = {
             "gen_ai.operation.name": op,
             "gen_ai.provider.name": self.genai_provider,
             "gen_ai.request.model": r.model,
         }
         if resp_model:
-            base["gen_ai.response.model"] = self.response_models(resp_model)
-        dur_attrs = base if r.error_type is None else {**base, "error.type": r.error_type}
+            client["gen_ai.response.model"] = self.response_models(resp_model)
+        base = {**client, **self._genai_server} if self._genai_server else client  # server side: this server
         latency = max(r.end - r.start, 0.0)
-        s.duration.record(latency, dur_attrs)
+        if r.error_type is None:
+            s.duration.record(latency, base)
+            s.client_duration.record(latency, client)
+        else:
+            s.duration.record(latency, {**base, "error.type": r.error_type})
+            s.client_duration.record(latency, {**client, "error.type": r.error_type})
         if r.status == SUCCESS and r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             s.ttft.record(ttft, base)
@@ -596,9 +621,9 @@ class Recorder:
             if tpot is not None:
                 s.tpot.record(tpot, base)
         if r.prompt_tokens is not None:
-            s.usage.record(r.prompt_tokens, {**base, "gen_ai.token.type": "input"})
+            s.usage.record(r.prompt_tokens, {**client, "gen_ai.token.type": "input"})
         if r.completion_tokens is not None:
-            s.usage.record(r.completion_tokens, {**base, "gen_ai.token.type": "output"})
+            s.usage.record(r.completion_tokens, {**client, "gen_ai.token.type": "output"})
 
     # --- observable callbacks ---------------------------------------------------------------------------------
 
@@ -609,6 +634,12 @@ class Recorder:
     def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
         """Engine-reported KV cache hit ratio; overrides the usage-derived one for that model and context."""
         self.derived.set_kv_cache_hit_ratio(model, context_type, ratio)
+
+    def release_held(self) -> None:
+        """Record the queue and add the held first increments of new counter series now: every reader's next read
+        is exact (the demo's summary; before a final read)."""
+        self.drain()
+        self._new_series.release()
 
     def active(self) -> dict[tuple[str, str, str], int]:
         """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""

@@ -28,8 +28,9 @@ from ._assembly import (
     exemplar_filter,
     install_service_info,
     package_version,
+    ryot_meter,
 )
-from ._instruments import METER_NAME, views
+from ._instruments import views
 from ._readers import build_readers
 from ._recorder import Recorder
 from ._wrapper import instrument_router
@@ -137,6 +138,7 @@ def configure(
     slos: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     semconv: bool | None = None,
     genai_provider: str | None = None,
+    genai_server: str | None = None,
     max_models: int | None = None,
     max_label_length: int | None = None,
     gpu: bool | None = None,
@@ -151,9 +153,10 @@ def configure(
     ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
     plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
     ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
-    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``slos``: an SLO table (mapping, path
-    or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling ``ryot_slo_requests_total``. Every argument is
-    described in ``settings.Settings``; None means "from the environment, else the default".
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. Every argument is described in
+    ``settings.Settings``; None means "from the environment, else the default". ``genai_server``: ``host:port``
+    clients reach this server at, for ``server.address`` / ``server.port`` of the semconv metrics. ``slos``: an SLO
+    table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling ``ryot_slo_requests_total``.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -170,6 +173,7 @@ def configure(
         slos=slos,
         semconv=semconv,
         genai_provider=genai_provider,
+        genai_server=genai_server,
         max_models=max_models,
         max_label_length=max_label_length,
         gpu=gpu,
@@ -204,7 +208,7 @@ def configure_from(settings: Settings) -> Telemetry:
         # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
         late = closers.enter_context(ExitStack())
         closers.callback(_logged(provider.shutdown, "the meter provider", logging.WARNING))
-        meter = provider.get_meter(METER_NAME, package_version())
+        meter = ryot_meter(provider)
         install_service_info(meter, str(resource.attributes[SERVICE_NAME]), settings.component)
         parts = assemble(meter, settings, late)
         owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown

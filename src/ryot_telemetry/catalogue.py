@@ -52,7 +52,7 @@ class MetricSpec:
 
     name: str  # dotted OTel instrument name
     instrument: Instrument
-    unit: str  # UCUM; chosen so the Prometheus exporter produces exactly ``prometheus_name``
+    unit: str  # UCUM; chosen so the Prometheus exporter and a Collector both produce exactly ``prometheus_name``
     description: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] | None = None
@@ -254,7 +254,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ryot.tokens_per_second",
         Instrument.HISTOGRAM,
-        "{token}/s",
+        # Not "{token}/s": a Collector names that ryot_tokens_per_second_per_second (otlptranslator compares the
+        # per unit as one token with the name's tokens); as one annotation both paths expose the same name.
+        "{token/s}",
         "Completion tokens per second of each request (completion_tokens / latency).",
         ("model",),
         buckets=_TPS,

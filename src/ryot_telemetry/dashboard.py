@@ -20,14 +20,26 @@ __all__ = ["DASHBOARD_UID", "build_dashboard", "dashboard_json", "main", "write_
 
 DASHBOARD_UID = "ryot-telemetry"
 _DS = {"type": "prometheus", "uid": "${datasource}"}
-_MODEL = 'model=~"$model"'
+_TARGET = 'job=~"$job",instance=~"$instance"'  # every query: one replica or several, never mixed silently
+_MODEL = _TARGET + ',model=~"$model"'
 _RATE = "$__rate_interval"
 _REQUESTS = 'request_type!="engine_step"'
 _WIDTH = 12  # two panels per row on Grafana's 24-column grid
 _HEIGHT = 8
 
-# Grafana unit ids for the catalogue's UCUM units.
-_GRAFANA_UNIT = {"s": "s", "By": "bytes", "%": "percent", "{percent}": "percent", "W": "watt", "Cel": "celsius"}
+# Grafana unit ids for the catalogue's UCUM units (values, and rates of counters per second).
+_TOKENS_PER_SECOND = "suffix: tokens/s"  # Grafana custom unit: Grafana has no tokens/s
+_GRAFANA_UNIT = {
+    "s": "s",
+    "By": "bytes",
+    "%": "percent",
+    "{percent}": "percent",
+    "W": "watt",
+    "Cel": "celsius",
+    "{USD}": "currencyUSD",
+    "{token/s}": _TOKENS_PER_SECOND,
+}
+_GRAFANA_RATE_UNIT = {"{request}": "reqps", "{error}": "reqps", "{token}": _TOKENS_PER_SECOND}
 
 
 def _name(otel_name: str, suffix: str = "") -> str:
@@ -42,7 +54,14 @@ def _unit(otel_name: str) -> str:
     return _GRAFANA_UNIT.get(catalogue.get(otel_name).unit, "short")
 
 
-def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+def _rate_unit(otel_name: str) -> str:
+    """Grafana unit of ``rate()`` of a counter: its unit per second."""
+    return _GRAFANA_RATE_UNIT.get(catalogue.get(otel_name).unit, "short")
+
+
+def _target(expr: str, legend: str, ref: str, *, instant: bool = False) -> dict[str, Any]:
+    if instant:  # one value over the dashboard's range (a stat), not a range query evaluated at every step
+        return {"datasource": _DS, "expr": expr, "legendFormat": legend, "instant": True, "range": False, "refId": ref}
     return {"datasource": _DS, "expr": expr, "legendFormat": legend, "range": True, "refId": ref}
 
 
@@ -83,7 +102,9 @@ def _panel(
         "description": description,
         "datasource": _DS,
         "fieldConfig": {"defaults": defaults, "overrides": []},
-        "targets": [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)],
+        "targets": [
+            _target(expr, legend, chr(ord("A") + i), instant=kind == "stat") for i, (expr, legend) in enumerate(queries)
+        ],
     }
     if kind == "timeseries":
         panel["options"] = {
@@ -106,7 +127,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Request rate by status",
             "Finished requests per second: success, error, timeout, partial (stream broken or closed after content).",
             [(f"sum by (status) (rate({req}{{{_MODEL}}}[{_RATE}]))", "{{status}}")],
-            "reqps",
+            _rate_unit("ryot.inference.requests"),
         ),
         _panel(
             "Failed request ratio by model",
@@ -126,13 +147,13 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Errors by type",
             "Errors per second by error_type (oom, timeout, cuda_error, invalid_prompt, model_not_found, ...).",
             [(f"sum by (error_type) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{error_type}}")],
-            "reqps",
+            _rate_unit("ryot.inference.errors"),
         ),
         _panel(
             "Errors by severity",
             "critical: oom, cuda_error; info: invalid_prompt, model_not_found; warning: everything else.",
             [(f"sum by (severity) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{severity}}")],
-            "reqps",
+            _rate_unit("ryot.inference.errors"),
         ),
     ]
     latency = [
@@ -161,16 +182,21 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Per-request decode speed p50 / p95",
             "Completion tokens / latency of each request.",
             _quantiles("ryot.tokens_per_second")[:2],
-            "short",
+            _unit("ryot.tokens_per_second"),
         ),
     ]
+    # Prompt tokens run at tens of thousands per second, completion tokens at hundreds: one axis would flatten the
+    # completion curve, so each gets its own panel.
     tokens = [
         _panel(
-            "Tokens per second",
-            "Prompt and completion tokens per second from the providers' usage reports.",
-            [(f"sum by (model, token_type) (rate({tok}{{{_MODEL}}}[{_RATE}]))", "{{model}} {{token_type}}")],
-            "short",
-        ),
+            f"{token_type.capitalize()} tokens per second",
+            f"{token_type.capitalize()} tokens per second from the providers' usage reports.",
+            [(f'sum by (model) (rate({tok}{{{_MODEL},token_type="{token_type}"}}[{_RATE}]))', "{{model}}")],
+            _rate_unit("ryot.tokens.generated"),
+        )
+        for token_type in ("prompt", "completion")
+    ]
+    tokens += [
         _panel(
             "Average batch size",
             "Prompts (or n) per request; engine steps (request_type=engine_step) are left out.",
@@ -192,14 +218,14 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
                     "{{model}} {{context_type}}",
                 )
             ],
-            "percentunit",
+            "percentunit",  # catalogue unit 1: a fraction 0..1
             max_value=1,
         ),
         _panel(
             "Token efficiency",
             "Completion tokens per second (1m) per percent of GPU memory in use.",
             [(f"avg by (model) ({_name('ryot.token.efficiency_ratio')}{{{_MODEL}}})", "{{model}}")],
-            "short",
+            "short",  # (tokens/s) per percent: a ratio of two different units, not a fraction
         ),
     ]
     capacity = [
@@ -232,7 +258,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         _panel(
             "GPU memory used (%)",
             "Percent (0-100) of each GPU's memory in use (alert: > 85 for 5m).",
-            [(f"max by (instance, device_id) ({_name('ryot.gpu.memory.percentage')})", gpu_legend)],
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.memory.percentage')}{{{_TARGET}}})", gpu_legend)],
             _unit("ryot.gpu.memory.percentage"),
             thresholds=[(85, "red")],
             max_value=100,
@@ -243,7 +269,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             [
                 (
                     f"max by (instance, device_id, memory_type) ({_name('ryot.gpu.memory.usage')}"
-                    f'{{memory_type=~"used|total|process"}})',
+                    f'{{{_TARGET},memory_type=~"used|total|process"}})',
                     gpu_legend + " {{memory_type}}",
                 )
             ],
@@ -252,18 +278,21 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         _panel(
             "GPU utilisation (%)",
             "Compute utilisation over NVML's last sample period.",
-            [(f"max by (instance, device_id) ({_name('ryot.gpu.utilization')})", gpu_legend)],
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.utilization')}{{{_TARGET}}})", gpu_legend)],
             _unit("ryot.gpu.utilization"),
             max_value=100,
         ),
         _panel(
-            "GPU power and temperature",
-            "Power draw (watts) and core temperature (degrees Celsius).",
-            [
-                (f"max by (instance, device_id) ({_name('ryot.gpu.power')})", gpu_legend + " W"),
-                (f"max by (instance, device_id) ({_name('ryot.gpu.temperature')})", gpu_legend + " °C"),
-            ],
-            "short",
+            "GPU power",
+            "Power draw per GPU.",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.power')}{{{_TARGET}}})", gpu_legend)],
+            _unit("ryot.gpu.power"),
+        ),
+        _panel(
+            "GPU temperature",
+            "Core temperature per GPU.",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.temperature')}{{{_TARGET}}})", gpu_legend)],
+            _unit("ryot.gpu.temperature"),
         ),
     ]
     spend = [
@@ -271,13 +300,13 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "Estimated cost (USD per hour)",
             "From the configured price table; empty when no price table is set.",
             [(f"sum by (model, token_type) (rate({cost}{{{_MODEL}}}[{_RATE}])) * 3600", "{{model}} {{token_type}}")],
-            "currencyUSD",
+            _unit("ryot.token.cost_estimate.usd"),
         ),
         _panel(
             "Estimated cost over the time range",
             "Total estimated spend in the selected time range.",
             [(f"sum by (model) (increase({cost}{{{_MODEL}}}[$__range]))", "{{model}}")],
-            "currencyUSD",
+            _unit("ryot.token.cost_estimate.usd"),
             kind="stat",
         ),
     ]
@@ -301,7 +330,8 @@ def _slo_panels() -> list[dict[str, Any]]:
     from .slo import BURN_ALERTS, SLO_PERIOD, WINDOWS
 
     slo = _name("ryot.slo.requests")
-    budget = f"on (model) (1 - ryot:slo:target{{{_MODEL}}})"
+    # ryot:slo:target is recorded by model only (no job/instance): select it by model alone
+    budget = 'on (model) (1 - ryot:slo:target{model=~"$model"})'
 
     def missed_ratio(window: str, fn: str = "rate") -> str:
         return (
@@ -381,6 +411,7 @@ def build_dashboard() -> dict[str, Any]:
             panels.append(panel)
         y += ((len(section) + 1) // 2) * _HEIGHT
     req = _name("ryot.inference.requests")
+    info = _name("ryot.service.info")  # exposed once by every ryot process, with or without traffic or GPUs
     return {
         "uid": DASHBOARD_UID,
         "title": "Ryot LLM inference",
@@ -404,13 +435,15 @@ def build_dashboard() -> dict[str, Any]:
                     "current": {},
                     "hide": 0,
                 },
+                _query_variable("job", "Job", f"label_values({info}, job)"),
+                _query_variable("instance", "Instance", f'label_values({info}{{job=~"$job"}}, instance)'),
                 {
                     "name": "model",
                     "label": "Model",
                     "type": "query",
                     "datasource": _DS,
-                    "query": {"query": f"label_values({req}, model)", "refId": "model"},
-                    "definition": f"label_values({req}, model)",
+                    "query": {"query": f"label_values({req}{{{_TARGET}}}, model)", "refId": "model"},
+                    "definition": f"label_values({req}{{{_TARGET}}}, model)",
                     "refresh": 2,
                     "includeAll": True,
                     "multi": True,
@@ -424,6 +457,25 @@ def build_dashboard() -> dict[str, Any]:
         "annotations": {"list": []},
         "links": [],
         "panels": panels,
+    }
+
+
+def _query_variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value template variable defaulting to All (``.*``), filled from ``query``."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": _DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+        "hide": 0,
     }
 
 

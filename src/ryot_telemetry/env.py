@@ -24,6 +24,9 @@ RYOT_TELEMETRY_GENAI_SEMCONV = "RYOT_TELEMETRY_GENAI_SEMCONV"
 RYOT_TELEMETRY_GENAI_PROVIDER = "RYOT_TELEMETRY_GENAI_PROVIDER"
 """Value of ``gen_ai.provider.name`` on the semconv metrics (default ``llama_stack``)."""
 
+RYOT_TELEMETRY_GENAI_SERVER = "RYOT_TELEMETRY_GENAI_SERVER"
+"""``host:port`` clients reach this server at: ``server.address`` / ``server.port`` of the semconv metrics."""
+
 RYOT_TELEMETRY_GPU = "RYOT_TELEMETRY_GPU"
 """``auto`` (default: NVML gauges when a driver is found), ``true`` or ``false``."""
 

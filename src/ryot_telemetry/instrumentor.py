@@ -24,8 +24,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from . import _state, env
-from ._assembly import build_recorder, default_recorder, package_version
-from ._instruments import METER_NAME
+from ._assembly import build_recorder, default_recorder, ryot_meter
 from ._recorder import Recorder
 from ._wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
 from .settings import ConfigurationError, Settings
@@ -133,7 +132,7 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             elif configured is not None and configured.meter_provider is provider:
                 recorder = configured.recorder  # configure()'s own: a second one would duplicate its instruments
             else:
-                recorder = build_recorder(provider.get_meter(METER_NAME, package_version()))
+                recorder = build_recorder(ryot_meter(provider))
         self.recorder = recorder
         wrapped: list[tuple[type, str, bool]] = []
         classes = router_classes(kwargs.get("router_classes"))

@@ -39,6 +39,7 @@ __all__ = [
     "gpu_models",
     "names_exporters",
     "parse_gpu_models",
+    "parse_server",
 ]
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
@@ -138,6 +139,39 @@ def _choice(var: str | None, default: str, choices: Sequence[str]) -> Loader:
 def _given(name: str, arg: Any) -> Any:
     """A plain argument with no variable behind it (an injected object such as the NVML backend)."""
     return arg
+
+
+def parse_server(value: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6addr]:port`` for IPv6) -> (server.address, server.port); None when malformed."""
+    v = value.strip()
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = v.rpartition(":")
+        if ":" in host:
+            host = ""  # an IPv6 address needs its brackets
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _genai_server(name: str, arg: Any) -> tuple[str, int] | None:
+    """``server.address`` / ``server.port`` of the semconv server metrics: where clients reach this server. The
+    port is required with the address (the conventions make it conditionally required), so both or neither."""
+    if arg is not None and not isinstance(arg, str):
+        raise ConfigurationError(f"{name} must be a 'host:port' string, got {arg!r}")
+    raw = arg if arg is not None else _raw(env.RYOT_TELEMETRY_GENAI_SERVER)
+    if raw is None:
+        return None
+    parsed = parse_server(raw)
+    if parsed is None:
+        where = name if arg is not None else env.RYOT_TELEMETRY_GENAI_SERVER
+        raise ConfigurationError(
+            f"{where}={raw!r}: expected host:port with a port 1-65535, such as router.internal:8321 "
+            "(IPv6 as [addr]:port)"
+        )
+    return parsed
 
 
 def _exporters(name: str, arg: Any) -> tuple[str, ...]:
@@ -488,6 +522,7 @@ class Settings:
     slos: SloTable | None = _setting(_slos)
     semconv: bool = _setting(_bool(env.RYOT_TELEMETRY_GENAI_SEMCONV, False))
     genai_provider: str = _setting(_text(env.RYOT_TELEMETRY_GENAI_PROVIDER, "llama_stack"))
+    genai_server: tuple[str, int] | None = _setting(_genai_server)
     max_models: int = _setting(_int(env.RYOT_TELEMETRY_MAX_MODELS, 100, 1))
     max_label_length: int = _setting(_int(env.RYOT_TELEMETRY_MAX_LABEL_LENGTH, 128, 1))
     max_pending: int = _setting(_int(env.RYOT_TELEMETRY_MAX_PENDING, 65536, 1))

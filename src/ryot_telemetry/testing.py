@@ -16,8 +16,8 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from ._assembly import assemble, exemplar_filter
-from ._instruments import METER_NAME, views
+from ._assembly import assemble, exemplar_filter, ryot_meter
+from ._instruments import views
 from ._recorder import Recorder
 from ._wrapper import instrument_router
 from .engine import EngineMetrics
@@ -52,7 +52,7 @@ class Capture:
         self.recorder = recorder
         self.engine = engine
         self.gpu = gpu
-        self.meter = provider.get_meter(METER_NAME)
+        self.meter = ryot_meter(provider)
         self._points: dict[str, list[Any]] = {}
 
     def instrument_router(self, router: Any) -> Any:
@@ -126,5 +126,5 @@ def capture(
     provider = MeterProvider(
         metric_readers=[reader], views=views(loaded.buckets), exemplar_filter=exemplar_filter(loaded)
     )
-    parts = assemble(provider.get_meter(METER_NAME), loaded, ExitStack())  # Capture.shutdown closes the GPU gauges
+    parts = assemble(ryot_meter(provider), loaded, ExitStack())  # Capture.shutdown closes the GPU gauges
     return Capture(provider, reader, parts.recorder, parts.engine, parts.gpu)

@@ -188,6 +188,47 @@ def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
     assert le_values(s, ttft + "_bucket", model="toy", prompt_size="medium") == spec_le(ttft)
 
 
+def test_fastapi_http_metrics_share_our_meter_provider_under_opentelemetry_instrument() -> None:
+    """The README's HTTP recipe: opentelemetry-instrumentation-fastapi's http_server_request_duration_seconds (by
+    route, method and status) is on our /metrics next to the ryot_* families, through the configurator's
+    Views-bearing MeterProvider (ryot buckets from the Views, HTTP buckets from the instrumentation's advisory)."""
+    if not OTEL_INSTRUMENT.exists():
+        pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
+    pytest.importorskip("opentelemetry.instrumentation.fastapi")
+    env = _clean_env(
+        **RECIPE_ENV,
+        OTEL_SERVICE_NAME="http-app",
+        OTEL_SEMCONV_STABILITY_OPT_IN="http",  # the stable HTTP conventions: seconds, http.server.request.duration
+        RYOT_TELEMETRY_ROUTER_CLASSES="toy_router:ToyRouter",
+        PYTHONPATH=str(APPS),
+    )
+    report, s, text = run_and_scrape([str(OTEL_INSTRUMENT), sys.executable, str(APPS / "fastapi_http_app.py")], env)
+    assert report["statuses"] == [200, 200, 200, 404]
+    assert "# TYPE http_server_request_duration_seconds histogram" in text
+    http = "http_server_request_duration_seconds"
+    route = {
+        "http_request_method": "POST",
+        "http_route": "/v1/chat/completions",
+        "network_protocol_version": "1.1",
+        "url_scheme": "http",
+    }
+    assert s[(http + "_count", lbl(**route, http_response_status_code="200"))] == 3
+    assert s[(http + "_count", lbl(**route, http_response_status_code="404"))] == 1
+    # the stable HTTP conventions' recommended boundaries, advised by the instrumentation (our Views leave it alone)
+    assert [float(le) for le in le_values(s, http + "_bucket", **route, http_response_status_code="200")] == [
+        *(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
+        float("inf"),
+    ]
+    req = "ryot_inference_requests_total"
+    assert s[(req, lbl(model="toy", endpoint="chat_completion", status="success"))] == 3
+    # a name the router did not know takes no label slot (SPEC): recorded under __unknown__
+    unknown = lbl(model="__unknown__", endpoint="chat_completion", status="error", error_type="model_not_found")
+    assert s[(req, unknown)] == 1
+    lat = "ryot_inference_latency_seconds"
+    assert le_values(s, lat + "_bucket", model="toy", batch_size="1", generation_mode="standard") == spec_le(lat)
+    assert [dict(k)["service"] for (n, k) in s if n == "ryot_service_info"] == ["http-app"]
+
+
 def test_port_in_use_is_reported_once_and_the_app_still_runs() -> None:
     """A taken Prometheus port: the configurator's ConfigurationError is logged once, the app runs untouched."""
     import socket

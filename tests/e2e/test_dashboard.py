@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ryot_telemetry import catalogue
 from ryot_telemetry.dashboard import build_dashboard, dashboard_json, main, write_dashboard
 from test_rules import unknown_labels, unknown_metric_names
 
@@ -39,7 +40,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 38
+    assert len(queries) == 39  # 29, and 10 in the SLO row
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -86,7 +87,11 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     rules = [
         {
             "record": f"dashboard:query_{i}",
-            "expr": expr.replace("$__rate_interval", "1m").replace("$__range", "1h").replace("$model", ".*"),
+            "expr": expr.replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$model", ".*")
+            .replace("$job", ".*")
+            .replace("$instance", ".*"),
         }
         for i, (_, expr) in enumerate(_queries(build_dashboard()))
     ]
@@ -110,3 +115,125 @@ def test_slo_row_reads_goodput_and_the_generated_target() -> None:
     generated = yaml.safe_load((ROOT / "collector" / "rules" / "ryot_slo_rules.yml").read_text())
     assert recorded == {"ryot:slo:target"}
     assert recorded <= {r.get("record") for g in generated["groups"] for r in g["rules"]}
+
+
+_SELECTOR = re.compile(r"(?<![\w:])(ryot_[a-z_]+)(\{[^}]*\})?")
+
+
+def test_every_query_selects_job_and_instance() -> None:
+    """Every metric selector of every query filters on the job and instance variables, which the dashboard defines."""
+    dashboard = build_dashboard()
+    for title, expr in _queries(dashboard):
+        for name, matchers in _SELECTOR.findall(expr):
+            assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, f"{title}: {name}{matchers}"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "instance", "model"]
+    assert variables["job"]["definition"] == "label_values(ryot_service_info, job)"
+    assert variables["instance"]["definition"] == 'label_values(ryot_service_info{job=~"$job"}, instance)'
+    assert variables["model"]["definition"] == (
+        'label_values(ryot_inference_requests_total{job=~"$job",instance=~"$instance"}, model)'
+    )
+
+
+def test_stat_panels_run_instant_queries() -> None:
+    """A stat over the dashboard's range (the cost total) is one instant query, not a range query at every step."""
+    stats = [p for p in build_dashboard()["panels"] if p["type"] == "stat"]
+    titles = ["Error budget remaining (30d)", "Burn rate by window", "Estimated cost over the time range"]
+    assert [p["title"] for p in stats] == titles  # the SLO stats: current values, so instant queries as well
+    assert all((t["instant"], t["range"]) == (True, False) for p in stats for t in p["targets"])
+    (target,) = stats[-1]["targets"]
+    assert "[$__range]" in target["expr"]
+
+
+# What a query's value is, in UCUM terms, follows from its shape and the catalogue unit of the metric it reads.
+_VALUE_UNITS = {
+    "s": {"s"},
+    "By": {"bytes"},
+    "%": {"percent"},
+    "{percent}": {"percent"},
+    "W": {"watt"},
+    "Cel": {"celsius"},
+    "{USD}": {"currencyUSD"},
+    "{token/s}": {"suffix: tokens/s"},
+    "{request}": {"short"},
+    "1": {"percentunit", "short"},  # a fraction, or (token efficiency) a quotient of two different units
+}
+_RATE_UNITS = {"{request}": {"reqps"}, "{error}": {"reqps"}, "{token}": {"suffix: tokens/s"}, "{USD}": set()}
+_PER_HOUR_UNITS = {"{USD}": {"currencyUSD"}}  # rate(...) * 3600, titled "per hour"
+
+
+def expected_units(expr: str) -> set[str]:
+    """Grafana units that fit ``expr``: a quantile or gauge has its metric's unit, rate() that unit per second,
+    a quotient of two different counters' rates is a fraction, a histogram's _sum/_count quotient its unit."""
+    specs = {}
+    for name in _METRIC.findall(expr):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        specs[name] = catalogue.BY_PROMETHEUS_NAME.get(base) or catalogue.BY_PROMETHEUS_NAME[name]
+    units = {spec.unit for spec in specs.values()}
+    if "(1 - ryot:slo:target" in expr:  # SLO: over the error budget, a share is a burn rate (x); 1 - it, the rest
+        return {"percentunit"} if expr.startswith("1 - ") else {"suffix:x"}
+    if "histogram_quantile" in expr or any(n.endswith("_sum") for n in specs):
+        (unit,) = units  # a quantile, or an average of one histogram
+        return _VALUE_UNITS[unit]
+    if "rate(" in expr and " / " in expr:
+        return {"percentunit"}  # errors / requests
+    (unit,) = units
+    if "increase(" in expr:
+        return _VALUE_UNITS[unit]
+    if "rate(" in expr:
+        return _PER_HOUR_UNITS[unit] if expr.endswith("* 3600") else _RATE_UNITS[unit]
+    return _VALUE_UNITS[unit]
+
+
+def unit_problems(panel: dict) -> list[str]:
+    """Targets whose unit (the panel's, or an override's for that refId) does not fit the query, and targets of
+    different units drawn on the same axis (no override moving one to another axis)."""
+    defaults = panel["fieldConfig"]["defaults"]
+    overrides = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in panel["fieldConfig"].get("overrides", [])
+        if o["matcher"]["id"] == "byFrameRefID"
+    }
+    problems, axes = [], {}
+    for t in panel["targets"]:
+        props = overrides.get(t["refId"], {})
+        unit = props.get("unit", defaults["unit"])
+        fits = expected_units(t["expr"])
+        if unit not in fits:
+            problems.append(f"{panel['title']} {t['refId']}: unit {unit!r}, expected one of {fits}")
+        axis = props.get("custom.axisPlacement", defaults.get("custom", {}).get("axisPlacement", "auto"))
+        axes.setdefault(axis, set()).add(unit)
+    problems += [f"{panel['title']}: units {sorted(u)} share the {a} axis" for a, u in axes.items() if len(u) > 1]
+    return problems
+
+
+def test_unit_problems_catches_mixed_axes_and_wrong_units() -> None:
+    """W and °C on one axis with unit short is flagged; the same with an override putting °C on the right is not."""
+    power = {"expr": 'max(ryot_gpu_power_watts{job=~"$job",instance=~"$instance"})', "refId": "A"}
+    temp = {"expr": 'max(ryot_gpu_temperature_celsius{job=~"$job",instance=~"$instance"})', "refId": "B"}
+    mixed = {"title": "p", "targets": [power, temp], "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []}}
+    assert unit_problems(mixed) == [
+        "p A: unit 'short', expected one of {'watt'}",
+        "p B: unit 'short', expected one of {'celsius'}",
+    ]
+    mixed["fieldConfig"]["defaults"]["unit"] = "watt"
+    assert unit_problems(mixed) == [
+        "p B: unit 'watt', expected one of {'celsius'}",
+    ]
+    override = {
+        "matcher": {"id": "byFrameRefID", "options": "B"},
+        "properties": [{"id": "unit", "value": "celsius"}],
+    }
+    mixed["fieldConfig"]["overrides"] = [override]
+    assert unit_problems(mixed) == ["p: units ['celsius', 'watt'] share the auto axis"]
+    override["properties"].append({"id": "custom.axisPlacement", "value": "right"})
+    assert unit_problems(mixed) == []
+
+
+def test_every_panel_unit_matches_its_metrics() -> None:
+    """Each panel's unit fits what its queries compute from the catalogue units, and no axis mixes two units."""
+    panels = [p for p in build_dashboard()["panels"] if p["type"] != "row"]
+    assert [problem for p in panels for problem in unit_problems(p)] == []
+    units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels}
+    assert units["GPU power"] == "watt" and units["GPU temperature"] == "celsius"
+    assert units["Prompt tokens per second"] == units["Completion tokens per second"] == "suffix: tokens/s"

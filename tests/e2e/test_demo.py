@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -95,3 +97,29 @@ def test_demo_bad_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> N
     """An out-of-range port exits 2 with one line."""
     assert main(["demo", "--port", "70000", "--no-progress"]) == 2
     assert "prometheus_port must be 0-65535, got 70000" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not found (Debian package `prometheus`)")
+def test_demo_exposition_passes_promtool_check_metrics() -> None:
+    """`promtool check metrics` (the lint operators run on exporters in CI) exits 0 on the demo's /metrics."""
+    demo = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "ryot_telemetry", "demo", "--requests", "60", "--speed", "0"),
+            *("--host", "127.0.0.1", "--port", "0", "--no-progress", "--hold", "30"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        url = demo.stdout.readline().removeprefix("metrics: ").strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        assert "requests        60" in "".join(demo.stdout.readline() for _ in range(3))  # traffic done
+        text = urllib.request.urlopen(url, timeout=10).read()
+    finally:
+        demo.terminate()
+        demo.wait(timeout=10)
+    assert b"ryot_inference_requests_total{" in text and b"ryot_sliding_tokens_per_second{" in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")

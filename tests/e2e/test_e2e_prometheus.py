@@ -92,7 +92,13 @@ class Prom:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom, dict[str, Any], int]]:
+def late_port() -> int:
+    """Port of a second scrape target, started by a test after Prometheus began scraping (and failing on) it."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, late_port: int) -> Iterator[tuple[Prom, dict[str, Any], int]]:
     """Prometheus (1s scrape and rule interval, ryot rules loaded) scraping the demo, which runs 300 requests."""
     tmp_path = tmp_path_factory.mktemp("prometheus")
     demo_port, prom_port = _free_port(), _free_port()
@@ -111,7 +117,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom, dict
             str(RULES / "ryot_alerts.yml"),
             str(slo_rules),
         ],
-        "scrape_configs": [{"job_name": "ryot-demo", "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]}],
+        "scrape_configs": [
+            {"job_name": "ryot-demo", "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]},
+            {"job_name": "ryot-late", "static_configs": [{"targets": [f"127.0.0.1:{late_port}"]}]},
+        ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prom_log = (tmp_path / "prometheus.log").open("w")
@@ -177,6 +186,7 @@ def test_prometheus_sees_exactly_the_demo_traffic(stack: tuple[Prom, dict[str, A
         15,
     )
     assert prom.by('up{job="ryot-demo"}', "instance") == {f"127.0.0.1:{port}": 1.0}
+    assert prom.scalar('sum(ryot_inference_requests_total{job="ryot-demo"})') == REQUESTS
     expected_status = {k: float(v) for k, v in summary["requests"].items() if v}
     assert prom.by("sum by (status) (ryot_inference_requests_total)", "status") == expected_status
     expected_errors = {k: float(v) for k, v in summary["errors"].items() if v}
@@ -278,3 +288,39 @@ def test_slo_goodput_and_burn_rate_rules_match_the_demo_summary(stack: tuple[Pro
         for model in models:
             assert abs(errors[model] - (1 - goodput[model])) < 0.02, (window, model, errors, goodput)
             assert burn[model] == pytest.approx(errors[model] / 0.05, rel=1e-9), (window, model)
+
+
+def test_first_requests_of_a_new_model_count_in_increase(
+    stack: tuple[Prom, dict[str, Any], int], late_port: int
+) -> None:
+    """A model whose first 3 requests arrive after scraping began shows increase() of 3, not 0: its series is
+    scraped at 0 before the 3 (the OTel exporter writes no _created series for Prometheus to start from)."""
+    from ryot_telemetry import configure
+
+    prom, _, _ = stack
+    tel = configure(
+        exporters="prometheus", prometheus_host="127.0.0.1", prometheus_port=late_port, prometheus_registry="private"
+    )
+    try:
+        up = 'up{job="ryot-late"}'
+        _wait("two successful scrapes", lambda: (prom.scalar(f"sum_over_time({up}[1m])") or 0) >= 2, 15)
+        rec = tel.recorder
+        for _ in range(3):
+            req = rec.start("late-model", "chat_completion", "standard")
+            req.prompt_tokens, req.completion_tokens = 100, 20
+            req.success(rec)
+        total = 'sum(ryot_inference_requests_total{job="ryot-late",model="late-model"})'
+        _wait("the 3 requests scraped", lambda: prom.scalar(total) == 3, 15)
+        # A few more samples: the shorter the span of the samples, the more increase() extrapolates beyond it.
+        samples = 'count_over_time(ryot_inference_requests_total{job="ryot-late",model="late-model"}[1m])'
+        _wait("6 samples of the new series", lambda: (prom.scalar(samples) or 0) >= 6, 20)
+        assert prom.scalar(f"min_over_time({total}[1m:1s])") == 0  # the series was scraped at 0 first
+        late = 'job="ryot-late",model="late-model"'
+        increase = prom.scalar(f"sum(increase(ryot_inference_requests_total{{{late}}}[1m]))")
+        tokens = prom.scalar(f'sum(increase(ryot_tokens_generated_total{{{late},token_type="completion"}}[1m]))')
+    finally:
+        tel.shutdown()
+    # increase() extrapolates from the samples' span (a few seconds) towards the window's end, by at most 1.1 scrape
+    # intervals, and never below the zero the series started from: 3, or a little more; 0 without the zero sample.
+    assert increase is not None and 3 <= increase < 4.5
+    assert tokens is not None and 60 <= tokens < 90

@@ -166,18 +166,79 @@ def test_prometheus_yml_scrapes_the_plugin_with_the_rules() -> None:
     assert (job["metrics_path"], job["static_configs"]) == ("/metrics", [{"targets": ["localhost:9464"]}])
 
 
+def test_prometheus_yml_keeps_semconv_http_and_target_info() -> None:
+    """The scrape job's keep filter (a fully anchored regex, as Prometheus applies it) keeps ryot_*, gen_ai_*,
+    http_server_* and target_info series and drops the default registry's python_* / process_*."""
+    (job,) = yaml.safe_load((COLLECTOR / "prometheus.yml").read_text())["scrape_configs"]
+    (keep,) = job["metric_relabel_configs"]
+    assert (keep["source_labels"], keep["action"]) == (["__name__"], "keep")
+    kept = {
+        name
+        for name in (
+            "ryot_inference_requests_total",
+            "ryot_ttft_latency_seconds_bucket",
+            "gen_ai_server_request_duration_seconds_bucket",
+            "gen_ai_server_time_to_first_token_seconds_count",
+            "gen_ai_client_token_usage_sum",
+            "http_server_request_duration_seconds_count",
+            "target_info",
+            "python_gc_objects_collected_total",
+            "process_cpu_seconds_total",
+            "otel_scope_info",
+        )
+        if re.fullmatch(keep["regex"], name)
+    }
+    assert kept == {
+        "ryot_inference_requests_total",
+        "ryot_ttft_latency_seconds_bucket",
+        "gen_ai_server_request_duration_seconds_bucket",
+        "gen_ai_server_time_to_first_token_seconds_count",
+        "gen_ai_client_token_usage_sum",
+        "http_server_request_duration_seconds_count",
+        "target_info",
+    }
+
+
+def _keys(node: object) -> set[str]:
+    """Every mapping key anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        return set(node).union(*(_keys(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_keys(v) for v in node))
+    return set()
+
+
 def test_otelcol_config_pipeline() -> None:
-    """The collector receives OTLP on 4317/4318 and runs memory_limiter then batch into prometheus and debug."""
-    cfg = yaml.safe_load((COLLECTOR / "otelcol-config.yaml").read_text())
+    """The collector receives OTLP on 4317/4318 and runs memory_limiter into prometheus and debug: no batch processor
+    before the pull exporter, remote write batched and queued in its exporter, no deprecated fields."""
+    text = (COLLECTOR / "otelcol-config.yaml").read_text()
+    cfg = yaml.safe_load(text)
     protocols = cfg["receivers"]["otlp"]["protocols"]
     assert (protocols["grpc"]["endpoint"], protocols["http"]["endpoint"]) == ("0.0.0.0:4317", "0.0.0.0:4318")
     assert cfg["service"]["pipelines"]["metrics"] == {
         "receivers": ["otlp"],
-        "processors": ["memory_limiter", "batch"],
+        "processors": ["memory_limiter"],
         "exporters": ["prometheus", "debug"],
     }
+    assert set(cfg["processors"]) == {"memory_limiter"}
     assert set(cfg["exporters"]) == {"prometheus", "prometheusremotewrite", "debug"}
     assert cfg["exporters"]["prometheus"]["enable_open_metrics"] is True  # exemplars reach Prometheus only this way
+    assert "resource_to_telemetry_conversion" not in _keys(cfg)
+    rw = cfg["exporters"]["prometheusremotewrite"]
+    assert (rw["max_batch_size_bytes"], rw["remote_write_queue"]["enabled"], rw["retry_on_failure"]["enabled"]) == (
+        3000000,
+        True,
+        True,
+    )
+    # the commented remote-write pipeline, once uncommented, is valid and batch-free too
+    lines = text.splitlines()
+    start = lines.index("    # metrics/remote_write:")
+    block = "\n".join(line.replace("# ", "", 1) for line in lines[start : start + 4])
+    assert yaml.safe_load(block)["metrics/remote_write"] == {
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter"],
+        "exporters": ["prometheusremotewrite"],
+    }
 
 
 @needs_promtool
@@ -273,3 +334,80 @@ def test_promtool_slo_tests_catch_broken_burn_rate_rules(tmp_path: Path, mutatio
     out = _promtool("test", "rules", str(rules / "tests" / "ryot_slo_rules_test.yml"))
     assert out.returncode == 1
     assert fails in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+_QUANTILE_ALERT = re.compile(r"^(?P<lhs>.+?)\s*>\s*(?P<threshold>[0-9.]+(?:e-?\d+)?)\s*$", re.S)
+_BUCKET_SERIES = re.compile(r"(?<![\w:])(ryot_[a-z_]+)_bucket\b")
+
+
+def quantile_thresholds(rules: list[dict]) -> list[tuple[str, str, float]]:
+    """(alert, histogram family, threshold) for every alert comparing a histogram_quantile, directly or through a
+    recording rule, with ``> threshold``."""
+    recorded = {r["record"]: r["expr"] for r in rules if "record" in r}
+    out = []
+    for rule in rules:
+        if "alert" not in rule:
+            continue
+        m = _QUANTILE_ALERT.match(rule["expr"].strip())
+        if m is None:
+            continue
+        lhs = m["lhs"].strip()
+        expr = recorded.get(lhs, lhs)
+        if "histogram_quantile" not in expr:
+            continue
+        for family in sorted(set(_BUCKET_SERIES.findall(expr))):
+            out.append((rule["alert"], family, float(m["threshold"])))
+    return out
+
+
+def off_boundary_thresholds(rules: list[dict]) -> list[str]:
+    """Alerts whose quantile threshold lies strictly inside a bucket: histogram_quantile interpolates linearly within a
+    bucket, so a quantile that really crosses such a threshold can be reported on either side of it."""
+    bad = []
+    for alert, family, threshold in quantile_thresholds(rules):
+        buckets = catalogue.BY_PROMETHEUS_NAME[family].buckets or ()
+        if not any(abs(b - threshold) <= 1e-12 * max(1.0, b) for b in buckets):
+            bad.append(f"{alert}: {threshold} is not a bucket boundary of {family} {list(buckets)}")
+    return bad
+
+
+def _all_rules() -> list[dict]:
+    """Every rule of every rule file shipped in collector/rules/ (generated SLO rules included)."""
+    return [
+        rule
+        for path in sorted(RULES.glob("*.yml"))
+        for group in (yaml.safe_load(path.read_text()) or {}).get("groups", [])
+        for rule in group["rules"]
+    ]
+
+
+def test_quantile_thresholds_finds_direct_and_recorded_quantiles() -> None:
+    """Both a histogram_quantile in the alert and one behind a recording rule are found, with their histogram."""
+    rules = [
+        {
+            "record": "x:ttft:p95",
+            "expr": "histogram_quantile(0.95, sum by (le) (rate(ryot_ttft_latency_seconds_bucket[5m])))",
+        },
+        {"alert": "A", "expr": "x:ttft:p95 > 0.75"},
+        {"alert": "B", "expr": "histogram_quantile(0.5, rate(ryot_time_per_output_token_seconds_bucket[5m])) > 0.02"},
+        {"alert": "C", "expr": "ryot_queue_depth > 100"},
+    ]
+    assert quantile_thresholds(rules) == [
+        ("A", "ryot_ttft_latency_seconds", 0.75),
+        ("B", "ryot_time_per_output_token_seconds", 0.02),
+    ]
+    assert off_boundary_thresholds(rules) == [
+        "A: 0.75 is not a bucket boundary of ryot_ttft_latency_seconds"
+        " [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]"
+    ]
+
+
+def test_every_quantile_alert_threshold_is_a_bucket_boundary() -> None:
+    """Each alert on a histogram quantile compares against a bucket boundary of that histogram, so it can fire."""
+    found = quantile_thresholds(_all_rules())
+    assert sorted(found) == [
+        ("RyotHighLatency", "ryot_ttft_latency_seconds", 1.0),
+        ("RyotHighRequestLatency", "ryot_inference_latency_seconds", 10.0),
+        ("RyotLowTokenThroughput", "ryot_time_per_output_token_seconds", 0.02),
+    ]
+    assert off_boundary_thresholds(_all_rules()) == []

@@ -322,6 +322,12 @@ def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value
         ({"readers": [object]}, f"readers must be a list of MetricReader objects, got {object!r}"),
         ({"prometheus_registry": 1}, "prometheus_registry must be a CollectorRegistry, 'private' or 'global', got 1"),
         ({"set_global": 1}, "set_global must be True or False, got 1"),
+        ({"genai_server": 8321}, "genai_server must be a 'host:port' string, got 8321"),
+        (
+            {"genai_server": "router"},
+            "genai_server='router': expected host:port with a port 1-65535, such as router.internal:8321 "
+            "(IPv6 as [addr]:port)",
+        ),
     ],
 )
 def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: str) -> None:
@@ -330,6 +336,19 @@ def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: s
     with pytest.raises(ConfigurationError) as e:
         configure(**kwargs)
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("value", ["router.internal", "router:0", "router:70000", ":8321", "::1:8321", "router:http"])
+def test_bad_genai_server_from_env(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """server.port is required with server.address (semconv), so RYOT_TELEMETRY_GENAI_SERVER without a valid port,
+    or an IPv6 address without brackets, fails at start-up."""
+    monkeypatch.setenv("RYOT_TELEMETRY_GENAI_SERVER", value)
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none")
+    assert str(e.value) == (
+        f"RYOT_TELEMETRY_GENAI_SERVER={value!r}: expected host:port with a port 1-65535, such as "
+        "router.internal:8321 (IPv6 as [addr]:port)"
+    )
 
 
 def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import otlp_names
 from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
+from ryot_telemetry.catalogue import Instrument
+from ryot_telemetry.genai import SEMCONV
 from spec_table import SPEC, SPEC_SECTIONS
 from test_gpu import two_gpus
 
@@ -101,6 +106,109 @@ def test_exposition_matches_spec_table() -> None:
             assert {float(le) for le in fam["le"]} == {*buckets, float("inf")}, name
     err = [ls for ls in exposed["ryot_inference_requests_total"]["labelsets"] if "error_type" in ls]
     assert len(err) == 1  # error_type only on the timeout series
+
+
+@pytest.fixture(scope="module")
+def full_exposition() -> bytes:
+    """/metrics with every family at once: router, engine, GPU, cost, semconv, target_info and process/python."""
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prices={"m": {"prompt": 0.001, "completion": 0.002}},
+        gpu_backend=two_gpus(),
+        gpu_models={0: "m"},
+        semconv=True,
+        slos={"*": {"latency": 30.0}},
+    )
+    try:
+        asyncio.run(_traffic(tel))
+        _engine_reports(tel)
+        return urllib.request.urlopen(tel.prometheus_url, timeout=10).read()
+    finally:
+        tel.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not found (Debian package `prometheus`)")
+def test_full_exposition_passes_promtool_check_metrics(full_exposition: bytes) -> None:
+    """`promtool check metrics` finds nothing to flag in the full exposition."""
+    assert b"gen_ai_server_request_duration_seconds_bucket{" in full_exposition
+    assert b"ryot_gpu_power_watts{" in full_exposition
+    check = subprocess.run(["promtool", "check", "metrics"], input=full_exposition, capture_output=True, timeout=30)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+
+
+# (name, unit, type, expected): otlptranslator's own MetricNamer test cases for UTF8Allowed=false,
+# WithMetricSuffixes=true without a namespace (metric_namer_test.go), its README and doc examples, and the issue's case.
+_TRANSLATOR_CASES = [
+    ("requests", "", otlp_names.COUNTER, "requests_total"),
+    ("cpu_usage", "1", otlp_names.GAUGE, "cpu_usage_ratio"),
+    ("items", "1", otlp_names.COUNTER, "items_total"),
+    ("response_time", "ms", otlp_names.GAUGE, "response_time_milliseconds"),
+    ("memory_usage", "By", otlp_names.GAUGE, "memory_usage_bytes"),
+    ("requests", "1/s", otlp_names.GAUGE, "requests_per_second"),
+    ("throughput", "By/s", otlp_names.GAUGE, "throughput_bytes_per_second"),
+    ("custom_metric", "custom_unit", otlp_names.GAUGE, "custom_metric_custom_unit"),
+    ("custom_metric", "{custom}", otlp_names.GAUGE, "custom_metric"),
+    ("custom_metric", "By/{custom}", otlp_names.GAUGE, "custom_metric_bytes"),
+    ("requests_total", "", otlp_names.COUNTER, "requests_total"),
+    ("cpu_usage_ratio", "1", otlp_names.GAUGE, "cpu_usage_ratio"),
+    ("response_time_seconds", "s", otlp_names.GAUGE, "response_time_seconds"),
+    (
+        "metric__with__multiple__underscores",
+        "unit__multiple__underscores",
+        otlp_names.GAUGE,
+        "metric_with_multiple_underscores_unit_multiple_underscores",
+    ),
+    ("custom_metric", "unit@with#special/chars", otlp_names.GAUGE, "custom_metric_unit_with_special_per_chars"),
+    ("@#$%", "", otlp_names.GAUGE, ""),
+    ("123_requests", "", otlp_names.COUNTER, "_123_requests_total"),
+    ("request_duration", "s", otlp_names.HISTOGRAM, "request_duration_seconds"),
+    ("active_connections", "", otlp_names.UP_DOWN, "active_connections"),
+    ("uptime", "d", otlp_names.GAUGE, "uptime_days"),
+    ("duration", "h", otlp_names.GAUGE, "duration_hours"),
+    ("http.server.request.duration", "s", otlp_names.HISTOGRAM, "http_server_request_duration_seconds"),
+    ("requests.count", "1", otlp_names.COUNTER, "requests_count_total"),
+    ("memory.usage", "By", otlp_names.GAUGE, "memory_usage_bytes"),
+    # the issue: the per unit is compared as one token, so a name ending in per_second gets it twice
+    ("ryot.tokens_per_second", "{token}/s", otlp_names.HISTOGRAM, "ryot_tokens_per_second_per_second"),
+]
+
+
+@pytest.mark.parametrize(("name", "unit", "kind", "expected"), _TRANSLATOR_CASES)
+def test_collector_naming_restatement_matches_otlptranslator_cases(
+    name: str, unit: str, kind: str, expected: str
+) -> None:
+    """The re-stated Collector naming rules give otlptranslator's own expected names."""
+    assert otlp_names.collector_name(name, unit, kind) == expected
+
+
+_OTLP_KIND = {
+    Instrument.COUNTER: otlp_names.COUNTER,
+    Instrument.UP_DOWN_COUNTER: otlp_names.UP_DOWN,
+    Instrument.OBSERVABLE_UP_DOWN_COUNTER: otlp_names.UP_DOWN,
+    Instrument.HISTOGRAM: otlp_names.HISTOGRAM,
+    Instrument.GAUGE: otlp_names.GAUGE,
+    Instrument.OBSERVABLE_GAUGE: otlp_names.GAUGE,
+}
+
+
+def test_collector_and_plugin_expose_the_same_names(full_exposition: bytes) -> None:
+    """Every catalogue and semconv metric gets the same Prometheus name through a Collector as on our /metrics."""
+    exposed = dict(re.findall(r"^# TYPE (\S+) (\S+)$", full_exposition.decode(), re.M))
+    via_collector = {otlp_names.collector_name(m.name, m.unit, _OTLP_KIND[m.instrument]): m for m in CATALOGUE}
+    assert sorted(via_collector) == sorted(m.prometheus_name for m in CATALOGUE)
+    for name, m in via_collector.items():
+        assert exposed.get(name) == m.prometheus_type, name
+    semconv = [otlp_names.collector_name(s.name, s.unit, otlp_names.HISTOGRAM) for s in SEMCONV]
+    assert semconv == [
+        "gen_ai_server_request_duration_seconds",
+        "gen_ai_server_time_to_first_token_seconds",
+        "gen_ai_server_time_per_output_token_seconds",
+        "gen_ai_client_operation_duration_seconds",
+        "gen_ai_client_token_usage",  # {token}: an annotation, no unit suffix on either path
+    ]
+    assert {name: exposed.get(name) for name in semconv} == dict.fromkeys(semconv, "histogram")
 
 
 def test_slo_family_exposed_as_its_spec_section_defines() -> None:

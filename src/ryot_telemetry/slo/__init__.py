@@ -227,8 +227,9 @@ def rules_yaml(table: SloTable, source: str = "") -> str:
         "# ryot:slo_burn_rate:rate<w>: that share divided by the error budget (1 - target): 1 = the budget lasts",
         f"# exactly {SLO_PERIOD}. Alerts: Google SRE workbook multiwindow, multi-burn-rate (page 14.4x 1h+5m or 6x",
         "# 6h+30m; ticket 3x 1d+2h or 1x 3d+6h).",
+        "# One group: its rules run in order at each evaluation, so the alerts read burn rates of the same instant.",
         "groups:",
-        "  - name: ryot_slo_targets",
+        "  - name: ryot_slo",
         "    rules:",
     ]
     for expr, _, labels in _target_rules(table):
@@ -236,7 +237,6 @@ def rules_yaml(table: SloTable, source: str = "") -> str:
         if labels:
             lines.append("        labels:")
             lines += [f"          {k}: {_q(v)}" for k, v in labels.items()]
-    lines += ["  - name: ryot_slo_ratios", "    rules:"]
     lines += [
         "      - record: ryot:slo_goodput:ratio_rate5m",
         "        expr: "
@@ -253,7 +253,6 @@ def rules_yaml(table: SloTable, source: str = "") -> str:
             f"      - record: ryot:slo_burn_rate:rate{w}",
             "        expr: " + _q(f"ryot:slo_errors:ratio_rate{w} / on (model) (1 - ryot:slo:target)"),
         ]
-    lines += ["  - name: ryot_slo_alerts", "    rules:"]
     for alert, severity, action, pairs in BURN_ALERTS:
         expr = " or ".join(
             f"(ryot:slo_burn_rate:rate{long} > {_num(burn)} and ryot:slo_burn_rate:rate{short} > {_num(burn)})"
