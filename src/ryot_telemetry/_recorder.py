@@ -7,14 +7,25 @@ instruments by a callback the SDK runs at the start of every collection (scrape,
 so every reader sees exactly the measurements it would have seen had they been recorded inline. The queue is
 bounded: past ``max_pending`` the appending thread records the oldest ``INLINE_BATCH`` requests itself, so no single
 request pays for the whole backlog.
+
+Why sliced: recording is pure Python holding the GIL, 25-50 µs per request. Done in one go on the scrape thread, a
+backlog of 15,000 requests froze a serving event loop for most of a second (it gets one turn per GIL switch
+interval). So an optional background drainer (``start_drainer``) records the queue in slices of ``SLICE`` requests
+and sleeps after each slice for ``YIELD_RATIO`` times as long as the slice took, leaving the GIL to the serving
+threads; a collection records only what was queued when it began (a sequence snapshot), in the same slices, and the
+remainder left by the drainer is all it has to do. Counter increments and sliding-window sums are aggregated per
+series across slices and handed to the SDK/windows once per collection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast, overload
@@ -31,7 +42,7 @@ from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_labe
 from ._new_series import NewSeriesGate, sdk_readers
 from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
-from .derived import DerivedGauges
+from .derived import CONTEXT_TYPE, DerivedGauges
 from .genai import OPERATION, SemconvInstruments
 from .slo import SloTable, judge
 
@@ -53,12 +64,6 @@ _ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (mode
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
-MAX_COUNT = 2**53
-"""The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
-2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
-MAX_TOKEN_TOTAL = 2**63 - 1
-"""The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
-1,024 requests of 2**53 tokens each cannot make the counter unencodable and stop every later export."""
 
 # Measurements are recorded at drain time, in whatever context the reader or an overflowing request runs in: drain
 # under a context with no span, so a trace-based exemplar filter never attaches an unrelated trace.
@@ -79,6 +84,24 @@ def sampled_span_context() -> trace.SpanContext | None:
     """The active span's context if it is sampled (an exemplar may point at it), else None. Cheap: no allocation."""
     sc = trace.get_current_span().get_span_context()
     return sc if sc.trace_flags.sampled else None
+
+
+SLICE = 32
+"""Requests recorded per slice (about 1 ms): the longest the drainer or a collection holds the GIL in one go."""
+YIELD_RATIO = 2.0
+"""After a slice, sleep this many times the slice's duration: serving threads keep >= 1/(1+ratio) of the GIL."""
+DRAIN_INTERVAL = 0.5
+"""Seconds between background drains when the queue stays below ``WAKE_AT``."""
+WAKE_AT = 256
+"""Queue length at which a request wakes the background drainer early."""
+YIELD_BUDGET = 0.25
+"""Share of a collection's callback timeout it may spend yielding; past it the rest is recorded without pauses."""
+MAX_COUNT = 2**53
+"""The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
+2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
+MAX_TOKEN_TOTAL = 2**63 - 1
+"""The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
+1,024 requests of 2**53 tokens each cannot make the counter unencodable and stop every later export."""
 
 
 def _count_value(c: itertools.count[int]) -> int:
@@ -330,8 +353,22 @@ class Recorder:
         self._genai_server: dict[str, str | int] = {}
         if genai_server is not None:
             self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
-        self.max_pending = max_pending
+        self._max_pending = max_pending
         self._pending: deque[Request] = deque()
+        # Drain state, all guarded by _drain_lock: requests ever popped (the collection snapshot's sequence),
+        # counter increments and window sums aggregated since the last flush.
+        self._drain_lock = threading.Lock()
+        self._popped = 0
+        self._counts: dict[tuple[int, int], list[Any]] = {}
+        self._win_completion: dict[tuple[str, int], int] = {}
+        self._win_cache: dict[tuple[str, str, int], list[int]] = {}
+        self._wake = threading.Event()
+        self._wake_at = max_pending  # queue length past which a request acts: see _backlog
+        self._drainer: threading.Thread | None = None
+        self._stopping = False
+        self._drain_interval: float | None = None
+        self._next_slice = 0.0  # _clock() time before which no thread starts another paced slice
+        self._sleep: Callable[[float], None] = time.sleep
         self._active: dict[tuple[str, str, str], _Active] = {}
         self._active_lock = threading.Lock()
         self._attrs: dict[tuple[str | None, ...], dict[str, str]] = {}
@@ -354,6 +391,10 @@ class Recorder:
         self.batch = make("ryot.batch_size.distribution")
         self.tps = make("ryot.tokens_per_second")
         self.cache_eff = make("ryot.prompt_cache.effectiveness")
+        # No SLO table: the goodput counter is never created, so it exposes no series.
+        self.slos = slos
+        self.slo = make("ryot.slo.requests") if slos is not None else None
+        self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
         # The in-flight gauge is read from local counters; its callback is also what drains the queue.
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
         # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
@@ -362,10 +403,6 @@ class Recorder:
         # New counter series are exported at 0 before their first increment (see _new_series).
         self._new_series = NewSeriesGate(sdk_readers(meter))
         self.semconv = SemconvInstruments(meter) if semconv else None
-        # No SLO table: the goodput counter is never created, so it exposes no series.
-        self.slos = slos
-        self.slo = make("ryot.slo.requests") if slos is not None else None
-        self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
         self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None
 
     # --- hot path ---------------------------------------------------------------------------------------------
@@ -415,21 +452,35 @@ class Recorder:
     def _submit(self, req: Request) -> None:
         pending = self._pending
         pending.append(req)
-        if len(pending) > self.max_pending:
+        if len(pending) > self._wake_at:
+            self._backlog()
+
+    def _backlog(self) -> None:
+        """Past ``WAKE_AT`` wake the drainer; past ``max_pending`` record a bounded batch on this thread."""
+        if len(self._pending) > self._max_pending:
             self.drain(INLINE_BATCH)
+        elif not self._wake.is_set():
+            self._wake.set()
 
     # --- collection time --------------------------------------------------------------------------------------
 
     def drain(self, limit: int | None = None) -> int:
         """Record the finished requests queued so far (at most ``limit``); returns how many. Safe from any thread.
 
-        Integer counter increments are summed per series over the batch and added once per series: the
-        exported totals are identical, and an SDK ``add`` costs as much as a histogram ``record``.
+        Integer counter increments are summed per series and added once per series: the exported totals are
+        identical, and an SDK ``add`` costs as much as a histogram ``record``.
         """
+        with self._drain_lock:
+            n = self._record_batch(-1 if limit is None else limit)
+            self._flush()
+        return n
+
+    def _record_batch(self, limit: int) -> int:
+        """Pop and record up to ``limit`` requests (all if negative). Caller holds ``_drain_lock``."""
         pending = self._pending
-        counts: dict[tuple[int, int], list[Any]] = {}
+        counts = self._counts
         n = 0
-        token = otel_context.attach(_NO_SPAN)
+        token = otel_context.attach(_NO_SPAN)  # exemplars only from each request's own span (see _NO_SPAN)
         try:
             while n != limit:
                 try:
@@ -441,17 +492,27 @@ class Recorder:
                     self._record(req, counts)
                 except Exception:  # telemetry must never take the service down
                     _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
-            # Token totals are capped before the new-series gate, so increments it holds and releases later (at a
-            # collection, or at shutdown, without passing through here again) are already within the cap.
-            tokens = self.tokens
-            for key, entry in list(counts.items()):
-                if entry[0] is tokens:
-                    try:
-                        entry[2] = self._within_token_total(entry[1], entry[2])
-                    except Exception:
-                        _log.debug("ryot-telemetry: failed to cap a token count", exc_info=True)
-                    if not entry[2]:
-                        del counts[key]
+        finally:
+            otel_context.detach(token)
+        self._popped += n
+        return n
+
+    def _flush(self) -> None:
+        """Hand the aggregated counter increments and window sums over. Caller holds ``_drain_lock``."""
+        counts, self._counts = self._counts, {}
+        # Token totals are capped before the new-series gate, so increments it holds and releases later (at a
+        # collection, or at shutdown, without passing through here again) are already within the cap.
+        tokens = self.tokens
+        for key, entry in list(counts.items()):
+            if entry[0] is tokens:
+                try:
+                    entry[2] = self._within_token_total(entry[1], entry[2])
+                except Exception:
+                    _log.debug("ryot-telemetry: failed to cap a token count", exc_info=True)
+                if not entry[2]:
+                    del counts[key]
+        token = otel_context.attach(_NO_SPAN)  # no exemplar from whatever span the collecting thread is in
+        try:
             if self._new_series.enabled:
                 self._new_series.route(counts)  # also releases held increments, so it runs on an empty batch too
             for instrument, attrs, amount in counts.values():
@@ -461,7 +522,118 @@ class Recorder:
                     _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
         finally:
             otel_context.detach(token)
+        completion, cache, self._win_completion, self._win_cache = self._win_completion, self._win_cache, {}, {}
+        if completion or cache:
+            self.windows.add_sums(completion, cache)
+
+    def _drain_sliced(self, target: int | None, deadline: float | None = None) -> int:
+        """Record in slices of ``SLICE`` until ``target`` requests have ever been popped (until the queue is empty
+        when ``target`` is None), pausing between slices. The pause is paced across threads (``_next_slice``), so a
+        collection and the background drainer together still leave the GIL free for ``YIELD_RATIO`` times as long
+        as they hold it. Past ``deadline`` (a ``_clock`` time) slices follow each other without pauses."""
+        done = 0
+        while not self._stopping:
+            with self._drain_lock:
+                t0 = _clock()
+                wait = self._next_slice - t0
+                if wait <= 0 or (deadline is not None and t0 >= deadline):
+                    todo = SLICE if target is None else min(SLICE, target - self._popped)
+                    n = self._record_batch(todo) if todo > 0 else 0
+                    t1 = _clock()
+                    self._next_slice = t1 + (t1 - t0) * YIELD_RATIO
+                    done += n
+                    if n < todo or todo <= 0 or (target is None and not self._pending):
+                        break
+                    if target is not None and self._popped >= target:
+                        break
+                    continue
+            self._sleep(wait if deadline is None else min(wait, max(deadline - t0, 0.0)))
+        return done
+
+    def _collect(self, options: CallbackOptions | None = None) -> int:
+        """What a collection records: exactly the requests queued when it began, then one flush.
+
+        On a thread running an asyncio loop (a /metrics route served by the app itself) sleeping would stall that
+        very loop, so the snapshot is recorded there without pauses.
+        """
+        start = _clock()
+        with self._drain_lock:
+            target = self._popped + len(self._pending)
+        if _on_event_loop():
+            with self._drain_lock:
+                n = self._record_batch(max(target - self._popped, 0))
+        else:
+            timeout = options.timeout_millis / 1e3 if options is not None else 10.0
+            n = self._drain_sliced(target, start + timeout * YIELD_BUDGET)
+            if self._popped < target:  # only when stopping: record the rest now
+                with self._drain_lock:
+                    n += self._record_batch(max(target - self._popped, 0))
+        with self._drain_lock:
+            self._flush()
         return n
+
+    # --- background drainer -----------------------------------------------------------------------------------
+
+    def start_drainer(self, interval: float = DRAIN_INTERVAL) -> None:
+        """Record the queue from a daemon thread, in slices, every ``interval`` s or when it passes ``WAKE_AT``.
+
+        Idempotent; also restarts a drainer whose thread is gone (in the child of ``os.fork()``).
+        """
+        if self._drainer is not None and self._drainer.is_alive():
+            return
+        if self._drain_interval is None:  # first start: a forked child gets fresh locks and its own drainer
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _after_fork_in_child(ref))
+        self._drain_interval = interval
+        self._stopping = False
+        self._wake = threading.Event()
+        thread = threading.Thread(
+            target=_drainer_loop,
+            args=(weakref.ref(self), self._wake, interval),
+            name="ryot-telemetry-drain",
+            daemon=True,
+        )
+        self._drainer = thread
+        self._wake_at = min(WAKE_AT, self._max_pending)
+        thread.start()
+
+    def stop_drainer(self, timeout: float = 5.0) -> None:
+        """Stop the background drainer (idempotent); what it left queued is recorded by the next collection."""
+        thread = self._drainer
+        if thread is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        self._drainer = None
+        self._wake_at = self._max_pending
+        self._stopping = False
+
+    @property
+    def max_pending(self) -> int:
+        """Queue length past which each finishing request records ``INLINE_BATCH`` queued requests itself."""
+        return self._max_pending
+
+    @max_pending.setter
+    def max_pending(self, value: int) -> None:
+        self._max_pending = value
+        self._wake_at = min(WAKE_AT, value) if self.drainer_running else value
+
+    @property
+    def drainer_running(self) -> bool:
+        return self._drainer is not None and self._drainer.is_alive()
+
+    def _reinit_after_fork(self) -> None:
+        """In a forked child: the parent's drainer thread is gone and may have held a lock mid-slice."""
+        self._drain_lock = threading.Lock()
+        self.windows._lock = threading.Lock()
+        self._wake = threading.Event()
+        was_running = self._drainer is not None
+        self._drainer = None
+        self._stopping = False
+        if was_running and self._drain_interval is not None:
+            self.start_drainer(self._drain_interval)
 
     def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
         """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""
@@ -575,7 +747,18 @@ class Recorder:
                 if completion:
                     usd = completion * price.completion / 1000.0
                     count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS), usd)
-        self.windows.add(r)
+        if completion:
+            key = (model, int(r.end))
+            wc = self._win_completion
+            wc[key] = wc.get(key, 0) + completion
+        if r.cached_tokens is not None and prompt:
+            ckey = (model, CONTEXT_TYPE[mode], int(r.end))
+            sums = self._win_cache.get(ckey)
+            if sums is None:
+                self._win_cache[ckey] = [prompt, r.cached_tokens]
+            else:
+                sums[0] += prompt
+                sums[1] += r.cached_tokens
         if self._record_extra is not None:
             self._record_extra(r)
 
@@ -628,7 +811,7 @@ class Recorder:
     # --- observable callbacks ---------------------------------------------------------------------------------
 
     def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
-        self.drain()
+        self._collect(options)
         return [Observation(a.value(), a.attrs) for a in list(self._active.values())]
 
     def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
@@ -658,3 +841,33 @@ def _tpot(latency: float, ttft: float, completion: int | None, choices: int) -> 
     if per_choice < 2:
         return None
     return max(latency - ttft, 0.0) / (per_choice - 1)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _after_fork_in_child(ref: weakref.ref[Recorder]) -> None:
+    rec = ref()
+    if rec is not None:
+        rec._reinit_after_fork()
+
+
+def _drainer_loop(ref: weakref.ref[Recorder], wake: threading.Event, interval: float) -> None:
+    """The background drainer's thread: holds the recorder only while draining, so it never keeps it alive."""
+    me = threading.current_thread()
+    while True:
+        wake.wait(interval)
+        wake.clear()
+        rec = ref()
+        if rec is None or rec._stopping or rec._drainer is not me:
+            return
+        try:
+            rec._drain_sliced(None)
+        except Exception:
+            _log.debug("ryot-telemetry: background drain failed", exc_info=True)
+        del rec

@@ -201,7 +201,7 @@ def configure_from(settings: Settings) -> Telemetry:
             provider = MeterProvider(
                 metric_readers=exposition.readers,
                 resource=resource,
-                views=views(settings.buckets),
+                views=views(settings.buckets, attribute_filter=False),
                 exemplar_filter=exemplar_filter(settings),
             )
             unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down
@@ -211,6 +211,8 @@ def configure_from(settings: Settings) -> Telemetry:
         meter = ryot_meter(provider)
         install_service_info(meter, str(resource.attributes[SERVICE_NAME]), settings.component)
         parts = assemble(meter, settings, late)
+        parts.recorder.start_drainer()  # records the queue in paced slices, off the scrape path
+        late.callback(parts.recorder.stop_drainer)
         owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown
 
     if settings.set_global:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -102,6 +102,18 @@ class SlidingWindows:
                 key = (req.model, CONTEXT_TYPE[req.mode])
                 _ring(self._prompt, key).add(now_s, req.prompt_tokens)
                 _ring(self._cached, key).add(now_s, req.cached_tokens)
+
+    def add_sums(
+        self, completion: Mapping[tuple[str, int], int], cache: Mapping[tuple[str, str, int], list[int]]
+    ) -> None:
+        """Per-second sums aggregated by a drain: completion tokens by (model, second), [prompt, cached] tokens by
+        (model, context type, second). One ring update per series and second instead of one per request."""
+        with self._lock:
+            for (model, now_s), tokens in completion.items():
+                _ring(self._completion, model).add(now_s, tokens)
+            for (model, ctx, now_s), (prompt, cached) in cache.items():
+                _ring(self._prompt, (model, ctx)).add(now_s, prompt)
+                _ring(self._cached, (model, ctx)).add(now_s, cached)
 
     def _divisor(self, now: float, seconds: int) -> float:
         # A window longer than the recorder's life would understate the rate.

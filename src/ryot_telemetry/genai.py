@@ -92,13 +92,13 @@ OPERATION = {CHAT_COMPLETION: "chat", COMPLETION: "text_completion"}
 """ryot ``endpoint`` -> ``gen_ai.operation.name``."""
 
 
-def semconv_views() -> list[View]:
-    """Views giving the semconv metrics their recommended buckets and attribute keys."""
+def semconv_views(attribute_filter: bool = True) -> list[View]:
+    """Views giving the semconv metrics their recommended buckets (and attribute-key filters, see ``views()``)."""
     return [
         View(
             instrument_name=s.name,
             meter_name=METER_NAME,
-            attribute_keys=set(s.attributes),
+            attribute_keys=set(s.attributes) if attribute_filter else None,
             aggregation=ExplicitBucketHistogramAggregation(boundaries=list(s.buckets)),
         )
         for s in SEMCONV

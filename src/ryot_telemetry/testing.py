@@ -124,7 +124,9 @@ def capture(
         **settings,
     )
     provider = MeterProvider(
-        metric_readers=[reader], views=views(loaded.buckets), exemplar_filter=exemplar_filter(loaded)
+        metric_readers=[reader],
+        views=views(loaded.buckets, attribute_filter=False),
+        exemplar_filter=exemplar_filter(loaded),
     )
     parts = assemble(ryot_meter(provider), loaded, ExitStack())  # Capture.shutdown closes the GPU gauges
     return Capture(provider, reader, parts.recorder, parts.engine, parts.gpu)
