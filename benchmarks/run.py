@@ -511,7 +511,7 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "exemplars")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars")
 
 
 def verdict(ok: bool) -> str:
@@ -663,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
 
         n, rounds = (5000, 5) if q else (20000, 15)
         rows.append(report(asyncio.run(bench_guards(n, rounds)), n, rounds))
+    if "multiproc" in only:
+        from . import multiproc
+
+        rows += multiproc.section(q)
     if "exemplars" in only:
         from . import exemplars
 

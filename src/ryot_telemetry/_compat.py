@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 __all__ = [
     "OTelSDKConfigurator",
     "map_unit",
+    "meter_count",
     "meter_readers",
     "reader_shutting_down",
     "sanitize_full_name",
+    "set_collect_callback",
     "wrap_reader_collect",
 ]
 
@@ -64,9 +66,25 @@ def reader_shutting_down(reader: Any) -> bool:
     return bool(getattr(reader, "_shutdown", False))
 
 
+def set_collect_callback(reader: Any, collect: Any) -> None:
+    """opentelemetry-sdk (private method ``MetricReader._set_collect_callback``, present since 1.10; we require
+    >=1.30): the hook a MeterProvider installs on its readers. Multi-process mode (``multiproc.py``) gives the OTel
+    Prometheus reader a collect function that returns the merged server state, so the exporter's own translation
+    exposes it. ``collect(reader, timeout_millis=...)`` returns ``MetricsData`` or None."""
+    reader._set_collect_callback(collect)
+
+
 def __getattr__(name: str) -> Any:
     if name == "OTelSDKConfigurator":
         from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
         return _OTelSDKConfigurator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def meter_count(provider: Any) -> int | None:
+    """opentelemetry-sdk (private attribute ``MeterProvider._meters``, a dict keyed by instrumentation scope, present
+    in every release our range allows): how many meters a provider has handed out, so multi-process mode knows
+    whether anything besides ryot's own meter records there. None if the SDK's internals moved."""
+    meters = getattr(provider, "_meters", None)
+    return len(meters) if isinstance(meters, Mapping) else None

@@ -7,6 +7,10 @@ step of ``configure()`` fails.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +18,12 @@ from urllib.parse import urlparse
 
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
+from . import env
 from .settings import ConfigurationError, Settings
 
-__all__ = ["Exposition", "build_readers"]
+_log = logging.getLogger("ryot_telemetry")
+
+__all__ = ["Exposition", "build_readers", "otlp_exporter", "registry_for"]
 
 
 @dataclass
@@ -56,6 +63,11 @@ def _owned(unowned: ExitStack, reader: MetricReader) -> MetricReader:
 
 
 def _otlp_reader(settings: Settings) -> MetricReader:
+    return PeriodicExportingMetricReader(otlp_exporter(settings), export_interval_millis=settings.export_interval_ms)
+
+
+def otlp_exporter(settings: Settings) -> Any:
+    """The OTLP metric exporter (gRPC or HTTP) the settings describe."""
     endpoint = settings.otlp_endpoint
     kw: dict[str, Any] = {}
     if settings.otlp_timeout is not None:
@@ -92,23 +104,29 @@ def _otlp_reader(settings: Settings) -> MetricReader:
                 endpoint = endpoint.rstrip("/") + "/v1/metrics"
             kw["endpoint"] = endpoint
         exporter = HttpExporter(**kw)
-    return PeriodicExportingMetricReader(exporter, export_interval_millis=settings.export_interval_ms)
+    return exporter
 
 
 def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned: ExitStack) -> None:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    out.registry = registry_for(settings)
+    if settings.start_prometheus_server:
+        out.server = _start_http_server(settings.prometheus_host, settings.prometheus_port, out.registry)
+        if out.server is not None:
+            closers.callback(_stop_server, out.server)
+            out.url = f"http://{_url_host(settings.prometheus_host)}:{out.server.server_address[1]}/metrics"
+    out.readers.append(_owned(unowned, PrometheusMetricReader(registry=out.registry)))
+
+
+def registry_for(settings: Settings) -> Any:
+    """The prometheus_client registry to expose: the one given, a private one, or the global default."""
     from prometheus_client import REGISTRY, CollectorRegistry
 
     choice = settings.prometheus_registry
     if isinstance(choice, str):
-        out.registry = CollectorRegistry(auto_describe=True) if choice == "private" else REGISTRY
-    else:
-        out.registry = choice
-    if settings.start_prometheus_server:
-        out.server = _start_http_server(settings.prometheus_host, settings.prometheus_port, out.registry)
-        closers.callback(_stop_server, out.server)
-        out.url = f"http://{_url_host(settings.prometheus_host)}:{out.server.server_address[1]}/metrics"
-    out.readers.append(_owned(unowned, PrometheusMetricReader(registry=out.registry)))
+        return CollectorRegistry(auto_describe=True) if choice == "private" else REGISTRY
+    return choice
 
 
 def _url_host(host: str) -> str:
@@ -116,18 +134,52 @@ def _url_host(host: str) -> str:
 
 
 def _start_http_server(host: str, port: int, registry: Any) -> Any:
+    """The scrape server; None when another worker of this server already holds the port (logged once)."""
     from prometheus_client import start_http_server
+
+    from ._ports import port_held_by_same_server
 
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as e:
+        if port and port_held_by_same_server(port, host):
+            _log.warning(
+                "ryot-telemetry: %s:%d is already served by another worker of this server, so this worker's "
+                "metrics are not on it; set %s=<a shared directory> so that every scrape shows the whole "
+                "server's totals",
+                host,
+                port,
+                env.RYOT_TELEMETRY_MULTIPROC_DIR,
+            )
+            return None
         raise ConfigurationError(
             f"cannot serve /metrics on {host}:{port}: {e.strerror or e} "
             "(set OTEL_EXPORTER_PROMETHEUS_PORT or prometheus_port= to a free port, 0 for any)"
         ) from None
+    _owners[server] = os.getpid()
     return server
 
 
 def _stop_server(server: Any) -> None:
+    if _owners.get(server) != os.getpid():
+        # A forked child: the serving thread lives in the parent only, so shutdown() would wait for ever.
+        server.server_close()
+        return
     server.shutdown()
     server.server_close()
+
+
+_owners: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""Each scrape server and the pid of the process whose thread serves it."""
+
+
+def _close_inherited_servers() -> None:
+    """After ``os.fork()``: the child closes its copy of every scrape socket, so it never holds a port that only
+    the parent serves (a port held by a child outliving its parent would accept scrapes nobody answers)."""
+    for server in list(_owners.keys()):
+        with contextlib.suppress(Exception):
+            server.socket.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_servers)

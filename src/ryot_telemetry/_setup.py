@@ -72,6 +72,7 @@ class Telemetry:
     engine: EngineMetrics | None = None  # model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
     gpu: GpuGauges | None = None  # the NVML gauges
     settings: Settings | None = None  # what it was configured with
+    multiproc: Any = None  # multiproc.MultiProcess: this process's part in multi-process mode
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
@@ -147,16 +148,20 @@ def configure(
     readers: Sequence[MetricReader] = (),
     resource_attributes: Mapping[str, str] | None = None,
     set_global: bool = False,
+    multiproc_dir: str | os.PathLike[str] | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
     ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
     plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
     ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
-    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. Every argument is described in
-    ``settings.Settings``; None means "from the environment, else the default". ``genai_server``: ``host:port``
-    clients reach this server at, for ``server.address`` / ``server.port`` of the semconv metrics. ``slos``: an SLO
-    table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling ``ryot_slo_requests_total``.
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``multiproc_dir`` (else
+    ``RYOT_TELEMETRY_MULTIPROC_DIR``): multi-process mode, every worker of a server shows the server's totals.
+    Every argument is described in ``settings.Settings``; None means "from the environment, else the default".
+    ``genai_server``: ``host:port`` clients reach this server at, for ``server.address`` / ``server.port`` of the
+    semconv metrics.
+    ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
+    ``ryot_slo_requests_total``.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -182,6 +187,7 @@ def configure(
         readers=readers,
         resource_attributes=resource_attributes,
         set_global=set_global,
+        multiproc_dir=multiproc_dir,
     )
     return configure_from(settings)
 
@@ -195,6 +201,28 @@ def configure_from(settings: Settings) -> Telemetry:
             "call .shutdown() on it first, or both will export (duplicate series on a shared registry)"
         )
     resource = _resource(settings.service_name, settings.resource_attributes)
+    if settings.multiproc_dir is not None:
+        from .multiproc import configure_process
+
+        part = configure_process(settings, resource)
+        if settings.set_global:
+            metrics.set_meter_provider(part.provider)
+        tel = Telemetry(
+            part.provider,
+            part.meter,
+            part.recorder,
+            part.readers,
+            part.url,
+            part.registry,
+            None,
+            part.closers,
+            engine=part.engine,
+            gpu=part.gpu,
+            settings=settings,
+            multiproc=part.multiproc,
+        )
+        _state.replace_current(tel)
+        return tel
     with ExitStack() as closers:
         with ExitStack() as unowned:
             exposition = build_readers(settings, closers, unowned)

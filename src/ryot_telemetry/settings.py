@@ -475,6 +475,31 @@ def _readers(name: str, arg: Any) -> tuple[Any, ...]:
     return readers
 
 
+def _multiproc_dir(name: str, arg: Any) -> str | None:
+    """Multi-process mode's directory: it must exist and take a file (checked by writing one)."""
+    var = env.RYOT_TELEMETRY_MULTIPROC_DIR
+    if arg is not None:
+        if not isinstance(arg, (str, os.PathLike)) or not os.fspath(arg):
+            raise ConfigurationError(f"{name} must be a directory path, got {arg!r}")
+        raw, where = os.fspath(arg), name
+    else:
+        env_raw = _raw(var)
+        if env_raw is None:
+            return None
+        raw, where = env_raw.strip(), var
+    path = os.path.abspath(raw)
+    if not os.path.isdir(path):
+        raise ConfigurationError(f"{where}={raw!r}: no such directory (create it before the server starts)")
+    probe = os.path.join(path, f".probe-{os.getpid()}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigurationError(f"{where}={raw!r}: directory not writable ({e.strerror or e})") from None
+    return path
+
+
 def _mapping(name: str, arg: Any) -> dict[str, str]:
     if arg is None:
         return {}
@@ -532,6 +557,8 @@ class Settings:
     gpu_backend: Any = _setting(_given)
     # instrumentor
     router_classes: tuple[str, ...] = _setting(_router_classes)
+    # multi-process mode (multiproc.py)
+    multiproc_dir: str | None = _setting(_multiproc_dir)
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

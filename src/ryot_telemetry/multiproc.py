@@ -1,0 +1,517 @@
+"""Multi-process mode: one exact set of metrics across the worker processes of one server.
+
+Switched on by ``RYOT_TELEMETRY_MULTIPROC_DIR=<dir>`` (or ``configure(multiproc_dir=...)``). How it works:
+
+- **Hand-off.** Each process records into its own MeterProvider as in single-process mode. A background thread
+  collects it every ``SNAPSHOT_INTERVAL`` seconds (cumulative, through an ``InMemoryMetricReader``) and writes the
+  result, OTLP-protobuf encoded, to ``<dir>/w-<pid>-<start>-<ppid>-<pstart>.pb`` (temporary file, then
+  ``os.replace``: a reader never sees half a file). ``start`` is the process's start time, so a reused pid is never
+  mistaken for the old process.
+- **Merge.** Whichever process answers a scrape reads every file and merges them: sums and histograms are added
+  (every bucket, sum and count) over all files, live or dead; gauges come from live processes only: in-flight
+  requests and sliding tokens/s are summed, other gauges (engine-reported values) are taken from the most recent
+  writer. The merged data goes out through the OpenTelemetry Prometheus exporter's own translation. GPU gauges,
+  ``ryot_service_info`` and the token-efficiency ratio are read once, by the answering process, at the scrape.
+- **Leader.** One process holds ``<dir>/leader.lock`` (a POSIX lock, released by the kernel when its holder dies,
+  even by SIGKILL). The leader serves the scrape port, exports the merged totals over OTLP, and folds the files of
+  dead workers into ``archive-<ppid>-<pstart>.pb`` (one per server), so that counters never decrease and the
+  directory stays bounded. The other processes retry the lock every tick and take over within one tick.
+- **Previous runs.** A server is identified by the parent of its workers (the uvicorn / gunicorn master). Files of
+  dead processes whose server is gone too belong to an earlier run and are removed; a new run starts from zero.
+
+The directory side (identity, merge, archive, housekeeping) is in ``_mpdir.py``; this module is the process side.
+
+Forked children (``os.fork()`` after ``configure()``, gunicorn ``--preload``): in this mode a child becomes a worker
+of its own that counts from zero (the at-fork handlers below); in any mode it closes the inherited scrape socket and
+never waits for the parent's server thread (``_readers``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricsData,
+)
+from opentelemetry.sdk.resources import Resource
+
+from ._compat import meter_count, set_collect_callback
+from ._mpdir import Merged, _Ident, _write_atomic, housekeep, read_server
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from ._recorder import Recorder
+    from .engine import EngineMetrics
+    from .gpu import GpuGauges
+    from .settings import Settings
+
+_log = logging.getLogger("ryot_telemetry")
+
+SNAPSHOT_INTERVAL = 0.5
+"""Seconds between two hand-offs of a worker's state (and between two leader-lock attempts)."""
+
+HEARTBEAT = 5.0
+"""Longest time between two hand-offs of an idle worker (no request started or ended): sliding windows and
+engine-reported gauges are then at most this old. A request that starts or ends is handed off at the next tick."""
+
+_LOCK_NAME = "leader.lock"
+
+
+# --- the per-process side -------------------------------------------------------------------------------------
+
+
+def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) -> PrometheusMetricReader:
+    """The OTel Prometheus reader on ``registry``, fed with the merged server state instead of a provider's.
+
+    The reader is attached to no MeterProvider: its collect callback (the hook a provider installs) returns the
+    merged data, and the OTel exporter translates it to Prometheus families itself (names, units, ``_total``, scope
+    labels), so no exposition format is written here (the hook is the SDK's private provider-to-reader one: see
+    ``_compat``).
+    """
+    reader = PrometheusMetricReader(registry=registry)
+
+    def collect(_reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
+        try:
+            return produce()
+        except Exception:
+            _log.warning("ryot-telemetry: could not merge the worker processes' metrics", exc_info=True)
+            return None
+
+    set_collect_callback(reader, collect)
+    return reader
+
+
+class _MergedRates:
+    """What ``install_token_efficiency`` reads from a recorder, answered from the merged sliding windows."""
+
+    def __init__(self, max_length: int) -> None:
+        self.models = self
+        self.windows = self
+        self.max_length = max_length
+        self.merged: Merged | None = None
+
+    def rate(self, model: str, seconds: int = 60) -> float | None:
+        if self.merged is None:
+            return None
+        return self.merged.gauge_value("ryot.sliding_tokens_per_second", model=model, time_window="1m")
+
+
+_instances: weakref.WeakSet[MultiProcess] = weakref.WeakSet()
+
+
+class MultiProcess:
+    """One process's part in multi-process mode: hand-off thread, leader duties, merged exposition and export."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        worker_reader: InMemoryMetricReader,
+        server_reader: InMemoryMetricReader,
+        resource: Resource,
+        recorder: Any,
+        rates: _MergedRates,
+        provider: Any = None,
+        serve: Callable[[], Any] | None,
+        otlp: MetricExporter | None,
+        export_interval_s: float,
+    ) -> None:
+        self.directory = directory
+        self.worker_reader = worker_reader
+        self.server_reader = server_reader
+        self.resource = resource
+        self.recorder = recorder
+        self.provider = provider
+        self.rates = rates
+        self._serve = serve
+        self._otlp = otlp
+        self._export_interval = export_interval_s
+        self.server: Any = None
+        self._serve_warned = False
+        self.me = _Ident.mine()
+        self._pid = os.getpid()
+        self._baseline: ExportMetricsServiceRequest | None = None
+        self._lock_fd: int | None = None
+        self._collect_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._next_export = time.monotonic() + export_interval_s
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._write_warned = False
+        self._last_activity: Any = None
+        self._last_write = 0.0
+        _instances.add(self)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, self.me.file_name)
+
+    @property
+    def leader(self) -> bool:
+        return self._lock_fd is not None
+
+    # - hand-off
+
+    def _activity(self) -> Any:
+        """Changes whenever a request starts or ends (whoever drained it); None when it cannot be read, or when
+        other meters record on this provider too (the FastAPI instrumentation, say): then every tick hands off."""
+        if self.provider is not None and meter_count(self.provider) != 1:
+            return None
+        try:
+            return tuple((repr(a.enter), repr(a.exit)) for a in list(self.recorder._active.values()))
+        except Exception:
+            return None
+
+    def snapshot(self, *, idle_skip: bool = False) -> None:
+        """Collect this process's cumulative state and hand it to the directory (atomically).
+
+        ``idle_skip``: skip it when no request started or ended since the last hand-off, unless ``HEARTBEAT``
+        seconds have passed (an idle worker then costs nothing between heartbeats)."""
+        activity = self._activity()
+        if (
+            idle_skip
+            and activity is not None
+            and activity == self._last_activity
+            and time.monotonic() - self._last_write < HEARTBEAT
+        ):
+            return
+        with self._collect_lock:
+            data = self.worker_reader.get_metrics_data()
+            # Nothing recorded yet still leaves a file: the directory shows every live worker.
+            req = encode_metrics(data) if data is not None else ExportMetricsServiceRequest()
+            if self._baseline is not None:
+                merged = Merged()
+                merged.add(req, live=True)
+                merged.add(self._baseline, live=True, sign=-1)
+                req = encode_metrics(merged.metrics_data(self.resource))
+            _write_atomic(self.path, req.SerializeToString())
+            self._last_activity, self._last_write = activity, time.monotonic()
+
+    # - merged view
+
+    def merged(self) -> Merged:
+        merged = read_server(self.directory, self.me)
+        self.rates.merged = merged
+        local = self.server_reader.get_metrics_data()  # GPU sweep, service info, token efficiency: once, here
+        if local is not None:
+            merged.add(encode_metrics(local), live=True)
+        return merged
+
+    def metrics_data(self) -> MetricsData:
+        with self._merge_lock:
+            return self.merged().metrics_data(self.resource)
+
+    # - leader duties
+
+    def _try_lead(self) -> None:
+        if self._lock_fd is not None:
+            return
+        if any(other is not self and other.leader and other.directory == self.directory for other in _instances):
+            return  # POSIX locks belong to the process: a second instance here would "win" it and then free it
+        fd = os.open(os.path.join(self.directory, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            return
+        self._lock_fd = fd
+        _log.debug("ryot-telemetry: pid %d leads the multi-process directory %s", os.getpid(), self.directory)
+
+    def _lead(self) -> None:
+        if self._serve is not None and self.server is None:
+            try:
+                self.server = self._serve()
+            except OSError as e:
+                if not self._serve_warned:
+                    self._serve_warned = True
+                    _log.warning("ryot-telemetry: the multi-process leader cannot open the scrape port: %s", e)
+        try:
+            housekeep(self.directory, self.me, self.resource)
+        except OSError:
+            _log.debug("ryot-telemetry: multi-process housekeeping failed", exc_info=True)
+        if self._otlp is not None and time.monotonic() >= self._next_export:
+            self._next_export = time.monotonic() + self._export_interval
+            self.export()
+
+    def export(self) -> None:
+        if self._otlp is None:
+            return
+        try:
+            self._otlp.export(self.metrics_data())
+        except Exception:
+            _log.debug("ryot-telemetry: merged OTLP export failed", exc_info=True)
+
+    def tick(self) -> None:
+        try:
+            self.snapshot(idle_skip=True)
+            self._write_warned = False
+        except Exception as e:
+            # Once per failure spell (a directory removed under a running server would otherwise log every tick).
+            level = logging.DEBUG if self._write_warned else logging.WARNING
+            self._write_warned = True
+            _log.log(level, "ryot-telemetry: could not write %s: %s", self.path, e)
+        try:
+            self._try_lead()
+            if self.leader:
+                self._lead()
+        except Exception:
+            _log.debug("ryot-telemetry: multi-process leader step failed", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SNAPSHOT_INTERVAL):
+            self.tick()
+
+    def start(self) -> None:
+        self.tick()
+        self._thread = threading.Thread(target=self._run, name="ryot-multiproc", daemon=True)
+        self._thread.start()
+        # A worker that exits without shutdown() (a server stopping its workers) still hands over its last
+        # requests. Registered after the MeterProvider's own exit hook, so it runs first (atexit is LIFO).
+        ref = weakref.ref(self)
+
+        def at_exit() -> None:
+            mp = ref()
+            if mp is not None and mp._pid == os.getpid():
+                mp.close()
+
+        atexit.register(at_exit)
+
+    def close(self) -> None:
+        """Hand over the final state, export it when leading, give up the leadership and the port."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.snapshot()
+        if self._otlp is not None and self.leader:
+            self.export()  # the final totals, as a PeriodicExportingMetricReader does at shutdown
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # - fork
+
+    def _before_fork(self) -> None:
+        self._collect_lock.acquire()
+        try:
+            data = self.worker_reader.get_metrics_data()
+            self._fork_baseline = encode_metrics(data) if data is not None else None
+        except Exception:
+            self._fork_baseline = None
+
+    def _after_fork_parent(self) -> None:
+        self._collect_lock.release()
+
+    def _after_fork_child(self) -> None:
+        """The child is a worker of its own: new identity and file, counts from zero, no inherited port or lock."""
+        self._collect_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._baseline = getattr(self, "_fork_baseline", None)
+        self.me = _Ident.mine()
+        self._last_write = 0.0  # a new identity: its first hand-off is due at once
+        self._pid = os.getpid()  # exit hook: the child hands over its own state at exit
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.socket.close()
+            self.server = None
+        self._lock_fd = None  # POSIX locks are not inherited; the descriptor is closed below
+        self._stop = threading.Event()
+        self._thread = None
+        if not self._closed:
+            reset_recorder_after_fork(self.recorder)
+            self._thread = threading.Thread(target=self._run, name="ryot-multiproc", daemon=True)
+            self._thread.start()
+
+
+def reset_recorder_after_fork(recorder: Any) -> None:
+    """A forked child has none of its parent's requests: not the queued ones, not those in flight, not their
+    tokens in the sliding windows (all of them belong to, and are recorded by, the parent)."""
+    with contextlib.suppress(Exception):
+        recorder._pending.clear()
+    with contextlib.suppress(Exception):
+        import itertools
+
+        for active in list(recorder._active.values()):
+            active.enter = itertools.count()
+            active.exit = itertools.count()
+    with contextlib.suppress(Exception):
+        recorder.windows.__init__()  # in place: the derived gauges hold this very object
+
+
+def _fork_prepare() -> None:
+    for mp in list(_instances):
+        if not mp._closed:
+            mp._before_fork()
+
+
+def _fork_parent() -> None:
+    for mp in list(_instances):
+        if not mp._closed:
+            mp._after_fork_parent()
+
+
+def _fork_child() -> None:
+    for mp in list(_instances):
+        lock_fd = mp._lock_fd
+        if not mp._closed:
+            mp._after_fork_child()
+        if lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
+            mp._lock_fd = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_parent, after_in_child=_fork_child)
+
+
+# --- assembly ---------------------------------------------------------------------------------------------------
+
+
+def server_instance_id(directory: str) -> str:
+    """``service.instance.id`` of the whole server: one per host and directory, whichever process exports.
+
+    The SDK gives each process its own random id; merged totals exported under it would start a new stream at
+    every change of leader, and a receiver summing over instances would count the server twice.
+    """
+    import socket
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ryot-telemetry://{socket.gethostname()}{directory}"))
+
+
+@dataclass
+class Process:
+    """What ``configure_process`` built, for ``configure()`` to wrap in its ``Telemetry``."""
+
+    provider: MeterProvider
+    meter: Meter
+    recorder: Recorder
+    readers: list[Any]
+    url: str | None
+    registry: Any
+    closers: contextlib.ExitStack
+    engine: EngineMetrics
+    gpu: GpuGauges
+    multiproc: MultiProcess
+
+
+def configure_process(settings: Settings, resource: Resource) -> Process:
+    """``configure()`` in multi-process mode: this process's provider, hand-off and share of the server duties.
+
+    Two providers: the worker's (every instrument but NVML's, read by the hand-off reader and the user's readers)
+    and the server's (service info, NVML gauges, token efficiency), read only when this process answers a scrape or
+    exports for the server. Whatever was started is undone if a later step fails, as in ``configure()``.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+    from ._assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
+    from ._instruments import views
+    from ._readers import otlp_exporter, registry_for
+    from .derived import install_token_efficiency
+    from .engine import EngineMetrics
+    from .gpu import gauges_for
+
+    directory = settings.multiproc_dir
+    assert directory is not None
+    if "service.instance.id" not in settings.resource_attributes and "service.instance.id=" not in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        resource = resource.merge(Resource({"service.instance.id": server_instance_id(directory)}))
+    registry = serve = url = None
+    if "prometheus" in settings.exporters:
+        registry = registry_for(settings)
+        if settings.start_prometheus_server:
+            from prometheus_client import start_http_server
+
+            host, port, reg = settings.prometheus_host, settings.prometheus_port, registry
+            url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
+
+            def serve() -> Any:
+                return start_http_server(port, addr=host, registry=reg)[0]
+
+    with contextlib.ExitStack() as closers:
+        otlp = otlp_exporter(settings) if "otlp" in settings.exporters else None
+        if otlp is not None:
+            closers.callback(otlp.shutdown)
+        worker_readers: list[Any] = list(settings.readers)
+        if "console" in settings.exporters:
+            worker_readers.append(
+                PeriodicExportingMetricReader(
+                    ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms
+                )
+            )
+        hand_off = InMemoryMetricReader()
+        worker_readers.append(hand_off)
+        provider = MeterProvider(
+            metric_readers=worker_readers,
+            resource=resource,
+            views=views(settings.buckets),
+            exemplar_filter=exemplar_filter(settings),
+        )
+        closers.callback(provider.shutdown)
+        server_reader = InMemoryMetricReader()
+        server_provider = MeterProvider(
+            metric_readers=[server_reader], resource=resource, views=views(settings.buckets)
+        )
+        closers.callback(server_provider.shutdown)
+        meter = ryot_meter(provider)
+        recorder = build_recorder(meter, settings)
+        # Worker side: engine-reported GPU memory breakdowns only; NVML is read once, by the answering process.
+        breakdowns = gauges_for(meter, False, settings.gpu_models, None)
+        engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
+        server_meter = ryot_meter(server_provider)
+        install_service_info(server_meter, str(resource.attributes.get("service.name", "")), settings.component)
+        gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        closers.callback(gpu.close)
+        rates = _MergedRates(recorder.models.max_length)
+        install_token_efficiency(server_meter, rates, gpu)
+        mp = MultiProcess(
+            directory,
+            worker_reader=hand_off,
+            server_reader=server_reader,
+            resource=resource,
+            recorder=recorder,
+            provider=provider,
+            rates=rates,
+            serve=serve,
+            otlp=otlp,
+            export_interval_s=settings.export_interval_ms / 1000.0,
+        )
+        if registry is not None:
+            closers.callback(merged_prometheus_reader(mp.metrics_data, registry).shutdown)
+        # Runs first at shutdown: the final hand-off while the provider still collects, then the port and lock.
+        closers.callback(mp.close)
+        mp.start()
+        owned = closers.pop_all()
+    return Process(provider, meter, recorder, worker_readers, url, registry, owned, engine, gpu, mp)

@@ -1,0 +1,533 @@
+"""Multi-process mode (``RYOT_TELEMETRY_MULTIPROC_DIR``) and fork safety, with real processes on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "llama-3.1-8b-instruct"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _samples(text: str, name: str, **match: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``match``."""
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
+                total += s.value
+    return total
+
+
+def _series(text: str, name: str) -> list[dict[str, str]]:
+    return [dict(s.labels) for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
+
+
+def _env(mp_dir: Path | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RYOT_TELEMETRY_"))}
+    env.update({"RYOT_TELEMETRY_GPU": "false", "PYTHONPATH": str(ROOT), **extra})
+    if mp_dir is not None:
+        env["RYOT_TELEMETRY_MULTIPROC_DIR"] = str(mp_dir)
+    return env
+
+
+def _worker_pids(mp_dir: Path) -> set[int]:
+    return {int(p.name.split("-")[1]) for p in mp_dir.glob("w-*.pb")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> Iterator[str]:
+    """``uvicorn examples.fastapi_app:app --workers N`` (or gunicorn with uvicorn workers and ``--preload``: the app,
+    and so configure(), is imported once in the master, then forked) with the directory set; yields the base URL."""
+    port = _free_port()
+    if gunicorn_preload:
+        cmd = [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
+        cmd += ["--preload", "-b", f"127.0.0.1:{port}", "examples.fastapi_app:app"]
+        workers += 1  # the master configured too: it is a live (idle) member of the server
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--workers", str(workers)]
+        cmd += ["--port", str(port)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=_env(mp_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: len({p for p in _worker_pids(mp_dir) if _alive(p)}) >= workers, 60, f"{workers} workers")
+        _wait(lambda: _get(f"{base}/metrics/") is not None, 30, "the app to answer")
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _get(url: str) -> str | None:
+    try:
+        r = httpx.get(url, timeout=5)  # a new connection each time: any worker may answer
+    except httpx.HTTPError:
+        return None
+    return r.text if r.status_code == 200 else None
+
+
+def _chat(base: str, i: int) -> bool:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}], "stream": i % 2 == 0}
+    try:
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=10)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and (not body["stream"] or r.text.rstrip().endswith("[DONE]"))
+
+
+def _scrape(base: str) -> str:
+    text = _get(f"{base}/metrics/")
+    assert text is not None
+    return text
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "uvicorn",
+        pytest.param(
+            "gunicorn",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("gunicorn") is None, reason="gunicorn is not installed (test extras)"
+            ),
+        ),
+    ],
+)
+def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path, server: str) -> None:
+    """uvicorn --workers 3 (and gunicorn -w 3 --preload, workers forked after configure()) on the FastAPI example:
+    60 requests, then 9 scrapes of /metrics, each showing exactly 60 requests, 60 latency observations, 30 TTFTs,
+    in-flight 0 and one ryot_service_info."""
+    n = 60
+    with _uvicorn(tmp_path, 3, gunicorn_preload=server == "gunicorn") as base:
+        with ThreadPoolExecutor(6) as pool:
+            assert all(pool.map(lambda i: _chat(base, i), range(n)))
+        time.sleep(1.0)
+        for _ in range(9):
+            text = _scrape(base)
+            assert _samples(text, "ryot_inference_requests_total", model=MODEL, status="success") == n
+            assert _samples(text, "ryot_inference_latency_seconds_count") == n
+            assert _samples(text, "ryot_inference_latency_seconds_bucket", le="+Inf") == n
+            assert _samples(text, "ryot_ttft_latency_seconds_count") == n // 2
+            assert _samples(text, "ryot_active_inference_requests") == 0
+            assert len(_series(text, "ryot_service_info")) == 1
+        assert len({p for p in _worker_pids(tmp_path) if _alive(p)}) == (4 if server == "gunicorn" else 3)
+
+
+def _run_fork_app(mp_dir: Path | None, children: int, per_child: int, **extra: str) -> dict:  # type: ignore[type-arg]
+    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_PORT=str(_free_port()), **extra)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "apps" / "mp_fork.py"), str(children), str(per_child)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_fork_after_configure_child_records_and_shuts_down_fast() -> None:
+    """Without multi-process mode, a child forked after configure() records (its readers see the parent's 2
+    requests at the fork plus its own 3), does not hold the inherited scrape socket, and shuts down within 5 s;
+    the parent's endpoint keeps serving and shows only the parent's own 2 requests."""
+    report = _run_fork_app(None, 2, 3)
+    for child in report["children"]:
+        assert child["status"] == 0
+        assert child["seen"] == 5
+        assert child["holds_port"] is False
+        assert child["shutdown_s"] < 5
+    assert report["parent_seen"] == 2
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 2
+
+
+def test_fork_after_configure_in_multiprocess_mode_children_count_once(tmp_path: Path) -> None:
+    """gunicorn --preload style: configure() in the parent (2 requests), then two forked children of 3 requests
+    each, shut down within 5 s: the server total is exactly 8 (children count from zero, the parent's 2 once)."""
+    report = _run_fork_app(tmp_path, 2, 3)
+    for child in report["children"]:
+        assert (child["status"], child["holds_port"]) == (0, False)
+        assert child["shutdown_s"] < 5
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 8
+    assert _samples(report["scrape"], "ryot_inference_latency_seconds_count") == 8
+
+
+def test_sigkilled_workers_keep_what_they_handed_over(tmp_path: Path) -> None:
+    """Two children killed with SIGKILL (no shutdown) 1.2 s after their last request: their 3 requests each stay in
+    the total, which is folded into the archive by the leader."""
+    report = _run_fork_app(tmp_path, 2, 3, MP_FORK_SIGKILL="1")
+    assert [c["status"] for c in report["children"]] == [signal.SIGKILL, signal.SIGKILL]
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 8
+    assert _samples(report["scrape"], "ryot_active_inference_requests") == 0
+
+
+def test_directory_stays_bounded_over_100_worker_restarts(tmp_path: Path) -> None:
+    """100 short-lived workers (one request each) leave the directory with the lock, one archive and the live
+    parent's file, and the total is exactly 102."""
+    report = _run_fork_app(tmp_path, 100, 1)
+    pid_files = [f for f in report["files"] if f.startswith("w-")]
+    assert len(pid_files) == 1
+    others = sorted(f for f in report["files"] if not f.startswith("w-"))
+    assert len(others) == 2
+    assert others[0].startswith("archive-")
+    assert others[1] == "leader.lock"
+    assert _samples(report["scrape"], "ryot_inference_requests_total", status="success") == 102
+
+
+@contextlib.contextmanager
+def _worker(mp_dir: Path | None, port: int, requests: int, **extra: str) -> Iterator[subprocess.Popen[str]]:
+    """tests/apps/mp_worker.py: configure() from the environment, ``requests`` requests, then waits on stdin."""
+    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", OTEL_EXPORTER_PROMETHEUS_PORT=str(port), **extra)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "apps" / "mp_worker.py"), str(requests)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), (line, proc.stderr.read() if proc.stderr else "")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_endpoint_taken_over_within_a_second_when_its_holder_dies(tmp_path: Path) -> None:
+    """Two workers share a port: the first holds it, the second stays quiet. SIGKILL the holder: the second serves
+    the port within 5 s (it retries every 0.5 s), and the dead holder's 4 requests stay in the total (4 + 3)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with _worker(tmp_path, port, 4) as first, _worker(tmp_path, port, 3) as second:
+        time.sleep(1.0)
+        text = _scrape_url(url)
+        assert _samples(text, "ryot_inference_requests_total") == 7
+        first.kill()
+        first.wait(timeout=5)
+        # Well within one scrape interval (15 s by default): the survivor retries the lock every 0.5 s.
+        _wait(lambda: _get(url) is not None, 5, "the endpoint to come back")
+        assert _samples(_scrape_url(url), "ryot_inference_requests_total") == 7
+        assert second.poll() is None
+        assert second.stdin is not None
+        second.stdin.close()
+        assert second.wait(timeout=10) == 0
+        assert second.stderr is not None
+        assert "Traceback" not in second.stderr.read()
+
+
+def _scrape_url(url: str) -> str:
+    text = _get(url)
+    assert text is not None
+    return text
+
+
+def test_without_the_variable_a_sibling_worker_warns_once_naming_it() -> None:
+    """Without RYOT_TELEMETRY_MULTIPROC_DIR, a second worker of the same server (a sibling process) finds the port
+    held: it logs exactly one WARNING naming the variable and keeps serving requests; nothing is raised."""
+    port = _free_port()
+    with _worker(None, port, 1), _worker(None, port, 1) as second:
+        assert second.stdin is not None
+        second.stdin.close()
+        assert second.wait(timeout=10) == 0
+        assert second.stderr is not None
+        err = second.stderr.read()
+    warnings = [line for line in err.splitlines() if "RYOT_TELEMETRY_MULTIPROC_DIR" in line]
+    assert len(warnings) == 1, err
+    assert "Traceback" not in err
+
+
+def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -> None:
+    """uvicorn --workers 3: SIGKILL one worker during traffic (uvicorn restarts it). Scrapes never go down;
+    everything finished more than a second before the kill, or after it, is counted; then 20 more requests add
+    exactly 20 on every scrape, and in-flight ends at 0 (the dead worker's in-flight series are gone)."""
+    import threading
+
+    with _uvicorn(tmp_path, 3) as base:
+        with ThreadPoolExecutor(3) as pool:
+            assert all(pool.map(lambda i: _chat(base, i), range(30)))
+        time.sleep(1.0)
+        assert _samples(_scrape(base), "ryot_inference_requests_total") == 30
+
+        finished: list[float] = []
+        attempts = [0]
+        stop = threading.Event()
+
+        def traffic() -> None:
+            i = 0
+            while not stop.is_set():
+                attempts[0] += 1
+                i += 1
+                if _chat(base, i):
+                    finished.append(time.monotonic())
+
+        seen: list[float] = []
+        with ThreadPoolExecutor(3) as pool:
+            for _ in range(3):
+                pool.submit(traffic)
+            time.sleep(1.5)
+            victim = min(p for p in _worker_pids(tmp_path) if _alive(p))
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+            deadline = killed + 1.5
+            while time.monotonic() < deadline:
+                text = _get(f"{base}/metrics/")
+                if text is not None:
+                    seen.append(_samples(text, "ryot_inference_requests_total"))
+                time.sleep(0.1)
+            stop.set()
+        _wait(lambda: len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3, 30, "uvicorn to restart the worker")
+        time.sleep(1.0)
+        total = _samples(_scrape(base), "ryot_inference_requests_total")
+        seen.append(total)
+        assert seen == sorted(seen), seen  # no counter ever went down
+        lower = 30 + sum(1 for t in finished if t < killed - 1.0 or t > killed + 0.1)
+        assert lower <= total <= 30 + attempts[0]
+
+        with ThreadPoolExecutor(3) as pool:
+            assert all(pool.map(lambda i: _chat(base, i), range(20)))
+        time.sleep(1.0)
+        for _ in range(5):
+            text = _scrape(base)
+            assert _samples(text, "ryot_inference_requests_total") == total + 20
+            assert _samples(text, "ryot_active_inference_requests") == 0
+
+
+def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Path) -> None:
+    """OTLP in multi-process mode: the leader exports the merged totals under one server-wide service.instance.id,
+    so the receiver's latest cumulative value is the number of requests sent (4 + 3). SIGKILL the leader: the other
+    worker takes the export over and the same stream continues (7, then 9 after 2 more requests)."""
+    from ryot_telemetry.multiproc import server_instance_id
+    from test_e2e_otlp import GrpcReceiver
+
+    receiver = GrpcReceiver(_free_port())
+    receiver.start()
+    otlp = {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+    }
+
+    def latest() -> tuple[int, dict[str, str]] | None:
+        got = receiver.latest("ryot.inference.requests")
+        if got is None:
+            return None
+        metric, resource = got
+        return sum(p.as_int for p in metric.sum.data_points), resource
+
+    try:
+        port = _free_port()
+        with _worker(tmp_path, port, 4, **otlp) as first, _worker(tmp_path, port, 3, **otlp) as second:
+            _wait(lambda: (latest() or (0,))[0] == 7, 10, "7 requests at the receiver")
+            resource = latest()[1]  # type: ignore[index]
+            assert resource["service.name"] == "ryot-inference"
+            assert resource["service.instance.id"] == server_instance_id(str(tmp_path))
+            first.kill()
+            first.wait(timeout=5)
+            assert second.stdin is not None and second.stdout is not None
+            second.stdin.write("+2\n")
+            second.stdin.flush()
+            assert second.stdout.readline().strip() == "done"
+            _wait(lambda: (latest() or (0,))[0] == 9, 10, "9 requests at the receiver")
+            second.stdin.close()
+            assert second.wait(timeout=10) == 0
+        values = []
+        with receiver._lock:
+            requests = list(receiver.requests)
+        for req in requests:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name == "ryot.inference.requests":
+                            values.append(sum(p.as_int for p in m.sum.data_points))
+        assert values == sorted(values)  # one cumulative stream: it never goes down
+        assert values[-1] == 9
+    finally:
+        receiver.stop()
+
+
+VENV312 = ROOT / ".venv312" / "bin"
+
+OGX_CONFIG = """\
+version: 2
+distro_name: ryot-multiproc-test
+apis: [inference]
+providers:
+  inference:
+  - provider_id: vllm
+    provider_type: remote::vllm
+    config: {{base_url: "http://127.0.0.1:{upstream}/v1", api_token: fake}}
+storage:
+  backends:
+    kv_default: {{type: kv_sqlite, db_path: "{store}/kvstore.db"}}
+    sql_default: {{type: sql_sqlite, db_path: "{store}/sql_store.db"}}
+  stores:
+    metadata: {{namespace: registry, backend: kv_default}}
+    inference: {{table_name: inference_store, backend: sql_default}}
+    conversations: {{table_name: openai_conversations, backend: sql_default}}
+    prompts: {{table_name: prompts, backend: sql_default}}
+registered_resources:
+  models:
+  - {{metadata: {{}}, model_id: llama-8b, provider_id: vllm, provider_model_id: upstream-model, model_type: llm}}
+server: {{host: 127.0.0.1, port: {port}, workers: 2, insecure: true}}
+"""
+
+
+@pytest.mark.skipif(
+    not (VENV312 / "ogx").exists(),
+    reason=".venv312 is absent: no Python 3.12 found by scripts/setup.d/llama_stack.sh (run scripts/setup.sh test)",
+)
+def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path: Path) -> None:
+    """The real ogx server, ``server.workers: 2``, started by ``opentelemetry-instrument ogx stack run`` with
+    RYOT_TELEMETRY_MULTIPROC_DIR set (the README recipe), over an OpenAI-compatible upstream: 12 chat requests
+    (6 streamed) and every scrape of :PORT/metrics shows exactly 12 requests, 36 completion tokens, 6 TTFTs."""
+    mp_dir, store = tmp_path / "mp", tmp_path / "store"
+    mp_dir.mkdir()
+    store.mkdir()
+    upstream_port, ogx_port, metrics_port = _free_port(), _free_port(), _free_port()
+    config = tmp_path / "run.yaml"
+    config.write_text(OGX_CONFIG.format(upstream=upstream_port, store=store, port=ogx_port))
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.apps.openai_upstream:app", "--port", str(upstream_port)],
+        cwd=ROOT,
+        env=_env(None),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "PATH": f"{VENV312}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OTEL_PYTHON_DISTRO": "ryot_telemetry",
+        "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+        "RYOT_TELEMETRY_MULTIPROC_DIR": str(mp_dir),
+        "RYOT_TELEMETRY_GPU": "false",
+    }
+    log = (tmp_path / "ogx.log").open("wb")  # ogx logs every request: a file, never a pipe nobody reads
+    server = subprocess.Popen(
+        [str(VENV312 / "opentelemetry-instrument"), str(VENV312 / "ogx"), "stack", "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base, model = f"http://127.0.0.1:{ogx_port}", "vllm/llama-8b"
+    try:
+        _wait(lambda: _get(f"{base}/v1/models") is not None, 90, "ogx to serve")
+        _wait(lambda: _get(f"http://127.0.0.1:{metrics_port}/metrics") is not None, 10, "the metrics endpoint")
+
+        def chat(i: int) -> bool:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": i % 2 == 0}
+            r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+            return r.status_code == 200
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(chat, range(12)))
+        time.sleep(1.0)
+        for _ in range(6):
+            text = _scrape_url(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert _samples(text, "ryot_inference_requests_total", model=model, status="success") == 12
+            assert _samples(text, "ryot_tokens_generated_total", model=model, token_type="completion") == 36
+            assert _samples(text, "ryot_ttft_latency_seconds_count", model=model) == 6
+            assert _samples(text, "ryot_active_inference_requests") == 0
+            assert len(_series(text, "ryot_service_info")) == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
+        log.close()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def test_a_worker_exiting_without_shutdown_hands_over_its_last_requests(tmp_path: Path) -> None:
+    """A worker that records 3 requests and exits at once (no shutdown(), before any periodic hand-off) still
+    leaves them in the directory: the exit hook hands over the final state."""
+    code = (
+        "import asyncio, ryot_telemetry\n"
+        "from ryot_telemetry.simulate import SimulatedRouter\n"
+        "tel = ryot_telemetry.configure(exporters='none')\n"
+        "r = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))\n"
+        f"p = {{'model': {MODEL!r}, 'messages': [{{'role': 'user', 'content': 'x'}}]}}\n"
+        "async def main():\n"
+        "    for _ in range(3):\n"
+        "        await r.openai_chat_completion(p)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    from ryot_telemetry._mpdir import Merged, _Ident, read_server
+
+    merged: Merged = read_server(str(tmp_path), _Ident(0, 0, 0, 0))
+    assert merged.families["ryot.inference.requests"].points
+    assert sum(merged.families["ryot.inference.requests"].points.values()) == 3

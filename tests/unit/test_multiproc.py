@@ -1,0 +1,286 @@
+"""Multi-process mode in one process: the merge itself, GPU once per scrape, earlier runs, idle hand-off, settings.
+
+The real-process tests (uvicorn workers, forks, SIGKILL, port take-over, OTLP, ogx) are in
+tests/e2e/test_multiprocess.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL = "llama-3.1-8b-instruct"
+
+
+def _samples(text: str, name: str, **match: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``match``."""
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
+                total += s.value
+    return total
+
+
+def _series(text: str, name: str) -> list[dict[str, str]]:
+    return [dict(s.labels) for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
+
+
+def test_port_held_by_a_foreign_process_is_still_a_configuration_error() -> None:
+    """A port held by a process that is not part of this server (here: a socket of the test itself) still fails
+    configure() with one ConfigurationError."""
+    from ryot_telemetry import ConfigurationError, configure
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigurationError, match="cannot serve /metrics"):
+            configure(prometheus_host="127.0.0.1", prometheus_port=port, prometheus_registry="private", gpu=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("/nonexistent/ryot-mp", "no such directory"), ("/proc/self", "not writable")],
+)
+def test_missing_or_unwritable_directory_is_one_configuration_error(path: str, message: str) -> None:
+    """A missing or unwritable directory fails configure() with one ConfigurationError naming the variable."""
+    from ryot_telemetry import ConfigurationError, configure
+
+    with pytest.raises(ConfigurationError, match=f"multiproc_dir=.*{message}"):
+        configure(multiproc_dir=path, exporters="none", gpu=False)
+    os.environ["RYOT_TELEMETRY_MULTIPROC_DIR"] = path
+    try:
+        with pytest.raises(ConfigurationError, match=f"RYOT_TELEMETRY_MULTIPROC_DIR=.*{message}"):
+            configure(exporters="none", gpu=False)
+    finally:
+        del os.environ["RYOT_TELEMETRY_MULTIPROC_DIR"]
+
+
+def _recorded(latencies: list[float], tokens: int) -> bytes:
+    """One worker's cumulative OTLP snapshot after requests with the given latencies and completion tokens each."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    from ryot_telemetry.testing import capture
+
+    cap = capture()
+    rec = cap.recorder
+    for latency in latencies:
+        req = rec.start(model="m", endpoint="chat_completion", mode="streaming")
+        req.start -= latency
+        req.first_token = req.start + latency / 2
+        req.prompt_tokens, req.completion_tokens = 10, tokens
+        req.success(rec)
+        req.end = req.start + latency
+    data = cap.reader.get_metrics_data()
+    cap.provider.shutdown()
+    return encode_metrics(data).SerializeToString()
+
+
+def test_histograms_counters_and_live_gauges_merge_exactly() -> None:
+    """Two workers' snapshots: every latency bucket, the sum and count add up; counters add; a dead worker's
+    counters and histograms stay while its in-flight and sliding-rate series do not."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.sdk.resources import Resource
+
+    from ryot_telemetry._mpdir import Merged
+
+    a, b = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
+    a.ParseFromString(_recorded([0.02, 0.3, 3.0], 5))
+    b.ParseFromString(_recorded([0.02, 0.7], 7))
+    merged = Merged()
+    merged.add(a, live=True)
+    merged.add(b, live=False)
+    data = merged.metrics_data(Resource({}))
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    (lat,) = metrics["ryot.inference.latency"].data.data_points
+    assert lat.explicit_bounds == [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+    assert lat.bucket_counts == [0, 2, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0]
+    assert lat.count == 5
+    assert lat.sum == pytest.approx(0.02 + 0.3 + 3.0 + 0.02 + 0.7)
+    tokens = {p.attributes["token_type"]: p.value for p in metrics["ryot.tokens.generated"].data.data_points}
+    assert tokens == {"prompt": 50, "completion": 3 * 5 + 2 * 7}
+    (requests,) = metrics["ryot.inference.requests"].data.data_points
+    assert requests.value == 5
+    # Only the live worker's levels: its in-flight series (all 0) and its own sliding windows.
+    inflight = metrics["ryot.active_inference_requests"].data.data_points
+    assert inflight and all(p.value == 0 for p in inflight)
+    rates = {p.attributes["time_window"] for p in metrics["ryot.sliding_tokens_per_second"].data.data_points}
+    assert rates == {"1m", "5m", "15m"}
+
+
+def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> None:
+    """NVML is read by the process answering the scrape, once per scrape; the workers' 0.5 s hand-offs never
+    sweep. The token-efficiency ratio is the merged 1-minute token rate over the device's memory percent."""
+    import asyncio
+
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.simulate import SimulatedRouter
+    from test_gpu import two_gpus
+
+    fake = two_gpus()
+    tel = configure(
+        multiproc_dir=tmp_path,
+        prometheus_registry="private",
+        start_prometheus_server=False,
+        gpu_backend=fake,
+        gpu_models={0: MODEL},
+    )
+    try:
+        router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+        asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
+        time.sleep(1.2)
+        assert tel.gpu.sweeps == 0
+        text = generate_latest(tel.registry).decode()
+        assert tel.gpu.sweeps == 1
+        assert _samples(text, "ryot_gpu_memory_usage_bytes", device_id="0", memory_type="used") == 20 * 1024**3
+        assert len(_series(text, "ryot_gpu_utilization_percent")) == 2
+        rate = _samples(text, "ryot_sliding_tokens_per_second", model=MODEL, time_window="1m")
+        assert rate > 0
+        assert _samples(text, "ryot_token_efficiency_ratio", model=MODEL) == pytest.approx(rate / 25.0)
+        generate_latest(tel.registry)
+        assert tel.gpu.sweeps == 2
+    finally:
+        tel.shutdown()
+
+
+def test_files_of_an_earlier_run_are_removed_not_counted(tmp_path: Path) -> None:
+    """A worker file whose process and server (parent) are both gone is from an earlier run: the leader removes
+    it and the new run starts from zero; an archive of a server that is gone goes too."""
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    dead = 4_000_000  # above any pid_max: never a live process
+    (tmp_path / f"w-{dead}-1-{dead + 1}-1.pb").write_bytes(_recorded([0.1], 5))
+    (tmp_path / f"archive-{dead + 1}-1.pb").write_bytes(_recorded([0.1, 0.2], 5))
+    tel = configure(multiproc_dir=tmp_path, prometheus_registry="private", start_prometheus_server=False, gpu=False)
+    try:
+        assert _samples(generate_latest(tel.registry).decode(), "ryot_inference_requests_total") == 0
+        time.sleep(0.7)
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("w-")) == ["leader.lock"]
+        assert len(list(tmp_path.glob("w-*.pb"))) == 1
+    finally:
+        tel.shutdown()
+
+
+def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -> None:
+    """The same traffic exposed in single-process and in multi-process mode gives the same families and label
+    sets (the merged data goes through the same OTel Prometheus translation)."""
+    import asyncio
+
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.simulate import SimulatedRouter
+
+    def series(mp: Path | None) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        tel = configure(multiproc_dir=mp, prometheus_registry="private", start_prometheus_server=False, gpu=False)
+        try:
+            router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0.3, timeout_rate=0.1, seed=7))
+
+            async def traffic() -> None:
+                for i in range(40):
+                    params = {"model": MODEL, "messages": [{"role": "user", "content": "x" * i}], "stream": i % 2 == 0}
+                    with contextlib.suppress(Exception):
+                        result = await router.openai_chat_completion(params)
+                        if params["stream"]:
+                            async for _ in result:
+                                pass
+
+            asyncio.run(traffic())
+            time.sleep(0.7)
+            text = generate_latest(tel.registry).decode()
+        finally:
+            tel.shutdown()
+        return {
+            (s.name, tuple(sorted(s.labels.items())))
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name != "target_info"
+        }
+
+    single, multi = series(None), series(tmp_path)
+    assert single == multi
+    assert any(name == "ryot_inference_errors_total" for name, _ in multi)
+
+
+def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> None:
+    """An idle worker does not rewrite its file every tick; a finished request is handed off within a second."""
+    import asyncio
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.simulate import SimulatedRouter
+
+    tel = configure(multiproc_dir=tmp_path, exporters="none", gpu=False)
+    try:
+        (own,) = tmp_path.glob("w-*.pb")
+        first = own.stat().st_mtime_ns
+        time.sleep(1.2)
+        assert own.stat().st_mtime_ns == first
+        router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+        asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
+        time.sleep(1.0)
+        assert own.stat().st_mtime_ns > first
+        assert _samples_of(own, "ryot.inference.requests") == 1
+    finally:
+        tel.shutdown()
+
+
+def _samples_of(path: Path, name: str) -> float:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    req = ExportMetricsServiceRequest.FromString(path.read_bytes())
+    return sum(
+        p.as_int or p.as_double
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.sum.data_points
+    )
+
+
+def test_other_instrumentations_on_the_worker_provider_are_merged_and_handed_off_promptly(tmp_path: Path) -> None:
+    """The FastAPI instrumentation's HTTP duration histogram, recorded on a worker's provider, is in the merged
+    scrape within a second (a worker with meters besides ryot's hands off every tick, not only on ryot activity)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    tel = configure(multiproc_dir=tmp_path, prometheus_registry="private", start_prometheus_server=False, gpu=False)
+    try:
+        app = FastAPI()
+
+        @app.get("/ping")
+        def ping() -> dict[str, str]:
+            return {}
+
+        FastAPIInstrumentor.instrument_app(app, meter_provider=tel.meter_provider)
+        client = TestClient(app)
+        for _ in range(3):
+            assert client.get("/ping").status_code == 200
+        time.sleep(1.0)
+        text = generate_latest(tel.registry).decode()
+        counts = [
+            s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            # old or stable HTTP conventions, whichever OTEL_SEMCONV_STABILITY_OPT_IN selected in this process
+            if s.name in ("http_server_duration_milliseconds_count", "http_server_request_duration_seconds_count")
+        ]
+        assert counts == [3]
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        tel.shutdown()
