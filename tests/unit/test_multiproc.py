@@ -420,3 +420,21 @@ def test_held_increments_are_in_the_last_hand_off(tmp_path: Path) -> None:
         assert scrape() == 0
         path = Path(mp.path)
     assert _samples_of(path, "ryot.inference.requests") == 3
+
+
+def test_collection_records_keep_the_latest_start_and_the_interval(tmp_path: Path) -> None:
+    """A collection served after a later-starting one does not move the record back; the interval is the time
+    between the two latest starts; a record from the future (written before a reboot) counts as none."""
+    from ryot_telemetry.multiproc import note_collection, read_collection
+
+    d = str(tmp_path)
+    assert read_collection(d, "prometheus") is None
+    now = time.monotonic()
+    note_collection(d, "prometheus", now - 30)
+    assert read_collection(d, "prometheus") == (pytest.approx(now - 30), None)
+    note_collection(d, "prometheus", now - 15)
+    note_collection(d, "prometheus", now - 20)  # began earlier, served later: ignored
+    assert read_collection(d, "prometheus") == (pytest.approx(now - 15), pytest.approx(15))
+    assert read_collection(d, "otlp") is None  # kinds are apart
+    (tmp_path / "collected-otlp").write_text(f"{int((now + 3600) * 1e9)} 0")
+    assert read_collection(d, "otlp") is None
