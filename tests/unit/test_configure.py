@@ -91,6 +91,37 @@ def test_code_arguments_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
         s.bind(("127.0.0.1", int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0])))
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_ipv6_host_is_served_and_shutdown_stops_the_scrape_thread() -> None:
+    """An IPv6 host binds an IPv6 socket (URL in brackets); shutdown() ends the serving thread and frees the port."""
+    import threading
+
+    tel = configure(prometheus_host="::1", prometheus_port=0, prometheus_registry="private", gpu=False)
+    try:
+        assert tel.prometheus_url is not None and tel.prometheus_url.startswith("http://[::1]:")
+        response = urllib.request.urlopen(tel.prometheus_url, timeout=5)
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert "ryot_service_info" in response.read().decode()
+        assert [t.name for t in threading.enumerate()].count("ryot-telemetry-scrape") == 1
+    finally:
+        tel.shutdown()
+    assert "ryot-telemetry-scrape" not in [t.name for t in threading.enumerate()]
+    port = int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket(socket.AF_INET6) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::1", port))
+
+
 def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     """views() gives every histogram its catalogue buckets and every metric its label keys."""
     by_name = {v._instrument_name: v for v in views(include_semconv=False)}
