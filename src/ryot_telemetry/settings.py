@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from . import env
 from ._instruments import resolve_buckets
+from ._labels import first_unencodable
 from .cost import PriceTable
 
 __all__ = [
@@ -63,6 +64,24 @@ def _raw(var: str) -> str | None:
     """An environment variable; unset and blank are the same (not set)."""
     raw = os.environ.get(var)
     return None if raw is None or raw.strip() == "" else raw
+
+
+def _encodable(where: str, value: str) -> str:
+    """``value``, which becomes a label or resource attribute, else a ConfigurationError naming ``where``.
+
+    Values from configuration are rejected rather than clipped like a client's model name: a control character
+    (often a stray CR from a Windows-edited env file) or a surrogate (``os.environ``'s escape for bytes that are not
+    valid UTF-8) would break every Prometheus scrape and OTLP export, and a silently altered service name or
+    model would be harder to find than an error at start-up.
+    """
+    i = first_unencodable(value)
+    if i is None:
+        return value
+    what = "bytes that are not valid UTF-8" if "\udc80" <= value[i] <= "\udcff" else f"the character {value[i]!r}"
+    raise ConfigurationError(
+        f"{where}={value!r}: contains {what} at position {i}; labels and resource attributes must be UTF-8 "
+        "text without control characters"
+    )
 
 
 # --- loaders: (field name, argument or None) -> value ------------------------------------------------------------
@@ -115,9 +134,9 @@ def _text(var: str | None, default: str | None) -> Loader:
         if arg is not None:
             if not isinstance(arg, str) or not arg.strip():
                 raise ConfigurationError(f"{name} must be a non-empty string, got {arg!r}")
-            return arg
+            return _encodable(name, arg)
         raw = _raw(var) if var else None
-        return raw.strip() if raw is not None else default
+        return _encodable(str(var), raw.strip()) if raw is not None else default
 
     return load
 
@@ -163,9 +182,9 @@ def _genai_server(name: str, arg: Any) -> tuple[str, int] | None:
     raw = arg if arg is not None else _raw(env.RYOT_TELEMETRY_GENAI_SERVER)
     if raw is None:
         return None
-    parsed = parse_server(raw)
+    where = name if arg is not None else env.RYOT_TELEMETRY_GENAI_SERVER
+    parsed = parse_server(_encodable(where, raw))
     if parsed is None:
-        where = name if arg is not None else env.RYOT_TELEMETRY_GENAI_SERVER
         raise ConfigurationError(
             f"{where}={raw!r}: expected host:port with a port 1-65535, such as router.internal:8321 "
             "(IPv6 as [addr]:port)"
@@ -404,6 +423,7 @@ def gpu_models(name: str, arg: Any) -> dict[str, str]:
                 raise ConfigurationError(f"{name}: {e}") from None
             if not isinstance(model, str) or not model:
                 raise ConfigurationError(f"gpu model for device {dev!r} must be a non-empty string, got {model!r}")
+            _encodable(f"{name}[{dev!r}]", model)
             if dev_id in out:
                 raise ConfigurationError(f"{name}: device {dev_id} is named twice ({out[dev_id]!r} and {model!r})")
             out[dev_id] = model
@@ -415,6 +435,7 @@ def gpu_models(name: str, arg: Any) -> dict[str, str]:
 def parse_gpu_models(raw: str) -> dict[str, str]:
     """``"0=llama,1=mistral"`` (the ``RYOT_TELEMETRY_GPU_MODELS`` format) -> ``{"0": "llama", "1": "mistral"}``."""
     out: dict[str, str] = {}
+    _encodable(env.RYOT_TELEMETRY_GPU_MODELS, raw)
     for part in raw.split(","):
         if not part.strip():
             continue
@@ -485,11 +506,32 @@ def _multiproc_dir(name: str, arg: Any) -> str | None:
 
 
 def _mapping(name: str, arg: Any) -> dict[str, str]:
+    """Resource attributes: the argument's, and (checked here, merged by the SDK) ``OTEL_RESOURCE_ATTRIBUTES``'."""
+    _resource_env_encodable()
     if arg is None:
         return {}
     if not isinstance(arg, Mapping):
         raise ConfigurationError(f"{name} must be a mapping of attribute name -> value, got {arg!r}")
+    for key, value in arg.items():
+        _encodable(f"{name} key", str(key))
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, str):
+                _encodable(f"{name}[{key!r}]", v)
     return dict(arg)
+
+
+def _resource_env_encodable() -> None:
+    """``OTEL_RESOURCE_ATTRIBUTES`` as the SDK decodes it (values are percent-decoded, so ``%0A`` is a newline)."""
+    raw = _raw("OTEL_RESOURCE_ATTRIBUTES")
+    if raw is None:
+        return
+    _encodable("OTEL_RESOURCE_ATTRIBUTES", raw)
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    named = _raw("OTEL_SERVICE_NAME") is not None  # then service.name is OTEL_SERVICE_NAME, checked by its setting
+    for key, value in OTELResourceDetector().detect().attributes.items():
+        if isinstance(value, str) and not (named and key == "service.name"):
+            _encodable(f"OTEL_RESOURCE_ATTRIBUTES ({key})", value)
 
 
 def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:
