@@ -84,6 +84,12 @@ def _encodable(where: str, value: str) -> str:
     )
 
 
+def _truth(raw: str) -> bool | None:
+    """A boolean variable's value (1/true/yes/on, 0/false/no/off, any case); None when it is neither."""
+    v = raw.strip().lower()
+    return True if v in _TRUE else False if v in _FALSE else None
+
+
 # --- loaders: (field name, argument or None) -> value ------------------------------------------------------------
 
 
@@ -119,12 +125,10 @@ def _bool(var: str | None, default: bool | None) -> Loader:
         raw = _raw(var) if var else None
         if raw is None:
             return default
-        v = raw.strip().lower()
-        if v in _TRUE:
-            return True
-        if v in _FALSE:
-            return False
-        raise ConfigurationError(f"{var}={raw!r}: expected true or false")
+        value = _truth(raw)
+        if value is None:
+            raise ConfigurationError(f"{var}={raw!r}: expected true or false")
+        return value
 
     return load
 
@@ -393,12 +397,10 @@ def gpu_enabled(name: str, arg: Any) -> bool | None:
     raw = _raw(env.RYOT_TELEMETRY_GPU)
     if raw is None or raw.strip().lower() == "auto":
         return None
-    v = raw.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigurationError(f"{env.RYOT_TELEMETRY_GPU}={raw!r}: expected auto, true or false")
+    value = _truth(raw)
+    if value is None:
+        raise ConfigurationError(f"{env.RYOT_TELEMETRY_GPU}={raw!r}: expected auto, true or false")
+    return value
 
 
 def device_id(dev: object) -> str:
