@@ -512,7 +512,7 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars")
 
 
 def verdict(ok: bool) -> str:
@@ -668,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import multiproc
 
         rows += multiproc.section(q)
+    if "exemplars" in only:
+        from . import exemplars
+
+        rows += exemplars.run(q)
     w = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:

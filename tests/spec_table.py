@@ -56,3 +56,9 @@ _add("ryot_gpu_utilization_percent", "gauge", "device_id", "model")
 _add("ryot_gpu_power_watts", "gauge", "device_id", "model")
 _add("ryot_gpu_temperature_celsius", "gauge", "device_id", "model")
 _add("ryot_service_info", "gauge", "version service component")
+
+# Families the SPEC defines outside its exposition table, each from its own section, written out here the same way.
+SPEC_SECTIONS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    # "SLOs and goodput": labels model, result (met, missed) and, on missed series only, objective.
+    "ryot_slo_requests_total": ("counter", frozenset({"model", "result"}), frozenset({"objective"}), None),
+}

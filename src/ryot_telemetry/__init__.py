@@ -19,6 +19,7 @@ from .cost import Price, PriceTable
 from .engine import EngineMetrics
 from .gpu import GpuGauges, install_gpu_gauges
 from .settings import ConfigurationError, Settings
+from .slo import Slo, SloTable
 
 __version__ = package_version()
 
@@ -37,6 +38,8 @@ __all__ = [
     "Recorder",
     "Request",
     "Settings",
+    "Slo",
+    "SloTable",
     "Telemetry",
     "__version__",
     "batch_size_label",

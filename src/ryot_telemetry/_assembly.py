@@ -13,16 +13,11 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics import (
-    AlwaysOffExemplarFilter,
-    AlwaysOnExemplarFilter,
-    ExemplarFilter,
-    TraceBasedExemplarFilter,
-)
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, ExemplarFilter
 
 from . import _state, catalogue
 from ._instruments import METER_NAME, create_instrument
-from ._recorder import Recorder
+from ._recorder import Recorder, RequestSpanExemplarFilter
 from .derived import install_token_efficiency
 from .engine import EngineMetrics
 from .genai import SCHEMA_URL
@@ -35,6 +30,7 @@ __all__ = [
     "build_recorder",
     "default_recorder",
     "exemplar_filter",
+    "exemplars_enabled",
     "package_version",
     "ryot_meter",
 ]
@@ -42,7 +38,7 @@ __all__ = [
 _EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
     "always_off": AlwaysOffExemplarFilter,
     "always_on": AlwaysOnExemplarFilter,
-    "trace_based": TraceBasedExemplarFilter,
+    "trace_based": RequestSpanExemplarFilter,  # trace-based, without the span lookup for drain-time measurements
 }
 
 
@@ -86,6 +82,8 @@ def build_recorder(meter: Meter, settings: Settings | None = None, **overrides: 
         genai_provider=settings.genai_provider,
         max_pending=settings.max_pending,
         genai_server=settings.genai_server,
+        slos=settings.slos,
+        exemplars=exemplars_enabled(settings),
     )
 
 
@@ -112,9 +110,20 @@ def install_service_info(meter: Meter, service: str, component: str) -> None:
     create_instrument(meter, catalogue.get("ryot.service.info"), callbacks=[observe])
 
 
+def exemplars_enabled(settings: Settings) -> bool:
+    """Whether exemplars can be sampled: the filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names, else trace-based where a
+    reader can carry them (OTLP, console, extra readers). opentelemetry-python's Prometheus exporter drops
+    exemplars, so with the Prometheus reader alone keeping request spans would cost time for nothing."""
+    if settings.exemplar_filter is not None:
+        return settings.exemplar_filter != "always_off"
+    return bool(settings.readers) or "otlp" in settings.exporters or "console" in settings.exporters
+
+
 def exemplar_filter(settings: Settings | None = None) -> ExemplarFilter:
-    """The exemplar filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names; off by default (see ``settings``)."""
-    name = (settings or Settings.load()).exemplar_filter
+    """The provider's exemplar filter (see ``exemplars_enabled``). Trace-based: a request that ran inside a sampled
+    span gives its latency and TTFT an exemplar pointing at that trace (the recorder keeps the span context)."""
+    settings = settings or Settings.load()
+    name = settings.exemplar_filter or ("trace_based" if exemplars_enabled(settings) else "always_off")
     return _EXEMPLAR_FILTERS[name]()
 
 

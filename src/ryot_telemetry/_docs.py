@@ -35,8 +35,8 @@ OTEL_VARIABLES = (
     ),
     (
         "OTEL_METRICS_EXEMPLAR_FILTER",
-        "`always_off` (default: measurements are recorded at collection, outside the request's span), "
-        "`always_on` or `trace_based`.",
+        "`trace_based`, `always_on` or `always_off`; default trace-based when an OTLP, console or extra reader is "
+        "configured, off for Prometheus alone (its exporter drops exemplars).",
     ),
     ("OTEL_METRIC_EXPORT_INTERVAL", "Milliseconds between OTLP exports (default 60000)."),
     ("OTEL_SERVICE_NAME", "`service.name` resource attribute and `service` label of `ryot_service_info`."),

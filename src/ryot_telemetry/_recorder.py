@@ -30,7 +30,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast, overload
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from . import catalogue
 from ._errors import SEVERITY, classify, status_for
@@ -41,6 +44,7 @@ from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
 from .derived import CONTEXT_TYPE, DerivedGauges
 from .genai import OPERATION, SemconvInstruments
+from .slo import SloTable, judge
 
 _log = logging.getLogger("ryot_telemetry")
 _clock = time.perf_counter
@@ -53,12 +57,35 @@ _BATCH = "ryot.batch_size.distribution"
 _TOKENS = "ryot.tokens.generated"
 _TTFT = "ryot.ttft.latency"
 _COST = "ryot.token.cost_estimate.usd"
+_SLO = "ryot.slo.requests"
 _MODEL = "ryot.tokens_per_second"  # any metric labelled by model alone: one shared dict per model
 _ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (model, request_type, endpoint)
 
 DEFAULT_MAX_PENDING = 65536
 INLINE_BATCH = 128
 """Requests an appending thread records when the queue is past ``max_pending``: bounds the stall of that request."""
+
+# Measurements are recorded at drain time, in whatever context the reader or an overflowing request runs in: drain
+# under a context with no span, so a trace-based exemplar filter never attaches an unrelated trace.
+_NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
+
+
+class RequestSpanExemplarFilter(TraceBasedExemplarFilter):
+    """Trace-based, with a shortcut: a measurement recorded under the drain's own no-span context is never sampled.
+
+    Most drain-time measurements carry no request span; the identity check saves the span lookup on each of them.
+    """
+
+    def should_sample(self, value: float, time_unix_nano: int, attributes: Any, context: Any) -> bool:
+        return context is not _NO_SPAN and super().should_sample(value, time_unix_nano, attributes, context)
+
+
+def sampled_span_context() -> trace.SpanContext | None:
+    """The active span's context if it is sampled (an exemplar may point at it), else None. Cheap: no allocation."""
+    sc = trace.get_current_span().get_span_context()
+    return sc if sc.trace_flags.sampled else None
+
+
 SLICE = 32
 """Requests recorded per slice (about 1 ms): the longest the drainer or a collection holds the GIL in one go."""
 YIELD_RATIO = 2.0
@@ -135,6 +162,7 @@ class Request:
         "prompt_chars",
         "prompt_tokens",
         "response_model",
+        "span_context",
         "start",
         "status",
     )
@@ -158,6 +186,7 @@ class Request:
         self.status = SUCCESS
         self.error_type: str | None = None
         self.end = 0.0
+        self.span_context: trace.SpanContext | None = None  # set by Recorder.start when exemplars are on
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
@@ -310,6 +339,8 @@ class Recorder:
         genai_provider: str = "llama_stack",
         max_pending: int = DEFAULT_MAX_PENDING,
         genai_server: tuple[str, int] | None = None,
+        slos: SloTable | None = None,
+        exemplars: bool = False,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -360,6 +391,10 @@ class Recorder:
         self.batch = make("ryot.batch_size.distribution")
         self.tps = make("ryot.tokens_per_second")
         self.cache_eff = make("ryot.prompt_cache.effectiveness")
+        # No SLO table: the goodput counter is never created, so it exposes no series.
+        self.slos = slos
+        self.slo = make("ryot.slo.requests") if slos is not None else None
+        self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
         # The in-flight gauge is read from local counters; its callback is also what drains the queue.
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
         # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
@@ -397,6 +432,8 @@ class Recorder:
         req = Request(label, endpoint, mode, batch_size, active, self)
         if pending is not None:
             req._pending = pending
+        if self.exemplars:
+            req.span_context = sampled_span_context()
         return req
 
     request = start  # ``with rec.request(model=..., endpoint=..., mode=...) as req:`` reads better; same call
@@ -443,16 +480,20 @@ class Recorder:
         pending = self._pending
         counts = self._counts
         n = 0
-        while n != limit:
-            try:
-                req = pending.popleft()
-            except IndexError:
-                break
-            n += 1
-            try:
-                self._record(req, counts)
-            except Exception:  # telemetry must never take the service down
-                _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+        token = otel_context.attach(_NO_SPAN)  # exemplars only from each request's own span (see _NO_SPAN)
+        try:
+            while n != limit:
+                try:
+                    req = pending.popleft()
+                except IndexError:
+                    break
+                n += 1
+                try:
+                    self._record(req, counts)
+                except Exception:  # telemetry must never take the service down
+                    _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+        finally:
+            otel_context.detach(token)
         self._popped += n
         return n
 
@@ -470,13 +511,17 @@ class Recorder:
                     _log.debug("ryot-telemetry: failed to cap a token count", exc_info=True)
                 if not entry[2]:
                     del counts[key]
-        if self._new_series.enabled:
-            self._new_series.route(counts)  # also releases held increments, so it runs on an empty batch too
-        for instrument, attrs, amount in counts.values():
-            try:
-                instrument.add(amount, attrs)
-            except Exception:
-                _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
+        token = otel_context.attach(_NO_SPAN)  # no exemplar from whatever span the collecting thread is in
+        try:
+            if self._new_series.enabled:
+                self._new_series.route(counts)  # also releases held increments, so it runs on an empty batch too
+            for instrument, attrs, amount in counts.values():
+                try:
+                    instrument.add(amount, attrs)
+                except Exception:
+                    _log.debug("ryot-telemetry: failed to record a counter", exc_info=True)
+        finally:
+            otel_context.detach(token)
         completion, cache, self._win_completion, self._win_cache = self._win_completion, self._win_cache, {}, {}
         if completion or cache:
             self.windows.add_sums(completion, cache)
@@ -671,7 +716,9 @@ class Recorder:
         )
         if r.error_type is not None:
             count(counts, self.errors, self._a(_ERRORS, model, r.error_type, SEVERITY[r.error_type]), 1)
-        self.latency.record(latency, self._a(_LATENCY, model, batch_size_label(r.batch_size), mode))
+        sc = r.span_context
+        ctx = None if sc is None else trace.set_span_in_context(trace.NonRecordingSpan(sc))
+        self.latency.record(latency, self._a(_LATENCY, model, batch_size_label(r.batch_size), mode), context=ctx)
         self.batch.record(r.batch_size, self._a(_BATCH, model, mode))
         prompt, completion = r.prompt_tokens, r.completion_tokens
         if prompt is not None:
@@ -682,10 +729,12 @@ class Recorder:
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
-            self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)))
+            self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
             tpot = _tpot(latency, ttft, completion, r.batch_size)
             if tpot is not None:
                 self.tpot.record(tpot, self._a(_MODEL, model))
+        if self.slos is not None:
+            self._judge(r, latency, ttft, counts)
         if completion and latency > 0:
             self.tps.record(completion / latency, self._a(_MODEL, model))
         if r.cached_tokens is not None and prompt:
@@ -712,6 +761,19 @@ class Recorder:
                 sums[1] += r.cached_tokens
         if self._record_extra is not None:
             self._record_extra(r)
+
+    def _judge(self, r: Request, latency: float, ttft: float | None, counts: dict[tuple[int, int], list[Any]]) -> None:
+        """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``)."""
+        assert self.slos is not None
+        slo = self.slos.get(r.model)
+        if slo is None or (r.status == PARTIAL and r.error_type is None):
+            return  # no objective for this model, or a stream the client abandoned: counted in neither
+        stream = r.mode == "streaming"
+        # the TPOT histogram's own per-choice value, so the SLO judges exactly what the histogram shows
+        tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size) if stream and ttft is not None else None
+        missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
+        attrs = self._a(_SLO, r.model, "met") if missed is None else self._a(_SLO, r.model, "missed", missed)
+        self._count(counts, self.slo, attrs, 1)
 
     def _record_semconv(self, r: Request) -> None:
         s = self.semconv

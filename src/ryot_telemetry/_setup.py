@@ -38,6 +38,7 @@ from .cost import PriceTable
 from .engine import EngineMetrics
 from .gpu import GpuGauges
 from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
+from .slo import SloTable
 
 __all__ = [
     "EXPORTERS",
@@ -135,6 +136,7 @@ def configure(
     export_interval_ms: int | None = None,
     buckets: Mapping[str, Sequence[float]] | None = None,
     prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    slos: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     semconv: bool | None = None,
     genai_provider: str | None = None,
     genai_server: str | None = None,
@@ -158,6 +160,8 @@ def configure(
     Every argument is described in ``settings.Settings``; None means "from the environment, else the default".
     ``genai_server``: ``host:port`` clients reach this server at, for ``server.address`` / ``server.port`` of the
     semconv metrics.
+    ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
+    ``ryot_slo_requests_total``.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -171,6 +175,7 @@ def configure(
         export_interval_ms=export_interval_ms,
         buckets=buckets,
         prices=prices,
+        slos=slos,
         semconv=semconv,
         genai_provider=genai_provider,
         genai_server=genai_server,

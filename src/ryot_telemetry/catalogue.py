@@ -186,6 +186,15 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         source="router",
         label_values={"token_type": TOKEN_TYPES},
     ),
+    MetricSpec(
+        "ryot.slo.requests",
+        Instrument.COUNTER,
+        "{request}",
+        "Finished requests judged against their model's SLO table entry (goodput); abandoned streams not counted.",
+        ("model", "result"),
+        optional_labels=("objective",),  # on missed series only: the first objective missed
+        label_values={"result": ("met", "missed"), "objective": ("error", "ttft", "tpot", "latency")},
+    ),
     # --- histograms -----------------------------------------------------------------------------------------------
     MetricSpec(
         "ryot.inference.latency",

@@ -16,7 +16,11 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 
 from ._setup import ConfigurationError, Telemetry, configure
 from .catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
+from .settings import Settings
 from .simulate import SimulatedRouter
+
+DEMO_SLOS = {"*": {"ttft": 0.2, "tpot": 0.025, "latency": 1.5, "target": 0.95}}
+"""The demo's SLO table (replace it with ``--slos PATH``): at --speed 1, long prompts miss TTFT, big batches latency."""
 
 
 def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
@@ -79,6 +83,16 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
         for q in (0.5, 0.95):
             v = histogram_quantile(q, bounds, counts)
             out[f"{key}_p{int(q * 100)}_seconds"] = None if v is None else round(v, 4)
+    slo: dict[str, Any] = {"met": 0, "missed": {}}
+    for p in by_name.get("ryot.slo.requests", ()):
+        if p.attributes["result"] == "met":
+            slo["met"] += int(p.value)
+        else:
+            objective = p.attributes["objective"]
+            slo["missed"][objective] = slo["missed"].get(objective, 0) + int(p.value)
+    judged = slo["met"] + sum(slo["missed"].values())
+    slo["goodput"] = round(slo["met"] / judged, 4) if judged else None
+    out["slo"] = slo
     tps_bounds, tps_counts = _merged(by_name.get("ryot.tokens_per_second", []))
     out["per_request_tokens_per_second_p50"] = histogram_quantile(0.5, tps_bounds, tps_counts)
     return out
@@ -162,6 +176,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"  latency         p50 {ms(s['latency_p50_seconds'])}   p95 {ms(s['latency_p95_seconds'])}")
     print(f"  TTFT            p50 {ms(s['ttft_p50_seconds'])}   p95 {ms(s['ttft_p95_seconds'])}")
     print(f"  tokens/s        {s['tokens_per_second']} overall ({s['completion_tokens']} completion tokens)")
+    slo = s.get("slo")
+    if slo and "table" in slo:
+        missed = "  ".join(f"{k}={v}" for k, v in sorted(slo["missed"].items())) or "none"
+        goodput = "n/a" if slo["goodput"] is None else f"{slo['goodput']:.1%}"
+        print(f"  SLO table       {json.dumps(slo['table'], sort_keys=True)}")
+        print(f"  goodput         {goodput}  met={slo['met']}  missed: {missed}  (abandoned streams not judged)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -175,6 +195,7 @@ def run_demo(args: argparse.Namespace) -> int:
             prometheus_port=args.port,
             prometheus_registry="private" if args.private_registry else None,
             readers=[memory],
+            slos=args.slos or Settings.load().slos or DEMO_SLOS,
         )
     except ConfigurationError as e:
         print(f"ryot-telemetry: {e}", file=sys.stderr)
@@ -194,6 +215,8 @@ def run_demo(args: argparse.Namespace) -> int:
         asyncio.run(drive(router, args.requests, args.concurrency, args.seed, models, not args.no_progress))
         tel.recorder.release_held()  # a scrape may have seen new series at 0 and hold increments the summary counts
         summary = summarize(memory, time.monotonic() - start)
+        if tel.recorder.slos is not None:
+            summary["slo"]["table"] = tel.recorder.slos.as_dict()
         _print_summary(summary)
         if args.summary_json:
             with open(args.summary_json, "w", encoding="utf-8") as f:
@@ -225,9 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hold", type=float, default=0.0, help="keep serving /metrics this many seconds after")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--summary-json", default=None, help="also write the summary to this file")
+    demo.add_argument("--slos", default=None, help="SLO table file (JSON or YAML); default: the demo's own table")
     sub.add_parser("metrics-table", help="print the metric catalogue as a Markdown table")
     dash = sub.add_parser("dashboard", help="write the Grafana dashboard generated from the catalogue")
     dash.add_argument("path", nargs="?", default="-", help="output file (default stdout)")
+    rules = sub.add_parser("slo-rules", help="write Prometheus SLO burn-rate rules for an SLO table")
+    rules.add_argument("table", nargs="?", help="SLO table file (JSON or YAML); default: the shipped example table")
+    rules.add_argument("-o", "--output", default="-", help="rule file to write (default stdout)")
     return parser
 
 
@@ -241,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "metrics-table":
         print(markdown_table())
         return 0
+    if args.command == "slo-rules":
+        from . import slo
+
+        return slo.main(["rules", *([args.table] if args.table else []), "-o", args.output])
     if args.command == "dashboard":
         from .dashboard import build_dashboard
 

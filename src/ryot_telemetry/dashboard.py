@@ -312,11 +312,77 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
     ]
     return [
         ("Traffic and errors", traffic),
+        ("SLOs", _slo_panels()),
         ("Latency", latency),
         ("Tokens and cache", tokens),
         ("Capacity", capacity),
         ("GPU", gpu),
         ("Cost", spend),
+    ]
+
+
+def _slo_panels() -> list[dict[str, Any]]:
+    """Goodput, budget left and burn rates from ``ryot_slo_requests_total`` (present when an SLO table is set).
+
+    The target lives in the SLO table, so budget and burn rate read ``ryot:slo:target`` from the generated rules
+    (``python -m ryot_telemetry.slo rules``); goodput and misses need no rules.
+    """
+    from .slo import BURN_ALERTS, SLO_PERIOD, WINDOWS
+
+    slo = _name("ryot.slo.requests")
+    # ryot:slo:target is recorded by model only (no job/instance): select it by model alone
+    budget = 'on (model) (1 - ryot:slo:target{model=~"$model"})'
+
+    def missed_ratio(window: str, fn: str = "rate") -> str:
+        return (
+            f'sum by (model) ({fn}({slo}{{result="missed",{_MODEL}}}[{window}]))'
+            f" / sum by (model) ({fn}({slo}{{{_MODEL}}}[{window}]))"
+        )
+
+    burns = sorted({b for _, _, _, pairs in BURN_ALERTS for b, _, _ in pairs})
+    colors = ("yellow", "orange", "red", "dark-red")
+    remaining = _panel(
+        f"Error budget remaining ({SLO_PERIOD})",
+        f"1 - (missed share over {SLO_PERIOD}) / (1 - target): 100% = untouched, 0% = spent, negative = "
+        "overspent. The target comes from the generated SLO rules (ryot:slo:target).",
+        [(f"1 - ({missed_ratio(SLO_PERIOD, 'increase')}) / {budget}", "{{model}}")],
+        "percentunit",
+        kind="stat",
+        thresholds=[(0, "orange"), (0.25, "yellow"), (0.5, "green")],
+    )
+    remaining["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["color"] = "red"  # below 0: overspent
+    return [
+        _panel(
+            "Goodput by model",
+            "Share of finished requests that met every objective of their model's SLO (streams: TTFT, TPOT, "
+            "latency; others: latency); errors and timeouts count as missed, abandoned streams not at all.",
+            [
+                (
+                    f'sum by (model) (rate({slo}{{result="met",{_MODEL}}}[{_RATE}]))'
+                    f" / sum by (model) (rate({slo}{{{_MODEL}}}[{_RATE}]))",
+                    "{{model}}",
+                )
+            ],
+            "percentunit",
+            max_value=1,
+        ),
+        remaining,
+        _panel(
+            "Burn rate by window",
+            "Missed share over each alert window divided by the error budget: 1 spends the budget in exactly "
+            f"{SLO_PERIOD}. Pages at 14.4x (1h and 5m) or 6x (6h and 30m); tickets at 3x (1d and 2h) or 1x "
+            "(3d and 6h).",
+            [(f"({missed_ratio(w)}) / {budget}", f"{{{{model}}}} {w}") for w in WINDOWS],
+            "suffix:x",
+            kind="stat",
+            thresholds=list(zip(burns, colors)),
+        ),
+        _panel(
+            "SLO misses by objective",
+            "Requests per second that missed their SLO, by the first objective missed: error, ttft, tpot, latency.",
+            [(f'sum by (objective) (rate({slo}{{result="missed",{_MODEL}}}[{_RATE}]))', "{{objective}}")],
+            "reqps",
+        ),
     ]
 
 

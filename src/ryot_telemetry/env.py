@@ -46,6 +46,10 @@ RYOT_TELEMETRY_ROUTER_CLASSES = "RYOT_TELEMETRY_ROUTER_CLASSES"
 """Extra router classes ``RyotInstrumentor`` wraps, besides ogx's / llama-stack's ``InferenceRouter``:
 ``my_service.routers:MyRouter,other.module:Other``."""
 
+RYOT_TELEMETRY_SLOS = "RYOT_TELEMETRY_SLOS"
+"""Path of a JSON (or YAML) SLO table enabling ``ryot_slo_requests_total``:
+``{"*": {"ttft": 0.5, "tpot": 0.05, "latency": 10, "target": 0.99}}``."""
+
 RYOT_TELEMETRY_MULTIPROC_DIR = "RYOT_TELEMETRY_MULTIPROC_DIR"
 """Directory shared by the worker processes of one server (multi-process mode): whichever worker answers a scrape
 shows the whole server's totals. It must exist and be writable."""

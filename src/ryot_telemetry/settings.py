@@ -28,6 +28,7 @@ from . import env
 from ._instruments import resolve_buckets
 from ._labels import first_unencodable
 from .cost import PriceTable
+from .slo import SloTable
 
 __all__ = [
     "EXPORTERS",
@@ -322,12 +323,12 @@ def _otlp_compression(name: str, arg: Any) -> str | None:
     return v
 
 
-def _exemplar_filter(name: str, arg: Any) -> str:
-    """Exemplars are off by default: measurements are recorded when a reader collects, outside the request's span,
-    so a trace-based exemplar could only carry the collector's context; sampling them would cost time for nothing."""
+def _exemplar_filter(name: str, arg: Any) -> str | None:
+    """The filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names; None (unset) lets ``configure()`` choose: trace-based
+    where a reader can carry exemplars (OTLP, console, extra readers), off for the Prometheus reader alone."""
     raw = _raw("OTEL_METRICS_EXEMPLAR_FILTER")
     if raw is None:
-        return "always_off"
+        return None
     v = raw.strip().lower()
     if v not in EXEMPLAR_FILTERS:
         raise ConfigurationError(
@@ -386,6 +387,21 @@ def _prices(name: str, arg: Any) -> PriceTable | None:
         raise
     except ValueError as e:
         raise ConfigurationError(f"price table: {e}") from None
+
+
+def _slos(name: str, arg: Any) -> SloTable | None:
+    """An SLO table from the argument (``SloTable``, mapping or path), else ``RYOT_TELEMETRY_SLOS``, else none."""
+    try:
+        if arg is not None:
+            if not isinstance(arg, (SloTable, Mapping, str, os.PathLike)):
+                raise ConfigurationError(f"{name} must be an SloTable, a mapping or a file path, got {arg!r}")
+            return SloTable.load(arg)
+        path = _raw(env.RYOT_TELEMETRY_SLOS)
+        return SloTable.from_file(path) if path else None
+    except ConfigurationError:
+        raise
+    except ValueError as e:
+        raise ConfigurationError(f"SLO table: {e}") from None
 
 
 def gpu_enabled(name: str, arg: Any) -> bool | None:
@@ -566,12 +582,13 @@ class Settings:
     otlp_timeout: float | None = _setting(_otlp_timeout)
     otlp_compression: str | None = _setting(_otlp_compression)
     export_interval_ms: int = _setting(_int("OTEL_METRIC_EXPORT_INTERVAL", 60000, 1))
-    exemplar_filter: str = _setting(_exemplar_filter)
+    exemplar_filter: str | None = _setting(_exemplar_filter)
     readers: tuple[Any, ...] = _setting(_readers)
     set_global: bool = _setting(_bool(None, False))
     # recorder
     buckets: dict[str, tuple[float, ...]] = _setting(_buckets)
     prices: PriceTable | None = _setting(_prices)
+    slos: SloTable | None = _setting(_slos)
     semconv: bool = _setting(_bool(env.RYOT_TELEMETRY_GENAI_SEMCONV, False))
     genai_provider: str = _setting(_text(env.RYOT_TELEMETRY_GENAI_PROVIDER, "llama_stack"))
     genai_server: tuple[str, int] | None = _setting(_genai_server)

@@ -114,14 +114,15 @@ def capture(
     ``settings``: any other ``configure()`` setting (``max_models=``, ``semconv=``, ``prices=``, ...).
     GPU gauges read ``gpu_backend`` (a fake NVML, or ``pynvml``) when given; without one NVML is never touched.
     """
+    reader = InMemoryMetricReader()
     loaded = Settings.load(
         buckets=buckets,
         gpu=gpu_backend is not None,
         gpu_models=gpu_models or {},
         gpu_backend=gpu_backend,
+        readers=[reader],  # a reader that carries exemplars: trace-based unless OTEL_METRICS_EXEMPLAR_FILTER says
         **settings,
     )
-    reader = InMemoryMetricReader()
     provider = MeterProvider(
         metric_readers=[reader],
         views=views(loaded.buckets, attribute_filter=False),

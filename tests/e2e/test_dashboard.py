@@ -40,7 +40,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 29
+    assert len(queries) == 39  # 29, and 10 in the SLO row
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -102,6 +102,21 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in out.stdout
 
 
+def test_slo_row_reads_goodput_and_the_generated_target() -> None:
+    """The SLO row: goodput, 30-day budget left, burn rate for every alert window, misses by objective; the only
+    recorded series it reads is ryot:slo:target, which the generated SLO rules define."""
+    panels = build_dashboard()["panels"]
+    i = next(n for n, p in enumerate(panels) if p["type"] == "row" and p["title"] == "SLOs")
+    row = [p["title"] for p in panels[i + 1 : i + 5]]
+    assert row == ["Goodput by model", "Error budget remaining (30d)", "Burn rate by window", "SLO misses by objective"]
+    burn = panels[i + 3]
+    assert [t["legendFormat"].split()[-1] for t in burn["targets"]] == ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
+    recorded = {n for p in panels[i + 1 : i + 5] for t in p["targets"] for n in re.findall(r"ryot:[a-z_:]+", t["expr"])}
+    generated = yaml.safe_load((ROOT / "collector" / "rules" / "ryot_slo_rules.yml").read_text())
+    assert recorded == {"ryot:slo:target"}
+    assert recorded <= {r.get("record") for g in generated["groups"] for r in g["rules"]}
+
+
 _SELECTOR = re.compile(r"(?<![\w:])(ryot_[a-z_]+)(\{[^}]*\})?")
 
 
@@ -123,9 +138,10 @@ def test_every_query_selects_job_and_instance() -> None:
 def test_stat_panels_run_instant_queries() -> None:
     """A stat over the dashboard's range (the cost total) is one instant query, not a range query at every step."""
     stats = [p for p in build_dashboard()["panels"] if p["type"] == "stat"]
-    assert [p["title"] for p in stats] == ["Estimated cost over the time range"]
-    (target,) = stats[0]["targets"]
-    assert (target["instant"], target["range"]) == (True, False)
+    titles = ["Error budget remaining (30d)", "Burn rate by window", "Estimated cost over the time range"]
+    assert [p["title"] for p in stats] == titles  # the SLO stats: current values, so instant queries as well
+    assert all((t["instant"], t["range"]) == (True, False) for p in stats for t in p["targets"])
+    (target,) = stats[-1]["targets"]
     assert "[$__range]" in target["expr"]
 
 
@@ -154,6 +170,8 @@ def expected_units(expr: str) -> set[str]:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         specs[name] = catalogue.BY_PROMETHEUS_NAME.get(base) or catalogue.BY_PROMETHEUS_NAME[name]
     units = {spec.unit for spec in specs.values()}
+    if "(1 - ryot:slo:target" in expr:  # SLO: over the error budget, a share is a burn rate (x); 1 - it, the rest
+        return {"percentunit"} if expr.startswith("1 - ") else {"suffix:x"}
     if "histogram_quantile" in expr or any(n.endswith("_sum") for n in specs):
         (unit,) = units  # a quantile, or an average of one histogram
         return _VALUE_UNITS[unit]

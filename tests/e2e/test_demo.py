@@ -47,6 +47,23 @@ def test_demo_in_process_counts_every_request(tmp_path) -> None:
     assert sum(s["requests"].values()) == 100
     assert s["requests"]["error"] + s["requests"]["timeout"] + s["requests"]["partial"] > 0
     assert s["completion_tokens"] > 0 and s["latency_p50_seconds"] is not None
+    # every success is judged met or missed on a latency objective; failures are missed with objective=error
+    slo = s["slo"]
+    assert slo["table"] == {"*": {"ttft": 0.2, "tpot": 0.025, "latency": 1.5, "target": 0.95}}
+    assert slo["met"] + sum(v for k, v in slo["missed"].items() if k != "error") == s["requests"]["success"]
+    assert slo["missed"]["error"] >= s["requests"]["error"] + s["requests"]["timeout"]
+    assert slo["goodput"] == round(slo["met"] / (slo["met"] + sum(slo["missed"].values())), 4)
+
+
+def test_demo_takes_an_slo_table_file(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--slos replaces the embedded table; the summary prints it and the goodput."""
+    table = tmp_path / "slos.json"
+    table.write_text(json.dumps({"llama-3.1-8b-instruct": {"latency": 60, "target": 0.9}}))
+    args = ["demo", "--requests", "20", "--speed", "0", "--exporters", "none", "--no-progress"]
+    assert main([*args, "--error-rate", "0", "--timeout-rate", "0", "--slos", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert '  SLO table       {"llama-3.1-8b-instruct": {"latency": 60.0, "target": 0.9}}' in out
+    assert "  goodput         100.0%  met=" in out and "missed: none" in out
 
 
 def test_demo_module_entry_point_prints_summary() -> None:

@@ -281,3 +281,59 @@ def test_otlp_example_flushes_everything_on_shutdown(receiver: Receiver) -> None
     metric, resource = got
     assert sum(_sum_points(metric).values()) == 12
     assert resource["service.name"] == "ryot-inference"
+
+
+async def test_otlp_exemplars_carry_the_trace_the_request_ran_under(receiver: Receiver) -> None:
+    """Latency and TTFT exemplars point at the sampled span a request ran in, though recorded later on another
+    thread; a request outside any span, one in an unsampled span and the collection's own span give none."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from fakes import content_chunk
+
+    receiver.start()
+    sampled = TracerProvider(sampler=ALWAYS_ON).get_tracer("test")
+    unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    tel = configure(
+        exporters="otlp",
+        otlp_endpoint=receiver.endpoint,
+        otlp_protocol=receiver.protocol,
+        export_interval_ms=60000,  # only the final export on shutdown: everything is drained in one go
+        gpu=False,
+    )
+    try:
+        router = tel.instrument_router(ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b")]))
+        plain = tel.instrument_router(ScriptedRouter(response=Completion(usage=usage(4, 2))))
+
+        async def stream() -> None:
+            async for _ in await router.openai_chat_completion(ChatParams(model="traced", stream=True)):
+                pass
+
+        with sampled.start_as_current_span("POST /v1/chat/completions") as span:
+            await stream()
+        ctx = span.get_span_context()
+        await plain.openai_chat_completion(ChatParams(model="untraced"))
+        with unsampled.start_as_current_span("not sampled"):
+            await plain.openai_chat_completion(ChatParams(model="unsampled"))
+        with sampled.start_as_current_span("a collection inside a span"):
+            tel.collect()  # drained in this span's context: it must not become anyone's exemplar
+    finally:
+        tel.shutdown()
+
+    def exemplars(name: str) -> dict[str, list[tuple[bytes, bytes, float]]]:
+        metric, _ = receiver.latest(name)
+        points = metric.histogram.data_points if metric.HasField("histogram") else metric.sum.data_points
+        return {
+            _attrs(p.attributes)["model"]: [(e.trace_id, e.span_id, e.as_double) for e in p.exemplars] for p in points
+        }
+
+    trace_id, span_id = ctx.trace_id.to_bytes(16, "big"), ctx.span_id.to_bytes(8, "big")
+    latency, ttft = exemplars("ryot.inference.latency"), exemplars("ryot.ttft.latency")
+    assert set(latency) == {"traced", "untraced", "unsampled"}
+    ((lat_trace, lat_span, lat_value),) = latency["traced"]
+    assert (lat_trace, lat_span) == (trace_id, span_id) and lat_value > 0
+    assert latency["untraced"] == latency["unsampled"] == []
+    ((ttft_trace, ttft_span, ttft_value),) = ttft["traced"]
+    assert (ttft_trace, ttft_span) == (trace_id, span_id) and 0 < ttft_value <= lat_value
+    # counters recorded in the same drain carry no exemplar of the collecting span
+    assert all(ex == [] for ex in exemplars("ryot.inference.requests").values())

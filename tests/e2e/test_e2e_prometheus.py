@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from ryot_telemetry import catalogue
+from ryot_telemetry.cli import DEMO_SLOS
+from ryot_telemetry.slo import WINDOWS, SloTable
 
 pytestmark = [
     pytest.mark.e2e,
@@ -100,9 +102,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory, late_port: int) -> Iterator[
     """Prometheus (1s scrape and rule interval, ryot rules loaded) scraping the demo, which runs 300 requests."""
     tmp_path = tmp_path_factory.mktemp("prometheus")
     demo_port, prom_port = _free_port(), _free_port()
+    # SLO rules generated, as a user would, for the demo's own SLO table
+    table, slo_rules = tmp_path / "demo_slos.json", tmp_path / "slo_rules.yml"
+    table.write_text(json.dumps(DEMO_SLOS))
+    subprocess.run(
+        [sys.executable, "-m", "ryot_telemetry.slo", "rules", str(table), "-o", str(slo_rules)],
+        check=True,
+        timeout=60,
+    )
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES / "ryot_recording_rules.yml"), str(RULES / "ryot_alerts.yml")],
+        "rule_files": [
+            str(RULES / "ryot_recording_rules.yml"),
+            str(RULES / "ryot_alerts.yml"),
+            str(slo_rules),
+        ],
         "scrape_configs": [
             {"job_name": "ryot-demo", "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]},
             {"job_name": "ryot-late", "static_configs": [{"targets": [f"127.0.0.1:{late_port}"]}]},
@@ -233,8 +247,47 @@ def test_recording_rules_evaluate_on_real_data(stack: tuple[Prom, dict[str, Any]
     assert set(p95) == models and all(0 < v <= 2.5 for v in p95.values())
     groups = _get(f"{prom.base}/api/v1/rules")["data"]["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
-    assert len(health) == 17
+    assert len(health) == 17 + 18  # + the generated SLO rules: 16 recording rules, 2 alerts
     assert {name: h for name, h in health.items() if h != ("ok", "")} == {}
+
+
+def test_slo_goodput_and_burn_rate_rules_match_the_demo_summary(stack: tuple[Prom, dict[str, Any], int]) -> None:
+    """ryot_slo_requests_total sums to the demo's met/missed counts exactly; the generated goodput, error-ratio and
+    burn-rate rules give the summary's goodput (within rate() extrapolation) and burn = error ratio / (1 - target)."""
+    prom, summary, _ = stack
+    slo = summary["slo"]
+    assert slo["table"] == SloTable(DEMO_SLOS).as_dict()
+    judged = slo["met"] + sum(slo["missed"].values())
+    req = summary["requests"]
+    # every success is met or missed on latency/ttft/tpot; errors and timeouts are missed with objective=error,
+    # as are streams broken by an error (partial); streams the client abandoned (partial too) are in neither
+    assert slo["met"] + sum(v for k, v in slo["missed"].items() if k != "error") == req["success"]
+    assert req["error"] + req["timeout"] <= slo["missed"]["error"] <= req["error"] + req["timeout"] + req["partial"]
+    _wait("all SLO verdicts scraped", lambda: prom.scalar("sum(ryot_slo_requests_total)") == judged, 15)
+    assert prom.by("sum by (result) (ryot_slo_requests_total)", "result") == {
+        k: float(v) for k, v in (("met", slo["met"]), ("missed", judged - slo["met"])) if v
+    }
+    assert prom.by('sum by (objective) (ryot_slo_requests_total{result="missed"})', "objective") == {
+        k: float(v) for k, v in slo["missed"].items()
+    }
+    time.sleep(2.5)  # two more rule cycles after the last increase
+    models = {"llama-3.1-8b-instruct", "mistral-7b-instruct"}
+    assert prom.by("ryot:slo:target", "model") == dict.fromkeys(models, 0.95)
+    total = prom.by("sum by (model) (ryot_slo_requests_total)", "model")
+    met = prom.by('sum by (model) (ryot_slo_requests_total{result="met"})', "model")
+    goodput = prom.by("ryot:slo_goodput:ratio_rate5m", "model")
+    assert set(goodput) == models
+    for model in models:
+        # rate() extrapolates each series a little differently; the ratio stays within 2 points of the counts
+        assert abs(goodput[model] - met.get(model, 0.0) / total[model]) < 0.02, (model, goodput, met, total)
+    assert abs(sum(goodput[m] * total[m] for m in models) / judged - slo["goodput"]) < 0.02
+    for window in WINDOWS:  # the whole run lies inside every window: each gives about the same ratio
+        errors = prom.by(f"ryot:slo_errors:ratio_rate{window}", "model")
+        burn = prom.by(f"ryot:slo_burn_rate:rate{window}", "model")
+        assert set(errors) == set(burn) == models, window
+        for model in models:
+            assert abs(errors[model] - (1 - goodput[model])) < 0.02, (window, model, errors, goodput)
+            assert burn[model] == pytest.approx(errors[model] / 0.05, rel=1e-9), (window, model)
 
 
 def test_first_requests_of_a_new_model_count_in_increase(

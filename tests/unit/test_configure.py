@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -129,20 +130,34 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type"}
-    assert len(by_name) == 26
+    assert len(by_name) == 27  # the 26 SPEC table families and ryot_slo_requests_total
 
 
-def test_exemplars_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    """configure() turns exemplars off (deferred recording has no request span) unless the env var asks."""
-    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone (its exporter drops them);
+    OTEL_METRICS_EXEMPLAR_FILTER wins; the recorder keeps request spans only when exemplars can be sampled."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    tel = configure(exporters="none", gpu=False)
-    assert isinstance(tel.meter_provider._sdk_config.exemplar_filter, AlwaysOffExemplarFilter)
-    tel.shutdown()
+    from ryot_telemetry._recorder import RequestSpanExemplarFilter
+
+    def built(**kw: Any) -> tuple[type, bool]:
+        tel = configure(gpu=False, **kw)
+        try:
+            return type(tel.meter_provider._sdk_config.exemplar_filter), tel.recorder.exemplars
+        finally:
+            tel.shutdown()
+
+    prom_only = {"exporters": "prometheus", "prometheus_registry": "private", "start_prometheus_server": False}
+    assert built(**prom_only) == (AlwaysOffExemplarFilter, False)
+    assert built(exporters="none") == (AlwaysOffExemplarFilter, False)
+    assert built(exporters="none", readers=[InMemoryMetricReader()]) == (RequestSpanExemplarFilter, True)
+    assert built(exporters="console", export_interval_ms=60000) == (RequestSpanExemplarFilter, True)
+    assert issubclass(RequestSpanExemplarFilter, TraceBasedExemplarFilter)  # the SDK semantics, one shortcut
     monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_on")
-    tel = configure(exporters="none", gpu=False)
-    assert type(tel.meter_provider._sdk_config.exemplar_filter).__name__ == "AlwaysOnExemplarFilter"
-    tel.shutdown()
+    assert built(**prom_only) == (AlwaysOnExemplarFilter, True)
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
+    assert built(exporters="none", readers=[InMemoryMetricReader()]) == (AlwaysOffExemplarFilter, False)
 
 
 def test_failed_configure_leaves_nothing_running() -> None:

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import otlp_names
 from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
-from ryot_telemetry import CATALOGUE, PriceTable, configure
+from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
 from ryot_telemetry.catalogue import Instrument
 from ryot_telemetry.genai import SEMCONV
-from spec_table import SPEC
+from spec_table import SPEC, SPEC_SECTIONS
 from test_gpu import two_gpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +119,7 @@ def full_exposition() -> bytes:
         gpu_backend=two_gpus(),
         gpu_models={0: "m"},
         semconv=True,
+        slos={"*": {"latency": 30.0}},
     )
     try:
         asyncio.run(_traffic(tel))
@@ -210,11 +211,56 @@ def test_collector_and_plugin_expose_the_same_names(full_exposition: bytes) -> N
     assert {name: exposed.get(name) for name in semconv} == dict.fromkeys(semconv, "histogram")
 
 
+def test_slo_family_exposed_as_its_spec_section_defines() -> None:
+    """With an SLO table, ryot_slo_requests_total is exposed as "SLOs and goodput" says: objective on missed only."""
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prometheus_registry="private",
+        slos={"*": {"latency": 30.0}},
+        gpu=False,
+    )
+    try:
+        asyncio.run(_traffic(tel))
+        exposed = scrape(tel.prometheus_url)
+    finally:
+        tel.shutdown()
+    fam = exposed["ryot_slo_requests_total"]
+    kind, required, optional, _ = SPEC_SECTIONS["ryot_slo_requests_total"]
+    assert fam["type"] == kind
+    assert sorted(sorted(ls) for ls in fam["labelsets"]) == [
+        ["model", "objective", "result"],  # the timeout: missed, objective=error
+        ["model", "result"],  # the three successes: met
+    ]
+    assert all(required <= ls <= required | optional for ls in fam["labelsets"])
+
+
+@pytest.mark.skipif(not SHARED_SPEC.exists(), reason="../shared/SPEC.md is not beside this checkout")
+def test_slo_section_matches_shared_spec() -> None:
+    """SPEC_SECTIONS copies the SPEC's "SLOs and goodput" definition: name, unit, labels, values, objective order."""
+    text = SHARED_SPEC.read_text()
+    section = text[text.index("## SLOs and goodput") :]
+    section = " ".join(section[: section.index("\n## ", 1)].split())
+    assert "OTel `ryot.slo.requests` (unit `{request}`), exposed `ryot_slo_requests_total`" in section
+    assert "labels `model`, `result` (`met`, `missed`) and, on missed series only, `objective`" in section
+    assert "in the order `error`, `ttft`, `tpot`, `latency`" in section
+    spec = catalogue.get("ryot_slo_requests_total")
+    assert (spec.name, spec.unit, spec.labels, spec.optional_labels) == (
+        "ryot.slo.requests",
+        "{request}",
+        ("model", "result"),
+        ("objective",),
+    )
+    assert spec.label_values == {"result": ("met", "missed"), "objective": ("error", "ttft", "tpot", "latency")}
+
+
 def test_catalogue_matches_spec_table() -> None:
-    """The catalogue declares exactly the SPEC's metrics, with the same kinds, labels and buckets."""
-    assert {m.prometheus_name for m in CATALOGUE} == set(SPEC)
+    """The catalogue declares exactly the SPEC's metrics (table and sections), with the same kinds, labels, buckets."""
+    assert not set(SPEC) & set(SPEC_SECTIONS)
+    assert {m.prometheus_name for m in CATALOGUE} == set(SPEC) | set(SPEC_SECTIONS)
     for m in CATALOGUE:
-        kind, required, optional, buckets = SPEC[m.prometheus_name]
+        kind, required, optional, buckets = {**SPEC, **SPEC_SECTIONS}[m.prometheus_name]
         assert (m.prometheus_type, set(m.labels), set(m.optional_labels)) == (kind, required, optional)
         assert m.buckets == buckets
 
