@@ -33,6 +33,7 @@ from .run import (
     make_params,
     make_response,
     median,
+    mirror_registry,
     ns,
     telemetry,
     timed,
@@ -111,42 +112,13 @@ def _child(kind: str, directory: str) -> None:
         fill_all_combinations(tel.recorder)
         text = generate_latest(tel.registry).decode()
         tel.shutdown()
-        _mirror_multiprocess(text)
+        # prometheus_client metrics (multiprocess values) holding exactly these series; gauges are ``livesum``,
+        # as ryot's in-flight and token-rate gauges are merged
+        mirror_registry(text, skip=("target_info",), gauge_mode="livesum")
     print("ready", flush=True)
     sys.stdin.read()
     if kind == "ryot":
         tel.shutdown()
-
-
-def _mirror_multiprocess(exposition: str) -> None:
-    """prometheus_client metrics (multiprocess values) holding exactly the series of ``exposition``; gauges are
-    ``livesum``, as ryot's in-flight and token-rate gauges are merged."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-    from prometheus_client.parser import text_string_to_metric_families
-
-    reg = CollectorRegistry()
-    for fam in text_string_to_metric_families(exposition):
-        samples = fam.samples
-        if not samples or fam.name == "target_info":
-            continue
-        if fam.type == "histogram":
-            keys = sorted({k for s in samples for k in s.labels if k != "le"})
-            bounds = sorted({float(s.labels["le"]) for s in samples if "le" in s.labels} - {float("inf")})
-            h = Histogram(fam.name, fam.documentation or "h", keys, buckets=bounds, registry=reg)
-            for s in samples:
-                if s.name.endswith("_sum"):
-                    h.labels(*(s.labels[k] for k in keys)).observe(s.value)
-        elif fam.type == "counter":
-            keys = sorted({k for s in samples for k in s.labels})
-            c = Counter(fam.name, fam.documentation or "c", keys, registry=reg)
-            for s in samples:
-                if s.name.endswith("_total"):
-                    c.labels(*(s.labels.get(k, "") for k in keys)).inc(s.value)
-        else:
-            keys = sorted({k for s in samples for k in s.labels})
-            g = Gauge(fam.name, fam.documentation or "g", keys, registry=reg, multiprocess_mode="livesum")
-            for s in samples:
-                g.labels(*(s.labels.get(k, "") for k in keys)).set(s.value)
 
 
 def _start_workers(kind: str, directory: str, workers: int) -> list[subprocess.Popen[str]]:

@@ -395,12 +395,13 @@ def fill_all_combinations(rec: Any) -> int:
     return n
 
 
-def mirror_registry(exposition: str) -> CollectorRegistry:
-    """A prometheus_client registry exposing exactly the series (names, labels, buckets) of ``exposition``."""
+def mirror_registry(exposition: str, skip: tuple[str, ...] = (), gauge_mode: str = "all") -> CollectorRegistry:
+    """A prometheus_client registry exposing exactly the series (names, labels, buckets) of ``exposition``, less
+    the families in ``skip``. ``gauge_mode``: the gauges' multiprocess_mode (in PROMETHEUS_MULTIPROC_DIR mode)."""
     reg = CollectorRegistry()
     for fam in text_string_to_metric_families(exposition):
         samples = fam.samples
-        if not samples:
+        if not samples or fam.name in skip:
             continue
         if fam.type == "histogram":
             keys = sorted({k for s in samples for k in s.labels if k != "le"})
@@ -417,7 +418,7 @@ def mirror_registry(exposition: str) -> CollectorRegistry:
                     c.labels(*(s.labels.get(k, "") for k in keys)).inc(s.value)
         else:
             keys = sorted({k for s in samples for k in s.labels})
-            g = Gauge(fam.name, fam.documentation or "g", keys, registry=reg)
+            g = Gauge(fam.name, fam.documentation or "g", keys, registry=reg, multiprocess_mode=gauge_mode)
             for s in samples:
                 g.labels(*(s.labels.get(k, "") for k in keys)).set(s.value)
     return reg

@@ -40,6 +40,11 @@ OTEL_VARIABLES = (
     ),
     ("OTEL_METRIC_EXPORT_INTERVAL", "Milliseconds between OTLP exports (default 60000)."),
     ("OTEL_SERVICE_NAME", "`service.name` resource attribute and `service` label of `ryot_service_info`."),
+    (
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "`key=value,...` resource attributes (values percent-decoded); its `service.name` is used when "
+        "`OTEL_SERVICE_NAME` is not set.",
+    ),
 )
 
 BEGIN = "<!-- BEGIN {} -->"

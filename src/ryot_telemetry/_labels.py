@@ -54,6 +54,12 @@ UTF-8, so one in a label value breaks every later Prometheus scrape and OTLP exp
 REPLACEMENT = "\ufffd"
 
 
+def first_unencodable(value: str) -> int | None:
+    """Index of the first control character or surrogate in ``value`` (what ``clip`` would replace); None if none."""
+    m = _UNENCODABLE.search(value)
+    return m.start() if m else None
+
+
 def clip(value: object, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:
     """A label value that every exporter can encode: at most ``max_length`` code points, control characters and
     surrogates replaced by U+FFFD (non-strings are str()-ed).

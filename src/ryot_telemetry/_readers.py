@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
+import socket
+import threading
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from socketserver import TCPServer, ThreadingMixIn
 from typing import Any
 from urllib.parse import urlparse
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
@@ -23,7 +28,7 @@ from .settings import ConfigurationError, Settings
 
 _log = logging.getLogger("ryot_telemetry")
 
-__all__ = ["Exposition", "build_readers", "otlp_exporter", "registry_for"]
+__all__ = ["Exposition", "ScrapeServer", "build_readers", "otlp_exporter", "registry_for", "serve_metrics"]
 
 
 @dataclass
@@ -135,12 +140,10 @@ def _url_host(host: str) -> str:
 
 def _start_http_server(host: str, port: int, registry: Any) -> Any:
     """The scrape server; None when another worker of this server already holds the port (logged once)."""
-    from prometheus_client import start_http_server
-
     from ._ports import port_held_by_same_server
 
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        return serve_metrics(host, port, registry)
     except OSError as e:
         if port and port_held_by_same_server(port, host):
             _log.warning(
@@ -156,27 +159,109 @@ def _start_http_server(host: str, port: int, registry: Any) -> Any:
             f"cannot serve /metrics on {host}:{port}: {e.strerror or e} "
             "(set OTEL_EXPORTER_PROMETHEUS_PORT or prometheus_port= to a free port, 0 for any)"
         ) from None
-    _owners[server] = os.getpid()
-    return server
 
 
-def _stop_server(server: Any) -> None:
-    if _owners.get(server) != os.getpid():
-        # A forked child: the serving thread lives in the parent only, so shutdown() would wait for ever.
-        server.server_close()
-        return
+def _stop_server(server: ScrapeServer) -> None:
     server.shutdown()
     server.server_close()
 
 
-_owners: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-"""Each scrape server and the pid of the process whose thread serves it."""
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One daemon thread per scrape, so a slow scraper never holds up another or the process's exit."""
+
+    daemon_threads = True
+    # handle_request() is only called once the socket is ready: it never waits (a connection reset before the
+    # accept is dropped, not waited on).
+    timeout = 0
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves socket.getfqdn(host): a reverse DNS lookup that can take seconds on a
+        # host without DNS, only to fill the unused SERVER_NAME.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+
+class ScrapeServer:
+    """``/metrics`` (prometheus_client's WSGI app) served on a daemon thread that stops at once.
+
+    prometheus_client's ``start_http_server`` polls for shutdown every 0.5 s, so each ``shutdown()`` waited up to
+    half a second; this loop also waits on a wake-up socket, so ``shutdown()`` returns as soon as the thread has
+    seen it. Same address handling (IPv4 or IPv6 by what ``host`` resolves to) and the same answers.
+    """
+
+    def __init__(self, host: str, port: int, registry: Any) -> None:
+        from prometheus_client import make_wsgi_app
+
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]  # as prometheus_client: IPv4 or IPv6 by what the host resolves to
+        server_class = type("_Server", (_ThreadingWSGIServer,), {"address_family": family})
+        self._httpd: WSGIServer = make_server(
+            str(sockaddr[0]), port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler
+        )
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._serve, name="ryot-telemetry-scrape", daemon=True)
+        self._thread.start()
+        _servers.add(self)
+
+    @property
+    def server_address(self) -> Any:
+        """(host, port, ...) the socket is bound to: the port chosen by the system when 0 was asked for."""
+        return self._httpd.server_address
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._httpd.socket
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._httpd, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if any(key.fileobj is self._wake_r for key, _ in ready):
+                    return
+                self._httpd.handle_request()
+
+    def shutdown(self) -> None:
+        """Stop serving and wait for the serving thread (not for scrapes in flight, as prometheus_client)."""
+        if self._pid != os.getpid():
+            return  # a forked child: the serving thread lives in the parent, which a wake-up would stop
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        self._thread.join()
+
+    def server_close(self) -> None:
+        """Close the listening socket (the port is free once this returns) and the wake-up pair."""
+        self._httpd.server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+        _servers.discard(self)
+
+
+def serve_metrics(host: str, port: int, registry: Any) -> ScrapeServer:
+    """Serve ``registry`` on ``host:port`` (0: any free port); OSError when the address cannot be bound."""
+    return ScrapeServer(host, port, registry)
+
+
+_servers: weakref.WeakSet[ScrapeServer] = weakref.WeakSet()
+"""The scrape servers of this process (and, in a forked child, of its parent)."""
 
 
 def _close_inherited_servers() -> None:
     """After ``os.fork()``: the child closes its copy of every scrape socket, so it never holds a port that only
     the parent serves (a port held by a child outliving its parent would accept scrapes nobody answers)."""
-    for server in list(_owners.keys()):
+    for server in list(_servers):
         with contextlib.suppress(Exception):
             server.socket.close()
 

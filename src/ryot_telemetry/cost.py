@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ._tables import read_table_file
 
 __all__ = ["Price", "PriceTable"]
 
@@ -62,19 +63,7 @@ class PriceTable:
     def from_file(cls, path: str | os.PathLike[str]) -> PriceTable:
         """Load a JSON file ``{"model": {"prompt": 0.0015, "completion": 0.006}, ...}`` (YAML if PyYAML is present)."""
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ValueError(f"cannot read price table {p}: {e.strerror or e}") from None
-        try:
-            if p.suffix in (".yaml", ".yml"):
-                import yaml  # optional
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as e:
-            raise ValueError(f"malformed price table {p}: {e}") from None
+        data = read_table_file(p, "price table")
         try:
             return cls(data)
         except ValueError as e:

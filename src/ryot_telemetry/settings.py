@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from . import env
 from ._instruments import resolve_buckets
+from ._labels import first_unencodable
 from .cost import PriceTable
 from .slo import SloTable
 
@@ -66,6 +67,30 @@ def _raw(var: str) -> str | None:
     return None if raw is None or raw.strip() == "" else raw
 
 
+def _encodable(where: str, value: str) -> str:
+    """``value``, which becomes a label or resource attribute, else a ConfigurationError naming ``where``.
+
+    Values from configuration are rejected rather than clipped like a client's model name: a control character
+    (often a stray CR from a Windows-edited env file) or a surrogate (``os.environ``'s escape for bytes that are not
+    valid UTF-8) would break every Prometheus scrape and OTLP export, and a silently altered service name or
+    model would be harder to find than an error at start-up.
+    """
+    i = first_unencodable(value)
+    if i is None:
+        return value
+    what = "bytes that are not valid UTF-8" if "\udc80" <= value[i] <= "\udcff" else f"the character {value[i]!r}"
+    raise ConfigurationError(
+        f"{where}={value!r}: contains {what} at position {i}; labels and resource attributes must be UTF-8 "
+        "text without control characters"
+    )
+
+
+def _truth(raw: str) -> bool | None:
+    """A boolean variable's value (1/true/yes/on, 0/false/no/off, any case); None when it is neither."""
+    v = raw.strip().lower()
+    return True if v in _TRUE else False if v in _FALSE else None
+
+
 # --- loaders: (field name, argument or None) -> value ------------------------------------------------------------
 
 
@@ -101,12 +126,10 @@ def _bool(var: str | None, default: bool | None) -> Loader:
         raw = _raw(var) if var else None
         if raw is None:
             return default
-        v = raw.strip().lower()
-        if v in _TRUE:
-            return True
-        if v in _FALSE:
-            return False
-        raise ConfigurationError(f"{var}={raw!r}: expected true or false")
+        value = _truth(raw)
+        if value is None:
+            raise ConfigurationError(f"{var}={raw!r}: expected true or false")
+        return value
 
     return load
 
@@ -116,9 +139,9 @@ def _text(var: str | None, default: str | None) -> Loader:
         if arg is not None:
             if not isinstance(arg, str) or not arg.strip():
                 raise ConfigurationError(f"{name} must be a non-empty string, got {arg!r}")
-            return arg
+            return _encodable(name, arg)
         raw = _raw(var) if var else None
-        return raw.strip() if raw is not None else default
+        return _encodable(str(var), raw.strip()) if raw is not None else default
 
     return load
 
@@ -164,9 +187,9 @@ def _genai_server(name: str, arg: Any) -> tuple[str, int] | None:
     raw = arg if arg is not None else _raw(env.RYOT_TELEMETRY_GENAI_SERVER)
     if raw is None:
         return None
-    parsed = parse_server(raw)
+    where = name if arg is not None else env.RYOT_TELEMETRY_GENAI_SERVER
+    parsed = parse_server(_encodable(where, raw))
     if parsed is None:
-        where = name if arg is not None else env.RYOT_TELEMETRY_GENAI_SERVER
         raise ConfigurationError(
             f"{where}={raw!r}: expected host:port with a port 1-65535, such as router.internal:8321 "
             "(IPv6 as [addr]:port)"
@@ -390,12 +413,10 @@ def gpu_enabled(name: str, arg: Any) -> bool | None:
     raw = _raw(env.RYOT_TELEMETRY_GPU)
     if raw is None or raw.strip().lower() == "auto":
         return None
-    v = raw.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigurationError(f"{env.RYOT_TELEMETRY_GPU}={raw!r}: expected auto, true or false")
+    value = _truth(raw)
+    if value is None:
+        raise ConfigurationError(f"{env.RYOT_TELEMETRY_GPU}={raw!r}: expected auto, true or false")
+    return value
 
 
 def device_id(dev: object) -> str:
@@ -420,6 +441,7 @@ def gpu_models(name: str, arg: Any) -> dict[str, str]:
                 raise ConfigurationError(f"{name}: {e}") from None
             if not isinstance(model, str) or not model:
                 raise ConfigurationError(f"gpu model for device {dev!r} must be a non-empty string, got {model!r}")
+            _encodable(f"{name}[{dev!r}]", model)
             if dev_id in out:
                 raise ConfigurationError(f"{name}: device {dev_id} is named twice ({out[dev_id]!r} and {model!r})")
             out[dev_id] = model
@@ -431,6 +453,7 @@ def gpu_models(name: str, arg: Any) -> dict[str, str]:
 def parse_gpu_models(raw: str) -> dict[str, str]:
     """``"0=llama,1=mistral"`` (the ``RYOT_TELEMETRY_GPU_MODELS`` format) -> ``{"0": "llama", "1": "mistral"}``."""
     out: dict[str, str] = {}
+    _encodable(env.RYOT_TELEMETRY_GPU_MODELS, raw)
     for part in raw.split(","):
         if not part.strip():
             continue
@@ -501,11 +524,32 @@ def _multiproc_dir(name: str, arg: Any) -> str | None:
 
 
 def _mapping(name: str, arg: Any) -> dict[str, str]:
+    """Resource attributes: the argument's, and (checked here, merged by the SDK) ``OTEL_RESOURCE_ATTRIBUTES``'."""
+    _resource_env_encodable()
     if arg is None:
         return {}
     if not isinstance(arg, Mapping):
         raise ConfigurationError(f"{name} must be a mapping of attribute name -> value, got {arg!r}")
+    for key, value in arg.items():
+        _encodable(f"{name} key", str(key))
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, str):
+                _encodable(f"{name}[{key!r}]", v)
     return dict(arg)
+
+
+def _resource_env_encodable() -> None:
+    """``OTEL_RESOURCE_ATTRIBUTES`` as the SDK decodes it (values are percent-decoded, so ``%0A`` is a newline)."""
+    raw = _raw("OTEL_RESOURCE_ATTRIBUTES")
+    if raw is None:
+        return
+    _encodable("OTEL_RESOURCE_ATTRIBUTES", raw)
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    named = _raw("OTEL_SERVICE_NAME") is not None  # then service.name is OTEL_SERVICE_NAME, checked by its setting
+    for key, value in OTELResourceDetector().detect().attributes.items():
+        if isinstance(value, str) and not (named and key == "service.name"):
+            _encodable(f"OTEL_RESOURCE_ATTRIBUTES ({key})", value)
 
 
 def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:

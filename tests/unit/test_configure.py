@@ -92,6 +92,37 @@ def test_code_arguments_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
         s.bind(("127.0.0.1", int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0])))
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_ipv6_host_is_served_and_shutdown_stops_the_scrape_thread() -> None:
+    """An IPv6 host binds an IPv6 socket (URL in brackets); shutdown() ends the serving thread and frees the port."""
+    import threading
+
+    tel = configure(prometheus_host="::1", prometheus_port=0, prometheus_registry="private", gpu=False)
+    try:
+        assert tel.prometheus_url is not None and tel.prometheus_url.startswith("http://[::1]:")
+        response = urllib.request.urlopen(tel.prometheus_url, timeout=5)
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert "ryot_service_info" in response.read().decode()
+        assert [t.name for t in threading.enumerate()].count("ryot-telemetry-scrape") == 1
+    finally:
+        tel.shutdown()
+    assert "ryot-telemetry-scrape" not in [t.name for t in threading.enumerate()]
+    port = int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket(socket.AF_INET6) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::1", port))
+
+
 def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     """views() gives every histogram its catalogue buckets and every metric its label keys."""
     by_name = {v._instrument_name: v for v in views(include_semconv=False)}
@@ -446,3 +477,94 @@ def test_every_variable_settings_reads_is_documented() -> None:
     names |= {v for k, v in vars(env).items() if k.startswith("RYOT_TELEMETRY_")}
     assert "OTEL_EXPORTER_OTLP_TIMEOUT" in names and "RYOT_TELEMETRY_GPU_MODELS" in names
     assert sorted(n for n in names if f"`{n}`" not in table) == []
+
+
+_NOT_UTF8 = "labels and resource attributes must be UTF-8 text without control characters"
+_BAD_BYTES = "bytes that are not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "where", "what", "position"),
+    [
+        # os.environ holds bytes that are not valid UTF-8 as lone surrogates (U+DC80-U+DCFF)
+        ("OTEL_SERVICE_NAME", "router-\udcff", "", _BAD_BYTES, 7),
+        ("OTEL_SERVICE_NAME", "router\x1b[0m", "", "the character '\\x1b'", 6),
+        ("RYOT_TELEMETRY_COMPONENT", "gate\x85way", "", "the character '\\x85'", 4),
+        ("RYOT_TELEMETRY_GENAI_PROVIDER", "\udc80vllm", "", _BAD_BYTES, 0),
+        ("RYOT_TELEMETRY_GENAI_SERVER", "rou\x08ter:8321", "", "the character '\\x08'", 3),
+        ("RYOT_TELEMETRY_GPU_MODELS", "0=llama,1=mis\udcfftral", "", _BAD_BYTES, 13),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=a\x7fb", "", "the character '\\x7f'", 6),
+        # percent-decoded by the SDK: %0A is a newline in the attribute value
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=a%0Ab", " (team)='a\\nb'", "the character '\\n'", 1),
+        ("OTEL_RESOURCE_ATTRIBUTES", "service.name=r%09x", " (service.name)='r\\tx'", "the character '\\t'", 1),
+    ],
+)
+def test_unencodable_label_values_from_the_environment_are_one_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, where: str, what: str, position: int
+) -> None:
+    """Values that become labels or resource attributes are checked at start-up: a control character or invalid
+    UTF-8 would otherwise break every scrape and OTLP export (issue 9), and is rejected naming the variable."""
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigurationError) as err:
+        configure(exporters="none", gpu=False)
+    shown = where or f"={value!r}"
+    assert str(err.value) == f"{var}{shown}: contains {what} at position {position}; {_NOT_UTF8}"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "where", "what", "position"),
+    [
+        ({"service_name": "r\ud800"}, "service_name='r\\ud800'", "the character '\\ud800'", 1),
+        ({"genai_server": "h\x01:80"}, "genai_server='h\\x01:80'", "the character '\\x01'", 1),
+        ({"gpu_models": {0: "lla\x00ma"}}, "gpu_models[0]='lla\\x00ma'", "the character '\\x00'", 3),
+        (
+            {"resource_attributes": {"t": "x\udfff"}},
+            "resource_attributes['t']='x\\udfff'",
+            "the character '\\udfff'",
+            1,
+        ),
+        ({"resource_attributes": {"t\x7f": "x"}}, "resource_attributes key='t\\x7f'", "the character '\\x7f'", 1),
+    ],
+)
+def test_unencodable_label_values_from_arguments_are_one_configuration_error(
+    arguments: dict[str, object], where: str, what: str, position: int
+) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        configure(exporters="none", gpu=False, **arguments)  # type: ignore[arg-type]
+    assert str(err.value) == f"{where}: contains {what} at position {position}; {_NOT_UTF8}"
+
+
+def test_non_ascii_configured_values_reach_the_scrape_and_otlp_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Printable non-ASCII values (accents, CJK, emoji, NBSP) are valid: they pass unchanged, the scrape parses and
+    the OTLP payload encodes with them."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "routeur-café 模型")
+    monkeypatch.setenv("RYOT_TELEMETRY_COMPONENT", "passerelle\u00a0🚀")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=%C3%A9quipe-%E7%AE%97")
+    reader = InMemoryMetricReader()
+    tel = configure(prometheus_registry="private", start_prometheus_server=False, gpu=False, readers=[reader])
+    try:
+        text = generate_latest(tel.registry).decode("utf-8")
+        samples = {s.name: s.labels for fam in text_string_to_metric_families(text) for s in fam.samples}
+        info = samples["ryot_service_info"]
+        assert (info["service"], info["component"]) == ("routeur-café 模型", "passerelle\u00a0🚀")
+        assert samples["target_info"]["team"] == "équipe-算"
+        payload = ExportMetricsServiceRequest.FromString(encode_metrics(reader.get_metrics_data()).SerializeToString())
+        resource = {a.key: a.value.string_value for a in payload.resource_metrics[0].resource.attributes}
+        assert (resource["service.name"], resource["team"]) == ("routeur-café 模型", "équipe-算")
+        (info_point,) = [
+            p
+            for sm in payload.resource_metrics[0].scope_metrics
+            for m in sm.metrics
+            if m.name == "ryot.service.info"
+            for p in m.gauge.data_points
+        ]
+        attrs = {a.key: a.value.string_value for a in info_point.attributes}
+        assert (attrs["service"], attrs["component"]) == ("routeur-café 模型", "passerelle\u00a0🚀")
+    finally:
+        tel.shutdown()

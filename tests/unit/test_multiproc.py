@@ -10,7 +10,9 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +28,17 @@ def _samples(text: str, name: str, **match: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
                 total += s.value
     return total
+
+
+def _until(check: Callable[[], Any], within: float) -> Any:
+    """Poll ``check`` every 20 ms until it returns a truthy value or ``within`` seconds have passed; its last value.
+
+    The hand-off and housekeeping run on a 0.5 s tick: polling waits for the tick that did it, not a fixed sleep.
+    """
+    deadline = time.monotonic() + within
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
 
 
 def _series(text: str, name: str) -> list[dict[str, str]]:
@@ -137,7 +150,8 @@ def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> 
     try:
         router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
         asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
-        time.sleep(1.2)
+        (own,) = tmp_path.glob("w-*.pb")
+        assert _until(lambda: _samples_of(own, "ryot.inference.requests") == 1, within=5)  # handed off
         assert tel.gpu.sweeps == 0
         text = generate_latest(tel.registry).decode()
         assert tel.gpu.sweeps == 1
@@ -165,11 +179,12 @@ def test_files_of_an_earlier_run_are_removed_not_counted(tmp_path: Path) -> None
     tel = configure(multiproc_dir=tmp_path, prometheus_registry="private", start_prometheus_server=False, gpu=False)
     try:
         assert _samples(generate_latest(tel.registry).decode(), "ryot_inference_requests_total") == 0
-        time.sleep(0.7)
-        # what remains: the lock and the record of the scrape above (for the new-series gate)
-        others = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("w-"))
-        assert others == ["collected-prometheus", "leader.lock"]
-        assert len(list(tmp_path.glob("w-*.pb"))) == 1
+
+        def cleaned() -> bool:  # by the leader's housekeeping tick; the scrape above left its record (new series)
+            rest = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("w-"))
+            return rest == ["collected-prometheus", "leader.lock"] and len(list(tmp_path.glob("w-*.pb"))) == 1
+
+        assert _until(cleaned, within=5)
     finally:
         tel.shutdown()
 
@@ -199,8 +214,13 @@ def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -
                                 pass
 
             asyncio.run(traffic())
-            time.sleep(0.7)
-            text = generate_latest(tel.registry).decode()
+
+            def scrape() -> str:
+                text = generate_latest(tel.registry).decode()
+                return text if _samples(text, "ryot_inference_requests_total") == 40 else ""
+
+            # in multi-process mode, until the worker's 0.5 s hand-off has brought all 40 into the merge
+            text = _until(scrape, within=5)
         finally:
             tel.shutdown()
         return {
@@ -230,9 +250,8 @@ def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> 
         assert own.stat().st_mtime_ns == first
         router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
         asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
-        time.sleep(1.0)
-        assert own.stat().st_mtime_ns > first
-        assert _samples_of(own, "ryot.inference.requests") == 1
+        assert _until(lambda: own.stat().st_mtime_ns > first, within=1.0)
+        assert _until(lambda: _samples_of(own, "ryot.inference.requests") == 1, within=0.1)
     finally:
         tel.shutdown()
 
@@ -273,16 +292,19 @@ def test_other_instrumentations_on_the_worker_provider_are_merged_and_handed_off
         client = TestClient(app)
         for _ in range(3):
             assert client.get("/ping").status_code == 200
-        time.sleep(1.0)
-        text = generate_latest(tel.registry).decode()
-        counts = [
-            s.value
-            for fam in text_string_to_metric_families(text)
-            for s in fam.samples
-            # old or stable HTTP conventions, whichever OTEL_SEMCONV_STABILITY_OPT_IN selected in this process
-            if s.name in ("http_server_duration_milliseconds_count", "http_server_request_duration_seconds_count")
-        ]
-        assert counts == [3]
+
+        def counts() -> list[float]:
+            text = generate_latest(tel.registry).decode()
+            return [
+                s.value
+                for fam in text_string_to_metric_families(text)
+                for s in fam.samples
+                # old or stable HTTP conventions, whichever OTEL_SEMCONV_STABILITY_OPT_IN selected in this process
+                if s.name in ("http_server_duration_milliseconds_count", "http_server_request_duration_seconds_count")
+            ]
+
+        _until(lambda: counts() == [3], within=1.0)
+        assert counts() == [3]
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
         tel.shutdown()

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._tables import read_table_file
+
 __all__ = [
     "BURN_ALERTS",
     "DEFAULT_TARGET",
@@ -141,21 +143,7 @@ class SloTable:
     def from_file(cls, path: str | os.PathLike[str]) -> SloTable:
         """Load a JSON table (YAML when the name ends in .yaml/.yml and PyYAML is installed)."""
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ValueError(f"cannot read SLO table {p}: {e.strerror or e}") from None
-        try:
-            if p.suffix in (".yaml", ".yml"):
-                import yaml  # optional
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except ImportError:
-            raise ValueError(f"SLO table {p} is YAML but PyYAML is not installed: pip install pyyaml") from None
-        except Exception as e:
-            raise ValueError(f"malformed SLO table {p}: {e}") from None
+        data = read_table_file(p, "SLO table")
         try:
             return cls(data)
         except ValueError as e:
