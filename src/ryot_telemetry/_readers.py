@@ -28,7 +28,15 @@ from .settings import ConfigurationError, Settings
 
 _log = logging.getLogger("ryot_telemetry")
 
-__all__ = ["Exposition", "ScrapeServer", "build_readers", "otlp_exporter", "registry_for", "serve_metrics"]
+__all__ = [
+    "Exposition",
+    "ScrapeServer",
+    "build_readers",
+    "otlp_exporter",
+    "registry_for",
+    "serve_metrics",
+    "url_host",
+]
 
 
 @dataclass
@@ -120,7 +128,7 @@ def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned
         out.server = _start_http_server(settings.prometheus_host, settings.prometheus_port, out.registry)
         if out.server is not None:
             closers.callback(_stop_server, out.server)
-            out.url = f"http://{_url_host(settings.prometheus_host)}:{out.server.server_address[1]}/metrics"
+            out.url = f"http://{url_host(settings.prometheus_host)}:{out.server.server_address[1]}/metrics"
     out.readers.append(_owned(unowned, PrometheusMetricReader(registry=out.registry)))
 
 
@@ -134,7 +142,8 @@ def registry_for(settings: Settings) -> Any:
     return choice
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """``host`` as it stands in a URL (IPv6 addresses in brackets)."""
     return f"[{host}]" if ":" in host else host
 
 

@@ -541,7 +541,7 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
 
     from ._assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
     from ._instruments import views
-    from ._readers import otlp_exporter, registry_for
+    from ._readers import otlp_exporter, registry_for, serve_metrics, url_host
     from .derived import install_token_efficiency
     from .engine import EngineMetrics
     from .gpu import gauges_for
@@ -556,13 +556,11 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     if "prometheus" in settings.exporters:
         registry = registry_for(settings)
         if settings.start_prometheus_server:
-            from prometheus_client import start_http_server
-
             host, port, reg = settings.prometheus_host, settings.prometheus_port, registry
-            url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
+            url = f"http://{url_host(host)}:{port}/metrics"
 
             def serve() -> Any:
-                return start_http_server(port, addr=host, registry=reg)[0]
+                return serve_metrics(host, port, reg)
 
     with contextlib.ExitStack() as closers:
         otlp = otlp_exporter(settings) if "otlp" in settings.exporters else None
