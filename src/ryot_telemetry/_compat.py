@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OTelSDKConfigurator",
+    "encode_attributes",
+    "encode_instrumentation_scope",
     "map_unit",
     "meter_count",
     "meter_readers",
@@ -80,6 +82,26 @@ def __getattr__(name: str) -> Any:
 
         return _OTelSDKConfigurator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# opentelemetry-exporter-otlp-proto-common (private module ``_internal``, present with these names since 1.18; we
+# require >=1.30 through the OTLP exporters): the encoders ``encode_metrics`` itself uses for attributes and
+# instrumentation scopes, so the multi-process hand-off (``_handoff``), which caches encoded attribute sets,
+# encodes them exactly as the library does. Imported on first use (it loads the trace SDK).
+
+
+def encode_attributes(attributes: Any) -> list[Any]:
+    """``KeyValue`` messages of an attribute mapping, as ``encode_metrics`` encodes a point's attributes."""
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes
+
+    return _encode_attributes(attributes)
+
+
+def encode_instrumentation_scope(scope: Any) -> Any:
+    """The ``InstrumentationScope`` message of an SDK scope, as ``encode_metrics`` encodes it."""
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_instrumentation_scope
+
+    return _encode_instrumentation_scope(scope)
 
 
 def meter_count(provider: Any) -> int | None:

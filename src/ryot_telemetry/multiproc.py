@@ -57,6 +57,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from ._compat import meter_count, set_collect_callback
+from ._handoff import HandoffEncoder
 from ._mpdir import Merged, _Ident, _write_atomic, housekeep, read_server
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ class MultiProcess:
         self.me = _Ident.mine()
         self._pid = os.getpid()
         self._baseline: ExportMetricsServiceRequest | None = None
+        self._encoder = HandoffEncoder()  # encode_metrics' output, with each series' attributes encoded once
         self._lock_fd: int | None = None
         self._collect_lock = threading.Lock()
         self._merge_lock = threading.Lock()
@@ -271,12 +273,12 @@ class MultiProcess:
         with self._collect_lock:
             data = self.worker_reader.get_metrics_data()
             # Nothing recorded yet still leaves a file: the directory shows every live worker.
-            req = encode_metrics(data) if data is not None else ExportMetricsServiceRequest()
+            req = self._encoder.encode(data) if data is not None else ExportMetricsServiceRequest()
             if self._baseline is not None:
                 merged = Merged()
                 merged.add(req, live=True)
                 merged.add(self._baseline, live=True, sign=-1)
-                req = encode_metrics(merged.metrics_data(self.resource))
+                req = self._encoder.encode(merged.metrics_data(self.resource))
             _write_atomic(self.path, req.SerializeToString())
             self._last_activity, self._last_write = activity, time.monotonic()
             self._advanced = False
@@ -436,6 +438,7 @@ class MultiProcess:
         """The child is a worker of its own: new identity and file, counts from zero, no inherited port or lock."""
         self._collect_lock = threading.Lock()
         self._merge_lock = threading.Lock()
+        self._encoder = HandoffEncoder()
         self._baseline = getattr(self, "_fork_baseline", None)
         self.me = _Ident.mine()
         self._last_write = 0.0  # a new identity: its first hand-off is due at once

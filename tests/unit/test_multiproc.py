@@ -460,3 +460,123 @@ def test_collection_records_keep_the_latest_start_and_the_interval(tmp_path: Pat
     assert read_collection(d, "otlp") is None  # kinds are apart
     (tmp_path / "collected-otlp").write_text(f"{int((now + 3600) * 1e9)} 0")
     assert read_collection(d, "otlp") is None
+
+
+def _varied_data(step: int) -> Any:
+    """MetricsData with every shape the hand-off encoder meets and some it hands back to ``encode_metrics``:
+    histograms (with and without sum/min/max, with exemplars), int and float sums, monotonic or not, gauges, a
+    metric without points, an exponential histogram, attribute values of every type, two scopes, schema URLs."""
+    from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
+    from opentelemetry.sdk.metrics._internal.point import Buckets as ExpBuckets
+    from opentelemetry.sdk.metrics._internal.point import (
+        ExponentialHistogram,
+        ExponentialHistogramDataPoint,
+    )
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        Gauge,
+        Histogram,
+        HistogramDataPoint,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+        Sum,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    cum = AggregationTemporality.CUMULATIVE
+    t0, t1 = 1_700_000_000_000_000_000, 1_700_000_000_000_000_000 + step * 500_000_000
+    a = {"model": "m", "endpoint": "chat_completion", "status": "success"}
+    odd = {"flag": True, "n": 7, "x": 0.5, "seq": ("a", "b"), "ints": (1, 2)}
+    hist = Histogram(
+        [
+            HistogramDataPoint(a, t0, t1, 3 + step, 1.5 + step, [1, 2 + step, 0], [0.1, 1.0], 0.05, 0.9),
+            HistogramDataPoint(odd, t0, t1, 0, 0.0, [0, 0, 0], [0.1, 1.0], float("inf"), float("-inf")),
+            HistogramDataPoint({"model": "other"}, t0, t1, 1, None, [1, 0], [5.0], None, None),  # type: ignore[arg-type]
+        ],
+        cum,
+    )
+    ex = [
+        Exemplar({"user": "u"}, 0.07, t1, span_id=0xABC, trace_id=0x1234),
+        Exemplar({}, 3, t1),
+    ]
+    with_exemplars = Histogram([HistogramDataPoint(a, t0, t1, 2, 0.3, [1, 1, 0], [0.1, 1.0], 0.07, 0.23, ex)], cum)
+    sums = Sum([NumberDataPoint(a, t0, t1, 10 + step), NumberDataPoint(odd, t0, t1, 2.5 * step)], cum, True)
+    updown = Sum([NumberDataPoint({"model": "m"}, t0, t1, -step)], cum, False)
+    gauge = Gauge([NumberDataPoint({"time_window": "1m"}, 0, t1, 1.25 * step), NumberDataPoint({}, t0, t1, step)])
+    listy = Gauge([NumberDataPoint({"l": ["x", "y"]}, 0, t1, step)])  # type: ignore[dict-item]
+    expo = ExponentialHistogram(
+        [ExponentialHistogramDataPoint(a, t0, t1, 2, 3.0, 0, 1, ExpBuckets(0, [1]), ExpBuckets(0, []), 0, 1.0, 2.0)],
+        cum,
+    )
+    ours = [
+        Metric("ryot.inference.latency", "Latency", "s", hist),
+        Metric("ryot.inference.requests", "Requests", "{request}", sums),
+        Metric("ryot.active", "", "", updown),
+        Metric("ryot.rate", "Rate", "1", gauge),
+        Metric("empty.sum", "", "", Sum([], cum, True)),
+        Metric("empty.hist", "", "", Histogram([], cum)),
+        Metric("with.exemplars", "d", "s", with_exemplars),
+    ]
+    theirs = [Metric("their.listy", "", "", listy), Metric("their.expo", "e", "s", expo)]
+    resource = Resource({"service.name": "svc", "service.instance.id": "i-1"}, "https://example.com/schema/r")
+    scopes = [
+        ScopeMetrics(
+            InstrumentationScope("ryot_telemetry", "0.1.0", "https://opentelemetry.io/schemas/1.37.0"),
+            ours,
+            "https://opentelemetry.io/schemas/1.37.0",
+        ),
+        ScopeMetrics(InstrumentationScope("theirs", None, None, {"lib": "x"}), theirs, ""),
+    ]
+    return MetricsData([ResourceMetrics(resource, scopes, "https://example.com/schema/r")])
+
+
+def test_hand_off_encoding_is_encode_metrics_byte_for_byte() -> None:
+    """The hand-off's cached encoder writes exactly the bytes ``encode_metrics`` writes, on first use and on later
+    hand-offs whose values changed (templates reused), and decodes to the same merge."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.sdk.metrics.export import MetricsData
+
+    from ryot_telemetry._handoff import HandoffEncoder
+    from ryot_telemetry._mpdir import Merged
+
+    encoder = HandoffEncoder()
+    for step in (1, 2, 2, 5):
+        data = _varied_data(step)
+        expected = encode_metrics(data).SerializeToString()
+        got = encoder.encode(data)
+        assert got.SerializeToString() == expected
+        assert got == ExportMetricsServiceRequest.FromString(expected)
+        ours, theirs = Merged(), Merged()
+        ours.add(got, live=True)
+        theirs.add(ExportMetricsServiceRequest.FromString(expected), live=True)
+        assert {n: f.points for n, f in ours.families.items()} == {n: f.points for n, f in theirs.families.items()}
+    # The cache holds the last encoding's series only (hashable attribute sets): it never outgrows the process.
+    assert len(encoder._points) == 8
+    assert encoder.encode(MetricsData([])).SerializeToString() == b""
+    assert encoder._points == {}
+
+
+def test_hand_off_file_is_encode_metrics_of_the_workers_collection(tmp_path: Path) -> None:
+    """A worker's hand-off file holds what ``encode_metrics`` makes of the same collection (timestamps aside)."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from ryot_telemetry._handoff import HandoffEncoder
+
+    with _manual_worker(tmp_path) as (tel, mp, _scrape):
+        _late_requests(tel, 4)
+        encoder = HandoffEncoder()
+        for _ in range(2):
+            data = mp.worker_reader.get_metrics_data()
+            assert encoder.encode(data) == encode_metrics(data)
+        mp.snapshot()
+        written = ExportMetricsServiceRequest.FromString(Path(mp.path).read_bytes())
+        assert [m.name for sm in written.resource_metrics[0].scope_metrics for m in sm.metrics] == [
+            m.name for sm in encode_metrics(data).resource_metrics[0].scope_metrics for m in sm.metrics
+        ]
+    assert _samples_of(Path(mp.path), "ryot.inference.requests") == 4
