@@ -24,6 +24,7 @@ are left out there (allowed: neither is required without the other).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -92,7 +93,7 @@ OPERATION = {CHAT_COMPLETION: "chat", COMPLETION: "text_completion"}
 """ryot ``endpoint`` -> ``gen_ai.operation.name``."""
 
 
-def semconv_views(attribute_filter: bool = True) -> list[View]:
+def semconv_views(attribute_filter: bool = True, exemplar_reservoir_factory: Any = None) -> list[View]:
     """Views giving the semconv metrics their recommended buckets (and attribute-key filters, see ``views()``)."""
     return [
         View(
@@ -100,6 +101,7 @@ def semconv_views(attribute_filter: bool = True) -> list[View]:
             meter_name=METER_NAME,
             attribute_keys=set(s.attributes) if attribute_filter else None,
             aggregation=ExplicitBucketHistogramAggregation(boundaries=list(s.buckets)),
+            exemplar_reservoir_factory=exemplar_reservoir_factory,
         )
         for s in SEMCONV
     ]

@@ -539,7 +539,7 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     and the server's (service info, NVML gauges, token efficiency), read only when this process answers a scrape or
     exports for the server. Whatever was started is undone if a later step fails, as in ``configure()``.
     """
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 
     from ._assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
@@ -578,11 +578,15 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             )
         hand_off = InMemoryMetricReader()
         worker_readers.append(hand_off)
+        sampling = exemplar_filter(settings)
         provider = MeterProvider(
             metric_readers=worker_readers,
             resource=resource,
-            views=views(settings.buckets, attribute_filter=False),  # as configure(): see views()
-            exemplar_filter=exemplar_filter(settings),
+            # as configure() (see views()); with exemplars off, reservoirs that no hand-off has to ask
+            views=views(
+                settings.buckets, attribute_filter=False, exemplars=not isinstance(sampling, AlwaysOffExemplarFilter)
+            ),
+            exemplar_filter=sampling,
         )
         closers.callback(provider.shutdown)
         server_reader = InMemoryMetricReader()

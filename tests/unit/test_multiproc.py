@@ -580,3 +580,61 @@ def test_hand_off_file_is_encode_metrics_of_the_workers_collection(tmp_path: Pat
             m.name for sm in encode_metrics(data).resource_metrics[0].scope_metrics for m in sm.metrics
         ]
     assert _samples_of(Path(mp.path), "ryot.inference.requests") == 4
+
+
+def test_worker_reservoirs_are_empty_only_where_the_filter_never_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the exemplar filter off, a worker's views give every series the reservoir that keeps nothing (the
+    SDK's would stay empty but be asked at every hand-off); with a sampling filter its hand-off carries the
+    exemplars, encoded as ``encode_metrics`` encodes them."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ryot_telemetry import configure
+    from ryot_telemetry._instruments import no_exemplars, views
+
+    # The empty reservoir keeps nothing even when offered every measurement; the default one keeps them.
+    kept = []
+    for exemplars in (False, True):
+        reader = InMemoryMetricReader()
+        provider = MeterProvider([reader], views=views(exemplars=exemplars), exemplar_filter=AlwaysOnExemplarFilter())
+        provider.get_meter("ryot_telemetry").create_histogram("ryot.inference.latency", unit="s").record(
+            0.2, {"model": "m", "batch_size": "1", "generation_mode": "standard"}
+        )
+        data = reader.get_metrics_data()
+        kept.append(len(data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0].exemplars))
+        provider.shutdown()
+    assert kept == [0, 1]
+
+    (tmp_path / "off").mkdir()
+    off = configure(multiproc_dir=tmp_path / "off", exporters="none", gpu=False)
+    try:
+        factories = {v._exemplar_reservoir_factory for v in off.multiproc.provider._sdk_config.views}
+        assert factories == {no_exemplars}
+    finally:
+        off.shutdown()
+
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_on")
+    (tmp_path / "on").mkdir()
+    with _manual_worker(tmp_path / "on") as (tel, mp, _scrape):
+        assert no_exemplars not in {v._exemplar_reservoir_factory for v in mp.provider._sdk_config.views}
+        _late_requests(tel, 2)
+        data = mp.worker_reader.get_metrics_data()
+        assert any(
+            p.exemplars for sm in data.resource_metrics[0].scope_metrics for m in sm.metrics for p in m.data.data_points
+        )
+        assert mp._encoder.encode(data) == encode_metrics(data)
+        _late_requests(tel, 2)  # a collection hands its exemplars over once: new ones for the hand-off
+        mp.snapshot()
+        written = ExportMetricsServiceRequest.FromString(Path(mp.path).read_bytes())
+        latency = [
+            p
+            for sm in written.resource_metrics[0].scope_metrics
+            for m in sm.metrics
+            if m.name == "ryot.inference.latency"
+            for p in m.histogram.data_points
+        ]
+        assert [len(p.exemplars) for p in latency] == [1]  # both requests' latencies share a bucket
