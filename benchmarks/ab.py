@@ -101,7 +101,12 @@ def _rewrite_imports(path: str) -> int:
 def baseline(rev: str) -> Iterator[tuple[ModuleType, str]]:
     """Yield (the baseline package imported as ``ALIAS``, its commit). The temporary copy is removed after."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    top = _git(root, "rev-parse", "--show-toplevel").decode().strip()
+    if shutil.which("git") is None:
+        raise Unavailable("git is not installed")
+    try:
+        top = _git(root, "rev-parse", "--show-toplevel").decode().strip()
+    except Unavailable:
+        raise Unavailable(f"{root} is not a git checkout") from None
     try:
         commit = _git(top, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
     except Unavailable:
