@@ -229,7 +229,7 @@ async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int) -> dict[st
 def run(quick: bool, rev: str | None = None) -> list[tuple[str, str, str, str]]:
     """Print the section and return its summary rows (none when the baseline is unavailable)."""
     rev = rev or DEFAULT_REV
-    n, rounds, n_chunks = (5000, 9, 20000) if quick else (20000, 21, 50000)
+    n, rounds, n_chunks = (10000, 9, 20000) if quick else (20000, 21, 50000)
     try:
         with baseline(rev) as (base_pkg, commit):
             r = asyncio.run(bench_ab(base_pkg, n, rounds, n_chunks))
