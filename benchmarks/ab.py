@@ -29,12 +29,10 @@ from types import ModuleType
 from typing import Any
 
 import ryot_telemetry
+from ryot_telemetry.simulate import Chunk, ChunkChoice, Delta
 
 from .run import (
     MODELS,
-    Chunk,
-    ChunkChoice,
-    Delta,
     NoopRouter,
     clock,
     make_params,
