@@ -7,7 +7,8 @@ Sections: per-request overhead of the router wrapper (non-streaming) against the
 hand-written prometheus_client code; per-chunk overhead of the stream wrapper; /metrics scrape time against
 prometheus_client exposing the same series; RSS growth after many requests (each in its own subprocess); the
 serving event loop's rate during a scrape (loop.py); streams with a suspending provider, the fixed cost per stream
-and the drain at low request rates (costs.py). Rounds are interleaved (variants in rotated order) and the median is
+and the drain at low request rates (costs.py); the request path against an earlier git revision imported in the
+same process (ab.py, ``--ab-against REV``). Rounds are interleaved (variants in rotated order) and the median is
 reported, so background noise hits every variant alike.
 """
 
@@ -512,7 +513,7 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "ab")
 
 
 def verdict(ok: bool) -> str:
@@ -547,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
+    ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -672,7 +674,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import exemplars
 
         rows += exemplars.run(q)
-    w = max(len(r[0]) for r in rows)
+    if "ab" in only:
+        from . import ab
+
+        rows += ab.run(q, args.ab_against)
+    w = max((len(r[0]) for r in rows), default=len("measure"))  # none: e.g. only ab, skipped
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:
         print(f"{name:<{w}}  {val:>9}  {goal:<15}  {note}")
