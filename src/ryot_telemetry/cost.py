@@ -6,10 +6,9 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ._tables import read_table_file
+from ._tables import load_table_file
 
 __all__ = ["Price", "PriceTable"]
 
@@ -62,9 +61,4 @@ class PriceTable:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> PriceTable:
         """Load a JSON file ``{"model": {"prompt": 0.0015, "completion": 0.006}, ...}`` (YAML if PyYAML is present)."""
-        p = Path(path)
-        data = read_table_file(p, "price table")
-        try:
-            return cls(data)
-        except ValueError as e:
-            raise ValueError(f"{p}: {e}") from None
+        return load_table_file(path, "price table", cls)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._tables import read_table_file
+from .._tables import load_table_file
 
 __all__ = [
     "BURN_ALERTS",
@@ -142,12 +142,7 @@ class SloTable:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SloTable:
         """Load a JSON table (YAML when the name ends in .yaml/.yml and PyYAML is installed)."""
-        p = Path(path)
-        data = read_table_file(p, "SLO table")
-        try:
-            return cls(data)
-        except ValueError as e:
-            raise ValueError(f"{p}: {e}") from None
+        return load_table_file(path, "SLO table", cls)
 
     @classmethod
     def load(cls, arg: SloTable | Mapping[str, Any] | str | os.PathLike[str]) -> SloTable:
