@@ -403,7 +403,9 @@ class Recorder:
         # New counter series are exported at 0 before their first increment (see _new_series).
         self._new_series = NewSeriesGate(sdk_readers(meter))
         self.semconv = SemconvInstruments(meter) if semconv else None
-        self._record_extra: Callable[[Request], None] | None = self._record_semconv if semconv else None
+        self._record_extra: Callable[[Request, float, float | None, float | None], None] | None = (
+            self._record_semconv if semconv else None
+        )
 
     # --- hot path ---------------------------------------------------------------------------------------------
 
@@ -725,20 +727,21 @@ class Recorder:
             count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode), prompt)
         if completion is not None:
             count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode), completion)
-        ttft = None
+        by_model = self._a(_MODEL, model)
+        ttft = tpot = None
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
             self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
             tpot = _tpot(latency, ttft, completion, r.batch_size)
             if tpot is not None:
-                self.tpot.record(tpot, self._a(_MODEL, model))
+                self.tpot.record(tpot, by_model)
         if self.slos is not None:
-            self._judge(r, latency, ttft, counts)
+            self._judge(r, latency, ttft, tpot, counts)
         if completion and latency > 0:
-            self.tps.record(completion / latency, self._a(_MODEL, model))
+            self.tps.record(completion / latency, by_model)
         if r.cached_tokens is not None and prompt:
-            self.cache_eff.record(min(r.cached_tokens / prompt, 1.0), self._a(_MODEL, model))
+            self.cache_eff.record(min(r.cached_tokens / prompt, 1.0), by_model)
         if self.prices is not None and (prompt or completion):
             price = self.prices.get(model)
             if price is not None:
@@ -760,22 +763,31 @@ class Recorder:
                 sums[0] += prompt
                 sums[1] += r.cached_tokens
         if self._record_extra is not None:
-            self._record_extra(r)
+            self._record_extra(r, latency, ttft, tpot)
 
-    def _judge(self, r: Request, latency: float, ttft: float | None, counts: dict[tuple[int, int], list[Any]]) -> None:
-        """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``)."""
+    def _judge(
+        self,
+        r: Request,
+        latency: float,
+        ttft: float | None,
+        tpot: float | None,
+        counts: dict[tuple[int, int], list[Any]],
+    ) -> None:
+        """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``).
+
+        ``ttft`` and ``tpot`` are the values the histograms got, so the SLO judges exactly what they show.
+        """
         assert self.slos is not None
         slo = self.slos.get(r.model)
         if slo is None or (r.status == PARTIAL and r.error_type is None):
             return  # no objective for this model, or a stream the client abandoned: counted in neither
         stream = r.mode == "streaming"
-        # the TPOT histogram's own per-choice value, so the SLO judges exactly what the histogram shows
-        tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size) if stream and ttft is not None else None
         missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
         attrs = self._a(_SLO, r.model, "met") if missed is None else self._a(_SLO, r.model, "missed", missed)
         self._count(counts, self.slo, attrs, 1)
 
-    def _record_semconv(self, r: Request) -> None:
+    def _record_semconv(self, r: Request, latency: float, ttft: float | None, tpot: float | None) -> None:
+        """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed."""
         s = self.semconv
         assert s is not None
         op = OPERATION[r.endpoint]
@@ -790,17 +802,14 @@ class Recorder:
         if resp_model:
             client["gen_ai.response.model"] = self.response_models(resp_model)
         base = {**client, **self._genai_server} if self._genai_server else client  # server side: this server
-        latency = max(r.end - r.start, 0.0)
         if r.error_type is None:
             s.duration.record(latency, base)
             s.client_duration.record(latency, client)
         else:
             s.duration.record(latency, {**base, "error.type": r.error_type})
             s.client_duration.record(latency, {**client, "error.type": r.error_type})
-        if r.status == SUCCESS and r.first_token is not None:
-            ttft = max(r.first_token - r.start, 0.0)
+        if r.status == SUCCESS and ttft is not None:
             s.ttft.record(ttft, base)
-            tpot = _tpot(latency, ttft, r.completion_tokens, r.batch_size)
             if tpot is not None:
                 s.tpot.record(tpot, base)
         if r.prompt_tokens is not None:
