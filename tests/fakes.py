@@ -152,3 +152,23 @@ class ScriptedRouter:
                 raise self.raises  # type: ignore[misc]
         finally:
             self.closed += 1
+
+
+class KeyErrorStream:
+    """A provider stream object whose instance ``__getattr__`` raises KeyError (the AttrDict idiom); iterated
+    through its type's methods, as ``async for`` does."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self._it = iter(items)
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyError(name)
+
+    def __aiter__(self) -> KeyErrorStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise StopAsyncIteration from None

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 import ryot_telemetry
+from fakes import KeyErrorStream
 
 PROFILE = settings(
     max_examples=100,
@@ -115,25 +116,6 @@ class KeyErrorResult:
 
     def __repr__(self) -> str:
         return f"KeyErrorResult({self.tag!r})"
-
-
-class KeyErrorStream:
-    """A provider stream whose instance ``__getattr__`` raises KeyError; iterated through its type's methods."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self._it = iter(items)
-
-    def __getattr__(self, name: str) -> Any:
-        raise KeyError(name)
-
-    def __aiter__(self) -> KeyErrorStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return next(self._it)
-        except StopIteration:
-            raise StopAsyncIteration from None
 
 
 def _mapping(cls: Callable[..., Any]) -> Callable[..., Any]:

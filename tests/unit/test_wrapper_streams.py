@@ -20,6 +20,7 @@ from fakes import (
     Completion,
     CompletionParams,
     Delta,
+    KeyErrorStream,
     ScriptedRouter,
     content_chunk,
     usage,
@@ -512,25 +513,6 @@ async def test_params_keep_their_exact_type_when_usage_is_requested(cap: Capture
     assert ("stream_options" not in params) if isinstance(params, dict) else params.stream_options is None
     cap.collect()
     assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 2
-
-
-class KeyErrorStream:
-    """A provider stream object whose instance ``__getattr__`` raises KeyError (the AttrDict idiom)."""
-
-    def __init__(self, chunks: list[Any]) -> None:
-        self._it = iter(chunks)
-
-    def __getattr__(self, name: str) -> Any:
-        raise KeyError(name)
-
-    def __aiter__(self) -> KeyErrorStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return next(self._it)
-        except StopIteration:
-            raise StopAsyncIteration from None
 
 
 async def test_stream_object_whose_getattr_raises_keyerror_passes_through(cap: Capture) -> None:
