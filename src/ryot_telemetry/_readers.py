@@ -32,6 +32,7 @@ __all__ = [
     "Exposition",
     "ScrapeServer",
     "build_readers",
+    "console_reader",
     "otlp_exporter",
     "registry_for",
     "serve_metrics",
@@ -59,12 +60,7 @@ def build_readers(settings: Settings, closers: ExitStack, unowned: ExitStack) ->
     if "otlp" in settings.exporters:
         out.readers.append(_owned(unowned, _otlp_reader(settings)))
     if "console" in settings.exporters:
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-        reader = PeriodicExportingMetricReader(
-            ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms
-        )
-        out.readers.append(_owned(unowned, reader))
+        out.readers.append(_owned(unowned, console_reader(settings)))
     if "prometheus" in settings.exporters:
         _prometheus(settings, out, closers, unowned)
     return out
@@ -73,6 +69,13 @@ def build_readers(settings: Settings, closers: ExitStack, unowned: ExitStack) ->
 def _owned(unowned: ExitStack, reader: MetricReader) -> MetricReader:
     unowned.callback(reader.shutdown)
     return reader
+
+
+def console_reader(settings: Settings) -> MetricReader:
+    """The ``console`` exporter: metrics printed to stdout every export interval."""
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+    return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms)
 
 
 def _otlp_reader(settings: Settings) -> MetricReader:

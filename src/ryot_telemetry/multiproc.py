@@ -540,11 +540,10 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     exports for the server. Whatever was started is undone if a later step fails, as in ``configure()``.
     """
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 
     from ._assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
     from ._instruments import views
-    from ._readers import otlp_exporter, registry_for, serve_metrics, url_host
+    from ._readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
     from .derived import install_token_efficiency
     from .engine import EngineMetrics
     from .gpu import gauges_for
@@ -571,11 +570,7 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             closers.callback(otlp.shutdown)
         worker_readers: list[Any] = list(settings.readers)
         if "console" in settings.exporters:
-            worker_readers.append(
-                PeriodicExportingMetricReader(
-                    ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms
-                )
-            )
+            worker_readers.append(console_reader(settings))
         hand_off = InMemoryMetricReader()
         worker_readers.append(hand_off)
         sampling = exemplar_filter(settings)
