@@ -550,8 +550,12 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
 
     directory = settings.multiproc_dir
     assert directory is not None
-    if "service.instance.id" not in settings.resource_attributes and "service.instance.id=" not in os.environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    # a user's own service.instance.id (argument, or OTEL_RESOURCE_ATTRIBUTES as the SDK parses it) wins
+    if (
+        "service.instance.id" not in settings.resource_attributes
+        and "service.instance.id" not in OTELResourceDetector().detect().attributes
     ):
         resource = resource.merge(Resource({"service.instance.id": server_instance_id(directory)}))
     registry = serve = url = None

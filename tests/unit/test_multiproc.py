@@ -638,3 +638,36 @@ def test_worker_reservoirs_are_empty_only_where_the_filter_never_samples(
             for p in m.histogram.data_points
         ]
         assert [len(p.exemplars) for p in latency] == [1]  # both requests' latencies share a bucket
+
+
+@pytest.mark.parametrize(
+    ("env", "argument", "expected"),
+    [
+        (None, None, "server"),
+        ("deployment.environment=prod, service.instance.id = mine", None, "mine"),
+        (None, {"service.instance.id": "arg"}, "arg"),
+    ],
+)
+def test_service_instance_id_is_server_wide_unless_the_user_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, argument: dict[str, str] | None, expected: str
+) -> None:
+    """Workers share one server-wide service.instance.id; one set by the user (argument, or OTEL_RESOURCE_ATTRIBUTES
+    as the SDK parses it, spaces included) is kept."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.multiproc import server_instance_id
+
+    if env is None:
+        monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", env)
+    tel = configure(multiproc_dir=tmp_path, exporters="none", gpu=False, resource_attributes=argument)
+    try:
+        tel.recorder.start(MODEL, "chat_completion", "standard").success()  # something to hand off
+        (own,) = tmp_path.glob("w-*.pb")
+        handed = _until(lambda: ExportMetricsServiceRequest.FromString(own.read_bytes()).resource_metrics, within=2.0)
+        attrs = {kv.key: kv.value.string_value for kv in handed[0].resource.attributes}
+        assert attrs["service.instance.id"] == (server_instance_id(str(tmp_path)) if expected == "server" else expected)
+    finally:
+        tel.shutdown()
