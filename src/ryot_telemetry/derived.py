@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -38,17 +38,6 @@ HIT_RATIO_WINDOW = 300
 """Seconds of usage the usage-derived KV hit ratio covers."""
 RING_SECONDS = 900
 """Seconds kept by the sliding windows (the longest window)."""
-
-
-class FinishedRequest(Protocol):
-    """What the windows read from a finished request (``_recorder.Request`` has it)."""
-
-    model: str
-    mode: str
-    end: float
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cached_tokens: int | None
 
 
 class _Ring:
@@ -108,7 +97,7 @@ def _ring(rings: dict[_K, _Ring], key: _K) -> _Ring:
 
 
 class SlidingWindows:
-    """Sliding windows of completion, prompt and cached tokens, fed at drain time from finished requests."""
+    """Sliding windows of completion, prompt and cached tokens, fed at drain time with per-second sums."""
 
     __slots__ = ("_cached", "_completion", "_lock", "_prompt", "started")
 
@@ -118,16 +107,6 @@ class SlidingWindows:
         self._prompt: dict[tuple[str, str], _Ring] = {}
         self._cached: dict[tuple[str, str], _Ring] = {}
         self.started = _clock()
-
-    def add(self, req: FinishedRequest) -> None:
-        now_s = int(req.end)
-        with self._lock:
-            if req.completion_tokens:
-                _ring(self._completion, req.model).add(now_s, req.completion_tokens)
-            if req.cached_tokens is not None and req.prompt_tokens:
-                key = (req.model, CONTEXT_TYPE[req.mode])
-                _ring(self._prompt, key).add(now_s, req.prompt_tokens)
-                _ring(self._cached, key).add(now_s, req.cached_tokens)
 
     def add_sums(
         self, completion: Mapping[tuple[str, int], int], cache: Mapping[tuple[str, str, int], list[int]]
