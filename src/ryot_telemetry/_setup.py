@@ -66,7 +66,6 @@ class Telemetry:
     readers: list[MetricReader]
     prometheus_url: str | None = None
     registry: Any = None
-    _server: Any = None
     _closers: ExitStack = field(default_factory=ExitStack)
     _closed: bool = False
     engine: EngineMetrics | None = None  # model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
@@ -91,7 +90,6 @@ class Telemetry:
             self._closers.close()
         except Exception:
             _log.debug("ryot-telemetry: error while shutting down", exc_info=True)
-        self._server = None
         _state.unset_current(self)
 
     def __enter__(self) -> Telemetry:
@@ -214,7 +212,6 @@ def configure_from(settings: Settings) -> Telemetry:
             part.readers,
             part.url,
             part.registry,
-            None,
             part.closers,
             engine=part.engine,
             gpu=part.gpu,
@@ -252,7 +249,6 @@ def configure_from(settings: Settings) -> Telemetry:
         exposition.readers,
         exposition.url,
         exposition.registry,
-        exposition.server,
         owned,
         engine=parts.engine,
         gpu=parts.gpu,
