@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._compat import meter_readers, reader_shutting_down, wrap_reader_collect
+from ._compat import reader_shutting_down, wrap_reader_collect
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -67,11 +67,6 @@ class _Reader:
             return False
         limit = FIRST_WAIT_S if self.interval is None else max(3.0 * self.interval, MIN_WAIT_S)
         return now - self.last <= limit
-
-
-def sdk_readers(meter: Any) -> list[Any]:
-    """The readers of the SDK MeterProvider behind ``meter``; [] for any other meter (API no-op, proxy, ...)."""
-    return meter_readers(meter)
 
 
 class NewSeriesGate:

@@ -36,10 +36,11 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from . import catalogue
+from ._compat import meter_readers
 from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
 from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
-from ._new_series import NewSeriesGate, sdk_readers
+from ._new_series import NewSeriesGate
 from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from .cost import PriceTable
 from .derived import CONTEXT_TYPE, DerivedGauges
@@ -401,7 +402,7 @@ class Recorder:
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
         # New counter series are exported at 0 before their first increment (see _new_series).
-        self._new_series = NewSeriesGate(sdk_readers(meter))
+        self._new_series = NewSeriesGate(meter_readers(meter))
         self.semconv = SemconvInstruments(meter) if semconv else None
         self._record_extra: Callable[[Request, float, float | None, float | None], None] | None = (
             self._record_semconv if semconv else None
