@@ -59,12 +59,13 @@ def _class_names(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> str:
-    """The SPEC error_type of an exception. Never raises."""
+    """The SPEC error_type of an exception. Never raises: a provider's exception may raise anything (BaseException
+    included) from ``__str__`` or a property, and the caller must still get that exception unchanged."""
     try:
         names = _class_names(exc)
         try:
             msg = str(exc)[:2000].lower()
-        except Exception:
+        except BaseException:
             msg = ""
         text = names + " " + msg
         if isinstance(exc, MemoryError) or _OOM_CLASS.search(_raw_class_names(exc)) or "out of memory" in msg:
@@ -93,7 +94,7 @@ def classify(exc: BaseException) -> str:
         ):
             return INVALID_PROMPT
         return INFERENCE_ERROR
-    except Exception:
+    except BaseException:
         return INFERENCE_ERROR
 
 

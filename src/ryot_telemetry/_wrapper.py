@@ -3,11 +3,16 @@
 The contract: the caller gets exactly what the router returns or raises (same objects, same chunks, same
 exception), whatever the telemetry code does. Every telemetry step is guarded; on any internal failure the call
 goes through untouched.
+
+The wrapper keeps the shape of what it wraps (SPEC "Every router shape, unchanged"): a coroutine method stays one,
+a synchronous method stays synchronous (a coroutine it hands back is awaited when the caller awaits it), an async
+generator method stays an async generator. ``method_shape`` tells them apart once, when a method is wrapped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextvars
 import copy
 import dataclasses
@@ -15,9 +20,12 @@ import functools
 import inspect
 import logging
 import operator
+import types
 import typing
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
+
+import wrapt
 
 from ._assembly import default_recorder
 from ._recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
@@ -33,6 +41,9 @@ REASONING_METHOD = "openai_chat_completions_with_reasoning"
 METHODS = {"openai_chat_completion": CHAT, "openai_completion": COMPLETION, REASONING_METHOD: CHAT}
 _MARK = "__ryot_telemetry_wrapped__"
 _ABANDON = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
+COROUTINE = "coroutine"
+SYNC = "sync"
+ASYNC_GENERATOR = "async_generator"
 _PRIMED = object()
 _CURRENT: contextvars.ContextVar[object] = contextvars.ContextVar("ryot_telemetry_call", default=None)
 
@@ -64,7 +75,7 @@ def _count(req: Request, obj: Any, name: str) -> int | None:
         else:
             try:
                 n = operator.index(v)  # int subclasses, numpy integers
-            except Exception:
+            except BaseException:  # a provider's __index__ may raise anything
                 n = None
     if n is not None and 0 <= n <= MAX_COUNT:
         return int(n)
@@ -192,7 +203,7 @@ def _dict_with(d: dict[Any, Any], key: str, value: Any) -> dict[Any, Any] | None
             if _same_dict(new, d):
                 new[key] = value  # through the class's own __setitem__, as the caller's code would set it
                 return new
-        except Exception:
+        except BaseException:
             _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
     return None
 
@@ -221,7 +232,7 @@ def _options_with_usage(opts: Any, params: Any) -> Any:
             cls = _typed_options_class(params)
             return cls(include_usage=True) if cls is not None else {"include_usage": True}
         return _replaced(opts, include_usage=True)
-    except Exception:
+    except BaseException:
         _log.debug("ryot-telemetry: could not add include_usage to stream_options", exc_info=True)
     return None
 
@@ -260,39 +271,45 @@ def _allows_extra(params: Any) -> bool:
 def _succeed(rec: Recorder, req: Request) -> None:
     try:
         req.success(rec)
-    except Exception:
+    except BaseException:
         _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
 
 
 def _end(rec: Recorder, req: Request, exc: BaseException) -> None:
+    """End ``req`` with the caller's exception ``exc``; never raises (the caller re-raises ``exc`` itself)."""
     try:
-        if isinstance(exc, _ABANDON):
+        # type(), not isinstance(): isinstance may consult an exception's own ``__class__`` property
+        if issubclass(type(exc), _ABANDON):
             req.abandon(rec)
         else:
             req.fail(rec, exc)
-    except Exception:
+    except BaseException:
         _log.debug("ryot-telemetry: failed to record the end of a request", exc_info=True)
 
 
 async def traced_call(
     rec: Recorder,
     endpoint: str,
-    wrapped: Callable[..., Awaitable[Any]],
+    wrapped: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
     reasoning: bool = False,
     key: object = None,
+    shape: str = COROUTINE,
 ) -> Any:
     """Call ``wrapped(*args, **kwargs)`` (the router method, already bound) and record it.
 
     ``reasoning``: the method returns ogx's reasoning wrappers (see ``REASONING_METHOD``). ``key``: identifies
     the (router instance, method); a call nested inside a traced call with the same key — a subclass and its base
     both instrumented, one calling the other — goes through unrecorded, so the request counts once.
+    ``shape`` (``method_shape``): a ``coroutine`` method is awaited here; a ``sync`` or ``async_generator`` one is
+    called, not awaited, and this coroutine is run by ``_drive``, so the caller gets the method's own shape.
     """
     if key is not None and _CURRENT.get() == key:
-        return await wrapped(*args, **kwargs)
+        return await wrapped(*args, **kwargs) if shape is COROUTINE else wrapped(*args, **kwargs)
     call_args, call_kwargs = args, kwargs
+    req: Request | None = None
     try:
         if args:
             params = args[0]
@@ -312,40 +329,64 @@ async def traced_call(
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
+        if shape is ASYNC_GENERATOR:
+            stream, mode = True, STREAMING  # it streams whatever its params say
         req = rec.start(model, endpoint, mode, batch_size)
-    except Exception:
+    except BaseException:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
-        return await wrapped(*args, **kwargs)
+    if req is None:
+        return await wrapped(*args, **kwargs) if shape is COROUTINE else wrapped(*args, **kwargs)
 
     token = _CURRENT.set(key) if key is not None else None
     try:
-        result = await wrapped(*call_args, **call_kwargs)
+        if shape is COROUTINE:
+            result = await wrapped(*call_args, **call_kwargs)
+        else:
+            result = wrapped(*call_args, **call_kwargs)
     except BaseException as exc:
         _end(rec, req, exc)
+        if shape is not COROUTINE and issubclass(type(exc), StopIteration):
+            raise _Carried(exc) from None  # a coroutine cannot raise StopIteration: _drive re-raises it
         raise
     finally:
         if token is not None:
             _CURRENT.reset(token)
 
+    streamed = result
+    if shape is not COROUTINE:
+        if shape is SYNC:
+            try:
+                later = issubclass(type(result), collections.abc.Coroutine)
+            except BaseException:
+                later = False
+            if later:  # a sync method handing back a coroutine: it runs when the caller awaits what we return
+                try:
+                    result = streamed = await _Later(result)
+                except BaseException as exc:
+                    _end(rec, req, exc)
+                    raise
+        elif key is not None:
+            streamed = _Keyed(result, key)
     try:
-        # Looked up on the type, as ``async for`` does: an instance ``__getattr__`` (an attribute-style dict
-        # raising KeyError, say) is never run by telemetry.
-        is_stream = stream and hasattr(type(result), "__aiter__")
-    except Exception:
-        is_stream = False
-    if is_stream:
+        # ``async for`` resolves __aiter__ on the type: so does telemetry, never through an instance __getattr__
+        # (an attribute-style dict raising KeyError, say). A result ``async for`` cannot iterate (an __aiter__
+        # property raising, say) is returned as is.
+        it = _single_iterator(streamed) if stream and hasattr(type(streamed), "__aiter__") else None
+    except BaseException:
+        it = None
+    if it is not None:
         try:
-            if req._pending is not None:
+            if req._pending is not None and shape is not ASYNC_GENERATOR:
                 req.admit(rec)  # the router returned a stream: it accepted the model name
             if reasoning:
-                traced = _traced_reasoning_stream(rec, req, result, endpoint, params)
+                traced = _traced_reasoning_stream(rec, req, streamed, it, endpoint, params, _Collected(req))
             else:
-                traced = _traced_stream(rec, req, result, hide_usage, endpoint, params)
+                traced = _traced_stream(rec, req, streamed, it, hide_usage, endpoint, params, _Collected(req))
             # Run it to its first (internal) yield, inside the try that sees every exit: a stream the caller
             # closes or drops before iterating it is then finalised too, instead of staying in flight forever.
             await traced.asend(None)
             return traced
-        except Exception:
+        except BaseException:
             _log.debug("ryot-telemetry: could not wrap the stream; returning it as is", exc_info=True)
             _succeed(rec, req)
             return result
@@ -360,26 +401,152 @@ async def traced_call(
         if rec.semconv is not None:
             req.response_model = rec.response_models.key(_get(result_view, "model"))
         req.success(rec)
-    except Exception:
+    except BaseException:
         _log.debug("ryot-telemetry: could not read the response", exc_info=True)
         _succeed(rec, req)
     return result
 
 
+def method_shape(fn: Any) -> str:
+    """How a router method answers, told once when it is wrapped: ``coroutine``, ``async_generator``, or ``sync``
+    for any other callable (a coroutine that one hands back is still awaited when the caller awaits it)."""
+    try:
+        if inspect.isasyncgenfunction(fn):
+            return ASYNC_GENERATOR
+        if inspect.iscoroutinefunction(fn):
+            return COROUTINE
+    except BaseException:
+        _log.debug("ryot-telemetry: could not inspect %r; calling it as a sync method", fn, exc_info=True)
+    return SYNC
+
+
+class _Carried(Exception):
+    """Carries a sync method's StopIteration out of ``traced_call`` (a coroutine turns it into RuntimeError)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+
+class _Later:
+    """Awaited by ``traced_call`` when a sync method hands back a coroutine: suspends the traced call out of
+    ``_drive``, to be resumed by ``_resumed`` with what that coroutine returns or raises."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Any) -> None:
+        self.awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self)
+
+
+def _drive(coro: collections.abc.Coroutine[Any, Any, Any]) -> Any:
+    """Run ``traced_call`` of a sync or async-generator method in the caller's own call: it finishes without
+    suspending (it returns the result, or the primed traced stream), except where a sync method handed back a
+    coroutine; the caller then gets a coroutine finishing the traced call when awaited."""
+    try:
+        later = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    except _Carried as carried:
+        exc = carried.exc
+    else:
+        return _resumed(coro, later.awaitable)
+    raise exc  # outside the handler: the router's exception gets no context of ours
+
+
+async def _resumed(coro: collections.abc.Coroutine[Any, Any, Any], awaitable: Any) -> Any:
+    try:
+        value = await awaitable
+    except BaseException as e:
+        exc = e
+    else:
+        return await _continue(coro, value, None)
+    return await _continue(coro, None, exc)  # traced_call records exc and re-raises it
+
+
+@types.coroutine
+def _continue(
+    coro: collections.abc.Coroutine[Any, Any, Any], value: Any, exc: BaseException | None
+) -> Generator[Any, Any, Any]:
+    """Resume the suspended ``coro`` with ``value`` (or ``exc``) and run it to its end, passing on what it awaits."""
+    while True:
+        try:
+            yielded = coro.send(value) if exc is None else coro.throw(exc)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, exc = (yield yielded), None
+        except BaseException as e:
+            value, exc = None, e
+
+
+class _Keyed:
+    """The stream of an async-generator method under a nested guard (``key``): each step runs with the key set, so
+    the same method called from inside it (a subclass iterating its instrumented base) goes through unrecorded."""
+
+    __slots__ = ("_gen", "_key")
+
+    def __init__(self, gen: Any, key: object) -> None:
+        self._gen = gen
+        self._key = key
+
+    def __aiter__(self) -> _Keyed:
+        return self
+
+    async def __anext__(self) -> Any:
+        token = _CURRENT.set(self._key)
+        try:
+            return await type(self._gen).__anext__(self._gen)
+        finally:
+            _CURRENT.reset(token)
+
+    def aclose(self) -> Any:
+        return self._gen.aclose()
+
+
+class _Collected:
+    """Held by a traced stream's frame from its creation: when the stream is collected unfinished and nothing
+    closed it (its event loop closed without ``shutdown_asyncgens()``, say), the request ends as partial, so
+    in-flight goes back to 0. A finished request is left alone."""
+
+    __slots__ = ("req",)
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+
+    def __del__(self) -> None:
+        req = self.req
+        if not req._done:
+            try:
+                req.abandon()
+            except BaseException:  # a finaliser must not raise; the request is then simply not recorded
+                _log.debug("ryot-telemetry: could not end a collected stream's request", exc_info=True)
+
+
 async def _traced_stream(
-    rec: Recorder, req: Request, stream: Any, hide_usage: bool, endpoint: str, params: Any
+    rec: Recorder,
+    req: Request,
+    stream: Any,
+    it: Any,
+    hide_usage: bool,
+    endpoint: str,
+    params: Any,
+    collected: _Collected,
 ) -> AsyncGenerator[Any, None]:
     """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
 
-    Two loops over one iterator: every chunk is inspected in full until the first content chunk (TTFT); after
-    it, object chunks go through a lean loop that only looks for ``usage``. Dict chunks stay in the first loop.
+    Two loops over one iterator ``it`` (``_single_iterator(stream)``): every chunk is inspected in full until the
+    first content chunk (TTFT); after it, object chunks go through a lean loop that only looks for ``usage``.
+    Mapping chunks (dicts of any class) stay in the first loop. ``collected`` ends the request if the stream is
+    collected unfinished.
     """
     delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
     first = None
     want_model = rec.semconv is not None
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
-        it = _single_iterator(stream)
         async for chunk in it:
             try:
                 if first is None and _has_content(chunk):
@@ -387,27 +554,27 @@ async def _traced_stream(
                     first = chunk
                     if want_model:
                         req.response_model = rec.response_models.key(_get(chunk, "model"))
-                usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
+                usage = chunk.get("usage") if type(chunk) is dict else _get(chunk, "usage")
                 if usage is not None:
                     chunk = _take_usage(req, chunk, usage, hide_usage)
                     if chunk is _SKIP:
                         continue
-            except Exception:
+            except BaseException:  # a provider's property may raise anything: the chunk still goes through
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
             yield chunk
-            if first is not None and type(first) is not dict:
+            if first is not None and not isinstance(first, dict):
                 break
-        if first is not None and type(first) is not dict:
+        if first is not None and not isinstance(first, dict):
             async for chunk in it:  # the hot loop: per chunk, one attribute read
                 try:
                     usage = chunk.usage
-                except Exception:
+                except BaseException:
                     usage = _get_quietly(chunk, "usage")
                 if usage is not None:
                     try:
                         chunk = _take_usage(req, chunk, usage, hide_usage)
-                    except Exception:
+                    except BaseException:
                         _log.debug("ryot-telemetry: could not read usage", exc_info=True)
                     if chunk is _SKIP:
                         continue
@@ -435,7 +602,7 @@ def _take_usage(req: Request, chunk: Any, usage: Any, hide_usage: bool) -> Any:
 def _get_quietly(obj: Any, name: str) -> Any:
     try:
         return _get(obj, name)
-    except Exception:
+    except BaseException:
         return None
 
 
@@ -468,14 +635,14 @@ def _single_iterator(stream: Any) -> Any:
 
 
 async def _traced_reasoning_stream(
-    rec: Recorder, req: Request, stream: Any, endpoint: str, params: Any
+    rec: Recorder, req: Request, stream: Any, it: Any, endpoint: str, params: Any, collected: _Collected
 ) -> AsyncGenerator[Any, None]:
     """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
     delivered = False
     seen = False
     try:
         yield _PRIMED
-        async for wrapper in stream:
+        async for wrapper in it:
             try:
                 chunk = _get(wrapper, "chunk")
                 if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
@@ -486,7 +653,7 @@ async def _traced_reasoning_stream(
                 usage = _get(chunk, "usage")
                 if usage is not None:
                     read_usage(req, usage)
-            except Exception:
+            except BaseException:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
             yield wrapper
@@ -508,7 +675,7 @@ async def _stream_failed(
         # generators, close() for stream objects such as openai's AsyncStream).
         try:
             close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
-        except Exception:  # an instance __getattr__ raising something else than AttributeError
+        except BaseException:  # an instance __getattr__ raising something else than AttributeError
             close = None
         if close is not None:
             closed = close()
@@ -548,19 +715,36 @@ def _stream_ended(req: Request, delivered: bool, endpoint: str, params: Any) -> 
     if req.prompt_tokens is None and req.first_token is not None:
         try:
             req.prompt_chars = _prompt_chars(endpoint, params)
-        except Exception:
+        except BaseException:
             req.prompt_chars = None
 
 
-def _make_method(
-    rec: Recorder, endpoint: str, original: Callable[..., Awaitable[Any]], reasoning: bool, key: object
-) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def method(*args: Any, **kwargs: Any) -> Any:
-        return await traced_call(rec, endpoint, original, args, kwargs, reasoning=reasoning, key=key)
+class _TracedMethod(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A router instance's method as ``instrument_router`` leaves it: a wrapt proxy, so the method keeps its name,
+    signature and shape (``inspect.iscoroutinefunction`` / ``isasyncgenfunction`` answer as for the original)."""
 
-    setattr(method, _MARK, original)
-    return method
+    __ryot_telemetry_wrapped__ = True  # _MARK, found on the class: the proxy forwards other attributes
+
+    def __copy__(self) -> _TracedMethod:
+        return self  # as for a plain function: a copied router shares it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _TracedMethod:
+        return self
+
+
+def _make_method(rec: Recorder, endpoint: str, original: Callable[..., Any], reasoning: bool) -> _TracedMethod:
+    shape = method_shape(original)
+    if shape is COROUTINE:
+
+        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning)
+
+    else:
+
+        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return _drive(traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, shape=shape))
+
+    return _TracedMethod(original, wrapper)
 
 
 def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
@@ -575,12 +759,12 @@ def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
     found = False
     for name, endpoint in METHODS.items():
         original = getattr(router, name, None)
-        if original is None:
-            continue
+        if original is None or not callable(original):
+            continue  # not a method: left untouched
         found = found or name != REASONING_METHOD
         if getattr(original, _MARK, None) is not None:
             continue
-        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD, None))
+        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD))
     if not found:
         raise TypeError(
             f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "

@@ -26,7 +26,7 @@ from wrapt import wrap_function_wrapper
 from . import _state, env
 from ._assembly import build_recorder, default_recorder, ryot_meter
 from ._recorder import Recorder
-from ._wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
+from ._wrapper import _MARK, COROUTINE, METHODS, REASONING_METHOD, _drive, method_shape, traced_call
 from .settings import ConfigurationError, Settings
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
@@ -92,9 +92,10 @@ def _configured_settings() -> Settings:
     return tel.settings if tel is not None and tel.settings is not None else Settings.load()
 
 
-def _method_wrapper(recorder: Recorder, name: str, endpoint: str, nested: bool) -> Any:
+def _method_wrapper(recorder: Recorder, name: str, endpoint: str, nested: bool, shape: str) -> Any:
     """``nested``: a base or subclass of this class is wrapped too, so one call can pass through two wrappers;
-    only then is the per-call guard (a context variable, a few hundred ns) paid."""
+    only then is the per-call guard (a context variable, a few hundred ns) paid. ``shape``: the method's
+    (``method_shape``), which the wrapped method keeps."""
     reasoning = name == REASONING_METHOD
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -102,7 +103,9 @@ def _method_wrapper(recorder: Recorder, name: str, endpoint: str, nested: bool) 
         if own is not None and getattr(own.get(name), _MARK, None) is not None:
             return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
         key = (id(instance), name) if nested else None
-        return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key)
+        if shape is COROUTINE:
+            return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key)
+        return _drive(traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key, shape=shape))
 
     return wrapper
 
@@ -138,11 +141,13 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         classes = router_classes(kwargs.get("router_classes"))
         for cls in classes:
             for name, endpoint in METHODS.items():
-                if not callable(getattr(cls, name, None)):
+                method = getattr(cls, name, None)
+                if not callable(method):
                     continue
                 own = name in cls.__dict__
                 nested = any(o is not cls and (issubclass(cls, o) or issubclass(o, cls)) for o in classes)
-                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint, nested))
+                shape = method_shape(method)
+                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint, nested, shape))
                 wrapped.append((cls, name, own))
         if not wrapped:
             _log.debug("ryot-telemetry: neither ogx nor llama-stack is installed and no router class was named")
