@@ -553,7 +553,7 @@ async def _traced_stream(
                     req.first_token = _clock()
                     first = chunk
                     if want_model:
-                        req.response_model = rec.response_models.key(_get(chunk, "model"))
+                        req.response_model = _response_model(rec, chunk)
                 usage = chunk.get("usage") if type(chunk) is dict else _get(chunk, "usage")
                 if usage is not None:
                     chunk = _take_usage(req, chunk, usage, hide_usage)
@@ -563,9 +563,9 @@ async def _traced_stream(
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
             yield chunk
-            if first is not None and not isinstance(first, dict):
+            if first is not None and not issubclass(type(first), dict):
                 break
-        if first is not None and not isinstance(first, dict):
+        if first is not None and not issubclass(type(first), dict):
             async for chunk in it:  # the hot loop: per chunk, one attribute read
                 try:
                     usage = chunk.usage
@@ -589,9 +589,22 @@ async def _traced_stream(
 _SKIP = object()
 
 
+def _response_model(rec: Recorder, chunk: Any) -> str | None:
+    """The clipped response model of a chunk; None where it cannot be read (the chunk's usage is still read)."""
+    try:
+        return rec.response_models.key(_get(chunk, "model"))
+    except BaseException:
+        _log.debug("ryot-telemetry: could not read a chunk's model", exc_info=True)
+        return None
+
+
 def _take_usage(req: Request, chunk: Any, usage: Any, hide_usage: bool) -> Any:
-    """Record usage; returns the chunk to yield, or ``_SKIP`` for the usage-only chunk the caller did not ask for."""
-    read_usage(req, usage)
+    """Record usage; returns the chunk to yield, or ``_SKIP`` for the usage-only chunk the caller did not ask for
+    (hidden even where its usage cannot be read: the caller never asked for that chunk)."""
+    try:
+        read_usage(req, usage)
+    except BaseException:
+        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
     if hide_usage:
         if not _get(chunk, "choices"):
             return _SKIP  # the usage-only chunk we asked for: the caller never sees it
@@ -670,7 +683,7 @@ async def _stream_failed(
     """A stream ended by an exception, a consumer's close or a cancellation; the caller re-raises ``exc``."""
     _stream_ended(req, delivered, endpoint, params)
     _end(rec, req, exc)
-    if isinstance(exc, GeneratorExit):
+    if issubclass(type(exc), GeneratorExit):  # type(): an exception's own __class__ may raise
         # The consumer closed us: close the provider's stream as it would have been (aclose() for async
         # generators, close() for stream objects such as openai's AsyncStream).
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -185,6 +186,60 @@ async def test_base_and_subclass_both_instrumented_count_each_call_once() -> Non
         await _Base().openai_chat_completion(ChatParams(model="m"))
         c.collect()
         assert c.value(REQ, model="m", endpoint="chat_completion", status="success") == 3
+    finally:
+        inst.uninstrument()
+        c.shutdown()
+
+
+# --- every router shape, unchanged (SPEC), on classes ----------------------------------------------------------
+
+
+class _SyncRouter:
+    def openai_chat_completion(self, params: Any) -> Any:
+        return {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": 2}}
+
+
+class _AsyncGenRouter:
+    async def openai_chat_completion(self, params: Any) -> AsyncIterator[Any]:
+        yield content_chunk("a")
+        if (params.stream_options or {}).get("include_usage"):
+            yield usage_chunk(usage(9, 1))
+
+
+class _AsyncGenBase:
+    async def openai_chat_completion(self, params: Any) -> AsyncIterator[Any]:
+        yield content_chunk("a")
+        yield content_chunk("b")
+
+
+class _AsyncGenSub(_AsyncGenBase):
+    async def openai_chat_completion(self, params: Any) -> AsyncIterator[Any]:
+        async for c in super().openai_chat_completion(params):
+            yield c
+
+
+async def test_class_wrap_keeps_sync_and_async_generator_methods_as_they_are() -> None:
+    """The instrumentor keeps the shape too: a sync method stays sync (same object back), an async generator method
+    stays one (``async for`` over the call); a subclass iterating its instrumented base counts once."""
+    c = capture()
+    inst = RyotInstrumentor()
+    inst.instrument(recorder=c.recorder, router_classes=[_SyncRouter, _AsyncGenRouter, _AsyncGenBase, _AsyncGenSub])
+    try:
+        assert not inspect.iscoroutinefunction(_SyncRouter().openai_chat_completion)
+        assert _SyncRouter().openai_chat_completion(ChatParams(model="s"))["usage"]["prompt_tokens"] == 8
+        assert inspect.isasyncgenfunction(_AsyncGenRouter().openai_chat_completion)
+        gen = _AsyncGenRouter().openai_chat_completion(ChatParams(model="g", stream=True))
+        assert inspect.isasyncgen(gen)
+        assert [ch.choices[0].delta.content for ch in [x async for x in gen]] == ["a"]
+        sub = [x async for x in _AsyncGenSub().openai_chat_completion(ChatParams(model="n", stream=True))]
+        assert [ch.choices[0].delta.content for ch in sub] == ["a", "b"]
+        c.collect()
+        assert c.value(REQ, model="s", endpoint="chat_completion", status="success") == 1
+        assert c.value("ryot.tokens.generated", model="s", token_type="prompt", generation_mode="standard") == 8
+        assert c.value(REQ, model="g", endpoint="chat_completion", status="success") == 1
+        assert c.value("ryot.tokens.generated", model="g", token_type="prompt", generation_mode="streaming") == 9
+        assert c.value(REQ, model="n", endpoint="chat_completion", status="success") == 1
+        assert set(c.recorder.active().values()) == {0}
     finally:
         inst.uninstrument()
         c.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import pytest
@@ -185,3 +186,182 @@ async def test_result_whose_getattr_raises_keyerror_passes_through(cap: Capture,
     mode = "streaming" if stream else "standard"
     # a first request of "m" was in flight under __unknown__ (the name had no label slot yet)
     assert cap.recorder.active() == {("__unknown__", mode, "chat_completion"): 0}
+
+
+# --- every router shape, unchanged (SPEC) ----------------------------------------------------------------------
+
+
+async def test_sync_method_stays_sync_and_returns_the_very_object(cap: Capture) -> None:
+    """A synchronous openai_chat_completion stays synchronous: not a coroutine function, the call returns the
+    router's own object (no coroutine), and the request is recorded with its usage."""
+    resp = Completion(choices=[Choice(message=Message(content="x"))], usage=usage(40, 10))
+
+    class SyncRouter:
+        def openai_chat_completion(self, params: Any) -> Any:
+            return resp
+
+    router = cap.instrument_router(SyncRouter())
+    assert not inspect.iscoroutinefunction(router.openai_chat_completion)
+    assert router.openai_chat_completion(ChatParams(model="m")) is resp
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 10
+    assert cap.recorder.active() == {("__unknown__", "standard", "chat_completion"): 0}
+
+
+async def test_sync_method_handing_back_a_coroutine_stays_awaitable(cap: Capture) -> None:
+    """A sync method returning a coroutine: the call returns a coroutine at once (the request in flight), and
+    awaiting it gives the router's object; the request ends when the caller's await does."""
+    resp = Completion(usage=usage(7, 3))
+
+    class Delegating:
+        def openai_chat_completion(self, params: Any) -> Any:
+            return self._impl(params)
+
+        async def _impl(self, params: Any) -> Any:
+            await asyncio.sleep(0)
+            return resp
+
+    await cap.instrument_router(ScriptedRouter(response=resp)).openai_chat_completion(ChatParams(model="m"))
+    router = cap.instrument_router(Delegating())
+    pending = router.openai_chat_completion(ChatParams(model="m"))
+    assert inspect.iscoroutine(pending)
+    assert cap.recorder.active()[("m", "standard", "chat_completion")] == 1
+    assert await pending is resp
+    assert cap.recorder.active()[("m", "standard", "chat_completion")] == 0
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="standard") == 6
+
+
+async def test_sync_method_raising_stop_iteration_raises_that_very_exception(cap: Capture) -> None:
+    """StopIteration cannot leave a coroutine; the sync path still hands the caller the router's own object, with
+    no context of telemetry's attached."""
+    exc = StopIteration("done")
+
+    class SyncRouter:
+        def openai_chat_completion(self, params: Any) -> Any:
+            raise exc
+
+    router = cap.instrument_router(SyncRouter())
+    with pytest.raises(StopIteration) as info:
+        router.openai_chat_completion(ChatParams(model="m"))
+    assert info.value is exc and exc.__context__ is None and exc.__cause__ is None
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="inference_error") == 1
+
+
+class HostileError(Exception):
+    """A provider exception every read of which raises a BaseException: ``__str__``, ``status_code``, ``response``."""
+
+    def __str__(self) -> str:
+        raise KeyboardInterrupt("from __str__")
+
+    @property
+    def status_code(self) -> int:
+        raise SystemExit("from status_code")
+
+    @property
+    def response(self) -> Any:
+        raise GeneratorExit("from response")
+
+
+async def test_exception_whose_reads_raise_base_exceptions_reaches_the_caller_unchanged(cap: Capture) -> None:
+    """An exception whose __str__ raises KeyboardInterrupt (and whose status_code / response raise other
+    BaseExceptions) reaches the caller as the same object; it counts as an inference_error, in-flight 0."""
+    exc = HostileError()
+    router = cap.instrument_router(ScriptedRouter(raises=exc))
+    with pytest.raises(HostileError) as info:
+        await router.openai_chat_completion(ChatParams(model="m"))
+    assert info.value is exc
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="inference_error") == 1
+    assert cap.value("ryot.inference.errors", model="m", error_type="inference_error", severity="warning") == 1
+    assert cap.recorder.active() == {("__unknown__", "standard", "chat_completion"): 0}
+
+
+class HostileResponse:
+    """A response whose every field raises a BaseException when read."""
+
+    @property
+    def usage(self) -> Any:
+        raise KeyboardInterrupt("from usage")
+
+    @property
+    def model(self) -> Any:
+        raise SystemExit("from model")
+
+    @property
+    def choices(self) -> Any:
+        raise asyncio.CancelledError("from choices")
+
+
+@pytest.mark.parametrize("method", ["openai_chat_completion", "openai_chat_completions_with_reasoning"])
+async def test_response_whose_reads_raise_base_exceptions_is_returned_as_is(method: str) -> None:
+    """Telemetry's reads of a response (usage, model, choices) raising KeyboardInterrupt, SystemExit or
+    CancelledError: the caller gets the very response, the request counts once as a success without tokens."""
+    from ryot_telemetry.testing import capture
+
+    cap = capture(semconv=True)  # semconv reads the response's model too
+    resp = HostileResponse()
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            return resp
+
+        async def openai_chat_completions_with_reasoning(self, params: Any) -> Any:
+            return resp
+
+    try:
+        router = cap.instrument_router(Router())
+        assert await getattr(router, method)(ChatParams(model="m")) is resp
+        cap.collect()
+        assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+        assert cap.points("ryot.tokens.generated") == []
+        assert cap.recorder.active() == {("__unknown__", "standard", "chat_completion"): 0}
+    finally:
+        cap.shutdown()
+
+
+async def test_callable_object_method_is_called_through_with_its_own_shape(cap: Capture) -> None:
+    """A method that is a callable object (``async def __call__``, which inspect calls no coroutine function) is
+    called as a sync method: the caller still awaits it and gets the router's object; the request records."""
+    resp = Completion(usage=usage(5, 2))
+
+    class AsyncCallable:
+        async def __call__(self, params: Any) -> Any:
+            return resp
+
+    class Router:
+        def __init__(self) -> None:
+            self.openai_chat_completion = AsyncCallable()
+
+    router = cap.instrument_router(Router())
+    assert await router.openai_chat_completion(ChatParams(model="m")) is resp
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+
+
+def test_non_callable_attribute_is_left_untouched(cap: Capture) -> None:
+    """A router attribute of a method's name that is not callable stays exactly as it was; the others are wrapped."""
+    marker = ("not", "a", "method")
+
+    class Router(ScriptedRouter):
+        openai_completion = marker  # type: ignore[assignment]
+
+    router = cap.instrument_router(Router(response=None))
+    assert router.openai_completion is marker
+    assert "openai_completion" not in vars(router) and "openai_chat_completion" in vars(router)
+
+
+async def test_wrapped_method_keeps_name_signature_and_is_copied_like_a_function(cap: Capture) -> None:
+    """The wrapped method keeps its name and signature; copying the router shares the method as for a function."""
+    import copy
+
+    router = cap.instrument_router(ScriptedRouter(response=None))
+    method = router.openai_chat_completion
+    assert method.__name__ == "openai_chat_completion"
+    assert inspect.signature(method) == inspect.signature(ScriptedRouter(response=None).openai_chat_completion)
+    assert list(inspect.signature(method).parameters) == ["params"]
+    assert inspect.iscoroutinefunction(method)
+    assert copy.copy(method) is method and copy.deepcopy(method) is method

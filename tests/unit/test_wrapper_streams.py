@@ -6,6 +6,7 @@ import asyncio
 import collections
 import dataclasses
 import gc
+import inspect
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
@@ -534,3 +535,210 @@ async def test_stream_object_whose_getattr_raises_keyerror_passes_through(cap: C
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
     assert cap.value(ACTIVE, model="m", request_type="streaming", endpoint="chat_completion") == 0
+
+
+# --- every router shape, unchanged (SPEC) ----------------------------------------------------------------------
+
+
+class AsyncGenRouter:
+    """A router whose openai_chat_completion is itself an async generator (``async def ...: yield``)."""
+
+    def __init__(self, chunks: list[Any], raises: BaseException | None = None, raise_after: int = 0) -> None:
+        self.chunks, self.raises, self.raise_after = chunks, raises, raise_after
+        self.calls: list[Any] = []
+        self.finished = 0
+
+    async def openai_chat_completion(self, params: Any) -> AsyncIterator[Any]:
+        self.calls.append(params)
+        include_usage = bool((params.stream_options or {}).get("include_usage"))
+        try:
+            for i, c in enumerate(self.chunks):
+                if self.raises is not None and i == self.raise_after:
+                    raise self.raises
+                if c.usage is None or include_usage:
+                    yield c
+        finally:
+            self.finished += 1
+
+
+async def test_async_generator_method_stays_an_async_generator(cap: Capture) -> None:
+    """``async for c in router.method(p)`` works: the method is still an async generator function, the call an
+    async generator; the caller gets the very chunks (the usage chunk we asked for hidden), TTFT and tokens count."""
+    chunks = [content_chunk("a"), content_chunk("b"), usage_chunk(usage(300, 2))]
+    inner = AsyncGenRouter(chunks)
+    router = cap.instrument_router(inner)
+    assert inspect.isasyncgenfunction(router.openai_chat_completion)
+    gen = router.openai_chat_completion(ChatParams(model="m", stream=True))
+    assert inspect.isasyncgen(gen)
+    got = [c async for c in gen]
+    assert len(got) == 2 and got[0] is chunks[0] and got[1] is chunks[1]
+    assert inner.calls[0].stream_options == {"include_usage": True} and inner.finished == 1
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 300
+    assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="small").count == 1
+    assert cap.recorder.active() == {("__unknown__", "streaming", "chat_completion"): 0}
+
+
+async def test_async_generator_method_failing_or_closed_is_accounted_once(cap: Capture) -> None:
+    """Mid-stream failure: the same exception object after 1 chunk, status partial; a caller closing after one
+    chunk: partial, the provider's generator finished; a model name the router rejects never takes a slot."""
+    exc = ValueError("Model 'nope' not found")
+    exc.status_code = 404  # type: ignore[attr-defined]
+    router = cap.instrument_router(AsyncGenRouter([content_chunk("a"), content_chunk("b")], exc, raise_after=1))
+    got = []
+    with pytest.raises(ValueError) as info:
+        async for c in router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            got.append(c)
+    assert info.value is exc and len(got) == 1
+    inner = AsyncGenRouter([content_chunk("a"), content_chunk("b")])
+    gen = cap.instrument_router(inner).openai_chat_completion(ChatParams(model="m", stream=True))
+    assert (await gen.__anext__()).choices[0].delta.content == "a"
+    await gen.aclose()
+    assert inner.finished == 1
+    rejected = cap.instrument_router(AsyncGenRouter([content_chunk("a")], exc, raise_after=0))
+    with pytest.raises(ValueError):
+        async for _ in rejected.openai_chat_completion(ChatParams(model="nope", stream=True)):
+            pass
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 2
+    assert cap.value("ryot.inference.errors", model="m", error_type="model_not_found", severity="info") == 1
+    assert (
+        cap.value(REQ, model="__unknown__", endpoint="chat_completion", status="error", error_type="model_not_found")
+        == 1
+    )
+    assert set(cap.recorder.active().values()) == {0}
+
+
+async def test_async_generator_method_never_iterated_ends_when_dropped(cap: Capture) -> None:
+    """An async generator the caller creates and drops (or closes) without iterating: no request stays in flight."""
+    inner = AsyncGenRouter([content_chunk("a")])
+    router = cap.instrument_router(inner)
+    router.openai_chat_completion(ChatParams(model="m", stream=True))  # dropped at once
+    gen = router.openai_chat_completion(ChatParams(model="m", stream=True))
+    await gen.aclose()
+    del gen
+    gc.collect()
+    for _ in range(5):  # the loop's finaliser hook closes the dropped one in a task of its own
+        await asyncio.sleep(0)
+    cap.collect()
+    assert cap.value(REQ, model="__unknown__", endpoint="chat_completion", status="partial") == 2
+    assert cap.recorder.active() == {("__unknown__", "streaming", "chat_completion"): 0}
+    assert inner.calls == []  # the provider's generator never ran
+
+
+class AiterPropertyRaises:
+    """A result whose ``__aiter__`` is a property raising something other than AttributeError."""
+
+    @property
+    def __aiter__(self) -> Any:
+        raise ValueError("not iterable today")
+
+
+async def test_result_whose_aiter_property_raises_is_returned_as_is(cap: Capture) -> None:
+    """Asked to stream, the router returns an object ``async for`` cannot iterate: the caller gets that very object
+    (iterating it fails as it would without telemetry); the request counts once as a success, in-flight 0."""
+    result = AiterPropertyRaises()
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            return result
+
+    router = cap.instrument_router(Router())
+    assert await router.openai_chat_completion(ChatParams(model="m", stream=True)) is result
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.recorder.active() == {("__unknown__", "streaming", "chat_completion"): 0}
+
+
+class UsageRaises:
+    """A content chunk whose ``usage`` property raises KeyboardInterrupt (and ``model`` SystemExit)."""
+
+    def __init__(self, text: str) -> None:
+        self.choices = [ChunkChoice(delta=Delta(content=text))]
+
+    @property
+    def usage(self) -> Any:
+        raise KeyboardInterrupt("from usage")
+
+    @property
+    def model(self) -> Any:
+        raise SystemExit("from model")
+
+
+async def test_chunk_whose_usage_property_raises_keyboard_interrupt_goes_through(cap: Capture) -> None:
+    """Chunks whose ``usage`` raises KeyboardInterrupt, before and after the first content chunk: the caller gets
+    every chunk (same objects), the stream succeeds, the next request still works."""
+    from ryot_telemetry.testing import capture
+
+    cap = capture(semconv=True)
+    try:
+        chunks = [UsageRaises(t) for t in "abc"]
+
+        class Router:
+            async def openai_chat_completion(self, params: Any) -> Any:
+                async def gen() -> AsyncIterator[Any]:
+                    for c in chunks:
+                        yield c
+
+                return gen()
+
+        router = cap.instrument_router(Router())
+        got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+        assert len(got) == 3 and all(g is c for g, c in zip(got, chunks))
+        cap.collect()
+        assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+        assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="tiny").count == 1
+        # in flight under __unknown__ until the router returned a stream (it accepted the name), then under "m"
+        assert cap.recorder.active() == {
+            ("__unknown__", "streaming", "chat_completion"): 0,
+            ("m", "streaming", "chat_completion"): 0,
+        }
+    finally:
+        cap.shutdown()
+
+
+@pytest.mark.parametrize("mapping", [dict, collections.OrderedDict], ids=["dict", "ordereddict"])
+async def test_usage_only_mapping_stream_is_read_and_hidden_alike(cap: Capture, mapping: type) -> None:
+    """A stream of one usage-only chunk, as dicts or OrderedDicts alike: the usage counts and the chunk, which the
+    caller did not ask for, is hidden."""
+    chunk = mapping(choices=[], usage=mapping(prompt_tokens=11, completion_tokens=4))
+    router = cap.instrument_router(ScriptedRouter(chunks=[chunk]))
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert got == []
+    asked = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    got = [c async for c in await router.openai_chat_completion(asked)]
+    assert len(got) == 1 and got[0] is chunk
+    cap.collect()
+    assert cap.value("ryot.tokens.generated", model="m", token_type="prompt", generation_mode="streaming") == 22
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 8
+
+
+def test_streams_of_a_loop_closed_without_shutdown_asyncgens_end_as_partial() -> None:
+    """Two streams left open when their event loop is closed without ``shutdown_asyncgens()``: nothing can close
+    them any more, yet once collected both requests end as partial and in-flight is back to 0."""
+    from ryot_telemetry.testing import capture
+
+    cap = capture()
+    try:
+        router = cap.instrument_router(ScriptedRouter(chunks=[content_chunk(str(i)) for i in range(5)]))
+        agen_router = cap.instrument_router(AsyncGenRouter([content_chunk(str(i)) for i in range(5)]))
+
+        async def open_streams() -> list[Any]:
+            a = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+            b = agen_router.openai_chat_completion(ChatParams(model="m", stream=True))
+            await a.__anext__()
+            await b.__anext__()
+            return [a, b]
+
+        loop = asyncio.new_event_loop()
+        streams = loop.run_until_complete(open_streams())
+        assert cap.recorder.active()[("m", "streaming", "chat_completion")] == 2
+        loop.close()  # no shutdown_asyncgens(): the loop's finaliser hook does nothing once closed
+        del streams
+        gc.collect()
+        cap.collect()
+        assert cap.recorder.active()[("m", "streaming", "chat_completion")] == 0
+        assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 2
+    finally:
+        cap.shutdown()
