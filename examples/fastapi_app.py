@@ -4,6 +4,8 @@
     uvicorn examples.fastapi_app:app --port 8000
     curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \
          -d '{"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
+    curl -s localhost:8000/v1/completions -H 'content-type: application/json' \
+         -d '{"model": "llama-3.1-8b-instruct", "prompt": "Once upon a time", "stream": true}'
     curl -s localhost:8000/metrics | grep ryot_
 """
 
@@ -56,6 +58,13 @@ def _error(e: Exception) -> Response:
     return Response(body, status_code=getattr(e, "status_code", 500), media_type="application/json")
 
 
+def _answer(params: dict[str, Any], result: Any) -> Any:
+    """A stream (``"stream": true``) as server-sent events, anything else as JSON."""
+    if params.get("stream"):
+        return StreamingResponse(_sse(result), media_type="text/event-stream")
+    return _jsonable(result)
+
+
 @app.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Any:
     params = await request.json()
@@ -63,15 +72,14 @@ async def chat_completions(request: Request) -> Any:
         result = await router.openai_chat_completion(params)
     except Exception as e:  # the wrapper re-raises the provider's exception unchanged
         return _error(e)
-    if params.get("stream"):
-        return StreamingResponse(_sse(result), media_type="text/event-stream")
-    return _jsonable(result)
+    return _answer(params, result)
 
 
 @app.post("/v1/completions")
 async def completions(request: Request) -> Any:
     params = await request.json()
     try:
-        return _jsonable(await router.openai_completion(params))
+        result = await router.openai_completion(params)
     except Exception as e:
         return _error(e)
+    return _answer(params, result)

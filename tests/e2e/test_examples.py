@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -76,3 +78,49 @@ def test_fastapi_example_keeps_serving_metrics_after_a_lone_surrogate_model_name
             r = client.get("/metrics/")
             assert r.status_code == 200
     assert re.search(r'ryot_inference_requests_total\{[^}]*model="__unknown__"[^}]*\} 1\.0', r.text)
+
+
+def test_fastapi_example_streams_completions() -> None:
+    """A streamed /v1/completions answers server-sent events: exactly the provider's chunks, then [DONE] (the usage
+    chunk telemetry asked for stays hidden); the request counts as a successful streaming completion."""
+    import asyncio
+    import dataclasses
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from ryot_telemetry.simulate import SimulatedRouter
+
+    def seeded() -> SimulatedRouter:
+        return SimulatedRouter(speed=0, seed=7, error_rate=0.0, timeout_rate=0.0)
+
+    async def bare_chunks(params: dict[str, object]) -> list[object]:
+        return [c async for c in await seeded().openai_completion(params)]
+
+    spec = importlib.util.spec_from_file_location("fastapi_app_example_completions", EXAMPLES / "fastapi_app.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.router = mod.telemetry.instrument_router(seeded())  # the same words as the bare router below
+    body = {"model": "llama-3.1-8b-instruct", "prompt": "Once upon a time", "stream": True}
+    expected = asyncio.run(bare_chunks(dict(body)))
+    with TestClient(mod.app) as client:
+        r = client.post("/v1/completions", json=body)
+        metrics = client.get("/metrics/").text
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = r.text.split("\n\n")
+    assert events == [f"data: {json.dumps(dataclasses.asdict(c))}" for c in expected] + ["data: [DONE]", ""]
+    texts = [json.loads(e[6:])["choices"][0]["text"] for e in events[:-2]]
+    assert len(texts) == len(expected) >= 2 and texts[-1] == "" and all(t.endswith(" ") for t in texts[:-1])
+    assert all(json.loads(e[6:])["usage"] is None for e in events[:-2])
+    samples = {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if not k.startswith("otel_scope")))): s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    }
+    model = ("model", "llama-3.1-8b-instruct")
+    requests = [(k, v) for k, v in samples.items() if k[0] == "ryot_inference_requests_total"]
+    assert requests == [
+        (("ryot_inference_requests_total", (("endpoint", "completion"), model, ("status", "success"))), 1)
+    ]
+    tokens = ("generation_mode", "streaming"), model, ("token_type", "completion")
+    assert samples[("ryot_tokens_generated_total", tokens)] == len(expected) - 1  # one word per chunk but the last
