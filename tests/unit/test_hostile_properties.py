@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import os
 import shutil
 import subprocess
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
@@ -418,3 +420,464 @@ def test_usage_counts_follow_the_spec_rule(value: Any) -> None:
     req.abandon()
     assert req.completion_tokens == plausible(value)
     assert (req._implausible is not None) == (value is not None and plausible(value) is None)
+
+
+# --- every router shape, unchanged: router shapes x result shapes x exception shapes ---------------------------
+#
+# Each example draws what a provider does (return a result, raise before answering, or stream chunks and perhaps
+# raise mid-stream), the kinds of objects it hands over (well-formed ones of every class above, or hostile ones
+# whose every read raises a drawn exception, BaseException subclasses included), the exception it raises (plain,
+# hostile, or a BaseException) and how the caller consumes a stream (to the end, closing it early, dropping it).
+# The same behaviour runs on a bare router and on the wrapped one, per router shape (coroutine, sync, sync handing
+# back a coroutine, async generator, callable object) and wrapping (instrument_router, the instrumentor on a
+# class, and on a class whose base is wrapped too): the caller must observe the very same objects and exception.
+
+RAISED: dict[str, type[BaseException]] = {
+    "ValueError": ValueError,
+    "KeyError": KeyError,
+    "AttributeError": AttributeError,
+    "TypeError": TypeError,
+    "RecursionError": RecursionError,
+    "MemoryError": MemoryError,
+    "StopIteration": StopIteration,
+    "StopAsyncIteration": StopAsyncIteration,
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "SystemExit": SystemExit,
+    "GeneratorExit": GeneratorExit,
+    "CancelledError": asyncio.CancelledError,
+    "BaseException": type("CustomBaseException", (BaseException,), {}),
+}
+_HOSTILE_FIELDS = (
+    "usage",
+    "model",
+    "choices",
+    "completion",
+    "chunk",
+    "reasoning_content",
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_tokens_details",
+    "get",
+    "model_copy",
+    "aclose",
+    "close",
+)
+
+
+def _raising(exc: type[BaseException], what: str) -> Any:
+    def read(self: Any) -> Any:
+        raise exc(what)
+
+    return property(read)
+
+
+def hostile_object(exc: type[BaseException]) -> Any:
+    """An object every read of which raises ``exc``: its fields, ``__getattr__`` and ``__class__`` (which
+    ``isinstance`` consults)."""
+
+    def getattr_(self: Any, name: str) -> Any:
+        raise exc(name)
+
+    ns: dict[str, Any] = {name: _raising(exc, name) for name in _HOSTILE_FIELDS}
+    ns.update(__getattr__=getattr_, __class__=_raising(exc, "__class__"))
+    return type("Hostile", (), ns)()
+
+
+def hostile_exception(exc: type[BaseException]) -> BaseException:
+    """A provider exception whose ``__str__``, ``status_code``, ``response`` and ``__class__`` raise ``exc``."""
+
+    def str_(self: Any) -> str:
+        raise exc("__str__")
+
+    ns = {
+        "__str__": str_,
+        "status_code": _raising(exc, "status_code"),
+        "response": _raising(exc, "response"),
+        "__class__": _raising(exc, "__class__"),
+    }
+    return type("HostileError", (Exception,), ns)()
+
+
+class AiterProperty:
+    """A result whose ``__aiter__`` is a property raising: ``async for`` cannot iterate it."""
+
+    def __init__(self, exc: type[BaseException]) -> None:
+        self.exc = exc
+
+    @property
+    def __aiter__(self) -> Any:
+        raise self.exc("__aiter__")
+
+
+class StreamObject:
+    """A provider stream object (not a generator) whose instance ``__getattr__`` raises a drawn exception."""
+
+    def __init__(self, items: list[Any], exc: type[BaseException]) -> None:
+        self._items = iter(items)
+        self._exc = exc
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._exc(name)
+
+    def __aiter__(self) -> StreamObject:
+        return self
+
+    async def __anext__(self) -> Any:
+        for item in self._items:
+            if isinstance(item, _Raise):
+                raise item.exc
+            return item
+        raise StopAsyncIteration
+
+
+@dataclasses.dataclass
+class _Raise:
+    exc: BaseException
+
+
+@dataclasses.dataclass
+class Behaviour:
+    """One provider behaviour, built afresh for each run from a drawn spec: its objects are compared by identity."""
+
+    outcome: str  # "return", "raise", "stream"
+    result: Any = None
+    exc: BaseException | None = None
+    chunks: list[Any] = dataclasses.field(default_factory=list)
+    usage_chunk: Any = None
+    fail_at: int | None = None  # raise ``exc`` before this chunk
+    stream_object: type[BaseException] | None = None  # stream as a StreamObject with this __getattr__ exception
+
+    def items(self, params: Any) -> list[Any]:
+        opts = field(params, "stream_options")
+        asked = bool(opts and field(opts, "include_usage"))
+        items: list[Any] = list(self.chunks)
+        if self.usage_chunk is not None and asked:
+            items.append(self.usage_chunk)
+        if self.fail_at is not None:
+            items.insert(min(self.fail_at, len(items)), _Raise(self.exc))  # type: ignore[arg-type]
+        return items
+
+    def stream(self, params: Any) -> Any:
+        items = self.items(params)
+        if self.stream_object is not None:
+            return StreamObject(items, self.stream_object)
+        return _agen(items)
+
+    def answer(self, params: Any) -> Any:
+        """The provider's answer (a sync view): raise, return, or hand back a stream."""
+        if self.outcome == "raise":
+            raise self.exc  # type: ignore[misc]
+        if self.outcome == "stream":
+            return self.stream(params)
+        return self.result
+
+
+async def _agen(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        if isinstance(item, _Raise):
+            raise item.exc
+        yield item
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    outcome: str
+    result: tuple[str, str]  # (kind, detail)
+    exc: tuple[str, str]
+    chunks: tuple[tuple[str, str], ...]
+    usage_chunk: tuple[str, str] | None
+    fail_at: int | None
+    stream_object: str | None
+    stream: bool
+    caller_asks_usage: bool
+    consumer: tuple[str, int]  # ("all" | "close" | "drop", after how many chunks)
+
+    def build(self) -> Behaviour:
+        return Behaviour(
+            outcome=self.outcome,
+            result=_make_result(self.result),
+            exc=_make_exception(self.exc),
+            chunks=[_make_chunk(c, i) for i, c in enumerate(self.chunks)],
+            usage_chunk=None if self.usage_chunk is None else _make_usage_chunk(self.usage_chunk),
+            fail_at=self.fail_at,
+            stream_object=None if self.stream_object is None else RAISED[self.stream_object],
+        )
+
+    def params(self) -> Any:
+        opts = {"include_usage": True} if self.caller_asks_usage else None
+        messages = [{"role": "user", "content": "hi"}]
+        return PdParams(model="m", messages=messages, stream=self.stream, stream_options=opts)
+
+
+def _make_result(kind: tuple[str, str]) -> Any:
+    what, detail = kind
+    if what == "object":
+        usage = {"prompt_tokens": 5, "completion_tokens": 3}
+        return OBJECTS[detail](id="r", model="m", choices=[{"message": {"content": "hi"}}], usage=usage)
+    if what == "hostile":
+        return hostile_object(RAISED[detail])
+    if what == "aiter_property":
+        return AiterProperty(RAISED[detail])
+    return None
+
+
+def _make_exception(kind: tuple[str, str]) -> BaseException:
+    what, detail = kind
+    if what == "hostile":
+        return hostile_exception(RAISED[detail])
+    if what == "model_not_found":
+        return ModelNotFound("model 'm' not found")
+    return RAISED[detail](detail)
+
+
+def _make_chunk(kind: tuple[str, str], i: int) -> Any:
+    what, detail = kind
+    if what == "hostile":
+        return hostile_object(RAISED[detail])
+    return OBJECTS[detail](id=f"c{i}", model="m", choices=[{"delta": {"content": f"t{i}"}}])
+
+
+def _make_usage_chunk(kind: tuple[str, str]) -> Any:
+    what, detail = kind
+    usage: Any = {"prompt_tokens": 7, "completion_tokens": 2}
+    if what == "hostile_usage":
+        usage = hostile_object(RAISED[detail[1:]]) if detail.startswith("!") else usage
+        detail = detail.split("!")[0] or "dict"
+    return OBJECTS[detail](id="u", model="m", choices=[], usage=usage)
+
+
+_RAISED_NAMES = st.sampled_from(sorted(RAISED))
+_SHAPE_NAMES = st.sampled_from(sorted(OBJECTS))
+RESULTS = st.one_of(
+    st.tuples(st.just("object"), _SHAPE_NAMES),
+    st.tuples(st.just("hostile"), _RAISED_NAMES),
+    st.tuples(st.just("aiter_property"), _RAISED_NAMES),
+    st.tuples(st.just("none"), st.just("")),
+)
+EXCEPTIONS = st.one_of(
+    st.tuples(st.just("plain"), _RAISED_NAMES),
+    st.tuples(st.just("hostile"), _RAISED_NAMES),
+    st.tuples(st.just("model_not_found"), st.just("")),
+)
+CHUNKS = st.one_of(st.tuples(st.just("object"), _SHAPE_NAMES), st.tuples(st.just("hostile"), _RAISED_NAMES))
+USAGE_CHUNKS = st.one_of(
+    st.none(),
+    st.tuples(st.just("object"), _SHAPE_NAMES),
+    st.builds(lambda shape, exc: ("hostile_usage", f"{shape}!{exc}"), _SHAPE_NAMES, _RAISED_NAMES),
+)
+SPECS = st.builds(
+    Spec,
+    outcome=st.sampled_from(["return", "raise", "stream", "stream"]),
+    result=RESULTS,
+    exc=EXCEPTIONS,
+    chunks=st.lists(CHUNKS, max_size=4).map(tuple),
+    usage_chunk=USAGE_CHUNKS,
+    fail_at=st.one_of(st.none(), st.integers(0, 5)),
+    stream_object=st.one_of(st.none(), _RAISED_NAMES),
+    stream=st.booleans(),
+    caller_asks_usage=st.booleans(),
+    consumer=st.tuples(st.sampled_from(["all", "close", "drop"]), st.integers(0, 3)),
+)
+
+
+# Router shapes: the same behaviour behind each kind of method.
+
+
+class CoroutineRouter:
+    def __init__(self, b: Behaviour) -> None:
+        self.b = b
+
+    async def openai_chat_completion(self, params: Any) -> Any:
+        return self.b.answer(params)
+
+
+class SyncRouter:
+    def __init__(self, b: Behaviour) -> None:
+        self.b = b
+
+    def openai_chat_completion(self, params: Any) -> Any:
+        return self.b.answer(params)
+
+
+class SyncCoroutineRouter:
+    """A sync method handing back a coroutine (a thin sync facade over an async implementation)."""
+
+    def __init__(self, b: Behaviour) -> None:
+        self.b = b
+
+    def openai_chat_completion(self, params: Any) -> Any:
+        return self._impl(params)
+
+    async def _impl(self, params: Any) -> Any:
+        return self.b.answer(params)
+
+
+class AsyncGeneratorRouter:
+    """An async generator method: raising before answering is raising on the first step."""
+
+    def __init__(self, b: Behaviour) -> None:
+        self.b = b
+
+    async def openai_chat_completion(self, params: Any) -> AsyncIterator[Any]:
+        b = self.b
+        if b.outcome == "raise":
+            raise b.exc  # type: ignore[misc]
+        for item in b.items(params):
+            if isinstance(item, _Raise):
+                raise item.exc
+            yield item
+
+
+class _AsyncCallable:
+    def __init__(self, b: Behaviour) -> None:
+        self.b = b
+
+    async def __call__(self, params: Any) -> Any:
+        return self.b.answer(params)
+
+
+class CallableObjectRouter:
+    """The method is an instance attribute holding a callable object (``async def __call__``)."""
+
+    def __init__(self, b: Behaviour) -> None:
+        self.openai_chat_completion = _AsyncCallable(b)
+
+
+ROUTER_SHAPES: dict[str, type] = {
+    "coroutine": CoroutineRouter,
+    "sync": SyncRouter,
+    "sync_coroutine": SyncCoroutineRouter,
+    "async_generator": AsyncGeneratorRouter,
+    "callable_object": CallableObjectRouter,
+}
+WRAPPINGS = ("instance", "class", "class_nested")
+SHAPE_CASES = [(w, s) for w in WRAPPINGS for s in ROUTER_SHAPES if not (s == "callable_object" and w != "instance")]
+
+
+def _name(b: Behaviour, obj: Any) -> Any:
+    """What the caller holds, named by identity among the behaviour's own objects."""
+    if obj is None:
+        return None
+    if obj is b.result:
+        return "result"
+    if obj is b.exc:
+        return "exc"
+    if obj is b.usage_chunk:
+        return "usage_chunk"
+    for i, c in enumerate(b.chunks):
+        if obj is c:
+            return ("chunk", i)
+    return ("other", type(obj).__name__)
+
+
+def _raised(b: Behaviour, e: BaseException) -> tuple[Any, ...]:
+    return ("raised", _name(b, e), type(e).__name__, _name(b, e.__cause__), _name(b, e.__context__))
+
+
+async def observe(method: Any, b: Behaviour, spec: Spec) -> tuple[Any, ...]:
+    """What a caller observes: the call's kind, then the result or each chunk, and the exception — by identity."""
+    params = spec.params()
+    try:
+        r = method(params)
+    except BaseException as e:
+        return ("call", *_raised(b, e))
+    # type(), not isinstance(): a hostile result's __class__ raises
+    kind = {types.CoroutineType: "coroutine", types.AsyncGeneratorType: "asyncgen"}.get(type(r), "other")
+    if kind == "coroutine":
+        try:
+            r = await r
+        except BaseException as e:
+            return (kind, *_raised(b, e))
+    name = _name(b, r)
+    if name in (None, "result"):
+        return (kind if kind == "coroutine" else "returned", name)
+    how, after = spec.consumer
+    got: list[Any] = []
+    it = type(r).__aiter__(r)
+    try:
+        while True:
+            if how != "all" and len(got) == after:
+                break
+            got.append(_name(b, await type(it).__anext__(it)))
+    except StopAsyncIteration:
+        return (kind if kind != "other" else "asyncgen", "streamed", got)
+    except BaseException as e:
+        return (kind if kind != "other" else "asyncgen", "streamed", got, *_raised(b, e))
+    if how == "close":
+        aclose = getattr(type(r), "aclose", None)
+        if aclose is not None:
+            await aclose(r)
+    del r, it  # "drop": the loop's finaliser hook closes what is left (no cycle: no gc.collect() needed)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return (kind if kind != "other" else "asyncgen", "stopped", got, how)
+
+
+@dataclasses.dataclass
+class Wrapped:
+    """Router classes as the instrumentor wraps them: a subclass per shape (the bare class stays unwrapped), and for
+    ``class_nested`` a subclass of that subclass, both wrapped, so one call passes two wrappers."""
+
+    instrumentor: Any
+    classes: dict[tuple[str, str], type]
+
+
+def _instrument_classes(recorder: Any) -> Wrapped:
+    from ryot_telemetry.instrumentor import RyotInstrumentor
+
+    classes: dict[tuple[str, str], type] = {}
+    to_wrap: list[type] = []
+    for shape, bare in ROUTER_SHAPES.items():
+        if shape == "callable_object":
+            continue
+        sub = type(f"Wrapped{bare.__name__}", (bare,), {})
+        leaf = type(f"Nested{bare.__name__}", (sub,), {})
+        classes[("class", shape)] = type(f"Alone{bare.__name__}", (bare,), {})
+        classes[("class_nested", shape)] = leaf
+        to_wrap += [classes[("class", shape)], sub, leaf]
+    inst = RyotInstrumentor()
+    inst.instrument(recorder=recorder, router_classes=to_wrap)
+    return Wrapped(inst, classes)
+
+
+_SHAPE_EXAMPLES = int(os.environ.get("RYOT_SHAPE_EXAMPLES", "200"))
+"""Examples per router shape and wrapping (13 of them): bounded for the default run (a few seconds each);
+``RYOT_SHAPE_EXAMPLES=3000`` runs thousands per shape."""
+
+
+@pytest.mark.parametrize(("wrapping", "shape"), SHAPE_CASES, ids=[f"{w}-{s}" for w, s in SHAPE_CASES])
+def test_every_router_shape_gives_the_caller_exactly_what_the_router_gives(wrapping: str, shape: str) -> None:
+    """Per router shape and wrapping, any behaviour: the caller observes the very objects (result, chunks,
+    exception, its cause and context) of the bare router, the call keeps its kind (a coroutine stays one, an
+    async generator stays one), in-flight ends at 0 with no gc.collect(), and after every example the OTLP payload
+    encodes; the scrape of everything recorded so far parses every 64 examples and at the end."""
+    stack = Stack(max_models=20)
+    wrapped = _instrument_classes(stack.recorder) if wrapping != "instance" else None
+    ran = 0
+
+    @settings(PROFILE, max_examples=_SHAPE_EXAMPLES)
+    @given(spec=SPECS)
+    def one_example(spec: Spec) -> None:
+        nonlocal ran
+        ran += 1
+        bare_b, wrapped_b = spec.build(), spec.build()
+        bare = ROUTER_SHAPES[shape](bare_b)
+        if wrapped is None:
+            router = ryot_telemetry.instrument_router(ROUTER_SHAPES[shape](wrapped_b), stack.recorder)
+        else:
+            router = wrapped.classes[(wrapping, shape)](wrapped_b)
+        expected = asyncio.run(observe(bare.openai_chat_completion, bare_b, spec))
+        assert asyncio.run(observe(router.openai_chat_completion, wrapped_b, spec)) == expected
+        assert all(v == 0 for v in stack.recorder.active().values()), stack.recorder.active()
+        assert len(stack.otlp()) > 0  # a full collection, OTLP-encoded
+        if ran % 64 == 0:  # the text exposition of everything so far (its formatting is the slow part)
+            assert_exports(stack)
+
+    try:
+        one_example()
+        assert ran >= _SHAPE_EXAMPLES
+        assert_exports(stack)
+    finally:
+        if wrapped is not None:
+            wrapped.instrumentor.uninstrument()
+        stack.provider.shutdown()
