@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -500,7 +501,8 @@ class _Keyed:
         try:
             return await type(self._gen).__anext__(self._gen)
         finally:
-            _CURRENT.reset(token)
+            with contextlib.suppress(ValueError):  # stepped from another context: nothing of ours to restore
+                _CURRENT.reset(token)
 
     def aclose(self) -> Any:
         return self._gen.aclose()
