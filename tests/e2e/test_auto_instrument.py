@@ -30,7 +30,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from ryot_telemetry import views
-from ryot_telemetry.instrumentor import RyotInstrumentor
+from ryot_telemetry.router.instrumentor import RyotInstrumentor
 from ryot_telemetry.testing import Capture
 from toy_router import ToyRouter
 
@@ -255,7 +255,7 @@ def test_configurator_hands_traces_to_the_sdk_and_keeps_its_meter_provider() -> 
         pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
     probe = (
         "from opentelemetry import metrics, trace\n"
-        "from ryot_telemetry.distro import telemetry\n"
+        "from ryot_telemetry.router.distro import telemetry\n"
         "t = telemetry()\n"
         "ours = t is not None and metrics.get_meter_provider() is t.meter_provider\n"
         "print(type(trace.get_tracer_provider()).__name__, ours)\n"

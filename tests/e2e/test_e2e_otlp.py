@@ -21,7 +21,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 from ryot_telemetry import catalogue, configure
-from ryot_telemetry.simulate import ProviderError
+from ryot_telemetry.demo.simulate import ProviderError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

@@ -361,7 +361,7 @@ async def test_the_label_cache_keeps_only_clipped_names() -> None:
 
 def test_names_equal_after_clipping_share_one_label_and_one_slot() -> None:
     """Names that differ only past the length cap are one model to the label map: one slot, one label."""
-    from ryot_telemetry._labels import ModelLabels
+    from ryot_telemetry.recording.labels import ModelLabels
 
     labels = ModelLabels(max_models=2, max_length=8)
     assert labels("abcdefgh-one") == labels("abcdefgh-two") == "abcdefgh"

@@ -16,7 +16,7 @@ import otlp_names
 from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
 from ryot_telemetry.catalogue import Instrument
-from ryot_telemetry.genai import SEMCONV
+from ryot_telemetry.recording.semconv import SEMCONV
 from spec_table import SPEC, SPEC_SECTIONS
 from test_gpu import two_gpus
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ryot_telemetry import gpu as gpu_mod
+from ryot_telemetry.sources import gpu as gpu_mod
 from ryot_telemetry.testing import Capture, capture
 
 GiB = 1024**3

@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import ConfigurationError, views
-from ryot_telemetry.instrumentor import ROUTER_MODULES, RyotInstrumentor
+from ryot_telemetry.router.instrumentor import ROUTER_MODULES, RyotInstrumentor
 from ryot_telemetry.testing import Capture, capture
 
 REQ = "ryot.inference.requests"
