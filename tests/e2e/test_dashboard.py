@@ -13,7 +13,7 @@ import yaml
 
 from ryot_telemetry import catalogue
 from ryot_telemetry.artifacts.dashboard import build_dashboard, dashboard_json, main, write_dashboard
-from test_rules import unknown_labels, unknown_metric_names
+from support.promql import unknown_labels, unknown_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "collector" / "grafana" / "ryot-dashboard.json"

@@ -370,7 +370,7 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
     so the receiver's latest cumulative value is the number of requests sent (4 + 3). SIGKILL the leader: the other
     worker takes the export over and the same stream continues (7, then 9 after 2 more requests)."""
     from ryot_telemetry.multiproc.worker import server_instance_id
-    from test_e2e_otlp import GrpcReceiver
+    from support.otlp_receiver import GrpcReceiver
 
     receiver = GrpcReceiver(_free_port())
     receiver.start()

@@ -15,8 +15,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
-from fakes import ChatParams, Completion, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry.testing import Capture, capture
+from support.fakes import ChatParams, Completion, ScriptedRouter, content_chunk, usage, usage_chunk
 
 REQ = "ryot.inference.requests"
 TOK = "ryot.tokens.generated"

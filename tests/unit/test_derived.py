@@ -14,7 +14,7 @@ from ryot_telemetry.recording import derived
 from ryot_telemetry.recording import recorder as _recorder
 from ryot_telemetry.recording.derived import _Ring
 from ryot_telemetry.testing import Capture, capture
-from test_gpu import FakeNvml, GiB, device
+from support.nvml import FakeNvml, GiB, device
 
 EFF = "ryot.token.efficiency_ratio"
 

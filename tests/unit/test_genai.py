@@ -8,7 +8,10 @@ from collections.abc import Iterable
 import pytest
 
 import ryot_telemetry.router.wrapper as _wrapper
-from fakes import (
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording.semconv import SEMCONV
+from ryot_telemetry.testing import Capture, capture
+from support.fakes import (
     ChatParams,
     Choice,
     Completion,
@@ -18,9 +21,6 @@ from fakes import (
     usage,
     usage_chunk,
 )
-from ryot_telemetry.recording import recorder as _recorder
-from ryot_telemetry.recording.semconv import SEMCONV
-from ryot_telemetry.testing import Capture, capture
 
 BOUNDS = {s.name: s.buckets for s in SEMCONV}
 DUR = "gen_ai.server.request.duration"

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 import ryot_telemetry
-from fakes import KeyErrorStream
+from support.fakes import KeyErrorStream
 
 PROFILE = settings(
     max_examples=100,

@@ -137,7 +137,7 @@ def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> 
 
     from ryot_telemetry import configure
     from ryot_telemetry.demo.simulate import SimulatedRouter
-    from test_gpu import two_gpus
+    from support.nvml import two_gpus
 
     fake = two_gpus()
     tel = configure(

@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 import pytest
 from pydantic import BaseModel
 
-from fakes import (
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.testing import Capture
+from support.fakes import (
     ChatChunk,
     ChatParams,
     ChunkChoice,
@@ -26,8 +28,6 @@ from fakes import (
     usage,
     usage_chunk,
 )
-from ryot_telemetry.recording import recorder as _recorder
-from ryot_telemetry.testing import Capture
 
 REQ = "ryot.inference.requests"
 ACTIVE = "ryot.active_inference_requests"
