@@ -362,7 +362,7 @@ def test_names_equal_after_clipping_share_one_label_and_one_slot() -> None:
 
 
 def _otlp_bytes(cap: Capture) -> bytes:
-    """What the OTLP exporter would send for one collection (the encoding step that used to fail)."""
+    """What the OTLP exporter would send for one collection (the encoding step a bad label value breaks)."""
     return encode_metrics(cap.reader.get_metrics_data()).SerializeToString()
 
 
