@@ -139,7 +139,7 @@ def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.M
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from ryot_telemetry._recorder import RequestSpanExemplarFilter
+    from ryot_telemetry.recording.recorder import RequestSpanExemplarFilter
 
     def built(**kw: Any) -> tuple[type, bool]:
         tel = configure(gpu=False, **kw)
@@ -401,7 +401,7 @@ def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_otlp_settings_are_checked_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Timeout, compression and endpoint from the environment are parsed once and build the exporter."""
-    from ryot_telemetry._readers import _otlp_reader
+    from ryot_telemetry.export.readers import _otlp_reader
     from ryot_telemetry.settings import Settings
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.5")
@@ -566,5 +566,27 @@ def test_non_ascii_configured_values_reach_the_scrape_and_otlp_unchanged(monkeyp
         ]
         attrs = {a.key: a.value.string_value for a in info_point.attributes}
         assert (attrs["service"], attrs["component"]) == ("routeur-café 模型", "passerelle\u00a0🚀")
+    finally:
+        tel.shutdown()
+
+
+def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spelling() -> None:
+    """``Telemetry.drain()`` returns how many queued requests it recorded; ``collect()`` does the same, warning."""
+    import warnings
+
+    from ryot_telemetry import configure
+
+    tel = configure(exporters="none", gpu=False)
+    try:
+        tel.recorder.stop_drainer()
+        for _ in range(3):
+            tel.recorder.start("m", "chat_completion", "standard").success()
+        assert tel.drain() == 3
+        tel.recorder.start("m", "chat_completion", "standard").success()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tel.collect()
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert tel.drain() == 0
     finally:
         tel.shutdown()
