@@ -823,7 +823,7 @@ class Wrapped:
 
 
 def _instrument_classes(recorder: Any) -> Wrapped:
-    from ryot_telemetry.instrumentor import RyotInstrumentor
+    from ryot_telemetry.router.instrumentor import RyotInstrumentor
 
     classes: dict[tuple[str, str], type] = {}
     to_wrap: list[type] = []
