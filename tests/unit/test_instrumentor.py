@@ -243,3 +243,32 @@ async def test_class_wrap_keeps_sync_and_async_generator_methods_as_they_are() -
     finally:
         inst.uninstrument()
         c.shutdown()
+
+
+_STOP = StopIteration("the router's own")
+
+
+class _StopBase:
+    def openai_chat_completion(self, params: Any) -> Any:
+        raise _STOP
+
+
+class _StopSub(_StopBase):
+    pass
+
+
+def test_nested_sync_wrappers_pass_a_stop_iteration_through_unchanged() -> None:
+    """Base and subclass both wrapped, a sync method raising StopIteration: the inner wrapper passes the call through
+    (counted once, by the outer one) and the caller gets that very StopIteration, not a coroutine's RuntimeError."""
+    c = capture()
+    inst = RyotInstrumentor()
+    inst.instrument(recorder=c.recorder, router_classes=[_StopBase, _StopSub])
+    try:
+        with pytest.raises(StopIteration) as info:
+            _StopSub().openai_chat_completion(ChatParams(model="m"))
+        assert info.value is _STOP and _STOP.__context__ is None
+        c.collect()
+        assert c.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="inference_error") == 1
+    finally:
+        inst.uninstrument()
+        c.shutdown()

@@ -308,7 +308,7 @@ async def traced_call(
     called, not awaited, and this coroutine is run by ``_drive``, so the caller gets the method's own shape.
     """
     if key is not None and _CURRENT.get() == key:
-        return await wrapped(*args, **kwargs) if shape is COROUTINE else wrapped(*args, **kwargs)
+        return await wrapped(*args, **kwargs) if shape is COROUTINE else _called(wrapped, args, kwargs)
     call_args, call_kwargs = args, kwargs
     req: Request | None = None
     try:
@@ -336,7 +336,7 @@ async def traced_call(
     except BaseException:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
     if req is None:
-        return await wrapped(*args, **kwargs) if shape is COROUTINE else wrapped(*args, **kwargs)
+        return await wrapped(*args, **kwargs) if shape is COROUTINE else _called(wrapped, args, kwargs)
 
     token = _CURRENT.set(key) if key is not None else None
     try:
@@ -427,6 +427,14 @@ class _Carried(Exception):
     def __init__(self, exc: BaseException) -> None:
         super().__init__()
         self.exc = exc
+
+
+def _called(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A sync or async-generator method called through unrecorded, inside ``traced_call``."""
+    try:
+        return wrapped(*args, **kwargs)
+    except StopIteration as exc:
+        raise _Carried(exc) from None
 
 
 class _Later:
