@@ -297,18 +297,19 @@ async def traced_call(
     *,
     reasoning: bool = False,
     key: object = None,
-    shape: str = COROUTINE,
+    shape: str | None = None,
 ) -> Any:
     """Call ``wrapped(*args, **kwargs)`` (the router method, already bound) and record it.
 
     ``reasoning``: the method returns ogx's reasoning wrappers (see ``REASONING_METHOD``). ``key``: identifies
     the (router instance, method); a call nested inside a traced call with the same key — a subclass and its base
     both instrumented, one calling the other — goes through unrecorded, so the request counts once.
-    ``shape`` (``method_shape``): a ``coroutine`` method is awaited here; a ``sync`` or ``async_generator`` one is
-    called, not awaited, and this coroutine is run by ``_drive``, so the caller gets the method's own shape.
+    ``shape``: None for a coroutine method, awaited here; ``SYNC`` or ``ASYNC_GENERATOR`` (``method_shape``) for a
+    method called, not awaited, this coroutine then run by ``_drive``, so the caller gets the method's own shape.
+    (None rather than ``COROUTINE``: the per-request checks of the common case stay a local's identity test.)
     """
     if key is not None and _CURRENT.get() == key:
-        return await wrapped(*args, **kwargs) if shape is COROUTINE else _called(wrapped, args, kwargs)
+        return await wrapped(*args, **kwargs) if shape is None else _called(wrapped, args, kwargs)
     call_args, call_kwargs = args, kwargs
     req: Request | None = None
     try:
@@ -330,23 +331,23 @@ async def traced_call(
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
-        if shape is ASYNC_GENERATOR:
+        if shape is not None and shape is ASYNC_GENERATOR:
             stream, mode = True, STREAMING  # it streams whatever its params say
         req = rec.start(model, endpoint, mode, batch_size)
     except BaseException:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
     if req is None:
-        return await wrapped(*args, **kwargs) if shape is COROUTINE else _called(wrapped, args, kwargs)
+        return await wrapped(*args, **kwargs) if shape is None else _called(wrapped, args, kwargs)
 
     token = _CURRENT.set(key) if key is not None else None
     try:
-        if shape is COROUTINE:
+        if shape is None:
             result = await wrapped(*call_args, **call_kwargs)
         else:
             result = wrapped(*call_args, **call_kwargs)
     except BaseException as exc:
         _end(rec, req, exc)
-        if shape is not COROUTINE and issubclass(type(exc), StopIteration):
+        if shape is not None and issubclass(type(exc), StopIteration):
             raise _Carried(exc) from None  # a coroutine cannot raise StopIteration: _drive re-raises it
         raise
     finally:
@@ -354,7 +355,7 @@ async def traced_call(
             _CURRENT.reset(token)
 
     streamed = result
-    if shape is not COROUTINE:
+    if shape is not None:
         if shape is SYNC:
             try:
                 later = issubclass(type(result), collections.abc.Coroutine)
