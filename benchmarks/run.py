@@ -2,14 +2,27 @@
 
     python -m benchmarks            # full run (a few minutes on 2 cores)
     python -m benchmarks --quick    # smoke mode: fewer requests, fewer rounds
+    python -m benchmarks --json results.jsonl   # also write every measure as one JSON object per line
 
 Sections: per-request overhead of the router wrapper (non-streaming) against the bare call and against
 hand-written prometheus_client code; per-chunk overhead of the stream wrapper; /metrics scrape time against
 prometheus_client exposing the same series; RSS growth after many requests (each in its own subprocess); the
 serving event loop's rate during a scrape (loop.py); streams with a suspending provider, the fixed cost per stream
 and the drain at low request rates (costs.py); the request path against an earlier git revision imported in the
-same process (ab.py, ``--ab-against REV``). Rounds are interleaved (variants in rotated order) and the median is
-reported, so background noise hits every variant alike.
+same process (ab.py, ``--ab-against REV``); how scrape, memory and the multi-process hand-off grow with models and
+workers (scale.py). Rounds are interleaved (variants in rotated order) and the median is reported, so background
+noise hits every variant alike.
+
+``--json PATH`` writes one record per measure, one JSON object per line::
+
+    {"section": "scale", "name": "scale.scrape 1000 models", "value": 812.5, "unit": "ms", "baseline": 640.2,
+     "ratio": 1.27, "goal": "<= 1.5", "met": true, "noise": 0.04}
+
+``value`` in ``unit`` (``x`` for a ratio); ``baseline``: the peer measured in the same run, in the same unit, or
+null; ``ratio``: value against baseline (the number a goal is about), or null; ``goal``: text, or null; ``met``:
+whether the goal is met, or null without one; ``noise``: the interquartile range of the rounds over their median,
+or null where not measured. Sections other than scale give one record per row of the summary table, with
+``value`` and ``unit`` read from its result column and ``baseline`` null.
 """
 
 from __future__ import annotations
@@ -369,31 +382,38 @@ BATCH_SIZES = (1, 3, 6, 12, 24, 40)
 PROMPT_TOKENS = (10, 100, 1000, 5000, 20000)
 
 
-def fill_all_combinations(rec: Any) -> int:
+def fill_all_combinations(rec: Any, models: tuple[str, ...] = MODELS) -> int:
     """Record one request per (model, endpoint, mode, batch bucket, outcome, prompt size): every router series."""
     n = 0
-    for model in MODELS:
+    for model in models:
         for endpoint, mode in MODE_ENDPOINTS:
             for batch in BATCH_SIZES:
                 for exc in OUTCOMES:
                     for prompt in PROMPT_TOKENS:
-                        req = rec.start(model, endpoint, mode, batch)
-                        req.start -= 0.5
-                        req.prompt_tokens = prompt
-                        req.completion_tokens = 20
-                        req.cached_tokens = prompt // 4
-                        if mode == "streaming":
-                            req.first_token = req.start + 0.05
-                            req.delivered = True
-                        if exc is None:
-                            req.success(rec)
-                        elif isinstance(exc, asyncio.CancelledError):
-                            req.abandon(rec)
-                        else:
-                            req.fail(rec, exc)
+                        record_one(rec, model, endpoint, mode, batch, exc, prompt)
                         n += 1
     rec.drain()
     return n
+
+
+def record_one(
+    rec: Any, model: str, endpoint: str, mode: str, batch: int, exc: BaseException | None, prompt: int
+) -> None:
+    """One request through the recorder API: 0.5 s long, 20 completion tokens, a quarter of the prompt cached."""
+    req = rec.start(model, endpoint, mode, batch)
+    req.start -= 0.5
+    req.prompt_tokens = prompt
+    req.completion_tokens = 20
+    req.cached_tokens = prompt // 4
+    if mode == "streaming":
+        req.first_token = req.start + 0.05
+        req.delivered = True
+    if exc is None:
+        req.success(rec)
+    elif isinstance(exc, asyncio.CancelledError):
+        req.abandon(rec)
+    else:
+        req.fail(rec, exc)
 
 
 def mirror_registry(exposition: str, skip: tuple[str, ...] = (), gauge_mode: str = "all") -> CollectorRegistry:
@@ -513,7 +533,7 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "ab")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "scale", "ab")
 
 
 def verdict(ok: bool) -> str:
@@ -549,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
     ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
+    ap.add_argument("--json", metavar="PATH", help="write every measure to PATH, one JSON object per line")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -562,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     rows: list[tuple[str, str, str, str]] = []
+    records: list[dict[str, Any]] = []  # sections that give their own records (scale)
+    own: set[int] = set()  # rows of those sections: not turned into records again
     if "request" in only:
         n, rounds = (5000, 5) if q else (20000, 15)
         r = asyncio.run(bench_request(n, rounds))
@@ -674,6 +697,12 @@ def main(argv: list[str] | None = None) -> int:
         from . import exemplars
 
         rows += exemplars.run(q)
+    if "scale" in only:
+        from . import scale
+
+        first = len(rows)
+        scale.report(q, rows, records)
+        own.update(range(first, len(rows)))
     if "ab" in only:
         from . import ab
 
@@ -682,7 +711,48 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:
         print(f"{name:<{w}}  {val:>9}  {goal:<15}  {note}")
+    if args.json:
+        write_json(args.json, [row_record(r) for i, r in enumerate(rows) if i not in own] + records)
     return 0
+
+
+def row_record(row: tuple[str, str, str, str]) -> dict[str, Any]:
+    """A summary-table row as a ``--json`` record: value and unit from the result column (``1.12x``, ``5.0 MB``)."""
+    name, result, goal, note = row
+    number, unit = result, ""
+    for i in range(len(result), 0, -1):
+        try:
+            number, unit = str(float(result[:i])), result[i:].strip()
+            break
+        except ValueError:
+            continue
+    try:
+        value: float | None = float(number)
+    except ValueError:
+        value = None
+    met = True if note.startswith("met") else False if note.startswith("MISSED") else None
+    return {
+        "section": "summary",
+        "name": name,
+        "value": value,
+        "unit": unit if value is not None else result,
+        "baseline": None,
+        "ratio": value if unit in ("x", "") and value is not None else None,
+        "goal": goal or None,
+        "met": met if goal else None,
+        "noise": None,
+    }
+
+
+def write_json(path: str, records: list[dict[str, Any]]) -> None:
+    """One JSON object per line; NaN (a measure that could not be taken) is written as null."""
+
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and v != v else v
+
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps({k: clean(v) for k, v in r.items()}) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
+from ._labels import DEFAULT_MAX_MODELS
 from .catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
 from .genai import semconv_views
 
-__all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
+__all__ = ["METER_NAME", "cardinality_limit", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
@@ -89,6 +90,7 @@ def views(
     include_semconv: bool = True,
     attribute_filter: bool = True,
     exemplars: bool = True,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> list[View]:
     """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
 
@@ -98,6 +100,7 @@ def views(
     filtering (a dict rebuilt per reader per measurement) costs about 6% of the drain for nothing.
     ``exemplars=False`` (a provider whose exemplar filter is always off) gives every series a reservoir that keeps
     nothing: the SDK's own would stay empty too, but still be asked for its exemplars at every collection.
+    ``max_models``: the model-name budget, which sets each metric's series limit (``cardinality_limit``).
     """
     reservoir = None if exemplars else no_exemplars
     buckets = resolve_buckets(bucket_overrides)
@@ -112,6 +115,7 @@ def views(
                     attribute_keys=keys,
                     aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name])),
                     exemplar_reservoir_factory=reservoir,
+                    aggregation_cardinality_limit=cardinality_limit(spec, max_models),
                 )
             )
         else:
@@ -121,11 +125,39 @@ def views(
                     meter_name=METER_NAME,
                     attribute_keys=keys,
                     exemplar_reservoir_factory=reservoir,
+                    aggregation_cardinality_limit=cardinality_limit(spec, max_models),
                 )
             )
     if include_semconv:
         out.extend(semconv_views(attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir))
     return out
+
+
+SDK_CARDINALITY_LIMIT = 2000
+"""The OpenTelemetry SDK's default series limit per metric; past it, new series fold into one
+``otel.metric.overflow`` series."""
+
+
+def cardinality_limit(spec: MetricSpec, max_models: int = DEFAULT_MAX_MODELS) -> int | None:
+    """The series limit of ``spec``'s View: every series its bounded labels allow, at least the SDK's default.
+
+    Model names are bounded by ``max_models`` (plus ``__overflow__`` and ``__unknown__``) and the other labels by
+    their catalogue vocabulary, so the SDK's fixed 2,000 would fold real series into its overflow series from about
+    110 models on (the latency histogram has 18 per model). None (the SDK's default) where a label has no
+    vocabulary in the catalogue."""
+    n = 1
+    for key in spec.labels:
+        if key == "model":
+            n *= max_models + 2
+        elif key in spec.label_values:
+            n *= len(spec.label_values[key])
+        else:
+            return None
+    for key in spec.optional_labels:
+        if key not in spec.label_values:
+            return None
+        n *= len(spec.label_values[key]) + 1  # absent is one more value
+    return max(SDK_CARDINALITY_LIMIT, n + 1)  # the SDK counts its overflow series in the limit
 
 
 class _NoExemplars(ExemplarReservoir):

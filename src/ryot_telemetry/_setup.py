@@ -226,7 +226,7 @@ def configure_from(settings: Settings) -> Telemetry:
             provider = MeterProvider(
                 metric_readers=exposition.readers,
                 resource=resource,
-                views=views(settings.buckets, attribute_filter=False),
+                views=views(settings.buckets, attribute_filter=False, max_models=settings.max_models),
                 exemplar_filter=exemplar_filter(settings),
             )
             unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down

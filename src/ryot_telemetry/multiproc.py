@@ -583,14 +583,19 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             resource=resource,
             # as configure() (see views()); with exemplars off, reservoirs that no hand-off has to ask
             views=views(
-                settings.buckets, attribute_filter=False, exemplars=not isinstance(sampling, AlwaysOffExemplarFilter)
+                settings.buckets,
+                attribute_filter=False,
+                exemplars=not isinstance(sampling, AlwaysOffExemplarFilter),
+                max_models=settings.max_models,
             ),
             exemplar_filter=sampling,
         )
         closers.callback(provider.shutdown)
         server_reader = InMemoryMetricReader()
         server_provider = MeterProvider(
-            metric_readers=[server_reader], resource=resource, views=views(settings.buckets, attribute_filter=False)
+            metric_readers=[server_reader],
+            resource=resource,
+            views=views(settings.buckets, attribute_filter=False, max_models=settings.max_models),
         )
         closers.callback(server_provider.shutdown)
         meter = ryot_meter(provider)

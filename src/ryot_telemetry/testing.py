@@ -125,7 +125,7 @@ def capture(
     )
     provider = MeterProvider(
         metric_readers=[reader],
-        views=views(loaded.buckets, attribute_filter=False),
+        views=views(loaded.buckets, attribute_filter=False, max_models=loaded.max_models),
         exemplar_filter=exemplar_filter(loaded),
     )
     parts = assemble(ryot_meter(provider), loaded, ExitStack())  # Capture.shutdown closes the GPU gauges
