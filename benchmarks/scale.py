@@ -496,7 +496,7 @@ def bench_workers(sizes: tuple[int, ...], n_models: int, template_path: str, rou
     """Merged scrape, hand-off, housekeeping and file size at each worker count (workers added, not restarted)."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from ryot_telemetry._mpdir import housekeep
+    from ryot_telemetry.multiproc.directory import housekeep
 
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as ryot_dir, tempfile.TemporaryDirectory() as prom_dir:

@@ -10,9 +10,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from ._labels import DEFAULT_MAX_MODELS
-from .catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
-from .genai import semconv_views
+from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
+from .labels import DEFAULT_MAX_MODELS
+from .semconv import semconv_views
 
 __all__ = ["METER_NAME", "cardinality_limit", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
 

@@ -7,8 +7,8 @@ import inspect
 import re
 from pathlib import Path
 
-from . import env
-from .catalogue import markdown_table
+from .. import env
+from ..catalogue import markdown_table
 
 # Standard OpenTelemetry variables ryot-telemetry honours, with what it does with each.
 OTEL_VARIABLES = (

@@ -27,12 +27,11 @@ from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import catalogue
-from ._instruments import create_instrument
-from ._labels import clip
-from .catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
-from .derived import install_token_efficiency
-from .settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
+from .. import catalogue
+from ..catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
+from ..recording.instruments import create_instrument
+from ..recording.labels import clip
+from ..settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
 
 __all__ = [
     "BREAKDOWN_MEMORY_TYPES",
@@ -40,7 +39,6 @@ __all__ = [
     "NvmlBackend",
     "device_id",
     "install_gpu_gauges",
-    "install_token_efficiency",
     "parse_gpu_models",
 ]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from ._setup import ConfigurationError, Telemetry, configure
-from .catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
-from .settings import Settings
+from ..catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
+from ..settings import Settings
+from ..telemetry import ConfigurationError, Telemetry, configure
 from .simulate import SimulatedRouter
 
 DEMO_SLOS = {"*": {"ttft": 0.2, "tpot": 0.025, "latency": 1.5, "target": 0.95}}
@@ -213,7 +213,8 @@ def run_demo(args: argparse.Namespace) -> int:
         tel.instrument_router(router)
         start = time.monotonic()
         asyncio.run(drive(router, args.requests, args.concurrency, args.seed, models, not args.no_progress))
-        tel.recorder.release_held()  # a scrape may have seen new series at 0 and hold increments the summary counts
+        # a scrape may have seen new series at 0 and hold increments the summary counts
+        tel.recorder.drain(release_held=True)
         summary = summarize(memory, time.monotonic() - start)
         if tel.recorder.slos is not None:
             summary["slo"]["table"] = tel.recorder.slos.as_dict()
@@ -269,11 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_table())
         return 0
     if args.command == "slo-rules":
-        from . import slo
+        from ..artifacts import slo_rules
 
-        return slo.main(["rules", *([args.table] if args.table else []), "-o", args.output])
+        return slo_rules.main(["rules", *([args.table] if args.table else []), "-o", args.output])
     if args.command == "dashboard":
-        from .dashboard import build_dashboard
+        from ..artifacts.dashboard import build_dashboard
 
         text = json.dumps(build_dashboard(), indent=2) + "\n"
         if args.path == "-":
