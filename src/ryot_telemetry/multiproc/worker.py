@@ -133,7 +133,7 @@ def gc_paused() -> Iterator[None]:
     A hand-off allocates a few objects per series that all live until it ends and die by reference count, in no
     cycle. With the collector on, they survive young collections and are promoted, which triggers full
     collections of the whole heap, more often the more series there are: the hand-off's cost grows faster than
-    its series (per doubling of the models 2.3x at 80 to 160 models, 2.6x at 160 to 320), and next to a million
+    its series (per doubling of the models 2.2x from 40 to 80 models, 3.0x to 160, 2.6x to 320), and next to a million
     objects of the application's, 100 models' hand-off takes 1.7x its CPU time paused. Paused, nothing is
     promoted and nothing needs collecting; the cost doubles with the series. Collection stays off process-wide
     for that time (about 0.7 ms per model); it is resumed only if it was on, when the last of overlapping
