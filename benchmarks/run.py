@@ -513,7 +513,7 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "ab")
+SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "tenants", "ab")
 
 
 def verdict(ok: bool) -> str:
@@ -674,6 +674,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import exemplars
 
         rows += exemplars.run(q)
+    if "tenants" in only:
+        from . import tenants
+
+        rows += tenants.run(q)
     if "ab" in only:
         from . import ab
 

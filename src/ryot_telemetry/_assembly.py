@@ -84,6 +84,8 @@ def build_recorder(meter: Meter, settings: Settings | None = None, **overrides: 
         genai_server=settings.genai_server,
         slos=settings.slos,
         exemplars=exemplars_enabled(settings),
+        tenant=settings.tenant,
+        max_tenants=settings.max_tenants,
     )
 
 

@@ -41,8 +41,9 @@ from ._errors import SEVERITY, classify, status_for
 from ._instruments import create_instrument
 from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from ._new_series import NewSeriesGate
-from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
-from .cost import PriceTable
+from ._tenants import DEFAULT_MAX_TENANTS, Tenants
+from .catalogue import CACHED_PROMPT_TOKENS, COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
+from .cost import Price, PriceTable
 from .derived import CONTEXT_TYPE, DerivedGauges
 from .genai import OPERATION, SemconvInstruments
 from .slo import SloTable, judge
@@ -166,6 +167,7 @@ class Request:
         "span_context",
         "start",
         "status",
+        "tenant",
     )
 
     def __init__(
@@ -188,6 +190,7 @@ class Request:
         self.error_type: str | None = None
         self.end = 0.0
         self.span_context: trace.SpanContext | None = None  # set by Recorder.start when exemplars are on
+        self.tenant: object = None  # the tenant as the wrapper resolved it (Tenants.of), labelled at the drain
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
@@ -342,6 +345,8 @@ class Recorder:
         genai_server: tuple[str, int] | None = None,
         slos: SloTable | None = None,
         exemplars: bool = False,
+        tenant: str | Callable[[Any], object] | None = None,
+        max_tenants: int = DEFAULT_MAX_TENANTS,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -396,6 +401,9 @@ class Recorder:
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
         self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
+        # The opt-in tenant label: the wrapper calls it once per request; None leaves the label out everywhere.
+        self.tenants = Tenants(tenant, max_tenants, max_label_length) if tenant is not None else None
+        self.tenant_of = self.tenants.of if self.tenants is not None else None
         # The in-flight gauge is read from local counters; its callback is also what drains the queue.
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
         # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
@@ -709,12 +717,13 @@ class Recorder:
         ):
             self._drop_implausible(r)
         model, mode = r.model, r.mode
+        tenant = None if self.tenants is None else self.tenants.label(r.tenant)
         latency = max(r.end - r.start, 0.0)
         count = self._count
         count(
             counts,
             self.requests,
-            self._a(_REQUESTS, model, r.endpoint, r.status, r.error_type if r.status != PARTIAL else None),
+            self._a(_REQUESTS, model, r.endpoint, r.status, r.error_type if r.status != PARTIAL else None, tenant),
             1,
         )
         if r.error_type is not None:
@@ -725,9 +734,9 @@ class Recorder:
         self.batch.record(r.batch_size, self._a(_BATCH, model, mode))
         prompt, completion = r.prompt_tokens, r.completion_tokens
         if prompt is not None:
-            count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode), prompt)
+            count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode, tenant), prompt)
         if completion is not None:
-            count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode), completion)
+            count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode, tenant), completion)
         by_model = self._a(_MODEL, model)
         ttft = tpot = None
         if r.first_token is not None:
@@ -738,7 +747,7 @@ class Recorder:
             if tpot is not None:
                 self.tpot.record(tpot, by_model)
         if self.slos is not None:
-            self._judge(r, latency, ttft, tpot, counts)
+            self._judge(r, latency, ttft, tpot, counts, tenant)
         if completion and latency > 0:
             self.tps.record(completion / latency, by_model)
         if r.cached_tokens is not None and prompt:
@@ -747,10 +756,10 @@ class Recorder:
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    count(counts, self.cost, self._a(_COST, model, PROMPT_TOKENS), prompt * price.prompt / 1000.0)
+                    self._prompt_cost(price, model, tenant, prompt, r.cached_tokens, counts)
                 if completion:
                     usd = completion * price.completion / 1000.0
-                    count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS), usd)
+                    count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS, tenant), usd)
         if completion:
             key = (model, int(r.end))
             wc = self._win_completion
@@ -766,6 +775,27 @@ class Recorder:
         if self._record_extra is not None:
             self._record_extra(r, latency, ttft, tpot)
 
+    def _prompt_cost(
+        self,
+        price: Price,
+        model: str,
+        tenant: str | None,
+        prompt: int,
+        cached: int | None,
+        counts: dict[tuple[int, int], list[Any]],
+    ) -> None:
+        """Prompt cost (SPEC): (prompt - cached) x prompt price as ``prompt``, cached x cached price as
+        ``cached_prompt``; the cached price defaults to the prompt price. Cached tokens past the prompt count as
+        the whole prompt (they are part of it)."""
+        if cached:
+            cached = min(cached, prompt)
+            cached_price = price.prompt if price.cached_prompt is None else price.cached_prompt
+            usd = cached * cached_price / 1000.0
+            self._count(counts, self.cost, self._a(_COST, model, CACHED_PROMPT_TOKENS, tenant), usd)
+            prompt -= cached
+        if prompt:
+            self._count(counts, self.cost, self._a(_COST, model, PROMPT_TOKENS, tenant), prompt * price.prompt / 1000.0)
+
     def _judge(
         self,
         r: Request,
@@ -773,10 +803,12 @@ class Recorder:
         ttft: float | None,
         tpot: float | None,
         counts: dict[tuple[int, int], list[Any]],
+        tenant: str | None = None,
     ) -> None:
         """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``).
 
-        ``ttft`` and ``tpot`` are the values the histograms got, so the SLO judges exactly what they show.
+        ``ttft`` and ``tpot`` are the values the histograms got, so the SLO judges exactly what they show;
+        ``tenant`` is the request's tenant label (None: no tenant label).
         """
         assert self.slos is not None
         slo = self.slos.get(r.model)
@@ -784,7 +816,10 @@ class Recorder:
             return  # no objective for this model, or a stream the client abandoned: counted in neither
         stream = r.mode == "streaming"
         missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
-        attrs = self._a(_SLO, r.model, "met") if missed is None else self._a(_SLO, r.model, "missed", missed)
+        if missed is None:
+            attrs = self._a(_SLO, r.model, "met", None, tenant)
+        else:
+            attrs = self._a(_SLO, r.model, "missed", missed, tenant)
         self._count(counts, self.slo, attrs, 1)
 
     def _record_semconv(self, r: Request, latency: float, ttft: float | None, tpot: float | None) -> None:

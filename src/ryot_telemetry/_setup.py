@@ -147,6 +147,8 @@ def configure(
     resource_attributes: Mapping[str, str] | None = None,
     set_global: bool = False,
     multiproc_dir: str | os.PathLike[str] | None = None,
+    tenant: str | Callable[[Any], object] | None = None,
+    max_tenants: int | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -160,6 +162,9 @@ def configure(
     semconv metrics.
     ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
     ``ryot_slo_requests_total``.
+    ``tenant`` (else ``RYOT_TELEMETRY_TENANT``): adds a bounded ``tenant`` label (at most ``max_tenants``, default
+    50) to the request, token, cost and SLO counters: a callable given the call's params, a dotted path into them
+    (``metadata.tenant``, ``user``), or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's authenticated user).
     """
     settings = Settings.load(
         service_name=service_name,
@@ -186,6 +191,8 @@ def configure(
         resource_attributes=resource_attributes,
         set_global=set_global,
         multiproc_dir=multiproc_dir,
+        tenant=tenant,
+        max_tenants=max_tenants,
     )
     return configure_from(settings)
 

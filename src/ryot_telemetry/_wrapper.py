@@ -312,7 +312,10 @@ async def traced_call(
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
+        tenant_of = rec.tenant_of
+        tenant = tenant_of(params) if tenant_of is not None else None  # never raises; resolved before start()
         req = rec.start(model, endpoint, mode, batch_size)
+        req.tenant = tenant
     except Exception:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
         return await wrapped(*args, **kwargs)

@@ -53,3 +53,11 @@ RYOT_TELEMETRY_SLOS = "RYOT_TELEMETRY_SLOS"
 RYOT_TELEMETRY_MULTIPROC_DIR = "RYOT_TELEMETRY_MULTIPROC_DIR"
 """Directory shared by the worker processes of one server (multi-process mode): whichever worker answers a scrape
 shows the whole server's totals. It must exist and be writable."""
+
+RYOT_TELEMETRY_TENANT = "RYOT_TELEMETRY_TENANT"
+"""Adds a ``tenant`` label to the request, token, cost and SLO counters (default: none): a dotted path into the
+request params such as ``metadata.tenant`` or ``user``, or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's
+authenticated user). A callable goes to ``configure(tenant=...)``."""
+
+RYOT_TELEMETRY_MAX_TENANTS = "RYOT_TELEMETRY_MAX_TENANTS"
+"""Distinct tenants kept as label values (default 50); later ones become ``__overflow__``."""

@@ -15,6 +15,8 @@ take it as an argument, one keyword there passed through to ``Settings.load``.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import math
 import os
@@ -404,6 +406,49 @@ def _slos(name: str, arg: Any) -> SloTable | None:
         raise ConfigurationError(f"SLO table: {e}") from None
 
 
+_TENANT_PATH = re.compile(r"^[^\s.:]+(\.[^\s.:]+)*$")
+TENANT_OGX = ("ogx:principal", "ogx:tenant_id")
+"""Tenant sources read from ogx's authenticated user (see ``_tenants``)."""
+
+
+def _tenant(name: str, arg: Any) -> Any:
+    """The tenant source: a callable (argument only), a dotted path into the request params, or an ogx source;
+    None for no tenant label. A callable must take the call's params as its one argument."""
+    if arg is not None and not isinstance(arg, str):
+        if not callable(arg):
+            raise ConfigurationError(
+                f"{name} must be a callable, a dotted path such as 'metadata.tenant', or one of "
+                f"{', '.join(TENANT_OGX)}; got {arg!r}"
+            )
+        try:
+            inspect.signature(arg).bind(None)
+        except TypeError:
+            raise ConfigurationError(f"{name}: {arg!r} must take one argument, the call's params") from None
+        except ValueError:  # no signature to check (some builtins)
+            pass
+        return arg
+    if arg is not None:
+        value, where = arg, name
+    else:
+        raw = _raw(env.RYOT_TELEMETRY_TENANT)
+        if raw is None:
+            return None
+        value, where = raw.strip(), env.RYOT_TELEMETRY_TENANT
+    if value in TENANT_OGX:
+        if importlib.util.find_spec("ogx") is None:
+            raise ConfigurationError(
+                f"{where}={value!r}: reads ogx's authenticated user, but ogx is not installed here; "
+                "use a dotted path such as metadata.tenant, or a callable"
+            )
+        return value
+    if not _TENANT_PATH.match(value):
+        raise ConfigurationError(
+            f"{where}={value!r}: expected a dotted path into the request params such as metadata.tenant or user, "
+            f"or one of {', '.join(TENANT_OGX)}"
+        )
+    return value
+
+
 def gpu_enabled(name: str, arg: Any) -> bool | None:
     """True/False forced, None for auto (``RYOT_TELEMETRY_GPU``, default auto)."""
     if arg is not None:
@@ -595,6 +640,8 @@ class Settings:
     max_models: int = _setting(_int(env.RYOT_TELEMETRY_MAX_MODELS, 100, 1))
     max_label_length: int = _setting(_int(env.RYOT_TELEMETRY_MAX_LABEL_LENGTH, 128, 1))
     max_pending: int = _setting(_int(env.RYOT_TELEMETRY_MAX_PENDING, 65536, 1))
+    tenant: Any = _setting(_tenant)  # None, a callable, a dotted path or an ogx source (see _tenants.py)
+    max_tenants: int = _setting(_int(env.RYOT_TELEMETRY_MAX_TENANTS, 50, 1))
     # GPU
     gpu: bool | None = _setting(gpu_enabled)
     gpu_models: dict[str, str] = _setting(gpu_models)

@@ -129,7 +129,7 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     lat = by_name["ryot.inference.latency"]
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
-    assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type"}
+    assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
     assert len(by_name) == 27  # the 26 SPEC table families and ryot_slo_requests_total
 
 
