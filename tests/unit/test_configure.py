@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import urllib.request
 from typing import Any
 
@@ -308,6 +309,20 @@ def test_bool_bucket_boundaries_as_argument() -> None:
             "RYOT_TELEMETRY_PROMETHEUS_REGISTRY='shared': unknown value 'shared'; choose from global, private",
         ),
         ("OTEL_EXPORTER_PROMETHEUS_PORT", "99999", "OTEL_EXPORTER_PROMETHEUS_PORT must be 0-65535, got 99999"),
+        (
+            "RYOT_TELEMETRY_TENANT",
+            "metadata tenant",
+            "RYOT_TELEMETRY_TENANT='metadata tenant': expected a dotted path into the request params such as "
+            "metadata.tenant or user, or one of ogx:principal, ogx:tenant_id",
+        ),
+        (
+            "RYOT_TELEMETRY_TENANT",
+            "ogx:user",
+            "RYOT_TELEMETRY_TENANT='ogx:user': expected a dotted path into the request params such as "
+            "metadata.tenant or user, or one of ogx:principal, ogx:tenant_id",
+        ),
+        ("RYOT_TELEMETRY_MAX_TENANTS", "0", "RYOT_TELEMETRY_MAX_TENANTS must be >= 1, got 0"),
+        ("RYOT_TELEMETRY_MAX_TENANTS", "many", "RYOT_TELEMETRY_MAX_TENANTS='many': expected an integer"),
     ],
 )
 def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str) -> None:
@@ -359,6 +374,23 @@ def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value
             "genai_server='router': expected host:port with a port 1-65535, such as router.internal:8321 "
             "(IPv6 as [addr]:port)",
         ),
+        (
+            {"tenant": 3},
+            "tenant must be a callable, a dotted path such as 'metadata.tenant', or one of ogx:principal, "
+            "ogx:tenant_id; got 3",
+        ),
+        (
+            {"tenant": "metadata..tenant"},
+            "tenant='metadata..tenant': expected a dotted path into the request params such as metadata.tenant "
+            "or user, or one of ogx:principal, ogx:tenant_id",
+        ),
+        (
+            {"tenant": ""},
+            "tenant='': expected a dotted path into the request params such as metadata.tenant or user, or one "
+            "of ogx:principal, ogx:tenant_id",
+        ),
+        ({"max_tenants": 0}, "max_tenants must be >= 1, got 0"),
+        ({"max_tenants": "50"}, "max_tenants must be an integer, got '50'"),
     ],
 )
 def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: str) -> None:
@@ -568,3 +600,33 @@ def test_non_ascii_configured_values_reach_the_scrape_and_otlp_unchanged(monkeyp
         assert (attrs["service"], attrs["component"]) == ("routeur-café 模型", "passerelle\u00a0🚀")
     finally:
         tel.shutdown()
+
+
+def _no_params() -> str:
+    return "acme"
+
+
+def test_tenant_sources_are_checked_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callable must take the params; ogx sources need ogx installed; good sources load as given (an environment
+    value stripped), a builtin without a signature is accepted; without a source there is no tenant label."""
+    from ryot_telemetry.settings import Settings
+
+    with pytest.raises(ConfigurationError) as e:
+        Settings.load(tenant=_no_params)
+    assert str(e.value) == f"tenant: {_no_params!r} must take one argument, the call's params"
+    monkeypatch.setitem(sys.modules, "ogx", None)  # find_spec("ogx") is then None: ogx is not installed
+    for source in ("ogx:principal", "ogx:tenant_id"):
+        with pytest.raises(ConfigurationError) as e:
+            Settings.load(tenant=source)
+        assert str(e.value) == (
+            f"tenant={source!r}: reads ogx's authenticated user, but ogx is not installed here; use a dotted path "
+            "such as metadata.tenant, or a callable"
+        )
+    assert (Settings.load().tenant, Settings.load().max_tenants) == (None, 50)
+    assert Settings.load(tenant=len).tenant is len
+    assert Settings.load(tenant="metadata.tenant", max_tenants=3).max_tenants == 3
+    monkeypatch.setenv("RYOT_TELEMETRY_TENANT", "  user ")
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_TENANTS", "7")
+    loaded = Settings.load()
+    assert (loaded.tenant, loaded.max_tenants) == ("user", 7)
+    assert Settings.load(tenant="metadata.tenant").tenant == "metadata.tenant"  # the argument wins
