@@ -27,9 +27,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import env
-from ._instruments import resolve_buckets
-from ._labels import first_unencodable
-from .cost import PriceTable
+from .pricing import PriceTable
+from .recording.instruments import resolve_buckets
+from .recording.labels import first_unencodable
 from .slo import SloTable
 
 __all__ = [
@@ -408,7 +408,7 @@ def _slos(name: str, arg: Any) -> SloTable | None:
 
 _TENANT_PATH = re.compile(r"^[^\s.:]+(\.[^\s.:]+)*$")
 TENANT_OGX = ("ogx:principal", "ogx:tenant_id")
-"""Tenant sources read from ogx's authenticated user (see ``_tenants``)."""
+"""Tenant sources read from ogx's authenticated user (see ``recording.tenants``)."""
 
 
 def _tenant(name: str, arg: Any) -> Any:
@@ -640,7 +640,7 @@ class Settings:
     max_models: int = _setting(_int(env.RYOT_TELEMETRY_MAX_MODELS, 100, 1))
     max_label_length: int = _setting(_int(env.RYOT_TELEMETRY_MAX_LABEL_LENGTH, 128, 1))
     max_pending: int = _setting(_int(env.RYOT_TELEMETRY_MAX_PENDING, 65536, 1))
-    tenant: Any = _setting(_tenant)  # None, a callable, a dotted path or an ogx source (see _tenants.py)
+    tenant: Any = _setting(_tenant)  # None, a callable, a dotted path or an ogx source (see recording/tenants.py)
     max_tenants: int = _setting(_int(env.RYOT_TELEMETRY_MAX_TENANTS, 50, 1))
     # GPU
     gpu: bool | None = _setting(gpu_enabled)
@@ -648,7 +648,7 @@ class Settings:
     gpu_backend: Any = _setting(_given)
     # instrumentor
     router_classes: tuple[str, ...] = _setting(_router_classes)
-    # multi-process mode (multiproc.py)
+    # multi-process mode (multiproc.worker)
     multiproc_dir: str | None = _setting(_multiproc_dir)
 
     @classmethod

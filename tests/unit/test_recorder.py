@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
-from ryot_telemetry import _recorder
-from ryot_telemetry._recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording.recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
 
 REQ = "ryot.inference.requests"
@@ -236,7 +236,6 @@ def test_collection_records_exactly_what_was_queued_when_it_began(clock: FakeClo
 
 def test_collection_past_its_yield_budget_records_the_rest_without_pauses() -> None:
     """With no time left in the callback's timeout the snapshot is recorded in one stretch: the scrape is bounded."""
-    from opentelemetry.metrics import CallbackOptions
 
     cap = capture()
     try:
@@ -247,7 +246,7 @@ def test_collection_past_its_yield_budget_records_the_rest_without_pauses() -> N
             raise AssertionError("paused past the budget")
 
         rec._sleep = no_pause
-        assert rec._collect(CallbackOptions(timeout_millis=0)) == 10 * SLICE
+        assert rec._drain_snapshot(timeout=0) == 10 * SLICE
         assert not rec._pending
     finally:
         cap.shutdown()

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import catalogue
-from ryot_telemetry._tenants import Tenants
+from ryot_telemetry.recording.tenants import Tenants
 from ryot_telemetry.testing import Capture, capture
+from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, content_chunk, usage, usage_chunk
 
 REQ = "ryot.inference.requests"
 TOK = "ryot.tokens.generated"
