@@ -320,7 +320,7 @@ def test_with_tenants_on_exactly_the_spec_counters_carry_the_tenant_label() -> N
     }
     assert tenant_families <= set(exposed)
     for name, fam in exposed.items():
-        kind, required, optional, _ = {**SPEC, **SPEC_SECTIONS}[name]
+        _, required, optional, _ = {**SPEC, **SPEC_SECTIONS}[name]
         for labels in fam["labelsets"]:
             if name in tenant_families:
                 assert "tenant" in labels and required <= labels - {"tenant"} <= required | optional, (name, labels)

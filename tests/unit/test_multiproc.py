@@ -235,6 +235,107 @@ def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -
     assert any(name == "ryot_inference_errors_total" for name, _ in multi)
 
 
+def _recorded_tenants(users: list[str]) -> bytes:
+    """One worker's cumulative OTLP snapshot after one request per entry of ``users`` (tenant="user", at most 2)."""
+    import asyncio
+
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    from ryot_telemetry.demo.simulate import SimulatedRouter
+    from ryot_telemetry.testing import capture
+
+    cap = capture(tenant="user", max_tenants=2, prices={"*": {"prompt": 0.001, "completion": 0.002}})
+    router = cap.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+
+    async def traffic() -> None:
+        for user in users:
+            params = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "user": user}
+            await router.openai_chat_completion(params)
+
+    asyncio.run(traffic())
+    data = cap.reader.get_metrics_data()
+    cap.provider.shutdown()
+    return encode_metrics(data).SerializeToString()
+
+
+def test_tenant_labels_survive_the_merge_exactly() -> None:
+    """Two workers' tenant series merge by tenant: request counts add per tenant (each worker's own slots and
+    __overflow__ included), tokens and cost keep the label, histograms stay without it."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.sdk.resources import Resource
+
+    from ryot_telemetry.multiproc.directory import Merged
+
+    a, b = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
+    a.ParseFromString(_recorded_tenants(["acme", "acme", "globex", "initech"]))
+    b.ParseFromString(_recorded_tenants(["globex", "acme", "hooli"]))
+    merged = Merged()
+    merged.add(a, live=True)
+    merged.add(b, live=False)
+    data = merged.metrics_data(Resource({}))
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    requests = {p.attributes["tenant"]: p.value for p in metrics["ryot.inference.requests"].data.data_points}
+    assert requests == {"acme": 3, "globex": 2, "__overflow__": 2}
+    for name in ("ryot.tokens.generated", "ryot.token.cost_estimate.usd"):
+        tenants = {p.attributes["tenant"] for p in metrics[name].data.data_points}
+        assert tenants == {"acme", "globex", "__overflow__"}, name
+    (lat,) = metrics["ryot.inference.latency"].data.data_points
+    assert "tenant" not in lat.attributes and lat.count == 7
+
+
+def test_multiprocess_exposition_carries_the_tenant_label(tmp_path: Path) -> None:
+    """configure(tenant=...) in multi-process mode: the merged scrape has the single-process tenant series with
+    exact counts."""
+    import asyncio
+
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.demo.simulate import SimulatedRouter
+
+    users = ["acme", "globex", "acme", None, "initech"]
+
+    def scrape(mp: Path | None) -> str:
+        tel = configure(
+            multiproc_dir=mp,
+            prometheus_registry="private",
+            start_prometheus_server=False,
+            gpu=False,
+            tenant="metadata.tenant",
+            max_tenants=2,
+        )
+        try:
+            router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+
+            async def traffic() -> None:
+                for user in users:
+                    metadata = {"tenant": user}
+                    params = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "metadata": metadata}
+                    await router.openai_chat_completion(params)
+
+            asyncio.run(traffic())
+
+            def complete() -> str:
+                text = generate_latest(tel.registry).decode()
+                return text if _samples(text, "ryot_inference_requests_total") == len(users) else ""
+
+            return _until(complete, within=5)  # multi-process: until the 0.5 s hand-off brought all of them
+        finally:
+            tel.shutdown()
+
+    single, multi = scrape(None), scrape(tmp_path)
+    for text in (single, multi):
+        counts = {
+            t: _samples(text, "ryot_inference_requests_total", tenant=t)
+            for t in ("acme", "globex", "__overflow__", "__unknown__")
+        }
+        assert counts == {"acme": 2, "globex": 1, "__overflow__": 1, "__unknown__": 1}
+    assert {tuple(sorted(s)) for s in _series(multi, "ryot_inference_requests_total")} == {
+        tuple(sorted(s)) for s in _series(single, "ryot_inference_requests_total")
+    }
+    assert all("tenant" not in s for s in _series(multi, "ryot_inference_latency_seconds_bucket"))
+
+
 def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> None:
     """An idle worker does not rewrite its file every tick; a finished request is handed off within a second."""
     import asyncio
