@@ -305,3 +305,44 @@ def test_overflow_warning_names_the_variable(caplog: pytest.LogCaptureFixture) -
         "ryot-telemetry: more than 1 distinct tenants; further ones are recorded as '__overflow__' "
         "(raise RYOT_TELEMETRY_MAX_TENANTS if this is expected)"
     ]
+
+
+def test_ogx_sources_read_the_authenticated_user_of_the_calls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ogx:principal / ogx:tenant_id read get_authenticated_user() in the context the call runs in (ogx's auth
+    middleware sets it per request); no user (ogx without auth) is __unknown__. The real server is in
+    tests/e2e/test_llama_stack.py; here a stand-in module with ogx's function and User fields."""
+    import contextvars
+    import importlib.machinery
+    import sys
+    import types
+
+    current: contextvars.ContextVar[Any] = contextvars.ContextVar("user", default=None)
+    modules = {}
+    for name in ("ogx", "ogx.core", "ogx.core.request_headers"):
+        modules[name] = types.ModuleType(name)
+        modules[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, modules[name])
+    modules["ogx.core.request_headers"].get_authenticated_user = current.get  # type: ignore[attr-defined]
+
+    @dataclasses.dataclass
+    class User:
+        principal: str
+        tenant_id: str | None = None
+
+    for source, expected in (("ogx:principal", {"alice": 1, "bob": 1}), ("ogx:tenant_id", {"acme": 2})):
+        cap = capture(tenant=source)
+        try:
+            router = cap.instrument_router(ScriptedRouter(response=_response()))
+
+            async def as_user(user: Any, router: Any = router) -> None:
+                current.set(user)  # this task's context, as ogx's middleware sets it for the request
+                await router.openai_chat_completion(ChatParams(model="m"))
+
+            async def run() -> None:
+                for user in (User("alice", "acme"), User("bob", "acme"), None):
+                    await asyncio.create_task(as_user(user))
+
+            asyncio.run(run())
+            assert _tenants_of(cap.collect(), REQ) == {**expected, "__unknown__": 1}, source
+        finally:
+            cap.shutdown()
