@@ -16,7 +16,8 @@ RYOT_TELEMETRY_BUCKETS = "RYOT_TELEMETRY_BUCKETS"
 ``{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}``."""
 
 RYOT_TELEMETRY_PRICE_TABLE = "RYOT_TELEMETRY_PRICE_TABLE"
-"""Path of a JSON (or YAML) price table: ``{"model": {"prompt": usd_per_1k, "completion": usd_per_1k}}``."""
+"""Path of a JSON (or YAML) price table: ``{"model": {"prompt": usd_per_1k, "completion": usd_per_1k}}``, with an
+optional ``"cached_prompt"`` price for cached prompt tokens (default: the prompt price)."""
 
 RYOT_TELEMETRY_GENAI_SEMCONV = "RYOT_TELEMETRY_GENAI_SEMCONV"
 """``true`` to also emit the OpenTelemetry GenAI semantic-convention metrics (default false)."""
