@@ -312,10 +312,11 @@ async def traced_call(
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
-        tenant_of = rec.tenant_of
-        tenant = tenant_of(params) if tenant_of is not None else None  # never raises; resolved before start()
+        tenant_of = rec.tenant_of  # the opt-in tenant label: resolved once, before start(); never raises
+        tenant = tenant_of(params) if tenant_of is not None else None
         req = rec.start(model, endpoint, mode, batch_size)
-        req.tenant = tenant
+        if tenant is not None:
+            req.tenant = tenant
     except Exception:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
         return await wrapped(*args, **kwargs)
