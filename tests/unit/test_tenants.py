@@ -152,6 +152,9 @@ class AttrDict(dict):  # type: ignore[type-arg]
         ("metadata.org.team", {"model": "m", "metadata": {"org": {"team": "infra"}}}, "infra"),  # deeper paths
         ("metadata.org.team", {"model": "m", "metadata": None}, "__unknown__"),
         (lambda p: p["metadata"]["tenant"].upper(), {"model": "m", "metadata": {"tenant": "acme"}}, "ACME"),
+        ("metadata.x-tenant", {"model": "m", "metadata": {"x-tenant": "acme"}}, "acme"),  # not an identifier
+        ("metadata.class", Extra(model="m", metadata={"class": "acme"}), "acme"),  # a keyword
+        ("metadata.x-tenant", Plain("m", None), "__unknown__"),
     ],
     ids=[
         "dict",
@@ -166,6 +169,9 @@ class AttrDict(dict):  # type: ignore[type-arg]
         "three-steps",
         "three-steps-none",
         "callable",
+        "non-identifier-key",
+        "keyword-key",
+        "non-identifier-missing",
     ],
 )
 def test_params_are_read_as_the_wrapper_reads_them(source: Any, params: Any, expected: str) -> None:
