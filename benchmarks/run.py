@@ -549,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
     ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
+    ap.add_argument("--json", metavar="PATH", help="also write the summary rows as JSON records to PATH")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -682,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:
         print(f"{name:<{w}}  {val:>9}  {goal:<15}  {note}")
+    if args.json:
+        from .results import write
+
+        write(args.json, rows, q)
     return 0
 
 
