@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 import ryot_telemetry
-from ryot_telemetry import _docs, env
+from ryot_telemetry import env
+from ryot_telemetry.artifacts import docs as _docs
 from ryot_telemetry.catalogue import CATALOGUE, markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]

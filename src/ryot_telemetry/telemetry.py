@@ -1,7 +1,7 @@
 """``configure()``: one MeterProvider with the catalogue's Views, fanned out to Prometheus and OTLP readers.
 
-Settings are loaded and checked first (``settings.py``), then the readers and scrape server (``_readers.py``),
-the provider, and the instruments (``_assembly.py``). Everything started is registered on one ``ExitStack``:
+Settings are loaded and checked first (``settings.py``), then the readers and scrape server (``export.readers``),
+the provider, and the instruments (``export.assembly``). Everything started is registered on one ``ExitStack``:
 undone in reverse order if a later step fails, or at ``Telemetry.shutdown()``.
 """
 
@@ -21,7 +21,8 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from . import _state
-from ._assembly import (
+from .engine import EngineMetrics
+from .export.assembly import (
     assemble,
     build_recorder,
     default_recorder,
@@ -30,15 +31,14 @@ from ._assembly import (
     package_version,
     ryot_meter,
 )
-from ._instruments import views
-from ._readers import build_readers
-from ._recorder import Recorder
-from ._wrapper import instrument_router
-from .cost import PriceTable
-from .engine import EngineMetrics
-from .gpu import GpuGauges
+from .export.readers import build_readers
+from .pricing import PriceTable
+from .recording.instruments import views
+from .recording.recorder import Recorder
+from .router.wrapper import instrument_router
 from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
 from .slo import SloTable
+from .sources.gpu import GpuGauges
 
 __all__ = [
     "EXPORTERS",
@@ -200,7 +200,7 @@ def configure_from(settings: Settings) -> Telemetry:
         )
     resource = _resource(settings.service_name, settings.resource_attributes)
     if settings.multiproc_dir is not None:
-        from .multiproc import configure_process
+        from .multiproc.worker import configure_process
 
         part = configure_process(settings, resource)
         if settings.set_global:

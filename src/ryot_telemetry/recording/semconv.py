@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from .catalogue import CHAT_COMPLETION, COMPLETION, METER_NAME
+from ..catalogue import CHAT_COMPLETION, COMPLETION, METER_NAME
 
 __all__ = ["SCHEMA_URL", "SEMCONV", "SemconvInstruments", "semconv_views"]
 

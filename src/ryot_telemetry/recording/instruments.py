@@ -10,8 +10,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from .catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
-from .genai import semconv_views
+from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
+from .semconv import semconv_views
 
 __all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
 

@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from ._compat import encode_attributes, encode_instrumentation_scope
+from .._compat import encode_attributes, encode_instrumentation_scope
 
 __all__ = ["HandoffEncoder"]
 

@@ -23,8 +23,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-from . import env
-from .settings import ConfigurationError, Settings
+from .. import env
+from ..settings import ConfigurationError, Settings
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -152,7 +152,7 @@ def url_host(host: str) -> str:
 
 def _start_http_server(host: str, port: int, registry: Any) -> Any:
     """The scrape server; None when another worker of this server already holds the port (logged once)."""
-    from ._ports import port_held_by_same_server
+    from .ports import port_held_by_same_server
 
     try:
         return serve_metrics(host, port, registry)

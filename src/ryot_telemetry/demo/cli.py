@@ -14,9 +14,9 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from ._setup import ConfigurationError, Telemetry, configure
-from .catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
-from .settings import Settings
+from ..catalogue import COMPLETION_TOKENS, STATUSES, markdown_table
+from ..settings import Settings
+from ..telemetry import ConfigurationError, Telemetry, configure
 from .simulate import SimulatedRouter
 
 DEMO_SLOS = {"*": {"ttft": 0.2, "tpot": 0.025, "latency": 1.5, "target": 0.95}}
@@ -269,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_table())
         return 0
     if args.command == "slo-rules":
-        from . import slo
+        from ..artifacts import slo_rules
 
-        return slo.main(["rules", *([args.table] if args.table else []), "-o", args.output])
+        return slo_rules.main(["rules", *([args.table] if args.table else []), "-o", args.output])
     if args.command == "dashboard":
-        from .dashboard import build_dashboard
+        from ..artifacts.dashboard import build_dashboard
 
         text = json.dumps(build_dashboard(), indent=2) + "\n"
         if args.path == "-":

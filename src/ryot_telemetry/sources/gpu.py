@@ -27,12 +27,12 @@ from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import catalogue
-from ._instruments import create_instrument
-from ._labels import clip
-from .catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
-from .derived import install_token_efficiency
-from .settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
+from .. import catalogue
+from ..catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
+from ..recording.derived import install_token_efficiency
+from ..recording.instruments import create_instrument
+from ..recording.labels import clip
+from ..settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
 
 __all__ = [
     "BREAKDOWN_MEMORY_TYPES",

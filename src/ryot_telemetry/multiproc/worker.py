@@ -23,7 +23,7 @@ Switched on by ``RYOT_TELEMETRY_MULTIPROC_DIR=<dir>`` (or ``configure(multiproc_
 - **Previous runs.** A server is identified by the parent of its workers (the uvicorn / gunicorn master). Files of
   dead processes whose server is gone too belong to an earlier run and are removed; a new run starts from zero.
 
-The directory side (identity, merge, archive, housekeeping) is in ``_mpdir.py``; this module is the process side.
+The directory side (identity, merge, archive, housekeeping) is in ``directory.py``; this module is the process side.
 
 Forked children (``os.fork()`` after ``configure()``, gunicorn ``--preload``): in this mode a child becomes a worker
 of its own that counts from zero (the at-fork handlers below); in any mode it closes the inherited scrape socket and
@@ -56,18 +56,18 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from ._compat import meter_count, set_collect_callback
-from ._handoff import HandoffEncoder
-from ._mpdir import Merged, _Ident, _write_atomic, housekeep, read_server
+from .._compat import meter_count, set_collect_callback
+from .directory import Merged, _Ident, _write_atomic, housekeep, read_server
+from .handoff import HandoffEncoder
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
     from opentelemetry.sdk.metrics import MeterProvider
 
-    from ._recorder import Recorder
-    from .engine import EngineMetrics
-    from .gpu import GpuGauges
-    from .settings import Settings
+    from ..engine import EngineMetrics
+    from ..recording.recorder import Recorder
+    from ..settings import Settings
+    from ..sources.gpu import GpuGauges
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -541,12 +541,12 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     """
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 
-    from ._assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
-    from ._instruments import views
-    from ._readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
-    from .derived import install_token_efficiency
-    from .engine import EngineMetrics
-    from .gpu import gauges_for
+    from ..engine import EngineMetrics
+    from ..export.assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
+    from ..export.readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
+    from ..recording.derived import install_token_efficiency
+    from ..recording.instruments import views
+    from ..sources.gpu import gauges_for
 
     directory = settings.multiproc_dir
     assert directory is not None

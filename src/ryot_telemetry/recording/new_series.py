@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._compat import reader_shutting_down, wrap_reader_collect
+from .._compat import reader_shutting_down, wrap_reader_collect
 
 _log = logging.getLogger("ryot_telemetry")
 

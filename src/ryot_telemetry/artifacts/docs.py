@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import env
-from .catalogue import markdown_table
+from .. import env
+from ..catalogue import markdown_table
 
 # Standard OpenTelemetry variables ryot-telemetry honours, with what it does with each.
 OTEL_VARIABLES = (

@@ -35,17 +35,17 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
-from . import catalogue
-from ._compat import meter_readers
-from ._errors import SEVERITY, classify, status_for
-from ._instruments import create_instrument
-from ._labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
-from ._new_series import NewSeriesGate
-from .catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
-from .cost import PriceTable
+from .. import catalogue
+from .._compat import meter_readers
+from ..catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
+from ..pricing import PriceTable
+from ..slo import SloTable, judge
 from .derived import CONTEXT_TYPE, DerivedGauges
-from .genai import OPERATION, SemconvInstruments
-from .slo import SloTable, judge
+from .errors import SEVERITY, classify, status_for
+from .instruments import create_instrument
+from .labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
+from .new_series import NewSeriesGate
+from .semconv import OPERATION, SemconvInstruments
 
 _log = logging.getLogger("ryot_telemetry")
 _clock = time.perf_counter
@@ -350,7 +350,7 @@ class Recorder:
         self.response_models = ModelLabels(max_models, max_label_length)
         self.prices = prices
         self.genai_provider = genai_provider
-        # server.address / server.port of the semconv metrics: this server, as configured (see genai.py)
+        # server.address / server.port of the semconv metrics: this server, as configured (see semconv.py)
         self._genai_server: dict[str, str | int] = {}
         if genai_server is not None:
             self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
@@ -794,7 +794,7 @@ class Recorder:
         op = OPERATION[r.endpoint]
         resp_model = r.response_model
         # Client side (the router's call to its model provider): no server.address/port, which would name the
-        # provider's endpoint (see genai.py).
+        # provider's endpoint (see semconv.py).
         client: dict[str, Any] = {
             "gen_ai.operation.name": op,
             "gen_ai.provider.name": self.genai_provider,

@@ -15,14 +15,14 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, ExemplarFilter
 
-from . import _state, catalogue
-from ._instruments import METER_NAME, create_instrument
-from ._recorder import Recorder, RequestSpanExemplarFilter
-from .derived import install_token_efficiency
-from .engine import EngineMetrics
-from .genai import SCHEMA_URL
-from .gpu import GpuGauges, gauges_for
-from .settings import ConfigurationError, Settings
+from .. import _state, catalogue
+from ..engine import EngineMetrics
+from ..recording.derived import install_token_efficiency
+from ..recording.instruments import METER_NAME, create_instrument
+from ..recording.recorder import Recorder, RequestSpanExemplarFilter
+from ..recording.semconv import SCHEMA_URL
+from ..settings import ConfigurationError, Settings
+from ..sources.gpu import GpuGauges, gauges_for
 
 __all__ = [
     "Assembly",

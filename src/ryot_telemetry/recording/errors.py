@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import re
 
-from .catalogue import (
+from ..catalogue import (
     CRITICAL,
     CUDA_ERROR,
     ERROR,

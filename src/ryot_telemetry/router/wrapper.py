@@ -19,11 +19,11 @@ import typing
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from ._assembly import default_recorder
-from ._recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
-from .catalogue import BATCH, STANDARD, STREAMING
-from .catalogue import CHAT_COMPLETION as CHAT
-from .catalogue import COMPLETION as COMPLETION
+from ..catalogue import BATCH, STANDARD, STREAMING
+from ..catalogue import CHAT_COMPLETION as CHAT
+from ..catalogue import COMPLETION as COMPLETION
+from ..export.assembly import default_recorder
+from ..recording.recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
 
 _log = logging.getLogger("ryot_telemetry")
 

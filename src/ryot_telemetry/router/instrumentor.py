@@ -1,6 +1,6 @@
 """``RyotInstrumentor``: the ``opentelemetry_instrumentor`` entry point behind ``opentelemetry-instrument``.
 
-from ryot_telemetry.instrumentor import RyotInstrumentor
+from ryot_telemetry.router.instrumentor import RyotInstrumentor
 RyotInstrumentor().instrument()                               # what opentelemetry-instrument does
 RyotInstrumentor().instrument(meter_provider=provider)        # record into your own MeterProvider
 RyotInstrumentor().instrument(router_classes=[MyRouter])      # any llama-stack-style router class
@@ -23,11 +23,11 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from . import _state, env
-from ._assembly import build_recorder, default_recorder, ryot_meter
-from ._recorder import Recorder
-from ._wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
-from .settings import ConfigurationError, Settings
+from .. import _state, env
+from ..export.assembly import build_recorder, default_recorder, ryot_meter
+from ..recording.recorder import Recorder
+from ..settings import ConfigurationError, Settings
+from .wrapper import _MARK, METHODS, REASONING_METHOD, traced_call
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
 

@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 
-from .catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES
+from ..catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES
 
 _log = logging.getLogger("ryot_telemetry")
 

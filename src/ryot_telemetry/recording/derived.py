@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import catalogue
-from ._instruments import create_instrument
-from ._labels import DEFAULT_MAX_LABEL_LENGTH, ModelLabels, clip
-from .catalogue import BATCH, CONVERSATION, STANDARD, STREAMING, TIME_WINDOWS
+from .. import catalogue
+from ..catalogue import BATCH, CONVERSATION, STANDARD, STREAMING, TIME_WINDOWS
+from .instruments import create_instrument
+from .labels import DEFAULT_MAX_LABEL_LENGTH, ModelLabels, clip
 
 if TYPE_CHECKING:
-    from .gpu import GpuGauges
+    from ..sources.gpu import GpuGauges
 
 __all__ = ["DerivedGauges", "SlidingWindows", "install_token_efficiency"]
 
