@@ -8,7 +8,7 @@ Each field names its loader: ``loader(name, argument)`` returns the value from t
 ``ConfigurationError`` saying what to change. ``configure()``, ``testing.capture()``, the distro/configurator, the
 instrumentor and the GPU gauges read this object; nothing else parses an environment variable.
 
-Adding a setting: a constant with a docstring in ``env.py`` (for the README table), one field below with its
+Adding a setting: a constant with a docstring in ``env.py`` (for the docs table), one field below with its
 loader (``_int``, ``_bool``, ``_text``, ``_choice``, or a function of your own), and, when ``configure()`` should
 take it as an argument, one keyword there passed through to ``Settings.load``.
 """

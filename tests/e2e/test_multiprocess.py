@@ -451,7 +451,7 @@ server: {{host: 127.0.0.1, port: {port}, workers: 2, insecure: true}}
 )
 def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path: Path) -> None:
     """The real ogx server, ``server.workers: 2``, started by ``opentelemetry-instrument ogx stack run`` with
-    RYOT_TELEMETRY_MULTIPROC_DIR set (the README recipe), over an OpenAI-compatible upstream: 12 chat requests
+    RYOT_TELEMETRY_MULTIPROC_DIR set (the docs recipe), over an OpenAI-compatible upstream: 12 chat requests
     (6 streamed) and every scrape of :PORT/metrics shows exactly 12 requests, 36 completion tokens, 6 TTFTs."""
     mp_dir, store = tmp_path / "mp", tmp_path / "store"
     mp_dir.mkdir()
