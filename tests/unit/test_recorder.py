@@ -236,7 +236,6 @@ def test_collection_records_exactly_what_was_queued_when_it_began(clock: FakeClo
 
 def test_collection_past_its_yield_budget_records_the_rest_without_pauses() -> None:
     """With no time left in the callback's timeout the snapshot is recorded in one stretch: the scrape is bounded."""
-    from opentelemetry.metrics import CallbackOptions
 
     cap = capture()
     try:
@@ -247,7 +246,7 @@ def test_collection_past_its_yield_budget_records_the_rest_without_pauses() -> N
             raise AssertionError("paused past the budget")
 
         rec._sleep = no_pause
-        assert rec._collect(CallbackOptions(timeout_millis=0)) == 10 * SLICE
+        assert rec._drain_snapshot(timeout=0) == 10 * SLICE
         assert not rec._pending
     finally:
         cap.shutdown()
