@@ -97,6 +97,11 @@ class Telemetry:
             _log.debug("ryot-telemetry: error while shutting down", exc_info=True)
         _state.unset_current(self)
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` ran."""
+        return self._closed
+
     def __enter__(self) -> Telemetry:
         return self
 
@@ -198,7 +203,7 @@ def configure(
 def configure_from(settings: Settings) -> Telemetry:
     """``configure()`` for ready ``Settings``."""
     running = _state.current()
-    if running is not None and not running._closed:
+    if running is not None and not running.closed:
         _log.warning(
             "ryot-telemetry: configure() called again while an earlier Telemetry is still running; "
             "call .shutdown() on it first, or both will export (duplicate series on a shared registry)"

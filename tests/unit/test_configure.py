@@ -568,3 +568,25 @@ def test_non_ascii_configured_values_reach_the_scrape_and_otlp_unchanged(monkeyp
         assert (attrs["service"], attrs["component"]) == ("routeur-café 模型", "passerelle\u00a0🚀")
     finally:
         tel.shutdown()
+
+
+def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spelling() -> None:
+    """``Telemetry.drain()`` returns how many queued requests it recorded; ``collect()`` does the same, warning."""
+    import warnings
+
+    from ryot_telemetry import configure
+
+    tel = configure(exporters="none", gpu=False)
+    try:
+        tel.recorder.stop_drainer()
+        for _ in range(3):
+            tel.recorder.start("m", "chat_completion", "standard").success()
+        assert tel.drain() == 3
+        tel.recorder.start("m", "chat_completion", "standard").success()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tel.collect()
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert tel.drain() == 0
+    finally:
+        tel.shutdown()

@@ -236,7 +236,7 @@ class Request:
             self.model = models.peek(key) or UNADMITTED
 
     # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
-    # (the request knows its recorder); the older spelling that passes it still works.
+    # (the request knows its recorder); a recorder passed in records the request instead.
 
     def success(self, recorder: Recorder | None = None) -> None:
         """The request completed."""
