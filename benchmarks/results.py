@@ -47,7 +47,8 @@ def record(row: Row) -> dict[str, Any]:
 
 
 def machine(quick: bool) -> dict[str, Any]:
-    """What the numbers depend on besides the code: interpreter, CPUs, the SDK and prometheus_client versions."""
+    """What the numbers depend on besides the code: interpreter, CPUs, how busy the machine was (the 1- and
+    15-minute load averages when the run ends), the SDK and prometheus_client versions."""
 
     def version(dist: str) -> str | None:
         try:
@@ -60,6 +61,7 @@ def machine(quick: bool) -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(terse=True),
         "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()[::2]],
         "quick": quick,
         "ryot_telemetry": version("ryot-telemetry"),
         "opentelemetry_sdk": version("opentelemetry-sdk"),

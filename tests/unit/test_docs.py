@@ -67,6 +67,7 @@ def test_performance_table_is_generated_from_benchmark_json() -> None:
             "implementation": "CPython",
             "platform": "Linux",
             "cpus": 2,
+            "load_average": [4.93, 7.5],
             "quick": True,
             "opentelemetry_sdk": "1.45.2",
             "prometheus_client": "0.26.0",
@@ -77,7 +78,8 @@ def test_performance_table_is_generated_from_benchmark_json() -> None:
         ],
     }
     assert _docs.performance_table(doc).splitlines() == [
-        "Python 3.11.7 (CPython), 2 CPUs, Linux; opentelemetry-sdk 1.45.2, prometheus_client 0.26.0; `--quick` run.",
+        "Python 3.11.7 (CPython), 2 CPUs (load average 4.93 over 1 min, 7.5 over 15 min), Linux; "
+        "opentelemetry-sdk 1.45.2, prometheus_client 0.26.0; `--quick` run.",
         "",
         "| measure | result (a ratio unless a unit is given) | goal | note |",
         "|---|---|---|---|",

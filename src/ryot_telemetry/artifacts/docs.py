@@ -102,11 +102,16 @@ def _cell(text: str) -> str:
     return re.sub(r"([\\_*|])", r"\\\1", text)
 
 
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return f" (load average {load[0]:g} over 1 min, {load[1]:g} over 15 min)" if load else ""
+
+
 def performance_table(results: dict[str, Any]) -> str:
     """The results table of a ``python -m benchmarks --json`` file: a line naming the machine, then one row each."""
     m = results["machine"]
     lines = [
-        f"Python {m['python']} ({m['implementation']}), {m['cpus']} CPUs, {m['platform']}; "
+        f"Python {m['python']} ({m['implementation']}), {m['cpus']} CPUs{_load(m)}, {m['platform']}; "
         f"opentelemetry-sdk {m['opentelemetry_sdk']}, prometheus_client {m['prometheus_client']}; "
         f"{'`--quick`' if m['quick'] else 'full'} run.",
         "",
