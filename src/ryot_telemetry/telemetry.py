@@ -65,12 +65,13 @@ class Telemetry:
     readers: list[MetricReader]
     prometheus_url: str | None = None
     registry: Any = None
-    _closers: ExitStack = field(default_factory=ExitStack)
-    _closed: bool = False
     engine: EngineMetrics | None = None  # model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
     gpu: GpuGauges | None = None  # the NVML gauges
     settings: Settings | None = None  # what it was configured with
     multiproc: Any = None  # multiproc.MultiProcess: this process's part in multi-process mode
+    # What shutdown() releases, in reverse order of registration; set by configure() once everything started.
+    _closers: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
@@ -226,8 +227,8 @@ def configure_from(settings: Settings) -> Telemetry:
             gpu=part.gpu,
             settings=settings,
             multiproc=part.multiproc,
-            _closers=part.closers,
         )
+        tel._closers = part.closers
         _state.replace_current(tel)
         return tel
     with ExitStack() as closers:
@@ -252,7 +253,7 @@ def configure_from(settings: Settings) -> Telemetry:
         engine=parts.engine,
         gpu=parts.gpu,
         settings=settings,
-        _closers=owned,
     )
+    tel._closers = owned
     _state.replace_current(tel)
     return tel
