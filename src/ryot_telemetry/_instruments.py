@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation, View
 
 from .catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
 from .genai import semconv_views
@@ -89,6 +89,7 @@ def views(
     include_semconv: bool = True,
     attribute_filter: bool = True,
     exemplars: bool = True,
+    explicit_buckets: bool = True,
 ) -> list[View]:
     """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
 
@@ -98,6 +99,9 @@ def views(
     filtering (a dict rebuilt per reader per measurement) costs about 6% of the drain for nothing.
     ``exemplars=False`` (a provider whose exemplar filter is always off) gives every series a reservoir that keeps
     nothing: the SDK's own would stay empty too, but still be asked for its exemplars at every collection.
+    ``explicit_buckets=False`` leaves the histograms' aggregation to each reader: the instruments' advisory
+    boundaries (the same buckets) for Prometheus and the rest, the OTLP reader's own preference (exponential
+    histograms) for OTLP; a View's own aggregation would win over that preference.
     """
     reservoir = None if exemplars else no_exemplars
     buckets = resolve_buckets(bucket_overrides)
@@ -110,7 +114,9 @@ def views(
                     instrument_name=spec.name,
                     meter_name=METER_NAME,
                     attribute_keys=keys,
-                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name])),
+                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name]))
+                    if explicit_buckets
+                    else DefaultAggregation(),
                     exemplar_reservoir_factory=reservoir,
                 )
             )
@@ -124,7 +130,11 @@ def views(
                 )
             )
     if include_semconv:
-        out.extend(semconv_views(attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir))
+        out.extend(
+            semconv_views(
+                attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir, explicit=explicit_buckets
+            )
+        )
     return out
 
 

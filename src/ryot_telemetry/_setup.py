@@ -33,6 +33,7 @@ from ._assembly import (
 from ._instruments import views
 from ._readers import build_readers
 from ._recorder import Recorder
+from ._temporality import exponential_otlp
 from ._wrapper import instrument_router
 from .cost import PriceTable
 from .engine import EngineMetrics
@@ -147,6 +148,8 @@ def configure(
     resource_attributes: Mapping[str, str] | None = None,
     set_global: bool = False,
     multiproc_dir: str | os.PathLike[str] | None = None,
+    otlp_temporality: str | None = None,
+    otlp_histogram_aggregation: str | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -160,6 +163,9 @@ def configure(
     semconv metrics.
     ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
     ``ryot_slo_requests_total``.
+    ``otlp_temporality``: cumulative, delta or lowmemory (else ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``);
+    ``otlp_histogram_aggregation``: explicit_bucket_histogram or base2_exponential_bucket_histogram (else
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``). Both apply to OTLP only.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -186,6 +192,8 @@ def configure(
         resource_attributes=resource_attributes,
         set_global=set_global,
         multiproc_dir=multiproc_dir,
+        otlp_temporality=otlp_temporality,
+        otlp_histogram_aggregation=otlp_histogram_aggregation,
     )
     return configure_from(settings)
 
@@ -226,7 +234,7 @@ def configure_from(settings: Settings) -> Telemetry:
             provider = MeterProvider(
                 metric_readers=exposition.readers,
                 resource=resource,
-                views=views(settings.buckets, attribute_filter=False),
+                views=views(settings.buckets, attribute_filter=False, explicit_buckets=not exponential_otlp(settings)),
                 exemplar_filter=exemplar_filter(settings),
             )
             unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down

@@ -93,14 +93,17 @@ OPERATION = {CHAT_COMPLETION: "chat", COMPLETION: "text_completion"}
 """ryot ``endpoint`` -> ``gen_ai.operation.name``."""
 
 
-def semconv_views(attribute_filter: bool = True, exemplar_reservoir_factory: Any = None) -> list[View]:
-    """Views giving the semconv metrics their recommended buckets (and attribute-key filters, see ``views()``)."""
+def semconv_views(
+    attribute_filter: bool = True, exemplar_reservoir_factory: Any = None, explicit: bool = True
+) -> list[View]:
+    """Views giving the semconv metrics their recommended buckets (and attribute-key filters, see ``views()``);
+    ``explicit=False``: the aggregation is left to each reader (the advisory buckets, or OTLP's exponential)."""
     return [
         View(
             instrument_name=s.name,
             meter_name=METER_NAME,
             attribute_keys=set(s.attributes) if attribute_filter else None,
-            aggregation=ExplicitBucketHistogramAggregation(boundaries=list(s.buckets)),
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=list(s.buckets)) if explicit else None,
             exemplar_reservoir_factory=exemplar_reservoir_factory,
         )
         for s in SEMCONV

@@ -48,6 +48,12 @@ EXPORTERS = ("prometheus", "otlp", "console", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "deflate", "none")
 EXEMPLAR_FILTERS = ("always_off", "always_on", "trace_based")
+CUMULATIVE, DELTA, LOWMEMORY = "cumulative", "delta", "lowmemory"
+TEMPORALITIES = (CUMULATIVE, DELTA, LOWMEMORY)
+"""``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` values (any case), as the OTLP exporters read them."""
+EXPLICIT, EXPONENTIAL = "explicit_bucket_histogram", "base2_exponential_bucket_histogram"
+HISTOGRAM_AGGREGATIONS = (EXPLICIT, EXPONENTIAL)
+"""``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`` values (any case)."""
 _OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -583,6 +589,12 @@ class Settings:
     otlp_compression: str | None = _setting(_otlp_compression)
     export_interval_ms: int = _setting(_int("OTEL_METRIC_EXPORT_INTERVAL", 60000, 1))
     exemplar_filter: str | None = _setting(_exemplar_filter)
+    otlp_temporality: str = _setting(
+        _choice("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", CUMULATIVE, TEMPORALITIES)
+    )
+    otlp_histogram_aggregation: str = _setting(
+        _choice("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", EXPLICIT, HISTOGRAM_AGGREGATIONS)
+    )
     readers: tuple[Any, ...] = _setting(_readers)
     set_global: bool = _setting(_bool(None, False))
     # recorder
