@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import ryot_telemetry
-from ryot_telemetry.simulate import Chunk, ChunkChoice, Delta
+from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta
 
 from .run import (
     MODELS,

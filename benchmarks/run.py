@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 import ryot_telemetry
 from ryot_telemetry import catalogue
-from ryot_telemetry.simulate import Chunk, ChunkChoice, Delta, PromptDetails, Response, Usage
+from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta, PromptDetails, Response, Usage
 
 clock = time.perf_counter
 MODELS = tuple(f"model-{i}" for i in range(10))

@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, make_asgi_app
 
 import ryot_telemetry
-from ryot_telemetry.simulate import SimulatedRouter
+from ryot_telemetry.demo.simulate import SimulatedRouter
 
 # The app serves /metrics itself, so no separate scrape server is started.
 registry = CollectorRegistry()

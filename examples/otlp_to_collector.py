@@ -14,7 +14,7 @@ import argparse
 import asyncio
 
 import ryot_telemetry
-from ryot_telemetry.simulate import SimulatedRouter
+from ryot_telemetry.demo.simulate import SimulatedRouter
 
 
 async def traffic(router: SimulatedRouter, n: int) -> None:

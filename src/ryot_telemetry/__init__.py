@@ -7,19 +7,19 @@ tel.instrument_router(router)             # llama-stack-style router: requests, 
 
 from __future__ import annotations
 
-from ._assembly import build_recorder, default_recorder, package_version
-from ._errors import SEVERITY, classify
-from ._instruments import METER_NAME, create_instrument, views
-from ._labels import OVERFLOW, UNADMITTED, batch_size_label, prompt_size_label
-from ._recorder import Recorder, Request
-from ._setup import Telemetry, configure
-from ._wrapper import instrument_router, traced_call, uninstrument_router
 from .catalogue import CATALOGUE, MetricSpec
-from .cost import Price, PriceTable
 from .engine import EngineMetrics
-from .gpu import GpuGauges, install_gpu_gauges
+from .export.assembly import build_recorder, default_recorder, package_version
+from .pricing import Price, PriceTable
+from .recording.errors import SEVERITY, classify
+from .recording.instruments import METER_NAME, create_instrument, views
+from .recording.labels import OVERFLOW, UNADMITTED, batch_size_label, prompt_size_label
+from .recording.recorder import Recorder, Request
+from .router.wrapper import instrument_router, traced_call, uninstrument_router
 from .settings import ConfigurationError, Settings
 from .slo import Slo, SloTable
+from .sources.gpu import GpuGauges, install_gpu_gauges
+from .telemetry import Telemetry, configure
 
 __version__ = package_version()
 

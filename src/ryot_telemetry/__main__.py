@@ -1,5 +1,5 @@
 """``python -m ryot_telemetry demo``."""
 
-from .cli import main
+from .demo.cli import main
 
 raise SystemExit(main())

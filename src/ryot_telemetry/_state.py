@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._recorder import Recorder
-    from ._setup import Telemetry
+    from .recording.recorder import Recorder
+    from .telemetry import Telemetry
 
 __all__ = ["auto_telemetry", "current", "recorder_for", "replace_current", "set_auto_telemetry", "unset_current"]
 

@@ -25,9 +25,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import env
-from ._instruments import resolve_buckets
-from ._labels import first_unencodable
-from .cost import PriceTable
+from .pricing import PriceTable
+from .recording.instruments import resolve_buckets
+from .recording.labels import first_unencodable
 from .slo import SloTable
 
 __all__ = [
@@ -613,7 +613,7 @@ class Settings:
     gpu_backend: Any = _setting(_given)
     # instrumentor
     router_classes: tuple[str, ...] = _setting(_router_classes)
-    # multi-process mode (multiproc.py)
+    # multi-process mode (multiproc.worker)
     multiproc_dir: str | None = _setting(_multiproc_dir)
 
     @classmethod

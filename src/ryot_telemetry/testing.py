@@ -16,13 +16,13 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from ._assembly import assemble, exemplar_filter, ryot_meter
-from ._instruments import views
-from ._recorder import Recorder
-from ._wrapper import instrument_router
 from .engine import EngineMetrics
-from .gpu import GpuGauges
+from .export.assembly import assemble, exemplar_filter, ryot_meter
+from .recording.instruments import views
+from .recording.recorder import Recorder
+from .router.wrapper import instrument_router
 from .settings import Settings
+from .sources.gpu import GpuGauges
 
 __all__ = ["Capture", "HistogramPoint", "capture"]
 

@@ -18,8 +18,8 @@ import urllib.request
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import ryot_telemetry
-from ryot_telemetry import _ports
-from ryot_telemetry.simulate import SimulatedRouter
+from ryot_telemetry.demo.simulate import SimulatedRouter
+from ryot_telemetry.export import ports as _ports
 
 MODEL = "llama-3.1-8b-instruct"
 children, per_child = int(sys.argv[1]), int(sys.argv[2])

@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 import ryot_telemetry
-from ryot_telemetry.simulate import SimulatedRouter
+from ryot_telemetry.demo.simulate import SimulatedRouter
 
 MODEL = "llama-3.1-8b-instruct"
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ogx_router_app import MODEL, MinimalRoutingTable, ScriptedProvider, chat
 
 import ryot_telemetry
-from ryot_telemetry.instrumentor import RyotInstrumentor
+from ryot_telemetry.router.instrumentor import RyotInstrumentor
 from ryot_telemetry.testing import Capture
 
 

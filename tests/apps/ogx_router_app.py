@@ -36,7 +36,7 @@ from ogx_api import (
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import ryot_telemetry
-from ryot_telemetry.instrumentor import RyotInstrumentor
+from ryot_telemetry.router.instrumentor import RyotInstrumentor
 from ryot_telemetry.testing import Capture
 
 MODEL = "llama-8b"
@@ -251,7 +251,7 @@ async def main() -> dict[str, Any]:
 
 async def auto_main() -> dict[str, Any]:
     """Under ``opentelemetry-instrument``: nothing set up here, the entry points did it; send the same traffic."""
-    from ryot_telemetry.distro import telemetry
+    from ryot_telemetry.router.distro import telemetry
 
     tel = telemetry()
     provider = ScriptedProvider()

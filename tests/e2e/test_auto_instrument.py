@@ -6,16 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from ryot_telemetry.catalogue import get
+from support.instrumented import RECIPE_ENV, Samples, lbl, le_values, run_and_scrape, spec_le
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -30,7 +26,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from ryot_telemetry import views
-from ryot_telemetry.instrumentor import RyotInstrumentor
+from ryot_telemetry.router.instrumentor import RyotInstrumentor
 from ryot_telemetry.testing import Capture
 from toy_router import ToyRouter
 
@@ -59,17 +55,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-RECIPE_ENV = {
-    # The README recipe: pick ryot-telemetry's distro and configurator, Prometheus only (here on a free loopback port).
-    "OTEL_PYTHON_DISTRO": "ryot_telemetry",
-    "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
-    "OTEL_METRICS_EXPORTER": "prometheus",
-    "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-    "OTEL_EXPORTER_PROMETHEUS_PORT": "0",
-    "RYOT_TELEMETRY_GPU": "false",
-}
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def _run_app(**extra_env: str) -> tuple[dict[str, Any], Samples, str]:
@@ -86,56 +72,12 @@ def _run_app(**extra_env: str) -> tuple[dict[str, Any], Samples, str]:
     return run_and_scrape([str(OTEL_INSTRUMENT), sys.executable, str(APPS / "auto_router_app.py")], env)
 
 
-def run_and_scrape(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, Any], Samples, str]:
-    """Run an app that prints a JSON report with ``metrics_url`` then waits on stdin; scrape it once, let it exit.
-
-    Returns (report, samples keyed by (name, labels without otel_scope_*), exposition text).
-    """
-    with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
-        watchdog = threading.Timer(60.0, proc.kill)  # the app stops by itself; this only bounds a hang
-        watchdog.start()
-        try:
-            assert proc.stdout is not None and proc.stdin is not None
-            line = proc.stdout.readline()
-            report = json.loads(line) if line else {"metrics_url": None}
-            url = report["metrics_url"]
-            text = ""
-            if url is not None:
-                with urllib.request.urlopen(url, timeout=10) as resp:
-                    text = resp.read().decode()
-                proc.stdin.write("scraped\n")
-                proc.stdin.flush()
-            proc.wait(timeout=30)
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            errors.seek(0)
-            stderr = errors.read()
-    assert proc.returncode == 0 and url is not None and url.startswith("http://127.0.0.1:"), (report, stderr)
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            # An empty label value is the same series as no label in Prometheus; the exporter pads with them.
-            labels = frozenset((k, v) for k, v in s.labels.items() if v != "" and not k.startswith("otel_scope_"))
-            samples[(s.name, labels)] = s.value
-    return report, samples, text
 
 
-def lbl(**labels: str) -> frozenset[tuple[str, str]]:
-    return frozenset(labels.items())
 
 
-def le_values(samples: Samples, name: str, **labels: str) -> list[str]:
-    """The ``le`` values of one histogram series, in exposition order of their numeric value."""
-    les = [dict(k)["le"] for (n, k) in samples if n == name and (k - {("le", dict(k)["le"])}) == lbl(**labels)]
-    return sorted(les, key=lambda v: float("inf") if v == "+Inf" else float(v))
 
 
-def spec_le(name: str) -> list[str]:
-    return [str(float(b)) for b in get(name).buckets or ()] + ["+Inf"]
 
 
 def test_opentelemetry_instrument_exposes_exact_series_and_spec_buckets() -> None:
@@ -255,7 +197,7 @@ def test_configurator_hands_traces_to_the_sdk_and_keeps_its_meter_provider() -> 
         pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
     probe = (
         "from opentelemetry import metrics, trace\n"
-        "from ryot_telemetry.distro import telemetry\n"
+        "from ryot_telemetry.router.distro import telemetry\n"
         "t = telemetry()\n"
         "ours = t is not None and metrics.get_meter_provider() is t.meter_provider\n"
         "print(type(trace.get_tracer_provider()).__name__, ours)\n"

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from ryot_telemetry import catalogue
-from ryot_telemetry.dashboard import build_dashboard, dashboard_json, main, write_dashboard
-from test_rules import unknown_labels, unknown_metric_names
+from ryot_telemetry.artifacts.dashboard import build_dashboard, dashboard_json, main, write_dashboard
+from support.promql import unknown_labels, unknown_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "collector" / "grafana" / "ryot-dashboard.json"

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from ryot_telemetry.cli import histogram_quantile, main
+from ryot_telemetry.demo.cli import histogram_quantile, main
 
 
 def test_histogram_quantile_interpolates_like_promql() -> None:

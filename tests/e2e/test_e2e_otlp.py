@@ -3,135 +3,34 @@
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 from ryot_telemetry import catalogue, configure
-from ryot_telemetry.simulate import ProviderError
+from ryot_telemetry.demo.simulate import ProviderError
+from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
+from support.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, _attrs, _free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-class Receiver:
-    """Collects every ExportMetricsServiceRequest it is sent; ``start()``/``stop()`` on a fixed port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
-        self._lock = threading.Lock()
-
-    def received(self, req: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
-        with self._lock:
-            self.requests.append(req)
-
-    def latest(self, name: str) -> tuple[metrics_pb2.Metric, dict[str, str]] | None:
-        """The most recent export of metric ``name`` and its resource attributes."""
-        with self._lock:
-            reqs = list(self.requests)
-        for req in reversed(reqs):
-            for rm in req.resource_metrics:
-                for sm in rm.scope_metrics:
-                    for m in sm.metrics:
-                        if m.name == name:
-                            return m, _attrs(rm.resource.attributes)
-        return None
-
-    def names(self) -> set[str]:
-        with self._lock:
-            return {
-                m.name
-                for r in self.requests
-                for rm in r.resource_metrics
-                for sm in rm.scope_metrics
-                for m in sm.metrics
-            }
 
 
-class GrpcReceiver(Receiver):
-    protocol = "grpc"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:
-                receiver.received(request)
-                return metrics_service_pb2.ExportMetricsServiceResponse()
-
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self._server)
-        assert self._server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port
-        self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop(grace=None).wait(5)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
-class HttpReceiver(Receiver):
-    protocol = "http/protobuf"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path != "/v1/metrics" or self.headers["Content-Type"] != "application/x-protobuf":
-                    self.send_error(404 if self.path != "/v1/metrics" else 415)
-                    return
-                receiver.received(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
-                out = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"  # configure() appends /v1/metrics
 
 
-def _attrs(kvs: Any) -> dict[str, str]:
-    return {kv.key: kv.value.string_value for kv in kvs}
 
 
 def _sum_points(metric: metrics_pb2.Metric) -> dict[tuple[tuple[str, str], ...], int]:
@@ -289,7 +188,7 @@ async def test_otlp_exemplars_carry_the_trace_the_request_ran_under(receiver: Re
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
-    from fakes import content_chunk
+    from support.fakes import content_chunk
 
     receiver.start()
     sampled = TracerProvider(sampler=ALWAYS_ON).get_tracer("test")
@@ -342,21 +241,6 @@ async def test_otlp_exemplars_carry_the_trace_the_request_ran_under(receiver: Re
 DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 
-def _all_points(receiver: Receiver, name: str) -> list[tuple[metrics_pb2.Metric, Any]]:
-    """Every point of metric ``name`` in every request received, in arrival order, with its metric."""
-    with receiver._lock:
-        reqs = list(receiver.requests)
-    out = []
-    for req in reqs:
-        for rm in req.resource_metrics:
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    if m.name == name:
-                        data = getattr(m, m.WhichOneof("data"))
-                        out.extend((m, p) for p in data.data_points)
-    return out
-
-
 async def test_delta_temporality_sums_back_to_the_cumulative_totals(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -391,7 +275,7 @@ async def test_delta_temporality_sums_back_to_the_cumulative_totals(
             sent += batch + 1
             _wait_for(
                 f"{sent} requests in the deltas",
-                lambda n=sent: sum(p.as_int for _, p in _all_points(receiver, "ryot.inference.requests")) == n,
+                lambda n=sent: sum(p.as_int for _, p in receiver.points("ryot.inference.requests")) == n,
                 20,
             )
     finally:
@@ -403,7 +287,7 @@ async def test_delta_temporality_sums_back_to_the_cumulative_totals(
         return tuple(sorted((kv.key, kv.value.string_value) for kv in attrs))
 
     for name in ("ryot.inference.requests", "ryot.tokens.generated", "ryot.inference.errors"):
-        points = _all_points(receiver, name)
+        points = receiver.points(name)
         assert {m.sum.aggregation_temporality for m, _ in points} == {DELTA}, name
         assert sum(1 for _, p in points if p.as_int > 0) >= 3, name  # several exports carried increments
         summed: dict[tuple[tuple[str, str], ...], int] = {}
@@ -413,13 +297,13 @@ async def test_delta_temporality_sums_back_to_the_cumulative_totals(
         expected = {tuple(sorted(p.attributes.items())): p.value for p in totals[name].data_points}
         assert summed == expected, name
     assert sum(summed.values()) == 3  # the errors: one per batch
-    latency = _all_points(receiver, "ryot.inference.latency")
+    latency = receiver.points("ryot.inference.latency")
     assert {m.histogram.aggregation_temporality for m, _ in latency} == {DELTA}
     (total,) = totals["ryot.inference.latency"].data_points
     assert [sum(col) for col in zip(*(p.bucket_counts for _, p in latency))] == list(total.bucket_counts)
     assert sum(p.count for _, p in latency) == total.count == 15
     assert sum(p.sum for _, p in latency) == pytest.approx(total.sum, rel=1e-9, abs=1e-12)
-    active = _all_points(receiver, "ryot.active_inference_requests")
+    active = receiver.points("ryot.active_inference_requests")
     assert active and {m.sum.aggregation_temporality for m, _ in active} == {CUMULATIVE}
 
 

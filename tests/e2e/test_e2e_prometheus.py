@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from ryot_telemetry import catalogue
-from ryot_telemetry.cli import DEMO_SLOS
-from ryot_telemetry.slo import WINDOWS, SloTable
+from ryot_telemetry.artifacts.slo_rules import WINDOWS
+from ryot_telemetry.demo.cli import DEMO_SLOS
+from ryot_telemetry.slo import SloTable
 
 pytestmark = [
     pytest.mark.e2e,
@@ -106,7 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, late_port: int) -> Iterator[
     table, slo_rules = tmp_path / "demo_slos.json", tmp_path / "slo_rules.yml"
     table.write_text(json.dumps(DEMO_SLOS))
     subprocess.run(
-        [sys.executable, "-m", "ryot_telemetry.slo", "rules", str(table), "-o", str(slo_rules)],
+        [sys.executable, "-m", "ryot_telemetry.artifacts.slo_rules", "rules", str(table), "-o", str(slo_rules)],
         check=True,
         timeout=60,
     )

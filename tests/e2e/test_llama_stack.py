@@ -95,7 +95,7 @@ def test_uninstrument_stops_recording(report: dict[str, Any]) -> None:
 
 def test_zero_code_under_opentelemetry_instrument_with_opentelemetry_distro_installed() -> None:
     """In .venv312, where opentelemetry-distro is installed too, the recipe picks ryot's configurator: exact series."""
-    from test_auto_instrument import RECIPE_ENV, lbl, le_values, run_and_scrape, spec_le
+    from support.instrumented import RECIPE_ENV, lbl, le_values, run_and_scrape, spec_le
 
     otel_instrument = VENV_PY.parent / "opentelemetry-instrument"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **RECIPE_ENV, "OTEL_SERVICE_NAME": "ogx-auto"}

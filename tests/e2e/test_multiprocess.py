@@ -371,8 +371,8 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
     """OTLP in multi-process mode: the leader exports the merged totals under one server-wide service.instance.id,
     so the receiver's latest cumulative value is the number of requests sent (4 + 3). SIGKILL the leader: the other
     worker takes the export over and the same stream continues (7, then 9 after 2 more requests)."""
-    from ryot_telemetry.multiproc import server_instance_id
-    from test_e2e_otlp import GrpcReceiver
+    from ryot_telemetry.multiproc.worker import server_instance_id
+    from support.otlp_receiver import GrpcReceiver
 
     receiver = GrpcReceiver(_free_port())
     receiver.start()
@@ -425,7 +425,7 @@ def test_otlp_delta_from_the_merged_totals_across_a_leader_death_and_a_worker_re
     the merged totals. Two workers (4 + 3 requests); the leader is SIGKILLed and the other takes the export over
     (+2); a replacement worker starts (+5). Every delta is >= 0 and the deltas sum to exactly the 14 requests sent
     (no double counting at the change of leader or the restart), latency counts included."""
-    from test_e2e_otlp import GrpcReceiver
+    from support.otlp_receiver import GrpcReceiver
 
     receiver = GrpcReceiver(_free_port())
     receiver.start()
@@ -437,17 +437,7 @@ def test_otlp_delta_from_the_merged_totals_across_a_leader_death_and_a_worker_re
     }
 
     def points(name: str) -> list[tuple[int, Any]]:
-        with receiver._lock:
-            requests = list(receiver.requests)
-        out = []
-        for req in requests:
-            for rm in req.resource_metrics:
-                for sm in rm.scope_metrics:
-                    for m in sm.metrics:
-                        if m.name == name:
-                            data = getattr(m, m.WhichOneof("data"))
-                            out.extend((data.aggregation_temporality, p) for p in data.data_points)
-        return out
+        return [(getattr(m, m.WhichOneof("data")).aggregation_temporality, p) for m, p in receiver.points(name)]
 
     def requests() -> int:
         return sum(p.as_int for _, p in points("ryot.inference.requests"))
@@ -617,7 +607,7 @@ def test_a_worker_exiting_without_shutdown_hands_over_its_last_requests(tmp_path
     leaves them in the directory: the exit hook hands over the final state."""
     code = (
         "import asyncio, ryot_telemetry\n"
-        "from ryot_telemetry.simulate import SimulatedRouter\n"
+        "from ryot_telemetry.demo.simulate import SimulatedRouter\n"
         "tel = ryot_telemetry.configure(exporters='none')\n"
         "r = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))\n"
         f"p = {{'model': {MODEL!r}, 'messages': [{{'role': 'user', 'content': 'x'}}]}}\n"
@@ -628,7 +618,7 @@ def test_a_worker_exiting_without_shutdown_hands_over_its_last_requests(tmp_path
     )
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    from ryot_telemetry._mpdir import Merged, _Ident, read_server
+    from ryot_telemetry.multiproc.directory import Merged, _Ident, read_server
 
     merged: Merged = read_server(str(tmp_path), _Ident(0, 0, 0, 0))
     assert merged.families["ryot.inference.requests"].points

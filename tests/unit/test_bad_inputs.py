@@ -15,8 +15,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
-from fakes import ChatParams, Completion, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry.testing import Capture, capture
+from support.fakes import ChatParams, Completion, ScriptedRouter, content_chunk, usage, usage_chunk
 
 REQ = "ryot.inference.requests"
 TOK = "ryot.tokens.generated"
@@ -361,7 +361,7 @@ async def test_the_label_cache_keeps_only_clipped_names() -> None:
 
 def test_names_equal_after_clipping_share_one_label_and_one_slot() -> None:
     """Names that differ only past the length cap are one model to the label map: one slot, one label."""
-    from ryot_telemetry._labels import ModelLabels
+    from ryot_telemetry.recording.labels import ModelLabels
 
     labels = ModelLabels(max_models=2, max_length=8)
     assert labels("abcdefgh-one") == labels("abcdefgh-two") == "abcdefgh"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ryot_telemetry._recorder import INLINE_BATCH
+from ryot_telemetry.recording.recorder import INLINE_BATCH
 from ryot_telemetry.testing import Capture, capture
 
 REQ = "ryot.inference.requests"
@@ -302,7 +302,7 @@ async def test_queue_overflow_records_a_bounded_batch_per_request(monkeypatch: p
 
 def test_in_flight_reads_exits_before_entries_so_it_never_reads_negative(monkeypatch: pytest.MonkeyPatch) -> None:
     """A request that enters and leaves between the gauge's two counter reads cannot make it read -1."""
-    from ryot_telemetry import _recorder
+    from ryot_telemetry.recording import recorder as _recorder
 
     cap = capture()
     try:

@@ -140,7 +140,7 @@ def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.M
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from ryot_telemetry._recorder import RequestSpanExemplarFilter
+    from ryot_telemetry.recording.recorder import RequestSpanExemplarFilter
 
     def built(**kw: Any) -> tuple[type, bool]:
         tel = configure(gpu=False, **kw)
@@ -423,7 +423,7 @@ def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_otlp_settings_are_checked_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Timeout, compression and endpoint from the environment are parsed once and build the exporter."""
-    from ryot_telemetry._readers import _otlp_reader
+    from ryot_telemetry.export.readers import _otlp_reader
     from ryot_telemetry.settings import Settings
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.5")
@@ -610,7 +610,7 @@ def test_otlp_temporality_and_histogram_aggregation_reach_the_exporter(
     from opentelemetry.sdk.metrics.export import AggregationTemporality
     from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 
-    from ryot_telemetry._readers import otlp_exporter
+    from ryot_telemetry.export.readers import otlp_exporter
     from ryot_telemetry.settings import Settings
 
     for var, value in (

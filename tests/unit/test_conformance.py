@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import otlp_names
-from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
 from ryot_telemetry.catalogue import Instrument
-from ryot_telemetry.genai import SEMCONV
-from spec_table import SPEC, SPEC_SECTIONS
-from test_gpu import two_gpus
+from ryot_telemetry.recording.semconv import SEMCONV
+from support import otlp_names
+from support.fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
+from support.nvml import two_gpus
+from support.spec_table import SPEC, SPEC_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_SPEC = ROOT.parent / "shared" / "SPEC.md"

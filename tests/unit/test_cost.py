@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 from ryot_telemetry import ConfigurationError, PriceTable, configure
 from ryot_telemetry.testing import capture
+from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 
 COST = "ryot.token.cost_estimate.usd"
 PRICES = {"gpt-small": {"prompt": 0.0015, "completion": 0.002}, "*": {"prompt": 0.01, "completion": 0.03}}

@@ -8,10 +8,13 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ryot_telemetry import _recorder, configure, derived, package_version
-from ryot_telemetry.derived import _Ring
+from ryot_telemetry import configure
+from ryot_telemetry.export.assembly import package_version
+from ryot_telemetry.recording import derived
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording.derived import _Ring
 from ryot_telemetry.testing import Capture, capture
-from test_gpu import FakeNvml, GiB, device
+from support.nvml import FakeNvml, GiB, device
 
 EFF = "ryot.token.efficiency_ratio"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ryot_telemetry import _docs, env
+from ryot_telemetry import env
+from ryot_telemetry.artifacts import docs as _docs
 from ryot_telemetry.catalogue import CATALOGUE, markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from ryot_telemetry import engine as engine_mod
-from ryot_telemetry._labels import OVERFLOW, ModelLabels
 from ryot_telemetry.engine import EngineMetrics
+from ryot_telemetry.recording.labels import OVERFLOW, ModelLabels
 from ryot_telemetry.testing import Capture, capture
 
 LOAD_T = "ryot.model.loading_time"

@@ -12,8 +12,8 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import ryot_telemetry
-from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry.testing import Capture
+from support.fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 
 REQ = "ryot.inference.requests"
 INSTRUMENTS = ("requests", "errors", "tokens", "cost", "latency", "ttft", "tpot", "batch", "tps", "cache_eff")

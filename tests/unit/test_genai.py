@@ -7,8 +7,11 @@ from collections.abc import Iterable
 
 import pytest
 
-import ryot_telemetry._wrapper as _wrapper
-from fakes import (
+import ryot_telemetry.router.wrapper as _wrapper
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording.semconv import SEMCONV
+from ryot_telemetry.testing import Capture, capture
+from support.fakes import (
     ChatParams,
     Choice,
     Completion,
@@ -18,9 +21,6 @@ from fakes import (
     usage,
     usage_chunk,
 )
-from ryot_telemetry import _recorder
-from ryot_telemetry.genai import SEMCONV
-from ryot_telemetry.testing import Capture, capture
 
 BOUNDS = {s.name: s.buckets for s in SEMCONV}
 DUR = "gen_ai.server.request.duration"
@@ -186,7 +186,7 @@ def test_semconv_metrics_match_the_semantic_conventions_package() -> None:
     companion gen_ai.client.operation.duration."""
     from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
 
-    from ryot_telemetry.genai import SemconvInstruments
+    from ryot_telemetry.recording.semconv import SemconvInstruments
 
     expected = _semconv_instruments()
     assert set(expected) == {
@@ -266,7 +266,7 @@ def test_meter_schema_url_is_a_published_semconv_schema() -> None:
     gen_ai.provider.name)."""
     from opentelemetry.semconv.schemas import Schemas
 
-    from ryot_telemetry.genai import SCHEMA_URL
+    from ryot_telemetry.recording.semconv import SCHEMA_URL
 
     assert Schemas.V1_37_0.value == SCHEMA_URL
     c = capture(semconv=True)

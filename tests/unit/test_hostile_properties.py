@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 import ryot_telemetry
-from fakes import KeyErrorStream
+from support.fakes import KeyErrorStream
 
 PROFILE = settings(
     max_examples=100,
@@ -392,7 +392,7 @@ def completion_tokens(stack: Stack) -> int | None:
 def test_every_label_is_short_encodable_and_kept_where_it_can_be(name: Any, max_length: int) -> None:
     """Any name: the label is valid UTF-8, at most max_length code points, equal to the name where the name was
     short and printable-safe, and the label map keys only clipped strings."""
-    from ryot_telemetry._labels import ModelLabels
+    from ryot_telemetry.recording.labels import ModelLabels
 
     labels = ModelLabels(max_models=5, max_length=max_length)
     label = labels(name)
@@ -411,7 +411,7 @@ _RECORDER = ryot_telemetry.build_recorder(MeterProvider().get_meter("ryot_teleme
 @given(value=COUNTS)
 def test_usage_counts_follow_the_spec_rule(value: Any) -> None:
     """The wrapper takes a usage count exactly when the SPEC's rule (independently written above) allows it."""
-    from ryot_telemetry._wrapper import read_usage
+    from ryot_telemetry.router.wrapper import read_usage
 
     req = _RECORDER.start("m", "chat_completion", "standard")
     read_usage(req, {"completion_tokens": value})

@@ -9,10 +9,10 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 from ryot_telemetry import ConfigurationError, views
-from ryot_telemetry.instrumentor import ROUTER_MODULES, RyotInstrumentor
+from ryot_telemetry.router.instrumentor import ROUTER_MODULES, RyotInstrumentor
 from ryot_telemetry.testing import Capture, capture
+from support.fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
 
 REQ = "ryot.inference.requests"
 

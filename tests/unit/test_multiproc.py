@@ -102,7 +102,7 @@ def test_histograms_counters_and_live_gauges_merge_exactly() -> None:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.sdk.resources import Resource
 
-    from ryot_telemetry._mpdir import Merged
+    from ryot_telemetry.multiproc.directory import Merged
 
     a, b = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
     a.ParseFromString(_recorded([0.02, 0.3, 3.0], 5))
@@ -136,8 +136,8 @@ def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> 
     from prometheus_client import generate_latest
 
     from ryot_telemetry import configure
-    from ryot_telemetry.simulate import SimulatedRouter
-    from test_gpu import two_gpus
+    from ryot_telemetry.demo.simulate import SimulatedRouter
+    from support.nvml import two_gpus
 
     fake = two_gpus()
     tel = configure(
@@ -197,7 +197,7 @@ def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -
     from prometheus_client import generate_latest
 
     from ryot_telemetry import configure
-    from ryot_telemetry.simulate import SimulatedRouter
+    from ryot_telemetry.demo.simulate import SimulatedRouter
 
     def series(mp: Path | None) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
         tel = configure(multiproc_dir=mp, prometheus_registry="private", start_prometheus_server=False, gpu=False)
@@ -240,7 +240,7 @@ def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> 
     import asyncio
 
     from ryot_telemetry import configure
-    from ryot_telemetry.simulate import SimulatedRouter
+    from ryot_telemetry.demo.simulate import SimulatedRouter
 
     tel = configure(multiproc_dir=tmp_path, exporters="none", gpu=False)
     try:
@@ -372,7 +372,7 @@ def test_a_new_series_reaches_the_merged_scrape_at_zero_before_its_first_increme
 def test_a_new_series_waits_for_no_scrape_when_none_has_happened_or_scraping_stopped(tmp_path: Path) -> None:
     """No scrape yet: no earlier sample to lose, the first scrape shows the counts. A scrape that stopped (older
     than FIRST_WAIT_S, its interval unknown) is not waited for either."""
-    from ryot_telemetry.multiproc import note_collection
+    from ryot_telemetry.multiproc.worker import note_collection
 
     with _manual_worker(tmp_path) as (tel, mp, _scrape):
         _late_requests(tel, 3)
@@ -447,7 +447,7 @@ def test_held_increments_are_in_the_last_hand_off(tmp_path: Path) -> None:
 def test_collection_records_keep_the_latest_start_and_the_interval(tmp_path: Path) -> None:
     """A collection served after a later-starting one does not move the record back; the interval is the time
     between the two latest starts; a record from the future (written before a reboot) counts as none."""
-    from ryot_telemetry.multiproc import note_collection, read_collection
+    from ryot_telemetry.multiproc.worker import note_collection, read_collection
 
     d = str(tmp_path)
     assert read_collection(d, "prometheus") is None
@@ -541,8 +541,8 @@ def test_hand_off_encoding_is_encode_metrics_byte_for_byte() -> None:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.sdk.metrics.export import MetricsData
 
-    from ryot_telemetry._handoff import HandoffEncoder
-    from ryot_telemetry._mpdir import Merged
+    from ryot_telemetry.multiproc.directory import Merged
+    from ryot_telemetry.multiproc.handoff import HandoffEncoder
 
     encoder = HandoffEncoder()
     for step in (1, 2, 2, 5):
@@ -566,7 +566,7 @@ def test_hand_off_file_is_encode_metrics_of_the_workers_collection(tmp_path: Pat
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from ryot_telemetry._handoff import HandoffEncoder
+    from ryot_telemetry.multiproc.handoff import HandoffEncoder
 
     with _manual_worker(tmp_path) as (tel, mp, _scrape):
         _late_requests(tel, 4)
@@ -594,7 +594,7 @@ def test_worker_reservoirs_are_empty_only_where_the_filter_never_samples(
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from ryot_telemetry import configure
-    from ryot_telemetry._instruments import no_exemplars, views
+    from ryot_telemetry.recording.instruments import no_exemplars, views
 
     # The empty reservoir keeps nothing even when offered every measurement; the default one keeps them.
     kept = []
@@ -656,7 +656,7 @@ def test_service_instance_id_is_server_wide_unless_the_user_set_one(
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
     from ryot_telemetry import configure
-    from ryot_telemetry.multiproc import server_instance_id
+    from ryot_telemetry.multiproc.worker import server_instance_id
 
     if env is None:
         monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
@@ -709,8 +709,8 @@ def test_delta_export_sums_back_to_the_merged_totals_across_leaders_restarts_and
     from opentelemetry.sdk.metrics.export import AggregationTemporality
     from opentelemetry.sdk.resources import Resource
 
-    from ryot_telemetry._delta import DeltaExport
-    from ryot_telemetry._mpdir import Merged
+    from ryot_telemetry.multiproc.delta import DeltaExport
+    from ryot_telemetry.multiproc.directory import Merged
 
     def merge(*parts: tuple[Any, bool]) -> Merged:
         merged = Merged()
@@ -773,8 +773,8 @@ def test_delta_export_does_not_subtract_an_earlier_runs_baseline(tmp_path: Path)
     started after): the new run's first delta is its whole total, not that total minus the old one."""
     from opentelemetry.sdk.resources import Resource
 
-    from ryot_telemetry._delta import DeltaExport
-    from ryot_telemetry._mpdir import Merged
+    from ryot_telemetry.multiproc.delta import DeltaExport
+    from ryot_telemetry.multiproc.directory import Merged
 
     old = _SnapshotWorker()
     try:

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-import ryot_telemetry._wrapper as wrapper_module
-from fakes import ChatParams, Completion, CompletionParams, content_chunk, usage, usage_chunk
-from ryot_telemetry import ConfigurationError, Slo, SloTable, _recorder, configure
-from ryot_telemetry.slo import EXAMPLE_TABLE, judge, rules_yaml
-from ryot_telemetry.slo import main as slo_main
+import ryot_telemetry.router.wrapper as wrapper_module
+from ryot_telemetry import ConfigurationError, Slo, SloTable, configure
+from ryot_telemetry.artifacts.slo_rules import EXAMPLE_TABLE, rules_yaml
+from ryot_telemetry.artifacts.slo_rules import main as slo_main
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.slo import judge
 from ryot_telemetry.testing import Capture, capture
+from support.fakes import ChatParams, Completion, CompletionParams, content_chunk, usage, usage_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
 SLO = "ryot.slo.requests"
@@ -282,11 +284,11 @@ def test_table_round_trips() -> None:
 
 
 def test_committed_rules_match_the_generator(capsys: pytest.CaptureFixture[str]) -> None:
-    """collector/rules/ryot_slo_rules.yml is exactly what `python -m ryot_telemetry.slo rules` writes."""
+    """collector/rules/ryot_slo_rules.yml is exactly what `ryot-telemetry slo-rules` writes."""
     assert slo_main(["rules"]) == 0
     out = capsys.readouterr().out
     assert out == (ROOT / "collector" / "rules" / "ryot_slo_rules.yml").read_text()
-    assert out == rules_yaml(SloTable(EXAMPLE_TABLE), "ryot_telemetry.slo.EXAMPLE_TABLE")
+    assert out == rules_yaml(SloTable(EXAMPLE_TABLE), "ryot_telemetry.artifacts.slo_rules.EXAMPLE_TABLE")
 
 
 def test_cli_writes_rules_for_a_user_table(tmp_path: Path) -> None:
@@ -295,7 +297,7 @@ def test_cli_writes_rules_for_a_user_table(tmp_path: Path) -> None:
 
     table = tmp_path / "t.json"
     table.write_text(json.dumps({"llama-3.1-8b": {"ttft": 0.5, "target": 0.995}, "*": {"latency": 10}}))
-    from ryot_telemetry.cli import main
+    from ryot_telemetry.demo.cli import main
 
     assert main(["slo-rules", str(table), "-o", str(tmp_path / "r.yml")]) == 0
     groups = yaml.safe_load((tmp_path / "r.yml").read_text())["groups"]

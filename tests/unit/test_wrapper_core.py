@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from fakes import (
+from ryot_telemetry.testing import Capture
+from support.fakes import (
     ChatParams,
     Choice,
     Completion,
@@ -18,7 +19,6 @@ from fakes import (
     usage,
     usage_chunk,
 )
-from ryot_telemetry.testing import Capture
 
 REQ = "ryot.inference.requests"
 

@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 import pytest
 from pydantic import BaseModel
 
-from fakes import (
+from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.testing import Capture
+from support.fakes import (
     ChatChunk,
     ChatParams,
     ChunkChoice,
@@ -26,8 +28,6 @@ from fakes import (
     usage,
     usage_chunk,
 )
-from ryot_telemetry import _recorder
-from ryot_telemetry.testing import Capture
 
 REQ = "ryot.inference.requests"
 ACTIVE = "ryot.active_inference_requests"
@@ -149,7 +149,7 @@ async def test_exact_ttft_and_tpot_from_controlled_clock(cap: Capture, monkeypat
     """With a fake clock: TTFT 0.3 s, latency 1.3 s, 5 tokens -> TPOT (1.3-0.3)/4 = 0.25 s, tokens/s 5/1.3."""
     ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))  # start, first content, end, collection
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
-    import ryot_telemetry._wrapper as w
+    import ryot_telemetry.router.wrapper as w
 
     monkeypatch.setattr(w, "_clock", _recorder._clock)
     chunks = [ChatChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))])]  # role-only: not content
@@ -408,7 +408,7 @@ async def test_tpot_is_per_choice_for_n_choices(monkeypatch: pytest.MonkeyPatch)
     cap = capture(semconv=True)
     ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
-    import ryot_telemetry._wrapper as w
+    import ryot_telemetry.router.wrapper as w
 
     monkeypatch.setattr(w, "_clock", _recorder._clock)
     try:

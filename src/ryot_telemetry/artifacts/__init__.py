@@ -1,0 +1,1 @@
+"""Generated artifacts: the Grafana dashboard, the SLO burn-rate rules and the docs tables, all from the catalogue."""

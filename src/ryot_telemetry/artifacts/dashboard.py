@@ -1,0 +1,493 @@
+"""The Grafana dashboard, generated from the catalogue so its queries cannot drift from the exposed names.
+
+``build_dashboard()`` returns the dashboard model; ``write_dashboard(path)`` writes it the way
+``collector/grafana/ryot-dashboard.json`` is committed (a test compares the two). Every query takes its metric names
+from ``catalogue.get(...).prometheus_name`` and its units from the catalogue's UCUM units, and uses raw metrics only,
+so the dashboard works without the recording rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .. import catalogue
+
+__all__ = ["DASHBOARD_UID", "build_dashboard", "dashboard_json", "main", "write_dashboard"]
+
+DASHBOARD_UID = "ryot-telemetry"
+_DS = {"type": "prometheus", "uid": "${datasource}"}
+_TARGET = 'job=~"$job",instance=~"$instance"'  # every query: one replica or several, never mixed silently
+_MODEL = _TARGET + ',model=~"$model"'
+_RATE = "$__rate_interval"
+_REQUESTS = 'request_type!="engine_step"'
+_WIDTH = 12  # two panels per row on Grafana's 24-column grid
+_HEIGHT = 8
+
+# Grafana unit ids for the catalogue's UCUM units (values, and rates of counters per second).
+_TOKENS_PER_SECOND = "suffix: tokens/s"  # Grafana custom unit: Grafana has no tokens/s
+_GRAFANA_UNIT = {
+    "s": "s",
+    "By": "bytes",
+    "%": "percent",
+    "{percent}": "percent",
+    "W": "watt",
+    "Cel": "celsius",
+    "{USD}": "currencyUSD",
+    "{token/s}": _TOKENS_PER_SECOND,
+}
+_GRAFANA_RATE_UNIT = {"{request}": "reqps", "{error}": "reqps", "{token}": _TOKENS_PER_SECOND}
+
+
+def _name(otel_name: str, suffix: str = "") -> str:
+    """The exposed Prometheus name of a catalogue metric, plus ``_bucket``/``_sum``/``_count`` for histograms."""
+    spec = catalogue.get(otel_name)
+    if suffix and spec.prometheus_type != "histogram":
+        raise ValueError(f"{otel_name} is a {spec.prometheus_type}; {suffix} exists only on histograms")
+    return spec.prometheus_name + suffix
+
+
+def _unit(otel_name: str) -> str:
+    return _GRAFANA_UNIT.get(catalogue.get(otel_name).unit, "short")
+
+
+def _rate_unit(otel_name: str) -> str:
+    """Grafana unit of ``rate()`` of a counter: its unit per second."""
+    return _GRAFANA_RATE_UNIT.get(catalogue.get(otel_name).unit, "short")
+
+
+def _target(expr: str, legend: str, ref: str, *, instant: bool = False) -> dict[str, Any]:
+    if instant:  # one value over the dashboard's range (a stat), not a range query evaluated at every step
+        return {"datasource": _DS, "expr": expr, "legendFormat": legend, "instant": True, "range": False, "refId": ref}
+    return {"datasource": _DS, "expr": expr, "legendFormat": legend, "range": True, "refId": ref}
+
+
+def _quantiles(otel_name: str, by: str = "model") -> list[tuple[str, str]]:
+    bucket = _name(otel_name, "_bucket")
+    return [
+        (
+            f"histogram_quantile({q}, sum by ({by}, le) (rate({bucket}{{{_MODEL}}}[{_RATE}])))",
+            f"p{round(q * 100)} {{{{{by}}}}}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def _panel(
+    title: str,
+    description: str,
+    queries: Sequence[tuple[str, str]],
+    unit: str,
+    *,
+    kind: str = "timeseries",
+    thresholds: Sequence[tuple[float, str]] = (),
+    max_value: float | None = None,
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    steps += [{"color": color, "value": value} for value, color in thresholds]
+    defaults: dict[str, Any] = {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}}
+    if max_value is not None:
+        defaults["min"] = 0
+        defaults["max"] = max_value
+    if kind == "timeseries":
+        defaults["custom"] = {"drawStyle": "line", "fillOpacity": 10, "lineWidth": 1, "showPoints": "never"}
+        if thresholds:
+            defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
+    panel: dict[str, Any] = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": _DS,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "targets": [
+            _target(expr, legend, chr(ord("A") + i), instant=kind == "stat") for i, (expr, legend) in enumerate(queries)
+        ],
+    }
+    if kind == "timeseries":
+        panel["options"] = {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    else:
+        panel["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+    return panel
+
+
+def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
+    req = _name("ryot.inference.requests")
+    err = _name("ryot.inference.errors")
+    tok = _name("ryot.tokens.generated")
+    cost = _name("ryot.token.cost_estimate.usd")
+    batch = "ryot.batch_size.distribution"
+    traffic = [
+        _panel(
+            "Request rate by status",
+            "Finished requests per second: success, error, timeout, partial (stream broken or closed after content).",
+            [(f"sum by (status) (rate({req}{{{_MODEL}}}[{_RATE}]))", "{{status}}")],
+            _rate_unit("ryot.inference.requests"),
+        ),
+        _panel(
+            "Failed request ratio by model",
+            "Errors over all requests of the model: errors, timeouts and streams broken by an error "
+            "(alert: > 5% for 5m).",
+            [
+                (
+                    f"sum by (model) (rate({err}{{{_MODEL}}}[{_RATE}]))"
+                    f" / sum by (model) (rate({req}{{{_MODEL}}}[{_RATE}]))",
+                    "{{model}}",
+                )
+            ],
+            "percentunit",
+            thresholds=[(0.05, "red")],
+        ),
+        _panel(
+            "Errors by type",
+            "Errors per second by error_type (oom, timeout, cuda_error, invalid_prompt, model_not_found, ...).",
+            [(f"sum by (error_type) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{error_type}}")],
+            _rate_unit("ryot.inference.errors"),
+        ),
+        _panel(
+            "Errors by severity",
+            "critical: oom, cuda_error; info: invalid_prompt, model_not_found; warning: everything else.",
+            [(f"sum by (severity) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{severity}}")],
+            _rate_unit("ryot.inference.errors"),
+        ),
+    ]
+    latency = [
+        _panel(
+            "End-to-end latency p50 / p95 / p99",
+            "From the call entering the wrapper to its last byte or error; streams grow with their output length "
+            "(alert: p95 of non-streaming requests > 10s for 10m).",
+            _quantiles("ryot.inference.latency"),
+            _unit("ryot.inference.latency"),
+        ),
+        _panel(
+            "Time to first token p50 / p95 / p99",
+            "Streams only: from the call to the first chunk with content (alert: p95 > 1s for 10m).",
+            _quantiles("ryot.ttft.latency"),
+            _unit("ryot.ttft.latency"),
+            thresholds=[(1.0, "red")],
+        ),
+        _panel(
+            "Time per output token p50 / p95 / p99",
+            "(latency - TTFT) / (completion_tokens - 1), streams with at least two tokens "
+            "(alert: p50 > 20ms, i.e. below 50 tokens/s, for 10m).",
+            _quantiles("ryot.time_per_output_token"),
+            _unit("ryot.time_per_output_token"),
+        ),
+        _panel(
+            "Per-request decode speed p50 / p95",
+            "Completion tokens / latency of each request.",
+            _quantiles("ryot.tokens_per_second")[:2],
+            _unit("ryot.tokens_per_second"),
+        ),
+    ]
+    # Prompt tokens run at tens of thousands per second, completion tokens at hundreds: one axis would flatten the
+    # completion curve, so each gets its own panel.
+    tokens = [
+        _panel(
+            f"{token_type.capitalize()} tokens per second",
+            f"{token_type.capitalize()} tokens per second from the providers' usage reports.",
+            [(f'sum by (model) (rate({tok}{{{_MODEL},token_type="{token_type}"}}[{_RATE}]))', "{{model}}")],
+            _rate_unit("ryot.tokens.generated"),
+        )
+        for token_type in ("prompt", "completion")
+    ]
+    tokens += [
+        _panel(
+            "Average batch size",
+            "Prompts (or n) per request; engine steps (request_type=engine_step) are left out.",
+            [
+                (
+                    f"sum by (model) (rate({_name(batch, '_sum')}{{{_MODEL},{_REQUESTS}}}[{_RATE}]))"
+                    f" / sum by (model) (rate({_name(batch, '_count')}{{{_MODEL},{_REQUESTS}}}[{_RATE}]))",
+                    "{{model}}",
+                )
+            ],
+            "short",
+        ),
+        _panel(
+            "Prompt cache hit ratio",
+            "Cached prompt tokens / prompt tokens (engine-reported KV cache hit ratio when available).",
+            [
+                (
+                    f"avg by (model, context_type) ({_name('ryot.kv_cache.hit_ratio')}{{{_MODEL}}})",
+                    "{{model}} {{context_type}}",
+                )
+            ],
+            "percentunit",  # catalogue unit 1: a fraction 0..1
+            max_value=1,
+        ),
+        _panel(
+            "Token efficiency",
+            "Completion tokens per second (1m) per percent of GPU memory in use.",
+            [(f"avg by (model) ({_name('ryot.token.efficiency_ratio')}{{{_MODEL}}})", "{{model}}")],
+            "short",  # (tokens/s) per percent: a ratio of two different units, not a fraction
+        ),
+    ]
+    capacity = [
+        _panel(
+            "Active requests",
+            "Requests in flight.",
+            [
+                (
+                    f"sum by (model, request_type) ({_name('ryot.active_inference_requests')}{{{_MODEL}}})",
+                    "{{model}} {{request_type}}",
+                )
+            ],
+            "short",
+        ),
+        _panel(
+            "Queue depth",
+            "Requests waiting for the engine (alert: > 100 for 5m).",
+            [
+                (
+                    f"sum by (model, priority_level) ({_name('ryot.queue.depth')}{{{_MODEL}}})",
+                    "{{model}} {{priority_level}}",
+                )
+            ],
+            "short",
+            thresholds=[(100, "red")],
+        ),
+    ]
+    gpu_legend = "{{instance}} GPU {{device_id}}"
+    gpu = [
+        _panel(
+            "GPU memory used (%)",
+            "Percent (0-100) of each GPU's memory in use (alert: > 85 for 5m).",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.memory.percentage')}{{{_TARGET}}})", gpu_legend)],
+            _unit("ryot.gpu.memory.percentage"),
+            thresholds=[(85, "red")],
+            max_value=100,
+        ),
+        _panel(
+            "GPU memory (bytes)",
+            "Used and total memory per GPU, and what this process holds.",
+            [
+                (
+                    f"max by (instance, device_id, memory_type) ({_name('ryot.gpu.memory.usage')}"
+                    f'{{{_TARGET},memory_type=~"used|total|process"}})',
+                    gpu_legend + " {{memory_type}}",
+                )
+            ],
+            _unit("ryot.gpu.memory.usage"),
+        ),
+        _panel(
+            "GPU utilisation (%)",
+            "Compute utilisation over NVML's last sample period.",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.utilization')}{{{_TARGET}}})", gpu_legend)],
+            _unit("ryot.gpu.utilization"),
+            max_value=100,
+        ),
+        _panel(
+            "GPU power",
+            "Power draw per GPU.",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.power')}{{{_TARGET}}})", gpu_legend)],
+            _unit("ryot.gpu.power"),
+        ),
+        _panel(
+            "GPU temperature",
+            "Core temperature per GPU.",
+            [(f"max by (instance, device_id) ({_name('ryot.gpu.temperature')}{{{_TARGET}}})", gpu_legend)],
+            _unit("ryot.gpu.temperature"),
+        ),
+    ]
+    spend = [
+        _panel(
+            "Estimated cost (USD per hour)",
+            "From the configured price table; empty when no price table is set.",
+            [(f"sum by (model, token_type) (rate({cost}{{{_MODEL}}}[{_RATE}])) * 3600", "{{model}} {{token_type}}")],
+            _unit("ryot.token.cost_estimate.usd"),
+        ),
+        _panel(
+            "Estimated cost over the time range",
+            "Total estimated spend in the selected time range.",
+            [(f"sum by (model) (increase({cost}{{{_MODEL}}}[$__range]))", "{{model}}")],
+            _unit("ryot.token.cost_estimate.usd"),
+            kind="stat",
+        ),
+    ]
+    return [
+        ("Traffic and errors", traffic),
+        ("SLOs", _slo_panels()),
+        ("Latency", latency),
+        ("Tokens and cache", tokens),
+        ("Capacity", capacity),
+        ("GPU", gpu),
+        ("Cost", spend),
+    ]
+
+
+def _slo_panels() -> list[dict[str, Any]]:
+    """Goodput, budget left and burn rates from ``ryot_slo_requests_total`` (present when an SLO table is set).
+
+    The target lives in the SLO table, so budget and burn rate read ``ryot:slo:target`` from the generated rules
+    (``ryot-telemetry slo-rules``); goodput and misses need no rules.
+    """
+    from .slo_rules import BURN_ALERTS, SLO_PERIOD, WINDOWS
+
+    slo = _name("ryot.slo.requests")
+    # ryot:slo:target is recorded by model only (no job/instance): select it by model alone
+    budget = 'on (model) (1 - ryot:slo:target{model=~"$model"})'
+
+    def missed_ratio(window: str, fn: str = "rate") -> str:
+        return (
+            f'sum by (model) ({fn}({slo}{{result="missed",{_MODEL}}}[{window}]))'
+            f" / sum by (model) ({fn}({slo}{{{_MODEL}}}[{window}]))"
+        )
+
+    burns = sorted({b for _, _, _, pairs in BURN_ALERTS for b, _, _ in pairs})
+    colors = ("yellow", "orange", "red", "dark-red")
+    remaining = _panel(
+        f"Error budget remaining ({SLO_PERIOD})",
+        f"1 - (missed share over {SLO_PERIOD}) / (1 - target): 100% = untouched, 0% = spent, negative = "
+        "overspent. The target comes from the generated SLO rules (ryot:slo:target).",
+        [(f"1 - ({missed_ratio(SLO_PERIOD, 'increase')}) / {budget}", "{{model}}")],
+        "percentunit",
+        kind="stat",
+        thresholds=[(0, "orange"), (0.25, "yellow"), (0.5, "green")],
+    )
+    remaining["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["color"] = "red"  # below 0: overspent
+    return [
+        _panel(
+            "Goodput by model",
+            "Share of finished requests that met every objective of their model's SLO (streams: TTFT, TPOT, "
+            "latency; others: latency); errors and timeouts count as missed, abandoned streams not at all.",
+            [
+                (
+                    f'sum by (model) (rate({slo}{{result="met",{_MODEL}}}[{_RATE}]))'
+                    f" / sum by (model) (rate({slo}{{{_MODEL}}}[{_RATE}]))",
+                    "{{model}}",
+                )
+            ],
+            "percentunit",
+            max_value=1,
+        ),
+        remaining,
+        _panel(
+            "Burn rate by window",
+            "Missed share over each alert window divided by the error budget: 1 spends the budget in exactly "
+            f"{SLO_PERIOD}. Pages at 14.4x (1h and 5m) or 6x (6h and 30m); tickets at 3x (1d and 2h) or 1x "
+            "(3d and 6h).",
+            [(f"({missed_ratio(w)}) / {budget}", f"{{{{model}}}} {w}") for w in WINDOWS],
+            "suffix:x",
+            kind="stat",
+            thresholds=list(zip(burns, colors)),
+        ),
+        _panel(
+            "SLO misses by objective",
+            "Requests per second that missed their SLO, by the first objective missed: error, ttft, tpot, latency.",
+            [(f'sum by (objective) (rate({slo}{{result="missed",{_MODEL}}}[{_RATE}]))', "{{objective}}")],
+            "reqps",
+        ),
+    ]
+
+
+def build_dashboard() -> dict[str, Any]:
+    """The dashboard model (Grafana schema 39): rows of panels, a Prometheus data source and a model variable."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    next_id = 1
+    for title, section in _sections():
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            }
+        )
+        panels[-1]["id"] = next_id
+        next_id += 1
+        y += 1
+        for i, panel in enumerate(section):
+            panel["id"] = next_id
+            next_id += 1
+            panel["gridPos"] = {"h": _HEIGHT, "w": _WIDTH, "x": (i % 2) * _WIDTH, "y": y + (i // 2) * _HEIGHT}
+            panels.append(panel)
+        y += ((len(section) + 1) // 2) * _HEIGHT
+    req = _name("ryot.inference.requests")
+    info = _name("ryot.service.info")  # exposed once by every ryot process, with or without traffic or GPUs
+    return {
+        "uid": DASHBOARD_UID,
+        "title": "Ryot LLM inference",
+        "description": "ryot-telemetry: requests, errors, latency, TTFT, TPOT, tokens, capacity, GPU and cost. "
+        "Generated by ryot_telemetry.artifacts.dashboard from the metric catalogue; do not edit by hand.",
+        "tags": ["ryot", "llm", "inference", "opentelemetry"],
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timezone": "",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                _query_variable("job", "Job", f"label_values({info}, job)"),
+                _query_variable("instance", "Instance", f'label_values({info}{{job=~"$job"}}, instance)'),
+                _query_variable("model", "Model", f"label_values({req}{{{_TARGET}}}, model)"),
+            ]
+        },
+        "annotations": {"list": []},
+        "links": [],
+        "panels": panels,
+    }
+
+
+def _query_variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value template variable defaulting to All (``.*``), filled from ``query``."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": _DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+        "hide": 0,
+    }
+
+
+def dashboard_json() -> str:
+    """The dashboard as the committed file holds it: 2-space indented JSON and a final newline."""
+    return json.dumps(build_dashboard(), indent=2) + "\n"
+
+
+def write_dashboard(path: str | os.PathLike[str]) -> None:
+    """Write the generated dashboard to ``path`` (e.g. ``collector/grafana/ryot-dashboard.json``)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dashboard_json())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ryot_telemetry.artifacts.dashboard [PATH]``: write the dashboard to PATH (stdout without one)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) > 1 or (args and args[0] in ("-h", "--help")):
+        print("usage: python -m ryot_telemetry.artifacts.dashboard [PATH]", file=sys.stderr)
+        return 2
+    if not args or args[0] == "-":
+        sys.stdout.write(dashboard_json())
+    else:
+        write_dashboard(args[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

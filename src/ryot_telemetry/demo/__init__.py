@@ -1,0 +1,1 @@
+"""The demo: a simulated router and the ``ryot-telemetry`` command line."""

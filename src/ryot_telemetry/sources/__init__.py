@@ -1,0 +1,1 @@
+"""Measurement sources outside the request path: the NVML GPU gauges."""

@@ -1,0 +1,266 @@
+"""``configure()``: one MeterProvider with the catalogue's Views, fanned out to Prometheus and OTLP readers.
+
+Settings are loaded and checked first (``settings.py``), then the readers and scrape server (``export.readers``),
+the provider, and the instruments (``export.assembly``). Everything started is registered on one ``ExitStack``:
+undone in reverse order if a later step fails, or at ``Telemetry.shutdown()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+from . import _state
+from .engine import EngineMetrics
+from .export.assembly import (
+    assemble,
+    build_recorder,
+    default_recorder,
+    exemplar_filter,
+    install_service_info,
+    package_version,
+    ryot_meter,
+)
+from .export.readers import build_readers
+from .export.temporality import exponential_otlp
+from .pricing import PriceTable
+from .recording.instruments import views
+from .recording.recorder import Recorder
+from .router.wrapper import instrument_router
+from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
+from .slo import SloTable
+from .sources.gpu import GpuGauges
+
+__all__ = [
+    "EXPORTERS",
+    "PROTOCOLS",
+    "ConfigurationError",
+    "Telemetry",
+    "build_recorder",
+    "configure",
+    "default_recorder",
+    "exemplar_filter",
+    "install_service_info",
+    "package_version",
+]
+
+_log = logging.getLogger("ryot_telemetry")
+
+
+@dataclass
+class Telemetry:
+    """What ``configure()`` built. ``shutdown()`` flushes OTLP and frees the scrape port."""
+
+    meter_provider: MeterProvider
+    meter: Meter
+    recorder: Recorder
+    readers: list[MetricReader]
+    prometheus_url: str | None = None
+    registry: Any = None
+    _closers: ExitStack = field(default_factory=ExitStack)
+    _closed: bool = False
+    engine: EngineMetrics | None = None  # model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
+    gpu: GpuGauges | None = None  # the NVML gauges
+    settings: Settings | None = None  # what it was configured with
+    multiproc: Any = None  # multiproc.MultiProcess: this process's part in multi-process mode
+
+    def instrument_router(self, router: Any) -> Any:
+        """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
+        return instrument_router(router, self.recorder)
+
+    def collect(self) -> None:
+        """Record queued measurements now (they are otherwise recorded at the next scrape/export)."""
+        self.recorder.drain()
+
+    def shutdown(self) -> None:
+        """Flush and stop the provider, then release NVML and the scrape port (each step once, errors logged)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._closers.close()
+        except Exception:
+            _log.debug("ryot-telemetry: error while shutting down", exc_info=True)
+        _state.unset_current(self)
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _resource(service_name: str | None, attributes: Mapping[str, str]) -> Resource:
+    """service.name: the argument or OTEL_SERVICE_NAME, else OTEL_RESOURCE_ATTRIBUTES', else ryot-inference."""
+    resource = Resource.create(dict(attributes))
+    if service_name:
+        return resource.merge(Resource({SERVICE_NAME: service_name}))
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return resource.merge(Resource({SERVICE_NAME: "ryot-inference"}))
+    return resource
+
+
+def _logged(step: Callable[[], object], what: str, level: int = logging.DEBUG) -> Callable[[], None]:
+    """A shut-down step that logs its failure instead of stopping the steps after it."""
+
+    def run() -> None:
+        try:
+            step()
+        except Exception:
+            _log.log(level, "ryot-telemetry: error while shutting down %s", what, exc_info=True)
+
+    return run
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    exporters: str | Sequence[str] | None = None,
+    prometheus_host: str | None = None,
+    prometheus_port: int | None = None,
+    prometheus_registry: Any = None,
+    start_prometheus_server: bool = True,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    export_interval_ms: int | None = None,
+    buckets: Mapping[str, Sequence[float]] | None = None,
+    prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    slos: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    semconv: bool | None = None,
+    genai_provider: str | None = None,
+    genai_server: str | None = None,
+    max_models: int | None = None,
+    max_label_length: int | None = None,
+    gpu: bool | None = None,
+    gpu_models: Mapping[Any, str] | None = None,
+    gpu_backend: Any = None,
+    readers: Sequence[MetricReader] = (),
+    resource_attributes: Mapping[str, str] | None = None,
+    set_global: bool = False,
+    multiproc_dir: str | os.PathLike[str] | None = None,
+    otlp_temporality: str | None = None,
+    otlp_histogram_aggregation: str | None = None,
+) -> Telemetry:
+    """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
+
+    ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
+    plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
+    ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
+    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``multiproc_dir`` (else
+    ``RYOT_TELEMETRY_MULTIPROC_DIR``): multi-process mode, every worker of a server shows the server's totals.
+    Every argument is described in ``settings.Settings``; None means "from the environment, else the default".
+    ``genai_server``: ``host:port`` clients reach this server at, for ``server.address`` / ``server.port`` of the
+    semconv metrics.
+    ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
+    ``ryot_slo_requests_total``.
+    ``otlp_temporality``: cumulative, delta or lowmemory (else ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``);
+    ``otlp_histogram_aggregation``: explicit_bucket_histogram or base2_exponential_bucket_histogram (else
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``). Both apply to OTLP only.
+    """
+    settings = Settings.load(
+        service_name=service_name,
+        exporters=exporters,
+        prometheus_host=prometheus_host,
+        prometheus_port=prometheus_port,
+        prometheus_registry=prometheus_registry,
+        start_prometheus_server=start_prometheus_server,
+        otlp_endpoint=otlp_endpoint,
+        otlp_protocol=otlp_protocol,
+        export_interval_ms=export_interval_ms,
+        buckets=buckets,
+        prices=prices,
+        slos=slos,
+        semconv=semconv,
+        genai_provider=genai_provider,
+        genai_server=genai_server,
+        max_models=max_models,
+        max_label_length=max_label_length,
+        gpu=gpu,
+        gpu_models=gpu_models,
+        gpu_backend=gpu_backend,
+        readers=readers,
+        resource_attributes=resource_attributes,
+        set_global=set_global,
+        multiproc_dir=multiproc_dir,
+        otlp_temporality=otlp_temporality,
+        otlp_histogram_aggregation=otlp_histogram_aggregation,
+    )
+    return configure_from(settings)
+
+
+def configure_from(settings: Settings) -> Telemetry:
+    """``configure()`` for ready ``Settings``."""
+    running = _state.current()
+    if running is not None and not running._closed:
+        _log.warning(
+            "ryot-telemetry: configure() called again while an earlier Telemetry is still running; "
+            "call .shutdown() on it first, or both will export (duplicate series on a shared registry)"
+        )
+    resource = _resource(settings.service_name, settings.resource_attributes)
+    if settings.multiproc_dir is not None:
+        from .multiproc.worker import configure_process
+
+        part = configure_process(settings, resource)
+        if settings.set_global:
+            metrics.set_meter_provider(part.provider)
+        tel = Telemetry(
+            part.provider,
+            part.meter,
+            part.recorder,
+            part.readers,
+            part.url,
+            part.registry,
+            part.closers,
+            engine=part.engine,
+            gpu=part.gpu,
+            settings=settings,
+            multiproc=part.multiproc,
+        )
+        _state.replace_current(tel)
+        return tel
+    with ExitStack() as closers:
+        with ExitStack() as unowned:
+            exposition = build_readers(settings, closers, unowned)
+            provider = MeterProvider(
+                metric_readers=exposition.readers,
+                resource=resource,
+                views=views(settings.buckets, attribute_filter=False, explicit_buckets=not exponential_otlp(settings)),
+                exemplar_filter=exemplar_filter(settings),
+            )
+            unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down
+        # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
+        late = closers.enter_context(ExitStack())
+        closers.callback(_logged(provider.shutdown, "the meter provider", logging.WARNING))
+        meter = ryot_meter(provider)
+        install_service_info(meter, str(resource.attributes[SERVICE_NAME]), settings.component)
+        parts = assemble(meter, settings, late)
+        parts.recorder.start_drainer()  # records the queue in paced slices, off the scrape path
+        late.callback(parts.recorder.stop_drainer)
+        owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown
+
+    if settings.set_global:
+        metrics.set_meter_provider(provider)
+    tel = Telemetry(
+        provider,
+        meter,
+        parts.recorder,
+        exposition.readers,
+        exposition.url,
+        exposition.registry,
+        owned,
+        engine=parts.engine,
+        gpu=parts.gpu,
+        settings=settings,
+    )
+    _state.replace_current(tel)
+    return tel
