@@ -406,7 +406,8 @@ async def test_tpot_is_per_choice_for_n_choices(monkeypatch: pytest.MonkeyPatch)
     from ryot_telemetry.testing import capture
 
     cap = capture(semconv=True)
-    ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))
+    # start, first chunk's arrival (semconv notes every chunk's), first token, three more arrivals, end
+    ticks = itertools.chain([10.0, 10.1, 10.3, 10.5, 10.8, 11.0, 11.3], itertools.repeat(11.3))
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
     import ryot_telemetry.router.wrapper as w
 

@@ -16,6 +16,7 @@ import inspect
 import logging
 import operator
 import typing
+from array import array
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -380,6 +381,8 @@ async def _traced_stream(
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
         it = _single_iterator(stream)
+        if want_model:  # the semconv chunk metrics: every chunk's arrival, in its own iterator (no cost when off)
+            it = _Timed(it, req)
         async for chunk in it:
             try:
                 if first is None and _has_content(chunk):
@@ -455,6 +458,24 @@ class _Iter:
         return self._next()  # the iterator's own awaitable: no extra coroutine per chunk
 
 
+class _Timed:
+    """An iterator noting each item's arrival time (``_clock``) on the request: the semconv chunk metrics."""
+
+    __slots__ = ("_next", "_times")
+
+    def __init__(self, it: Any, req: Request) -> None:
+        self._next = type(it).__anext__.__get__(it)
+        self._times = req.chunk_times = array("d")
+
+    def __aiter__(self) -> _Timed:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._next()
+        self._times.append(_clock())
+        return item
+
+
 def _single_iterator(stream: Any) -> Any:
     """``stream``'s iterator, usable by consecutive ``async for`` loops without restarting it.
 
@@ -475,7 +496,8 @@ async def _traced_reasoning_stream(
     seen = False
     try:
         yield _PRIMED
-        async for wrapper in stream:
+        source = _Timed(_single_iterator(stream), req) if rec.semconv is not None else stream
+        async for wrapper in source:
             try:
                 chunk = _get(wrapper, "chunk")
                 if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
