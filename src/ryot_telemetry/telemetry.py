@@ -150,6 +150,7 @@ def configure(
     multiproc_dir: str | os.PathLike[str] | None = None,
     otlp_temporality: str | None = None,
     otlp_histogram_aggregation: str | None = None,
+    drop_duplicates: str | Sequence[str] | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -166,6 +167,8 @@ def configure(
     ``otlp_temporality``: cumulative, delta or lowmemory (else ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``);
     ``otlp_histogram_aggregation``: explicit_bucket_histogram or base2_exponential_bucket_histogram (else
     ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``). Both apply to OTLP only.
+    ``drop_duplicates``: ``"ogx"`` (else ``RYOT_TELEMETRY_DROP_DUPLICATES``) drops ogx's own router histograms that
+    ryot's metrics supersede.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -194,6 +197,7 @@ def configure(
         multiproc_dir=multiproc_dir,
         otlp_temporality=otlp_temporality,
         otlp_histogram_aggregation=otlp_histogram_aggregation,
+        drop_duplicates=drop_duplicates,
     )
     return configure_from(settings)
 
@@ -234,7 +238,12 @@ def configure_from(settings: Settings) -> Telemetry:
             provider = MeterProvider(
                 metric_readers=exposition.readers,
                 resource=resource,
-                views=views(settings.buckets, attribute_filter=False, explicit_buckets=not exponential_otlp(settings)),
+                views=views(
+                    settings.buckets,
+                    attribute_filter=False,
+                    explicit_buckets=not exponential_otlp(settings),
+                    drop_duplicates=settings.drop_duplicates,
+                ),
                 exemplar_filter=exemplar_filter(settings),
             )
             unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down

@@ -321,6 +321,11 @@ def test_bool_bucket_boundaries_as_argument() -> None:
             "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION='exponential': unknown value 'exponential'; "
             "choose from explicit_bucket_histogram, base2_exponential_bucket_histogram",
         ),
+        (
+            "RYOT_TELEMETRY_DROP_DUPLICATES",
+            "ogx,vllm",
+            "RYOT_TELEMETRY_DROP_DUPLICATES='ogx,vllm': unknown source 'vllm'; choose from ogx",
+        ),
     ],
 )
 def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str) -> None:
@@ -381,6 +386,8 @@ def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value
             "otlp_histogram_aggregation: unknown value 'native'; choose from explicit_bucket_histogram, "
             "base2_exponential_bucket_histogram",
         ),
+        ({"drop_duplicates": "litellm"}, "drop_duplicates: unknown source 'litellm'; choose from ogx"),
+        ({"drop_duplicates": 1}, "drop_duplicates must be a string or a list of strings, got 1"),
     ],
 )
 def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: str) -> None:
@@ -671,3 +678,45 @@ def test_exponential_otlp_leaves_histogram_views_to_the_readers() -> None:
     hist_names = {n for n, a in explicit.items() if isinstance(a, ExplicitBucketHistogramAggregation)}
     assert histograms < hist_names  # the catalogue's histograms and the semconv ones
     assert all(isinstance(left[n], DefaultAggregation) for n in hist_names)
+
+
+@pytest.mark.parametrize("how", ["argument", "env", "off"])
+def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """drop_duplicates="ogx" (or RYOT_TELEMETRY_DROP_DUPLICATES=ogx): ogx's three router histograms, recorded on
+    ryot's provider as ogx records them (meter ogx.inference), have no points; ogx's model-type counter and a
+    histogram of the same name on another meter keep theirs. Off (the default): all of them are there."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ryot_telemetry.recording.duplicates import SUPERSEDED
+    from ryot_telemetry.settings import DUPLICATE_SOURCES
+
+    assert tuple(SUPERSEDED) == DUPLICATE_SOURCES
+    if how == "env":
+        monkeypatch.setenv("RYOT_TELEMETRY_DROP_DUPLICATES", " OGX ")
+    reader = InMemoryMetricReader()
+    tel = configure(
+        exporters="none", readers=[reader], gpu=False, drop_duplicates="ogx" if how == "argument" else None
+    )
+    try:
+        ogx = tel.meter_provider.get_meter("ogx.inference", "1.0.0")
+        attrs = {"model": "vllm/llama", "provider": "vllm", "stream": "false", "status": "success"}
+        for s in SUPERSEDED["ogx"]:
+            ogx.create_histogram(s.instrument, unit="s").record(0.5, attrs)
+        ogx.create_counter("ogx.inference.model_type_used_total").add(1, {"model_type": "llm"})
+        other = tel.meter_provider.get_meter("someone.else")
+        other.create_histogram("ogx.inference.duration_seconds").record(0.5)
+        data = reader.get_metrics_data()
+    finally:
+        tel.shutdown()
+    got = sorted(
+        (sm.scope.name, m.name)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.data.data_points and (m.name.startswith("ogx.") or sm.scope.name.startswith("ogx"))
+    )
+    kept = [("ogx.inference", "ogx.inference.model_type_used_total"), ("someone.else", "ogx.inference.duration_seconds")]
+    dropped = [("ogx.inference", s.instrument) for s in SUPERSEDED["ogx"]]
+    assert got == sorted(kept if how != "off" else kept + dropped)

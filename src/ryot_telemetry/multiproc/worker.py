@@ -612,7 +612,10 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             resource=resource,
             # as configure() (see views()); with exemplars off, reservoirs that no hand-off has to ask
             views=views(
-                settings.buckets, attribute_filter=False, exemplars=not isinstance(sampling, AlwaysOffExemplarFilter)
+                settings.buckets,
+                attribute_filter=False,
+                exemplars=not isinstance(sampling, AlwaysOffExemplarFilter),
+                drop_duplicates=settings.drop_duplicates,
             ),
             exemplar_filter=sampling,
         )

@@ -11,6 +11,7 @@ from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation, View
 
 from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
+from .duplicates import drop_views
 from .semconv import semconv_views
 
 __all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
@@ -90,6 +91,7 @@ def views(
     attribute_filter: bool = True,
     exemplars: bool = True,
     explicit_buckets: bool = True,
+    drop_duplicates: Sequence[str] = (),
 ) -> list[View]:
     """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
 
@@ -102,6 +104,8 @@ def views(
     ``explicit_buckets=False`` leaves the histograms' aggregation to each reader: the instruments' advisory
     boundaries (the same buckets) for Prometheus and the rest, the OTLP reader's own preference (exponential
     histograms) for OTLP; a View's own aggregation would win over that preference.
+    ``drop_duplicates``: sources (``"ogx"``) whose metrics ryot supersedes get ``DropAggregation`` Views
+    (``duplicates.py``).
     """
     reservoir = None if exemplars else no_exemplars
     buckets = resolve_buckets(bucket_overrides)
@@ -135,6 +139,7 @@ def views(
                 attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir, explicit=explicit_buckets
             )
         )
+    out.extend(drop_views(drop_duplicates))
     return out
 
 
