@@ -717,6 +717,9 @@ def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
         for m in sm.metrics
         if m.data.data_points and (m.name.startswith("ogx.") or sm.scope.name.startswith("ogx"))
     )
-    kept = [("ogx.inference", "ogx.inference.model_type_used_total"), ("someone.else", "ogx.inference.duration_seconds")]
+    kept = [
+        ("ogx.inference", "ogx.inference.model_type_used_total"),
+        ("someone.else", "ogx.inference.duration_seconds"),
+    ]
     dropped = [("ogx.inference", s.instrument) for s in SUPERSEDED["ogx"]]
     assert got == sorted(kept if how != "off" else kept + dropped)
