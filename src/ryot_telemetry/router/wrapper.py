@@ -381,9 +381,11 @@ async def _traced_stream(
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
         it = _single_iterator(stream)
-        if want_model:  # the semconv chunk metrics: every chunk's arrival, in its own iterator (no cost when off)
-            it = _Timed(it, req)
+        # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
+        times = req.chunk_times = array("d") if want_model else None
         async for chunk in it:
+            if times is not None:
+                times.append(_clock())
             try:
                 if first is None and _has_content(chunk):
                     req.first_token = _clock()
@@ -401,7 +403,23 @@ async def _traced_stream(
             yield chunk
             if first is not None and type(first) is not dict:
                 break
-        if first is not None and type(first) is not dict:
+        if first is not None and type(first) is not dict and times is not None:
+            append = times.append
+            async for chunk in it:  # the hot loop with semconv on: the lean loop below, noting each arrival
+                append(_clock())
+                try:
+                    usage = chunk.usage
+                except Exception:
+                    usage = _get_quietly(chunk, "usage")
+                if usage is not None:
+                    try:
+                        chunk = _take_usage(req, chunk, usage, hide_usage)
+                    except Exception:
+                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                    if chunk is _SKIP:
+                        continue
+                yield chunk
+        elif first is not None and type(first) is not dict:
             async for chunk in it:  # the hot loop: per chunk, one attribute read
                 try:
                     usage = chunk.usage
@@ -458,24 +476,6 @@ class _Iter:
         return self._next()  # the iterator's own awaitable: no extra coroutine per chunk
 
 
-class _Timed:
-    """An iterator noting each item's arrival time (``_clock``) on the request: the semconv chunk metrics."""
-
-    __slots__ = ("_next", "_times")
-
-    def __init__(self, it: Any, req: Request) -> None:
-        self._next = type(it).__anext__.__get__(it)
-        self._times = req.chunk_times = array("d")
-
-    def __aiter__(self) -> _Timed:
-        return self
-
-    async def __anext__(self) -> Any:
-        item = await self._next()
-        self._times.append(_clock())
-        return item
-
-
 def _single_iterator(stream: Any) -> Any:
     """``stream``'s iterator, usable by consecutive ``async for`` loops without restarting it.
 
@@ -496,8 +496,10 @@ async def _traced_reasoning_stream(
     seen = False
     try:
         yield _PRIMED
-        source = _Timed(_single_iterator(stream), req) if rec.semconv is not None else stream
-        async for wrapper in source:
+        times = req.chunk_times = array("d") if rec.semconv is not None else None
+        async for wrapper in stream:
+            if times is not None:
+                times.append(_clock())
             try:
                 chunk = _get(wrapper, "chunk")
                 if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
