@@ -34,6 +34,7 @@ from pydantic import BaseModel
 import ryot_telemetry
 from ryot_telemetry import catalogue
 from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta, PromptDetails, Response, Usage
+from ryot_telemetry.recording.labels import OVERFLOW
 
 clock = time.perf_counter
 MODELS = tuple(f"model-{i}" for i in range(10))
@@ -494,7 +495,7 @@ async def rss_child(case: str, n: int) -> dict[str, Any]:
         "growth_mb": (after - before) / 1e6,
         "second_half_growth_mb": (after - middle) / 1e6,
         "model_labels": len(models),
-        "overflow_present": ryot_telemetry.OVERFLOW in models,
+        "overflow_present": OVERFLOW in models,
         "series": count_series(text),
     }
 

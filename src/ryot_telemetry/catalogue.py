@@ -6,6 +6,9 @@ Instruments, Views, the README table, the Grafana dashboard and the conformance 
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -17,10 +20,15 @@ __all__ = [
     "BY_PROMETHEUS_NAME",
     "CATALOGUE",
     "METER_NAME",
+    "REPLACEMENT",
+    "UNENCODABLE",
     "Instrument",
     "MetricSpec",
+    "first_unencodable",
     "get",
     "markdown_table",
+    "resolve_buckets",
+    "validate_buckets",
 ]
 
 
@@ -407,3 +415,49 @@ def markdown_table() -> str:
             f" {m.description} |"
         )
     return "\n".join(rows)
+
+
+# --- label text and bucket rules (shared by settings validation and the recording side) ------------------------
+
+UNENCODABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (Unicode category Cc) and surrogate code points (Cs; a lone surrogate cannot be encoded as
+UTF-8, so one in a label value breaks every later Prometheus scrape and OTLP export)."""
+REPLACEMENT = "\ufffd"
+
+
+def first_unencodable(value: str) -> int | None:
+    """Index of the first control character or surrogate in ``value`` (what ``clip`` would replace); None if none."""
+    m = UNENCODABLE.search(value)
+    return m.start() if m else None
+
+
+def validate_buckets(name: str, bounds: Sequence[float]) -> tuple[float, ...]:
+    """Bucket boundaries must be finite, non-empty and strictly increasing; checked once, at start-up."""
+    # A string is a sequence too ("123" would become 1, 2, 3) and True is an int: neither is a boundary.
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence):
+        raise ValueError(f"buckets for {name}: expected a list of numbers such as [0.1, 0.5, 1], got {bounds!r}")
+    for b in bounds:
+        if isinstance(b, bool) or not isinstance(b, (int, float)):
+            raise ValueError(f"buckets for {name}: {b!r} is not a number; expected a list of numbers, got {bounds!r}")
+    out = tuple(float(b) for b in bounds)
+    if not out:
+        raise ValueError(f"buckets for {name}: empty list")
+    if any(not math.isfinite(b) for b in out):
+        raise ValueError(f"buckets for {name}: boundaries must be finite (+Inf is implicit), got {list(out)}")
+    if any(a >= b for a, b in zip(out, out[1:])):
+        raise ValueError(f"buckets for {name} not in strictly increasing order: {list(out)}")
+    return out
+
+
+def resolve_buckets(overrides: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
+    """Catalogue buckets with overrides applied; override keys may be OTel or Prometheus names."""
+    buckets = {m.name: m.buckets for m in CATALOGUE if m.buckets is not None}
+    for key, bounds in (overrides or {}).items():
+        try:
+            spec = get(key)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        if spec.buckets is None:
+            raise ValueError(f"{key} is a {spec.prometheus_type}, not a histogram: it has no buckets")
+        buckets[spec.name] = validate_buckets(key, bounds)
+    return buckets

@@ -118,6 +118,15 @@ class EngineMetrics:
         self.evictions = make("ryot.model.cache_evictions")
         self.startup_time = make("ryot.initialization.startup_time")
         self.batch = recorder.batch if recorder is not None else make("ryot.batch_size.distribution")
+        # on_collect hooks run at the start of every collection, right after the recorder's drain; without a
+        # recorder whose collections can be hooked, the queue-depth callback (created first) runs them.
+        self._hooks_in_callback = True
+        if recorder is not None:
+            try:
+                recorder.before_collection(self._run_hooks)
+                self._hooks_in_callback = False
+            except (AttributeError, RuntimeError):
+                pass
         make("ryot.queue.depth", callbacks=[self._observe_queue])
         make("ryot.kv_cache.size", callbacks=[self._observe_kv])
 
@@ -255,8 +264,8 @@ class EngineMetrics:
                     _log.warning("ryot-telemetry: engine on_collect hook %r failed", hook, exc_info=True)
 
     def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
-        # Registered before ryot.kv_cache.size, so the SDK calls this first: hooks run once per collection.
-        self._run_hooks()
+        if self._hooks_in_callback:
+            self._run_hooks()  # registered before ryot.kv_cache.size, so the SDK calls this first
         return [Observation(n, {"model": m, "priority_level": p}) for (m, p), n in list(self._queue.items())]
 
     def _observe_kv(self, options: CallbackOptions) -> Iterable[Observation]:

@@ -25,9 +25,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import env
+from .catalogue import first_unencodable, resolve_buckets
 from .pricing import PriceTable
-from .recording.instruments import resolve_buckets
-from .recording.labels import first_unencodable
 from .slo import SloTable
 
 __all__ = [

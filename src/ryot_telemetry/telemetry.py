@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,12 +30,9 @@ from .export.assembly import (
     exemplar_filter,
     install_service_info,
     package_version,
-    ryot_meter,
 )
 from .export.readers import build_readers
-from .export.temporality import exponential_otlp
 from .pricing import PriceTable
-from .recording.instruments import views
 from .recording.recorder import Recorder
 from .router.wrapper import instrument_router
 from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
@@ -78,9 +76,15 @@ class Telemetry:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
         return instrument_router(router, self.recorder)
 
+    def drain(self, *, release_held: bool = False) -> int:
+        """Record the queued requests now (every collection starts with this drain anyway); returns how many.
+        ``release_held``: see ``Recorder.drain``."""
+        return self.recorder.drain(release_held=release_held)
+
     def collect(self) -> None:
-        """Record queued measurements now (they are otherwise recorded at the next scrape/export)."""
-        self.recorder.drain()
+        """Deprecated spelling of ``drain()``."""
+        warnings.warn("Telemetry.collect() is deprecated; use Telemetry.drain()", DeprecationWarning, stacklevel=2)
+        self.drain()
 
     def shutdown(self) -> None:
         """Flush and stop the provider, then release NVML and the scrape port (each step once, errors logged)."""
@@ -92,6 +96,11 @@ class Telemetry:
         except Exception:
             _log.debug("ryot-telemetry: error while shutting down", exc_info=True)
         _state.unset_current(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` ran."""
+        return self._closed
 
     def __enter__(self) -> Telemetry:
         return self
@@ -205,7 +214,7 @@ def configure(
 def configure_from(settings: Settings) -> Telemetry:
     """``configure()`` for ready ``Settings``."""
     running = _state.current()
-    if running is not None and not running._closed:
+    if running is not None and not running.closed:
         _log.warning(
             "ryot-telemetry: configure() called again while an earlier Telemetry is still running; "
             "call .shutdown() on it first, or both will export (duplicate series on a shared registry)"
@@ -218,58 +227,43 @@ def configure_from(settings: Settings) -> Telemetry:
         if settings.set_global:
             metrics.set_meter_provider(part.provider)
         tel = Telemetry(
-            part.provider,
-            part.meter,
-            part.recorder,
-            part.readers,
-            part.url,
-            part.registry,
-            part.closers,
+            meter_provider=part.provider,
+            meter=part.meter,
+            recorder=part.recorder,
+            readers=part.readers,
+            prometheus_url=part.url,
+            registry=part.registry,
             engine=part.engine,
             gpu=part.gpu,
             settings=settings,
             multiproc=part.multiproc,
+            _closers=part.closers,
         )
         _state.replace_current(tel)
         return tel
     with ExitStack() as closers:
         with ExitStack() as unowned:
             exposition = build_readers(settings, closers, unowned)
-            provider = MeterProvider(
-                metric_readers=exposition.readers,
-                resource=resource,
-                views=views(
-                    settings.buckets,
-                    attribute_filter=False,
-                    explicit_buckets=not exponential_otlp(settings),
-                    drop_duplicates=settings.drop_duplicates,
-                ),
-                exemplar_filter=exemplar_filter(settings),
-            )
+            # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
+            parts = assemble(settings, exposition.readers, closers, resource=resource)
             unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down
-        # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
-        late = closers.enter_context(ExitStack())
-        closers.callback(_logged(provider.shutdown, "the meter provider", logging.WARNING))
-        meter = ryot_meter(provider)
-        install_service_info(meter, str(resource.attributes[SERVICE_NAME]), settings.component)
-        parts = assemble(meter, settings, late)
         parts.recorder.start_drainer()  # records the queue in paced slices, off the scrape path
-        late.callback(parts.recorder.stop_drainer)
+        closers.callback(parts.recorder.stop_drainer)
         owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown
 
     if settings.set_global:
-        metrics.set_meter_provider(provider)
+        metrics.set_meter_provider(parts.provider)
     tel = Telemetry(
-        provider,
-        meter,
-        parts.recorder,
-        exposition.readers,
-        exposition.url,
-        exposition.registry,
-        owned,
+        meter_provider=parts.provider,
+        meter=parts.meter,
+        recorder=parts.recorder,
+        readers=exposition.readers,
+        prometheus_url=exposition.url,
+        registry=exposition.registry,
         engine=parts.engine,
         gpu=parts.gpu,
         settings=settings,
+        _closers=owned,
     )
     _state.replace_current(tel)
     return tel

@@ -17,8 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from .engine import EngineMetrics
-from .export.assembly import assemble, exemplar_filter, ryot_meter
-from .recording.instruments import views
+from .export.assembly import assemble, ryot_meter
 from .recording.recorder import Recorder
 from .router.wrapper import instrument_router
 from .settings import Settings
@@ -46,6 +45,7 @@ class Capture:
         recorder: Recorder,
         engine: EngineMetrics | None = None,
         gpu: GpuGauges | None = None,
+        closers: ExitStack | None = None,
     ) -> None:
         self.provider = provider
         self.reader = reader
@@ -53,6 +53,7 @@ class Capture:
         self.engine = engine
         self.gpu = gpu
         self.meter = ryot_meter(provider)
+        self._closers = closers
         self._points: dict[str, list[Any]] = {}
 
     def instrument_router(self, router: Any) -> Any:
@@ -96,6 +97,9 @@ class Capture:
         )
 
     def shutdown(self) -> None:
+        if self._closers is not None:
+            self._closers.close()  # the provider, then NVML
+            return
         self.provider.shutdown()
         if self.gpu is not None:
             self.gpu.close()
@@ -123,10 +127,6 @@ def capture(
         readers=[reader],  # a reader that carries exemplars: trace-based unless OTEL_METRICS_EXEMPLAR_FILTER says
         **settings,
     )
-    provider = MeterProvider(
-        metric_readers=[reader],
-        views=views(loaded.buckets, attribute_filter=False),
-        exemplar_filter=exemplar_filter(loaded),
-    )
-    parts = assemble(ryot_meter(provider), loaded, ExitStack())  # Capture.shutdown closes the GPU gauges
-    return Capture(provider, reader, parts.recorder, parts.engine, parts.gpu)
+    closers = ExitStack()
+    parts = assemble(loaded, [reader], closers, service_info=False)
+    return Capture(parts.provider, reader, parts.recorder, parts.engine, parts.gpu, closers)

@@ -723,3 +723,25 @@ def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
     ]
     dropped = [("ogx.inference", s.instrument) for s in SUPERSEDED["ogx"]]
     assert got == sorted(kept if how != "off" else kept + dropped)
+
+
+def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spelling() -> None:
+    """``Telemetry.drain()`` returns how many queued requests it recorded; ``collect()`` does the same, warning."""
+    import warnings
+
+    from ryot_telemetry import configure
+
+    tel = configure(exporters="none", gpu=False)
+    try:
+        tel.recorder.stop_drainer()
+        for _ in range(3):
+            tel.recorder.start("m", "chat_completion", "standard").success()
+        assert tel.drain() == 3
+        tel.recorder.start("m", "chat_completion", "standard").success()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tel.collect()
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert tel.drain() == 0
+    finally:
+        tel.shutdown()

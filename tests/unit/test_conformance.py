@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
-from ryot_telemetry.catalogue import Instrument
+from ryot_telemetry import PriceTable, catalogue, configure
+from ryot_telemetry.catalogue import CATALOGUE, Instrument
 from ryot_telemetry.recording.semconv import SEMCONV
 from support import otlp_names
 from support.fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk

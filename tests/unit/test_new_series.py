@@ -179,14 +179,14 @@ def test_a_reader_that_stopped_collecting_is_not_waited_for(two_readers: Any, mo
     assert _scrape(tel.prometheus_url) == 3  # 61 s > 3 x 20 s
 
 
-def test_release_held_adds_everything_at_once(two_readers: Any) -> None:
-    """release_held() (used before the demo's summary) adds held increments for every reader."""
+def test_drain_release_held_adds_everything_at_once(two_readers: Any) -> None:
+    """drain(release_held=True) (used before the demo's summary) adds held increments for every reader."""
     tel, exporter, periodic = two_readers
     _scrape(tel.prometheus_url)
     periodic.collect()
     _requests(tel.recorder, "late", 3)
     assert _scrape(tel.prometheus_url) == 0
-    tel.recorder.release_held()
+    tel.recorder.drain(release_held=True)
     periodic.collect()
     assert (_scrape(tel.prometheus_url), exporter.values) == (3, [None, 3])
 

@@ -213,7 +213,8 @@ def run_demo(args: argparse.Namespace) -> int:
         tel.instrument_router(router)
         start = time.monotonic()
         asyncio.run(drive(router, args.requests, args.concurrency, args.seed, models, not args.no_progress))
-        tel.recorder.release_held()  # a scrape may have seen new series at 0 and hold increments the summary counts
+        # a scrape may have seen new series at 0 and hold increments the summary counts
+        tel.recorder.drain(release_held=True)
         summary = summarize(memory, time.monotonic() - start)
         if tel.recorder.slos is not None:
             summary["slo"]["table"] = tel.recorder.slos.as_dict()

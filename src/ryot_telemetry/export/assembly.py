@@ -1,11 +1,17 @@
-"""One assembly of the instruments on a meter, shared by ``configure()`` and ``testing.capture()``.
+"""The one assembly of ryot's instruments on a MeterProvider, used by ``configure()``, by every worker of
+multi-process mode and by ``testing.capture()``.
 
-The recorder (router metrics and the derived gauges it feeds), the GPU gauges, the token-efficiency gauge and
-``EngineMetrics`` are wired here and only here, in the order their collection callbacks rely on.
+The provider gets the catalogue's Views and the exemplar filter; its meter gets the recorder (router metrics and
+the derived gauges it feeds), the GPU gauges, the token-efficiency gauge and ``EngineMetrics``. Each collection
+starts with the recorder's drain (the recorder hooks every reader of the provider), then the engine's
+``on_collect`` hooks, then the instruments' callbacks. In multi-process mode a second provider, read only when this
+process answers for the whole server, gets what must be read once per server: NVML, the service info and the
+efficiency gauge (fed by the merged sliding windows).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -13,19 +19,28 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, ExemplarFilter
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+)
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
 
 from .. import _state, catalogue
 from ..engine import EngineMetrics
-from ..recording.derived import install_token_efficiency
-from ..recording.instruments import METER_NAME, create_instrument
+from ..recording.derived import TokenRates, install_token_efficiency
+from ..recording.instruments import METER_NAME, create_instrument, views
 from ..recording.recorder import Recorder, RequestSpanExemplarFilter
 from ..recording.semconv import SCHEMA_URL
 from ..settings import ConfigurationError, Settings
 from ..sources.gpu import GpuGauges, gauges_for
+from .temporality import exponential_otlp
 
 __all__ = [
     "Assembly",
+    "ServerSide",
     "assemble",
     "build_recorder",
     "default_recorder",
@@ -57,12 +72,24 @@ def ryot_meter(provider: Any) -> Meter:
 
 
 @dataclass(frozen=True)
-class Assembly:
-    """What ``assemble`` wired onto one meter."""
+class ServerSide:
+    """Multi-process mode: the readers of what is read once per server (NVML, service info, token efficiency),
+    and where the efficiency gauge reads the server's tokens/s."""
 
+    readers: Sequence[MetricReader]
+    rates: TokenRates
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """What ``assemble`` built."""
+
+    provider: MeterProvider
+    meter: Meter
     recorder: Recorder
     gpu: GpuGauges
     engine: EngineMetrics
+    server_provider: MeterProvider | None = None
 
 
 def build_recorder(meter: Meter, settings: Settings | None = None, **overrides: Any) -> Recorder:
@@ -87,18 +114,60 @@ def build_recorder(meter: Meter, settings: Settings | None = None, **overrides: 
     )
 
 
-def assemble(meter: Meter, settings: Settings, closers: ExitStack) -> Assembly:
-    """Create every ryot instrument on ``meter``; what must be released (NVML) is pushed onto ``closers``.
+def assemble(
+    settings: Settings,
+    readers: Sequence[MetricReader],
+    closers: ExitStack,
+    *,
+    resource: Resource | None = None,
+    service_info: bool = True,
+    server: ServerSide | None = None,
+) -> Assembly:
+    """Build the provider on ``readers`` and every ryot instrument on its meter; what must be released is pushed
+    onto ``closers``, so that closing it shuts the provider down (final export) before NVML is released.
 
-    Order matters: the recorder's in-flight gauge (whose callback drains the queue) comes before the derived
-    gauges and the efficiency gauge that read what the drain recorded.
+    ``service_info``: add ``ryot_service_info`` (``configure()``; not ``testing.capture()``). ``server``:
+    multi-process mode (see the module docstring).
     """
+    res = resource if resource is not None else Resource.create({})
+    sampling = exemplar_filter(settings)
+    view_list = views(
+        settings.buckets,
+        attribute_filter=False,
+        exemplars=not isinstance(sampling, AlwaysOffExemplarFilter),
+        # exponential OTLP histograms: the histogram Views leave the aggregation to each reader (temporality.py)
+        explicit_buckets=not exponential_otlp(settings),
+        drop_duplicates=settings.drop_duplicates,
+    )
+    late = closers.enter_context(ExitStack())  # closed after the providers' shutdown (registered below)
+    provider = MeterProvider(metric_readers=list(readers), resource=res, views=view_list, exemplar_filter=sampling)
+    closers.callback(provider.shutdown)
+    meter = ryot_meter(provider)
     recorder = build_recorder(meter, settings)
-    gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
-    closers.callback(gpu.close)
-    install_token_efficiency(meter, recorder, gpu)
-    engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=settings.buckets)
-    return Assembly(recorder, gpu, engine)
+    service = str(res.attributes.get("service.name", ""))
+    server_provider = None
+    if server is None:
+        gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        late.callback(gpu.close)
+        install_token_efficiency(meter, recorder.windows, gpu, settings.max_label_length)
+        engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=settings.buckets)
+        if service_info:
+            install_service_info(meter, service, settings.component)
+    else:
+        server_provider = MeterProvider(
+            metric_readers=list(server.readers), resource=res, views=views(settings.buckets, attribute_filter=False)
+        )
+        closers.callback(server_provider.shutdown)
+        server_meter = ryot_meter(server_provider)
+        # The worker records engine-reported GPU memory breakdowns only; NVML is read once, by the answering process.
+        breakdowns = gauges_for(meter, False, settings.gpu_models, None)
+        engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
+        if service_info:
+            install_service_info(server_meter, service, settings.component)
+        gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        late.callback(gpu.close)
+        install_token_efficiency(server_meter, server.rates, gpu, settings.max_label_length)
+    return Assembly(provider, meter, recorder, gpu, engine, server_provider)
 
 
 def install_service_info(meter: Meter, service: str, component: str) -> None:

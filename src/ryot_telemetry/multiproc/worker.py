@@ -17,7 +17,7 @@ Switched on by ``RYOT_TELEMETRY_MULTIPROC_DIR=<dir>`` (or ``configure(multiproc_
   dead workers into ``archive-<ppid>-<pstart>.pb`` (one per server), so that counters never decrease and the
   directory stays bounded. The other processes retry the lock every tick and take over within one tick.
 - **New series at zero first.** Whoever serves a scrape (or the leader's OTLP export) records when it began
-  reading the directory in ``<dir>/collected-<kind>``; a worker's new-series gate (``_new_series``) holds a new
+  reading the directory in ``<dir>/collected-<kind>``; a worker's new-series gate (``recording.new_series``) holds a new
   counter series' increments until every such collection that is still running began after the hand-off that
   carried its zero.
 - **Previous runs.** A server is identified by the parent of its workers (the uvicorn / gunicorn master). Files of
@@ -58,6 +58,10 @@ from opentelemetry.sdk.resources import Resource
 
 from .. import env
 from .._compat import meter_count, set_collect_callback
+from ..export.assembly import ServerSide, assemble
+from ..export.readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
+from ..recording.new_series import NewSeriesGate
+from ..recording.recorder import Recorder
 from .delta import DeltaExport
 from .directory import Merged, _Ident, _write_atomic, housekeep, read_server
 from .handoff import HandoffEncoder
@@ -67,7 +71,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
 
     from ..engine import EngineMetrics
-    from ..recording.recorder import Recorder
     from ..settings import Settings
     from ..sources.gpu import GpuGauges
 
@@ -143,13 +146,11 @@ def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) 
     return reader
 
 
-class _MergedRates:
-    """What ``install_token_efficiency`` reads from a recorder, answered from the merged sliding windows."""
+class MergedRates:
+    """Completion tokens/s for the efficiency gauge (``derived.TokenRates``), from the merged sliding windows of
+    every live worker (the last merge this process made)."""
 
-    def __init__(self, max_length: int) -> None:
-        self.models = self
-        self.windows = self
-        self.max_length = max_length
+    def __init__(self) -> None:
         self.merged: Merged | None = None
 
     def rate(self, model: str, seconds: int = 60) -> float | None:
@@ -171,8 +172,8 @@ class MultiProcess:
         worker_reader: InMemoryMetricReader,
         server_reader: InMemoryMetricReader,
         resource: Resource,
-        recorder: Any,
-        rates: _MergedRates,
+        recorder: Recorder,
+        rates: MergedRates,
         provider: Any = None,
         serve: Callable[[], Any] | None,
         otlp: MetricExporter | None,
@@ -207,10 +208,10 @@ class MultiProcess:
         self._write_warned = False
         self._last_activity: Any = None
         self._last_write = 0.0
-        # New series at zero first (``_new_series``), across processes: a worker's gate waits for the server's
-        # scrapes and OTLP exports (recorded in the directory by whoever serves them) to have read a hand-off
-        # that carried the zero, as it waits for its own readers in single-process mode.
-        self.gate: Any = getattr(recorder, "_new_series", None)
+        # New series at zero first (``recording.new_series``), across processes: a worker's gate waits for the
+        # server's scrapes and OTLP exports (recorded in the directory by whoever serves them) to have read a
+        # hand-off that carried the zero, as it waits for its own readers in single-process mode.
+        self.gate: NewSeriesGate | None = recorder.new_series
         self._remote: dict[str, Any] = {}
         self._handoffs: list[tuple[float, int]] = []  # (monotonic time the file was replaced, zero epoch in it)
         self._collected_epoch = 0
@@ -256,7 +257,7 @@ class MultiProcess:
         if self.provider is not None and meter_count(self.provider) != 1:
             return None
         try:
-            return tuple((repr(a.enter), repr(a.exit)) for a in list(self.recorder._active.values()))
+            return self.recorder.activity()
         except Exception:
             return None
 
@@ -470,26 +471,10 @@ class MultiProcess:
         self._stop = threading.Event()
         self._thread = None
         if not self._closed:
-            reset_recorder_after_fork(self.recorder)
+            with contextlib.suppress(Exception):
+                self.recorder.reset_after_fork()
             self._thread = threading.Thread(target=self._run, name="ryot-multiproc", daemon=True)
             self._thread.start()
-
-
-def reset_recorder_after_fork(recorder: Any) -> None:
-    """A forked child has none of its parent's requests: not the queued ones, not those in flight, not their
-    tokens in the sliding windows (all of them belong to, and are recorded by, the parent)."""
-    with contextlib.suppress(Exception):
-        recorder._pending.clear()
-    with contextlib.suppress(Exception):
-        import itertools
-
-        for active in list(recorder._active.values()):
-            active.enter = itertools.count()
-            active.exit = itertools.count()
-    with contextlib.suppress(Exception):
-        recorder.windows.__init__()  # in place: the derived gauges hold this very object
-    with contextlib.suppress(Exception):
-        recorder._new_series.forget_held()
 
 
 def _fork_prepare() -> None:
@@ -557,15 +542,6 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     and the server's (service info, NVML gauges, token efficiency), read only when this process answers a scrape or
     exports for the server. Whatever was started is undone if a later step fails, as in ``configure()``.
     """
-    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-
-    from ..engine import EngineMetrics
-    from ..export.assembly import build_recorder, exemplar_filter, install_service_info, ryot_meter
-    from ..export.readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
-    from ..recording.derived import install_token_efficiency
-    from ..recording.instruments import views
-    from ..sources.gpu import gauges_for
-
     directory = settings.multiproc_dir
     assert directory is not None
     from ..export.temporality import delta_export, exponential_otlp
@@ -606,36 +582,16 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             worker_readers.append(console_reader(settings))
         hand_off = InMemoryMetricReader()
         worker_readers.append(hand_off)
-        sampling = exemplar_filter(settings)
-        provider = MeterProvider(
-            metric_readers=worker_readers,
-            resource=resource,
-            # as configure() (see views()); with exemplars off, reservoirs that no hand-off has to ask
-            views=views(
-                settings.buckets,
-                attribute_filter=False,
-                exemplars=not isinstance(sampling, AlwaysOffExemplarFilter),
-                drop_duplicates=settings.drop_duplicates,
-            ),
-            exemplar_filter=sampling,
-        )
-        closers.callback(provider.shutdown)
         server_reader = InMemoryMetricReader()
-        server_provider = MeterProvider(
-            metric_readers=[server_reader], resource=resource, views=views(settings.buckets, attribute_filter=False)
+        rates = MergedRates()
+        parts = assemble(
+            settings,
+            worker_readers,
+            closers,
+            resource=resource,
+            server=ServerSide(readers=[server_reader], rates=rates),
         )
-        closers.callback(server_provider.shutdown)
-        meter = ryot_meter(provider)
-        recorder = build_recorder(meter, settings)
-        # Worker side: engine-reported GPU memory breakdowns only; NVML is read once, by the answering process.
-        breakdowns = gauges_for(meter, False, settings.gpu_models, None)
-        engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
-        server_meter = ryot_meter(server_provider)
-        install_service_info(server_meter, str(resource.attributes.get("service.name", "")), settings.component)
-        gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
-        closers.callback(gpu.close)
-        rates = _MergedRates(recorder.models.max_length)
-        install_token_efficiency(server_meter, rates, gpu)
+        provider, meter, recorder = parts.provider, parts.meter, parts.recorder
         mp = MultiProcess(
             directory,
             worker_reader=hand_off,
@@ -655,4 +611,4 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
         closers.callback(mp.close)
         mp.start()
         owned = closers.pop_all()
-    return Process(provider, meter, recorder, worker_readers, url, registry, owned, engine, gpu, mp)
+    return Process(provider, meter, recorder, worker_readers, url, registry, owned, parts.engine, parts.gpu, mp)

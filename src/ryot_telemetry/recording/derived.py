@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -22,10 +22,20 @@ from ..catalogue import BATCH, CONVERSATION, STANDARD, STREAMING, TIME_WINDOWS
 from .instruments import create_instrument
 from .labels import DEFAULT_MAX_LABEL_LENGTH, ModelLabels, clip
 
-if TYPE_CHECKING:
-    from ..sources.gpu import GpuGauges
+__all__ = ["DerivedGauges", "GpuMemoryShares", "SlidingWindows", "TokenRates", "install_token_efficiency"]
 
-__all__ = ["DerivedGauges", "SlidingWindows", "install_token_efficiency"]
+
+class TokenRates(Protocol):
+    """Where the efficiency gauge reads completion tokens/s: a process's sliding windows, or the merged ones of a
+    multi-process server."""
+
+    def rate(self, model: str, seconds: int = 60) -> float | None: ...
+
+
+class GpuMemoryShares(Protocol):
+    """Where the efficiency gauge reads GPU memory used (percent) by the model named on each device."""
+
+    def memory_percent_by_model(self) -> Mapping[str, float]: ...
 
 _clock = time.perf_counter
 _K = TypeVar("_K")
@@ -102,6 +112,11 @@ class SlidingWindows:
     __slots__ = ("_cached", "_completion", "_lock", "_prompt", "started")
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Start empty, in place (the gauges hold this object): a forked child's own windows."""
         self._lock = threading.Lock()
         self._completion: dict[str, _Ring] = {}
         self._prompt: dict[tuple[str, str], _Ring] = {}
@@ -198,14 +213,15 @@ class DerivedGauges:
         self._engine_hit_ratio[(self.models(model), context_type)] = float(ratio)
 
 
-def install_token_efficiency(meter: Meter, recorder: Any, gauges: GpuGauges) -> Any:
+def install_token_efficiency(
+    meter: Meter, rates: TokenRates, gauges: GpuMemoryShares, max_length: int = DEFAULT_MAX_LABEL_LENGTH
+) -> Any:
     """``ryot.token.efficiency_ratio`` = completion tokens/s over 1 minute / GPU memory used (percent), per model.
 
-    A model gets a point only when it is named on a device (``models=``/``RYOT_TELEMETRY_GPU_MODELS``), the recorder
-    has seen its tokens, and the memory percentage is known and > 0.
+    A model gets a point only when it is named on a device (``models=``/``RYOT_TELEMETRY_GPU_MODELS``), ``rates``
+    has seen its tokens, and the memory percentage is known and > 0. ``max_length``: the label clip of the model
+    names ``rates`` is keyed by.
     """
-    max_length = getattr(recorder.models, "max_length", DEFAULT_MAX_LABEL_LENGTH)
-    windows: SlidingWindows = recorder.windows
 
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         out = []
@@ -213,7 +229,7 @@ def install_token_efficiency(meter: Meter, recorder: Any, gauges: GpuGauges) -> 
             if percent <= 0:
                 continue
             label = clip(model, max_length)
-            rate = windows.rate(label, 60)
+            rate = rates.rate(label, 60)
             if rate is not None:
                 out.append(Observation(rate / percent, {"model": label}))
         return out

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 
-from ..catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES
+from ..catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES, REPLACEMENT, UNENCODABLE
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -48,18 +47,6 @@ def prompt_size_label(prompt_tokens: int) -> str:
     return _XLARGE
 
 
-_UNENCODABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-"""Control characters (Unicode category Cc) and surrogate code points (Cs; a lone surrogate cannot be encoded as
-UTF-8, so one in a label value breaks every later Prometheus scrape and OTLP export)."""
-REPLACEMENT = "\ufffd"
-
-
-def first_unencodable(value: str) -> int | None:
-    """Index of the first control character or surrogate in ``value`` (what ``clip`` would replace); None if none."""
-    m = _UNENCODABLE.search(value)
-    return m.start() if m else None
-
-
 def clip(value: object, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:
     """A label value that every exporter can encode: at most ``max_length`` code points, control characters and
     surrogates replaced by U+FFFD (non-strings are str()-ed).
@@ -70,7 +57,7 @@ def clip(value: object, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:
     s = value if type(value) is str else _as_str(value)
     if len(s) > max_length:
         s = s[:max_length]
-    return _UNENCODABLE.sub(REPLACEMENT, s)
+    return UNENCODABLE.sub(REPLACEMENT, s)
 
 
 def _as_str(value: object) -> str:

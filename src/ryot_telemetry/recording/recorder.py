@@ -3,8 +3,11 @@
 Why deferred: an OTel SDK ``add``/``record`` copies and hashes the attribute dict and takes locks, several µs
 each, and a request produces about ten of them. On the request path this recorder only takes timestamps, bumps
 an in-flight counter and appends the finished request to a queue. The queue is drained into the real OTel
-instruments by a callback the SDK runs at the start of every collection (scrape, OTLP export, in-memory read),
-so every reader sees exactly the measurements it would have seen had they been recorded inline. The queue is
+instruments as the first step of every collection (scrape, OTLP export, in-memory read): the recorder wraps the
+collect callback of each reader of its meter's provider, so the drain runs before the SDK reads any instrument and
+every reader sees exactly the measurements it would have seen had they been recorded inline. Steps that must follow
+the drain and precede the instruments' callbacks (an engine's ``on_collect`` hooks) are added with
+``before_collection``. The queue is
 bounded: past ``max_pending`` the appending thread records the oldest ``INLINE_BATCH`` requests itself, so no single
 request pays for the whole backlog.
 
@@ -37,7 +40,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from .. import catalogue
-from .._compat import meter_readers
+from .._compat import meter_readers, wrap_reader_collect
 from ..catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
 from ..pricing import PriceTable
 from ..slo import SloTable, judge
@@ -249,7 +252,7 @@ class Request:
             self.model = models.peek(key) or UNADMITTED
 
     # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
-    # (the request knows its recorder); the older spelling that passes it still works.
+    # (the request knows its recorder); a recorder passed in records the request instead.
 
     def success(self, recorder: Recorder | None = None) -> None:
         """The request completed."""
@@ -412,13 +415,21 @@ class Recorder:
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
         self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
-        # The in-flight gauge is read from local counters; its callback is also what drains the queue.
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
-        # Created after the in-flight gauge, so their callbacks run after the drain in every collection.
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
-        # New counter series are exported at 0 before their first increment (see _new_series).
-        self._new_series = NewSeriesGate(meter_readers(meter))
+        # Every collection starts with the drain, then the steps added with before_collection. The hook is the
+        # innermost wrapper of each reader's collect, so the new-series gate (which wraps next) sees the drain's
+        # zeros as added inside that collection, as it would for a drain in an instrument callback.
+        readers = meter_readers(meter)
+        self._before: list[Callable[[], object]] = []
+        for reader in readers:
+            wrap_reader_collect(reader, self._draining_first)
+        # A meter whose readers cannot be reached (the API's proxy meter before a provider is set, another SDK):
+        # the in-flight gauge's callback, the first instrument created here, drains instead.
+        self._drain_in_callback = not readers
+        # New counter series are exported at 0 before their first increment (see new_series).
+        self._new_series = NewSeriesGate(readers)
         self.semconv = SemconvInstruments(meter) if semconv else None
         self._record_extra: Callable[[Request, float, float | None, float | None], None] | None = (
             self._record_semconv if semconv else None
@@ -483,16 +494,43 @@ class Recorder:
 
     # --- collection time --------------------------------------------------------------------------------------
 
-    def drain(self, limit: int | None = None) -> int:
+    def drain(self, limit: int | None = None, *, release_held: bool = False) -> int:
         """Record the finished requests queued so far (at most ``limit``); returns how many. Safe from any thread.
 
         Integer counter increments are summed per series and added once per series: the exported totals are
-        identical, and an SDK ``add`` costs as much as a histogram ``record``.
+        identical, and an SDK ``add`` costs as much as a histogram ``record``. ``release_held``: also add the
+        held first increments of new counter series now, so that every reader's next read is exact (a final
+        summary, a test) instead of waiting for the readers to export their zeros.
         """
         with self._drain_lock:
             n = self._record_batch(-1 if limit is None else limit)
             self._flush()
+        if release_held:
+            self._new_series.release()
         return n
+
+    def before_collection(self, step: Callable[[], object]) -> None:
+        """Run ``step()`` at the start of every collection, after the drain and before any instrument is read."""
+        if self._drain_in_callback:
+            raise RuntimeError("this recorder's meter has no reachable readers: run the step from a callback")
+        self._before.append(step)
+
+    def _draining_first(self, collect: Callable[..., Any]) -> Callable[..., Any]:
+        """A reader's collect callback that drains the queue (the snapshot of this collection) first."""
+
+        def collect_after_drain(reader: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                self._drain_snapshot(kwargs.get("timeout_millis", 10_000) / 1e3)
+            except Exception:  # a collection always goes on
+                _log.debug("ryot-telemetry: drain before a collection failed", exc_info=True)
+            for step in list(self._before):
+                try:
+                    step()
+                except Exception:
+                    _log.debug("ryot-telemetry: collection step %r failed", step, exc_info=True)
+            return collect(reader, *args, **kwargs)
+
+        return collect_after_drain
 
     def _record_batch(self, limit: int) -> int:
         """Pop and record up to ``limit`` requests (all if negative). Caller holds ``_drain_lock``."""
@@ -569,8 +607,9 @@ class Recorder:
             self._sleep(wait if deadline is None else min(wait, max(deadline - t0, 0.0)))
         return done
 
-    def _collect(self, options: CallbackOptions | None = None) -> int:
-        """What a collection records: exactly the requests queued when it began, then one flush.
+    def _drain_snapshot(self, timeout: float = 10.0) -> int:
+        """The drain of a collection: exactly the requests queued when it began, in paced slices within
+        ``YIELD_BUDGET`` of the collection's ``timeout`` (seconds), then one flush.
 
         On a thread running an asyncio loop (a /metrics route served by the app itself) sleeping would stall that
         very loop, so the snapshot is recorded there without pauses.
@@ -582,7 +621,6 @@ class Recorder:
             with self._drain_lock:
                 n = self._record_batch(max(target - self._popped, 0))
         else:
-            timeout = options.timeout_millis / 1e3 if options is not None else 10.0
             n = self._drain_sliced(target, start + timeout * YIELD_BUDGET)
             if self._popped < target:  # only when stopping: record the rest now
                 with self._drain_lock:
@@ -845,22 +883,40 @@ class Recorder:
     # --- observable callbacks ---------------------------------------------------------------------------------
 
     def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
-        self._collect(options)
+        if self._drain_in_callback:
+            self._drain_snapshot(options.timeout_millis / 1e3)
         return [Observation(a.value(), a.attrs) for a in list(self._active.values())]
 
     def set_kv_cache_hit_ratio(self, model: object, context_type: str, ratio: float) -> None:
         """Engine-reported KV cache hit ratio; overrides the usage-derived one for that model and context."""
         self.derived.set_kv_cache_hit_ratio(model, context_type, ratio)
 
-    def release_held(self) -> None:
-        """Record the queue and add the held first increments of new counter series now: every reader's next read
-        is exact (the demo's summary; before a final read)."""
-        self.drain()
-        self._new_series.release()
-
     def active(self) -> dict[tuple[str, str, str], int]:
-        """Current in-flight counts by (model, request_type, endpoint); for tests and the demo."""
+        """A snapshot of the in-flight counts by (model, request_type, endpoint)."""
         return {k: a.value() for k, a in list(self._active.items())}
+
+    # --- seams for multi-process mode -------------------------------------------------------------------------
+
+    def activity(self) -> tuple[tuple[int, int], ...]:
+        """Changes whenever a request starts or ends (whoever drained it): the (started, ended) counts of every
+        in-flight series, so a hand-off can skip an idle process."""
+        return tuple((_count_value(a.enter), _count_value(a.exit)) for a in list(self._active.values()))
+
+    @property
+    def new_series(self) -> NewSeriesGate:
+        """The gate that exports new counter series at 0 first; multi-process mode adds the server's collections
+        to it as remote readers."""
+        return self._new_series
+
+    def reset_after_fork(self) -> None:
+        """In a forked child that becomes a worker of its own: none of the parent's requests are its own (not the
+        queued ones, not those in flight, not their tokens in the sliding windows); they are the parent's."""
+        self._pending.clear()
+        for active in list(self._active.values()):
+            active.enter = itertools.count()
+            active.exit = itertools.count()
+        self.windows.reset()
+        self._new_series.forget_held()
 
 
 def _tpot(latency: float, ttft: float, completion: int | None, choices: int) -> float | None:

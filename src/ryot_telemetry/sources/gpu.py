@@ -29,7 +29,6 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .. import catalogue
 from ..catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
-from ..recording.derived import install_token_efficiency
 from ..recording.instruments import create_instrument
 from ..recording.labels import clip
 from ..settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
@@ -40,7 +39,6 @@ __all__ = [
     "NvmlBackend",
     "device_id",
     "install_gpu_gauges",
-    "install_token_efficiency",
     "parse_gpu_models",
 ]
 
