@@ -514,7 +514,19 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "ab")
+SECTIONS = (
+    "request",
+    "api",
+    "overflow",
+    "chunk",
+    "scrape",
+    "rss",
+    "guards",
+    "multiproc",
+    "exemplars",
+    "ab",
+    "duplicates",
+)
 
 
 def verdict(ok: bool) -> str:
@@ -676,6 +688,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import exemplars
 
         rows += exemplars.run(q)
+    if "duplicates" in only:
+        from . import duplicates
+
+        rows += duplicates.run(q)
     if "ab" in only:
         from . import ab
 

@@ -158,6 +158,9 @@ def configure(
     resource_attributes: Mapping[str, str] | None = None,
     set_global: bool = False,
     multiproc_dir: str | os.PathLike[str] | None = None,
+    otlp_temporality: str | None = None,
+    otlp_histogram_aggregation: str | None = None,
+    drop_duplicates: str | Sequence[str] | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -171,6 +174,11 @@ def configure(
     semconv metrics.
     ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
     ``ryot_slo_requests_total``.
+    ``otlp_temporality``: cumulative, delta or lowmemory (else ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``);
+    ``otlp_histogram_aggregation``: explicit_bucket_histogram or base2_exponential_bucket_histogram (else
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``). Both apply to OTLP only.
+    ``drop_duplicates``: ``"ogx"`` (else ``RYOT_TELEMETRY_DROP_DUPLICATES``) drops ogx's own router histograms that
+    ryot's metrics supersede.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -197,6 +205,9 @@ def configure(
         resource_attributes=resource_attributes,
         set_global=set_global,
         multiproc_dir=multiproc_dir,
+        otlp_temporality=otlp_temporality,
+        otlp_histogram_aggregation=otlp_histogram_aggregation,
+        drop_duplicates=drop_duplicates,
     )
     return configure_from(settings)
 

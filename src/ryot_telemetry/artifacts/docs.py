@@ -42,6 +42,16 @@ OTEL_VARIABLES = (
         "`gzip`, `deflate` or `none` (default); `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION` wins.",
     ),
     (
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "OTLP temporality: `cumulative` (default), `delta` or `lowmemory` (counters and histograms as deltas; "
+        "in multi-process mode computed from the merged totals). Prometheus stays cumulative.",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        "OTLP histograms: `explicit_bucket_histogram` (default, the catalogue's buckets) or "
+        "`base2_exponential_bucket_histogram` (single-process only). Prometheus keeps the explicit buckets.",
+    ),
+    (
         "OTEL_METRICS_EXEMPLAR_FILTER",
         "`trace_based`, `always_on` or `always_off`; default trace-based when an OTLP, console or extra reader is "
         "configured, off for Prometheus alone (its exporter drops exemplars).",
