@@ -514,7 +514,20 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "tenants", "ab")
+SECTIONS = (
+    "request",
+    "api",
+    "overflow",
+    "chunk",
+    "scrape",
+    "rss",
+    "guards",
+    "multiproc",
+    "exemplars",
+    "tenants",
+    "ab",
+    "duplicates",
+)
 
 
 def verdict(ok: bool) -> str:
@@ -550,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
     ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
+    ap.add_argument("--json", metavar="PATH", help="also write the summary rows as JSON records to PATH")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -679,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import tenants
 
         rows += tenants.run(q)
+    if "duplicates" in only:
+        from . import duplicates
+
+        rows += duplicates.run(q)
     if "ab" in only:
         from . import ab
 
@@ -687,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:
         print(f"{name:<{w}}  {val:>9}  {goal:<15}  {note}")
+    if args.json:
+        from .results import write
+
+        write(args.json, rows, q)
     return 0
 
 

@@ -3,8 +3,8 @@
 Three ``configure()`` set-ups run the same non-streaming workload as section 1 (10 models, 10 tenants in
 ``metadata.tenant``): no tenant label, ``tenant="metadata.tenant"`` (a dotted path) and a callable reading the same
 field. The resolver runs once per request, on the request path; the label is made at the drain (a dict hit for a
-known tenant), which records the same counters with one more key in their attribute sets. Rounds are interleaved (variants in
-rotated order) and overheads are paired per round against the bare call, then the median is reported.
+known tenant), which records the same counters with one more key in their attribute sets. Rounds are interleaved
+(variants in rotated order) and overheads are paired per round against the bare call, then the median is reported.
 
 Times are the thread's CPU time (``time.thread_time``), not wall time: the cost asked about is CPU per request, and
 on a shared machine wall time also counts the moments other processes hold the core, which swamps a 5% difference.

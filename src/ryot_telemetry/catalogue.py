@@ -1,6 +1,6 @@
 """The metric catalogue: every Ryot metric declared once, as data.
 
-Instruments, Views, the README table, the Grafana dashboard and the conformance tests are all derived from
+Instruments, Views, the docs' metric table, the Grafana dashboard and the conformance tests are all derived from
 ``CATALOGUE``; nothing else in the package spells a metric name, a unit or a bucket list.
 """
 
@@ -413,7 +413,7 @@ def _fmt_bound(b: float) -> str:
 
 
 def markdown_table() -> str:
-    """The README metric table, generated so the docs cannot drift from the code."""
+    """The docs' metric table (docs/reference/metrics.md), generated so the docs cannot drift from the code."""
     rows = [
         "| Prometheus name | OTel instrument | type | unit | labels | buckets | description |",
         "|---|---|---|---|---|---|---|",
@@ -422,8 +422,9 @@ def markdown_table() -> str:
         labels = ", ".join(m.labels) + ("".join(f", {k} (optional)" for k in m.optional_labels))
         labels += "".join(f", {k} (opt-in)" for k in m.opt_in_labels)
         buckets = " ".join(_fmt_bound(b) for b in m.buckets) if m.buckets else ""
+        unit = f"`{m.unit}`" if m.unit else ""
         rows.append(
-            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | `{m.unit}` | {labels} | {buckets} |"
+            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | {unit} | {labels} | {buckets} |"
             f" {m.description} |"
         )
     return "\n".join(rows)

@@ -55,6 +55,10 @@ RYOT_TELEMETRY_MULTIPROC_DIR = "RYOT_TELEMETRY_MULTIPROC_DIR"
 """Directory shared by the worker processes of one server (multi-process mode): whichever worker answers a scrape
 shows the whole server's totals. It must exist and be writable."""
 
+RYOT_TELEMETRY_DROP_DUPLICATES = "RYOT_TELEMETRY_DROP_DUPLICATES"
+"""``ogx`` to drop ogx's own router histograms that ryot's metrics supersede (``ogx.inference.duration_seconds``,
+``.time_to_first_token_seconds``, ``.tokens_per_second``), recorded twice otherwise under ``opentelemetry-instrument``
+(default: keep them)."""
 RYOT_TELEMETRY_TENANT = "RYOT_TELEMETRY_TENANT"
 """Adds a ``tenant`` label to the request, token, cost and SLO counters (default: none): a dotted path into the
 request params such as ``metadata.tenant`` or ``user``, or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's

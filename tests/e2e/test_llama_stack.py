@@ -127,6 +127,33 @@ def test_zero_code_under_opentelemetry_instrument_with_opentelemetry_distro_inst
     assert [i["service"] for i in info] == ["ogx-auto"]
 
 
+def test_drop_duplicates_ogx_removes_ogx_router_histograms_from_the_exposition() -> None:
+    """Under opentelemetry-instrument the real ogx router records its own histograms into ryot's provider: without
+    the option every family of SUPERSEDED["ogx"] is exposed (the names are ogx's real ones); with
+    RYOT_TELEMETRY_DROP_DUPLICATES=ogx none is, while ogx's other metrics and ryot's answering families stay."""
+    from ryot_telemetry.catalogue import get
+    from ryot_telemetry.recording.duplicates import SUPERSEDED
+    from support.instrumented import RECIPE_ENV, run_and_scrape
+
+    otel_instrument = VENV_PY.parent / "opentelemetry-instrument"
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **RECIPE_ENV}
+    cmd = [str(otel_instrument), str(VENV_PY), str(APP), "--auto"]
+
+    def families(text: str) -> set[str]:
+        return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+    _, _, plain = run_and_scrape(cmd, base)
+    _, _, dropped = run_and_scrape(cmd, {**base, "RYOT_TELEMETRY_DROP_DUPLICATES": "ogx"})
+    superseded = {s.exposed for s in SUPERSEDED["ogx"]}
+    assert superseded <= families(plain)
+    assert superseded & families(dropped) == set()
+    assert "ogx_inference_model_type_used_total" in families(dropped)
+    answering = {get(name).prometheus_name for s in SUPERSEDED["ogx"] for name in s.answered_by}
+    assert answering <= families(dropped)
+    saved = len(plain.encode()) - len(dropped.encode())
+    assert saved > 0, saved
+
+
 def test_reasoning_path_of_the_responses_layer_is_recorded() -> None:
     """ogx's openai_chat_completions_with_reasoning: wrappers reach the caller unchanged; usage read inside them."""
     app = ROOT / "tests" / "apps" / "ogx_reasoning_app.py"

@@ -207,6 +207,8 @@ def test_collector_and_plugin_expose_the_same_names(full_exposition: bytes) -> N
         "gen_ai_server_time_per_output_token_seconds",
         "gen_ai_client_operation_duration_seconds",
         "gen_ai_client_token_usage",  # {token}: an annotation, no unit suffix on either path
+        "gen_ai_client_operation_time_to_first_chunk_seconds",
+        "gen_ai_client_operation_time_per_output_chunk_seconds",
     ]
     assert {name: exposed.get(name) for name in semconv} == dict.fromkeys(semconv, "histogram")
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation, View
 
 from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, resolve_buckets, validate_buckets
+from .duplicates import drop_views
 from .semconv import semconv_views
 
 __all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
@@ -56,6 +57,8 @@ def views(
     include_semconv: bool = True,
     attribute_filter: bool = True,
     exemplars: bool = True,
+    explicit_buckets: bool = True,
+    drop_duplicates: Sequence[str] = (),
 ) -> list[View]:
     """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
 
@@ -65,6 +68,11 @@ def views(
     filtering (a dict rebuilt per reader per measurement) costs about 6% of the drain for nothing.
     ``exemplars=False`` (a provider whose exemplar filter is always off) gives every series a reservoir that keeps
     nothing: the SDK's own would stay empty too, but still be asked for its exemplars at every collection.
+    ``explicit_buckets=False`` leaves the histograms' aggregation to each reader: the instruments' advisory
+    boundaries (the same buckets) for Prometheus and the rest, the OTLP reader's own preference (exponential
+    histograms) for OTLP; a View's own aggregation would win over that preference.
+    ``drop_duplicates``: sources (``"ogx"``) whose metrics ryot supersedes get ``DropAggregation`` Views
+    (``duplicates.py``).
     """
     reservoir = None if exemplars else no_exemplars
     buckets = resolve_buckets(bucket_overrides)
@@ -77,7 +85,9 @@ def views(
                     instrument_name=spec.name,
                     meter_name=METER_NAME,
                     attribute_keys=keys,
-                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name])),
+                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name]))
+                    if explicit_buckets
+                    else DefaultAggregation(),
                     exemplar_reservoir_factory=reservoir,
                 )
             )
@@ -91,7 +101,12 @@ def views(
                 )
             )
     if include_semconv:
-        out.extend(semconv_views(attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir))
+        out.extend(
+            semconv_views(
+                attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir, explicit=explicit_buckets
+            )
+        )
+    out.extend(drop_views(drop_duplicates))
     return out
 
 

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 import weakref
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast, overload
@@ -48,7 +49,20 @@ from .errors import SEVERITY, classify, status_for
 from .instruments import create_instrument
 from .labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .new_series import NewSeriesGate
-from .semconv import OPERATION, SemconvInstruments
+from .semconv import (
+    ERROR_TYPE,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_TOKEN_TYPE,
+    INPUT,
+    OPERATION,
+    OUTPUT,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    SemconvInstruments,
+)
 from .tenants import DEFAULT_MAX_TENANTS, Tenants
 
 _log = logging.getLogger("ryot_telemetry")
@@ -156,6 +170,7 @@ class Request:
         "_recorder",
         "batch_size",
         "cached_tokens",
+        "chunk_times",
         "completion_tokens",
         "delivered",
         "end",
@@ -183,6 +198,7 @@ class Request:
         self.batch_size = batch_size
         self._active = active
         self.first_token: float | None = None
+        self.chunk_times: array[float] | None = None  # streams, with semconv on: each chunk's arrival (_clock)
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.cached_tokens: int | None = None
@@ -361,7 +377,7 @@ class Recorder:
         # server.address / server.port of the semconv metrics: this server, as configured (see semconv.py)
         self._genai_server: dict[str, str | int] = {}
         if genai_server is not None:
-            self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
+            self._genai_server = {SERVER_ADDRESS: genai_server[0], SERVER_PORT: genai_server[1]}
         self._max_pending = max_pending
         self._pending: deque[Request] = deque()
         # Drain state, all guarded by _drain_lock: requests ever popped (the collection snapshot's sequence),
@@ -861,35 +877,43 @@ class Recorder:
         self._count(counts, self.slo, attrs, 1)
 
     def _record_semconv(self, r: Request, latency: float, ttft: float | None, tpot: float | None) -> None:
-        """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed."""
+        """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed (attribute keys
+        and values are the semconv package's constants, see semconv.py)."""
         s = self.semconv
         assert s is not None
-        op = OPERATION[r.endpoint]
         resp_model = r.response_model
         # Client side (the router's call to its model provider): no server.address/port, which would name the
         # provider's endpoint (see semconv.py).
         client: dict[str, Any] = {
-            "gen_ai.operation.name": op,
-            "gen_ai.provider.name": self.genai_provider,
-            "gen_ai.request.model": r.model,
+            GEN_AI_OPERATION_NAME: OPERATION[r.endpoint],
+            GEN_AI_PROVIDER_NAME: self.genai_provider,
+            GEN_AI_REQUEST_MODEL: r.model,
         }
         if resp_model:
-            client["gen_ai.response.model"] = self.response_models(resp_model)
+            client[GEN_AI_RESPONSE_MODEL] = self.response_models(resp_model)
         base = {**client, **self._genai_server} if self._genai_server else client  # server side: this server
-        if r.error_type is None:
-            s.duration.record(latency, base)
-            s.client_duration.record(latency, client)
-        else:
-            s.duration.record(latency, {**base, "error.type": r.error_type})
-            s.client_duration.record(latency, {**client, "error.type": r.error_type})
-        if r.status == SUCCESS and ttft is not None:
-            s.ttft.record(ttft, base)
-            if tpot is not None:
-                s.tpot.record(tpot, base)
-        if r.prompt_tokens is not None:
-            s.usage.record(r.prompt_tokens, {**client, "gen_ai.token.type": "input"})
-        if r.completion_tokens is not None:
-            s.usage.record(r.completion_tokens, {**client, "gen_ai.token.type": "output"})
+        server, cl = (base, client) if r.error_type is None else (
+            {**base, ERROR_TYPE: r.error_type},
+            {**client, ERROR_TYPE: r.error_type},
+        )  # fmt: skip
+        for instrument, value, attrs in (
+            (s.duration, latency, server),
+            (s.client_duration, latency, cl),
+            (s.ttft, ttft if r.status == SUCCESS else None, base),
+            (s.tpot, tpot if r.status == SUCCESS and ttft is not None else None, base),
+            (s.usage, r.prompt_tokens, {**client, GEN_AI_TOKEN_TYPE: INPUT}),
+            (s.usage, r.completion_tokens, {**client, GEN_AI_TOKEN_TYPE: OUTPUT}),
+        ):
+            if value is not None and instrument is not None:
+                instrument.record(value, attrs)
+        times = r.chunk_times
+        if times:  # a stream: start to its first chunk, then each chunk's gap to the one before
+            if s.first_chunk is not None:
+                s.first_chunk.record(max(times[0] - r.start, 0.0), client)
+            per_chunk = s.per_chunk
+            if per_chunk is not None:
+                for before, now in zip(times, times[1:]):
+                    per_chunk.record(max(now - before, 0.0), client)
 
     # --- observable callbacks ---------------------------------------------------------------------------------
 
