@@ -2,7 +2,6 @@
 
     python -m benchmarks            # full run (a few minutes on 2 cores)
     python -m benchmarks --quick    # smoke mode: fewer requests, fewer rounds
-    python -m benchmarks --json results.jsonl   # also write every measure as one JSON object per line
 
 Sections: per-request overhead of the router wrapper (non-streaming) against the bare call and against
 hand-written prometheus_client code; per-chunk overhead of the stream wrapper; /metrics scrape time against
@@ -12,17 +11,6 @@ and the drain at low request rates (costs.py); the request path against an earli
 same process (ab.py, ``--ab-against REV``); how scrape, memory and the multi-process hand-off grow with models and
 workers (scale.py). Rounds are interleaved (variants in rotated order) and the median is reported, so background
 noise hits every variant alike.
-
-``--json PATH`` writes one record per measure, one JSON object per line::
-
-    {"section": "scale", "name": "scale.scrape 1000 models", "value": 812.5, "unit": "ms", "baseline": 640.2,
-     "ratio": 1.27, "goal": "<= 1.5", "met": true, "noise": 0.04}
-
-``value`` in ``unit`` (``x`` for a ratio); ``baseline``: the peer measured in the same run, in the same unit, or
-null; ``ratio``: value against baseline (the number a goal is about), or null; ``goal``: text, or null; ``met``:
-whether the goal is met, or null without one; ``noise``: the interquartile range of the rounds over their median,
-or null where not measured. Sections other than scale give one record per row of the summary table, with
-``value`` and ``unit`` read from its result column and ``baseline`` null.
 """
 
 from __future__ import annotations
@@ -47,6 +35,7 @@ from pydantic import BaseModel
 import ryot_telemetry
 from ryot_telemetry import catalogue
 from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta, PromptDetails, Response, Usage
+from ryot_telemetry.recording.labels import OVERFLOW
 
 clock = time.perf_counter
 MODELS = tuple(f"model-{i}" for i in range(10))
@@ -514,7 +503,7 @@ async def rss_child(case: str, n: int) -> dict[str, Any]:
         "growth_mb": (after - before) / 1e6,
         "second_half_growth_mb": (after - middle) / 1e6,
         "model_labels": len(models),
-        "overflow_present": ryot_telemetry.OVERFLOW in models,
+        "overflow_present": OVERFLOW in models,
         "series": count_series(text),
     }
 
@@ -533,7 +522,21 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "scale", "ab")
+SECTIONS = (
+    "request",
+    "api",
+    "overflow",
+    "chunk",
+    "scrape",
+    "rss",
+    "guards",
+    "multiproc",
+    "exemplars",
+    "tenants",
+    "ab",
+    "duplicates",
+    "scale",
+)
 
 
 def verdict(ok: bool) -> str:
@@ -569,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
     ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
-    ap.add_argument("--json", metavar="PATH", help="write every measure to PATH, one JSON object per line")
+    ap.add_argument("--json", metavar="PATH", help="also write the summary rows as JSON records to PATH")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -583,8 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     rows: list[tuple[str, str, str, str]] = []
-    records: list[dict[str, Any]] = []  # sections that give their own records (scale)
-    own: set[int] = set()  # rows of those sections: not turned into records again
+    curves: list[dict[str, Any]] = []  # the scale section's curve points (--json "curves")
     if "request" in only:
         n, rounds = (5000, 5) if q else (20000, 15)
         r = asyncio.run(bench_request(n, rounds))
@@ -697,12 +699,18 @@ def main(argv: list[str] | None = None) -> int:
         from . import exemplars
 
         rows += exemplars.run(q)
+    if "tenants" in only:
+        from . import tenants
+
+        rows += tenants.run(q)
+    if "duplicates" in only:
+        from . import duplicates
+
+        rows += duplicates.run(q)
     if "scale" in only:
         from . import scale
 
-        first = len(rows)
-        scale.report(q, rows, records)
-        own.update(range(first, len(rows)))
+        scale.report(q, rows, curves)
     if "ab" in only:
         from . import ab
 
@@ -712,47 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, val, goal, note in rows:
         print(f"{name:<{w}}  {val:>9}  {goal:<15}  {note}")
     if args.json:
-        write_json(args.json, [row_record(r) for i, r in enumerate(rows) if i not in own] + records)
+        from .results import write
+
+        write(args.json, rows, q, curves)
     return 0
-
-
-def row_record(row: tuple[str, str, str, str]) -> dict[str, Any]:
-    """A summary-table row as a ``--json`` record: value and unit from the result column (``1.12x``, ``5.0 MB``)."""
-    name, result, goal, note = row
-    number, unit = result, ""
-    for i in range(len(result), 0, -1):
-        try:
-            number, unit = str(float(result[:i])), result[i:].strip()
-            break
-        except ValueError:
-            continue
-    try:
-        value: float | None = float(number)
-    except ValueError:
-        value = None
-    met = True if note.startswith("met") else False if note.startswith("MISSED") else None
-    return {
-        "section": "summary",
-        "name": name,
-        "value": value,
-        "unit": unit if value is not None else result,
-        "baseline": None,
-        "ratio": value if unit in ("x", "") and value is not None else None,
-        "goal": goal or None,
-        "met": met if goal else None,
-        "noise": None,
-    }
-
-
-def write_json(path: str, records: list[dict[str, Any]]) -> None:
-    """One JSON object per line; NaN (a measure that could not be taken) is written as null."""
-
-    def clean(v: Any) -> Any:
-        return None if isinstance(v, float) and v != v else v
-
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps({k: clean(v) for k, v in r.items()}) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,18 @@ the cost of a scrape. Growth per doubling between sizes a < b: ``(cost(b) / cost
 is linear, 1.0 flat.
 Each record's ``noise`` is the interquartile range of its rounds over their median (the machine is shared).
 
-Records go to ``python -m benchmarks --json PATH`` (shape in ``run.py``'s docstring), names ``scale.*``.
+``python -m benchmarks --json PATH`` writes the summary rows into ``records`` (``results.py``) and every curve point
+into ``curves``, one object each, the keys of a record plus where the point lies and its noise::
+
+    {"axis": "models", "size": 1000, "curve": "scrape", "name": "scale: scrape, 1000 models", "value": 5620.1,
+     "unit": "ms", "baseline": "prometheus_client", "baseline_value": 4581.8, "ratio": 1.24, "goal": "<= 1.5",
+     "met": true, "noise": 0.12}
+
+``axis``: models, workers or trial; ``size``: the point on it; ``baseline``: the peer's name, ``baseline_value`` its
+value in ``unit`` (null without a peer); ``ratio``: against the peer (the median of per-round ratios where both were
+timed in rounds); ``goal``/``met``: null without a goal; ``noise``: null where not measured in rounds; a measure
+that could not be taken is null. ``docs/guides/scale.md``'s tables are generated from ``docs/scale.json``
+(``python -m benchmarks --only scale --json docs/scale.json``, then ``python scripts/gen_docs.py``).
 """
 
 from __future__ import annotations
@@ -231,23 +242,30 @@ def growth(a: int, ca: float, b: int, cb: float) -> float:
     return float((cb / ca) ** (1 / math.log2(b / a))) if ca > 0 and cb > 0 else math.nan
 
 
-def record(
-    name: str,
+def point(
+    axis: str,
+    size: int,
+    curve: str,
     value: float,
     unit: str,
     *,
-    baseline: float | None = None,
-    ratio: float | None = None,
+    baseline: str | None = None,
+    baseline_value: float | None = None,
     goal: str | None = None,
     met: bool | None = None,
     noise: float | None = None,
 ) -> Record:
+    """One point of a curve, for ``--json`` (the ``curves`` list; shape in the module docstring)."""
+    ratio = value / baseline_value if baseline_value else None
     return {
-        "section": "scale",
-        "name": name,
+        "axis": axis,
+        "size": size,
+        "curve": curve,
+        "name": f"scale: {curve}, {size} {axis}",
         "value": value,
         "unit": unit,
         "baseline": baseline,
+        "baseline_value": baseline_value,
         "ratio": ratio,
         "goal": goal,
         "met": met,
@@ -259,25 +277,9 @@ LINEAR = 2.1
 LINEAR_GOAL = "<= 2.1 (linear: 2.0)"
 
 
-def growth_records(name: str, sizes: tuple[int, ...], ours: list[float], theirs: list[float] | None) -> list[Record]:
-    """One record per interval between consecutive sizes: our growth per doubling, prometheus_client's alongside."""
-    out = []
-    for i in range(1, len(sizes)):
-        a, b = sizes[i - 1], sizes[i]
-        g = growth(a, ours[i - 1], b, ours[i])
-        gb = growth(a, theirs[i - 1], b, theirs[i]) if theirs is not None else None
-        out.append(
-            record(
-                f"{name} growth per doubling {a}->{b}",
-                g,
-                "x",
-                baseline=gb,
-                ratio=g / gb if gb else None,
-                goal=LINEAR_GOAL,
-                met=g <= LINEAR,
-            )
-        )
-    return out
+def worst_growth(sizes: list[int], costs: list[float]) -> float:
+    """The largest growth per doubling between consecutive sizes."""
+    return max(growth(a, ca, b, cb) for a, ca, b, cb in zip(sizes, costs, sizes[1:], costs[1:]))
 
 
 # --- 1. models: scrape time and RSS in one process ------------------------------------------------------------------
@@ -644,37 +646,40 @@ def bench_new_series(trials: int, every: float = SCRAPE_EVERY) -> list[dict[str,
 # --- report -------------------------------------------------------------------------------------------------------
 
 
-def report(quick: bool, rows: list[Row], records: list[Record], size: Size | None = None) -> None:
-    """Section ``scale`` of ``python -m benchmarks``: prints the curves, appends summary rows and every record."""
+def report(quick: bool, rows: list[Row], curves: list[Record], size: Size | None = None) -> None:
+    """Section ``scale`` of ``python -m benchmarks``: prints the curves, appends summary rows and curve points."""
     disable_created_metrics()  # as run.main: OTel writes no *_created series, so the baseline writes none either
     size = size or (QUICK if quick else FULL)
-    quick = size.quick
     template = Template.from_ryot()
     with tempfile.TemporaryDirectory() as tmp:
         template_path = os.path.join(tmp, "template.json")
         template.dump(template_path)
-        _models(size.models, template, template_path, quick, rows, records)
-        _workers(size.workers, size.worker_models, template_path, quick, rows, records)
-    _new_series(size.trials, rows, records)
+        _models(size.models, template, template_path, size.quick, rows, curves)
+        _workers(size.workers, size.worker_models, template_path, size.quick, rows, curves)
+    _new_series(size.trials, rows, curves)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def _models(
-    sizes: tuple[int, ...], template: Template, template_path: str, quick: bool, rows: list[Row], records: list[Record]
+    sizes: tuple[int, ...], template: Template, template_path: str, quick: bool, rows: list[Row], curves: list[Record]
 ) -> None:
-    print(f"\n8a. scale: scrape time and RSS with {', '.join(map(str, sizes))} models (every router series each)")
+    print(f"\n8a. scale: scrape time, RSS and hand-off with {', '.join(map(str, sizes))} models (every router series)")
     print(
         f"   {'models':>6} {'lines':>8} {'ryot ms':>9} {'prom ms':>9} {'ratio':>6} {'noise':>6} "
         f"{'ryot MB':>8} {'prom MB':>8} {'ratio':>6} {'hand-off ms':>11}"
     )
-    scrapes = []
+    res = []
     for n in sizes:
         rounds = 5 if quick else (21 if n <= 10 else 9 if n <= 100 else 5)
         s = bench_models(n, template, rounds)
-        ours, theirs = bench_rss("ryot", n, template_path), bench_rss("prom", n, template_path)
-        s["ryot_mb"], s["prom_mb"] = ours["growth_mb"], theirs["growth_mb"]
+        s["ryot_mb"] = bench_rss("ryot", n, template_path)["growth_mb"]
+        s["prom_mb"] = bench_rss("prom", n, template_path)["growth_mb"]
         handoff = bench_handoff(n, 5)
         s["handoff_ms"], s["handoff_noise"] = handoff["ms"], handoff["noise"]
-        scrapes.append(s)
+        res.append(s)
         flag = " SERIES DIFFER" if s["series"] != s["prom_series"] else ""
         flag += " SDK OVERFLOW" if s["overflow"] else ""
         print(
@@ -683,61 +688,64 @@ def _models(
             f"{s['ryot_mb'] / s['prom_mb']:>5.2f}x {s['handoff_ms']:>11.1f}{flag}"
         )
         goal = "<= 1.5" if n == 1000 else None
-        records += [
-            record(
-                f"scale.scrape {n} models",
-                s["ryot_ms"],
-                "ms",
-                baseline=s["prom_ms"],
-                ratio=s["ratio"],
-                goal=goal,
-                met=None if goal is None else s["ratio"] <= 1.5,
-                noise=s["noise"],
-            ),
-            record(
-                f"scale.scrape {n} models series",
+        scrape = point(
+            "models",
+            n,
+            "scrape",
+            s["ryot_ms"],
+            "ms",
+            baseline="prometheus_client",
+            baseline_value=s["prom_ms"],
+            goal=goal,
+            noise=s["noise"],
+        )
+        scrape["ratio"] = s["ratio"]  # the median of per-round ratios
+        scrape["met"] = None if goal is None else s["ratio"] <= 1.5
+        curves += [
+            scrape,
+            point(
+                "models",
+                n,
+                "series (exposition lines)",
                 s["series"],
                 "lines",
-                baseline=s["prom_series"],
-                ratio=s["series"] / s["prom_series"],
+                baseline="prometheus_client",
+                baseline_value=s["prom_series"],
             ),
-            record(
-                f"scale.rss {n} models", s["ryot_mb"], "MB", baseline=s["prom_mb"], ratio=s["ryot_mb"] / s["prom_mb"]
+            point(
+                "models", n, "RSS growth", s["ryot_mb"], "MB", baseline="prometheus_client", baseline_value=s["prom_mb"]
             ),
-            record(f"scale.mp hand-off {n} models", s["handoff_ms"], "ms", noise=s["handoff_noise"]),
+            point("models", n, "hand-off CPU", s["handoff_ms"], "ms", noise=s["handoff_noise"]),
         ]
-    ns = tuple(s["models"] for s in scrapes)
-    records += growth_records("scale.scrape", ns, [s["ryot_ms"] for s in scrapes], [s["prom_ms"] for s in scrapes])
-    records += growth_records("scale.rss", ns, [s["ryot_mb"] for s in scrapes], [s["prom_mb"] for s in scrapes])
-    records += growth_records("scale.mp hand-off models", ns, [s["handoff_ms"] for s in scrapes], None)
-    worst_handoff = max(r["value"] for r in records if r["name"].startswith("scale.mp hand-off models growth"))
-    top = scrapes[-1]
-    worst = max(r["value"] for r in records if r["name"].startswith("scale.scrape growth"))
+    ns = [s["models"] for s in res]
+    top = res[-1]
+    scrape_growth = worst_growth(ns, [s["ryot_ms"] for s in res])
+    handoff_growth = worst_growth(ns, [s["handoff_ms"] for s in res])
     rows += [
         (
             f"scale: scrape, {top['models']} models / prometheus_client",
             f"{top['ratio']:.2f}x",
             "<= 1.5x",
-            ("met" if top["ratio"] <= 1.5 else "MISSED") if top["models"] == 1000 else "(goal at 1,000 models)",
+            _verdict(top["ratio"] <= 1.5) if top["models"] == 1000 else "(goal at 1,000 models)",
         ),
         (
             "scale: scrape growth per doubling of models (worst)",
-            f"{worst:.2f}x",
+            f"{scrape_growth:.2f}x",
             LINEAR_GOAL,
-            "met" if worst <= LINEAR else "MISSED",
+            _verdict(scrape_growth <= LINEAR),
         ),
         (f"scale: RSS, {top['models']} models / prometheus_client", f"{top['ryot_mb'] / top['prom_mb']:.2f}x", "", ""),
         (
             "scale: hand-off growth per doubling of models (worst)",
-            f"{worst_handoff:.2f}x",
+            f"{handoff_growth:.2f}x",
             LINEAR_GOAL,
-            "met" if worst_handoff <= LINEAR else "MISSED",
+            _verdict(handoff_growth <= LINEAR),
         ),
     ]
 
 
 def _workers(
-    sizes: tuple[int, ...], n_models: int, template_path: str, quick: bool, rows: list[Row], records: list[Record]
+    sizes: tuple[int, ...], n_models: int, template_path: str, quick: bool, rows: list[Row], curves: list[Record]
 ) -> None:
     rounds = 5 if quick else 9
     print(
@@ -758,31 +766,34 @@ def _workers(
         )
         w = r["workers"]
         goal = "<= 1.0" if w == 32 else None
-        records += [
-            record(
-                f"scale.mp scrape {w} workers x {n_models} models",
-                r["ryot_ms"],
-                "ms",
-                baseline=r["prom_ms"],
-                ratio=r["ratio"],
-                goal=goal,
-                met=None if goal is None else r["ratio"] <= 1.0,
-                noise=r["noise"],
-            ),
-            record(f"scale.mp hand-off per worker, {w} workers", r["handoff_ms"], "ms", noise=r["handoff_noise"]),
-            record(f"scale.mp leader housekeeping per tick, {w} workers", r["housekeep_ms"], "ms"),
-            record(
-                f"scale.mp file per worker, {w} workers",
+        scrape = point(
+            "workers",
+            w,
+            "merged scrape",
+            r["ryot_ms"],
+            "ms",
+            baseline="prometheus_client multiprocess",
+            baseline_value=r["prom_ms"],
+            goal=goal,
+            noise=r["noise"],
+        )
+        scrape["ratio"] = r["ratio"]
+        scrape["met"] = None if goal is None else r["ratio"] <= 1.0
+        curves += [
+            scrape,
+            point("workers", w, "hand-off CPU per worker", r["handoff_ms"], "ms", noise=r["handoff_noise"]),
+            point("workers", w, "leader housekeeping per tick", r["housekeep_ms"], "ms"),
+            point(
+                "workers",
+                w,
+                "file per worker",
                 r["file_kb"],
                 "KB",
-                baseline=r["prom_file_kb"],
-                ratio=r["file_kb"] / r["prom_file_kb"],
+                baseline="prometheus_client multiprocess",
+                baseline_value=r["prom_file_kb"],
             ),
         ]
-    ws = tuple(r["workers"] for r in res)
-    records += growth_records("scale.mp scrape", ws, [r["ryot_ms"] for r in res], [r["prom_ms"] for r in res])
-    records += growth_records("scale.mp hand-off workers", ws, [r["handoff_ms"] for r in res], None)
-    first = res[0]
+    first, top = res[0], res[-1]
     req_ratio = first["request_ns"] / first["prom_request_ns"]
     print(
         f"   per request in a worker, {n_models} models, 2,000 requests per hand-off: ryot (path + hand-off) "
@@ -790,30 +801,32 @@ def _workers(
         f"({req_ratio:.2f}x); one hand-off of {first['handoff_ms']:.1f} ms twice a second is "
         f"{first['handoff_ms'] / 5:.1f}% of a core per worker under traffic"
     )
-    records.append(
-        record(
-            f"scale.mp worker CPU per request, {n_models} models, 2000 per hand-off",
+    curves.append(
+        point(
+            "workers",
+            first["workers"],
+            "CPU per request in a worker (2,000 per hand-off)",
             first["request_ns"],
             "ns",
-            baseline=first["prom_request_ns"],
-            ratio=req_ratio,
+            baseline="prometheus_client multiprocess",
+            baseline_value=first["prom_request_ns"],
             noise=first["request_noise"],
         )
     )
-    top = res[-1]
-    worst = max(r["value"] for r in records if r["name"].startswith("scale.mp scrape growth"))
+    ws = [r["workers"] for r in res]
+    scrape_growth = worst_growth(ws, [r["ryot_ms"] for r in res])
     rows += [
         (
             f"scale: merged scrape, {top['workers']} workers / prometheus_client multiprocess",
             f"{top['ratio']:.2f}x",
             "<= 1.0x",
-            ("met" if top["ratio"] <= 1.0 else "MISSED") if top["workers"] == 32 else "(goal at 32 workers)",
+            _verdict(top["ratio"] <= 1.0) if top["workers"] == 32 else "(goal at 32 workers)",
         ),
         (
             "scale: merged scrape growth per doubling of workers (worst)",
-            f"{worst:.2f}x",
+            f"{scrape_growth:.2f}x",
             LINEAR_GOAL,
-            "met" if worst <= LINEAR else "MISSED",
+            _verdict(scrape_growth <= LINEAR),
         ),
         (
             "scale: worker CPU per request / prometheus_client multiprocess",
@@ -824,38 +837,42 @@ def _workers(
     ]
 
 
-def _new_series(trials: int, rows: list[Row], records: list[Record]) -> None:
+def _new_series(trials: int, rows: list[Row], curves: list[Record]) -> None:
     res = bench_new_series(trials)
     after = [r["scrapes_after_zero"] for r in res]
-    seconds = [r["seconds"] for r in res if r["seconds"] is not None]
-    worst = max((a for a in after if a is not None), default=None)
-    missing = sum(1 for a in after if a is None)
+    seconds = [r["seconds"] for r in res]
+    shown = [a for a in after if a is not None]
+    worst = max(shown) if len(shown) == len(after) else None
     print(
         f"\n8c. scale: a new series' first increment in a multi-process scrape, {trials} trials, 3 workers, scrapes "
         f"every {SCRAPE_EVERY:.1f} s by two workers in turn: scrapes after the one showing 0: {after}; seconds from "
-        f"the request to the scrape showing it: {', '.join(f'{s:.2f}' for s in seconds)}"
+        f"the request to the scrape showing it: {', '.join('-' if s is None else f'{s:.2f}' for s in seconds)}"
     )
-    ok = missing == 0 and worst is not None and worst <= 1
-    records += [
-        record(
-            "scale.new series scrapes after its zero (worst)",
-            float("nan") if worst is None else worst,
-            "scrapes",
-            goal="<= 1",
-            met=ok,
-        ),
-        record(
-            f"scale.new series seconds to show, scrapes every {SCRAPE_EVERY:.0f} s (median)",
-            statistics.median(seconds) if seconds else float("nan"),
-            "s",
-        ),
-    ]
+    for t, (a, sec) in enumerate(zip(after, seconds), 1):
+        curves += [
+            point(
+                "trial",
+                t,
+                "new series: scrapes after its zero",
+                math.nan if a is None else a,
+                "scrapes",
+                goal="<= 1",
+                met=a is not None and a <= 1,
+            ),
+            point(
+                "trial",
+                t,
+                f"new series: seconds to show, a scrape every {SCRAPE_EVERY:g} s",
+                math.nan if sec is None else sec,
+                "s",
+            ),
+        ]
     rows.append(
         (
             "scale: new series shown, scrapes after its zero (worst)",
-            f"{worst}",
+            "never" if worst is None else f"{worst}",
             "<= 1",
-            "met" if ok else f"MISSED ({missing} never shown)" if missing else "MISSED",
+            _verdict(worst is not None and worst <= 1),
         )
     )
 
@@ -869,9 +886,9 @@ def main(argv: list[str]) -> int:
         worker(argv[1], argv[2], int(argv[3]), argv[4])
         return 0
     rows: list[Row] = []
-    records: list[Record] = []
-    report("--quick" in argv, rows, records)
-    for r in records:
+    curves: list[Record] = []
+    report("--quick" in argv, rows, curves)
+    for r in curves:
         print(json.dumps(r))
     return 0
 

@@ -1,65 +1,60 @@
-"""The scale benchmark runs end to end at a tiny size (real worker processes) and writes its records."""
+"""The scale benchmark runs end to end at a tiny size (real worker processes) and writes its curves to --json."""
 
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from benchmarks import run, scale
+from benchmarks import results, scale
 
-ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"section", "name", "value", "unit", "baseline", "ratio", "goal", "met", "noise"}
+FIELDS = {
+    "axis",
+    "size",
+    "curve",
+    "name",
+    "value",
+    "unit",
+    "baseline",
+    "baseline_value",
+    "ratio",
+    "goal",
+    "met",
+    "noise",
+}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def test_scale_section_at_a_tiny_size_writes_its_records(tmp_path: Path) -> None:
+def test_scale_section_at_a_tiny_size_writes_its_curves(tmp_path: Path) -> None:
     rows: list[tuple[str, str, str, str]] = []
-    records: list[dict[str, object]] = []
-    scale.report(True, rows, records, size=scale.TINY)
-    path = tmp_path / "results.jsonl"
-    run.write_json(str(path), records)
-    got = {r["name"]: r for r in map(json.loads, path.read_text().splitlines())}
-    assert all(set(r) == FIELDS and r["section"] == "scale" for r in got.values())
-    for name in (
-        "scale.scrape 2 models",
-        "scale.rss 2 models",
-        "scale.mp scrape 2 workers x 1 models",
-        "scale.mp hand-off per worker, 2 workers",
-        "scale.mp file per worker, 2 workers",
-        "scale.mp worker CPU per request, 1 models, 2000 per hand-off",
-        "scale.scrape growth per doubling 1->2",
-        "scale.mp scrape growth per doubling 1->2",
-        "scale.new series scrapes after its zero (worst)",
+    curves: list[dict[str, Any]] = []
+    scale.report(True, rows, curves, size=scale.TINY)
+    path = tmp_path / "results.json"
+    results.write(path, rows, True, curves)
+    doc = json.loads(path.read_text())
+    assert [r["name"] for r in doc["records"]] == [row[0] for row in rows]
+    got = {(p["axis"], p["size"], p["curve"]): p for p in doc["curves"]}
+    assert all(set(p) == FIELDS for p in got.values())
+    for key in (
+        ("models", 1, "scrape"),
+        ("models", 2, "scrape"),
+        ("models", 2, "RSS growth"),
+        ("models", 2, "hand-off CPU"),
+        ("workers", 1, "merged scrape"),
+        ("workers", 2, "merged scrape"),
+        ("workers", 2, "hand-off CPU per worker"),
+        ("workers", 2, "file per worker"),
+        ("workers", 1, "CPU per request in a worker (2,000 per hand-off)"),
+        ("trial", 1, "new series: scrapes after its zero"),
     ):
-        assert name in got, name
+        assert key in got, key
     # the baseline holds exactly ryot's series
-    assert got["scale.scrape 2 models series"]["value"] == got["scale.scrape 2 models series"]["baseline"]
-    for name in ("scale.scrape 2 models", "scale.mp scrape 2 workers x 1 models"):
-        r = got[name]
-        assert isinstance(r["value"], float) and isinstance(r["baseline"], float) and r["value"] > 0
-        assert math.isclose(r["ratio"], r["ratio"]) and r["ratio"] > 0  # type: ignore[arg-type]
-    assert [row[0] for row in rows][:1] == ["scale: scrape, 2 models / prometheus_client"]
-
-
-def test_json_option_writes_one_record_per_summary_row(tmp_path: Path) -> None:
-    path = tmp_path / "out.jsonl"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "scrape", "--json", str(path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (record,) = map(json.loads, path.read_text().splitlines())
-    assert set(record) == FIELDS
-    assert (record["name"], record["unit"], record["section"]) == (
-        "scrape time / prometheus_client same series",
-        "x",
-        "summary",
-    )
-    assert record["value"] > 0 and record["ratio"] == record["value"]
+    series = got[("models", 2, "series (exposition lines)")]
+    assert series["value"] == series["baseline_value"] and series["ratio"] == 1.0
+    for key in (("models", 2, "scrape"), ("workers", 2, "merged scrape")):
+        p = got[key]
+        assert p["value"] > 0 and p["baseline_value"] > 0 and p["ratio"] > 0
+        assert p["baseline"] in ("prometheus_client", "prometheus_client multiprocess")
+    assert rows[0][0] == "scale: scrape, 2 models / prometheus_client"

@@ -52,13 +52,3 @@ def test_growth_per_doubling() -> None:
     assert abs(scale.growth(10, 1.0, 1000, 100.0) - 2.0) < 1e-12
     assert scale.growth(2, 5.0, 32, 5.0) == 1.0
     assert abs(scale.growth(100, 1.0, 200, 4.0) - 4.0) < 1e-12
-
-
-def test_row_record_reads_value_and_unit_from_the_result_column() -> None:
-    """Summary rows become --json records: number and unit split, the goal's verdict from the note."""
-    r = run.row_record(("total / prometheus_client", "2.31", "<= 2.2", "MISSED"))
-    assert (r["value"], r["unit"], r["ratio"], r["goal"], r["met"]) == (2.31, "", 2.31, "<= 2.2", False)
-    r = run.row_record(("RSS growth, models", "5.0 MB", "< 5 MB", "met"))
-    assert (r["value"], r["unit"], r["ratio"], r["met"]) == (5.0, "MB", None, True)
-    r = run.row_record(("scrape / prometheus_client", "1.12x", "", ""))
-    assert (r["value"], r["unit"], r["ratio"], r["goal"], r["met"]) == (1.12, "x", 1.12, None, None)
