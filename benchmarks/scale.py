@@ -255,22 +255,30 @@ def point(
     met: bool | None = None,
     noise: float | None = None,
 ) -> Record:
-    """One point of a curve, for ``--json`` (the ``curves`` list; shape in the module docstring)."""
+    """One point of a curve, for ``--json`` (the ``curves`` list; shape in the module docstring); numbers to four
+    significant digits, so that a committed file's diffs stay readable."""
     ratio = value / baseline_value if baseline_value else None
     return {
         "axis": axis,
         "size": size,
         "curve": curve,
         "name": f"scale: {curve}, {size} {axis}",
-        "value": value,
+        "value": sig(value),
         "unit": unit,
         "baseline": baseline,
-        "baseline_value": baseline_value,
-        "ratio": ratio,
+        "baseline_value": sig(baseline_value),
+        "ratio": sig(ratio),
         "goal": goal,
         "met": met,
-        "noise": noise,
+        "noise": sig(noise),
     }
+
+
+def sig(x: float | None, digits: int = 4) -> float | None:
+    """``x`` to ``digits`` significant digits (integers and NaN unchanged)."""
+    if x is None or isinstance(x, int) or not math.isfinite(x) or x == 0:
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
 LINEAR = 2.1
@@ -699,14 +707,14 @@ def _models(
             goal=goal,
             noise=s["noise"],
         )
-        scrape["ratio"] = s["ratio"]  # the median of per-round ratios
+        scrape["ratio"] = sig(s["ratio"])  # the median of per-round ratios
         scrape["met"] = None if goal is None else s["ratio"] <= 1.5
         curves += [
             scrape,
             point(
                 "models",
                 n,
-                "series (exposition lines)",
+                "exposition",
                 s["series"],
                 "lines",
                 baseline="prometheus_client",
@@ -777,7 +785,7 @@ def _workers(
             goal=goal,
             noise=r["noise"],
         )
-        scrape["ratio"] = r["ratio"]
+        scrape["ratio"] = sig(r["ratio"])
         scrape["met"] = None if goal is None else r["ratio"] <= 1.0
         curves += [
             scrape,

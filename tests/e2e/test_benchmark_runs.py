@@ -51,7 +51,7 @@ def test_scale_section_at_a_tiny_size_writes_its_curves(tmp_path: Path) -> None:
     ):
         assert key in got, key
     # the baseline holds exactly ryot's series
-    series = got[("models", 2, "series (exposition lines)")]
+    series = got[("models", 2, "exposition")]
     assert series["value"] == series["baseline_value"] and series["ratio"] == 1.0
     for key in (("models", 2, "scrape"), ("workers", 2, "merged scrape")):
         p = got[key]

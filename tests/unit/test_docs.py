@@ -120,7 +120,7 @@ def test_scale_tables_are_generated_from_the_curves() -> None:
         }
 
     curves = [
-        point("models", 10, "scrape", 50.0, 40.0),
+        point("models", 10, "scrape", 50.0, 40.0, noise=0.04),
         point("models", 10, "hand-off", 6.0, None),
         point("models", 1000, "scrape", 5000.0, 4000.0, goal="<= 1.5", met=True),
         point("models", 1000, "hand-off", 900.0, None),
@@ -128,7 +128,8 @@ def test_scale_tables_are_generated_from_the_curves() -> None:
     ]
     assert _docs.scale_tables({"machine": machine, "curves": curves}).splitlines() == [
         "Python 3.11.7 (CPython), 2 CPUs (load average 3 over 1 min, 4.5 over 15 min), Linux; "
-        "opentelemetry-sdk 1.45.2, prometheus_client 0.26.0; full run.",
+        "opentelemetry-sdk 1.45.2, prometheus_client 0.26.0; full run. Noise of the rounds (interquartile range over "
+        "the median): median 0.04, at most 0.04.",
         "",
         "| models | scrape (ms) | prometheus\\_client (ms) | ratio | hand-off (ms) |",
         "|---|---|---|---|---|",

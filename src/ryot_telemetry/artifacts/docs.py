@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,12 @@ def scale_tables(results: dict[str, Any]) -> str:
         f"{'`--quick`' if m['quick'] else 'full'} run."
     ]
     points = results.get("curves", [])
+    noise = sorted(p["noise"] for p in points if p.get("noise") is not None)
+    if noise:
+        out[0] += (
+            f" Noise of the rounds (interquartile range over the median): median {statistics.median(noise):.2f}, "
+            f"at most {noise[-1]:.2f}."
+        )
     for axis in dict.fromkeys(p["axis"] for p in points):
         on = [p for p in points if p["axis"] == axis]
         sizes = sorted({p["size"] for p in on})
