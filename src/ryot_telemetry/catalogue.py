@@ -1,6 +1,6 @@
 """The metric catalogue: every Ryot metric declared once, as data.
 
-Instruments, Views, the README table, the Grafana dashboard and the conformance tests are all derived from
+Instruments, Views, the docs' metric table, the Grafana dashboard and the conformance tests are all derived from
 ``CATALOGUE``; nothing else in the package spells a metric name, a unit or a bucket list.
 """
 
@@ -67,6 +67,7 @@ class MetricSpec:
     optional_labels: tuple[str, ...] = ()  # present only on some series (error_type, GPU ``model``)
     source: str = "router"  # who records it: router, engine, gpu, derived, service
     label_values: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    opt_in_labels: tuple[str, ...] = ()  # present only when configured, then on every series (``tenant``)
 
     @property
     def prometheus_type(self) -> str:
@@ -85,7 +86,8 @@ class MetricSpec:
 
     @property
     def all_labels(self) -> tuple[str, ...]:
-        return self.labels + self.optional_labels
+        """Every label key a series may carry, in the order the recorder's attribute keys list their values."""
+        return self.labels + self.optional_labels + self.opt_in_labels
 
 
 _LAT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -134,6 +136,11 @@ LOAD_RESULTS = ("success", "failed", "partial")
 LOAD_SUCCESS, LOAD_FAILED, LOAD_PARTIAL = LOAD_RESULTS
 NVML_MEMORY_TYPES = ("used", "free", "total", "process")
 BREAKDOWN_MEMORY_TYPES = ("model_weights", "kv_cache", "activations")
+CACHED_PROMPT_TOKENS = "cached_prompt"
+COST_TOKEN_TYPES = (*TOKEN_TYPES, CACHED_PROMPT_TOKENS)  # the cost counter prices the cached part on its own
+TENANT = "tenant"
+"""The opt-in label of the request, token, cost and SLO counters (``configure(tenant=...)``); never on histograms
+or gauges."""
 _GPU = ("device_id",)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
@@ -150,6 +157,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
             "status": STATUSES,
             "error_type": ERROR_TYPES,
         },
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.inference.errors",
@@ -166,6 +174,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Prompt and completion tokens from the provider's usage report.",
         ("model", "token_type", "generation_mode"),
         label_values={"token_type": TOKEN_TYPES, "generation_mode": MODES},
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.model.load_attempts",
@@ -192,7 +201,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Estimated token cost in US dollars from the configured price table.",
         ("model", "token_type"),
         source="router",
-        label_values={"token_type": TOKEN_TYPES},
+        label_values={"token_type": COST_TOKEN_TYPES},
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.slo.requests",
@@ -202,6 +212,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "result"),
         optional_labels=("objective",),  # on missed series only: the first objective missed
         label_values={"result": ("met", "missed"), "objective": ("error", "ttft", "tpot", "latency")},
+        opt_in_labels=(TENANT,),
     ),
     # --- histograms -----------------------------------------------------------------------------------------------
     MetricSpec(
@@ -402,16 +413,18 @@ def _fmt_bound(b: float) -> str:
 
 
 def markdown_table() -> str:
-    """The README metric table, generated so the docs cannot drift from the code."""
+    """The docs' metric table (docs/reference/metrics.md), generated so the docs cannot drift from the code."""
     rows = [
         "| Prometheus name | OTel instrument | type | unit | labels | buckets | description |",
         "|---|---|---|---|---|---|---|",
     ]
     for m in CATALOGUE:
         labels = ", ".join(m.labels) + ("".join(f", {k} (optional)" for k in m.optional_labels))
+        labels += "".join(f", {k} (opt-in)" for k in m.opt_in_labels)
         buckets = " ".join(_fmt_bound(b) for b in m.buckets) if m.buckets else ""
+        unit = f"`{m.unit}`" if m.unit else ""
         rows.append(
-            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | `{m.unit}` | {labels} | {buckets} |"
+            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | {unit} | {labels} | {buckets} |"
             f" {m.description} |"
         )
     return "\n".join(rows)

@@ -102,3 +102,106 @@ def test_missing_price_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
     with pytest.raises(ConfigurationError, match=re.escape(f"price table: cannot read price table {missing}")):
         configure(exporters="none", prices=missing, gpu=False)
+
+
+async def cached_call(cap, model: str, prompt: int, completion: int, cached: int | None) -> None:
+    resp = Completion(
+        model=model, choices=[Choice(message=Message(content="x"))], usage=usage(prompt, completion, cached)
+    )
+    router = cap.instrument_router(ScriptedRouter(response=resp))
+    await router.openai_chat_completion(ChatParams(model=model))
+
+
+async def test_cached_prompt_tokens_are_priced_at_the_cached_price() -> None:
+    """1000 prompt tokens, 400 of them cached: 600 at 0.003/1k (0.0018) as prompt, 400 at 0.0003/1k (0.00012) as
+    cached_prompt; completion unchanged. Exact to 1e-9, twice (the counter adds up)."""
+    prices = {"m": {"prompt": 0.003, "completion": 0.015, "cached_prompt": 0.0003}}
+    cap = capture(prices=prices)
+    try:
+        for _ in range(2):
+            await cached_call(cap, "m", 1000, 50, 400)
+        cap.collect()
+        assert cap.value(COST, model="m", token_type="prompt") == pytest.approx(2 * 0.0018, abs=1e-9)
+        assert cap.value(COST, model="m", token_type="cached_prompt") == pytest.approx(2 * 0.00012, abs=1e-9)
+        assert cap.value(COST, model="m", token_type="completion") == pytest.approx(2 * 0.00075, abs=1e-9)
+        assert {p.attributes["token_type"] for p in cap.points(COST)} == {"prompt", "cached_prompt", "completion"}
+    finally:
+        cap.shutdown()
+
+
+async def test_cached_price_defaults_to_the_prompt_price_and_the_total_is_unchanged() -> None:
+    """Without a cached_prompt price the cached part is priced as prompt: the prompt and cached_prompt series add
+    up to what the whole prompt costs (1000 x 0.003/1k = 0.003)."""
+    cap = capture(prices={"m": {"prompt": 0.003, "completion": 0.015}})
+    try:
+        await cached_call(cap, "m", 1000, 50, 400)
+        cap.collect()
+        prompt = cap.value(COST, model="m", token_type="prompt")
+        cached = cap.value(COST, model="m", token_type="cached_prompt")
+        assert (prompt, cached) == (pytest.approx(0.0018, abs=1e-9), pytest.approx(0.0012, abs=1e-9))
+        assert prompt + cached == pytest.approx(0.003, abs=1e-9)
+    finally:
+        cap.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("cached", "prompt_usd", "cached_usd"),
+    [
+        (None, 0.003, None),  # no cache report: all prompt
+        (0, 0.003, None),  # nothing cached: no cached_prompt series
+        (1000, None, 0.0003),  # all cached
+        (1500, None, 0.0003),  # more cached than prompt: the whole prompt, at the cached price
+    ],
+)
+async def test_cached_split_edges(cached: int | None, prompt_usd: float | None, cached_usd: float | None) -> None:
+    """Absent, zero, whole and excess cached counts split 1000 prompt tokens as the SPEC's formula says."""
+    cap = capture(prices={"m": {"prompt": 0.003, "completion": 0.0, "cached_prompt": 0.0003}})
+    try:
+        await cached_call(cap, "m", 1000, 0, cached)
+        cap.collect()
+        got = {p.attributes["token_type"]: p.value for p in cap.points(COST)}
+        want = {k: v for k, v in (("prompt", prompt_usd), ("cached_prompt", cached_usd)) if v is not None}
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert got[k] == pytest.approx(v, abs=1e-9)
+    finally:
+        cap.shutdown()
+
+
+def test_price_table_reads_cached_prompt_from_a_file(tmp_path: Path) -> None:
+    """from_file takes an optional cached_prompt per model; absent (or null) means the prompt price."""
+    p = tmp_path / "prices.json"
+    p.write_text(json.dumps({"m": {"prompt": 0.5, "completion": 1, "cached_prompt": 0.05}, "n": {"prompt": 0.5}}))
+    t = PriceTable.from_file(p)
+    assert (t.get("m").prompt, t.get("m").completion, t.get("m").cached_prompt) == (0.5, 1.0, 0.05)
+    assert t.get("n").cached_prompt is None
+    assert PriceTable({"x": {"prompt": 1, "cached_prompt": None}}).get("x").cached_prompt is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"prompt": 1, "cached_prompt": -0.1},
+            "price table: price table entry for 'm': cached_prompt must be a finite number >= 0, got -0.1",
+        ),
+        (
+            {"prompt": 1, "cached_prompt": "cheap"},
+            "price table: price table entry for 'm': cached_prompt must be a finite number >= 0, got 'cheap'",
+        ),
+        (
+            {"prompt": 1, "cached_prompt": float("nan")},
+            "price table: price table entry for 'm': cached_prompt must be a finite number >= 0, got nan",
+        ),
+        (
+            {"prompt": 1, "cache_read": 0.1},
+            "price table: price table entry for 'm' must be {'prompt': <usd per 1k>, 'completion': <usd per 1k>} "
+            "(optionally 'cached_prompt': <usd per 1k>), got {'prompt': 1, 'cache_read': 0.1}",
+        ),
+    ],
+)
+def test_bad_cached_price_is_one_clear_configuration_error(entry: dict, message: str) -> None:
+    """A cached_prompt price that is not a finite number >= 0, or a misspelt key, fails configure() at start-up."""
+    with pytest.raises(ConfigurationError) as e:
+        configure(exporters="none", prices={"m": entry}, gpu=False)
+    assert str(e.value) == message

@@ -1,11 +1,21 @@
-"""Generated README sections: the metric table and the configuration reference, from the code that defines them."""
+"""Generated docs sections: the metric table, the configuration reference, the benchmark results and scale tables.
+
+Each lives in a docs page between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers, generated from what
+defines it (the catalogue, ``env.py``, the committed benchmark JSON), so the pages cannot drift from the code:
+``python scripts/gen_docs.py`` rewrites them and tests/unit/test_docs.py fails while one is stale.
+"""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
+import math
 import re
+import statistics
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .. import env
 from ..catalogue import markdown_table
@@ -32,6 +42,16 @@ OTEL_VARIABLES = (
     (
         "OTEL_EXPORTER_OTLP_COMPRESSION",
         "`gzip`, `deflate` or `none` (default); `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION` wins.",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "OTLP temporality: `cumulative` (default), `delta` or `lowmemory` (counters and histograms as deltas; "
+        "in multi-process mode computed from the merged totals). Prometheus stays cumulative.",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        "OTLP histograms: `explicit_bucket_histogram` (default, the catalogue's buckets) or "
+        "`base2_exponential_bucket_histogram` (single-process only). Prometheus keeps the explicit buckets.",
     ),
     (
         "OTEL_METRICS_EXEMPLAR_FILTER",
@@ -70,16 +90,166 @@ def env_variables() -> list[tuple[str, str]]:
 
 
 def configuration_table() -> str:
+    """The configuration reference: the OTel variables honoured, then every ``env.py`` constant."""
     rows = ["| variable | meaning |", "|---|---|"]
     rows += [f"| `{name}` | {doc} |" for name, doc in OTEL_VARIABLES]
     rows += [f"| `{name}` | {doc} |" for name, doc in env_variables()]
     return "\n".join(rows)
 
 
-SECTIONS = {"METRICS TABLE": markdown_table, "CONFIG TABLE": configuration_table}
+# The committed output of `python -m benchmarks --quick --json docs/performance.json`, relative to the repository.
+PERFORMANCE_RESULTS = "docs/performance.json"
+
+
+def _result(value: float | str, unit: str | None) -> str:
+    if not isinstance(value, (int, float)):
+        return _cell(str(value))
+    if unit in (None, "ratio"):
+        return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
+    return f"{value:g} {unit}"
+
+
+def _cell(text: str) -> str:
+    """Text as one Markdown table cell: no emphasis from ``__enter__`` or ``*``, no column break from ``|``."""
+    return re.sub(r"([\\_*|])", r"\\\1", text)
+
+
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return f" (load average {load[0]:g} over 1 min, {load[1]:g} over 15 min)" if load else ""
+
+
+def performance_table(results: dict[str, Any]) -> str:
+    """The results table of a ``python -m benchmarks --json`` file: a line naming the machine, then one row each."""
+    m = results["machine"]
+    lines = [
+        f"Python {m['python']} ({m['implementation']}), {m['cpus']} CPUs{_load(m)}, {m['platform']}; "
+        f"opentelemetry-sdk {m['opentelemetry_sdk']}, prometheus_client {m['prometheus_client']}; "
+        f"{'`--quick`' if m['quick'] else 'full'} run.",
+        "",
+        "| measure | result (a ratio unless a unit is given) | goal | note |",
+        "|---|---|---|---|",
+    ]
+    for r in results["records"]:
+        goal = _cell(r["goal"] or "")
+        if r["met"] is not None:
+            goal += " — met" if r["met"] else " — **missed**"
+        note = re.sub(r"^(met|MISSED);? ?", "", r["note"])
+        lines.append(f"| {_cell(r['name'])} | {_result(r['value'], r['unit'])} | {goal} | {_cell(note)} |")
+    return "\n".join(lines)
+
+
+def _performance(root: Path) -> str:
+    return performance_table(json.loads((root / PERFORMANCE_RESULTS).read_text(encoding="utf-8")))
+
+
+# The committed output of `python -m benchmarks --only scale --json docs/scale.json` (a full run).
+SCALE_RESULTS = "docs/scale.json"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{value:,.0f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _goal(point: dict[str, Any]) -> str:
+    if point.get("met") is None:
+        return ""
+    return f" ({_cell(point['goal'])} — met)" if point["met"] else f" ({_cell(point['goal'])} — **missed**)"
+
+
+def _growth(a: int, ca: float | None, b: int, cb: float | None) -> str:
+    if not ca or not cb or ca <= 0 or cb <= 0:
+        return "n/a"
+    return f"{(cb / ca) ** (1 / math.log2(b / a)):.2f}"
+
+
+def scale_tables(results: dict[str, Any]) -> str:
+    """The scale page's tables from a ``--json`` file's ``curves``: per axis (models, workers, trials) one row per
+    size and the curves as columns (with their peer and ratio where one exists), then the growth per doubling
+    between consecutive sizes (ours, the peer's)."""
+    m = results["machine"]
+    out = [
+        f"Python {m['python']} ({m['implementation']}), {m['cpus']} CPUs{_load(m)}, {m['platform']}; "
+        f"opentelemetry-sdk {m['opentelemetry_sdk']}, prometheus_client {m['prometheus_client']}; "
+        f"{'`--quick`' if m['quick'] else 'full'} run."
+    ]
+    points = results.get("curves", [])
+    noise = sorted(p["noise"] for p in points if p.get("noise") is not None)
+    if noise:
+        out[0] += (
+            f" Noise of the rounds (interquartile range over the median): median {statistics.median(noise):.2f}, "
+            f"at most {noise[-1]:.2f}."
+        )
+    for axis in dict.fromkeys(p["axis"] for p in points):
+        on = [p for p in points if p["axis"] == axis]
+        sizes = sorted({p["size"] for p in on})
+        curves = list(dict.fromkeys(p["curve"] for p in on))
+        at = {(p["curve"], p["size"]): p for p in on}
+        peer = {c: next((p["baseline"] for p in on if p["curve"] == c and p["baseline"]), None) for c in curves}
+        unit = {c: next(p["unit"] for p in on if p["curve"] == c) for c in curves}
+        head, rows = [axis], []
+        for c in curves:
+            head.append(f"{c} ({unit[c]})")
+            if peer[c]:
+                head += [f"{peer[c]} ({unit[c]})", "ratio"]
+        for size in sizes:
+            cells = [f"{size:,}"]
+            for c in curves:
+                p = at.get((c, size))
+                if p is None:
+                    cells += [""] * (3 if peer[c] else 1)
+                elif peer[c]:
+                    ratio = "n/a" if p["ratio"] is None else f"{p['ratio']:.2f}"
+                    cells += [_num(p["value"]), _num(p["baseline_value"]), ratio + _goal(p)]
+                else:
+                    cells.append(_num(p["value"]) + _goal(p))
+            rows.append(cells)
+        out += ["", "| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        grown = [c for c in curves if sum((c, s) in at for s in sizes) > 1]
+        if axis == "trial" or not grown:
+            continue
+        head = [f"growth per doubling of {axis}"]
+        for c in grown:
+            head += [c] + ([peer[c]] if peer[c] else [])
+        out += ["", "| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+        for a, b in zip(sizes, sizes[1:]):
+            cells = [f"{a:,} → {b:,}"]
+            for c in grown:
+                pa, pb = at.get((c, a)), at.get((c, b))
+                cells.append(_growth(a, pa and pa["value"], b, pb and pb["value"]))
+                if peer[c]:
+                    cells.append(_growth(a, pa and pa["baseline_value"], b, pb and pb["baseline_value"]))
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _scale(root: Path) -> str:
+    return scale_tables(json.loads((root / SCALE_RESULTS).read_text(encoding="utf-8")))
+
+
+SECTIONS: dict[str, Callable[[Path], str]] = {
+    "METRICS TABLE": lambda _root: markdown_table(),
+    "CONFIG TABLE": lambda _root: configuration_table(),
+    "PERFORMANCE TABLE": _performance,
+    "SCALE TABLES": _scale,
+}
+
+# Which page, relative to the repository, holds which generated sections.
+PAGES: dict[str, tuple[str, ...]] = {
+    "docs/reference/metrics.md": ("METRICS TABLE",),
+    "docs/reference/configuration.md": ("CONFIG TABLE",),
+    "docs/performance.md": ("PERFORMANCE TABLE",),
+    "docs/guides/scale.md": ("SCALE TABLES",),
+}
 
 
 def section(text: str, marker: str) -> str:
+    """The current content of one generated section of ``text``."""
     start = text.index(BEGIN.format(marker)) + len(BEGIN.format(marker))
     return text[start : text.index(END.format(marker))].strip()
 
@@ -89,19 +259,25 @@ def _replace_section(text: str, begin: str, end: str, section: str) -> str:
     return re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: section, text, flags=re.S)
 
 
-def render(text: str) -> str:
-    """``text`` with every generated section replaced by its current content."""
-    for marker, make in SECTIONS.items():
+def render(text: str, markers: tuple[str, ...], root: Path) -> str:
+    """``text`` with the named generated sections replaced by their current content."""
+    for marker in markers:
         b, e = BEGIN.format(marker), END.format(marker)
-        text = _replace_section(text, b, e, f"{b}\n{make()}\n{e}")
+        if b not in text or e not in text:
+            raise ValueError(f"no {b} ... {e} markers to generate into")
+        text = _replace_section(text, b, e, f"{b}\n{SECTIONS[marker](root)}\n{e}")
     return text
 
 
-def update_readme(path: str | Path) -> bool:
-    """Rewrite the generated sections of README; returns whether anything changed."""
-    p = Path(path)
-    old = p.read_text(encoding="utf-8")
-    new = render(old)
-    if new != old:
-        p.write_text(new, encoding="utf-8")
-    return new != old
+def update_pages(root: str | Path) -> list[str]:
+    """Rewrite the generated sections of every page under ``root`` (the repository); returns the pages changed."""
+    base = Path(root)
+    changed = []
+    for page, markers in PAGES.items():
+        p = base / page
+        old = p.read_text(encoding="utf-8")
+        new = render(old, markers, base)
+        if new != old:
+            p.write_text(new, encoding="utf-8")
+            changed.append(page)
+    return changed

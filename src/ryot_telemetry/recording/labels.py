@@ -96,9 +96,16 @@ class ModelLabels:
     name gets a slot only once the router accepted it (see ``Recorder.start``).
     """
 
-    __slots__ = ("_lock", "_map", "_warned", "max_length", "max_models")
+    __slots__ = ("_lock", "_map", "_variable", "_warned", "_what", "max_length", "max_models")
 
-    def __init__(self, max_models: int = DEFAULT_MAX_MODELS, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
+    def __init__(
+        self,
+        max_models: int = DEFAULT_MAX_MODELS,
+        max_length: int = DEFAULT_MAX_LABEL_LENGTH,
+        *,
+        what: str = "model names",
+        variable: str = "RYOT_TELEMETRY_MAX_MODELS",
+    ) -> None:
         if max_models < 1:
             raise ValueError(f"max_models must be >= 1, got {max_models}")
         if max_length < 1:
@@ -108,6 +115,8 @@ class ModelLabels:
         self._map: dict[str, str] = {}
         self._lock = threading.Lock()
         self._warned = False
+        self._what = what  # the overflow warning names what overflowed and the variable that raises the budget
+        self._variable = variable
 
     def __call__(self, raw: object) -> str:
         """The label of ``raw``, taking a slot for it if it has none and one is free."""
@@ -146,10 +155,12 @@ class ModelLabels:
                 if not self._warned:
                     self._warned = True
                     _log.warning(
-                        "ryot-telemetry: more than %d distinct model names; further names are recorded as %r "
-                        "(raise RYOT_TELEMETRY_MAX_MODELS if this is expected)",
+                        "ryot-telemetry: more than %d distinct %s; further ones are recorded as %r "
+                        "(raise %s if this is expected)",
                         self.max_models,
+                        self._what,
                         OVERFLOW,
+                        self._variable,
                     )
                 return OVERFLOW
             label = clip(key, self.max_length)

@@ -23,6 +23,7 @@ import logging
 import operator
 import types
 import typing
+from array import array
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
@@ -333,7 +334,11 @@ async def traced_call(
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
         if shape is not None and shape is ASYNC_GENERATOR:
             stream, mode = True, STREAMING  # it streams whatever its params say
+        tenant_of = rec.tenant_of  # the opt-in tenant label: resolved once, before start(); never raises
+        tenant = tenant_of(params) if tenant_of is not None else None
         req = rec.start(model, endpoint, mode, batch_size)
+        if tenant is not None:
+            req.tenant = tenant
     except BaseException:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
     if req is None:
@@ -558,7 +563,11 @@ async def _traced_stream(
     want_model = rec.semconv is not None
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
+        # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
+        times = req.chunk_times = array("d") if want_model else None
         async for chunk in it:
+            if times is not None:
+                times.append(_clock())
             try:
                 if first is None and _has_content(chunk):
                     req.first_token = _clock()
@@ -576,7 +585,23 @@ async def _traced_stream(
             yield chunk
             if first is not None and not issubclass(type(first), dict):
                 break
-        if first is not None and not issubclass(type(first), dict):
+        if first is not None and not issubclass(type(first), dict) and times is not None:
+            append = times.append
+            async for chunk in it:  # the hot loop with semconv on: the lean loop below, noting each arrival
+                append(_clock())
+                try:
+                    usage = chunk.usage
+                except BaseException:
+                    usage = _get_quietly(chunk, "usage")
+                if usage is not None:
+                    try:
+                        chunk = _take_usage(req, chunk, usage, hide_usage)
+                    except BaseException:
+                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                    if chunk is _SKIP:
+                        continue
+                yield chunk
+        elif first is not None and not issubclass(type(first), dict):
             async for chunk in it:  # the hot loop: per chunk, one attribute read
                 try:
                     usage = chunk.usage
@@ -666,7 +691,10 @@ async def _traced_reasoning_stream(
     seen = False
     try:
         yield _PRIMED
+        times = req.chunk_times = array("d") if rec.semconv is not None else None
         async for wrapper in it:
+            if times is not None:
+                times.append(_clock())
             try:
                 chunk = _get(wrapper, "chunk")
                 if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
