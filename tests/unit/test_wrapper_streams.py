@@ -534,3 +534,162 @@ async def test_stream_object_whose_getattr_raises_keyerror_passes_through(cap: C
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
     assert cap.value(ACTIVE, model="m", request_type="streaming", endpoint="chat_completion") == 0
+
+
+# --- outcomes, estimates and engine timings, read once per stream from its final chunks -------------------------
+
+FIN = "ryot.finish_reasons"
+EST = "ryot.estimated_tokens"
+LLAMA_TIMINGS = {
+    "cache_n": 40,
+    "prompt_n": 20,
+    "prompt_ms": 12.5,
+    "prompt_per_token_ms": 0.625,
+    "predicted_n": 3,
+    "predicted_ms": 18.0,
+    "predicted_per_token_ms": 9.0,
+}
+
+
+def _llama_stream(reason: str = "length") -> list[ChatChunk]:
+    """As llama-server streams: a role chunk, content, a finish chunk, then usage with ``timings`` on the last."""
+    return [
+        ChatChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=None))]),
+        content_chunk("a"),
+        content_chunk("b"),
+        content_chunk("c"),
+        ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason=reason)]),
+        ChatChunk(choices=[], usage=usage(60, 3, cached=40), timings=LLAMA_TIMINGS),
+    ]
+
+
+@pytest.mark.parametrize("asks_usage", [False, True])
+async def test_finish_reason_and_engine_timings_come_from_the_final_chunks(cap: Capture, asks_usage: bool) -> None:
+    """llama.cpp's shape, usage asked by the caller or not: finish_reason length once, cached 40, prefill 12.5 ms,
+    engine TPOT 9 ms, one outside-engine TTFT; the caller gets the provider's chunks (minus the usage it did not
+    ask for), timings included."""
+    chunks = _llama_stream()
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    options = {"include_usage": True} if asks_usage else None
+    got = [
+        c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, stream_options=options))
+    ]
+    assert got == (chunks if asks_usage else chunks[:-1])
+    cap.collect()
+    assert cap.series(FIN) == [{"model": "m", "endpoint": "chat_completion", "finish_reason": "length"}]
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert cap.value("ryot.cached_prompt_tokens", model="m", generation_mode="streaming") == 40
+    pre = cap.histogram("ryot.engine.prefill", model="m")
+    assert (pre.count, pre.sum) == (1, 0.0125)
+    tpot = cap.histogram("ryot.engine.time_per_output_token", model="m")
+    assert (tpot.count, tpot.sum) == (1, 0.009)
+    assert cap.histogram("ryot.ttft.outside_engine", model="m").count == 1
+    assert cap.series(EST) == []
+
+
+async def test_stream_the_client_abandons_is_aborted_and_estimated_from_its_chunks(cap: Capture) -> None:
+    """A client that hangs up after 3 content chunks (no usage ever arrives): finish_reason abort once, estimated
+    completion 3 and prompt 10 (a 40-character message / 4), no usage tokens, status partial."""
+    chunks = _llama_stream()[:4] + [content_chunk(f"x{i}") for i in range(5)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = ChatParams(model="m", stream=True, messages=[{"role": "user", "content": "x" * 40}])
+    stream = await router.openai_chat_completion(params)
+    got = [await stream.__anext__() for _ in range(4)]  # the role chunk and 3 content chunks
+    await stream.aclose()
+    assert got == chunks[:4]
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.series(FIN) == [{"model": "m", "endpoint": "chat_completion", "finish_reason": "abort"}]
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 3
+    assert cap.value(EST, model="m", token_type="prompt") == 10
+    assert cap.series("ryot.tokens.generated") == []
+    assert cap.histogram("ryot.engine.prefill", model="m") is None  # no timings arrive on an abandoned stream
+
+
+async def test_broken_stream_is_estimated_and_counts_no_finish_reason(cap: Capture) -> None:
+    """A provider failing after 2 content chunks: partial with its error, estimated completion 2, no finish."""
+    exc = RuntimeError("engine died")
+    router = cap.instrument_router(
+        ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), content_chunk("c")], raises=exc, raise_after=2)
+    )
+    with pytest.raises(RuntimeError):
+        [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.series(FIN) == []
+    assert cap.value(EST, model="m", token_type="completion") == 2
+
+
+async def test_stream_that_ends_without_usage_estimates_only_its_content_chunks(cap: Capture) -> None:
+    """A provider that never sends usage: 2 content chunks then a finish chunk: finish stop, estimated 2 (the finish
+    chunk carries no token), success."""
+    chunks = [
+        content_chunk("a"),
+        content_chunk("b"),
+        ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason="stop")]),
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    assert [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))] == chunks
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 2
+
+
+async def test_each_choice_of_an_n_choice_stream_counts_its_own_finish_reason(cap: Capture) -> None:
+    """n=2, the choices finishing in different chunks (stop, then length) before the usage chunk: one each."""
+    chunks = [
+        ChatChunk(
+            choices=[ChunkChoice(index=0, delta=Delta(content="a")), ChunkChoice(index=1, delta=Delta(content="b"))]
+        ),
+        ChatChunk(choices=[ChunkChoice(index=0, delta=Delta(), finish_reason="stop")]),
+        ChatChunk(choices=[ChunkChoice(index=1, delta=Delta(content="c"))]),
+        ChatChunk(choices=[ChunkChoice(index=1, delta=Delta(), finish_reason="length")]),
+        usage_chunk(usage(10, 3)),
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    assert [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, n=2))] == chunks[:4]
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert len(cap.series(FIN)) == 2
+
+
+async def test_dict_chunks_and_vllm_metrics_give_finish_reason_and_engine_timings(cap: Capture) -> None:
+    """Dict chunks with vLLM's per-request ``metrics`` on the usage chunk (queue 10 ms, TTFT-in-engine 40 ms, mean
+    ITL 12 ms): finish tool_calls, prefill 0.04 s, engine TPOT 0.012 s."""
+    metrics = {"time_to_first_token_ms": 40.0, "generation_time_ms": 24.0, "queue_time_ms": 10.0, "mean_itl_ms": 12.0}
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t"}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}, "metrics": metrics},
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    assert [c async for c in await router.openai_chat_completion(params)] == chunks[:2]
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="tool_calls") == 1
+    assert cap.histogram("ryot.engine.prefill", model="m").sum == 0.04
+    assert cap.histogram("ryot.engine.time_per_output_token", model="m").sum == 0.012
+
+
+async def test_reasoning_method_records_finish_reason_and_estimates_an_abandoned_stream(cap: Capture) -> None:
+    """ogx's reasoning wrappers: a stream that runs out counts its finish reason; one the caller closes after the
+    first content is aborted and estimated from its content chunks."""
+    done = [
+        content_chunk("a"),
+        ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason="stop")]),
+        usage_chunk(usage(9, 1)),
+    ]
+    router = cap.instrument_router(_ReasoningRouter(chunks=done, response=Completion(usage=usage(10, 4))))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    [w async for w in await router.openai_chat_completions_with_reasoning(params)]
+    stream = await router.openai_chat_completions_with_reasoning(params)
+    for _ in range(2):  # the reasoning-only wrapper, then the first content chunk
+        await stream.__anext__()
+    await stream.aclose()
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 2  # the reasoning wrapper and "a" carry content

@@ -40,7 +40,7 @@ from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from .. import catalogue
 from .._compat import meter_readers, wrap_reader_collect
-from ..catalogue import COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
+from ..catalogue import ABORT, COMPLETION_TOKENS, FINISH_REASONS, OTHER_FINISH, PARTIAL, PROMPT_TOKENS, SUCCESS
 from ..pricing import PriceTable
 from ..slo import SloTable, judge
 from .derived import CONTEXT_TYPE, DerivedGauges
@@ -63,6 +63,11 @@ _TTFT = "ryot.ttft.latency"
 _COST = "ryot.token.cost_estimate.usd"
 _SLO = "ryot.slo.requests"
 _MODEL = "ryot.tokens_per_second"  # any metric labelled by model alone: one shared dict per model
+_FINISH = "ryot.finish_reasons"
+_CACHED = "ryot.cached_prompt_tokens"
+_REASONING = "ryot.reasoning_tokens"
+_ESTIMATED = "ryot.estimated_tokens"
+_FINISH_LABELS = frozenset(FINISH_REASONS)
 _ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (model, request_type, endpoint)
 
 DEFAULT_MAX_PENDING = 65536
@@ -155,20 +160,24 @@ class Request:
         "_recorder",
         "batch_size",
         "cached_tokens",
+        "chunks",
         "completion_tokens",
         "delivered",
         "end",
         "endpoint",
         "error_type",
+        "finish",
         "first_token",
         "mode",
         "model",
         "prompt_chars",
         "prompt_tokens",
+        "reasoning_tokens",
         "response_model",
         "span_context",
         "start",
         "status",
+        "timings",
     )
 
     def __init__(
@@ -194,6 +203,10 @@ class Request:
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
+        self.reasoning_tokens: int | None = None
+        self.chunks = 0  # content chunks a stream delivered: its completion estimate when no usage arrives
+        self.finish: tuple[str, ...] | None = None  # finish reason of each choice that finished (FINISH_REASONS)
+        self.timings: tuple[float, float, float | None] | None = None  # engine's (queue, prefill, tpot) in seconds
         next(active.enter)
         self.start = _clock()
 
@@ -395,6 +408,13 @@ class Recorder:
         self.batch = make("ryot.batch_size.distribution")
         self.tps = make("ryot.tokens_per_second")
         self.cache_eff = make("ryot.prompt_cache.effectiveness")
+        self.finish_reasons = make(_FINISH)
+        self.cached_prompt = make(_CACHED)
+        self.reasoning = make(_REASONING)
+        self.estimated = make(_ESTIMATED)
+        self.engine_prefill = make("ryot.engine.prefill")
+        self.engine_tpot = make("ryot.engine.time_per_output_token")
+        self.ttft_outside = make("ryot.ttft.outside_engine")
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -803,6 +823,42 @@ class Recorder:
                 sums[1] += r.cached_tokens
         if self._record_extra is not None:
             self._record_extra(r, latency, ttft, tpot)
+        self._record_outcomes(r, counts, by_model, ttft)
+
+    def _record_outcomes(
+        self, r: Request, counts: dict[tuple[int, int], list[Any]], by_model: dict[str, str], ttft: float | None
+    ) -> None:
+        """Finish reasons, cached/reasoning/estimated tokens and the engine's timings of one request (SPEC
+        "Outcomes, token detail and where the time goes"). Last in ``_record``: a bad value set through the
+        recorder API loses these, never the request's core measurements."""
+        count = self._count
+        model, mode = r.model, r.mode
+        if r.finish is not None:
+            for reason in r.finish:
+                label = reason if reason in _FINISH_LABELS else OTHER_FINISH
+                count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, label), 1)
+        elif r.status == PARTIAL and r.error_type is None:  # abandoned by the client: every choice is aborted
+            count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, ABORT), r.batch_size)
+        if r.cached_tokens is not None:
+            count(counts, self.cached_prompt, self._a(_CACHED, model, mode), r.cached_tokens)
+        reasoning = r.reasoning_tokens
+        if reasoning is not None and type(reasoning) is int and 0 <= reasoning <= MAX_COUNT:
+            count(counts, self.reasoning, self._a(_REASONING, model, mode), reasoning)
+        if r.first_token is not None:  # a stream that delivered content: estimate what usage did not report
+            if r.completion_tokens is None and r.chunks > 0:
+                count(counts, self.estimated, self._a(_ESTIMATED, model, COMPLETION_TOKENS), r.chunks)
+            if r.prompt_tokens is None:
+                prompt = (r.prompt_chars or 0) // 4  # the prompt_size estimate
+                if prompt > 0:
+                    count(counts, self.estimated, self._a(_ESTIMATED, model, PROMPT_TOKENS), prompt)
+        timings = r.timings
+        if timings is not None:
+            queue, prefill, engine_tpot = timings
+            self.engine_prefill.record(prefill, by_model)
+            if engine_tpot is not None:
+                self.engine_tpot.record(engine_tpot, by_model)
+            if ttft is not None:
+                self.ttft_outside.record(max(ttft - queue - prefill, 0.0), by_model)
 
     def _judge(
         self,

@@ -24,6 +24,7 @@ from ..catalogue import CHAT_COMPLETION as CHAT
 from ..catalogue import COMPLETION as COMPLETION
 from ..export.assembly import default_recorder
 from ..recording.recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
+from .outcomes import engine_timings, finish_reasons, lean_get, note_finish
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -78,6 +79,21 @@ def read_usage(req: Request, usage: Any) -> None:
     req.completion_tokens = _count(req, usage, "completion_tokens")
     details = _get(usage, "prompt_tokens_details")
     req.cached_tokens = _count(req, details, "cached_tokens") if details is not None else None
+    reasoning = lean_get(usage, "completion_tokens_details")  # not declared by every provider's usage model
+    req.reasoning_tokens = _count(req, reasoning, "reasoning_tokens") if reasoning is not None else None
+
+
+def read_final(req: Request, final: Any, before: Any = None) -> None:
+    """Finish reasons and engine timings of a response, or of a stream from its final chunk and the one before it
+    (a usage-only chunk follows the one carrying the finish reason). Once per request."""
+    reasons = finish_reasons(final)
+    if reasons is None and before is not None:
+        reasons = finish_reasons(before)
+    req.finish = reasons
+    timings = engine_timings(final)
+    if timings is None and before is not None:
+        timings = engine_timings(before)
+    req.timings = timings
 
 
 def _has_content(chunk: Any) -> bool:
@@ -357,6 +373,7 @@ async def traced_call(
         usage = _get(result_view, "usage")
         if usage is not None:
             read_usage(req, usage)
+        read_final(req, result_view)
         if rec.semconv is not None:
             req.response_model = rec.response_models.key(_get(result_view, "model"))
         req.success(rec)
@@ -372,11 +389,16 @@ async def _traced_stream(
     """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
 
     Two loops over one iterator: every chunk is inspected in full until the first content chunk (TTFT); after
-    it, object chunks go through a lean loop that only looks for ``usage``. Dict chunks stay in the first loop.
+    it, object chunks go through a lean loop that only looks for ``usage``, counts the chunk and keeps it as the
+    last one (the finish reason and engine timings are read from the final chunks once the stream ends). Dict
+    chunks, and streams of several choices (whose choices finish in different chunks), stay in the first loop.
     """
     delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
     first = None
     want_model = rec.semconv is not None
+    n = 0  # chunks delivered from the first content chunk on: the completion estimate if no usage arrives
+    last = final = before = None  # the last chunk delivered; the last usage chunk, and the one delivered before it
+    finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
         it = _single_iterator(stream)
@@ -387,36 +409,63 @@ async def _traced_stream(
                     first = chunk
                     if want_model:
                         req.response_model = rec.response_models.key(_get(chunk, "model"))
-                usage = chunk.get("usage") if type(chunk) is dict else getattr(chunk, "usage", None)
+                if finished is not None:
+                    note_finish(chunk, finished)
+                usage = _get(chunk, "usage")
                 if usage is not None:
+                    final, before = chunk, last
                     chunk = _take_usage(req, chunk, usage, hide_usage)
                     if chunk is _SKIP:
                         continue
             except Exception:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
+            if first is not None:
+                n += 1
+            last = chunk
             yield chunk
-            if first is not None and type(first) is not dict:
+            if first is not None and type(first) is not dict and finished is None:
                 break
-        if first is not None and type(first) is not dict:
+        if first is not None and type(first) is not dict and finished is None:
             async for chunk in it:  # the hot loop: per chunk, one attribute read
                 try:
                     usage = chunk.usage
                 except Exception:
                     usage = _get_quietly(chunk, "usage")
                 if usage is not None:
+                    final, before = chunk, last
                     try:
                         chunk = _take_usage(req, chunk, usage, hide_usage)
                     except Exception:
                         _log.debug("ryot-telemetry: could not read usage", exc_info=True)
                     if chunk is _SKIP:
                         continue
+                n += 1
+                last = chunk
                 yield chunk
     except BaseException as exc:
+        req.chunks = n
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
+    _stream_complete(req, n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
+
+
+def _stream_complete(req: Request, n: int, last: Any, final: Any, before: Any, finished: dict[int, str] | None) -> None:
+    """What a stream that ran to its end leaves on its request: chunk count, finish reasons, engine timings."""
+    try:
+        if final is None and last is not None and not _has_content(last):
+            n -= 1  # no usage: the chunk that only carried the finish reason is not a token
+        req.chunks = max(n, 0)
+        if final is not None:
+            read_final(req, final, before)
+        elif last is not None:
+            read_final(req, last)
+        if finished:
+            req.finish = tuple(finished.values())
+    except Exception:
+        _log.debug("ryot-telemetry: could not read the end of a stream", exc_info=True)
 
 
 _SKIP = object()
@@ -473,9 +522,13 @@ async def _traced_reasoning_stream(
     """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
     delivered = False
     seen = False
+    n = 0
+    last = final = before = None
+    finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     try:
         yield _PRIMED
         async for wrapper in stream:
+            chunk = None
             try:
                 chunk = _get(wrapper, "chunk")
                 if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
@@ -483,16 +536,24 @@ async def _traced_reasoning_stream(
                     seen = True
                     if rec.semconv is not None:
                         req.response_model = rec.response_models.key(_get(chunk, "model"))
+                if finished is not None:
+                    note_finish(chunk, finished)
                 usage = _get(chunk, "usage")
                 if usage is not None:
+                    final, before = chunk, last
                     read_usage(req, usage)
             except Exception:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
+            if seen:
+                n += 1
+            last = chunk
             yield wrapper
     except BaseException as exc:
+        req.chunks = n
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
+    _stream_complete(req, n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
