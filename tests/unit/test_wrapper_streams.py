@@ -693,3 +693,44 @@ async def test_reasoning_method_records_finish_reason_and_estimates_an_abandoned
     assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
     assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
     assert cap.value(EST, model="m", token_type="completion") == 2  # the reasoning wrapper and "a" carry content
+
+
+@pytest.mark.parametrize("taken", [1023, 1024, 1025, 2100])
+async def test_long_stream_counts_every_content_chunk_it_delivered(cap: Capture, taken: int) -> None:
+    """A 2,500-chunk stream closed after ``taken`` chunks, around and past the hot loop's 1,024-chunk runs: every
+    chunk reaches the caller once, in order, and the estimate is exactly ``taken``."""
+    chunks = [content_chunk(str(i)) for i in range(2500)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    got = [await stream.__anext__() for _ in range(taken)]
+    await stream.aclose()
+    assert all(a is b for a, b in zip(got, chunks)) and len(got) == taken
+    cap.collect()
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == taken
+
+
+async def test_provider_error_at_a_run_boundary_reaches_the_caller_unchanged(cap: Capture) -> None:
+    """A provider raising IndexError right after 1,024 chunks (where the hot loop's count runs out): the caller
+    gets those 1,024 chunks, then that very exception; partial, estimated 1,024."""
+    exc = IndexError("provider bug")
+    chunks = [content_chunk(str(i)) for i in range(1100)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks, raises=exc, raise_after=1024))
+    got = []
+    with pytest.raises(IndexError) as info:
+        async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            got.append(c)
+    assert info.value is exc and len(got) == 1024 and got[-1] is chunks[1023]
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 1024
+
+
+async def test_long_stream_without_usage_that_runs_out_is_estimated_exactly(cap: Capture) -> None:
+    """1,500 content chunks and no usage, read to the end: all delivered, estimated 1,500, success."""
+    chunks = [content_chunk(str(i)) for i in range(1500)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert len(got) == 1500 and all(a is b for a, b in zip(got, chunks))
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 1500

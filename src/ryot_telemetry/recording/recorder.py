@@ -48,6 +48,7 @@ from .errors import SEVERITY, classify, status_for
 from .instruments import create_instrument
 from .labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .new_series import NewSeriesGate
+from .outcomes import outcome
 from .semconv import OPERATION, SemconvInstruments
 
 _log = logging.getLogger("ryot_telemetry")
@@ -160,24 +161,21 @@ class Request:
         "_recorder",
         "batch_size",
         "cached_tokens",
-        "chunks",
         "completion_tokens",
         "delivered",
         "end",
         "endpoint",
         "error_type",
-        "finish",
+        "final",
         "first_token",
         "mode",
         "model",
         "prompt_chars",
         "prompt_tokens",
-        "reasoning_tokens",
         "response_model",
         "span_context",
         "start",
         "status",
-        "timings",
     )
 
     def __init__(
@@ -203,10 +201,9 @@ class Request:
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
-        self.reasoning_tokens: int | None = None
-        self.chunks = 0  # content chunks a stream delivered: its completion estimate when no usage arrives
-        self.finish: tuple[str, ...] | None = None  # finish reason of each choice that finished (FINISH_REASONS)
-        self.timings: tuple[float, float, float | None] | None = None  # engine's (queue, prefill, tpot) in seconds
+        # The finished response (or a dict shaped like one), or a stream's StreamEnd: finish reasons, reasoning
+        # tokens and engine timings are read from it at drain time (see outcomes.py), never on the request path.
+        self.final: Any = None
         next(active.enter)
         self.start = _clock()
 
@@ -829,29 +826,34 @@ class Recorder:
         self, r: Request, counts: dict[tuple[int, int], list[Any]], by_model: dict[str, str], ttft: float | None
     ) -> None:
         """Finish reasons, cached/reasoning/estimated tokens and the engine's timings of one request (SPEC
-        "Outcomes, token detail and where the time goes"). Last in ``_record``: a bad value set through the
-        recorder API loses these, never the request's core measurements."""
+        "Outcomes, token detail and where the time goes"). Last in ``_record``: whatever goes wrong here loses
+        these, never the request's core measurements."""
         count = self._count
         model, mode = r.model, r.mode
-        if r.finish is not None:
-            for reason in r.finish:
+        finish = timings = reasoning = None
+        chunks = 0
+        if r.final is not None:
+            try:
+                finish, timings, reasoning, chunks = outcome(r.final)
+            except Exception:  # provider objects, read after the caller has its result: never fail the drain
+                _log.debug("ryot-telemetry: could not read a response's outcome", exc_info=True)
+        if finish is not None:
+            for reason in finish:
                 label = reason if reason in _FINISH_LABELS else OTHER_FINISH
                 count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, label), 1)
         elif r.status == PARTIAL and r.error_type is None:  # abandoned by the client: every choice is aborted
             count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, ABORT), r.batch_size)
         if r.cached_tokens is not None:
             count(counts, self.cached_prompt, self._a(_CACHED, model, mode), r.cached_tokens)
-        reasoning = r.reasoning_tokens
-        if reasoning is not None and type(reasoning) is int and 0 <= reasoning <= MAX_COUNT:
+        if reasoning is not None:
             count(counts, self.reasoning, self._a(_REASONING, model, mode), reasoning)
         if r.first_token is not None:  # a stream that delivered content: estimate what usage did not report
-            if r.completion_tokens is None and r.chunks > 0:
-                count(counts, self.estimated, self._a(_ESTIMATED, model, COMPLETION_TOKENS), r.chunks)
+            if r.completion_tokens is None and chunks > 0:
+                count(counts, self.estimated, self._a(_ESTIMATED, model, COMPLETION_TOKENS), chunks)
             if r.prompt_tokens is None:
                 prompt = (r.prompt_chars or 0) // 4  # the prompt_size estimate
                 if prompt > 0:
                     count(counts, self.estimated, self._a(_ESTIMATED, model, PROMPT_TOKENS), prompt)
-        timings = r.timings
         if timings is not None:
             queue, prefill, engine_tpot = timings
             self.engine_prefill.record(prefill, by_model)

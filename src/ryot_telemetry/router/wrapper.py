@@ -23,8 +23,8 @@ from ..catalogue import BATCH, STANDARD, STREAMING
 from ..catalogue import CHAT_COMPLETION as CHAT
 from ..catalogue import COMPLETION as COMPLETION
 from ..export.assembly import default_recorder
+from ..recording.outcomes import StreamEnd, note_finish
 from ..recording.recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
-from .outcomes import engine_timings, finish_reasons, lean_get, note_finish
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -79,21 +79,6 @@ def read_usage(req: Request, usage: Any) -> None:
     req.completion_tokens = _count(req, usage, "completion_tokens")
     details = _get(usage, "prompt_tokens_details")
     req.cached_tokens = _count(req, details, "cached_tokens") if details is not None else None
-    reasoning = lean_get(usage, "completion_tokens_details")  # not declared by every provider's usage model
-    req.reasoning_tokens = _count(req, reasoning, "reasoning_tokens") if reasoning is not None else None
-
-
-def read_final(req: Request, final: Any, before: Any = None) -> None:
-    """Finish reasons and engine timings of a response, or of a stream from its final chunk and the one before it
-    (a usage-only chunk follows the one carrying the finish reason). Once per request."""
-    reasons = finish_reasons(final)
-    if reasons is None and before is not None:
-        reasons = finish_reasons(before)
-    req.finish = reasons
-    timings = engine_timings(final)
-    if timings is None and before is not None:
-        timings = engine_timings(before)
-    req.timings = timings
 
 
 def _has_content(chunk: Any) -> bool:
@@ -373,7 +358,7 @@ async def traced_call(
         usage = _get(result_view, "usage")
         if usage is not None:
             read_usage(req, usage)
-        read_final(req, result_view)
+        req.final = result_view  # finish reasons, reasoning tokens, engine timings: read at drain time
         if rec.semconv is not None:
             req.response_model = rec.response_models.key(_get(result_view, "model"))
         req.success(rec)
@@ -396,7 +381,7 @@ async def _traced_stream(
     delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
     first = None
     want_model = rec.semconv is not None
-    n = 0  # chunks delivered from the first content chunk on: the completion estimate if no usage arrives
+    n = counted = 0  # chunks delivered from the first content chunk on: the completion estimate if no usage arrives
     last = final = before = None  # the last chunk delivered; the last usage chunk, and the one delivered before it
     finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     try:
@@ -427,48 +412,58 @@ async def _traced_stream(
             if first is not None and type(first) is not dict and finished is None:
                 break
         if first is not None and type(first) is not dict and finished is None:
-            async for chunk in it:  # the hot loop: per chunk, one attribute read
+            step = _NEXT
+            while True:
                 try:
-                    usage = chunk.usage
-                except Exception:
-                    usage = _get_quietly(chunk, "usage")
-                if usage is not None:
-                    final, before = chunk, last
-                    try:
-                        chunk = _take_usage(req, chunk, usage, hide_usage)
-                    except Exception:
-                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
-                    if chunk is _SKIP:
-                        continue
-                n += 1
-                last = chunk
+                    async for chunk in it:  # the hot loop: per chunk, one attribute read, one lookup, one store
+                        try:
+                            usage = chunk.usage
+                        except Exception:
+                            usage = _get_quietly(chunk, "usage")
+                        if usage is not None:
+                            final, before = chunk, last
+                            try:
+                                chunk = _take_usage(req, chunk, usage, hide_usage)
+                            except Exception:
+                                _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                            if chunk is _SKIP:
+                                continue
+                        n = step[n]
+                        last = chunk
+                        yield chunk
+                    break
+                except IndexError:
+                    if n != len(step) or last is chunk:
+                        raise  # not the count's own: the provider's (or the consumer's), unchanged
+                # _NEXT ran out: this chunk is counted as the first of the next run of the loop
+                counted, n, last = counted + n, 1, chunk
                 yield chunk
     except BaseException as exc:
-        req.chunks = n
+        req.final = StreamEnd(None, None, counted + n)
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
-    _stream_complete(req, n, last, final, before, finished)
+    _stream_complete(req, counted + n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
 
 def _stream_complete(req: Request, n: int, last: Any, final: Any, before: Any, finished: dict[int, str] | None) -> None:
-    """What a stream that ran to its end leaves on its request: chunk count, finish reasons, engine timings."""
+    """A stream that ran to its end keeps its final chunks for the drain (finish reasons, engine timings)."""
     try:
-        if final is None and last is not None and not _has_content(last):
-            n -= 1  # no usage: the chunk that only carried the finish reason is not a token
-        req.chunks = max(n, 0)
-        if final is not None:
-            read_final(req, final, before)
-        elif last is not None:
-            read_final(req, last)
-        if finished:
-            req.finish = tuple(finished.values())
+        if final is None:  # no usage came: the last chunk is the final one
+            final, before = last, None
+            if last is not None and n > 0 and not _has_content(last):
+                n -= 1  # the chunk that only carried the finish reason is not a token
+        req.final = StreamEnd(final, before, n, finished)
     except Exception:
-        _log.debug("ryot-telemetry: could not read the end of a stream", exc_info=True)
+        _log.debug("ryot-telemetry: could not keep the end of a stream", exc_info=True)
 
 
 _SKIP = object()
+_NEXT = tuple(range(1, 1025))
+"""``_NEXT[n] == n + 1``: the hot loop counts chunks by one tuple lookup, where ``n += 1`` would create an int
+object per chunk past 256 (the dearest step of the loop). Every 1,024 chunks the lookup runs out (one IndexError)
+and the loop resumes with a fresh count."""
 
 
 def _take_usage(req: Request, chunk: Any, usage: Any, hide_usage: bool) -> Any:
@@ -550,7 +545,7 @@ async def _traced_reasoning_stream(
             last = chunk
             yield wrapper
     except BaseException as exc:
-        req.chunks = n
+        req.final = StreamEnd(None, None, n)
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
     _stream_complete(req, n, last, final, before, finished)
