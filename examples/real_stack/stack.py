@@ -470,8 +470,9 @@ PROMQL = {
     "cached prompt tokens, engine": "sum(llamacpp:prompt_tokens_cached_total)",
     "prefill seconds, ryot": "sum(ryot_engine_prefill_seconds_sum)",
     "prefill seconds, engine": "sum(llamacpp:prompt_seconds_total)",
-    "share of TTFT outside the engine": "sum(ryot_ttft_outside_engine_seconds_sum)"
-    " / sum(ryot_ttft_latency_seconds_sum)",
+    "mean TTFT, seconds": "sum(ryot_ttft_latency_seconds_sum) / sum(ryot_ttft_latency_seconds_count)",
+    "mean time outside the engine, seconds": "sum(ryot_ttft_outside_engine_seconds_sum)"
+    " / sum(ryot_ttft_outside_engine_seconds_count)",
 }
 
 

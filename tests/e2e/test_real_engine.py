@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -172,4 +174,30 @@ def test_prometheus_scraping_both_sides_sees_the_same_reconciliation(run: Any) -
     assert p["completion tokens, engine"] == total(engine, "llamacpp:tokens_predicted_total")
     assert p["cached prompt tokens, ryot"] == total(ryot, "ryot_cached_prompt_tokens_total")
     assert p["cached prompt tokens, engine"] == total(engine, "llamacpp:prompt_tokens_cached_total")
-    assert 0 <= p["share of TTFT outside the engine"] <= 1
+    assert p["mean TTFT, seconds"] == pytest.approx(
+        total(ryot, "ryot_ttft_latency_seconds_sum") / total(ryot, "ryot_ttft_latency_seconds_count")
+    )
+    assert 0 < p["mean time outside the engine, seconds"] < p["mean TTFT, seconds"]
+
+
+def test_the_example_prints_the_reconciliation(run: Any) -> None:
+    """``examples/real_stack/stack.py --no-prometheus`` brings the stack up, sends the traffic and prints the table:
+    the same rows as this run's, every exact one equal on both sides (the traffic is deterministic)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "real_stack" / "stack.py"), "--no-prometheus"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    printed = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"(\S.*?)\s{2,}(\S+)\s+(\S+)(?:\s{2}.*)?$", line)
+        if m and m.group(2) != "ryot":
+            printed[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    assert list(printed) == [row[0] for row in stack.reconcile(run)]
+    approximate = {"completion tokens + estimated", "engine prefill seconds"}  # bounded and 2%, as above
+    for name, (ours, theirs) in printed.items():
+        if name not in approximate:
+            assert ours == theirs, name
+    assert printed["requests, success"] == (22, 22) and printed["finish_reason=abort"] == (4, 4)
