@@ -86,17 +86,21 @@ async def bench_loop(queued: int, rounds: int) -> dict[str, dict[str, float]]:
     tel = telemetry()
     rec = tel.recorder
     call = tel.instrument_router(NoopRouter(make_response())).openai_chat_completion
-    sliced = rec._collect
+    sliced = rec._drain_snapshot  # the drain every collection starts with (paced slices of its snapshot)
+
+    def one_go(timeout: float = 10.0) -> int:
+        return rec.drain()
+
     per: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     try:
         await _round(tel, call, params, 2000, True)  # warm-up: every series exists
         for i in range(rounds):
             for k in range(len(VARIANTS)):
                 variant = VARIANTS[(i + k) % len(VARIANTS)]
-                rec._collect = (lambda options=None: rec.drain()) if variant == "one-go" else sliced  # type: ignore[method-assign]
+                rec._drain_snapshot = one_go if variant == "one-go" else sliced  # type: ignore[method-assign]
                 per[variant].append(await _round(tel, call, params, queued, scrape_first=(i + k) % 2 == 0))
     finally:
-        rec._collect = sliced  # type: ignore[method-assign]
+        rec._drain_snapshot = sliced  # type: ignore[method-assign]
         tel.shutdown()
     for variant, results in per.items():
         out[variant] = {key: statistics.median(r[key] for r in results) for key in results[0]}

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 import ryot_telemetry
 from ryot_telemetry import catalogue
 from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta, PromptDetails, Response, Usage
+from ryot_telemetry.recording.labels import OVERFLOW
 
 clock = time.perf_counter
 MODELS = tuple(f"model-{i}" for i in range(10))
@@ -494,7 +495,7 @@ async def rss_child(case: str, n: int) -> dict[str, Any]:
         "growth_mb": (after - before) / 1e6,
         "second_half_growth_mb": (after - middle) / 1e6,
         "model_labels": len(models),
-        "overflow_present": ryot_telemetry.OVERFLOW in models,
+        "overflow_present": OVERFLOW in models,
         "series": count_series(text),
     }
 
@@ -513,7 +514,20 @@ def bench_rss(case: str, n: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("request", "api", "overflow", "chunk", "scrape", "rss", "guards", "multiproc", "exemplars", "ab")
+SECTIONS = (
+    "request",
+    "api",
+    "overflow",
+    "chunk",
+    "scrape",
+    "rss",
+    "guards",
+    "multiproc",
+    "exemplars",
+    "tenants",
+    "ab",
+    "duplicates",
+)
 
 
 def verdict(ok: bool) -> str:
@@ -549,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
     ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
+    ap.add_argument("--json", metavar="PATH", help="also write the summary rows as JSON records to PATH")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -674,6 +689,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import exemplars
 
         rows += exemplars.run(q)
+    if "tenants" in only:
+        from . import tenants
+
+        rows += tenants.run(q)
+    if "duplicates" in only:
+        from . import duplicates
+
+        rows += duplicates.run(q)
     if "ab" in only:
         from . import ab
 
@@ -682,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'measure':<{w}}  {'result':>9}  {'goal':<15}  note")
     for name, val, goal, note in rows:
         print(f"{name:<{w}}  {val:>9}  {goal:<15}  {note}")
+    if args.json:
+        from .results import write
+
+        write(args.json, rows, q)
     return 0
 
 

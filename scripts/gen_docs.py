@@ -1,8 +1,8 @@
-"""Regenerate README's metric table and configuration reference: python scripts/gen_docs.py"""
+"""Regenerate the docs' generated tables (metrics, configuration, benchmark results): python scripts/gen_docs.py"""
 
 from pathlib import Path
 
-from ryot_telemetry.artifacts.docs import update_readme
+from ryot_telemetry.artifacts.docs import update_pages
 
-readme = Path(__file__).resolve().parents[1] / "README.md"
-print("README.md updated" if update_readme(readme) else "README.md already up to date")
+changed = update_pages(Path(__file__).resolve().parents[1])
+print("updated: " + ", ".join(changed) if changed else "docs tables already up to date")

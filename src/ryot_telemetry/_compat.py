@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Any
 # (``ryot_inference_latency_seconds``, ``..._total``) exactly as a scrape shows them.
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
 
+# opentelemetry-semantic-conventions (private package ``_incubating``, where every GenAI name of the package lives;
+# present with these modules in the range we require, >=0.66b2): the GenAI metric constants and their
+# ``create_gen_ai_*`` factories, and the GenAI attribute names and values, so ``recording/semconv.py`` takes every
+# name from the package instead of typing it again.
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai_attributes
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as genai_metrics
+
 # opentelemetry-sdk (private module ``_configuration``, present since 1.2; we require >=1.30): the SDK's own
 # configurator. ``RyotConfigurator`` subclasses it so traces and logs are set up exactly as the SDK would, while
 # the MeterProvider is ours (with Views). ``_configure(**kwargs)`` is the hook ``opentelemetry-instrument`` calls.
@@ -26,6 +33,8 @@ __all__ = [
     "OTelSDKConfigurator",
     "encode_attributes",
     "encode_instrumentation_scope",
+    "genai_attributes",
+    "genai_metrics",
     "map_unit",
     "meter_count",
     "meter_readers",

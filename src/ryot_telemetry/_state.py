@@ -9,27 +9,51 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .recording.recorder import Recorder
-    from .telemetry import Telemetry
+from .recording.recorder import Recorder
+from .settings import Settings
 
-__all__ = ["auto_telemetry", "current", "recorder_for", "replace_current", "set_auto_telemetry", "unset_current"]
+__all__ = [
+    "Running",
+    "auto_telemetry",
+    "current",
+    "recorder_for",
+    "replace_current",
+    "set_auto_telemetry",
+    "unset_current",
+]
+
+
+class Running(Protocol):
+    """What the state keeps of a ``telemetry.Telemetry`` (this module sits below it, so it names only what its
+    readers use)."""
+
+    @property
+    def meter_provider(self) -> Any: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+    @property
+    def settings(self) -> Settings | None: ...
+
+    @property
+    def closed(self) -> bool: ...
 
 _lock = threading.Lock()
-_current: Telemetry | None = None
-_auto: Telemetry | None = None
+_current: Running | None = None
+_auto: Running | None = None
 # Keyed by the provider object itself (weakly): an id() could be reused by a later provider after this one is freed.
 _recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
 
 
-def current() -> Telemetry | None:
+def current() -> Running | None:
     """The Telemetry of the last ``configure()``, until it is shut down."""
     return _current
 
 
-def replace_current(tel: Telemetry) -> Telemetry | None:
+def replace_current(tel: Running) -> Running | None:
     """Make ``tel`` the current Telemetry; returns the one it replaces (None if none)."""
     global _current
     with _lock:
@@ -37,7 +61,7 @@ def replace_current(tel: Telemetry) -> Telemetry | None:
     return previous
 
 
-def unset_current(tel: Telemetry) -> None:
+def unset_current(tel: Running) -> None:
     """``tel`` shut down: forget it, unless a later ``configure()`` already replaced it."""
     global _current
     with _lock:
@@ -45,12 +69,12 @@ def unset_current(tel: Telemetry) -> None:
             _current = None
 
 
-def auto_telemetry() -> Telemetry | None:
+def auto_telemetry() -> Running | None:
     """What ``RyotConfigurator`` (``opentelemetry-instrument``) built in this process, if it ran."""
     return _auto
 
 
-def set_auto_telemetry(tel: Telemetry) -> None:
+def set_auto_telemetry(tel: Running) -> None:
     global _auto
     _auto = tel
 

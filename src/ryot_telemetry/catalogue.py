@@ -1,11 +1,14 @@
 """The metric catalogue: every Ryot metric declared once, as data.
 
-Instruments, Views, the README table, the Grafana dashboard and the conformance tests are all derived from
+Instruments, Views, the docs' metric table, the Grafana dashboard and the conformance tests are all derived from
 ``CATALOGUE``; nothing else in the package spells a metric name, a unit or a bucket list.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -17,10 +20,15 @@ __all__ = [
     "BY_PROMETHEUS_NAME",
     "CATALOGUE",
     "METER_NAME",
+    "REPLACEMENT",
+    "UNENCODABLE",
     "Instrument",
     "MetricSpec",
+    "first_unencodable",
     "get",
     "markdown_table",
+    "resolve_buckets",
+    "validate_buckets",
 ]
 
 
@@ -59,6 +67,7 @@ class MetricSpec:
     optional_labels: tuple[str, ...] = ()  # present only on some series (error_type, GPU ``model``)
     source: str = "router"  # who records it: router, engine, gpu, derived, service
     label_values: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    opt_in_labels: tuple[str, ...] = ()  # present only when configured, then on every series (``tenant``)
 
     @property
     def prometheus_type(self) -> str:
@@ -77,7 +86,8 @@ class MetricSpec:
 
     @property
     def all_labels(self) -> tuple[str, ...]:
-        return self.labels + self.optional_labels
+        """Every label key a series may carry, in the order the recorder's attribute keys list their values."""
+        return self.labels + self.optional_labels + self.opt_in_labels
 
 
 _LAT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -130,6 +140,11 @@ FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "other", "ab
 """Why a choice ended: the provider's ``finish_reason`` (anything unknown is ``other``), or ``abort`` for a request
 the client abandoned."""
 STOP, LENGTH, TOOL_CALLS, CONTENT_FILTER, OTHER_FINISH, ABORT = FINISH_REASONS
+CACHED_PROMPT_TOKENS = "cached_prompt"
+COST_TOKEN_TYPES = (*TOKEN_TYPES, CACHED_PROMPT_TOKENS)  # the cost counter prices the cached part on its own
+TENANT = "tenant"
+"""The opt-in label of the request, token, cost and SLO counters (``configure(tenant=...)``); never on histograms
+or gauges."""
 _GPU = ("device_id",)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
@@ -146,6 +161,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
             "status": STATUSES,
             "error_type": ERROR_TYPES,
         },
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.inference.errors",
@@ -162,6 +178,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Prompt and completion tokens from the provider's usage report.",
         ("model", "token_type", "generation_mode"),
         label_values={"token_type": TOKEN_TYPES, "generation_mode": MODES},
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.model.load_attempts",
@@ -188,7 +205,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Estimated token cost in US dollars from the configured price table.",
         ("model", "token_type"),
         source="router",
-        label_values={"token_type": TOKEN_TYPES},
+        label_values={"token_type": COST_TOKEN_TYPES},
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.slo.requests",
@@ -198,6 +216,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "result"),
         optional_labels=("objective",),  # on missed series only: the first objective missed
         label_values={"result": ("met", "missed"), "objective": ("error", "ttft", "tpot", "latency")},
+        opt_in_labels=(TENANT,),
     ),
     MetricSpec(
         "ryot.finish_reasons",
@@ -461,16 +480,64 @@ def _fmt_bound(b: float) -> str:
 
 
 def markdown_table() -> str:
-    """The README metric table, generated so the docs cannot drift from the code."""
+    """The docs' metric table (docs/reference/metrics.md), generated so the docs cannot drift from the code."""
     rows = [
         "| Prometheus name | OTel instrument | type | unit | labels | buckets | description |",
         "|---|---|---|---|---|---|---|",
     ]
     for m in CATALOGUE:
         labels = ", ".join(m.labels) + ("".join(f", {k} (optional)" for k in m.optional_labels))
+        labels += "".join(f", {k} (opt-in)" for k in m.opt_in_labels)
         buckets = " ".join(_fmt_bound(b) for b in m.buckets) if m.buckets else ""
+        unit = f"`{m.unit}`" if m.unit else ""
         rows.append(
-            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | `{m.unit}` | {labels} | {buckets} |"
+            f"| `{m.prometheus_name}` | `{m.name}` | {m.prometheus_type} | {unit} | {labels} | {buckets} |"
             f" {m.description} |"
         )
     return "\n".join(rows)
+
+
+# --- label text and bucket rules (shared by settings validation and the recording side) ------------------------
+
+UNENCODABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (Unicode category Cc) and surrogate code points (Cs; a lone surrogate cannot be encoded as
+UTF-8, so one in a label value breaks every later Prometheus scrape and OTLP export)."""
+REPLACEMENT = "\ufffd"
+
+
+def first_unencodable(value: str) -> int | None:
+    """Index of the first control character or surrogate in ``value`` (what ``clip`` would replace); None if none."""
+    m = UNENCODABLE.search(value)
+    return m.start() if m else None
+
+
+def validate_buckets(name: str, bounds: Sequence[float]) -> tuple[float, ...]:
+    """Bucket boundaries must be finite, non-empty and strictly increasing; checked once, at start-up."""
+    # A string is a sequence too ("123" would become 1, 2, 3) and True is an int: neither is a boundary.
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence):
+        raise ValueError(f"buckets for {name}: expected a list of numbers such as [0.1, 0.5, 1], got {bounds!r}")
+    for b in bounds:
+        if isinstance(b, bool) or not isinstance(b, (int, float)):
+            raise ValueError(f"buckets for {name}: {b!r} is not a number; expected a list of numbers, got {bounds!r}")
+    out = tuple(float(b) for b in bounds)
+    if not out:
+        raise ValueError(f"buckets for {name}: empty list")
+    if any(not math.isfinite(b) for b in out):
+        raise ValueError(f"buckets for {name}: boundaries must be finite (+Inf is implicit), got {list(out)}")
+    if any(a >= b for a, b in zip(out, out[1:])):
+        raise ValueError(f"buckets for {name} not in strictly increasing order: {list(out)}")
+    return out
+
+
+def resolve_buckets(overrides: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
+    """Catalogue buckets with overrides applied; override keys may be OTel or Prometheus names."""
+    buckets = {m.name: m.buckets for m in CATALOGUE if m.buckets is not None}
+    for key, bounds in (overrides or {}).items():
+        try:
+            spec = get(key)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        if spec.buckets is None:
+            raise ValueError(f"{key} is a {spec.prometheus_type}, not a histogram: it has no buckets")
+        buckets[spec.name] = validate_buckets(key, bounds)
+    return buckets

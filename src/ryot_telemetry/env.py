@@ -16,7 +16,8 @@ RYOT_TELEMETRY_BUCKETS = "RYOT_TELEMETRY_BUCKETS"
 ``{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}``."""
 
 RYOT_TELEMETRY_PRICE_TABLE = "RYOT_TELEMETRY_PRICE_TABLE"
-"""Path of a JSON (or YAML) price table: ``{"model": {"prompt": usd_per_1k, "completion": usd_per_1k}}``."""
+"""Path of a JSON (or YAML) price table: ``{"model": {"prompt": usd_per_1k, "completion": usd_per_1k}}``, with an
+optional ``"cached_prompt"`` price for cached prompt tokens (default: the prompt price)."""
 
 RYOT_TELEMETRY_GENAI_SEMCONV = "RYOT_TELEMETRY_GENAI_SEMCONV"
 """``true`` to also emit the OpenTelemetry GenAI semantic-convention metrics (default false)."""
@@ -53,3 +54,15 @@ RYOT_TELEMETRY_SLOS = "RYOT_TELEMETRY_SLOS"
 RYOT_TELEMETRY_MULTIPROC_DIR = "RYOT_TELEMETRY_MULTIPROC_DIR"
 """Directory shared by the worker processes of one server (multi-process mode): whichever worker answers a scrape
 shows the whole server's totals. It must exist and be writable."""
+
+RYOT_TELEMETRY_DROP_DUPLICATES = "RYOT_TELEMETRY_DROP_DUPLICATES"
+"""``ogx`` to drop ogx's own router histograms that ryot's metrics supersede (``ogx.inference.duration_seconds``,
+``.time_to_first_token_seconds``, ``.tokens_per_second``), recorded twice otherwise under ``opentelemetry-instrument``
+(default: keep them)."""
+RYOT_TELEMETRY_TENANT = "RYOT_TELEMETRY_TENANT"
+"""Adds a ``tenant`` label to the request, token, cost and SLO counters (default: none): a dotted path into the
+request params such as ``metadata.tenant`` or ``user``, or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's
+authenticated user). A callable goes to ``configure(tenant=...)``."""
+
+RYOT_TELEMETRY_MAX_TENANTS = "RYOT_TELEMETRY_MAX_TENANTS"
+"""Distinct tenants kept as label values (default 50); later ones become ``__overflow__``."""

@@ -8,13 +8,15 @@ Each field names its loader: ``loader(name, argument)`` returns the value from t
 ``ConfigurationError`` saying what to change. ``configure()``, ``testing.capture()``, the distro/configurator, the
 instrumentor and the GPU gauges read this object; nothing else parses an environment variable.
 
-Adding a setting: a constant with a docstring in ``env.py`` (for the README table), one field below with its
+Adding a setting: a constant with a docstring in ``env.py`` (for the docs table), one field below with its
 loader (``_int``, ``_bool``, ``_text``, ``_choice``, or a function of your own), and, when ``configure()`` should
 take it as an argument, one keyword there passed through to ``Settings.load``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import math
 import os
@@ -25,9 +27,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import env
+from .catalogue import first_unencodable, resolve_buckets
 from .pricing import PriceTable
-from .recording.instruments import resolve_buckets
-from .recording.labels import first_unencodable
 from .slo import SloTable
 
 __all__ = [
@@ -48,6 +49,14 @@ EXPORTERS = ("prometheus", "otlp", "console", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "deflate", "none")
 EXEMPLAR_FILTERS = ("always_off", "always_on", "trace_based")
+CUMULATIVE, DELTA, LOWMEMORY = "cumulative", "delta", "lowmemory"
+TEMPORALITIES = (CUMULATIVE, DELTA, LOWMEMORY)
+"""``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` values (any case), as the OTLP exporters read them."""
+EXPLICIT, EXPONENTIAL = "explicit_bucket_histogram", "base2_exponential_bucket_histogram"
+HISTOGRAM_AGGREGATIONS = (EXPLICIT, EXPONENTIAL)
+"""``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`` values (any case)."""
+DUPLICATE_SOURCES = ("ogx",)
+"""``RYOT_TELEMETRY_DROP_DUPLICATES`` values: libraries whose superseded router metrics can be dropped."""
 _OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -404,6 +413,49 @@ def _slos(name: str, arg: Any) -> SloTable | None:
         raise ConfigurationError(f"SLO table: {e}") from None
 
 
+_TENANT_PATH = re.compile(r"^[^\s.:]+(\.[^\s.:]+)*$")
+TENANT_OGX = ("ogx:principal", "ogx:tenant_id")
+"""Tenant sources read from ogx's authenticated user (see ``recording.tenants``)."""
+
+
+def _tenant(name: str, arg: Any) -> Any:
+    """The tenant source: a callable (argument only), a dotted path into the request params, or an ogx source;
+    None for no tenant label. A callable must take the call's params as its one argument."""
+    if arg is not None and not isinstance(arg, str):
+        if not callable(arg):
+            raise ConfigurationError(
+                f"{name} must be a callable, a dotted path such as 'metadata.tenant', or one of "
+                f"{', '.join(TENANT_OGX)}; got {arg!r}"
+            )
+        try:
+            inspect.signature(arg).bind(None)
+        except TypeError:
+            raise ConfigurationError(f"{name}: {arg!r} must take one argument, the call's params") from None
+        except ValueError:  # no signature to check (some builtins)
+            pass
+        return arg
+    if arg is not None:
+        value, where = arg, name
+    else:
+        raw = _raw(env.RYOT_TELEMETRY_TENANT)
+        if raw is None:
+            return None
+        value, where = raw.strip(), env.RYOT_TELEMETRY_TENANT
+    if value in TENANT_OGX:
+        if importlib.util.find_spec("ogx") is None:
+            raise ConfigurationError(
+                f"{where}={value!r}: reads ogx's authenticated user, but ogx is not installed here; "
+                "use a dotted path such as metadata.tenant, or a callable"
+            )
+        return value
+    if not _TENANT_PATH.match(value):
+        raise ConfigurationError(
+            f"{where}={value!r}: expected a dotted path into the request params such as metadata.tenant or user, "
+            f"or one of {', '.join(TENANT_OGX)}"
+        )
+    return value
+
+
 def gpu_enabled(name: str, arg: Any) -> bool | None:
     """True/False forced, None for auto (``RYOT_TELEMETRY_GPU``, default auto)."""
     if arg is not None:
@@ -552,6 +604,33 @@ def _resource_env_encodable() -> None:
             _encodable(f"OTEL_RESOURCE_ATTRIBUTES ({key})", value)
 
 
+def _drop_duplicates(name: str, arg: Any) -> tuple[str, ...]:
+    """Sources whose superseded metrics are dropped (``recording/duplicates.py``): the argument (a name or a list),
+    else ``RYOT_TELEMETRY_DROP_DUPLICATES`` (comma-separated), else none."""
+    var = env.RYOT_TELEMETRY_DROP_DUPLICATES
+    if arg is not None:
+        if isinstance(arg, str):
+            items, where = arg.split(","), name
+        elif isinstance(arg, (list, tuple)) and all(isinstance(a, str) for a in arg):
+            items, where = list(arg), name
+        else:
+            raise ConfigurationError(f"{name} must be a string or a list of strings, got {arg!r}")
+    else:
+        raw = _raw(var)
+        if raw is None:
+            return ()
+        items, where = raw.split(","), f"{var}={raw!r}"
+    out: list[str] = []
+    for item in items:
+        v = item.strip().lower()
+        if v and v not in DUPLICATE_SOURCES:
+            choices = ", ".join(DUPLICATE_SOURCES)
+            raise ConfigurationError(f"{where}: unknown source {item.strip()!r}; choose from {choices}")
+        if v and v not in out:
+            out.append(v)
+    return tuple(out)
+
+
 def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:
     return arguments.get(which) if isinstance(which, str) else tuple(arguments.get(w) for w in which)
 
@@ -583,6 +662,12 @@ class Settings:
     otlp_compression: str | None = _setting(_otlp_compression)
     export_interval_ms: int = _setting(_int("OTEL_METRIC_EXPORT_INTERVAL", 60000, 1))
     exemplar_filter: str | None = _setting(_exemplar_filter)
+    otlp_temporality: str = _setting(
+        _choice("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", CUMULATIVE, TEMPORALITIES)
+    )
+    otlp_histogram_aggregation: str = _setting(
+        _choice("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", EXPLICIT, HISTOGRAM_AGGREGATIONS)
+    )
     readers: tuple[Any, ...] = _setting(_readers)
     set_global: bool = _setting(_bool(None, False))
     # recorder
@@ -595,6 +680,8 @@ class Settings:
     max_models: int = _setting(_int(env.RYOT_TELEMETRY_MAX_MODELS, 100, 1))
     max_label_length: int = _setting(_int(env.RYOT_TELEMETRY_MAX_LABEL_LENGTH, 128, 1))
     max_pending: int = _setting(_int(env.RYOT_TELEMETRY_MAX_PENDING, 65536, 1))
+    tenant: Any = _setting(_tenant)  # None, a callable, a dotted path or an ogx source (see recording/tenants.py)
+    max_tenants: int = _setting(_int(env.RYOT_TELEMETRY_MAX_TENANTS, 50, 1))
     # GPU
     gpu: bool | None = _setting(gpu_enabled)
     gpu_models: dict[str, str] = _setting(gpu_models)
@@ -603,6 +690,8 @@ class Settings:
     router_classes: tuple[str, ...] = _setting(_router_classes)
     # multi-process mode (multiproc.worker)
     multiproc_dir: str | None = _setting(_multiproc_dir)
+    # duplicates of other libraries' metrics (recording/duplicates.py)
+    drop_duplicates: tuple[str, ...] = _setting(_drop_duplicates)
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

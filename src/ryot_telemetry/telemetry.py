@@ -65,12 +65,13 @@ class Telemetry:
     readers: list[MetricReader]
     prometheus_url: str | None = None
     registry: Any = None
-    _closers: ExitStack = field(default_factory=ExitStack)
-    _closed: bool = False
     engine: EngineMetrics | None = None  # model loads, evictions, start-up phases, queue, KV cache, GPU breakdowns
     gpu: GpuGauges | None = None  # the NVML gauges
     settings: Settings | None = None  # what it was configured with
     multiproc: Any = None  # multiproc.MultiProcess: this process's part in multi-process mode
+    # What shutdown() releases, in reverse order of registration; set by configure() once everything started.
+    _closers: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
@@ -96,6 +97,11 @@ class Telemetry:
         except Exception:
             _log.debug("ryot-telemetry: error while shutting down", exc_info=True)
         _state.unset_current(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``shutdown()`` ran."""
+        return self._closed
 
     def __enter__(self) -> Telemetry:
         return self
@@ -152,6 +158,11 @@ def configure(
     resource_attributes: Mapping[str, str] | None = None,
     set_global: bool = False,
     multiproc_dir: str | os.PathLike[str] | None = None,
+    otlp_temporality: str | None = None,
+    otlp_histogram_aggregation: str | None = None,
+    drop_duplicates: str | Sequence[str] | None = None,
+    tenant: str | Callable[[Any], object] | None = None,
+    max_tenants: int | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -165,6 +176,14 @@ def configure(
     semconv metrics.
     ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
     ``ryot_slo_requests_total``.
+    ``otlp_temporality``: cumulative, delta or lowmemory (else ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``);
+    ``otlp_histogram_aggregation``: explicit_bucket_histogram or base2_exponential_bucket_histogram (else
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``). Both apply to OTLP only.
+    ``drop_duplicates``: ``"ogx"`` (else ``RYOT_TELEMETRY_DROP_DUPLICATES``) drops ogx's own router histograms that
+    ryot's metrics supersede.
+    ``tenant`` (else ``RYOT_TELEMETRY_TENANT``): adds a bounded ``tenant`` label (at most ``max_tenants``, default
+    50) to the request, token, cost and SLO counters: a callable given the call's params, a dotted path into them
+    (``metadata.tenant``, ``user``), or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's authenticated user).
     """
     settings = Settings.load(
         service_name=service_name,
@@ -191,6 +210,11 @@ def configure(
         resource_attributes=resource_attributes,
         set_global=set_global,
         multiproc_dir=multiproc_dir,
+        otlp_temporality=otlp_temporality,
+        otlp_histogram_aggregation=otlp_histogram_aggregation,
+        drop_duplicates=drop_duplicates,
+        tenant=tenant,
+        max_tenants=max_tenants,
     )
     return configure_from(settings)
 
@@ -198,7 +222,7 @@ def configure(
 def configure_from(settings: Settings) -> Telemetry:
     """``configure()`` for ready ``Settings``."""
     running = _state.current()
-    if running is not None and not running._closed:
+    if running is not None and not running.closed:
         _log.warning(
             "ryot-telemetry: configure() called again while an earlier Telemetry is still running; "
             "call .shutdown() on it first, or both will export (duplicate series on a shared registry)"
@@ -221,8 +245,8 @@ def configure_from(settings: Settings) -> Telemetry:
             gpu=part.gpu,
             settings=settings,
             multiproc=part.multiproc,
-            _closers=part.closers,
         )
+        tel._closers = part.closers
         _state.replace_current(tel)
         return tel
     with ExitStack() as closers:
@@ -247,7 +271,7 @@ def configure_from(settings: Settings) -> Telemetry:
         engine=parts.engine,
         gpu=parts.gpu,
         settings=settings,
-        _closers=owned,
     )
+    tel._closers = owned
     _state.replace_current(tel)
     return tel

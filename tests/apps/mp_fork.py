@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 import urllib.request
 
@@ -52,7 +53,6 @@ for _ in range(children):
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        t0 = time.monotonic()
         asyncio.run(serve(per_child))
         seen = requests_seen()
         port = int(tel.prometheus_url.rsplit(":", 1)[1].split("/")[0]) if tel.prometheus_url else 0
@@ -63,7 +63,8 @@ for _ in range(children):
             os.close(w)
             os.kill(os.getpid(), 9)
         tel.shutdown()
-        os.write(w, json.dumps({"seen": seen, "holds_port": holds, "shutdown_s": time.monotonic() - t0}).encode())
+        left = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        os.write(w, json.dumps({"seen": seen, "holds_port": holds, "threads_left": left}).encode())
         os.close(w)
         os._exit(0)
     os.close(w)

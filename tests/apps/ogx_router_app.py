@@ -1,5 +1,5 @@
 """Run with .venv312's python: the real ogx ``InferenceRouter`` over a scripted provider, instrumented as the
-README's "With llama-stack / ogx" recipe does it; prints one JSON report for tests/e2e/test_llama_stack.py.
+the docs' in-process llama-stack / ogx recipe does it; prints one JSON report for tests/e2e/test_llama_stack.py.
 With ``--auto`` (run under ``opentelemetry-instrument``) it sets nothing up itself and waits to be scraped.
 
 The provider is the only stand-in: it answers like an OpenAI-compatible backend (usage on the last stream chunk
@@ -225,7 +225,7 @@ def points(cap: Capture) -> dict[str, Any]:
 
 
 async def main() -> dict[str, Any]:
-    # The README recipe, with an in-memory reader added so the test reads exact values (no port opened).
+    # The docs recipe, with an in-memory reader added so the test reads exact values (no port opened).
     reader = InMemoryMetricReader()
     tel = ryot_telemetry.configure(exporters="none", readers=[reader], gpu=False)
     inst = RyotInstrumentor()

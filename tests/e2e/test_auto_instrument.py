@@ -131,7 +131,7 @@ def test_opentelemetry_instrument_applies_bucket_overrides_from_env() -> None:
 
 
 def test_fastapi_http_metrics_share_our_meter_provider_under_opentelemetry_instrument() -> None:
-    """The README's HTTP recipe: opentelemetry-instrumentation-fastapi's http_server_request_duration_seconds (by
+    """The docs' HTTP recipe: opentelemetry-instrumentation-fastapi's http_server_request_duration_seconds (by
     route, method and status) is on our /metrics next to the ryot_* families, through the configurator's
     Views-bearing MeterProvider (ryot buckets from the Views, HTTP buckets from the instrumentation's advisory)."""
     if not OTEL_INSTRUMENT.exists():

@@ -40,7 +40,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 46  # 29, 10 in the SLO row and 7 in the outcomes row
+    assert len(queries) == 48  # 31 (2 by tenant), 10 in the SLO row and 7 in the outcomes row
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -90,6 +90,7 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
             "expr": expr.replace("$__rate_interval", "1m")
             .replace("$__range", "1h")
             .replace("$model", ".*")
+            .replace("$tenant", ".*")
             .replace("$job", ".*")
             .replace("$instance", ".*"),
         }
@@ -127,22 +128,31 @@ def test_every_query_selects_job_and_instance() -> None:
         for name, matchers in _SELECTOR.findall(expr):
             assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, f"{title}: {name}{matchers}"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "job", "instance", "model"]
+    assert list(variables) == ["datasource", "job", "instance", "model", "tenant"]
     assert variables["job"]["definition"] == "label_values(ryot_service_info, job)"
     assert variables["instance"]["definition"] == 'label_values(ryot_service_info{job=~"$job"}, instance)'
     assert variables["model"]["definition"] == (
         'label_values(ryot_inference_requests_total{job=~"$job",instance=~"$instance"}, model)'
+    )
+    assert variables["tenant"]["definition"] == (
+        'label_values(ryot_token_cost_estimate_usd_total{job=~"$job",instance=~"$instance",model=~"$model"}, tenant)'
     )
 
 
 def test_stat_panels_run_instant_queries() -> None:
     """A stat over the dashboard's range (the cost total) is one instant query, not a range query at every step."""
     stats = [p for p in build_dashboard()["panels"] if p["type"] == "stat"]
-    titles = ["Error budget remaining (30d)", "Burn rate by window", "Estimated cost over the time range"]
+    titles = [
+        "Error budget remaining (30d)",
+        "Burn rate by window",
+        "Estimated cost over the time range",
+        "Cost by tenant over the time range",
+    ]
     assert [p["title"] for p in stats] == titles  # the SLO stats: current values, so instant queries as well
     assert all((t["instant"], t["range"]) == (True, False) for p in stats for t in p["targets"])
-    (target,) = stats[-1]["targets"]
-    assert "[$__range]" in target["expr"]
+    for stat in stats[-2:]:
+        (target,) = stat["targets"]
+        assert "[$__range]" in target["expr"]
 
 
 # What a query's value is, in UCUM terms, follows from its shape and the catalogue unit of the metric it reads.

@@ -61,8 +61,8 @@ def test_fastapi_example_serves_metrics_on_the_app() -> None:
 
 
 def test_fastapi_example_keeps_serving_metrics_after_a_lone_surrogate_model_name() -> None:
-    """A JSON body whose model is "\\ud800" (valid JSON, a lone surrogate once decoded) used to make every later
-    /metrics answer 500; now the request counts under __unknown__ and every scrape keeps answering 200."""
+    """A JSON body whose model is "\\ud800" (valid JSON, a lone surrogate once decoded) counts under __unknown__
+    and every later /metrics scrape keeps answering 200 (an unencodable label would make each one a 500)."""
     from fastapi.testclient import TestClient
 
     spec = importlib.util.spec_from_file_location("fastapi_app_example_hostile", EXAMPLES / "fastapi_app.py")

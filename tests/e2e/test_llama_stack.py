@@ -6,12 +6,20 @@ a subprocess there, since ogx needs Python >= 3.12 and the suite runs on 3.11.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ryot_telemetry.catalogue import get
 
@@ -119,6 +127,33 @@ def test_zero_code_under_opentelemetry_instrument_with_opentelemetry_distro_inst
     assert [i["service"] for i in info] == ["ogx-auto"]
 
 
+def test_drop_duplicates_ogx_removes_ogx_router_histograms_from_the_exposition() -> None:
+    """Under opentelemetry-instrument the real ogx router records its own histograms into ryot's provider: without
+    the option every family of SUPERSEDED["ogx"] is exposed (the names are ogx's real ones); with
+    RYOT_TELEMETRY_DROP_DUPLICATES=ogx none is, while ogx's other metrics and ryot's answering families stay."""
+    from ryot_telemetry.catalogue import get
+    from ryot_telemetry.recording.duplicates import SUPERSEDED
+    from support.instrumented import RECIPE_ENV, run_and_scrape
+
+    otel_instrument = VENV_PY.parent / "opentelemetry-instrument"
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **RECIPE_ENV}
+    cmd = [str(otel_instrument), str(VENV_PY), str(APP), "--auto"]
+
+    def families(text: str) -> set[str]:
+        return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+    _, _, plain = run_and_scrape(cmd, base)
+    _, _, dropped = run_and_scrape(cmd, {**base, "RYOT_TELEMETRY_DROP_DUPLICATES": "ogx"})
+    superseded = {s.exposed for s in SUPERSEDED["ogx"]}
+    assert superseded <= families(plain)
+    assert superseded & families(dropped) == set()
+    assert "ogx_inference_model_type_used_total" in families(dropped)
+    answering = {get(name).prometheus_name for s in SUPERSEDED["ogx"] for name in s.answered_by}
+    assert answering <= families(dropped)
+    saved = len(plain.encode()) - len(dropped.encode())
+    assert saved > 0, saved
+
+
 def test_reasoning_path_of_the_responses_layer_is_recorded() -> None:
     """ogx's openai_chat_completions_with_reasoning: wrappers reach the caller unchanged; usage read inside them."""
     app = ROOT / "tests" / "apps" / "ogx_reasoning_app.py"
@@ -135,3 +170,132 @@ def test_reasoning_path_of_the_responses_layer_is_recorded() -> None:
     # three in-flight series, all back at 0: the first request was in flight under __unknown__ until ogx accepted
     # the model name (SPEC: a name takes a label slot only past the router's model lookup)
     assert r["active_values"] == [0, 0, 0]
+
+
+AUTH_CONFIG = """\
+version: 2
+distro_name: ryot-tenant-test
+apis: [inference]
+providers:
+  inference:
+  - provider_id: vllm
+    provider_type: remote::vllm
+    config: {{base_url: "http://127.0.0.1:{upstream}/v1", api_token: fake}}
+storage:
+  backends:
+    kv_default: {{type: kv_sqlite, db_path: "{store}/kvstore.db"}}
+    sql_default: {{type: sql_sqlite, db_path: "{store}/sql_store.db"}}
+  stores:
+    metadata: {{namespace: registry, backend: kv_default}}
+    inference: {{table_name: inference_store, backend: sql_default}}
+    conversations: {{table_name: openai_conversations, backend: sql_default}}
+    prompts: {{table_name: prompts, backend: sql_default}}
+registered_resources:
+  models:
+  - {{metadata: {{}}, model_id: llama-8b, provider_id: vllm, provider_model_id: upstream-model, model_type: llm}}
+server:
+  host: 127.0.0.1
+  port: {port}
+  insecure: true
+  auth:
+    provider_config: {{type: upstream_header, principal_header: x-auth-user, tenant_header: x-tenant-id}}
+"""
+
+# opentelemetry-instrument's own entry point, run by the 3.12 interpreter itself (a copied venv's console scripts
+# may name another interpreter in their shebang).
+_INSTRUMENT = "from opentelemetry.instrumentation.auto_instrumentation import run; run()"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _until(check: Any, within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_ogx_auth_principal_is_the_tenant_label_of_the_real_server(tmp_path: Path) -> None:
+    """`ogx stack run` with ogx's upstream-header auth, under opentelemetry-instrument with
+    RYOT_TELEMETRY_TENANT=ogx:principal: each authenticated principal is the tenant of its requests (streams too),
+    with exact counts; a request ogx rejects (no principal) never reaches the router and is not counted."""
+    store = tmp_path / "store"
+    store.mkdir()
+    upstream_port, ogx_port, metrics_port = _free_port(), _free_port(), _free_port()
+    config = tmp_path / "run.yaml"
+    config.write_text(AUTH_CONFIG.format(upstream=upstream_port, store=store, port=ogx_port))
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.apps.openai_upstream:app", "--port", str(upstream_port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "PATH": f"{VENV_PY.parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OTEL_PYTHON_DISTRO": "ryot_telemetry",
+        "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+        "RYOT_TELEMETRY_GPU": "false",
+        "RYOT_TELEMETRY_TENANT": "ogx:principal",
+    }
+    log = (tmp_path / "ogx.log").open("wb")  # ogx logs every request: a file, never a pipe nobody reads
+    server = subprocess.Popen(
+        [str(VENV_PY), "-c", _INSTRUMENT, str(VENV_PY), "-m", "ogx.cli.ogx", "stack", "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{ogx_port}"
+
+    def served() -> bool:
+        try:
+            return httpx.get(f"{base}/v1/models", headers={"x-auth-user": "probe"}, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def chat(user: str | None, stream: bool = False) -> int:
+        body = {"model": "vllm/llama-8b", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        headers = {"x-auth-user": user, "x-tenant-id": f"team-{user}"} if user else {}
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers=headers, timeout=30) as r:
+            r.read()
+            return r.status_code
+
+    def requests_by_tenant() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == "ryot_inference_requests_total":
+                    out[s.labels.get("tenant", "")] = out.get(s.labels.get("tenant", ""), 0) + s.value
+        return out
+
+    try:
+        _until(served, 120, "ogx to serve")
+        codes = [chat("alice"), chat("bob"), chat("alice", stream=True), chat("alice"), chat(None)]
+        assert codes == [200, 200, 200, 200, 401]
+        assert _until(lambda: requests_by_tenant() == {"alice": 3, "bob": 1}, 10, "3 + 1 requests by tenant")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
+        log.close()
+        upstream.terminate()
+        upstream.wait(timeout=10)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ryot_telemetry.catalogue import get
 
 RECIPE_ENV = {
-    # The README recipe: pick ryot-telemetry's distro and configurator, Prometheus only (here on a free loopback port).
+    # The docs recipe: pick ryot-telemetry's distro and configurator, Prometheus only (here on a free loopback port).
     "OTEL_PYTHON_DISTRO": "ryot_telemetry",
     "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
     "OTEL_METRICS_EXPORTER": "prometheus",

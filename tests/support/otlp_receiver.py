@@ -43,6 +43,21 @@ class Receiver:
                             return m, _attrs(rm.resource.attributes)
         return None
 
+    def points(self, name: str) -> list[tuple[metrics_pb2.Metric, Any]]:
+        """Every point of metric ``name`` in every request received, in arrival order, each with its metric (for
+        delta temporality, where the points of all exports add up)."""
+        with self._lock:
+            reqs = list(self.requests)
+        out = []
+        for req in reqs:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name == name:
+                            data = getattr(m, m.WhichOneof("data"))
+                            out.extend((m, p) for p in data.data_points)
+        return out
+
     def names(self) -> set[str]:
         with self._lock:
             return {

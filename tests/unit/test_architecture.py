@@ -16,24 +16,16 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(path: Path, modules: set[str]) -> set[str]:
-    """ryot_telemetry modules ``path`` imports anywhere (functions too), except under ``if TYPE_CHECKING:``."""
     name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
+    return _imports_in(path.read_text(), name, name if path.name == "__init__.py" else name.rpartition(".")[0], modules)
 
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
+
+def _imports_in(source: str, name: str, package: str, modules: set[str]) -> set[str]:
+    """ryot_telemetry modules ``source`` imports anywhere: functions and ``if TYPE_CHECKING:`` blocks included (a
+    type-level cycle is still a cycle of knowledge: the lower layer would know the upper one)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in modules)
         elif isinstance(node, ast.ImportFrom):
@@ -44,10 +36,6 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
             if base in modules:
                 found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
     found.discard(name)
     return found
 
@@ -56,8 +44,10 @@ def import_graph() -> dict[str, set[str]]:
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(p) for p in paths}
     # "from . import x" inside the package names the package itself plus x; the package's own __init__ only
-    # re-exports, so edges into it are left out (every module would otherwise "import" the package).
-    return {_module_name(p): _imports(p, modules) - {"ryot_telemetry"} for p in paths}
+    # re-exports, so edges into it are left out (every module would otherwise "import" the package). Likewise a
+    # subpackage's __init__ holds only its docstring.
+    packages = {_module_name(p) for p in paths if p.name == "__init__.py"}
+    return {_module_name(p): _imports(p, modules) - packages for p in paths}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -91,6 +81,86 @@ def test_import_graph_has_no_cycle() -> None:
     graph = import_graph()
     assert graph.get("ryot_telemetry.telemetry")
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def _layer_imports(layer: str) -> dict[str, set[str]]:
+    """For each module of ``layer`` (a module or subpackage name under ryot_telemetry), what it imports."""
+    prefix = f"ryot_telemetry.{layer}"
+    return {m: deps for m, deps in import_graph().items() if m == prefix or m.startswith(prefix + ".")}
+
+
+def _reaching(layer: str, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f"{m} -> {d}"
+        for m, deps in _layer_imports(layer).items()
+        for d in deps
+        if any(d == f"ryot_telemetry.{f}" or d.startswith(f"ryot_telemetry.{f}.") for f in forbidden)
+    )
+
+
+def test_layers_import_only_downwards() -> None:
+    """recording knows nothing of export, multi-process mode, the router or the assembly on top; settings and the
+    catalogue know nothing of recording; the export side knows nothing of multi-process mode or the router."""
+    top = ("telemetry", "testing", "demo", "artifacts")
+    assert _reaching("recording", ("export", "multiproc", "router", "sources", *top)) == []
+    assert _reaching("settings", ("recording", "export", "multiproc", "router", "sources", *top)) == []
+    assert _reaching("catalogue", ("recording", "export", "multiproc", "router", "sources", "settings", *top)) == []
+    assert _reaching("export", ("multiproc", "router", *top)) == []
+    assert _reaching("sources", ("export", "multiproc", "router", *top)) == []
+    assert _reaching("multiproc", ("router", *top)) == []
+
+
+def test_import_graph_sees_type_checking_and_function_imports() -> None:
+    """An import under ``if TYPE_CHECKING:`` or inside a function counts as an edge of the graph."""
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ..telemetry import Telemetry\n"
+        "def f():\n    from ..export import assembly\n"
+    )
+    modules = {"ryot_telemetry.telemetry", "ryot_telemetry.export", "ryot_telemetry.export.assembly"}
+    found = _imports_in(source, "ryot_telemetry.recording.x", "ryot_telemetry.recording", modules)
+    assert found == modules
+
+
+def test_top_level_has_at_most_16_modules() -> None:
+    """The package's top level holds the public modules and the few shared internals; the rest live in rooms."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 16, top
+
+
+def test_public_api_has_at_most_18_names() -> None:
+    """``__all__`` is the documented API, and every name in it resolves."""
+    assert len(ryot_telemetry.__all__) <= 18
+    for name in ryot_telemetry.__all__:
+        assert getattr(ryot_telemetry, name) is not None
+
+
+def test_removed_top_level_names_warn_and_still_work() -> None:
+    """Each name cut from the top-level API resolves to the same object as at its new home, with a
+    DeprecationWarning naming that module; an unknown name is still an AttributeError."""
+    import importlib
+    import warnings
+
+    moved = ryot_telemetry._MOVED
+    assert set(moved) == {
+        "CATALOGUE", "METER_NAME", "MetricSpec", "OVERFLOW", "UNADMITTED", "batch_size_label", "prompt_size_label",
+        "SEVERITY", "classify", "create_instrument", "default_recorder", "package_version", "traced_call", "Price",
+        "Slo",
+    }  # fmt: skip
+    for name, (module, attr) in moved.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = getattr(ryot_telemetry, name)
+        assert value is getattr(importlib.import_module(module), attr)
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert f"import it from {module}" in str(caught[0].message)
+        assert name not in ryot_telemetry.__all__
+    try:
+        ryot_telemetry.no_such_name  # noqa: B018
+    except AttributeError as e:
+        assert "no_such_name" in str(e)
+    else:
+        raise AssertionError("an unknown name resolved")
 
 
 def test_cycle_finder_finds_a_cycle() -> None:
@@ -135,8 +205,8 @@ def test_plain_import_does_not_load_the_sdk_configurator() -> None:
 
 def test_bucketed_label_values_are_the_catalogue_vocabularies() -> None:
     """batch_size_label and prompt_size_label produce exactly the values the catalogue declares, in order."""
-    from ryot_telemetry import batch_size_label, prompt_size_label
     from ryot_telemetry.catalogue import get
+    from ryot_telemetry.recording.labels import batch_size_label, prompt_size_label
 
     batch = list(dict.fromkeys(batch_size_label(n) for n in range(0, 100)))
     sizes = list(dict.fromkeys(prompt_size_label(n) for n in (0, 49, 50, 499, 500, 1999, 2000, 9999, 10000)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import tracemalloc
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
+from ryot_telemetry.recording.labels import OVERFLOW
 from ryot_telemetry.testing import Capture, capture
 from support.fakes import ChatParams, Completion, ScriptedRouter, content_chunk, usage, usage_chunk
 
@@ -222,8 +223,8 @@ async def test_flood_of_model_names_is_capped_with_one_warning(caplog: pytest.Lo
                 await router.openai_chat_completion({"model": f"flood-{i}", "messages": []})
         cap.collect()
         labels = {s["model"] for s in cap.series(REQ)}
-        assert len(labels) == 101 and ryot_telemetry.OVERFLOW in labels
-        assert cap.value(REQ, model=ryot_telemetry.OVERFLOW, endpoint="chat_completion", status="success") == 150
+        assert len(labels) == 101 and OVERFLOW in labels
+        assert cap.value(REQ, model=OVERFLOW, endpoint="chat_completion", status="success") == 150
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "more than 100 distinct model names" in warnings[0]
     finally:
@@ -320,14 +321,8 @@ async def test_first_request_of_a_model_is_in_flight_under_unknown_until_the_rou
 
 
 async def test_the_label_cache_keeps_only_clipped_names() -> None:
-    """30 requests with distinct 10 MB model names (request and response): memory afterwards holds their
-    128-character clips, not 600 MB.
-
-    Bound: the label map holds at most max_models keys of at most 128 code points (here ASCII, 177 bytes each as
-    str objects), as does the response-model map; each new model also creates its series in the OTel SDK (~15
-    instruments with semconv, ~1-3 kB each). 30 models stay well under 3 MB; keeping the raw names would hold
-    2 x 30 x 10 MB.
-    """
+    """30 requests with distinct 10 MB model names (request and response): telemetry keeps no reference to any of
+    them, only their 128-character clips (the label map, the series), so memory cannot hold 2 x 30 x 10 MB."""
     cap = capture(semconv=True)
     try:
 
@@ -338,20 +333,16 @@ async def test_the_label_cache_keeps_only_clipped_names() -> None:
         router = cap.instrument_router(Serves())
         await router.openai_chat_completion({"model": "warm-up", "messages": []})
         cap.collect()
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            for i in range(30):
-                name = f"{i:03d}" + "x" * 10_000_000
-                await router.openai_chat_completion({"model": name, "messages": []})
-                del name
+        kept = []
+        for i in range(30):
+            name = f"{i:03d}" + "x" * 10_000_000
+            alone = sys.getrefcount(name)
+            await router.openai_chat_completion({"model": name, "messages": []})
             cap.collect()
             gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
-        assert grown < 3_000_000, grown
+            kept.append(sys.getrefcount(name) - alone)  # references telemetry still holds after the call
+            del name
+        assert kept == [0] * 30
         labels = {s["model"] for s in cap.series(REQ)} - {"warm-up"}
         assert labels == {f"{i:03d}" + "x" * 125 for i in range(30)}
         assert all(len(k) <= 128 for k in cap.recorder.models._map)
@@ -367,11 +358,11 @@ def test_names_equal_after_clipping_share_one_label_and_one_slot() -> None:
     assert labels("abcdefgh-one") == labels("abcdefgh-two") == "abcdefgh"
     assert labels("other") == "other"
     assert labels("abcdefgh-three") == "abcdefgh"  # not __overflow__: the same clipped name
-    assert labels("\ud800\x00-new") == ryot_telemetry.OVERFLOW
+    assert labels("\ud800\x00-new") == OVERFLOW
 
 
 def _otlp_bytes(cap: Capture) -> bytes:
-    """What the OTLP exporter would send for one collection (the encoding step that used to fail)."""
+    """What the OTLP exporter would send for one collection (the encoding step a bad label value breaks)."""
     return encode_metrics(cap.reader.get_metrics_data()).SerializeToString()
 
 

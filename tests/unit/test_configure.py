@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,7 +131,7 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     lat = by_name["ryot.inference.latency"]
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
-    assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type"}
+    assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
     assert len(by_name) == 34  # the 26 SPEC table families, ryot_slo_requests_total and 7 from "Outcomes, ..."
 
 
@@ -308,6 +310,37 @@ def test_bool_bucket_boundaries_as_argument() -> None:
             "RYOT_TELEMETRY_PROMETHEUS_REGISTRY='shared': unknown value 'shared'; choose from global, private",
         ),
         ("OTEL_EXPORTER_PROMETHEUS_PORT", "99999", "OTEL_EXPORTER_PROMETHEUS_PORT must be 0-65535, got 99999"),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            "deltas",
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE='deltas': unknown value 'deltas'; choose from "
+            "cumulative, delta, lowmemory",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+            "exponential",
+            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION='exponential': unknown value 'exponential'; "
+            "choose from explicit_bucket_histogram, base2_exponential_bucket_histogram",
+        ),
+        (
+            "RYOT_TELEMETRY_DROP_DUPLICATES",
+            "ogx,vllm",
+            "RYOT_TELEMETRY_DROP_DUPLICATES='ogx,vllm': unknown source 'vllm'; choose from ogx",
+        ),
+        (
+            "RYOT_TELEMETRY_TENANT",
+            "metadata tenant",
+            "RYOT_TELEMETRY_TENANT='metadata tenant': expected a dotted path into the request params such as "
+            "metadata.tenant or user, or one of ogx:principal, ogx:tenant_id",
+        ),
+        (
+            "RYOT_TELEMETRY_TENANT",
+            "ogx:user",
+            "RYOT_TELEMETRY_TENANT='ogx:user': expected a dotted path into the request params such as "
+            "metadata.tenant or user, or one of ogx:principal, ogx:tenant_id",
+        ),
+        ("RYOT_TELEMETRY_MAX_TENANTS", "0", "RYOT_TELEMETRY_MAX_TENANTS must be >= 1, got 0"),
+        ("RYOT_TELEMETRY_MAX_TENANTS", "many", "RYOT_TELEMETRY_MAX_TENANTS='many': expected an integer"),
     ],
 )
 def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str) -> None:
@@ -359,6 +392,34 @@ def test_bad_environment_values(monkeypatch: pytest.MonkeyPatch, var: str, value
             "genai_server='router': expected host:port with a port 1-65535, such as router.internal:8321 "
             "(IPv6 as [addr]:port)",
         ),
+        (
+            {"otlp_temporality": "monthly"},
+            "otlp_temporality: unknown value 'monthly'; choose from cumulative, delta, lowmemory",
+        ),
+        (
+            {"otlp_histogram_aggregation": "native"},
+            "otlp_histogram_aggregation: unknown value 'native'; choose from explicit_bucket_histogram, "
+            "base2_exponential_bucket_histogram",
+        ),
+        ({"drop_duplicates": "litellm"}, "drop_duplicates: unknown source 'litellm'; choose from ogx"),
+        ({"drop_duplicates": 1}, "drop_duplicates must be a string or a list of strings, got 1"),
+        (
+            {"tenant": 3},
+            "tenant must be a callable, a dotted path such as 'metadata.tenant', or one of ogx:principal, "
+            "ogx:tenant_id; got 3",
+        ),
+        (
+            {"tenant": "metadata..tenant"},
+            "tenant='metadata..tenant': expected a dotted path into the request params such as metadata.tenant "
+            "or user, or one of ogx:principal, ogx:tenant_id",
+        ),
+        (
+            {"tenant": ""},
+            "tenant='': expected a dotted path into the request params such as metadata.tenant or user, or one "
+            "of ogx:principal, ogx:tenant_id",
+        ),
+        ({"max_tenants": 0}, "max_tenants must be >= 1, got 0"),
+        ({"max_tenants": "50"}, "max_tenants must be an integer, got '50'"),
     ],
 )
 def test_wrong_argument_values_are_configuration_errors(kwargs: dict, message: str) -> None:
@@ -457,7 +518,7 @@ def test_otlp_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_variable_settings_reads_is_documented() -> None:
-    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py (or env.py) appears in the README's table."""
+    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py (or env.py) is on the configuration page."""
     import ast
     import re
     from pathlib import Path
@@ -465,8 +526,8 @@ def test_every_variable_settings_reads_is_documented() -> None:
     from ryot_telemetry import env, settings
 
     root = Path(__file__).resolve().parents[2]
-    readme = (root / "README.md").read_text()
-    table = readme[readme.index("<!-- BEGIN CONFIG TABLE -->") : readme.index("<!-- END CONFIG TABLE -->")]
+    page = (root / "docs" / "reference" / "configuration.md").read_text()
+    table = page[page.index("<!-- BEGIN CONFIG TABLE -->") : page.index("<!-- END CONFIG TABLE -->")]
     names = {
         node.value
         for node in ast.walk(ast.parse(Path(settings.__file__).read_text()))
@@ -566,5 +627,183 @@ def test_non_ascii_configured_values_reach_the_scrape_and_otlp_unchanged(monkeyp
         ]
         attrs = {a.key: a.value.string_value for a in info_point.attributes}
         assert (attrs["service"], attrs["component"]) == ("routeur-café 模型", "passerelle\u00a0🚀")
+    finally:
+        tel.shutdown()
+
+
+def _no_params() -> str:
+    return "acme"
+
+
+def test_tenant_sources_are_checked_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callable must take the params; ogx sources need ogx installed; good sources load as given (an environment
+    value stripped), a builtin without a signature is accepted; without a source there is no tenant label."""
+    from ryot_telemetry.settings import Settings
+
+    with pytest.raises(ConfigurationError) as e:
+        Settings.load(tenant=_no_params)
+    assert str(e.value) == f"tenant: {_no_params!r} must take one argument, the call's params"
+    monkeypatch.setitem(sys.modules, "ogx", None)  # find_spec("ogx") is then None: ogx is not installed
+    for source in ("ogx:principal", "ogx:tenant_id"):
+        with pytest.raises(ConfigurationError) as e:
+            Settings.load(tenant=source)
+        assert str(e.value) == (
+            f"tenant={source!r}: reads ogx's authenticated user, but ogx is not installed here; use a dotted path "
+            "such as metadata.tenant, or a callable"
+        )
+    assert (Settings.load().tenant, Settings.load().max_tenants) == (None, 50)
+    assert Settings.load(tenant=len).tenant is len
+    assert Settings.load(tenant="metadata.tenant", max_tenants=3).max_tenants == 3
+    monkeypatch.setenv("RYOT_TELEMETRY_TENANT", "  user ")
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_TENANTS", "7")
+    loaded = Settings.load()
+    assert (loaded.tenant, loaded.max_tenants) == ("user", 7)
+    assert Settings.load(tenant="metadata.tenant").tenant == "metadata.tenant"  # the argument wins
+
+
+@pytest.mark.parametrize(
+    ("temporality", "aggregation", "expect"),
+    [
+        (" Delta ", "BASE2_EXPONENTIAL_BUCKET_HISTOGRAM", ("delta", "exponential", "delta", "delta")),
+        ("LowMemory", None, ("lowmemory", "explicit", "delta", "cumulative")),
+        (None, None, ("cumulative", "explicit", "cumulative", "cumulative")),
+    ],
+)
+def test_otlp_temporality_and_histogram_aggregation_reach_the_exporter(
+    monkeypatch: pytest.MonkeyPatch, temporality: str | None, aggregation: str | None, expect: tuple[str, ...]
+) -> None:
+    """The two standard variables (any case, as the newest OTLP exporters read them) become the OTLP exporter's
+    preferences: (temporality, histogram aggregation, counter temporality, observable counter temporality). The
+    arguments win over the variables."""
+    from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter, UpDownCounter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    from ryot_telemetry.export.readers import otlp_exporter
+    from ryot_telemetry.settings import Settings
+
+    for var, value in (
+        ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", temporality),
+        ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", aggregation),
+    ):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    settings = Settings.load(exporters="otlp")
+    exporter = otlp_exporter(settings)
+    kinds = exporter._preferred_temporality
+    exponential = isinstance(exporter._preferred_aggregation[Histogram], ExponentialBucketHistogramAggregation)
+    got = (
+        settings.otlp_temporality,
+        "exponential" if exponential else "explicit",
+        kinds[Counter].name.lower(),
+        kinds[ObservableCounter].name.lower(),
+    )
+    assert got == expect
+    assert kinds[UpDownCounter] == AggregationTemporality.CUMULATIVE  # levels stay cumulative in every choice
+    overridden = Settings.load(otlp_temporality="cumulative", otlp_histogram_aggregation="explicit_bucket_histogram")
+    assert (overridden.otlp_temporality, overridden.otlp_histogram_aggregation) == (
+        "cumulative",
+        "explicit_bucket_histogram",
+    )
+    exporter.shutdown()
+
+
+def test_exponential_otlp_histograms_in_multiprocess_mode_are_one_configuration_error(tmp_path: Path) -> None:
+    """The merged multi-process export has explicit buckets only: asking for exponential ones fails at start-up."""
+    with pytest.raises(ConfigurationError) as e:
+        configure(
+            multiproc_dir=tmp_path,
+            exporters="otlp",
+            otlp_histogram_aggregation="base2_exponential_bucket_histogram",
+            gpu=False,
+        )
+    assert str(e.value).startswith(
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION / otlp_histogram_aggregation="
+        "base2_exponential_bucket_histogram is not supported in multi-process mode (RYOT_TELEMETRY_MULTIPROC_DIR)"
+    )
+
+
+def test_exponential_otlp_leaves_histogram_views_to_the_readers() -> None:
+    """views(explicit_buckets=False): every histogram View (ryot's and the semconv ones) has the default
+    aggregation, so a reader's own preference applies (a View's aggregation would win over it); the rest keep
+    their Views as before."""
+    from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
+
+    from ryot_telemetry.catalogue import CATALOGUE
+
+    histograms = {m.name for m in CATALOGUE if m.buckets is not None}
+    explicit = {v._instrument_name: v._aggregation for v in views()}
+    left = {v._instrument_name: v._aggregation for v in views(explicit_buckets=False)}
+    assert explicit.keys() == left.keys()
+    hist_names = {n for n, a in explicit.items() if isinstance(a, ExplicitBucketHistogramAggregation)}
+    assert histograms < hist_names  # the catalogue's histograms and the semconv ones
+    assert all(isinstance(left[n], DefaultAggregation) for n in hist_names)
+
+
+@pytest.mark.parametrize("how", ["argument", "env", "off"])
+def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """drop_duplicates="ogx" (or RYOT_TELEMETRY_DROP_DUPLICATES=ogx): ogx's three router histograms, recorded on
+    ryot's provider as ogx records them (meter ogx.inference), have no points; ogx's model-type counter and a
+    histogram of the same name on another meter keep theirs. Off (the default): all of them are there."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ryot_telemetry.recording.duplicates import SUPERSEDED
+    from ryot_telemetry.settings import DUPLICATE_SOURCES
+
+    assert tuple(SUPERSEDED) == DUPLICATE_SOURCES
+    if how == "env":
+        monkeypatch.setenv("RYOT_TELEMETRY_DROP_DUPLICATES", " OGX ")
+    reader = InMemoryMetricReader()
+    tel = configure(
+        exporters="none", readers=[reader], gpu=False, drop_duplicates="ogx" if how == "argument" else None
+    )
+    try:
+        ogx = tel.meter_provider.get_meter("ogx.inference", "1.0.0")
+        attrs = {"model": "vllm/llama", "provider": "vllm", "stream": "false", "status": "success"}
+        for s in SUPERSEDED["ogx"]:
+            ogx.create_histogram(s.instrument, unit="s").record(0.5, attrs)
+        ogx.create_counter("ogx.inference.model_type_used_total").add(1, {"model_type": "llm"})
+        other = tel.meter_provider.get_meter("someone.else")
+        other.create_histogram("ogx.inference.duration_seconds").record(0.5)
+        data = reader.get_metrics_data()
+    finally:
+        tel.shutdown()
+    got = sorted(
+        (sm.scope.name, m.name)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.data.data_points and (m.name.startswith("ogx.") or sm.scope.name.startswith("ogx"))
+    )
+    kept = [
+        ("ogx.inference", "ogx.inference.model_type_used_total"),
+        ("someone.else", "ogx.inference.duration_seconds"),
+    ]
+    dropped = [("ogx.inference", s.instrument) for s in SUPERSEDED["ogx"]]
+    assert got == sorted(kept if how != "off" else kept + dropped)
+
+
+def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spelling() -> None:
+    """``Telemetry.drain()`` returns how many queued requests it recorded; ``collect()`` does the same, warning."""
+    import warnings
+
+    from ryot_telemetry import configure
+
+    tel = configure(exporters="none", gpu=False)
+    try:
+        tel.recorder.stop_drainer()
+        for _ in range(3):
+            tel.recorder.start("m", "chat_completion", "standard").success()
+        assert tel.drain() == 3
+        tel.recorder.start("m", "chat_completion", "standard").success()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tel.collect()
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert tel.drain() == 0
     finally:
         tel.shutdown()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ryot_telemetry import CATALOGUE, PriceTable, catalogue, configure
-from ryot_telemetry.catalogue import Instrument
+from ryot_telemetry import PriceTable, catalogue, configure
+from ryot_telemetry.catalogue import CATALOGUE, Instrument
 from ryot_telemetry.recording.semconv import SEMCONV
 from support import otlp_names
 from support.fakes import (
@@ -235,6 +235,8 @@ def test_collector_and_plugin_expose_the_same_names(full_exposition: bytes) -> N
         "gen_ai_server_time_per_output_token_seconds",
         "gen_ai_client_operation_duration_seconds",
         "gen_ai_client_token_usage",  # {token}: an annotation, no unit suffix on either path
+        "gen_ai_client_operation_time_to_first_chunk_seconds",
+        "gen_ai_client_operation_time_per_output_chunk_seconds",
     ]
     assert {name: exposed.get(name) for name in semconv} == dict.fromkeys(semconv, "histogram")
 
@@ -373,3 +375,63 @@ def test_price_table_is_a_public_type() -> None:
     """PriceTable prices per 1k tokens and falls back to the '*' entry."""
     t = PriceTable({"m": {"prompt": 0.5, "completion": 1.0}, "*": [0.1, 0.2]})
     assert (t.get("m").prompt, t.get("other").completion) == (0.5, 0.2)
+
+
+def test_with_tenants_on_exactly_the_spec_counters_carry_the_tenant_label() -> None:
+    """With a tenant resolver, every series of the SPEC's four tenant counters has a tenant label and no other
+    family has one; every family still has its SPEC labels (plus tenant where the SPEC adds it)."""
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prometheus_registry="private",
+        prices={"m": {"prompt": 0.001, "completion": 0.002}},
+        slos={"*": {"latency": 30.0}},
+        gpu_backend=two_gpus(),
+        gpu_models={0: "m"},
+        tenant=lambda params: "acme",
+    )
+    try:
+        asyncio.run(_traffic(tel))
+        _engine_reports(tel)
+        exposed = scrape(tel.prometheus_url)
+    finally:
+        tel.shutdown()
+    tenant_families = {m.prometheus_name for m in CATALOGUE if catalogue.TENANT in m.opt_in_labels}
+    assert tenant_families == {
+        "ryot_inference_requests_total",
+        "ryot_tokens_generated_total",
+        "ryot_token_cost_estimate_usd_total",
+        "ryot_slo_requests_total",
+    }
+    assert tenant_families <= set(exposed)
+    for name, fam in exposed.items():
+        _, required, optional, _ = {**SPEC, **SPEC_SECTIONS}[name]
+        for labels in fam["labelsets"]:
+            if name in tenant_families:
+                assert "tenant" in labels and required <= labels - {"tenant"} <= required | optional, (name, labels)
+            else:
+                assert "tenant" not in labels, (name, sorted(labels))
+
+
+@pytest.mark.skipif(not SHARED_SPEC.exists(), reason="../shared/SPEC.md is not beside this checkout")
+def test_tenant_and_cached_price_sections_match_shared_spec() -> None:
+    """The catalogue's opt-in tenant label is on exactly the families the SPEC's "Tenants (opt-in)" names, with
+    the default max_tenants it gives; the cost counter's token_type vocabulary has the SPEC's cached_prompt."""
+    from ryot_telemetry.settings import Settings
+
+    text = SHARED_SPEC.read_text()
+    section = text[text.index("## Tenants (opt-in)") :]
+    section = " ".join(section[: section.index("\n## ", 1)].split())
+    named = set(re.findall(r"`(ryot_[a-z_]+)`", section))
+    assert named == {m.prometheus_name for m in CATALOGUE if catalogue.TENANT in m.opt_in_labels}
+    assert "`max_tenants`, default 50, then `__overflow__`" in section
+    assert Settings.load().max_tenants == 50
+    assert all(m.instrument is Instrument.COUNTER for m in CATALOGUE if m.opt_in_labels)
+    outcomes = " ".join(text[text.index("## Outcomes, token detail") :].split())
+    assert "the cost counter's token_type gains `cached_prompt`" in outcomes
+    assert catalogue.get("ryot_token_cost_estimate_usd_total").label_values["token_type"] == (
+        "prompt",
+        "completion",
+        "cached_prompt",
+    )

@@ -1,32 +1,158 @@
-"""README's generated sections match the code, and its set-up commands are the ones CI runs."""
+"""The docs site matches the code: generated tables are current, every page is in the nav, README stays short."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+import ryot_telemetry
 from ryot_telemetry import env
 from ryot_telemetry.artifacts import docs as _docs
 from ryot_telemetry.catalogue import CATALOGUE, markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def page(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+def nav_pages(nav: Any) -> list[str]:
+    """Every page a mkdocs nav names, depth first."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, list):
+        return [p for item in nav for p in nav_pages(item)]
+    if isinstance(nav, dict):
+        return [p for value in nav.values() for p in nav_pages(value)]
+    return []
+
+
+def test_generated_tables_are_current() -> None:
+    """Each page's generated sections are exactly what the generator makes now (python scripts/gen_docs.py)."""
+    stale = [
+        f"{name}: {marker}"
+        for name, markers in _docs.PAGES.items()
+        for marker in markers
+        if _docs.section(page(name), marker) != _docs.SECTIONS[marker](ROOT)
+    ]
+    assert stale == []
 
 
 def test_metric_table_is_generated_from_catalogue() -> None:
-    """The README metric table is exactly what the catalogue generates (run scripts/gen_docs.py to refresh)."""
-    assert _docs.section(README, "METRICS TABLE") == markdown_table()
-    for m in CATALOGUE:
-        assert f"`{m.prometheus_name}`" in README
+    """The metrics page holds the catalogue's table, naming every metric."""
+    text = page("docs/reference/metrics.md")
+    assert _docs.section(text, "METRICS TABLE") == markdown_table()
+    assert [m.prometheus_name for m in CATALOGUE if f"`{m.prometheus_name}`" not in text] == []
 
 
 def test_configuration_table_lists_every_env_variable() -> None:
-    """Every RYOT_TELEMETRY_* constant in env.py is documented in README, with its docstring."""
-    assert _docs.section(README, "CONFIG TABLE") == _docs.configuration_table()
+    """Every RYOT_TELEMETRY_* constant in env.py is on the configuration page, with its docstring."""
+    assert _docs.section(page("docs/reference/configuration.md"), "CONFIG TABLE") == _docs.configuration_table()
     names = [n for n in vars(env) if n.startswith("RYOT_TELEMETRY_")]
     assert sorted(n for n, _ in _docs.env_variables()) == sorted(names)
 
 
-def test_readme_commands_are_what_ci_runs() -> None:
-    """README names the demo and test commands, and .ci/run runs that same test command."""
+def test_performance_table_is_generated_from_benchmark_json() -> None:
+    """The performance page's table has one row per record of the committed benchmark JSON, missed goals marked."""
+    doc = {
+        "machine": {
+            "python": "3.11.7",
+            "implementation": "CPython",
+            "platform": "Linux",
+            "cpus": 2,
+            "load_average": [4.93, 7.5],
+            "quick": True,
+            "opentelemetry_sdk": "1.45.2",
+            "prometheus_client": "0.26.0",
+        },
+        "records": [
+            {"name": "a / b", "value": 2.3, "unit": "ratio", "goal": "<= 2.2", "met": False, "note": "MISSED"},
+            {"name": "per chunk", "value": 77.0, "unit": "ns", "goal": None, "met": None, "note": "__exit__ | x"},
+        ],
+    }
+    assert _docs.performance_table(doc).splitlines() == [
+        "Python 3.11.7 (CPython), 2 CPUs (load average 4.93 over 1 min, 7.5 over 15 min), Linux; "
+        "opentelemetry-sdk 1.45.2, prometheus_client 0.26.0; `--quick` run.",
+        "",
+        "| measure | result (a ratio unless a unit is given) | goal | note |",
+        "|---|---|---|---|",
+        "| a / b | 2.30 | <= 2.2 — **missed** |  |",
+        "| per chunk | 77 ns |  | \\_\\_exit\\_\\_ \\| x |",
+    ]
+
+
+def test_benchmark_rows_become_json_records() -> None:
+    """``python -m benchmarks --json`` turns each summary row into a record with number, unit, baseline and goal."""
+    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
+    assert spec is not None and spec.loader is not None
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    assert results.record(("total / prometheus_client overhead", "2.30", "<= 2.2", "MISSED")) == {
+        "name": "total / prometheus_client overhead",
+        "value": 2.3,
+        "unit": "ratio",
+        "baseline": "prometheus_client overhead",
+        "ratio": 2.3,
+        "goal": "<= 2.2",
+        "met": False,
+        "note": "MISSED",
+    }
+    assert results.record(("stream wrapper overhead per chunk", "77 ns", "<= 150 ns", "met")) == {
+        "name": "stream wrapper overhead per chunk",
+        "value": 77.0,
+        "unit": "ns",
+        "baseline": None,
+        "ratio": None,
+        "goal": "<= 150 ns",
+        "met": True,
+        "note": "met",
+    }
+    assert results.record(("scrape / prometheus_client", "1.13x", "", ""))["ratio"] == 1.13
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    """mkdocs.yml's nav names every page under docs/, and only pages that exist."""
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    listed = nav_pages(config["nav"])
+    on_disk = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    assert sorted(listed) == on_disk
+    assert len(listed) == len(set(listed))
+
+
+def test_api_reference_documents_the_public_api() -> None:
+    """docs/reference/api.md renders every name of ryot_telemetry.__all__, one ``:::`` block each, and no other."""
+    documented = re.findall(r"^::: ryot_telemetry\.(\w+)$", page("docs/reference/api.md"), flags=re.M)
+    assert sorted(documented) == sorted(ryot_telemetry.__all__)
+
+
+def test_readme_is_short_and_names_the_two_commands() -> None:
+    """README stays at most 12 KB, names the demo and test commands, and .ci/run runs that same test command."""
+    assert len(README.encode("utf-8")) <= 12 * 1024
     assert "bash scripts/demo.sh" in README and "bash scripts/test.sh" in README
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_links_from_the_repository_documents_resolve() -> None:
+    """Relative links in README, CONTRIBUTING, CHANGELOG and collector/README point at files that exist."""
+    broken = []
+    for name in ("README.md", "CONTRIBUTING.md", "CHANGELOG.md", "collector/README.md"):
+        source = ROOT / name
+        for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text(encoding="utf-8")):
+            path = target.split("#", 1)[0]
+            if path and not re.match(r"[a-z]+:", path) and not (source.parent / path).exists():
+                broken.append(f"{name}: {target}")
+    assert broken == []
+
+
+def test_strict_docs_build_runs_in_the_test_command() -> None:
+    """scripts/test.sh builds the site with --strict, so a broken link or a vanished API name fails CI."""
+    script = page("scripts/test.sh")
+    assert re.search(r"mkdocs build --strict", script)
+    assert "site/" in page(".gitignore").splitlines()

@@ -372,3 +372,27 @@ def test_engine_without_recorder_cannot_report_a_hit_ratio() -> None:
             engine.set_kv_cache_hit_ratio("m", "batch", 0.5)
     finally:
         c.shutdown()
+
+
+def test_on_collect_hooks_run_after_the_drain_and_before_the_gauges() -> None:
+    """Every collection drains the recorder's queue first, then runs the engine's hooks, then reads the gauges:
+    a hook sees no queued request, and the queue depth it sets is in the same collection."""
+    cap = capture()
+    try:
+        rec, engine = cap.recorder, cap.engine
+        assert engine is not None
+        seen: list[int] = []
+
+        def hook() -> None:
+            seen.append(len(rec._pending))
+            engine.set_queue_depth("m", "normal", 7)
+
+        engine.on_collect(hook)
+        for _ in range(2):
+            rec.start("m", "chat_completion", "standard").success()
+        cap.collect()
+        assert seen == [0]
+        assert cap.value("ryot.queue.depth", model="m", priority_level="normal") == 7
+        assert cap.value("ryot.inference.requests", model="m", endpoint="chat_completion", status="success") == 2
+    finally:
+        cap.shutdown()

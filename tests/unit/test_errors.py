@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ryot_telemetry import SEVERITY, classify
 from ryot_telemetry.catalogue import ERROR_TYPES, SEVERITIES, get
+from ryot_telemetry.recording.errors import SEVERITY, classify
 
 
 @pytest.mark.parametrize(

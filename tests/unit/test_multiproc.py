@@ -235,6 +235,107 @@ def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -
     assert any(name == "ryot_inference_errors_total" for name, _ in multi)
 
 
+def _recorded_tenants(users: list[str]) -> bytes:
+    """One worker's cumulative OTLP snapshot after one request per entry of ``users`` (tenant="user", at most 2)."""
+    import asyncio
+
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    from ryot_telemetry.demo.simulate import SimulatedRouter
+    from ryot_telemetry.testing import capture
+
+    cap = capture(tenant="user", max_tenants=2, prices={"*": {"prompt": 0.001, "completion": 0.002}})
+    router = cap.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+
+    async def traffic() -> None:
+        for user in users:
+            params = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "user": user}
+            await router.openai_chat_completion(params)
+
+    asyncio.run(traffic())
+    data = cap.reader.get_metrics_data()
+    cap.provider.shutdown()
+    return encode_metrics(data).SerializeToString()
+
+
+def test_tenant_labels_survive_the_merge_exactly() -> None:
+    """Two workers' tenant series merge by tenant: request counts add per tenant (each worker's own slots and
+    __overflow__ included), tokens and cost keep the label, histograms stay without it."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.sdk.resources import Resource
+
+    from ryot_telemetry.multiproc.directory import Merged
+
+    a, b = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
+    a.ParseFromString(_recorded_tenants(["acme", "acme", "globex", "initech"]))
+    b.ParseFromString(_recorded_tenants(["globex", "acme", "hooli"]))
+    merged = Merged()
+    merged.add(a, live=True)
+    merged.add(b, live=False)
+    data = merged.metrics_data(Resource({}))
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    requests = {p.attributes["tenant"]: p.value for p in metrics["ryot.inference.requests"].data.data_points}
+    assert requests == {"acme": 3, "globex": 2, "__overflow__": 2}
+    for name in ("ryot.tokens.generated", "ryot.token.cost_estimate.usd"):
+        tenants = {p.attributes["tenant"] for p in metrics[name].data.data_points}
+        assert tenants == {"acme", "globex", "__overflow__"}, name
+    (lat,) = metrics["ryot.inference.latency"].data.data_points
+    assert "tenant" not in lat.attributes and lat.count == 7
+
+
+def test_multiprocess_exposition_carries_the_tenant_label(tmp_path: Path) -> None:
+    """configure(tenant=...) in multi-process mode: the merged scrape has the single-process tenant series with
+    exact counts."""
+    import asyncio
+
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+    from ryot_telemetry.demo.simulate import SimulatedRouter
+
+    users = ["acme", "globex", "acme", None, "initech"]
+
+    def scrape(mp: Path | None) -> str:
+        tel = configure(
+            multiproc_dir=mp,
+            prometheus_registry="private",
+            start_prometheus_server=False,
+            gpu=False,
+            tenant="metadata.tenant",
+            max_tenants=2,
+        )
+        try:
+            router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
+
+            async def traffic() -> None:
+                for user in users:
+                    metadata = {"tenant": user}
+                    params = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "metadata": metadata}
+                    await router.openai_chat_completion(params)
+
+            asyncio.run(traffic())
+
+            def complete() -> str:
+                text = generate_latest(tel.registry).decode()
+                return text if _samples(text, "ryot_inference_requests_total") == len(users) else ""
+
+            return _until(complete, within=5)  # multi-process: until the 0.5 s hand-off brought all of them
+        finally:
+            tel.shutdown()
+
+    single, multi = scrape(None), scrape(tmp_path)
+    for text in (single, multi):
+        counts = {
+            t: _samples(text, "ryot_inference_requests_total", tenant=t)
+            for t in ("acme", "globex", "__overflow__", "__unknown__")
+        }
+        assert counts == {"acme": 2, "globex": 1, "__overflow__": 1, "__unknown__": 1}
+    assert {tuple(sorted(s)) for s in _series(multi, "ryot_inference_requests_total")} == {
+        tuple(sorted(s)) for s in _series(single, "ryot_inference_requests_total")
+    }
+    assert all("tenant" not in s for s in _series(multi, "ryot_inference_latency_seconds_bucket"))
+
+
 def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> None:
     """An idle worker does not rewrite its file every tick; a finished request is handed off within a second."""
     import asyncio
@@ -671,3 +772,128 @@ def test_service_instance_id_is_server_wide_unless_the_user_set_one(
         assert attrs["service.instance.id"] == (server_instance_id(str(tmp_path)) if expected == "server" else expected)
     finally:
         tel.shutdown()
+
+
+class _SnapshotWorker:
+    """One worker's recorder and its successive cumulative snapshots (one provider: one start time per series)."""
+
+    def __init__(self) -> None:
+        from ryot_telemetry.testing import capture
+
+        self.cap = capture()
+
+    def record(self, latencies: list[float], tokens: int) -> Any:
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+        rec = self.cap.recorder
+        for latency in latencies:
+            req = rec.start(model="m", endpoint="chat_completion", mode="standard")
+            req.prompt_tokens, req.completion_tokens = 10, tokens
+            req.success(rec)
+            req.end = req.start + latency
+        return encode_metrics(self.cap.reader.get_metrics_data())
+
+    def close(self) -> None:
+        self.cap.provider.shutdown()
+
+
+def _delta_points(data: Any) -> dict[str, Any]:
+    return {m.name: m.data for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+
+
+def test_delta_export_sums_back_to_the_merged_totals_across_leaders_restarts_and_a_failed_export(
+    tmp_path: Path,
+) -> None:
+    """Multi-process delta: four exports of the merged state — a worker dies and a new one starts, a new leader
+    (a fresh DeltaExport reading the directory) takes over, one read misses a worker's file, one export fails —
+    and the delta points, never negative, sum back to the final merged cumulative totals exactly."""
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    from opentelemetry.sdk.resources import Resource
+
+    from ryot_telemetry.multiproc.delta import DeltaExport
+    from ryot_telemetry.multiproc.directory import Merged
+
+    def merge(*parts: tuple[Any, bool]) -> Merged:
+        merged = Merged()
+        for req, live in parts:
+            merged.add(req, live=live)
+        return merged
+
+    a, b, c = _SnapshotWorker(), _SnapshotWorker(), _SnapshotWorker()
+    try:
+        a1, b1 = a.record([0.02, 0.3, 3.0], 5), b.record([0.02, 0.7], 7)
+        a2, c1 = a.record([0.2, 0.2], 5), c.record([12.0], 3)  # b died after a1/b1; c is its replacement
+        a3 = a.record([0.04], 5)
+    finally:
+        for w in (a, b, c):
+            w.close()
+    resource = Resource({})
+    exports = [
+        merge((a1, True), (b1, True)),
+        merge((a2, True), (b1, False), (c1, True)),  # new leader from here on
+        merge((b1, False), (c1, True)),  # a's file unreadable for this read: its series read lower
+        merge((a3, True), (b1, False), (c1, True)),  # this export fails; the next covers it
+        merge((a3, True), (b1, False), (c1, True)),
+    ]
+    leaders = [DeltaExport(str(tmp_path)), DeltaExport(str(tmp_path))]
+    sent = []
+    now = time.time_ns()
+    for i, merged in enumerate(exports):
+        now += 10**9
+        delta = leaders[0 if i == 0 else 1]
+        data, baseline = delta.convert(merged, resource, now)
+        if i != 3:  # the receiver got it
+            sent.append((now, _delta_points(data)))
+            delta.commit(baseline, resource, now)
+    requests = [d["ryot.inference.requests"] for _, d in sent]
+    assert all(r.aggregation_temporality == AggregationTemporality.DELTA for r in requests)
+    assert [sum(p.value for p in r.data_points) for r in requests] == [5, 3, 0, 1]
+    assert all(p.value >= 0 for r in requests for p in r.data_points)
+    final = _delta_points(exports[-1].metrics_data(resource))
+    tokens = {}
+    for _, d in sent:
+        for p in d["ryot.tokens.generated"].data_points:
+            tokens[p.attributes["token_type"]] = tokens.get(p.attributes["token_type"], 0) + p.value
+    assert tokens == {p.attributes["token_type"]: p.value for p in final["ryot.tokens.generated"].data_points}
+    assert tokens == {"prompt": 90, "completion": 3 * 5 + 2 * 7 + 2 * 5 + 3 + 5}
+    (cumulative,) = final["ryot.inference.latency"].data_points
+    hists = [p for _, d in sent for p in d["ryot.inference.latency"].data_points]
+    assert all(min(p.bucket_counts) >= 0 and p.count >= 0 for p in hists)
+    assert [sum(col) for col in zip(*(p.bucket_counts for p in hists))] == list(cumulative.bucket_counts)
+    assert sum(p.count for p in hists) == cumulative.count == 9
+    assert sum(p.sum for p in hists) == pytest.approx(cumulative.sum, rel=1e-12)
+    # each delta point starts where the last successful export ended (the failed one does not move it)
+    starts = [r.data_points[0].start_time_unix_nano for r in requests[1:]]
+    assert starts == [sent[0][0], sent[1][0], sent[2][0]]
+    # levels (the in-flight up-down counter) stay cumulative
+    assert sent[-1][1]["ryot.active_inference_requests"].aggregation_temporality == AggregationTemporality.CUMULATIVE
+
+
+def test_delta_export_does_not_subtract_an_earlier_runs_baseline(tmp_path: Path) -> None:
+    """A baseline left by an earlier run of the server (its series started before it was written; this run's all
+    started after): the new run's first delta is its whole total, not that total minus the old one."""
+    from opentelemetry.sdk.resources import Resource
+
+    from ryot_telemetry.multiproc.delta import DeltaExport
+    from ryot_telemetry.multiproc.directory import Merged
+
+    old = _SnapshotWorker()
+    try:
+        before = old.record([0.1] * 6, 2)
+        delta = DeltaExport(str(tmp_path))
+        merged = Merged()
+        merged.add(before, live=True)
+        _, baseline = delta.convert(merged, Resource({}), time.time_ns())
+        delta.commit(baseline, Resource({}), time.time_ns())
+        time.sleep(0.002)
+        after = _SnapshotWorker()
+        try:
+            merged = Merged()
+            merged.add(after.record([0.1] * 2, 2), live=True)
+        finally:
+            after.close()
+        data, _ = DeltaExport(str(tmp_path)).convert(merged, Resource({}), time.time_ns())
+    finally:
+        old.close()
+    (point,) = _delta_points(data)["ryot.inference.requests"].data_points
+    assert point.value == 2

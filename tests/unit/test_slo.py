@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import ryot_telemetry.router.wrapper as wrapper_module
-from ryot_telemetry import ConfigurationError, Slo, SloTable, configure
+from ryot_telemetry import ConfigurationError, SloTable, configure
 from ryot_telemetry.artifacts.slo_rules import EXAMPLE_TABLE, rules_yaml
 from ryot_telemetry.artifacts.slo_rules import main as slo_main
 from ryot_telemetry.recording import recorder as _recorder
-from ryot_telemetry.slo import judge
+from ryot_telemetry.slo import Slo, judge
 from ryot_telemetry.testing import Capture, capture
 from support.fakes import ChatParams, Completion, CompletionParams, content_chunk, usage, usage_chunk
 

@@ -285,6 +285,26 @@ async def test_reasoning_method_reads_inside_the_wrappers(cap: Capture) -> None:
     assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="small").count == 1
 
 
+async def test_reasoning_stream_gives_the_semconv_chunk_metrics_one_point_per_wrapper() -> None:
+    """With semconv on, ogx's reasoning stream (3 wrappers: reasoning, content, usage) gives one time to first
+    chunk and 2 time-per-output-chunk points; the wrappers still reach the caller unchanged."""
+    from ryot_telemetry.testing import capture
+
+    c = capture(semconv=True)
+    try:
+        chunks = [content_chunk("a"), usage_chunk(usage(100, 1))]
+        router = c.instrument_router(_ReasoningRouter(chunks=chunks))
+        params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+        got = [w async for w in await router.openai_chat_completions_with_reasoning(params)]
+        assert [w.chunk for w in got[1:]] == chunks
+        c.collect()
+        first = c.points("gen_ai.client.operation.time_to_first_chunk")
+        per_chunk = c.points("gen_ai.client.operation.time_per_output_chunk")
+        assert [p.count for p in first] == [1] and [p.count for p in per_chunk] == [2]
+    finally:
+        c.shutdown()
+
+
 class _NextOnly:
     """An async iterator with ``__anext__`` but no ``__aiter__`` (legal behind an iterable's ``__aiter__``)."""
 
@@ -406,7 +426,8 @@ async def test_tpot_is_per_choice_for_n_choices(monkeypatch: pytest.MonkeyPatch)
     from ryot_telemetry.testing import capture
 
     cap = capture(semconv=True)
-    ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))
+    # start, first chunk's arrival (semconv notes every chunk's), first token, three more arrivals, end
+    ticks = itertools.chain([10.0, 10.1, 10.3, 10.5, 10.8, 11.0, 11.3], itertools.repeat(11.3))
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
     import ryot_telemetry.router.wrapper as w
 
@@ -734,3 +755,27 @@ async def test_long_stream_without_usage_that_runs_out_is_estimated_exactly(cap:
     cap.collect()
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
     assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 1500
+
+
+async def test_semconv_hot_loop_counts_chunks_and_keeps_the_final_ones_too() -> None:
+    """With semconv on (the loop that notes chunk arrivals): a stream closed after 4 content chunks is estimated
+    at 4, and a full llama.cpp-shaped stream still gives its finish reason and engine timings."""
+    from ryot_telemetry.testing import capture
+
+    cap = capture(semconv=True)
+    try:
+        cap.recorder.models("m")
+        router = cap.instrument_router(ScriptedRouter(chunks=[content_chunk(str(i)) for i in range(9)]))
+        stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+        for _ in range(4):
+            await stream.__anext__()
+        await stream.aclose()
+        router = cap.instrument_router(ScriptedRouter(chunks=_llama_stream("stop")))
+        [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+        cap.collect()
+        assert cap.value(EST, model="m", token_type="completion") == 4
+        assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+        assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
+        assert cap.histogram("ryot.engine.prefill", model="m").sum == 0.0125
+    finally:
+        cap.shutdown()

@@ -22,6 +22,7 @@ DASHBOARD_UID = "ryot-telemetry"
 _DS = {"type": "prometheus", "uid": "${datasource}"}
 _TARGET = 'job=~"$job",instance=~"$instance"'  # every query: one replica or several, never mixed silently
 _MODEL = _TARGET + ',model=~"$model"'
+_TENANT = _MODEL + ',tenant=~"$tenant"'  # only on the tenant panels: errors, histograms and gauges have no tenant
 _RATE = "$__rate_interval"
 _REQUESTS = 'request_type!="engine_step"'
 _WIDTH = 12  # two panels per row on Grafana's 24-column grid
@@ -314,6 +315,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             _unit("ryot.token.cost_estimate.usd"),
             kind="stat",
         ),
+        *_tenant_panels(cost),
     ]
     return [
         ("Traffic and errors", traffic),
@@ -324,6 +326,28 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ("GPU", gpu),
         ("Cost", spend),
         ("Outcomes and engine time", _outcome_panels()),
+    ]
+
+
+def _tenant_panels(cost: str) -> list[dict[str, Any]]:
+    """Cost by tenant, for chargeback: needs the opt-in tenant label (``RYOT_TELEMETRY_TENANT``); without it each
+    panel shows one series with an empty tenant."""
+    by = f"sum by ({catalogue.TENANT})"
+    note = " Needs the opt-in tenant label (RYOT_TELEMETRY_TENANT); __overflow__ past max_tenants."
+    return [
+        _panel(
+            "Cost by tenant (USD per hour)",
+            "Estimated spend per tenant, all token types." + note,
+            [(f"{by} (rate({cost}{{{_TENANT}}}[{_RATE}])) * 3600", "{{tenant}}")],
+            _unit("ryot.token.cost_estimate.usd"),
+        ),
+        _panel(
+            "Cost by tenant over the time range",
+            "Total estimated spend per tenant in the selected time range: the chargeback figure." + note,
+            [(f"{by} (increase({cost}{{{_TENANT}}}[$__range]))", "{{tenant}}")],
+            _unit("ryot.token.cost_estimate.usd"),
+            kind="stat",
+        ),
     ]
 
 
@@ -498,6 +522,11 @@ def build_dashboard() -> dict[str, Any]:
                 _query_variable("job", "Job", f"label_values({info}, job)"),
                 _query_variable("instance", "Instance", f'label_values({info}{{job=~"$job"}}, instance)'),
                 _query_variable("model", "Model", f"label_values({req}{{{_TARGET}}}, model)"),
+                _query_variable(
+                    catalogue.TENANT,
+                    "Tenant",
+                    f"label_values({_name('ryot.token.cost_estimate.usd')}{{{_MODEL}}}, tenant)",
+                ),
             ]
         },
         "annotations": {"list": []},

@@ -256,10 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("slo-rules", help="write Prometheus SLO burn-rate rules for an SLO table")
     rules.add_argument("table", nargs="?", help="SLO table file (JSON or YAML); default: the shipped example table")
     rules.add_argument("-o", "--output", default="-", help="rule file to write (default stdout)")
+    sub.add_parser(
+        "k8s",
+        add_help=False,
+        help="write a Prometheus Operator PodMonitor/ServiceMonitor and a PrometheusRule with the shipped rules "
+        "(ryot-telemetry k8s --help)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["k8s"]:  # its own options (artifacts/k8s.py)
+        from ..artifacts import k8s
+
+        return k8s.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         if args.requests < 0 or args.concurrency < 1:

@@ -36,6 +36,7 @@ from ..recording.recorder import Recorder, RequestSpanExemplarFilter
 from ..recording.semconv import SCHEMA_URL
 from ..settings import ConfigurationError, Settings
 from ..sources.gpu import GpuGauges, gauges_for
+from .temporality import exponential_otlp
 
 __all__ = [
     "Assembly",
@@ -110,6 +111,8 @@ def build_recorder(meter: Meter, settings: Settings | None = None, **overrides: 
         genai_server=settings.genai_server,
         slos=settings.slos,
         exemplars=exemplars_enabled(settings),
+        tenant=settings.tenant,
+        max_tenants=settings.max_tenants,
     )
 
 
@@ -131,7 +134,12 @@ def assemble(
     res = resource if resource is not None else Resource.create({})
     sampling = exemplar_filter(settings)
     view_list = views(
-        settings.buckets, attribute_filter=False, exemplars=not isinstance(sampling, AlwaysOffExemplarFilter)
+        settings.buckets,
+        attribute_filter=False,
+        exemplars=not isinstance(sampling, AlwaysOffExemplarFilter),
+        # exponential OTLP histograms: the histogram Views leave the aggregation to each reader (temporality.py)
+        explicit_buckets=not exponential_otlp(settings),
+        drop_duplicates=settings.drop_duplicates,
     )
     late = closers.enter_context(ExitStack())  # closed after the providers' shutdown (registered below)
     provider = MeterProvider(metric_readers=list(readers), resource=res, views=view_list, exemplar_filter=sampling)

@@ -84,8 +84,14 @@ def _otlp_reader(settings: Settings) -> MetricReader:
 
 def otlp_exporter(settings: Settings) -> Any:
     """The OTLP metric exporter (gRPC or HTTP) the settings describe."""
+    from .temporality import preferred_aggregation, preferred_temporality
+
     endpoint = settings.otlp_endpoint
-    kw: dict[str, Any] = {}
+    # Temporality and histogram aggregation as Settings read them (the exporter would only warn on a bad value).
+    kw: dict[str, Any] = {
+        "preferred_temporality": preferred_temporality(settings.otlp_temporality),
+        "preferred_aggregation": preferred_aggregation(settings.otlp_histogram_aggregation),
+    }
     if settings.otlp_timeout is not None:
         kw["timeout"] = settings.otlp_timeout
     if settings.otlp_protocol == "grpc":

@@ -56,11 +56,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from .. import env
 from .._compat import meter_count, set_collect_callback
 from ..export.assembly import ServerSide, assemble
 from ..export.readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
 from ..recording.new_series import NewSeriesGate
 from ..recording.recorder import Recorder
+from .delta import DeltaExport
 from .directory import Merged, _Ident, _write_atomic, housekeep, read_server
 from .handoff import HandoffEncoder
 
@@ -176,6 +178,7 @@ class MultiProcess:
         serve: Callable[[], Any] | None,
         otlp: MetricExporter | None,
         export_interval_s: float,
+        delta: bool = False,
     ) -> None:
         self.directory = directory
         self.worker_reader = worker_reader
@@ -187,6 +190,8 @@ class MultiProcess:
         self._serve = serve
         self._otlp = otlp
         self._export_interval = export_interval_s
+        # OTLP delta temporality: computed from the merged cumulative state (see delta.py)
+        self._delta = DeltaExport(directory) if delta and otlp is not None else None
         self.server: Any = None
         self._serve_warned = False
         self.me = _Ident.mine()
@@ -351,12 +356,25 @@ class MultiProcess:
         if self._otlp is None:
             return
         started = time.monotonic()
+        baseline = None
         try:
-            result = self._otlp.export(self.metrics_data())
+            if self._delta is None:
+                data = self.metrics_data()
+            else:
+                with self._merge_lock:
+                    merged = self.merged()
+                now = time.time_ns()
+                data, baseline = self._delta.convert(merged, self.resource, now)
+            result = self._otlp.export(data)
         except Exception:
             _log.debug("ryot-telemetry: merged OTLP export failed", exc_info=True)
             return
         if result == MetricExportResult.SUCCESS:
+            if self._delta is not None and baseline is not None:
+                try:
+                    self._delta.commit(baseline, self.resource, now)
+                except OSError as e:
+                    _log.warning("ryot-telemetry: could not keep the OTLP delta baseline: %s", e)
             self._note_collection("otlp", started)
 
     def tick(self) -> None:
@@ -526,6 +544,17 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
     """
     directory = settings.multiproc_dir
     assert directory is not None
+    from ..export.temporality import delta_export, exponential_otlp
+
+    if exponential_otlp(settings):
+        from ..settings import ConfigurationError
+
+        raise ConfigurationError(
+            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION / otlp_histogram_aggregation="
+            "base2_exponential_bucket_histogram is not supported in multi-process mode "
+            f"({env.RYOT_TELEMETRY_MULTIPROC_DIR}): the workers' histograms are merged bucket by bucket on explicit "
+            "boundaries; use explicit_bucket_histogram (the default), or export from a single process"
+        )
     from opentelemetry.sdk.resources import OTELResourceDetector
 
     # a user's own service.instance.id (argument, or OTEL_RESOURCE_ATTRIBUTES as the SDK parses it) wins
@@ -574,6 +603,7 @@ def configure_process(settings: Settings, resource: Resource) -> Process:
             serve=serve,
             otlp=otlp,
             export_interval_s=settings.export_interval_ms / 1000.0,
+            delta=delta_export(settings),
         )
         if registry is not None:
             closers.callback(merged_prometheus_reader(mp.scrape_data, registry).shutdown)

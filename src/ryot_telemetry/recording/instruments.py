@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation, View
 
-from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, get
+from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, resolve_buckets, validate_buckets
+from .duplicates import drop_views
 from .semconv import semconv_views
 
 __all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
-
-
-def validate_buckets(name: str, bounds: Sequence[float]) -> tuple[float, ...]:
-    """Bucket boundaries must be finite, non-empty and strictly increasing; checked once, at start-up."""
-    # A string is a sequence too ("123" would become 1, 2, 3) and True is an int: neither is a boundary.
-    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence):
-        raise ValueError(f"buckets for {name}: expected a list of numbers such as [0.1, 0.5, 1], got {bounds!r}")
-    for b in bounds:
-        if isinstance(b, bool) or not isinstance(b, (int, float)):
-            raise ValueError(f"buckets for {name}: {b!r} is not a number; expected a list of numbers, got {bounds!r}")
-    out = tuple(float(b) for b in bounds)
-    if not out:
-        raise ValueError(f"buckets for {name}: empty list")
-    if any(not math.isfinite(b) for b in out):
-        raise ValueError(f"buckets for {name}: boundaries must be finite (+Inf is implicit), got {list(out)}")
-    if any(a >= b for a, b in zip(out, out[1:])):
-        raise ValueError(f"buckets for {name} not in strictly increasing order: {list(out)}")
-    return out
-
-
-def resolve_buckets(overrides: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
-    """Catalogue buckets with overrides applied; override keys may be OTel or Prometheus names."""
-    buckets = {m.name: m.buckets for m in CATALOGUE if m.buckets is not None}
-    for key, bounds in (overrides or {}).items():
-        try:
-            spec = get(key)
-        except KeyError as e:
-            raise ValueError(str(e.args[0])) from None
-        if spec.buckets is None:
-            raise ValueError(f"{key} is a {spec.prometheus_type}, not a histogram: it has no buckets")
-        buckets[spec.name] = validate_buckets(key, bounds)
-    return buckets
 
 
 def create_instrument(
@@ -89,6 +57,8 @@ def views(
     include_semconv: bool = True,
     attribute_filter: bool = True,
     exemplars: bool = True,
+    explicit_buckets: bool = True,
+    drop_duplicates: Sequence[str] = (),
 ) -> list[View]:
     """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
 
@@ -98,6 +68,11 @@ def views(
     filtering (a dict rebuilt per reader per measurement) costs about 6% of the drain for nothing.
     ``exemplars=False`` (a provider whose exemplar filter is always off) gives every series a reservoir that keeps
     nothing: the SDK's own would stay empty too, but still be asked for its exemplars at every collection.
+    ``explicit_buckets=False`` leaves the histograms' aggregation to each reader: the instruments' advisory
+    boundaries (the same buckets) for Prometheus and the rest, the OTLP reader's own preference (exponential
+    histograms) for OTLP; a View's own aggregation would win over that preference.
+    ``drop_duplicates``: sources (``"ogx"``) whose metrics ryot supersedes get ``DropAggregation`` Views
+    (``duplicates.py``).
     """
     reservoir = None if exemplars else no_exemplars
     buckets = resolve_buckets(bucket_overrides)
@@ -110,7 +85,9 @@ def views(
                     instrument_name=spec.name,
                     meter_name=METER_NAME,
                     attribute_keys=keys,
-                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name])),
+                    aggregation=ExplicitBucketHistogramAggregation(boundaries=list(buckets[spec.name]))
+                    if explicit_buckets
+                    else DefaultAggregation(),
                     exemplar_reservoir_factory=reservoir,
                 )
             )
@@ -124,7 +101,12 @@ def views(
                 )
             )
     if include_semconv:
-        out.extend(semconv_views(attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir))
+        out.extend(
+            semconv_views(
+                attribute_filter=attribute_filter, exemplar_reservoir_factory=reservoir, explicit=explicit_buckets
+            )
+        )
+    out.extend(drop_views(drop_duplicates))
     return out
 
 

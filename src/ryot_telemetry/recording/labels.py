@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 
-from ..catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES
+from ..catalogue import BATCH_SIZE_LABELS, PROMPT_SIZES, REPLACEMENT, UNENCODABLE
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -48,18 +47,6 @@ def prompt_size_label(prompt_tokens: int) -> str:
     return _XLARGE
 
 
-_UNENCODABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-"""Control characters (Unicode category Cc) and surrogate code points (Cs; a lone surrogate cannot be encoded as
-UTF-8, so one in a label value breaks every later Prometheus scrape and OTLP export)."""
-REPLACEMENT = "\ufffd"
-
-
-def first_unencodable(value: str) -> int | None:
-    """Index of the first control character or surrogate in ``value`` (what ``clip`` would replace); None if none."""
-    m = _UNENCODABLE.search(value)
-    return m.start() if m else None
-
-
 def clip(value: object, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:
     """A label value that every exporter can encode: at most ``max_length`` code points, control characters and
     surrogates replaced by U+FFFD (non-strings are str()-ed).
@@ -70,7 +57,7 @@ def clip(value: object, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> str:
     s = value if type(value) is str else _as_str(value)
     if len(s) > max_length:
         s = s[:max_length]
-    return _UNENCODABLE.sub(REPLACEMENT, s)
+    return UNENCODABLE.sub(REPLACEMENT, s)
 
 
 def _as_str(value: object) -> str:
@@ -109,9 +96,16 @@ class ModelLabels:
     name gets a slot only once the router accepted it (see ``Recorder.start``).
     """
 
-    __slots__ = ("_lock", "_map", "_warned", "max_length", "max_models")
+    __slots__ = ("_lock", "_map", "_variable", "_warned", "_what", "max_length", "max_models")
 
-    def __init__(self, max_models: int = DEFAULT_MAX_MODELS, max_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
+    def __init__(
+        self,
+        max_models: int = DEFAULT_MAX_MODELS,
+        max_length: int = DEFAULT_MAX_LABEL_LENGTH,
+        *,
+        what: str = "model names",
+        variable: str = "RYOT_TELEMETRY_MAX_MODELS",
+    ) -> None:
         if max_models < 1:
             raise ValueError(f"max_models must be >= 1, got {max_models}")
         if max_length < 1:
@@ -121,6 +115,8 @@ class ModelLabels:
         self._map: dict[str, str] = {}
         self._lock = threading.Lock()
         self._warned = False
+        self._what = what  # the overflow warning names what overflowed and the variable that raises the budget
+        self._variable = variable
 
     def __call__(self, raw: object) -> str:
         """The label of ``raw``, taking a slot for it if it has none and one is free."""
@@ -159,10 +155,12 @@ class ModelLabels:
                 if not self._warned:
                     self._warned = True
                     _log.warning(
-                        "ryot-telemetry: more than %d distinct model names; further names are recorded as %r "
-                        "(raise RYOT_TELEMETRY_MAX_MODELS if this is expected)",
+                        "ryot-telemetry: more than %d distinct %s; further ones are recorded as %r "
+                        "(raise %s if this is expected)",
                         self.max_models,
+                        self._what,
                         OVERFLOW,
+                        self._variable,
                     )
                 return OVERFLOW
             label = clip(key, self.max_length)

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 import weakref
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast, overload
@@ -40,8 +41,17 @@ from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from .. import catalogue
 from .._compat import meter_readers, wrap_reader_collect
-from ..catalogue import ABORT, COMPLETION_TOKENS, FINISH_REASONS, OTHER_FINISH, PARTIAL, PROMPT_TOKENS, SUCCESS
-from ..pricing import PriceTable
+from ..catalogue import (
+    ABORT,
+    CACHED_PROMPT_TOKENS,
+    COMPLETION_TOKENS,
+    FINISH_REASONS,
+    OTHER_FINISH,
+    PARTIAL,
+    PROMPT_TOKENS,
+    SUCCESS,
+)
+from ..pricing import Price, PriceTable
 from ..slo import SloTable, judge
 from .derived import CONTEXT_TYPE, DerivedGauges
 from .errors import SEVERITY, classify, status_for
@@ -49,7 +59,21 @@ from .instruments import create_instrument
 from .labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .new_series import NewSeriesGate
 from .outcomes import outcome
-from .semconv import OPERATION, SemconvInstruments
+from .semconv import (
+    ERROR_TYPE,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_TOKEN_TYPE,
+    INPUT,
+    OPERATION,
+    OUTPUT,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    SemconvInstruments,
+)
+from .tenants import DEFAULT_MAX_TENANTS, Tenants
 
 _log = logging.getLogger("ryot_telemetry")
 _clock = time.perf_counter
@@ -161,6 +185,7 @@ class Request:
         "_recorder",
         "batch_size",
         "cached_tokens",
+        "chunk_times",
         "completion_tokens",
         "delivered",
         "end",
@@ -176,6 +201,7 @@ class Request:
         "span_context",
         "start",
         "status",
+        "tenant",
     )
 
     def __init__(
@@ -188,6 +214,7 @@ class Request:
         self.batch_size = batch_size
         self._active = active
         self.first_token: float | None = None
+        self.chunk_times: array[float] | None = None  # streams, with semconv on: each chunk's arrival (_clock)
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.cached_tokens: int | None = None
@@ -198,6 +225,7 @@ class Request:
         self.error_type: str | None = None
         self.end = 0.0
         self.span_context: trace.SpanContext | None = None  # set by Recorder.start when exemplars are on
+        self.tenant: object = None  # the tenant as the wrapper resolved it (Tenants.of), labelled at the drain
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
@@ -246,7 +274,7 @@ class Request:
             self.model = models.peek(key) or UNADMITTED
 
     # The three ways a request can end. Each is idempotent: only the first call counts. ``recorder`` is optional
-    # (the request knows its recorder); the older spelling that passes it still works.
+    # (the request knows its recorder); a recorder passed in records the request instead.
 
     def success(self, recorder: Recorder | None = None) -> None:
         """The request completed."""
@@ -355,6 +383,8 @@ class Recorder:
         genai_server: tuple[str, int] | None = None,
         slos: SloTable | None = None,
         exemplars: bool = False,
+        tenant: str | Callable[[Any], object] | None = None,
+        max_tenants: int = DEFAULT_MAX_TENANTS,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -366,7 +396,7 @@ class Recorder:
         # server.address / server.port of the semconv metrics: this server, as configured (see semconv.py)
         self._genai_server: dict[str, str | int] = {}
         if genai_server is not None:
-            self._genai_server = {"server.address": genai_server[0], "server.port": genai_server[1]}
+            self._genai_server = {SERVER_ADDRESS: genai_server[0], SERVER_PORT: genai_server[1]}
         self._max_pending = max_pending
         self._pending: deque[Request] = deque()
         # Drain state, all guarded by _drain_lock: requests ever popped (the collection snapshot's sequence),
@@ -416,6 +446,9 @@ class Recorder:
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
         self.exemplars = exemplars  # keep each request's sampled span for exemplars on latency and TTFT
+        # The opt-in tenant label: the wrapper calls it once per request; None leaves the label out everywhere.
+        self.tenants = Tenants(tenant, max_tenants, max_label_length) if tenant is not None else None
+        self.tenant_of = self.tenants.of if self.tenants is not None else None
         make("ryot.active_inference_requests", callbacks=[self._observe_active])
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
@@ -764,12 +797,13 @@ class Recorder:
         ):
             self._drop_implausible(r)
         model, mode = r.model, r.mode
+        tenant = None if self.tenants is None else self.tenants.label(r.tenant)
         latency = max(r.end - r.start, 0.0)
         count = self._count
         count(
             counts,
             self.requests,
-            self._a(_REQUESTS, model, r.endpoint, r.status, r.error_type if r.status != PARTIAL else None),
+            self._a(_REQUESTS, model, r.endpoint, r.status, r.error_type if r.status != PARTIAL else None, tenant),
             1,
         )
         if r.error_type is not None:
@@ -780,9 +814,9 @@ class Recorder:
         self.batch.record(r.batch_size, self._a(_BATCH, model, mode))
         prompt, completion = r.prompt_tokens, r.completion_tokens
         if prompt is not None:
-            count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode), prompt)
+            count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode, tenant), prompt)
         if completion is not None:
-            count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode), completion)
+            count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode, tenant), completion)
         by_model = self._a(_MODEL, model)
         ttft = tpot = None
         if r.first_token is not None:
@@ -793,7 +827,7 @@ class Recorder:
             if tpot is not None:
                 self.tpot.record(tpot, by_model)
         if self.slos is not None:
-            self._judge(r, latency, ttft, tpot, counts)
+            self._judge(r, latency, ttft, tpot, counts, tenant)
         if completion and latency > 0:
             self.tps.record(completion / latency, by_model)
         if r.cached_tokens is not None and prompt:
@@ -802,10 +836,10 @@ class Recorder:
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    count(counts, self.cost, self._a(_COST, model, PROMPT_TOKENS), prompt * price.prompt / 1000.0)
+                    self._prompt_cost(price, model, tenant, prompt, r.cached_tokens, counts)
                 if completion:
                     usd = completion * price.completion / 1000.0
-                    count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS), usd)
+                    count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS, tenant), usd)
         if completion:
             key = (model, int(r.end))
             wc = self._win_completion
@@ -862,6 +896,27 @@ class Recorder:
             if ttft is not None:
                 self.ttft_outside.record(max(ttft - queue - prefill, 0.0), by_model)
 
+    def _prompt_cost(
+        self,
+        price: Price,
+        model: str,
+        tenant: str | None,
+        prompt: int,
+        cached: int | None,
+        counts: dict[tuple[int, int], list[Any]],
+    ) -> None:
+        """Prompt cost (SPEC): (prompt - cached) x prompt price as ``prompt``, cached x cached price as
+        ``cached_prompt``; the cached price defaults to the prompt price. Cached tokens past the prompt count as
+        the whole prompt (they are part of it)."""
+        if cached:
+            cached = min(cached, prompt)
+            cached_price = price.prompt if price.cached_prompt is None else price.cached_prompt
+            usd = cached * cached_price / 1000.0
+            self._count(counts, self.cost, self._a(_COST, model, CACHED_PROMPT_TOKENS, tenant), usd)
+            prompt -= cached
+        if prompt:
+            self._count(counts, self.cost, self._a(_COST, model, PROMPT_TOKENS, tenant), prompt * price.prompt / 1000.0)
+
     def _judge(
         self,
         r: Request,
@@ -869,10 +924,12 @@ class Recorder:
         ttft: float | None,
         tpot: float | None,
         counts: dict[tuple[int, int], list[Any]],
+        tenant: str | None = None,
     ) -> None:
         """Goodput: count the request once as met or missed against its model's SLO (see ``slo.judge``).
 
-        ``ttft`` and ``tpot`` are the values the histograms got, so the SLO judges exactly what they show.
+        ``ttft`` and ``tpot`` are the values the histograms got, so the SLO judges exactly what they show;
+        ``tenant`` is the request's tenant label (None: no tenant label).
         """
         assert self.slos is not None
         slo = self.slos.get(r.model)
@@ -880,39 +937,50 @@ class Recorder:
             return  # no objective for this model, or a stream the client abandoned: counted in neither
         stream = r.mode == "streaming"
         missed = judge(slo, error=r.error_type is not None, stream=stream, latency=latency, ttft=ttft, tpot=tpot)
-        attrs = self._a(_SLO, r.model, "met") if missed is None else self._a(_SLO, r.model, "missed", missed)
+        if missed is None:
+            attrs = self._a(_SLO, r.model, "met", None, tenant)
+        else:
+            attrs = self._a(_SLO, r.model, "missed", missed, tenant)
         self._count(counts, self.slo, attrs, 1)
 
     def _record_semconv(self, r: Request, latency: float, ttft: float | None, tpot: float | None) -> None:
-        """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed."""
+        """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed (attribute keys
+        and values are the semconv package's constants, see semconv.py)."""
         s = self.semconv
         assert s is not None
-        op = OPERATION[r.endpoint]
         resp_model = r.response_model
         # Client side (the router's call to its model provider): no server.address/port, which would name the
         # provider's endpoint (see semconv.py).
         client: dict[str, Any] = {
-            "gen_ai.operation.name": op,
-            "gen_ai.provider.name": self.genai_provider,
-            "gen_ai.request.model": r.model,
+            GEN_AI_OPERATION_NAME: OPERATION[r.endpoint],
+            GEN_AI_PROVIDER_NAME: self.genai_provider,
+            GEN_AI_REQUEST_MODEL: r.model,
         }
         if resp_model:
-            client["gen_ai.response.model"] = self.response_models(resp_model)
+            client[GEN_AI_RESPONSE_MODEL] = self.response_models(resp_model)
         base = {**client, **self._genai_server} if self._genai_server else client  # server side: this server
-        if r.error_type is None:
-            s.duration.record(latency, base)
-            s.client_duration.record(latency, client)
-        else:
-            s.duration.record(latency, {**base, "error.type": r.error_type})
-            s.client_duration.record(latency, {**client, "error.type": r.error_type})
-        if r.status == SUCCESS and ttft is not None:
-            s.ttft.record(ttft, base)
-            if tpot is not None:
-                s.tpot.record(tpot, base)
-        if r.prompt_tokens is not None:
-            s.usage.record(r.prompt_tokens, {**client, "gen_ai.token.type": "input"})
-        if r.completion_tokens is not None:
-            s.usage.record(r.completion_tokens, {**client, "gen_ai.token.type": "output"})
+        server, cl = (base, client) if r.error_type is None else (
+            {**base, ERROR_TYPE: r.error_type},
+            {**client, ERROR_TYPE: r.error_type},
+        )  # fmt: skip
+        for instrument, value, attrs in (
+            (s.duration, latency, server),
+            (s.client_duration, latency, cl),
+            (s.ttft, ttft if r.status == SUCCESS else None, base),
+            (s.tpot, tpot if r.status == SUCCESS and ttft is not None else None, base),
+            (s.usage, r.prompt_tokens, {**client, GEN_AI_TOKEN_TYPE: INPUT}),
+            (s.usage, r.completion_tokens, {**client, GEN_AI_TOKEN_TYPE: OUTPUT}),
+        ):
+            if value is not None and instrument is not None:
+                instrument.record(value, attrs)
+        times = r.chunk_times
+        if times:  # a stream: start to its first chunk, then each chunk's gap to the one before
+            if s.first_chunk is not None:
+                s.first_chunk.record(max(times[0] - r.start, 0.0), client)
+            per_chunk = s.per_chunk
+            if per_chunk is not None:
+                for before, now in zip(times, times[1:]):
+                    per_chunk.record(max(now - before, 0.0), client)
 
     # --- observable callbacks ---------------------------------------------------------------------------------
 

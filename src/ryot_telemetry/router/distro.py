@@ -40,7 +40,8 @@ ENTRY_POINT_NAME = "ryot_telemetry"
 
 def telemetry() -> Telemetry | None:
     """What ``RyotConfigurator`` built in this process, if it ran."""
-    return _state.auto_telemetry()
+    tel = _state.auto_telemetry()
+    return tel if isinstance(tel, Telemetry) else None
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import inspect
 import logging
 import operator
 import typing
+from array import array
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -313,7 +314,11 @@ async def traced_call(
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
+        tenant_of = rec.tenant_of  # the opt-in tenant label: resolved once, before start(); never raises
+        tenant = tenant_of(params) if tenant_of is not None else None
         req = rec.start(model, endpoint, mode, batch_size)
+        if tenant is not None:
+            req.tenant = tenant
     except Exception:
         _log.debug("ryot-telemetry: could not start recording; calling through", exc_info=True)
         return await wrapped(*args, **kwargs)
@@ -375,8 +380,8 @@ async def _traced_stream(
 
     Two loops over one iterator: every chunk is inspected in full until the first content chunk (TTFT); after
     it, object chunks go through a lean loop that only looks for ``usage``, counts the chunk and keeps it as the
-    last one (the finish reason and engine timings are read from the final chunks once the stream ends). Dict
-    chunks, and streams of several choices (whose choices finish in different chunks), stay in the first loop.
+    last one (finish reasons and engine timings are read from the final chunks at drain time). Dict chunks, and
+    streams of several choices (whose choices finish in different chunks), stay in the first loop.
     """
     delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
     first = None
@@ -387,7 +392,11 @@ async def _traced_stream(
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
         it = _single_iterator(stream)
+        # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
+        times = req.chunk_times = array("d") if want_model else None
         async for chunk in it:
+            if times is not None:
+                times.append(_clock())
             try:
                 if first is None and _has_content(chunk):
                     req.first_token = _clock()
@@ -411,7 +420,27 @@ async def _traced_stream(
             yield chunk
             if first is not None and type(first) is not dict and finished is None:
                 break
-        if first is not None and type(first) is not dict and finished is None:
+        lean = first is not None and type(first) is not dict and finished is None
+        if lean and times is not None:
+            append = times.append
+            async for chunk in it:  # the hot loop with semconv on: the lean loop below, noting each arrival
+                append(_clock())
+                try:
+                    usage = chunk.usage
+                except Exception:
+                    usage = _get_quietly(chunk, "usage")
+                if usage is not None:
+                    final, before = chunk, last
+                    try:
+                        chunk = _take_usage(req, chunk, usage, hide_usage)
+                    except Exception:
+                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                    if chunk is _SKIP:
+                        continue
+                n += 1
+                last = chunk
+                yield chunk
+        elif lean:
             step = _NEXT
             while True:
                 try:
@@ -522,8 +551,11 @@ async def _traced_reasoning_stream(
     finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     try:
         yield _PRIMED
+        times = req.chunk_times = array("d") if rec.semconv is not None else None
         async for wrapper in stream:
             chunk = None
+            if times is not None:
+                times.append(_clock())
             try:
                 chunk = _get(wrapper, "chunk")
                 if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):

@@ -28,6 +28,8 @@ TTFT = "gen_ai.server.time_to_first_token"
 TPOT = "gen_ai.server.time_per_output_token"
 CDUR = "gen_ai.client.operation.duration"
 USAGE = "gen_ai.client.token.usage"
+TTFC = "gen_ai.client.operation.time_to_first_chunk"
+TPOC = "gen_ai.client.operation.time_per_output_chunk"
 BASE = {
     "gen_ai.operation.name": "chat",
     "gen_ai.provider.name": "vllm",
@@ -61,9 +63,11 @@ def counts(name: str, value: float) -> tuple[int, ...]:
 async def test_stream_emits_the_server_and_client_metrics_with_exact_values(
     scap: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stream: start 10.0, first token 10.5, end 12.0, usage 12/4 -> server and client duration 2.0, TTFT 0.5,
-    TPOT 0.5, token usage 12 input / 4 output."""
-    clock(monkeypatch, 10.0, 10.5, 12.0)
+    """Stream: start 10.0, chunks arriving at 10.25 (first token taken at 10.5), 10.75, 11.0, 11.5 and 11.75 (the
+    usage chunk), end 12.0, usage 12/4 -> server and client duration 2.0, TTFT 0.5, TPOT 0.5, token usage 12 input
+    / 4 output, time to first chunk 0.25 and one time-per-output-chunk point per later chunk: 0.5, 0.25, 0.5,
+    0.25."""
+    clock(monkeypatch, 10.0, 10.25, 10.5, 10.75, 11.0, 11.5, 11.75, 12.0)
     chunks = [content_chunk(str(i), model="m-2024") for i in range(4)] + [usage_chunk(usage(12, 4), model="m-2024")]
     router = scap.instrument_router(ScriptedRouter(chunks=chunks))
     [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
@@ -72,13 +76,17 @@ async def test_stream_emits_the_server_and_client_metrics_with_exact_values(
     assert [
         counts(n, v).index(1) for n, v in ((DUR, 2.0), (TTFT, 0.5), (TPOT, 0.5), (CDUR, 2.0), (USAGE, 12), (USAGE, 4))
     ] == [8, 9, 9, 8, 2, 1]
-    for name, value in ((DUR, 2.0), (TTFT, 0.5), (TPOT, 0.5), (CDUR, 2.0)):
+    for name, value in ((DUR, 2.0), (TTFT, 0.5), (TPOT, 0.5), (CDUR, 2.0), (TTFC, 0.25)):
         h = scap.histogram(name, **BASE)
         assert h is not None, name
         assert (h.count, h.sum) == (1, value), name
         assert h.explicit_bounds == BOUNDS[name], name
         assert h.bucket_counts == counts(name, value), name
         assert scap.series(name) == [BASE]
+    per_chunk = scap.histogram(TPOC, **BASE)
+    assert (per_chunk.count, per_chunk.sum) == (4, 1.5)
+    assert per_chunk.explicit_bounds == BOUNDS[TPOC]
+    assert per_chunk.bucket_counts == tuple(a + a for a in map(sum, zip(counts(TPOC, 0.5), counts(TPOC, 0.25))))
     assert scap.series(USAGE) == [
         {**BASE, "gen_ai.token.type": "input"},
         {**BASE, "gen_ai.token.type": "output"},
@@ -90,8 +98,27 @@ async def test_stream_emits_the_server_and_client_metrics_with_exact_values(
     assert (
         sorted(n for n in scap._points if n.startswith("gen_ai."))
         == sorted(BOUNDS)
-        == sorted([DUR, TTFT, TPOT, CDUR, USAGE])
+        == sorted([DUR, TTFT, TPOT, CDUR, USAGE, TTFC, TPOC])
     )
+
+
+async def test_chunk_metrics_only_for_streams_and_for_every_chunk_received(
+    scap: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-streaming call has no chunk metrics; a stream failing after 2 of 5 chunks has its time to first chunk
+    and one gap (the chunks that arrived), whatever its error."""
+    resp = Completion(model="m-2024", choices=[Choice(text="x")], usage=usage(5, 3))
+    await scap.instrument_router(ScriptedRouter(response=resp)).openai_chat_completion(ChatParams(model="m"))
+    scap.collect()
+    assert (scap.points(TTFC), scap.points(TPOC)) == ([], [])
+    clock(monkeypatch, 20.0, 20.5, 20.5, 21.0, 22.0)
+    chunks = [content_chunk(str(i), model="m-2024") for i in range(5)]
+    broken = scap.instrument_router(ScriptedRouter(chunks=chunks, raises=RuntimeError("boom"), raise_after=2))
+    with pytest.raises(RuntimeError):
+        [c async for c in await broken.openai_chat_completion(ChatParams(model="m", stream=True))]
+    scap.collect()
+    assert (scap.histogram(TTFC, **BASE).count, scap.histogram(TTFC, **BASE).sum) == (1, 0.5)
+    assert (scap.histogram(TPOC, **BASE).count, scap.histogram(TPOC, **BASE).sum) == (1, 0.5)
 
 
 async def test_failure_carries_error_type_and_no_ttft(scap: Capture) -> None:
@@ -156,55 +183,60 @@ async def test_env_switch_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
         c.shutdown()
 
 
-def _semconv_instruments() -> dict[str, tuple[str, str, str]]:
-    """name -> (instrument kind, unit, description) as the semconv package's own factories create them."""
+def test_every_genai_metric_of_the_semconv_package_is_emitted_or_not_measurable_with_a_reason() -> None:
+    """Iterates the installed package's GenAI metric constants (each GEN_AI_* name with its create_gen_ai_*
+    factory): each is either emitted, with the name, unit, kind and description its factory creates, or listed as
+    not measurable with a reason. A package upgrade that adds a metric fails here until it is emitted or listed."""
     from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
 
-    made: dict[str, tuple[str, str, str]] = {}
+    from ryot_telemetry.recording.semconv import MEASURED, NOT_MEASURABLE, SemconvInstruments, package_metrics
+
+    constants = {c for c, v in vars(gm).items() if c.startswith("GEN_AI_") and isinstance(v, str)}
+    assert len(constants) >= 7  # 0.66b2 defines seven
+    assert package_metrics().keys() == constants  # every metric constant has its factory
+    unaccounted = sorted(c for c in constants if c not in MEASURED and not NOT_MEASURABLE.get(c, "").strip())
+    assert unaccounted == []
+    assert not set(MEASURED) & set(NOT_MEASURABLE)
+    emitted = {s.constant for s in SEMCONV}
+    assert emitted == set(MEASURED) & constants
+    mine: dict[str, tuple[str, str, str, str]] = {}
 
     class Recording:
         def create_histogram(self, name: str, unit: str = "", description: str = "", **kw: object) -> None:
-            made[name] = ("histogram", unit, description)
-
-        def create_counter(self, name: str, unit: str = "", description: str = "", **kw: object) -> None:
-            made[name] = ("counter", unit, description)
-
-    for factory in (
-        gm.create_gen_ai_server_request_duration,
-        gm.create_gen_ai_server_time_to_first_token,
-        gm.create_gen_ai_server_time_per_output_token,
-        gm.create_gen_ai_client_operation_duration,
-        gm.create_gen_ai_client_token_usage,
-    ):
-        factory(Recording())  # type: ignore[arg-type]
-    return made
-
-
-def test_semconv_metrics_match_the_semantic_conventions_package() -> None:
-    """Names, units, instrument kinds and descriptions are the semconv package's: the server metrics (the router
-    serves its callers) and the client metrics (it calls its model providers), token usage with its required
-    companion gen_ai.client.operation.duration."""
-    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
-
-    from ryot_telemetry.recording.semconv import SemconvInstruments
-
-    expected = _semconv_instruments()
-    assert set(expected) == {
-        gm.GEN_AI_SERVER_REQUEST_DURATION,
-        gm.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
-        gm.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
-        gm.GEN_AI_CLIENT_OPERATION_DURATION,
-        gm.GEN_AI_CLIENT_TOKEN_USAGE,
-    }
-    mine: dict[str, tuple[str, str, str]] = {}
-
-    class Recording:
-        def create_histogram(self, name: str, unit: str = "", description: str = "", **kw: object) -> None:
-            mine[name] = ("histogram", unit, description)
+            mine[name] = ("histogram", name, unit, description)
 
     SemconvInstruments(Recording())  # type: ignore[arg-type]
-    assert mine == expected
-    assert {s.name: (s.unit, s.description) for s in SEMCONV} == {n: (u, d) for n, (_, u, d) in expected.items()}
+    assert mine == {getattr(gm, c): package_metrics()[c] for c in emitted}
+
+
+async def test_every_emitted_semconv_metric_has_points_from_a_router(scap: Capture) -> None:
+    """A stream, a plain call and a failure through a fake router give points to every semconv metric ryot emits:
+    each metric listed as emitted is measured, not only declared."""
+    chunks = [content_chunk(str(i), model="m-2024") for i in range(3)] + [usage_chunk(usage(6, 3), model="m-2024")]
+    stream = scap.instrument_router(ScriptedRouter(chunks=chunks))
+    [c async for c in await stream.openai_chat_completion(ChatParams(model="m", stream=True))]
+    plain = scap.instrument_router(ScriptedRouter(response=Completion(usage=usage(2, 2))))
+    await plain.openai_chat_completion(ChatParams(model="m"))
+    failing = scap.instrument_router(ScriptedRouter(raises=TimeoutError()))
+    with pytest.raises(TimeoutError):
+        await failing.openai_chat_completion(ChatParams(model="m"))
+    scap.collect()
+    assert sorted(s.name for s in SEMCONV if not scap.points(s.name)) == []
+
+
+def test_token_usage_detail_of_the_package_is_accounted_for() -> None:
+    """Every gen_ai.usage.* attribute and gen_ai.token.type value of the package is accounted for: the token types
+    are the ones gen_ai.client.token.usage carries; cache-read and reasoning tokens, span attributes only in the
+    package (no metric, no token type), say where ryot counts them."""
+    from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
+
+    from ryot_telemetry.recording.semconv import INPUT, OUTPUT, TOKEN_DETAIL
+
+    usage_attrs = {c for c in vars(ga) if c.startswith("GEN_AI_USAGE_")}
+    assert usage_attrs and sorted(usage_attrs - set(TOKEN_DETAIL)) == []
+    assert {v.value for v in ga.GenAiTokenTypeValues} == {INPUT, OUTPUT}
+    assert "ryot_cached_prompt_tokens_total" in TOKEN_DETAIL["GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS"]
+    assert "ryot_reasoning_tokens_total" in TOKEN_DETAIL["GEN_AI_USAGE_REASONING_OUTPUT_TOKENS"]
 
 
 def _sets(attrs: Iterable[dict[str, object]]) -> set[frozenset[tuple[str, object]]]:
@@ -258,6 +290,8 @@ def test_semconv_attributes_are_the_conventions_names(monkeypatch: pytest.Monkey
         gm.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN: server_keys,
         gm.GEN_AI_CLIENT_OPERATION_DURATION: client_keys | error,
         gm.GEN_AI_CLIENT_TOKEN_USAGE: client_keys | {ga.GEN_AI_TOKEN_TYPE},
+        gm.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK: client_keys,
+        gm.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK: client_keys,
     }
 
 
