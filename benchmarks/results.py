@@ -8,6 +8,7 @@ itself, the goal and whether it was met, so the docs table is generated from dat
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -69,7 +70,12 @@ def machine(quick: bool) -> dict[str, Any]:
     }
 
 
-def write(path: str | Path, rows: list[Row], quick: bool) -> None:
-    """Write {"machine": ..., "records": [...]} to ``path`` (indented, one key order, so diffs stay readable)."""
-    doc = {"machine": machine(quick), "records": [record(r) for r in rows]}
+def write(path: str | Path, rows: list[Row], quick: bool, curves: list[dict[str, Any]] | None = None) -> None:
+    """Write {"machine": ..., "records": [...]} to ``path`` (indented, one key order, so diffs stay readable), and
+    ``"curves"``: the scale section's curve points (``scale.py``), where it ran."""
+    doc: dict[str, Any] = {"machine": machine(quick), "records": [record(r) for r in rows]}
+    if curves:
+        doc["curves"] = [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in c.items()} for c in curves
+        ]
     Path(path).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -8,8 +8,9 @@ hand-written prometheus_client code; per-chunk overhead of the stream wrapper; /
 prometheus_client exposing the same series; RSS growth after many requests (each in its own subprocess); the
 serving event loop's rate during a scrape (loop.py); streams with a suspending provider, the fixed cost per stream
 and the drain at low request rates (costs.py); the request path against an earlier git revision imported in the
-same process (ab.py, ``--ab-against REV``). Rounds are interleaved (variants in rotated order) and the median is
-reported, so background noise hits every variant alike.
+same process (ab.py, ``--ab-against REV``); how scrape, memory and the multi-process hand-off grow with models and
+workers (scale.py). Rounds are interleaved (variants in rotated order) and the median is reported, so background
+noise hits every variant alike.
 """
 
 from __future__ import annotations
@@ -370,31 +371,38 @@ BATCH_SIZES = (1, 3, 6, 12, 24, 40)
 PROMPT_TOKENS = (10, 100, 1000, 5000, 20000)
 
 
-def fill_all_combinations(rec: Any) -> int:
+def fill_all_combinations(rec: Any, models: tuple[str, ...] = MODELS) -> int:
     """Record one request per (model, endpoint, mode, batch bucket, outcome, prompt size): every router series."""
     n = 0
-    for model in MODELS:
+    for model in models:
         for endpoint, mode in MODE_ENDPOINTS:
             for batch in BATCH_SIZES:
                 for exc in OUTCOMES:
                     for prompt in PROMPT_TOKENS:
-                        req = rec.start(model, endpoint, mode, batch)
-                        req.start -= 0.5
-                        req.prompt_tokens = prompt
-                        req.completion_tokens = 20
-                        req.cached_tokens = prompt // 4
-                        if mode == "streaming":
-                            req.first_token = req.start + 0.05
-                            req.delivered = True
-                        if exc is None:
-                            req.success(rec)
-                        elif isinstance(exc, asyncio.CancelledError):
-                            req.abandon(rec)
-                        else:
-                            req.fail(rec, exc)
+                        record_one(rec, model, endpoint, mode, batch, exc, prompt)
                         n += 1
     rec.drain()
     return n
+
+
+def record_one(
+    rec: Any, model: str, endpoint: str, mode: str, batch: int, exc: BaseException | None, prompt: int
+) -> None:
+    """One request through the recorder API: 0.5 s long, 20 completion tokens, a quarter of the prompt cached."""
+    req = rec.start(model, endpoint, mode, batch)
+    req.start -= 0.5
+    req.prompt_tokens = prompt
+    req.completion_tokens = 20
+    req.cached_tokens = prompt // 4
+    if mode == "streaming":
+        req.first_token = req.start + 0.05
+        req.delivered = True
+    if exc is None:
+        req.success(rec)
+    elif isinstance(exc, asyncio.CancelledError):
+        req.abandon(rec)
+    else:
+        req.fail(rec, exc)
 
 
 def mirror_registry(exposition: str, skip: tuple[str, ...] = (), gauge_mode: str = "all") -> CollectorRegistry:
@@ -527,6 +535,7 @@ SECTIONS = (
     "tenants",
     "ab",
     "duplicates",
+    "scale",
 )
 
 
@@ -577,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     rows: list[tuple[str, str, str, str]] = []
+    curves: list[dict[str, Any]] = []  # the scale section's curve points (--json "curves")
     if "request" in only:
         n, rounds = (5000, 5) if q else (20000, 15)
         r = asyncio.run(bench_request(n, rounds))
@@ -697,6 +707,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import duplicates
 
         rows += duplicates.run(q)
+    if "scale" in only:
+        from . import scale
+
+        scale.report(q, rows, curves)
     if "ab" in only:
         from . import ab
 
@@ -708,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from .results import write
 
-        write(args.json, rows, q)
+        write(args.json, rows, q, curves)
     return 0
 
 

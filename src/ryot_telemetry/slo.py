@@ -11,7 +11,6 @@ the first objective missed, in the order error, ttft, tpot, latency. The burn-ra
 are in ``ryot_telemetry.artifacts.slo_rules`` (``ryot-telemetry slo-rules``).
 """
 
-
 from __future__ import annotations
 
 import math

@@ -231,6 +231,29 @@ async def test_flood_of_model_names_is_capped_with_one_warning(caplog: pytest.Lo
         cap.shutdown()
 
 
+def test_max_models_past_the_sdk_series_limit_keeps_every_series() -> None:
+    """max_models=150 and every latency label combination of 150 models: 2,700 series, past the SDK's default limit
+    of 2,000 per metric, each kept under its own labels (none folded into the SDK's otel.metric.overflow)."""
+    cap = capture(max_models=150)
+    try:
+        rec = cap.recorder
+        for i in range(150):
+            for endpoint, mode in (
+                ("chat_completion", "standard"),
+                ("chat_completion", "streaming"),
+                ("completion", "batch"),
+            ):
+                for batch in (1, 3, 6, 12, 24, 40):
+                    rec.start(f"m{i}", endpoint, mode, batch).success(rec)
+        cap.collect()
+        series = cap.series("ryot.inference.latency")
+        assert len(series) == 150 * 18
+        assert not [s for s in series if "otel.metric.overflow" in s]
+        assert {s["model"] for s in series} == {f"m{i}" for i in range(150)}
+    finally:
+        cap.shutdown()
+
+
 class ModelNotFound(Exception):
     """What a router raises for a model it does not serve (classified by its 404)."""
 

@@ -135,6 +135,42 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert len(by_name) == 34  # the 26 SPEC table families, ryot_slo_requests_total and 7 from "Outcomes, ..."
 
 
+def test_views_limit_series_to_what_bounded_labels_allow() -> None:
+    """Each View's series limit is every series its labels allow with ``max_models`` names (plus __overflow__ and
+    __unknown__) and one for the SDK's overflow series, never below the SDK's default of 2,000; the SDK's default
+    where a label has no vocabulary in the catalogue."""
+    big = {v._instrument_name: v._aggregation_cardinality_limit for v in views(include_semconv=False, max_models=1000)}
+    assert big["ryot.inference.latency"] == 1002 * 6 * 3 + 1  # batch_size x generation_mode
+    assert big["ryot.inference.requests"] == 1002 * 2 * 4 * 8 + 1  # endpoint x status x (error_type or none)
+    assert big["ryot.tokens_per_second"] == 2000  # 1,002 series: the SDK's default is more
+    assert big["ryot.kv_cache.size"] is None  # context_length, batch_size: no vocabulary
+    assert big["ryot.gpu.utilization"] is None  # device_id
+    small = {v._instrument_name: v._aggregation_cardinality_limit for v in views(include_semconv=False)}
+    assert small["ryot.inference.latency"] == 2000  # 102 x 18 + 1 = 1,837: the default max_models fits the SDK's
+    tenants = {
+        v._instrument_name: v._aggregation_cardinality_limit for v in views(include_semconv=False, max_tenants=50)
+    }
+    assert tenants["ryot.inference.requests"] == 102 * 64 * 52 + 1  # x (50 tenants, __overflow__, __unknown__)
+    assert tenants["ryot.inference.latency"] == 2000  # no tenant label on histograms
+
+
+def test_configured_views_carry_the_model_and_tenant_budgets() -> None:
+    """The provider configure() builds limits series by the configured max_models and, with a tenant label,
+    max_tenants."""
+    from ryot_telemetry.testing import capture
+
+    for settings, limit in (
+        ({"max_models": 300}, 302 * 64 + 1),
+        ({"tenant": "user", "max_tenants": 5}, 102 * 64 * 7 + 1),
+    ):
+        cap = capture(**settings)
+        try:
+            by_name = {v._instrument_name: v for v in cap.provider._sdk_config.views}
+            assert by_name["ryot.inference.requests"]._aggregation_cardinality_limit == limit
+        finally:
+            cap.shutdown()
+
+
 def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone (its exporter drops them);
     OTEL_METRICS_EXEMPLAR_FILTER wins; the recorder keeps request spans only when exemplars can be sampled."""
@@ -758,9 +794,7 @@ def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
     if how == "env":
         monkeypatch.setenv("RYOT_TELEMETRY_DROP_DUPLICATES", " OGX ")
     reader = InMemoryMetricReader()
-    tel = configure(
-        exporters="none", readers=[reader], gpu=False, drop_duplicates="ogx" if how == "argument" else None
-    )
+    tel = configure(exporters="none", readers=[reader], gpu=False, drop_duplicates="ogx" if how == "argument" else None)
     try:
         ogx = tel.meter_provider.get_meter("ogx.inference", "1.0.0")
         attrs = {"model": "vllm/llama", "provider": "vllm", "stream": "false", "status": "success"}

@@ -88,6 +88,64 @@ def test_performance_table_is_generated_from_benchmark_json() -> None:
     ]
 
 
+def test_scale_tables_are_generated_from_the_curves() -> None:
+    """One table per axis (a row per size, a column per curve, its peer and ratio where one exists, goals marked),
+    then the growth per doubling between sizes, ours and the peer's."""
+    machine = {
+        "python": "3.11.7",
+        "implementation": "CPython",
+        "platform": "Linux",
+        "cpus": 2,
+        "load_average": [3.0, 4.5],
+        "quick": False,
+        "opentelemetry_sdk": "1.45.2",
+        "prometheus_client": "0.26.0",
+    }
+
+    def point(axis: str, size: int, curve: str, value: float, baseline: float | None, **more: Any) -> dict[str, Any]:
+        peer = "prometheus_client" if baseline is not None else None
+        ratio = value / baseline if baseline else None
+        return {
+            "axis": axis,
+            "size": size,
+            "curve": curve,
+            "value": value,
+            "unit": "ms",
+            "baseline": peer,
+            "baseline_value": baseline,
+            "ratio": ratio,
+            "goal": None,
+            "met": None,
+            **more,
+        }
+
+    curves = [
+        point("models", 10, "scrape", 50.0, 40.0, noise=0.04),
+        point("models", 10, "hand-off", 6.0, None),
+        point("models", 1000, "scrape", 5000.0, 4000.0, goal="<= 1.5", met=True),
+        point("models", 1000, "hand-off", 900.0, None),
+        point("trial", 1, "scrapes after its zero", 1, None, goal="<= 1", met=True, unit="scrapes"),
+    ]
+    assert _docs.scale_tables({"machine": machine, "curves": curves}).splitlines() == [
+        "Python 3.11.7 (CPython), 2 CPUs (load average 3 over 1 min, 4.5 over 15 min), Linux; "
+        "opentelemetry-sdk 1.45.2, prometheus_client 0.26.0; full run. Noise of the rounds (interquartile range over "
+        "the median): median 0.04, at most 0.04.",
+        "",
+        "| models | scrape (ms) | prometheus\\_client (ms) | ratio | hand-off (ms) |",
+        "|---|---|---|---|---|",
+        "| 10 | 50 | 40 | 1.25 | 6 |",
+        "| 1,000 | 5,000 | 4,000 | 1.25 (<= 1.5 — met) | 900 |",
+        "",
+        "| growth per doubling of models | scrape | prometheus\\_client | hand-off |",
+        "|---|---|---|---|",
+        "| 10 → 1,000 | 2.00 | 2.00 | 2.13 |",
+        "",
+        "| trial | scrapes after its zero (scrapes) |",
+        "|---|---|",
+        "| 1 | 1 (<= 1 — met) |",
+    ]
+
+
 def test_benchmark_rows_become_json_records() -> None:
     """``python -m benchmarks --json`` turns each summary row into a record with number, unit, baseline and goal."""
     spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")

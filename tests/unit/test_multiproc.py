@@ -683,6 +683,51 @@ def test_hand_off_file_is_encode_metrics_of_the_workers_collection(tmp_path: Pat
     assert _samples_of(Path(mp.path), "ryot.inference.requests") == 4
 
 
+def test_hand_off_collects_and_encodes_with_the_cyclic_collector_paused(tmp_path: Path) -> None:
+    """The hand-off's short-lived objects are never promoted (a promotion triggers full collections of the heap,
+    more often the more series): the collector is off while it collects and encodes, on again after."""
+    import gc
+
+    with _manual_worker(tmp_path) as (tel, mp, _scrape):
+        _late_requests(tel, 2)
+        seen: list[bool] = []
+        collect = mp.worker_reader.get_metrics_data
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            seen.append(gc.isenabled())
+            return collect(*args, **kwargs)
+
+        mp.worker_reader.get_metrics_data = spy
+        assert gc.isenabled()
+        mp.snapshot()
+        assert seen == [False] and gc.isenabled()
+    assert _samples_of(Path(mp.path), "ryot.inference.requests") == 2
+
+
+def test_gc_paused_resumes_only_what_it_paused_when_the_last_pauser_ends() -> None:
+    """Overlapping pauses (the hand-off thread and a scrape): the collector comes back when the last ends; one that
+    was off before stays off."""
+    import gc
+
+    from ryot_telemetry._state import gc_paused
+
+    assert gc.isenabled()
+    first, second = gc_paused(), gc_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_worker_reservoirs_are_empty_only_where_the_filter_never_samples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

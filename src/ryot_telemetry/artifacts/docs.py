@@ -1,4 +1,4 @@
-"""Generated docs sections: the metric table, the configuration reference and the benchmark results table.
+"""Generated docs sections: the metric table, the configuration reference, the benchmark results and scale tables.
 
 Each lives in a docs page between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers, generated from what
 defines it (the catalogue, ``env.py``, the committed benchmark JSON), so the pages cannot drift from the code:
@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import math
 import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,10 +143,100 @@ def _performance(root: Path) -> str:
     return performance_table(json.loads((root / PERFORMANCE_RESULTS).read_text(encoding="utf-8")))
 
 
+# The committed output of `python -m benchmarks --only scale --json docs/scale.json` (a full run).
+SCALE_RESULTS = "docs/scale.json"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{value:,.0f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _goal(point: dict[str, Any]) -> str:
+    if point.get("met") is None:
+        return ""
+    return f" ({_cell(point['goal'])} — met)" if point["met"] else f" ({_cell(point['goal'])} — **missed**)"
+
+
+def _growth(a: int, ca: float | None, b: int, cb: float | None) -> str:
+    if not ca or not cb or ca <= 0 or cb <= 0:
+        return "n/a"
+    return f"{(cb / ca) ** (1 / math.log2(b / a)):.2f}"
+
+
+def scale_tables(results: dict[str, Any]) -> str:
+    """The scale page's tables from a ``--json`` file's ``curves``: per axis (models, workers, trials) one row per
+    size and the curves as columns (with their peer and ratio where one exists), then the growth per doubling
+    between consecutive sizes (ours, the peer's)."""
+    m = results["machine"]
+    out = [
+        f"Python {m['python']} ({m['implementation']}), {m['cpus']} CPUs{_load(m)}, {m['platform']}; "
+        f"opentelemetry-sdk {m['opentelemetry_sdk']}, prometheus_client {m['prometheus_client']}; "
+        f"{'`--quick`' if m['quick'] else 'full'} run."
+    ]
+    points = results.get("curves", [])
+    noise = sorted(p["noise"] for p in points if p.get("noise") is not None)
+    if noise:
+        out[0] += (
+            f" Noise of the rounds (interquartile range over the median): median {statistics.median(noise):.2f}, "
+            f"at most {noise[-1]:.2f}."
+        )
+    for axis in dict.fromkeys(p["axis"] for p in points):
+        on = [p for p in points if p["axis"] == axis]
+        sizes = sorted({p["size"] for p in on})
+        curves = list(dict.fromkeys(p["curve"] for p in on))
+        at = {(p["curve"], p["size"]): p for p in on}
+        peer = {c: next((p["baseline"] for p in on if p["curve"] == c and p["baseline"]), None) for c in curves}
+        unit = {c: next(p["unit"] for p in on if p["curve"] == c) for c in curves}
+        head, rows = [axis], []
+        for c in curves:
+            head.append(f"{c} ({unit[c]})")
+            if peer[c]:
+                head += [f"{peer[c]} ({unit[c]})", "ratio"]
+        for size in sizes:
+            cells = [f"{size:,}"]
+            for c in curves:
+                p = at.get((c, size))
+                if p is None:
+                    cells += [""] * (3 if peer[c] else 1)
+                elif peer[c]:
+                    ratio = "n/a" if p["ratio"] is None else f"{p['ratio']:.2f}"
+                    cells += [_num(p["value"]), _num(p["baseline_value"]), ratio + _goal(p)]
+                else:
+                    cells.append(_num(p["value"]) + _goal(p))
+            rows.append(cells)
+        out += ["", "| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        grown = [c for c in curves if sum((c, s) in at for s in sizes) > 1]
+        if axis == "trial" or not grown:
+            continue
+        head = [f"growth per doubling of {axis}"]
+        for c in grown:
+            head += [c] + ([peer[c]] if peer[c] else [])
+        out += ["", "| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+        for a, b in zip(sizes, sizes[1:]):
+            cells = [f"{a:,} → {b:,}"]
+            for c in grown:
+                pa, pb = at.get((c, a)), at.get((c, b))
+                cells.append(_growth(a, pa and pa["value"], b, pb and pb["value"]))
+                if peer[c]:
+                    cells.append(_growth(a, pa and pa["baseline_value"], b, pb and pb["baseline_value"]))
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _scale(root: Path) -> str:
+    return scale_tables(json.loads((root / SCALE_RESULTS).read_text(encoding="utf-8")))
+
+
 SECTIONS: dict[str, Callable[[Path], str]] = {
     "METRICS TABLE": lambda _root: markdown_table(),
     "CONFIG TABLE": lambda _root: configuration_table(),
     "PERFORMANCE TABLE": _performance,
+    "SCALE TABLES": _scale,
 }
 
 # Which page, relative to the repository, holds which generated sections.
@@ -152,6 +244,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "docs/reference/metrics.md": ("METRICS TABLE",),
     "docs/reference/configuration.md": ("CONFIG TABLE",),
     "docs/performance.md": ("PERFORMANCE TABLE",),
+    "docs/guides/scale.md": ("SCALE TABLES",),
 }
 
 

@@ -140,6 +140,8 @@ def assemble(
         # exponential OTLP histograms: the histogram Views leave the aggregation to each reader (temporality.py)
         explicit_buckets=not exponential_otlp(settings),
         drop_duplicates=settings.drop_duplicates,
+        max_models=settings.max_models,
+        max_tenants=settings.max_tenants if settings.tenant is not None else None,
     )
     late = closers.enter_context(ExitStack())  # closed after the providers' shutdown (registered below)
     provider = MeterProvider(metric_readers=list(readers), resource=res, views=view_list, exemplar_filter=sampling)
@@ -157,7 +159,9 @@ def assemble(
             install_service_info(meter, service, settings.component)
     else:
         server_provider = MeterProvider(
-            metric_readers=list(server.readers), resource=res, views=views(settings.buckets, attribute_filter=False)
+            metric_readers=list(server.readers),
+            resource=res,
+            views=views(settings.buckets, attribute_filter=False, max_models=settings.max_models),
         )
         closers.callback(server_provider.shutdown)
         server_meter = ryot_meter(server_provider)

@@ -58,6 +58,7 @@ from opentelemetry.sdk.resources import Resource
 
 from .. import env
 from .._compat import meter_count, set_collect_callback
+from .._state import gc_paused
 from ..export.assembly import ServerSide, assemble
 from ..export.readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
 from ..recording.new_series import NewSeriesGate
@@ -276,7 +277,7 @@ class MultiProcess:
             and time.monotonic() - self._last_write < HEARTBEAT
         ):
             return
-        with self._collect_lock:
+        with self._collect_lock, gc_paused():
             data = self.worker_reader.get_metrics_data()
             # Nothing recorded yet still leaves a file: the directory shows every live worker.
             req = self._encoder.encode(data) if data is not None else ExportMetricsServiceRequest()

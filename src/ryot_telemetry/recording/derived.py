@@ -37,6 +37,7 @@ class GpuMemoryShares(Protocol):
 
     def memory_percent_by_model(self) -> Mapping[str, float]: ...
 
+
 _clock = time.perf_counter
 _K = TypeVar("_K")
 

@@ -9,11 +9,12 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation, View
 
-from ..catalogue import CATALOGUE, METER_NAME, Instrument, MetricSpec, resolve_buckets, validate_buckets
+from ..catalogue import CATALOGUE, METER_NAME, TENANT, Instrument, MetricSpec, resolve_buckets, validate_buckets
 from .duplicates import drop_views
+from .labels import DEFAULT_MAX_MODELS
 from .semconv import semconv_views
 
-__all__ = ["METER_NAME", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
+__all__ = ["METER_NAME", "cardinality_limit", "create_instrument", "resolve_buckets", "validate_buckets", "views"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
@@ -59,6 +60,8 @@ def views(
     exemplars: bool = True,
     explicit_buckets: bool = True,
     drop_duplicates: Sequence[str] = (),
+    max_models: int = DEFAULT_MAX_MODELS,
+    max_tenants: int | None = None,
 ) -> list[View]:
     """Views for a user-built ``MeterProvider``: explicit buckets and attribute-key filters for every metric.
 
@@ -73,6 +76,8 @@ def views(
     histograms) for OTLP; a View's own aggregation would win over that preference.
     ``drop_duplicates``: sources (``"ogx"``) whose metrics ryot supersedes get ``DropAggregation`` Views
     (``duplicates.py``).
+    ``max_models`` and ``max_tenants`` (None: no tenant label) set each metric's series limit
+    (``cardinality_limit``).
     """
     reservoir = None if exemplars else no_exemplars
     buckets = resolve_buckets(bucket_overrides)
@@ -89,6 +94,7 @@ def views(
                     if explicit_buckets
                     else DefaultAggregation(),
                     exemplar_reservoir_factory=reservoir,
+                    aggregation_cardinality_limit=cardinality_limit(spec, max_models, max_tenants),
                 )
             )
         else:
@@ -98,6 +104,7 @@ def views(
                     meter_name=METER_NAME,
                     attribute_keys=keys,
                     exemplar_reservoir_factory=reservoir,
+                    aggregation_cardinality_limit=cardinality_limit(spec, max_models, max_tenants),
                 )
             )
     if include_semconv:
@@ -108,6 +115,40 @@ def views(
         )
     out.extend(drop_views(drop_duplicates))
     return out
+
+
+SDK_CARDINALITY_LIMIT = 2000
+"""The OpenTelemetry SDK's default series limit per metric; past it, new series fold into one
+``otel.metric.overflow`` series."""
+
+
+def cardinality_limit(
+    spec: MetricSpec, max_models: int = DEFAULT_MAX_MODELS, max_tenants: int | None = None
+) -> int | None:
+    """The series limit of ``spec``'s View: every series its bounded labels allow, at least the SDK's default.
+
+    Model names are bounded by ``max_models`` and tenants by ``max_tenants`` (each plus ``__overflow__`` and
+    ``__unknown__``; None: no tenant label), the other labels by their catalogue vocabulary, so the SDK's fixed
+    2,000 would fold real series into its overflow series from about 110 models on (the latency histogram has 18
+    per model). None (the SDK's default) where a label has no vocabulary in the catalogue."""
+    n = 1
+    for key in spec.labels:
+        if key == "model":
+            n *= max_models + 2
+        elif key in spec.label_values:
+            n *= len(spec.label_values[key])
+        else:
+            return None
+    for key in spec.optional_labels:
+        if key not in spec.label_values:
+            return None
+        n *= len(spec.label_values[key]) + 1  # absent is one more value
+    for key in spec.opt_in_labels:
+        if key != TENANT:
+            return None
+        if max_tenants is not None:
+            n *= max_tenants + 2
+    return max(SDK_CARDINALITY_LIMIT, n + 1)  # the SDK counts its overflow series in the limit
 
 
 class _NoExemplars(ExemplarReservoir):
