@@ -136,6 +136,10 @@ LOAD_RESULTS = ("success", "failed", "partial")
 LOAD_SUCCESS, LOAD_FAILED, LOAD_PARTIAL = LOAD_RESULTS
 NVML_MEMORY_TYPES = ("used", "free", "total", "process")
 BREAKDOWN_MEMORY_TYPES = ("model_weights", "kv_cache", "activations")
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "other", "abort")
+"""Why a choice ended: the provider's ``finish_reason`` (anything unknown is ``other``), or ``abort`` for a request
+the client abandoned."""
+STOP, LENGTH, TOOL_CALLS, CONTENT_FILTER, OTHER_FINISH, ABORT = FINISH_REASONS
 CACHED_PROMPT_TOKENS = "cached_prompt"
 COST_TOKEN_TYPES = (*TOKEN_TYPES, CACHED_PROMPT_TOKENS)  # the cost counter prices the cached part on its own
 TENANT = "tenant"
@@ -214,6 +218,42 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         label_values={"result": ("met", "missed"), "objective": ("error", "ttft", "tpot", "latency")},
         opt_in_labels=(TENANT,),
     ),
+    MetricSpec(
+        "ryot.finish_reasons",
+        Instrument.COUNTER,
+        "{choice}",
+        "Choices by why they ended: the provider's finish_reason (length: cut off by max_tokens), abort when the "
+        "client abandoned the request; failed requests count none.",
+        ("model", "endpoint", "finish_reason"),
+        label_values={"endpoint": ENDPOINTS, "finish_reason": FINISH_REASONS},
+    ),
+    MetricSpec(
+        "ryot.cached_prompt_tokens",
+        Instrument.COUNTER,
+        "{token}",
+        "Prompt tokens served from the prompt cache (usage.prompt_tokens_details.cached_tokens); part of the prompt "
+        "tokens, not added to them.",
+        ("model", "generation_mode"),
+        label_values={"generation_mode": MODES},
+    ),
+    MetricSpec(
+        "ryot.reasoning_tokens",
+        Instrument.COUNTER,
+        "{token}",
+        "Reasoning tokens (usage.completion_tokens_details.reasoning_tokens); part of the completion tokens, not "
+        "added to them.",
+        ("model", "generation_mode"),
+        label_values={"generation_mode": MODES},
+    ),
+    MetricSpec(
+        "ryot.estimated_tokens",
+        Instrument.COUNTER,
+        "{token}",
+        "Tokens of streams that delivered content and ended without usage (client hang-up, broken stream): "
+        "completion = content chunks delivered, prompt = request characters / 4. Never priced.",
+        ("model", "token_type"),
+        label_values={"token_type": TOKEN_TYPES},
+    ),
     # --- histograms -----------------------------------------------------------------------------------------------
     MetricSpec(
         "ryot.inference.latency",
@@ -287,6 +327,33 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Fraction of prompt tokens served from the prompt cache (cached_tokens / prompt_tokens).",
         ("model",),
         buckets=_RATIO,
+    ),
+    MetricSpec(
+        "ryot.engine.prefill",
+        Instrument.HISTOGRAM,
+        "s",
+        "Prompt processing time the engine reports per request (llama.cpp timings.prompt_ms, vLLM "
+        "metrics.time_to_first_token_ms).",
+        ("model",),
+        buckets=_TTFT,
+    ),
+    MetricSpec(
+        "ryot.engine.time_per_output_token",
+        Instrument.HISTOGRAM,
+        "s",
+        "Decode time per output token the engine reports per request (llama.cpp timings.predicted_per_token_ms, "
+        "vLLM metrics.mean_itl_ms).",
+        ("model",),
+        buckets=_TPOT,
+    ),
+    MetricSpec(
+        "ryot.ttft.outside_engine",
+        Instrument.HISTOGRAM,
+        "s",
+        "TTFT minus the engine's reported queue and prefill time, clamped at 0: what the network, the router and "
+        "the engine's HTTP front end add before the first token.",
+        ("model",),
+        buckets=_TTFT,
     ),
     # --- gauges ---------------------------------------------------------------------------------------------------
     MetricSpec(

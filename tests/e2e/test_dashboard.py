@@ -40,7 +40,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 41  # 31 (2 by tenant), and 10 in the SLO row
+    assert len(queries) == 48  # 31 (2 by tenant), 10 in the SLO row and 7 in the outcomes row
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -168,7 +168,13 @@ _VALUE_UNITS = {
     "{request}": {"short"},
     "1": {"percentunit", "short"},  # a fraction, or (token efficiency) a quotient of two different units
 }
-_RATE_UNITS = {"{request}": {"reqps"}, "{error}": {"reqps"}, "{token}": {"suffix: tokens/s"}, "{USD}": set()}
+_RATE_UNITS = {
+    "{request}": {"reqps"},
+    "{error}": {"reqps"},
+    "{token}": {"suffix: tokens/s"},
+    "{choice}": {"suffix: choices/s"},
+    "{USD}": set(),
+}
 _PER_HOUR_UNITS = {"{USD}": {"currencyUSD"}}  # rate(...) * 3600, titled "per hour"
 
 
@@ -247,3 +253,26 @@ def test_every_panel_unit_matches_its_metrics() -> None:
     units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels}
     assert units["GPU power"] == "watt" and units["GPU temperature"] == "celsius"
     assert units["Prompt tokens per second"] == units["Completion tokens per second"] == "suffix: tokens/s"
+
+
+def test_outcomes_row_stacks_where_ttft_goes_and_shows_finish_reasons_and_estimates() -> None:
+    """The outcomes row: engine prefill and outside-the-engine means stacked, finish reasons by reason, usage vs
+    estimated completion tokens, each from its catalogue family."""
+    panels = {p["title"]: p for p in build_dashboard()["panels"]}
+    where = panels["Where TTFT goes"]
+    assert where["fieldConfig"]["defaults"]["custom"]["stacking"] == {"mode": "normal", "group": "A"}
+    names = [_METRIC.findall(t["expr"]) for t in where["targets"]]
+    assert names == [
+        ["ryot_engine_prefill_seconds_sum", "ryot_engine_prefill_seconds_count"],
+        ["ryot_ttft_outside_engine_seconds_sum", "ryot_ttft_outside_engine_seconds_count"],
+    ]
+    assert [t["legendFormat"] for t in where["targets"]] == ["engine prefill", "outside the engine"]
+    (fin,) = panels["Finish reasons"]["targets"]
+    assert fin["expr"].startswith("sum by (finish_reason) (rate(ryot_finish_reasons_total{")
+    est = panels["Completion tokens: usage vs estimated"]["targets"]
+    assert [_METRIC.findall(t["expr"]) for t in est] == [
+        ["ryot_tokens_generated_total"],
+        ["ryot_estimated_tokens_total"],
+    ]
+    eng = panels["Engine decode time per output token p50 / p95"]["targets"]
+    assert all("ryot_engine_time_per_output_token_seconds_bucket" in t["expr"] for t in eng)

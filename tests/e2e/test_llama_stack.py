@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ryot_telemetry.catalogue import get
+from support.ogx import ogx_config
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv312" / "bin" / "python"
@@ -172,28 +173,8 @@ def test_reasoning_path_of_the_responses_layer_is_recorded() -> None:
     assert r["active_values"] == [0, 0, 0]
 
 
-AUTH_CONFIG = """\
-version: 2
-distro_name: ryot-tenant-test
-apis: [inference]
-providers:
-  inference:
-  - provider_id: vllm
-    provider_type: remote::vllm
-    config: {{base_url: "http://127.0.0.1:{upstream}/v1", api_token: fake}}
-storage:
-  backends:
-    kv_default: {{type: kv_sqlite, db_path: "{store}/kvstore.db"}}
-    sql_default: {{type: sql_sqlite, db_path: "{store}/sql_store.db"}}
-  stores:
-    metadata: {{namespace: registry, backend: kv_default}}
-    inference: {{table_name: inference_store, backend: sql_default}}
-    conversations: {{table_name: openai_conversations, backend: sql_default}}
-    prompts: {{table_name: prompts, backend: sql_default}}
-registered_resources:
-  models:
-  - {{metadata: {{}}, model_id: llama-8b, provider_id: vllm, provider_model_id: upstream-model, model_type: llm}}
-server:
+
+_AUTH_SERVER = """\
   host: 127.0.0.1
   port: {port}
   insecure: true
@@ -230,7 +211,8 @@ def test_ogx_auth_principal_is_the_tenant_label_of_the_real_server(tmp_path: Pat
     store.mkdir()
     upstream_port, ogx_port, metrics_port = _free_port(), _free_port(), _free_port()
     config = tmp_path / "run.yaml"
-    config.write_text(AUTH_CONFIG.format(upstream=upstream_port, store=store, port=ogx_port))
+    server = _AUTH_SERVER.format(port=ogx_port)
+    config.write_text(ogx_config("ryot-tenant-test", upstream=upstream_port, store=str(store), server=server))
     upstream = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "tests.apps.openai_upstream:app", "--port", str(upstream_port)],
         cwd=ROOT,

@@ -20,6 +20,8 @@ import pytest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.ogx import ogx_config
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "llama-3.1-8b-instruct"
 
@@ -498,29 +500,6 @@ DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 VENV312 = ROOT / ".venv312" / "bin"
 
-OGX_CONFIG = """\
-version: 2
-distro_name: ryot-multiproc-test
-apis: [inference]
-providers:
-  inference:
-  - provider_id: vllm
-    provider_type: remote::vllm
-    config: {{base_url: "http://127.0.0.1:{upstream}/v1", api_token: fake}}
-storage:
-  backends:
-    kv_default: {{type: kv_sqlite, db_path: "{store}/kvstore.db"}}
-    sql_default: {{type: sql_sqlite, db_path: "{store}/sql_store.db"}}
-  stores:
-    metadata: {{namespace: registry, backend: kv_default}}
-    inference: {{table_name: inference_store, backend: sql_default}}
-    conversations: {{table_name: openai_conversations, backend: sql_default}}
-    prompts: {{table_name: prompts, backend: sql_default}}
-registered_resources:
-  models:
-  - {{metadata: {{}}, model_id: llama-8b, provider_id: vllm, provider_model_id: upstream-model, model_type: llm}}
-server: {{host: 127.0.0.1, port: {port}, workers: 2, insecure: true}}
-"""
 
 
 @pytest.mark.skipif(
@@ -536,7 +515,8 @@ def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path:
     store.mkdir()
     upstream_port, ogx_port, metrics_port = _free_port(), _free_port(), _free_port()
     config = tmp_path / "run.yaml"
-    config.write_text(OGX_CONFIG.format(upstream=upstream_port, store=store, port=ogx_port))
+    server = f"  host: 127.0.0.1\n  port: {ogx_port}\n  workers: 2\n  insecure: true"
+    config.write_text(ogx_config("ryot-multiproc-test", upstream=upstream_port, store=str(store), server=server))
     upstream = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "tests.apps.openai_upstream:app", "--port", str(upstream_port)],
         cwd=ROOT,

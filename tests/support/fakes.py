@@ -6,11 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int | None = None
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int | None = None
 
 
 class Usage(BaseModel):
@@ -18,6 +22,7 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class Delta(BaseModel):
@@ -35,6 +40,8 @@ class ChunkChoice(BaseModel):
 
 
 class ChatChunk(BaseModel):
+    model_config = ConfigDict(extra="allow")  # as the OpenAI SDK's models: llama.cpp's ``timings`` rides along
+
     id: str = "c1"
     model: str = "m"
     object: str = "chat.completion.chunk"
@@ -55,6 +62,8 @@ class Choice(BaseModel):
 
 
 class Completion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     id: str = "r1"
     model: str = "m"
     choices: list[Choice] = []
@@ -77,13 +86,15 @@ class CompletionParams(BaseModel):
     n: int | None = None
 
 
-def usage(prompt: int, completion: int, cached: int | None = None) -> Usage:
+def usage(prompt: int, completion: int, cached: int | None = None, reasoning: int | None = None) -> Usage:
     details = PromptTokensDetails(cached_tokens=cached) if cached is not None else None
+    reasoning_details = CompletionTokensDetails(reasoning_tokens=reasoning) if reasoning is not None else None
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
         prompt_tokens_details=details,
+        completion_tokens_details=reasoning_details,
     )
 
 

@@ -62,3 +62,16 @@ SPEC_SECTIONS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float,
     # "SLOs and goodput": labels model, result (met, missed) and, on missed series only, objective.
     "ryot_slo_requests_total": ("counter", frozenset({"model", "result"}), frozenset({"objective"}), None),
 }
+_TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_TPOT = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+# "Outcomes, token detail and where the time goes": the engine-timing histograms take the TTFT / TPOT buckets.
+OUTCOMES: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    "ryot_finish_reasons_total": ("counter", frozenset({"model", "endpoint", "finish_reason"}), frozenset(), None),
+    "ryot_cached_prompt_tokens_total": ("counter", frozenset({"model", "generation_mode"}), frozenset(), None),
+    "ryot_reasoning_tokens_total": ("counter", frozenset({"model", "generation_mode"}), frozenset(), None),
+    "ryot_estimated_tokens_total": ("counter", frozenset({"model", "token_type"}), frozenset(), None),
+    "ryot_engine_prefill_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
+    "ryot_engine_time_per_output_token_seconds": ("histogram", frozenset({"model"}), frozenset(), _TPOT),
+    "ryot_ttft_outside_engine_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
+}
+SPEC_SECTIONS.update(OUTCOMES)

@@ -16,9 +16,20 @@ from ryot_telemetry import PriceTable, catalogue, configure
 from ryot_telemetry.catalogue import CATALOGUE, Instrument
 from ryot_telemetry.recording.semconv import SEMCONV
 from support import otlp_names
-from support.fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
+from support.fakes import (
+    ChatChunk,
+    ChatParams,
+    ChunkChoice,
+    Completion,
+    CompletionParams,
+    Delta,
+    ScriptedRouter,
+    content_chunk,
+    usage,
+    usage_chunk,
+)
 from support.nvml import two_gpus
-from support.spec_table import SPEC, SPEC_SECTIONS
+from support.spec_table import OUTCOMES, SPEC, SPEC_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_SPEC = ROOT.parent / "shared" / "SPEC.md"
@@ -67,6 +78,21 @@ async def _traffic(tel) -> None:
         await bad.openai_chat_completion(ChatParams(model="m"))
 
 
+async def _outcome_traffic(tel) -> None:
+    """A llama.cpp-style stream (timings, reasoning tokens, finish_reason) and one the client abandons: every
+    family of "Outcomes, token detail and where the time goes" gets a series."""
+    timings = {"prompt_n": 20, "prompt_ms": 12.5, "cache_n": 40, "predicted_n": 3, "predicted_per_token_ms": 9.0}
+    final = ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason="length")])
+    last = ChatChunk(choices=[], usage=usage(60, 3, 40, reasoning=1), timings=timings)
+    r = tel.instrument_router(ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), final, last]))
+    async for _ in await r.openai_chat_completion(ChatParams(model="m", stream=True)):
+        pass
+    r = tel.instrument_router(ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), content_chunk("c")]))
+    stream = await r.openai_chat_completion(ChatParams(model="m", stream=True))
+    await stream.__anext__()
+    await stream.aclose()
+
+
 def _engine_reports(tel) -> None:
     eng = tel.engine
     with eng.model_loading("m", "cold_start", "gpu"):
@@ -95,8 +121,9 @@ def test_exposition_matches_spec_table() -> None:
         exposed = scrape(tel.prometheus_url)
     finally:
         tel.shutdown()
-    assert set(exposed) == set(SPEC), sorted(set(SPEC) ^ set(exposed))
-    for name, fam in exposed.items():
+    table = {name: fam for name, fam in exposed.items() if name not in SPEC_SECTIONS}
+    assert set(table) == set(SPEC), sorted(set(SPEC) ^ set(table))
+    for name, fam in table.items():
         assert name in SPEC, f"{name} is exposed but not in the SPEC table"
         kind, required, optional, buckets = SPEC[name]
         assert fam["type"] == kind, name
@@ -123,6 +150,7 @@ def full_exposition() -> bytes:
     )
     try:
         asyncio.run(_traffic(tel))
+        asyncio.run(_outcome_traffic(tel))
         _engine_reports(tel)
         return urllib.request.urlopen(tel.prometheus_url, timeout=10).read()
     finally:
@@ -255,6 +283,62 @@ def test_slo_section_matches_shared_spec() -> None:
         ("objective",),
     )
     assert spec.label_values == {"result": ("met", "missed"), "objective": ("error", "ttft", "tpot", "latency")}
+
+
+def test_outcome_families_exposed_as_their_spec_section_defines() -> None:
+    """The 7 families of "Outcomes, token detail and where the time goes" are exposed with their section's kind,
+    labels and buckets."""
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        prometheus_registry="private",
+        gpu=False,
+    )
+    try:
+        asyncio.run(_traffic(tel))
+        asyncio.run(_outcome_traffic(tel))
+        exposed = scrape(tel.prometheus_url)
+    finally:
+        tel.shutdown()
+    assert set(OUTCOMES) <= set(exposed)
+    for name, (kind, required, optional, buckets) in OUTCOMES.items():
+        fam = exposed[name]
+        assert fam["type"] == kind, name
+        assert fam["labelsets"] and all(required <= ls <= required | optional for ls in fam["labelsets"]), name
+        if buckets is not None:
+            assert {float(le) for le in fam["le"]} == {*buckets, float("inf")}, name
+
+
+@pytest.mark.skipif(not SHARED_SPEC.exists(), reason="../shared/SPEC.md is not beside this checkout")
+def test_outcomes_section_matches_shared_spec() -> None:
+    """OUTCOMES copies the SPEC's "Outcomes, token detail and where the time goes": names, labels, buckets."""
+    text = SHARED_SPEC.read_text()
+    section = text[text.index("## Outcomes, token detail and where the time goes") :]
+    section = " ".join(section[: section.index("\n## ", 1)].split())
+    for phrase in (
+        "`ryot_finish_reasons_total` counter {model, endpoint, finish_reason}",
+        "`ryot_cached_prompt_tokens_total` {model, generation_mode}",
+        "`ryot_reasoning_tokens_total` {model, generation_mode}",
+        "`ryot_estimated_tokens_total` counter {model, token_type}",
+        "`ryot_engine_prefill_seconds` histogram {model} (prompt processing, TTFT buckets)",
+        "`ryot_engine_time_per_output_token_seconds` histogram {model} (decode per token, TPOT buckets)",
+        "`ryot_ttft_outside_engine_seconds` histogram {model}",
+        "(`stop`, `length`, `tool_calls`, `content_filter`; anything else `other`)",
+        "counts `abort` once per choice",
+    ):
+        assert phrase in section, phrase
+    assert OUTCOMES["ryot_engine_prefill_seconds"][3] == SPEC["ryot_ttft_latency_seconds"][3]
+    assert OUTCOMES["ryot_ttft_outside_engine_seconds"][3] == SPEC["ryot_ttft_latency_seconds"][3]
+    assert OUTCOMES["ryot_engine_time_per_output_token_seconds"][3] == SPEC["ryot_time_per_output_token_seconds"][3]
+    assert catalogue.get("ryot_finish_reasons_total").label_values["finish_reason"] == (
+        "stop",
+        "length",
+        "tool_calls",
+        "content_filter",
+        "other",
+        "abort",
+    )
 
 
 def test_catalogue_matches_spec_table() -> None:

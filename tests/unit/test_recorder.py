@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording.outcomes import StreamEnd
 from ryot_telemetry.recording.recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
 
@@ -412,3 +413,109 @@ def test_forked_child_gets_its_own_drainer_and_a_free_lock() -> None:
     finally:
         rec.stop_drainer()
         cap.shutdown()
+
+
+# --- outcomes, token detail and engine timings (SPEC "Outcomes, token detail and where the time goes") -------------
+
+FIN = "ryot.finish_reasons"
+EST = "ryot.estimated_tokens"
+
+
+def test_finish_reasons_cached_and_reasoning_tokens_are_recorded_apart_from_the_token_totals(cap: Capture) -> None:
+    """A response-shaped ``final`` with two choices (stop, length) and 7 reasoning of 20 completion tokens, 30 cached
+    of 100 prompt tokens: one finish count each; cached and reasoning counters get 30 and 7 while the token totals
+    stay 100 and 20."""
+    with cap.recorder.request("m", "chat_completion", "standard", batch_size=2) as req:
+        req.prompt_tokens, req.completion_tokens, req.cached_tokens = 100, 20, 30
+        req.final = {
+            "choices": [{"finish_reason": "stop"}, {"finish_reason": "length"}],
+            "usage": {"completion_tokens_details": {"reasoning_tokens": 7}},
+        }
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert len(cap.series(FIN)) == 2
+    assert cap.value("ryot.cached_prompt_tokens", model="m", generation_mode="standard") == 30
+    assert cap.value("ryot.reasoning_tokens", model="m", generation_mode="standard") == 7
+    assert cap.value(TOK, model="m", token_type="prompt", generation_mode="standard") == 100
+    assert cap.value(TOK, model="m", token_type="completion", generation_mode="standard") == 20
+    assert cap.series(EST) == []  # usage arrived: nothing estimated
+
+
+def test_abandoned_request_counts_abort_per_choice_and_a_failed_one_counts_none(cap: Capture) -> None:
+    """abandon() of a 3-choice request: abort 3; fail(): no finish reason at all; a finish reason outside the
+    vocabulary counts as other."""
+    cap.recorder.start("m", "completion", "streaming", batch_size=3).abandon()
+    cap.recorder.start("m", "completion", "streaming").fail(RuntimeError("boom"))
+    req = cap.recorder.start("m", "completion", "standard")
+    req.final = {"choices": [{"finish_reason": "made-up"}]}
+    req.success()
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="completion", finish_reason="abort") == 3
+    assert cap.value(FIN, model="m", endpoint="completion", finish_reason="other") == 1
+    assert len(cap.series(FIN)) == 2
+
+
+def test_stream_without_usage_is_estimated_from_its_chunks_and_prompt_text_and_never_priced() -> None:
+    """A stream that delivered 5 content chunks for a 400-character prompt and no usage: estimated completion 5
+    and prompt 100 (400 / 4); no usage tokens and no cost, even with a price table."""
+    cap = capture(prices={"m": {"prompt": 1.0, "completion": 2.0}})
+    try:
+        cap.recorder.models("m")
+        req = cap.recorder.start("m", "chat_completion", "streaming")
+        req.first_token, req.prompt_chars = req.start + 0.01, 400
+        req.final = StreamEnd(None, None, 5)
+        req.abandon()
+        cap.collect()
+        assert cap.value(EST, model="m", token_type="completion") == 5
+        assert cap.value(EST, model="m", token_type="prompt") == 100
+        assert cap.series(TOK) == []
+        assert cap.series("ryot.token.cost_estimate.usd") == []
+    finally:
+        cap.shutdown()
+
+
+def test_engine_timings_split_ttft_into_prefill_and_outside_the_engine(cap: Capture) -> None:
+    """TTFT 0.3 s with vLLM's queue 50 ms, prefill 100 ms, 20 ms per token: prefill 0.1 and engine TPOT 0.02
+    recorded, 0.15 s outside the engine. A prefill longer than the TTFT is clamped to 0 outside."""
+    for queue, prefill in ((50.0, 100.0), (0.0, 500.0)):
+        with cap.recorder.request("m", "chat_completion", "streaming") as req:
+            req.first_token = req.start + 0.3
+            req.final = {"metrics": {"queue_time_ms": queue, "time_to_first_token_ms": prefill, "mean_itl_ms": 20.0}}
+    cap.collect()
+    pre = cap.histogram("ryot.engine.prefill", model="m")
+    assert (pre.count, pre.sum) == (2, pytest.approx(0.6))
+    assert pre.bucket_counts == (0, 0, 0, 0, 1, 0, 1, 0, 0, 0)
+    tpot = cap.histogram("ryot.engine.time_per_output_token", model="m")
+    assert (tpot.count, tpot.sum) == (2, pytest.approx(0.04))
+    out = cap.histogram("ryot.ttft.outside_engine", model="m")
+    assert (out.count, out.sum) == (2, pytest.approx(0.15))
+    assert out.bucket_counts == (1, 0, 0, 0, 0, 1, 0, 0, 0, 0)  # 0.0 (clamped) and 0.15
+
+
+def test_engine_timings_without_a_first_token_record_no_outside_time(cap: Capture) -> None:
+    """A non-streaming response with llama.cpp timings of a one-token answer: prefill recorded, no engine TPOT
+    (llama.cpp reports it from two tokens on), no outside time."""
+    with cap.recorder.request("m", "chat_completion", "standard") as req:
+        req.final = {"timings": {"prompt_ms": 4.0, "predicted_n": 1, "predicted_per_token_ms": 0.0}}
+    cap.collect()
+    assert cap.histogram("ryot.engine.prefill", model="m").bucket_counts == (1, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert cap.histogram("ryot.engine.time_per_output_token", model="m") is None
+    assert cap.histogram("ryot.ttft.outside_engine", model="m") is None
+
+
+def test_an_outcome_that_cannot_be_read_loses_only_the_outcome(cap: Capture) -> None:
+    """A ``final`` whose choices raise when read: the request, its tokens and latency are recorded; no finish."""
+
+    class Hostile:
+        @property
+        def choices(self) -> list[Any]:
+            raise RuntimeError("provider bug")
+
+    with cap.recorder.request("m", "chat_completion", "standard") as req:
+        req.prompt_tokens = 3
+        req.final = Hostile()
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value(TOK, model="m", token_type="prompt", generation_mode="standard") == 3
+    assert cap.series(FIN) == []

@@ -365,3 +365,51 @@ async def test_wrapped_method_keeps_name_signature_and_is_copied_like_a_function
     assert list(inspect.signature(method).parameters) == ["params"]
     assert inspect.iscoroutinefunction(method)
     assert copy.copy(method) is method and copy.deepcopy(method) is method
+
+
+FIN = "ryot.finish_reasons"
+
+
+async def test_response_finish_reasons_reasoning_tokens_and_engine_timings(cap: Capture) -> None:
+    """A llama.cpp response (choices length and tool_calls, 3 reasoning tokens, ``timings``): one finish count each,
+    reasoning 3, prefill 25 ms and TPOT 8 ms from ``timings``; no outside-engine time without a TTFT."""
+    timings = {"prompt_n": 12, "prompt_ms": 25.0, "predicted_n": 9, "predicted_per_token_ms": 8.0}
+    response = Completion(
+        choices=[Choice(index=0, finish_reason="length"), Choice(index=1, finish_reason="tool_calls")],
+        usage=usage(12, 9, reasoning=3),
+        timings=timings,
+    )
+    router = cap.instrument_router(ScriptedRouter(response=response))
+    assert await router.openai_chat_completion(ChatParams(model="m", n=2)) is response
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="tool_calls") == 1
+    assert cap.value("ryot.reasoning_tokens", model="m", generation_mode="standard") == 3
+    assert cap.histogram("ryot.engine.prefill", model="m").sum == 0.025
+    assert cap.histogram("ryot.engine.time_per_output_token", model="m").sum == 0.008
+    assert cap.histogram("ryot.ttft.outside_engine", model="m") is None
+
+
+@pytest.mark.parametrize(
+    "bad", [-1.0, float("nan"), float("inf"), "12", True, None, 10**12, [1.0], {"ms": 1}], ids=repr
+)
+async def test_implausible_engine_timings_are_ignored(cap: Capture, bad: Any) -> None:
+    """A prompt_ms that is negative, not finite, not a number or above a day: no engine timing at all, the request
+    recorded as usual; an unknown finish reason counts as other."""
+    response = Completion(choices=[Choice(finish_reason="eos_token")], usage=usage(4, 2), timings={"prompt_ms": bad})
+    router = cap.instrument_router(ScriptedRouter(response=response))
+    assert await router.openai_chat_completion(ChatParams(model="m")) is response
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.histogram("ryot.engine.prefill", model="m") is None
+    assert cap.series(FIN) == [{"model": "m", "endpoint": "chat_completion", "finish_reason": "other"}]
+
+
+async def test_a_single_token_answer_reports_no_engine_tpot(cap: Capture) -> None:
+    """llama.cpp reports predicted_per_token_ms 0 until two tokens were generated: predicted_n 1 gives no TPOT."""
+    timings = {"prompt_ms": 3.0, "predicted_n": 1, "predicted_per_token_ms": 0.0}
+    router = cap.instrument_router(ScriptedRouter(response=Completion(usage=usage(4, 1), timings=timings)))
+    await router.openai_completion(CompletionParams(model="m"))
+    cap.collect()
+    assert cap.histogram("ryot.engine.prefill", model="m").count == 1
+    assert cap.histogram("ryot.engine.time_per_output_token", model="m") is None

@@ -735,6 +735,39 @@ async def test_usage_only_mapping_stream_is_read_and_hidden_alike(cap: Capture, 
     assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 8
 
 
+class ClassRaises:
+    """A chunk whose ``__class__`` (which ``isinstance`` consults) and every other read raise KeyboardInterrupt."""
+
+    @property
+    def __class__(self) -> Any:  # type: ignore[override]
+        raise KeyboardInterrupt("from __class__")
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyboardInterrupt(name)
+
+
+async def test_hostile_chunk_before_the_usage_chunk_never_breaks_the_drain(cap: Capture) -> None:
+    """The chunk before a usage-only chunk is read again at drain time (for a finish reason): when every read of
+    it raises KeyboardInterrupt, the caller still has its chunks and the collection records the request."""
+    hostile = ClassRaises()
+    chunks = [content_chunk("a"), hostile, usage_chunk(usage(6, 2))]
+
+    class Router:  # yields the chunks without reading them (ScriptedRouter reads their usage)
+        async def openai_chat_completion(self, params: Any) -> Any:
+            async def gen() -> AsyncIterator[Any]:
+                for c in chunks:
+                    yield c
+
+            return gen()
+
+    router = cap.instrument_router(Router())
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert len(got) == 2 and got[0] is chunks[0] and got[1] is hostile
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value("ryot.tokens.generated", model="m", token_type="completion", generation_mode="streaming") == 2
+
+
 def test_streams_of_a_loop_closed_without_shutdown_asyncgens_end_as_partial() -> None:
     """Two streams left open when their event loop is closed without ``shutdown_asyncgens()``: nothing can close
     them any more, yet once collected both requests end as partial and in-flight is back to 0."""
@@ -761,5 +794,229 @@ def test_streams_of_a_loop_closed_without_shutdown_asyncgens_end_as_partial() ->
         cap.collect()
         assert cap.recorder.active()[("m", "streaming", "chat_completion")] == 0
         assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 2
+    finally:
+        cap.shutdown()
+
+
+# --- outcomes, estimates and engine timings, read once per stream from its final chunks -------------------------
+
+FIN = "ryot.finish_reasons"
+EST = "ryot.estimated_tokens"
+LLAMA_TIMINGS = {
+    "cache_n": 40,
+    "prompt_n": 20,
+    "prompt_ms": 12.5,
+    "prompt_per_token_ms": 0.625,
+    "predicted_n": 3,
+    "predicted_ms": 18.0,
+    "predicted_per_token_ms": 9.0,
+}
+
+
+def _llama_stream(reason: str = "length") -> list[ChatChunk]:
+    """As llama-server streams: a role chunk, content, a finish chunk, then usage with ``timings`` on the last."""
+    return [
+        ChatChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=None))]),
+        content_chunk("a"),
+        content_chunk("b"),
+        content_chunk("c"),
+        ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason=reason)]),
+        ChatChunk(choices=[], usage=usage(60, 3, cached=40), timings=LLAMA_TIMINGS),
+    ]
+
+
+@pytest.mark.parametrize("asks_usage", [False, True])
+async def test_finish_reason_and_engine_timings_come_from_the_final_chunks(cap: Capture, asks_usage: bool) -> None:
+    """llama.cpp's shape, usage asked by the caller or not: finish_reason length once, cached 40, prefill 12.5 ms,
+    engine TPOT 9 ms, one outside-engine TTFT; the caller gets the provider's chunks (minus the usage it did not
+    ask for), timings included."""
+    chunks = _llama_stream()
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    options = {"include_usage": True} if asks_usage else None
+    got = [
+        c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, stream_options=options))
+    ]
+    assert got == (chunks if asks_usage else chunks[:-1])
+    cap.collect()
+    assert cap.series(FIN) == [{"model": "m", "endpoint": "chat_completion", "finish_reason": "length"}]
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert cap.value("ryot.cached_prompt_tokens", model="m", generation_mode="streaming") == 40
+    pre = cap.histogram("ryot.engine.prefill", model="m")
+    assert (pre.count, pre.sum) == (1, 0.0125)
+    tpot = cap.histogram("ryot.engine.time_per_output_token", model="m")
+    assert (tpot.count, tpot.sum) == (1, 0.009)
+    assert cap.histogram("ryot.ttft.outside_engine", model="m").count == 1
+    assert cap.series(EST) == []
+
+
+async def test_stream_the_client_abandons_is_aborted_and_estimated_from_its_chunks(cap: Capture) -> None:
+    """A client that hangs up after 3 content chunks (no usage ever arrives): finish_reason abort once, estimated
+    completion 3 and prompt 10 (a 40-character message / 4), no usage tokens, status partial."""
+    chunks = _llama_stream()[:4] + [content_chunk(f"x{i}") for i in range(5)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = ChatParams(model="m", stream=True, messages=[{"role": "user", "content": "x" * 40}])
+    stream = await router.openai_chat_completion(params)
+    got = [await stream.__anext__() for _ in range(4)]  # the role chunk and 3 content chunks
+    await stream.aclose()
+    assert got == chunks[:4]
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.series(FIN) == [{"model": "m", "endpoint": "chat_completion", "finish_reason": "abort"}]
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 3
+    assert cap.value(EST, model="m", token_type="prompt") == 10
+    assert cap.series("ryot.tokens.generated") == []
+    assert cap.histogram("ryot.engine.prefill", model="m") is None  # no timings arrive on an abandoned stream
+
+
+async def test_broken_stream_is_estimated_and_counts_no_finish_reason(cap: Capture) -> None:
+    """A provider failing after 2 content chunks: partial with its error, estimated completion 2, no finish."""
+    exc = RuntimeError("engine died")
+    router = cap.instrument_router(
+        ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), content_chunk("c")], raises=exc, raise_after=2)
+    )
+    with pytest.raises(RuntimeError):
+        [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.series(FIN) == []
+    assert cap.value(EST, model="m", token_type="completion") == 2
+
+
+async def test_stream_that_ends_without_usage_estimates_only_its_content_chunks(cap: Capture) -> None:
+    """A provider that never sends usage: 2 content chunks then a finish chunk: finish stop, estimated 2 (the finish
+    chunk carries no token), success."""
+    chunks = [
+        content_chunk("a"),
+        content_chunk("b"),
+        ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason="stop")]),
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    assert [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))] == chunks
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 2
+
+
+async def test_each_choice_of_an_n_choice_stream_counts_its_own_finish_reason(cap: Capture) -> None:
+    """n=2, the choices finishing in different chunks (stop, then length) before the usage chunk: one each."""
+    chunks = [
+        ChatChunk(
+            choices=[ChunkChoice(index=0, delta=Delta(content="a")), ChunkChoice(index=1, delta=Delta(content="b"))]
+        ),
+        ChatChunk(choices=[ChunkChoice(index=0, delta=Delta(), finish_reason="stop")]),
+        ChatChunk(choices=[ChunkChoice(index=1, delta=Delta(content="c"))]),
+        ChatChunk(choices=[ChunkChoice(index=1, delta=Delta(), finish_reason="length")]),
+        usage_chunk(usage(10, 3)),
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    assert [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, n=2))] == chunks[:4]
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert len(cap.series(FIN)) == 2
+
+
+async def test_dict_chunks_and_vllm_metrics_give_finish_reason_and_engine_timings(cap: Capture) -> None:
+    """Dict chunks with vLLM's per-request ``metrics`` on the usage chunk (queue 10 ms, TTFT-in-engine 40 ms, mean
+    ITL 12 ms): finish tool_calls, prefill 0.04 s, engine TPOT 0.012 s."""
+    metrics = {"time_to_first_token_ms": 40.0, "generation_time_ms": 24.0, "queue_time_ms": 10.0, "mean_itl_ms": 12.0}
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t"}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}, "metrics": metrics},
+    ]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    assert [c async for c in await router.openai_chat_completion(params)] == chunks[:2]
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="tool_calls") == 1
+    assert cap.histogram("ryot.engine.prefill", model="m").sum == 0.04
+    assert cap.histogram("ryot.engine.time_per_output_token", model="m").sum == 0.012
+
+
+async def test_reasoning_method_records_finish_reason_and_estimates_an_abandoned_stream(cap: Capture) -> None:
+    """ogx's reasoning wrappers: a stream that runs out counts its finish reason; one the caller closes after the
+    first content is aborted and estimated from its content chunks."""
+    done = [
+        content_chunk("a"),
+        ChatChunk(choices=[ChunkChoice(delta=Delta(), finish_reason="stop")]),
+        usage_chunk(usage(9, 1)),
+    ]
+    router = cap.instrument_router(_ReasoningRouter(chunks=done, response=Completion(usage=usage(10, 4))))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    [w async for w in await router.openai_chat_completions_with_reasoning(params)]
+    stream = await router.openai_chat_completions_with_reasoning(params)
+    for _ in range(2):  # the reasoning-only wrapper, then the first content chunk
+        await stream.__anext__()
+    await stream.aclose()
+    cap.collect()
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 2  # the reasoning wrapper and "a" carry content
+
+
+@pytest.mark.parametrize("taken", [1023, 1024, 1025, 2100])
+async def test_long_stream_counts_every_content_chunk_it_delivered(cap: Capture, taken: int) -> None:
+    """A 2,500-chunk stream closed after ``taken`` chunks, around and past the hot loop's 1,024-chunk runs: every
+    chunk reaches the caller once, in order, and the estimate is exactly ``taken``."""
+    chunks = [content_chunk(str(i)) for i in range(2500)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    got = [await stream.__anext__() for _ in range(taken)]
+    await stream.aclose()
+    assert all(a is b for a, b in zip(got, chunks)) and len(got) == taken
+    cap.collect()
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == taken
+
+
+async def test_provider_error_at_a_run_boundary_reaches_the_caller_unchanged(cap: Capture) -> None:
+    """A provider raising IndexError right after 1,024 chunks (where the hot loop's count runs out): the caller
+    gets those 1,024 chunks, then that very exception; partial, estimated 1,024."""
+    exc = IndexError("provider bug")
+    chunks = [content_chunk(str(i)) for i in range(1100)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks, raises=exc, raise_after=1024))
+    got = []
+    with pytest.raises(IndexError) as info:
+        async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+            got.append(c)
+    assert info.value is exc and len(got) == 1024 and got[-1] is chunks[1023]
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 1024
+
+
+async def test_long_stream_without_usage_that_runs_out_is_estimated_exactly(cap: Capture) -> None:
+    """1,500 content chunks and no usage, read to the end: all delivered, estimated 1,500, success."""
+    chunks = [content_chunk(str(i)) for i in range(1500)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    got = [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+    assert len(got) == 1500 and all(a is b for a, b in zip(got, chunks))
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 1500
+
+
+async def test_semconv_hot_loop_counts_chunks_and_keeps_the_final_ones_too() -> None:
+    """With semconv on (the loop that notes chunk arrivals): a stream closed after 4 content chunks is estimated
+    at 4, and a full llama.cpp-shaped stream still gives its finish reason and engine timings."""
+    from ryot_telemetry.testing import capture
+
+    cap = capture(semconv=True)
+    try:
+        cap.recorder.models("m")
+        router = cap.instrument_router(ScriptedRouter(chunks=[content_chunk(str(i)) for i in range(9)]))
+        stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+        for _ in range(4):
+            await stream.__anext__()
+        await stream.aclose()
+        router = cap.instrument_router(ScriptedRouter(chunks=_llama_stream("stop")))
+        [c async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+        cap.collect()
+        assert cap.value(EST, model="m", token_type="completion") == 4
+        assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+        assert cap.value(FIN, model="m", endpoint="chat_completion", finish_reason="abort") == 1
+        assert cap.histogram("ryot.engine.prefill", model="m").sum == 0.0125
     finally:
         cap.shutdown()

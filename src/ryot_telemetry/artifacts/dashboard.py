@@ -40,7 +40,12 @@ _GRAFANA_UNIT = {
     "{USD}": "currencyUSD",
     "{token/s}": _TOKENS_PER_SECOND,
 }
-_GRAFANA_RATE_UNIT = {"{request}": "reqps", "{error}": "reqps", "{token}": _TOKENS_PER_SECOND}
+_GRAFANA_RATE_UNIT = {
+    "{request}": "reqps",
+    "{error}": "reqps",
+    "{token}": _TOKENS_PER_SECOND,
+    "{choice}": "suffix: choices/s",
+}
 
 
 def _name(otel_name: str, suffix: str = "") -> str:
@@ -320,6 +325,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ("Capacity", capacity),
         ("GPU", gpu),
         ("Cost", spend),
+        ("Outcomes and engine time", _outcome_panels()),
     ]
 
 
@@ -406,6 +412,60 @@ def _slo_panels() -> list[dict[str, Any]]:
             "Requests per second that missed their SLO, by the first objective missed: error, ttft, tpot, latency.",
             [(f'sum by (objective) (rate({slo}{{result="missed",{_MODEL}}}[{_RATE}]))', "{{objective}}")],
             "reqps",
+        ),
+    ]
+
+
+def _outcome_panels() -> list[dict[str, Any]]:
+    """Where TTFT goes, why answers end, and how much of the token count is estimated (SPEC "Outcomes, token detail
+    and where the time goes"); the engine-time panels stay empty for engines that report no timings."""
+
+    def mean(otel_name: str) -> str:
+        return (
+            f"sum(rate({_name(otel_name, '_sum')}{{{_MODEL}}}[{_RATE}]))"
+            f" / sum(rate({_name(otel_name, '_count')}{{{_MODEL}}}[{_RATE}]))"
+        )
+
+    where = _panel(
+        "Where TTFT goes",
+        "Mean time to first token, stacked: the engine's own prefill (llama.cpp timings, vLLM per-request metrics) "
+        "and what the network, the router and the engine's HTTP front end add before the first token. A tall "
+        "outside band points at the gateway, a tall prefill band at the accelerator.",
+        [
+            (mean("ryot.engine.prefill"), "engine prefill"),
+            (mean("ryot.ttft.outside_engine"), "outside the engine"),
+        ],
+        _unit("ryot.engine.prefill"),
+    )
+    where["fieldConfig"]["defaults"]["custom"]["stacking"] = {"mode": "normal", "group": "A"}
+    where["fieldConfig"]["defaults"]["custom"]["fillOpacity"] = 40
+    fin = _name("ryot.finish_reasons")
+    tok, est = _name("ryot.tokens.generated"), _name("ryot.estimated_tokens")
+    return [
+        where,
+        _panel(
+            "Engine decode time per output token p50 / p95",
+            "The engine's own decode time per token; against the router's TPOT it shows what streaming through the "
+            "router adds per token.",
+            _quantiles("ryot.engine.time_per_output_token")[:2],
+            _unit("ryot.engine.time_per_output_token"),
+        ),
+        _panel(
+            "Finish reasons",
+            "Choices per second by why they ended: stop, length (cut off by max_tokens), tool_calls, "
+            "content_filter, other, abort (the client hung up).",
+            [(f"sum by (finish_reason) (rate({fin}{{{_MODEL}}}[{_RATE}]))", "{{finish_reason}}")],
+            _rate_unit("ryot.finish_reasons"),
+        ),
+        _panel(
+            "Completion tokens: usage vs estimated",
+            "Tokens per second from usage reports, and estimated ones (content chunks of streams that ended without "
+            "usage: hang-ups, broken streams). Their sum is what the engine generated; estimates are never priced.",
+            [
+                (f'sum(rate({tok}{{{_MODEL},token_type="completion"}}[{_RATE}]))', "usage"),
+                (f'sum(rate({est}{{{_MODEL},token_type="completion"}}[{_RATE}]))', "estimated"),
+            ],
+            _rate_unit("ryot.estimated_tokens"),
         ),
     ]
 

@@ -41,7 +41,16 @@ from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from .. import catalogue
 from .._compat import meter_readers, wrap_reader_collect
-from ..catalogue import CACHED_PROMPT_TOKENS, COMPLETION_TOKENS, PARTIAL, PROMPT_TOKENS, SUCCESS
+from ..catalogue import (
+    ABORT,
+    CACHED_PROMPT_TOKENS,
+    COMPLETION_TOKENS,
+    FINISH_REASONS,
+    OTHER_FINISH,
+    PARTIAL,
+    PROMPT_TOKENS,
+    SUCCESS,
+)
 from ..pricing import Price, PriceTable
 from ..slo import SloTable, judge
 from .derived import CONTEXT_TYPE, DerivedGauges
@@ -49,6 +58,7 @@ from .errors import SEVERITY, classify, status_for
 from .instruments import create_instrument
 from .labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .new_series import NewSeriesGate
+from .outcomes import outcome
 from .semconv import (
     ERROR_TYPE,
     GEN_AI_OPERATION_NAME,
@@ -78,6 +88,11 @@ _TTFT = "ryot.ttft.latency"
 _COST = "ryot.token.cost_estimate.usd"
 _SLO = "ryot.slo.requests"
 _MODEL = "ryot.tokens_per_second"  # any metric labelled by model alone: one shared dict per model
+_FINISH = "ryot.finish_reasons"
+_CACHED = "ryot.cached_prompt_tokens"
+_REASONING = "ryot.reasoning_tokens"
+_ESTIMATED = "ryot.estimated_tokens"
+_FINISH_LABELS = frozenset(FINISH_REASONS)
 _ACTIVE_LABELS = catalogue.get("ryot.active_inference_requests").labels  # (model, request_type, endpoint)
 
 DEFAULT_MAX_PENDING = 65536
@@ -176,6 +191,7 @@ class Request:
         "end",
         "endpoint",
         "error_type",
+        "final",
         "first_token",
         "mode",
         "model",
@@ -213,6 +229,9 @@ class Request:
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
+        # The finished response (or a dict shaped like one), or a stream's StreamEnd: finish reasons, reasoning
+        # tokens and engine timings are read from it at drain time (see outcomes.py), never on the request path.
+        self.final: Any = None
         next(active.enter)
         self.start = _clock()
 
@@ -416,6 +435,13 @@ class Recorder:
         self.batch = make("ryot.batch_size.distribution")
         self.tps = make("ryot.tokens_per_second")
         self.cache_eff = make("ryot.prompt_cache.effectiveness")
+        self.finish_reasons = make(_FINISH)
+        self.cached_prompt = make(_CACHED)
+        self.reasoning = make(_REASONING)
+        self.estimated = make(_ESTIMATED)
+        self.engine_prefill = make("ryot.engine.prefill")
+        self.engine_tpot = make("ryot.engine.time_per_output_token")
+        self.ttft_outside = make("ryot.ttft.outside_engine")
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -828,6 +854,47 @@ class Recorder:
                 sums[1] += r.cached_tokens
         if self._record_extra is not None:
             self._record_extra(r, latency, ttft, tpot)
+        self._record_outcomes(r, counts, by_model, ttft)
+
+    def _record_outcomes(
+        self, r: Request, counts: dict[tuple[int, int], list[Any]], by_model: dict[str, str], ttft: float | None
+    ) -> None:
+        """Finish reasons, cached/reasoning/estimated tokens and the engine's timings of one request (SPEC
+        "Outcomes, token detail and where the time goes"). Last in ``_record``: whatever goes wrong here loses
+        these, never the request's core measurements."""
+        count = self._count
+        model, mode = r.model, r.mode
+        finish = timings = reasoning = None
+        chunks = 0
+        if r.final is not None:
+            try:
+                finish, timings, reasoning, chunks = outcome(r.final)
+            except BaseException:  # provider objects (which may raise anything), read after the caller has its result
+                _log.debug("ryot-telemetry: could not read a response's outcome", exc_info=True)
+        if finish is not None:
+            for reason in finish:
+                label = reason if reason in _FINISH_LABELS else OTHER_FINISH
+                count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, label), 1)
+        elif r.status == PARTIAL and r.error_type is None:  # abandoned by the client: every choice is aborted
+            count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, ABORT), r.batch_size)
+        if r.cached_tokens is not None:
+            count(counts, self.cached_prompt, self._a(_CACHED, model, mode), r.cached_tokens)
+        if reasoning is not None:
+            count(counts, self.reasoning, self._a(_REASONING, model, mode), reasoning)
+        if r.first_token is not None:  # a stream that delivered content: estimate what usage did not report
+            if r.completion_tokens is None and chunks > 0:
+                count(counts, self.estimated, self._a(_ESTIMATED, model, COMPLETION_TOKENS), chunks)
+            if r.prompt_tokens is None:
+                prompt = (r.prompt_chars or 0) // 4  # the prompt_size estimate
+                if prompt > 0:
+                    count(counts, self.estimated, self._a(_ESTIMATED, model, PROMPT_TOKENS), prompt)
+        if timings is not None:
+            queue, prefill, engine_tpot = timings
+            self.engine_prefill.record(prefill, by_model)
+            if engine_tpot is not None:
+                self.engine_tpot.record(engine_tpot, by_model)
+            if ttft is not None:
+                self.ttft_outside.record(max(ttft - queue - prefill, 0.0), by_model)
 
     def _prompt_cost(
         self,

@@ -33,6 +33,7 @@ from ..catalogue import BATCH, STANDARD, STREAMING
 from ..catalogue import CHAT_COMPLETION as CHAT
 from ..catalogue import COMPLETION as COMPLETION
 from ..export.assembly import default_recorder
+from ..recording.outcomes import StreamEnd, note_finish
 from ..recording.recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
 
 _log = logging.getLogger("ryot_telemetry")
@@ -405,6 +406,7 @@ async def traced_call(
         usage = _get(result_view, "usage")
         if usage is not None:
             read_usage(req, usage)
+        req.final = result_view  # finish reasons, reasoning tokens, engine timings: read at drain time
         if rec.semconv is not None:
             req.response_model = rec.response_models.key(_get(result_view, "model"))
         req.success(rec)
@@ -554,13 +556,17 @@ async def _traced_stream(
     """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
 
     Two loops over one iterator ``it`` (``_single_iterator(stream)``): every chunk is inspected in full until the
-    first content chunk (TTFT); after it, object chunks go through a lean loop that only looks for ``usage``.
-    Mapping chunks (dicts of any class) stay in the first loop. ``collected`` ends the request if the stream is
-    collected unfinished.
+    first content chunk (TTFT); after it, object chunks go through a lean loop that only looks for ``usage``,
+    counts the chunk and keeps it as the last one (finish reasons and engine timings are read from the final chunks
+    at drain time). Mapping chunks (dicts of any class), and streams of several choices (whose choices finish in
+    different chunks), stay in the first loop. ``collected`` ends the request if the stream is collected unfinished.
     """
     delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
     first = None
     want_model = rec.semconv is not None
+    n = counted = 0  # chunks delivered from the first content chunk on: the completion estimate if no usage arrives
+    last = final = before = None  # the last chunk delivered; the last usage chunk, and the one delivered before it
+    finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
         # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
@@ -574,18 +580,25 @@ async def _traced_stream(
                     first = chunk
                     if want_model:
                         req.response_model = _response_model(rec, chunk)
-                usage = chunk.get("usage") if type(chunk) is dict else _get(chunk, "usage")
+                if finished is not None:
+                    note_finish(chunk, finished)
+                usage = _get(chunk, "usage")
                 if usage is not None:
+                    final, before = chunk, last
                     chunk = _take_usage(req, chunk, usage, hide_usage)
                     if chunk is _SKIP:
                         continue
             except BaseException:  # a provider's property may raise anything: the chunk still goes through
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
+            if first is not None:
+                n += 1
+            last = chunk
             yield chunk
-            if first is not None and not issubclass(type(first), dict):
+            if first is not None and not issubclass(type(first), dict) and finished is None:
                 break
-        if first is not None and not issubclass(type(first), dict) and times is not None:
+        lean = first is not None and not issubclass(type(first), dict) and finished is None
+        if lean and times is not None:
             append = times.append
             async for chunk in it:  # the hot loop with semconv on: the lean loop below, noting each arrival
                 append(_clock())
@@ -594,35 +607,69 @@ async def _traced_stream(
                 except BaseException:
                     usage = _get_quietly(chunk, "usage")
                 if usage is not None:
+                    final, before = chunk, last
                     try:
                         chunk = _take_usage(req, chunk, usage, hide_usage)
                     except BaseException:
                         _log.debug("ryot-telemetry: could not read usage", exc_info=True)
                     if chunk is _SKIP:
                         continue
+                n += 1
+                last = chunk
                 yield chunk
-        elif first is not None and not issubclass(type(first), dict):
-            async for chunk in it:  # the hot loop: per chunk, one attribute read
+        elif lean:
+            step = _NEXT
+            while True:
                 try:
-                    usage = chunk.usage
-                except BaseException:
-                    usage = _get_quietly(chunk, "usage")
-                if usage is not None:
-                    try:
-                        chunk = _take_usage(req, chunk, usage, hide_usage)
-                    except BaseException:
-                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
-                    if chunk is _SKIP:
-                        continue
+                    async for chunk in it:  # the hot loop: per chunk, one attribute read, one lookup, one store
+                        try:
+                            usage = chunk.usage
+                        except BaseException:
+                            usage = _get_quietly(chunk, "usage")
+                        if usage is not None:
+                            final, before = chunk, last
+                            try:
+                                chunk = _take_usage(req, chunk, usage, hide_usage)
+                            except BaseException:
+                                _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                            if chunk is _SKIP:
+                                continue
+                        n = step[n]
+                        last = chunk
+                        yield chunk
+                    break
+                except IndexError:
+                    if n != len(step) or last is chunk:
+                        raise  # not the count's own: the provider's (or the consumer's), unchanged
+                # _NEXT ran out: this chunk is counted as the first of the next run of the loop
+                counted, n, last = counted + n, 1, chunk
                 yield chunk
     except BaseException as exc:
+        req.final = StreamEnd(None, None, counted + n)
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
+    _stream_complete(req, counted + n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
 
+def _stream_complete(req: Request, n: int, last: Any, final: Any, before: Any, finished: dict[int, str] | None) -> None:
+    """A stream that ran to its end keeps its final chunks for the drain (finish reasons, engine timings)."""
+    try:
+        if final is None:  # no usage came: the last chunk is the final one
+            final, before = last, None
+            if last is not None and n > 0 and not _has_content(last):
+                n -= 1  # the chunk that only carried the finish reason is not a token
+        req.final = StreamEnd(final, before, n, finished)
+    except BaseException:
+        _log.debug("ryot-telemetry: could not keep the end of a stream", exc_info=True)
+
+
 _SKIP = object()
+_NEXT = tuple(range(1, 1025))
+"""``_NEXT[n] == n + 1``: the hot loop counts chunks by one tuple lookup, where ``n += 1`` would create an int
+object per chunk past 256 (the dearest step of the loop). Every 1,024 chunks the lookup runs out (one IndexError)
+and the loop resumes with a fresh count."""
 
 
 def _response_model(rec: Recorder, chunk: Any) -> str | None:
@@ -689,10 +736,14 @@ async def _traced_reasoning_stream(
     """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
     delivered = False
     seen = False
+    n = 0
+    last = final = before = None
+    finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     try:
         yield _PRIMED
         times = req.chunk_times = array("d") if rec.semconv is not None else None
         async for wrapper in it:
+            chunk = None
             if times is not None:
                 times.append(_clock())
             try:
@@ -702,16 +753,24 @@ async def _traced_reasoning_stream(
                     seen = True
                     if rec.semconv is not None:
                         req.response_model = rec.response_models.key(_get(chunk, "model"))
+                if finished is not None:
+                    note_finish(chunk, finished)
                 usage = _get(chunk, "usage")
                 if usage is not None:
+                    final, before = chunk, last
                     read_usage(req, usage)
             except BaseException:
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
             delivered = True
+            if seen:
+                n += 1
+            last = chunk
             yield wrapper
     except BaseException as exc:
+        req.final = StreamEnd(None, None, n)
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
+    _stream_complete(req, n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
