@@ -232,45 +232,36 @@ def configure_from(settings: Settings) -> Telemetry:
         from .multiproc.worker import configure_process
 
         part = configure_process(settings, resource)
-        if settings.set_global:
-            metrics.set_meter_provider(part.provider)
-        tel = Telemetry(
-            meter_provider=part.provider,
-            meter=part.meter,
-            recorder=part.recorder,
-            readers=part.readers,
-            prometheus_url=part.url,
-            registry=part.registry,
-            engine=part.engine,
-            gpu=part.gpu,
-            settings=settings,
-            multiproc=part.multiproc,
+        provider, meter, recorder, readers = part.provider, part.meter, part.recorder, part.readers
+        url, registry, engine, gpu, multiproc, owned = (
+            part.url, part.registry, part.engine, part.gpu, part.multiproc, part.closers
         )
-        tel._closers = part.closers
-        _state.replace_current(tel)
-        return tel
-    with ExitStack() as closers:
-        with ExitStack() as unowned:
-            exposition = build_readers(settings, closers, unowned)
-            # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
-            parts = assemble(settings, exposition.readers, closers, resource=resource)
-            unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down
-        parts.recorder.start_drainer()  # records the queue in paced slices, off the scrape path
-        closers.callback(parts.recorder.stop_drainer)
-        owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown
+    else:
+        with ExitStack() as closers:
+            with ExitStack() as unowned:
+                exposition = build_readers(settings, closers, unowned)
+                # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
+                parts = assemble(settings, exposition.readers, closers, resource=resource)
+                unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down
+            parts.recorder.start_drainer()  # records the queue in paced slices, off the scrape path
+            closers.callback(parts.recorder.stop_drainer)
+            owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown
+        provider, meter, recorder, readers = parts.provider, parts.meter, parts.recorder, exposition.readers
+        url, registry, engine, gpu, multiproc = exposition.url, exposition.registry, parts.engine, parts.gpu, None
 
     if settings.set_global:
-        metrics.set_meter_provider(parts.provider)
+        metrics.set_meter_provider(provider)
     tel = Telemetry(
-        meter_provider=parts.provider,
-        meter=parts.meter,
-        recorder=parts.recorder,
-        readers=exposition.readers,
-        prometheus_url=exposition.url,
-        registry=exposition.registry,
-        engine=parts.engine,
-        gpu=parts.gpu,
+        meter_provider=provider,
+        meter=meter,
+        recorder=recorder,
+        readers=readers,
+        prometheus_url=url,
+        registry=registry,
+        engine=engine,
+        gpu=gpu,
         settings=settings,
+        multiproc=multiproc,
     )
     tel._closers = owned
     _state.replace_current(tel)
