@@ -418,6 +418,15 @@ TENANT_OGX = ("ogx:principal", "ogx:tenant_id")
 """Tenant sources read from ogx's authenticated user (see ``recording.tenants``)."""
 
 
+def _is_async(fn: Any) -> bool:
+    """A coroutine or async-generator function, or an object whose ``__call__`` is one (``partial`` included)."""
+    try:
+        call = getattr(type(fn), "__call__", None)  # noqa: B004 - the type's, as a call resolves it
+        return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (fn, call) if f is not None)
+    except Exception:  # an object whose attributes raise: the signature check below decides
+        return False
+
+
 def _tenant(name: str, arg: Any) -> Any:
     """The tenant source: a callable (argument only), a dotted path into the request params, or an ogx source;
     None for no tenant label. A callable must take the call's params as its one argument."""
@@ -426,6 +435,13 @@ def _tenant(name: str, arg: Any) -> Any:
             raise ConfigurationError(
                 f"{name} must be a callable, a dotted path such as 'metadata.tenant', or one of "
                 f"{', '.join(TENANT_OGX)}; got {arg!r}"
+            )
+        if _is_async(arg):
+            # Called on the request path, where nothing awaits it: every request would count as __unknown__
+            # with a "never awaited" warning each.
+            raise ConfigurationError(
+                f"{name}: {arg!r} is async; the tenant resolver must be a plain function returning the tenant "
+                "(it runs on the request path, where nothing awaits it)"
             )
         try:
             inspect.signature(arg).bind(None)
