@@ -15,6 +15,7 @@ take it as an argument, one keyword there passed through to ``Settings.load``.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import json
@@ -39,9 +40,11 @@ __all__ = [
     "device_id",
     "gpu_enabled",
     "gpu_models",
+    "known_variables",
     "names_exporters",
     "parse_gpu_models",
     "parse_server",
+    "unknown_variables",
 ]
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
@@ -61,6 +64,7 @@ _OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _DEVICE_ID = re.compile(r"^\d{1,4}(/\d{1,4})?$")
+_PREFIX = "RYOT_TELEMETRY_"
 
 
 class ConfigurationError(ValueError):
@@ -210,6 +214,7 @@ def _exporters(name: str, arg: Any) -> tuple[str, ...]:
     if arg is not None and not isinstance(arg, (str, list, tuple)):
         raise ConfigurationError(f"exporters must be a string or a list of strings, got {arg!r}")
     raw = arg if arg is not None else _raw("OTEL_METRICS_EXPORTER")
+    where = name if arg is not None else f"OTEL_METRICS_EXPORTER={raw!r}"
     if raw is None:
         otlp = _raw("OTEL_EXPORTER_OTLP_ENDPOINT") or _raw("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         return ("prometheus", "otlp") if otlp else ("prometheus",)
@@ -224,7 +229,9 @@ def _exporters(name: str, arg: Any) -> tuple[str, ...]:
             names.append(n)
     unknown = [n for n in names if n not in EXPORTERS]
     if unknown:
-        raise ConfigurationError(f"unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+        raise ConfigurationError(
+            f"{where}: unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}"
+        )
     return tuple(n for n in names if n != "none")
 
 
@@ -256,7 +263,8 @@ def _otlp_protocol(name: str, args: tuple[Any, Any]) -> str:
     assert value is not None
     proto: str = value.strip().lower()
     if proto not in PROTOCOLS:
-        raise ConfigurationError(f"unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
+        where = name if arg is not None else f"{var}={value!r}"
+        raise ConfigurationError(f"{where}: unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
     return proto
 
 
@@ -356,7 +364,10 @@ def _registry(name: str, arg: Any) -> Any:
 
 
 def _buckets(name: str, arg: Any) -> dict[str, tuple[float, ...]]:
-    """Catalogue buckets, overridden by ``RYOT_TELEMETRY_BUCKETS``, overridden per metric by the argument."""
+    """Catalogue buckets, overridden by ``RYOT_TELEMETRY_BUCKETS``, overridden per metric by the argument.
+
+    Each source is checked on its own first, so an error names the one it came from.
+    """
     overrides: dict[str, Any] = {}
     raw = _raw(env.RYOT_TELEMETRY_BUCKETS)
     if raw is not None:
@@ -369,18 +380,26 @@ def _buckets(name: str, arg: Any) -> dict[str, tuple[float, ...]]:
                 f"{env.RYOT_TELEMETRY_BUCKETS} must be a JSON object of name -> list, such as "
                 '{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}'
             )
+        _checked_buckets(env.RYOT_TELEMETRY_BUCKETS, parsed)
         overrides.update(parsed)
     if arg is not None:
         if not isinstance(arg, Mapping):
             raise ConfigurationError(f"{name} must be a mapping of metric name -> list of numbers, got {arg!r}")
+        _checked_buckets(name, arg)
         overrides.update(arg)
+    return _checked_buckets(name, overrides)
+
+
+def _checked_buckets(where: str, overrides: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
     try:
         return resolve_buckets(overrides)
     except ValueError as e:
-        raise ConfigurationError(str(e)) from None
+        raise ConfigurationError(f"{where}: {e}") from None
 
 
 def _prices(name: str, arg: Any) -> PriceTable | None:
+    """A price table from the argument (``PriceTable``, mapping or path), else ``RYOT_TELEMETRY_PRICE_TABLE``."""
+    where = name if arg is not None else env.RYOT_TELEMETRY_PRICE_TABLE
     try:
         if isinstance(arg, PriceTable):
             return arg
@@ -395,11 +414,12 @@ def _prices(name: str, arg: Any) -> PriceTable | None:
     except ConfigurationError:
         raise
     except ValueError as e:
-        raise ConfigurationError(f"price table: {e}") from None
+        raise ConfigurationError(f"{where}: {e}") from None
 
 
 def _slos(name: str, arg: Any) -> SloTable | None:
     """An SLO table from the argument (``SloTable``, mapping or path), else ``RYOT_TELEMETRY_SLOS``, else none."""
+    where = name if arg is not None else env.RYOT_TELEMETRY_SLOS
     try:
         if arg is not None:
             if not isinstance(arg, (SloTable, Mapping, str, os.PathLike)):
@@ -410,7 +430,7 @@ def _slos(name: str, arg: Any) -> SloTable | None:
     except ConfigurationError:
         raise
     except ValueError as e:
-        raise ConfigurationError(f"SLO table: {e}") from None
+        raise ConfigurationError(f"{where}: {e}") from None
 
 
 _TENANT_PATH = re.compile(r"^[^\s.:]+(\.[^\s.:]+)*$")
@@ -508,7 +528,9 @@ def gpu_models(name: str, arg: Any) -> dict[str, str]:
             except ValueError as e:
                 raise ConfigurationError(f"{name}: {e}") from None
             if not isinstance(model, str) or not model:
-                raise ConfigurationError(f"gpu model for device {dev!r} must be a non-empty string, got {model!r}")
+                raise ConfigurationError(
+                    f"{name}: gpu model for device {dev!r} must be a non-empty string, got {model!r}"
+                )
             _encodable(f"{name}[{dev!r}]", model)
             if dev_id in out:
                 raise ConfigurationError(f"{name}: device {dev_id} is named twice ({out[dev_id]!r} and {model!r})")
@@ -607,11 +629,22 @@ def _mapping(name: str, arg: Any) -> dict[str, str]:
 
 
 def _resource_env_encodable() -> None:
-    """``OTEL_RESOURCE_ATTRIBUTES`` as the SDK decodes it (values are percent-decoded, so ``%0A`` is a newline)."""
+    """``OTEL_RESOURCE_ATTRIBUTES`` as the SDK decodes it (values are percent-decoded, so ``%0A`` is a newline).
+
+    A pair without ``=`` or with an empty key is an error: the SDK would drop it with a log line, and a service
+    whose ``deployment.environment`` silently vanished is found much later than one that does not start.
+    """
     raw = _raw("OTEL_RESOURCE_ATTRIBUTES")
     if raw is None:
         return
     _encodable("OTEL_RESOURCE_ATTRIBUTES", raw)
+    for item in raw.split(","):
+        key, sep, _ = item.partition("=")
+        if item.strip() and (not sep or not key.strip()):
+            raise ConfigurationError(
+                f"OTEL_RESOURCE_ATTRIBUTES={raw!r}: {item.strip()!r} is not key=value; expected comma-separated "
+                "key=value pairs such as service.namespace=shop,deployment.environment=prod (values percent-encoded)"
+            )
     from opentelemetry.sdk.resources import OTELResourceDetector
 
     named = _raw("OTEL_SERVICE_NAME") is not None  # then service.name is OTEL_SERVICE_NAME, checked by its setting
@@ -645,6 +678,19 @@ def _drop_duplicates(name: str, arg: Any) -> tuple[str, ...]:
         if v and v not in out:
             out.append(v)
     return tuple(out)
+
+
+def known_variables() -> tuple[str, ...]:
+    """Every ``RYOT_TELEMETRY_*`` variable ryot-telemetry reads (the constants of ``env.py``)."""
+    return tuple(sorted(v for k, v in vars(env).items() if k.startswith(_PREFIX) and isinstance(v, str)))
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(variable, closest known one)`` for each ``RYOT_TELEMETRY_*`` variable set that ryot-telemetry does not
+    read: a misspelt ``RYOT_TELEMETRY_MAX_MODEL`` would otherwise be ignored without a word."""
+    known = known_variables()
+    names = sorted(n for n in (os.environ if environ is None else environ) if n.startswith(_PREFIX))
+    return [(n, difflib.get_close_matches(n, known, n=1, cutoff=0.0)[0]) for n in names if n not in known]
 
 
 def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:

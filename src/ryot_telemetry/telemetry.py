@@ -35,7 +35,7 @@ from .export.readers import build_readers
 from .pricing import PriceTable
 from .recording.recorder import Recorder
 from .router.wrapper import instrument_router
-from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
+from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings, unknown_variables
 from .slo import SloTable
 from .sources.gpu import GpuGauges
 
@@ -50,6 +50,7 @@ __all__ = [
     "exemplar_filter",
     "install_service_info",
     "package_version",
+    "warn_unknown_variables",
 ]
 
 _log = logging.getLogger("ryot_telemetry")
@@ -132,6 +133,16 @@ def _logged(step: Callable[[], object], what: str, level: int = logging.DEBUG) -
     return run
 
 
+def warn_unknown_variables() -> None:
+    """Warn, once per variable and process, about each ``RYOT_TELEMETRY_*`` variable set that is not one of ours,
+    naming the closest known one: a misspelt name would otherwise be ignored without a word."""
+    for name, closest in unknown_variables():
+        if _state.first_time(f"unknown variable {name}"):
+            _log.warning(
+                "ryot-telemetry: %s is not a ryot-telemetry variable and is ignored; did you mean %s?", name, closest
+            )
+
+
 def configure(
     *,
     service_name: str | None = None,
@@ -185,6 +196,7 @@ def configure(
     50) to the request, token, cost and SLO counters: a callable given the call's params, a dotted path into them
     (``metadata.tenant``, ``user``), or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's authenticated user).
     """
+    warn_unknown_variables()
     settings = Settings.load(
         service_name=service_name,
         exporters=exporters,
@@ -234,7 +246,12 @@ def configure_from(settings: Settings) -> Telemetry:
         part = configure_process(settings, resource)
         provider, meter, recorder, readers = part.provider, part.meter, part.recorder, part.readers
         url, registry, engine, gpu, multiproc, owned = (
-            part.url, part.registry, part.engine, part.gpu, part.multiproc, part.closers
+            part.url,
+            part.registry,
+            part.engine,
+            part.gpu,
+            part.multiproc,
+            part.closers,
         )
     else:
         with ExitStack() as closers:

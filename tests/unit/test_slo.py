@@ -248,12 +248,12 @@ def test_table_from_json_and_yaml_files_via_env(tmp_path: Path, monkeypatch: pyt
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"m": {"ttft": -1}}, "SLO table: SLO table entry for 'm': ttft must be a number of seconds > 0, got -1"),
-        ({"m": {"target": 0.99}}, "SLO table: SLO table entry for 'm' has no objective; expected {\"<model or *>\""),
+        ({"m": {"ttft": -1}}, "slos: SLO table entry for 'm': ttft must be a number of seconds > 0, got -1"),
+        ({"m": {"target": 0.99}}, "slos: SLO table entry for 'm' has no objective; expected {\"<model or *>\""),
         ({"m": {"ttft": 1, "target": 99}}, "target must be a fraction strictly between 0 and 1 such as 0.99, got 99"),
-        ({"m": {"e2el": 1}}, "SLO table: SLO table entry for 'm': unknown key 'e2el'; expected"),
-        ({"m": 0.5}, "SLO table: SLO table entry for 'm' must be a mapping, got 0.5; expected"),
-        ({}, "SLO table: SLO table must be a non-empty mapping of model -> objectives"),
+        ({"m": {"e2el": 1}}, "slos: SLO table entry for 'm': unknown key 'e2el'; expected"),
+        ({"m": 0.5}, "slos: SLO table entry for 'm' must be a mapping, got 0.5; expected"),
+        ({}, "slos: SLO table must be a non-empty mapping of model -> objectives"),
         ({"m": {"ttft": True}}, "ttft must be a number of seconds > 0, got True"),
     ],
 )
@@ -268,9 +268,9 @@ def test_malformed_table_file(tmp_path: Path) -> None:
     """An unreadable or unparsable file names the file."""
     bad = tmp_path / "slos.json"
     bad.write_text("{not json")
-    with pytest.raises(ConfigurationError, match=f"SLO table: malformed SLO table {bad}"):
+    with pytest.raises(ConfigurationError, match=f"slos: malformed SLO table {bad}"):
         configure(exporters="none", slos=str(bad), gpu=False)
-    with pytest.raises(ConfigurationError, match="SLO table: cannot read SLO table"):
+    with pytest.raises(ConfigurationError, match="slos: cannot read SLO table"):
         configure(exporters="none", slos=tmp_path / "missing.json", gpu=False)
 
 

@@ -28,7 +28,7 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONF
 from .. import _state
 from .._compat import OTelSDKConfigurator
 from ..settings import ConfigurationError, Settings, names_exporters
-from ..telemetry import Telemetry, configure_from
+from ..telemetry import Telemetry, configure_from, warn_unknown_variables
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -68,6 +68,7 @@ class RyotConfigurator(OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         if _state.auto_telemetry() is None:
             version = kwargs.get("auto_instrumentation_version")
+            warn_unknown_variables()
             try:
                 # OTEL_METRICS_EXPORTER (the SDK's otlp_proto_grpc/otlp_proto_http names included) is read by
                 # Settings, like every other variable.
