@@ -311,3 +311,34 @@ def test_cli_writes_rules_for_a_user_table(tmp_path: Path) -> None:
     ]
     (tmp_path / "bad.json").write_text('{"m": {"target": 2}}')
     assert main(["slo-rules", str(tmp_path / "bad.json")]) == 2
+
+
+def test_python_dash_m_slo_rules_documented_before_the_move_still_writes_the_rules(tmp_path: Path) -> None:
+    """``python -m ryot_telemetry.slo rules TABLE -o FILE`` (the docs before the rule generator moved) writes the
+    same rules as ``python -m ryot_telemetry.artifacts.slo_rules``, with a DeprecationWarning naming it."""
+    import subprocess
+    import sys
+
+    table = tmp_path / "slos.json"
+    table.write_text('{"*": {"ttft": 0.5, "target": 0.99}}')
+    ran = [
+        subprocess.run(
+            [sys.executable, "-m", module, "rules", str(table), "-o", str(tmp_path / f"{i}.yml")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        for i, module in enumerate(("ryot_telemetry.slo", "ryot_telemetry.artifacts.slo_rules"))
+    ]
+    assert [r.returncode for r in ran] == [0, 0], [r.stderr for r in ran]
+    assert (tmp_path / "0.yml").read_text() == (tmp_path / "1.yml").read_text()
+    assert "ryot:slo_burn_rate" in (tmp_path / "1.yml").read_text()
+    assert (
+        ran[0].stderr.count(
+            "DeprecationWarning: python -m ryot_telemetry.slo is deprecated and is removed in the next minor release; "
+            "use python -m ryot_telemetry.artifacts.slo_rules"
+        )
+        == 1
+    )
+    assert "DeprecationWarning" not in ran[1].stderr
