@@ -370,3 +370,26 @@ def test_python_dash_m_of_an_old_module_path_runs_the_new_module(tmp_path: Any) 
         == 1
     )
     assert "DeprecationWarning" not in ran[1].stderr
+
+
+def test_loaded_by_opentelemetry_instrument_a_configuration_error_is_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With skip_dep_check (how opentelemetry-instrument's loader calls every instrumentor) a ConfigurationError
+    is logged once as one line and not raised; nothing is wrapped. Called from code, it still raises."""
+    import logging
+
+    from ryot_telemetry import _state
+
+    monkeypatch.setattr(_state, "_once", set())
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "abc")
+    with caplog.at_level(logging.DEBUG, logger="ryot_telemetry"):
+        for _ in range(2):
+            inst = RyotInstrumentor()
+            assert inst.instrument(skip_dep_check=True, router_classes=[PlainRouter]) is None
+            assert "openai_completion" not in PlainRouter.__dict__ and not inst.is_instrumented_by_opentelemetry
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("ERROR", "ryot-telemetry: metrics not configured: RYOT_TELEMETRY_MAX_MODELS='abc': expected an integer", None)
+    ]
+    with pytest.raises(ConfigurationError, match=r"^RYOT_TELEMETRY_MAX_MODELS='abc': expected an integer$"):
+        RyotInstrumentor().instrument(router_classes=[PlainRouter])

@@ -79,7 +79,8 @@ class RyotConfigurator(OTelSDKConfigurator):
             except ConfigurationError as e:
                 # One clear line, and the application still starts with traces/logs as configured (raising would
                 # make the SDK log it twice, with tracebacks, and skip every instrumentor).
-                _log.error("ryot-telemetry: metrics not configured: %s", e)
+                if _state.first_time(f"configuration error: {e}"):  # the instrumentor may meet it again
+                    _log.error("ryot-telemetry: metrics not configured: %s", e)
         if names_exporters("OTEL_TRACES_EXPORTER") or names_exporters("OTEL_LOGS_EXPORTER"):
             # The SDK's components for traces and logs; its metrics part would build a second, View-less
             # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
