@@ -93,6 +93,7 @@ def __dir__() -> list[str]:
 MOVED_MODULES: dict[str, str] = {
     # old module path (documented in an earlier README or docs page): where it lives now
     "ryot_telemetry.instrumentor": "ryot_telemetry.router.instrumentor",
+    "ryot_telemetry.router.distro": "ryot_telemetry.distro",  # the entry points' target before the distro moved up
     "ryot_telemetry.dashboard": "ryot_telemetry.artifacts.dashboard",
     "ryot_telemetry.gpu": "ryot_telemetry.sources.gpu",
     "ryot_telemetry.simulate": "ryot_telemetry.demo.simulate",

@@ -186,7 +186,7 @@ def test_configurator_hands_traces_to_the_sdk_and_keeps_its_meter_provider() -> 
         pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
     probe = (
         "from opentelemetry import metrics, trace\n"
-        "from ryot_telemetry.router.distro import telemetry\n"
+        "from ryot_telemetry.distro import telemetry\n"
         "t = telemetry()\n"
         "ours = t is not None and metrics.get_meter_provider() is t.meter_provider\n"
         "print(type(trace.get_tracer_provider()).__name__, ours)\n"
@@ -261,7 +261,7 @@ def test_an_unknown_variable_is_warned_about_once_under_opentelemetry_instrument
     known variable; metrics are configured as usual."""
     if not OTEL_INSTRUMENT.exists():
         pytest.skip(f"{OTEL_INSTRUMENT} not found (opentelemetry-instrumentation is not installed in this venv)")
-    probe = "from ryot_telemetry.router.distro import telemetry\nprint(telemetry() is not None)\n"
+    probe = "from ryot_telemetry.distro import telemetry\nprint(telemetry() is not None)\n"
     env = _clean_env(**RECIPE_ENV, RYOT_TELEMETRY_MAX_MODEL="10")
     out = subprocess.run(
         [str(OTEL_INSTRUMENT), sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60

@@ -281,6 +281,7 @@ MOVED = {
     "ryot_telemetry.dashboard": ("ryot_telemetry.artifacts.dashboard", "build_dashboard"),
     "ryot_telemetry.gpu": ("ryot_telemetry.sources.gpu", "NvmlBackend"),
     "ryot_telemetry.simulate": ("ryot_telemetry.demo.simulate", "SimulatedRouter"),
+    "ryot_telemetry.router.distro": ("ryot_telemetry.distro", "RyotDistro"),
 }
 
 
@@ -288,10 +289,9 @@ def _forget(monkeypatch: pytest.MonkeyPatch, old: str) -> None:
     """Make ``old`` unimported again, so the test sees what a fresh process sees."""
     import sys
 
-    import ryot_telemetry
-
+    parent, _, child = old.rpartition(".")
     monkeypatch.delitem(sys.modules, old, raising=False)
-    monkeypatch.delattr(ryot_telemetry, old.rpartition(".")[2], raising=False)
+    monkeypatch.delattr(sys.modules[parent], child, raising=False)
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))

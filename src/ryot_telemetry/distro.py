@@ -25,10 +25,10 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 
-from .. import _state
-from .._compat import OTelSDKConfigurator
-from ..settings import ConfigurationError, Settings, names_exporters
-from ..telemetry import Telemetry, configure_from, warn_unknown_variables
+from . import _state
+from ._compat import OTelSDKConfigurator
+from .settings import ConfigurationError, Settings, names_exporters
+from .telemetry import Telemetry, configure_from, warn_unknown_variables
 
 _log = logging.getLogger("ryot_telemetry")
 
