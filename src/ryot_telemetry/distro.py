@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry.environment_variables import OTEL_LOGS_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 
@@ -81,14 +82,14 @@ class RyotConfigurator(OTelSDKConfigurator):
                 # make the SDK log it twice, with tracebacks, and skip every instrumentor).
                 if _state.first_time(f"configuration error: {e}"):  # the instrumentor may meet it again
                     _log.error("ryot-telemetry: metrics not configured: %s", e)
-        if names_exporters("OTEL_TRACES_EXPORTER") or names_exporters("OTEL_LOGS_EXPORTER"):
+        if names_exporters(OTEL_TRACES_EXPORTER) or names_exporters(OTEL_LOGS_EXPORTER):
             # The SDK's components for traces and logs; its metrics part would build a second, View-less
             # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
             quiet = _DropOverrideWarning()
             api_log = logging.getLogger("opentelemetry.metrics._internal")
             api_log.addFilter(quiet)
             try:
-                with _env("OTEL_METRICS_EXPORTER", "none"):
+                with _env(OTEL_METRICS_EXPORTER, "none"):
                     super()._configure(**kwargs)  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             finally:
                 api_log.removeFilter(quiet)

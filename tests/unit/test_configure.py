@@ -567,12 +567,20 @@ def test_every_variable_settings_reads_is_documented() -> None:
     root = Path(__file__).resolve().parents[2]
     page = (root / "docs" / "reference" / "configuration.md").read_text()
     table = page[page.index("<!-- BEGIN CONFIG TABLE -->") : page.index("<!-- END CONFIG TABLE -->")]
+    tree = ast.parse(Path(settings.__file__).read_text())
     names = {
         node.value
-        for node in ast.walk(ast.parse(Path(settings.__file__).read_text()))
+        for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and re.fullmatch(r"(OTEL|RYOT_TELEMETRY)_[A-Z_]+", node.value)
+    }
+    # the OTEL_* names settings.py takes from opentelemetry's environment_variables constants
+    names |= {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("environment_variables")
+        for alias in node.names
     }
     names |= {v for k, v in vars(env).items() if k.startswith("RYOT_TELEMETRY_")}
     assert "OTEL_EXPORTER_OTLP_TIMEOUT" in names and "RYOT_TELEMETRY_GPU_MODELS" in names
@@ -1048,3 +1056,74 @@ def test_every_variable_env_py_declares_is_known() -> None:
     assert unknown_variables({"RYOT_TELEMETRY_GPU_MODEL": "0=m", "OTHER": "x"}) == [
         ("RYOT_TELEMETRY_GPU_MODEL", "RYOT_TELEMETRY_GPU_MODELS")
     ]
+
+
+# --- settings declared once ---------------------------------------------------------------------------------------
+
+
+def test_configure_takes_exactly_the_declared_arguments_each_a_setting_with_a_docstring() -> None:
+    """configure()'s keywords are the keys of settings.Arguments (its one declaration): each is a Settings field
+    and has a docstring; the signature is **arguments typed Unpack[Arguments]; the docs table lists each once."""
+    import dataclasses
+    import inspect
+
+    from ryot_telemetry import telemetry
+    from ryot_telemetry.artifacts import docs
+    from ryot_telemetry.settings import ARGUMENTS, Arguments, Settings
+
+    assert set(Arguments.__annotations__) == ARGUMENTS and len(ARGUMENTS) == 29
+    assert {f.name for f in dataclasses.fields(Settings)} >= ARGUMENTS
+    declared = docs.arguments()
+    assert [name for name, _, _ in declared] == list(Arguments.__annotations__)
+    assert all(doc.strip() and kind for _, kind, doc in declared)
+    (parameter,) = inspect.signature(telemetry.configure).parameters.values()
+    assert (parameter.kind, parameter.annotation) == (inspect.Parameter.VAR_KEYWORD, "Unpack[Arguments]")
+    table = docs.arguments_table().splitlines()
+    assert [row.split("|")[1].strip() for row in table[2:]] == [f"`{name}`" for name in Arguments.__annotations__]
+    assert telemetry.configure.__doc__ is not None
+    assert telemetry.configure.__doc__.endswith(f"Arguments: {', '.join(Arguments.__annotations__)}.\n")
+
+
+def test_an_argument_configure_does_not_take_is_a_type_error_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keyword that is no argument (a typo, or a Settings field configure() does not take) is the TypeError
+    Python gives for a named parameter, raised before settings are read."""
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "abc")  # would be a ConfigurationError if settings were read
+    for bad in ("prometheus_prot", "max_pending"):
+        with pytest.raises(TypeError) as info:
+            configure(**{bad: 1})  # type: ignore[misc]
+        assert str(info.value) == f"configure() got an unexpected keyword argument {bad!r}"
+
+
+def test_every_argument_given_as_none_is_the_same_as_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None means "not given" for every declared argument: the settings equal those of no arguments at all."""
+    from ryot_telemetry.settings import ARGUMENTS, Settings
+
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "9999")
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "7")
+    given_none = Settings.load(**dict.fromkeys(ARGUMENTS))
+    assert given_none == Settings.load()
+    assert (given_none.prometheus_port, given_none.max_models, given_none.start_prometheus_server) == (9999, 7, True)
+
+
+def test_otel_variable_names_come_from_the_sdk_constants() -> None:
+    """settings.py, distro.py and the docs generator spell no OTEL_* variable the SDK (or API) defines as a string
+    literal: they use opentelemetry's environment_variables constants."""
+    import ast
+    from pathlib import Path
+
+    import opentelemetry.environment_variables as api_vars
+    import opentelemetry.sdk.environment_variables as sdk_vars
+
+    import ryot_telemetry
+
+    defined = {n for n in (*vars(sdk_vars), *vars(api_vars)) if n.startswith("OTEL_")}
+    root = Path(ryot_telemetry.__file__).parent
+    literals = {
+        f"{path.name}: {node.value}"
+        for path in (root / "settings.py", root / "distro.py", root / "artifacts" / "docs.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in defined
+    }
+    assert literals == set()
