@@ -144,5 +144,5 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return compile(source, f"<{fullname}, moved to {new}>", "exec")
 
 
-if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+if not any(type(f).__qualname__ == "_MovedModules" for f in sys.meta_path):  # once, even across a reload
     sys.meta_path.append(_MovedModules())

@@ -141,6 +141,7 @@ def warn_unknown_variables() -> None:
     naming the closest known one: a misspelt name would otherwise be ignored without a word."""
     for name, closest in unknown_variables():
         if _state.first_time(f"unknown variable {name}"):
+            name = name if name.isprintable() else repr(name)  # one line, whatever the name holds
             _log.warning(
                 "ryot-telemetry: %s is not a ryot-telemetry variable and is ignored; did you mean %s?", name, closest
             )

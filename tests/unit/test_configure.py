@@ -1127,3 +1127,19 @@ def test_otel_variable_names_come_from_the_sdk_constants() -> None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in defined
     }
     assert literals == set()
+
+
+def test_an_unknown_variable_whose_name_holds_a_newline_is_warned_about_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A variable name with a control character is shown as its repr, so the warning stays one line."""
+    from ryot_telemetry import _state
+
+    monkeypatch.setattr(_state, "_once", set())
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX\nMODELS", "10")
+    with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+        configure(gpu=False, exporters="none").shutdown()
+    assert [r.getMessage() for r in caplog.records if "not a ryot-telemetry variable" in r.getMessage()] == [
+        "ryot-telemetry: 'RYOT_TELEMETRY_MAX\\nMODELS' is not a ryot-telemetry variable and is ignored; "
+        "did you mean RYOT_TELEMETRY_MAX_MODELS?"
+    ]
