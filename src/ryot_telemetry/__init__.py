@@ -8,7 +8,13 @@ tel.instrument_router(router)             # llama-stack-style router: requests, 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 import warnings
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import CodeType, ModuleType
 from typing import Any
 
 from .engine import EngineMetrics
@@ -82,3 +88,61 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_MOVED))
+
+
+MOVED_MODULES: dict[str, str] = {
+    # old module path (documented in an earlier README or docs page): where it lives now
+    "ryot_telemetry.instrumentor": "ryot_telemetry.router.instrumentor",
+    "ryot_telemetry.router.distro": "ryot_telemetry.distro",  # the entry points' target before the distro moved up
+    "ryot_telemetry.dashboard": "ryot_telemetry.artifacts.dashboard",
+    "ryot_telemetry.gpu": "ryot_telemetry.sources.gpu",
+    "ryot_telemetry.simulate": "ryot_telemetry.demo.simulate",
+}
+"""Module paths an earlier README or docs page documented: importing one (or ``python -m`` one) still works, with a
+``DeprecationWarning`` naming the new path, until the next minor release removes them."""
+
+
+def _moved_message(old: str, new: str) -> str:
+    return f"{old} is deprecated and is removed in the next minor release; use {new}"
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``MOVED_MODULES``: the old name is the very module object of the new one (one module, one set of
+    classes), not a copy; consulted only after the ordinary finders found no such module."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ModuleSpec | None] = {}
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED_MODULES else None
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        new = MOVED_MODULES[spec.name]
+        # stacklevel 2: the import machinery's frames are skipped, so the warning points at the importing line
+        warnings.warn(_moved_message(spec.name, new), DeprecationWarning, stacklevel=2)
+        module = importlib.import_module(new)
+        self._specs[spec.name] = module.__spec__
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The import system set the old name's spec on the module; the module keeps its own.
+        old = module.__spec__.name if module.__spec__ is not None else ""
+        if old in self._specs:
+            module.__spec__ = self._specs.pop(old)
+
+    def get_code(self, fullname: str) -> CodeType:
+        """``python -m <old name>``: run the new module as ``__main__``, with the warning shown (it is raised in
+        ``__main__``, which the default warning filters show)."""
+        new = MOVED_MODULES[fullname]
+        source = (
+            "import runpy, warnings\n"
+            f"warnings.warn({_moved_message(fullname, new)!r}, DeprecationWarning)\n"
+            f"runpy.run_module({new!r}, run_name='__main__', alter_sys=True)\n"
+        )
+        return compile(source, f"<{fullname}, moved to {new}>", "exec")
+
+
+if not any(type(f).__qualname__ == "_MovedModules" for f in sys.meta_path):  # once, even across a reload
+    sys.meta_path.append(_MovedModules())

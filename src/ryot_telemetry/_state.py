@@ -21,6 +21,7 @@ __all__ = [
     "Running",
     "auto_telemetry",
     "current",
+    "first_time",
     "gc_paused",
     "recorder_for",
     "replace_current",
@@ -91,6 +92,18 @@ def recorder_for(provider: Any, build: Callable[[], Recorder]) -> Recorder:
         if rec is None:
             rec = _recorders[provider] = build()
         return rec
+
+
+_once: set[str] = set()
+
+
+def first_time(key: str) -> bool:
+    """True the first time ``key`` is asked about in this process (for what is said once per process)."""
+    with _lock:
+        if key in _once:
+            return False
+        _once.add(key)
+        return True
 
 
 _gc_lock = threading.Lock()

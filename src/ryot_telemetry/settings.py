@@ -8,13 +8,15 @@ Each field names its loader: ``loader(name, argument)`` returns the value from t
 ``ConfigurationError`` saying what to change. ``configure()``, ``testing.capture()``, the distro/configurator, the
 instrumentor and the GPU gauges read this object; nothing else parses an environment variable.
 
-Adding a setting: a constant with a docstring in ``env.py`` (for the docs table), one field below with its
-loader (``_int``, ``_bool``, ``_text``, ``_choice``, or a function of your own), and, when ``configure()`` should
-take it as an argument, one keyword there passed through to ``Settings.load``.
+Adding a setting: a constant with a docstring in ``env.py`` (for the docs table), one field of ``Settings`` with
+its loader (``_int``, ``_bool``, ``_text``, ``_choice``, or a function of your own), and, when ``configure()``
+should take it as an argument, one key of ``Arguments`` with its type and docstring: ``configure()``'s signature,
+its documentation and the generated arguments table all come from that key.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import json
@@ -23,25 +25,51 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlparse
+
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_COMPRESSION,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
+    OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_EXPORTER_PROMETHEUS_HOST,
+    OTEL_EXPORTER_PROMETHEUS_PORT,
+    OTEL_METRIC_EXPORT_INTERVAL,
+    OTEL_METRICS_EXEMPLAR_FILTER,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_SERVICE_NAME,
+)
 
 from . import env
 from .catalogue import first_unencodable, resolve_buckets
 from .pricing import PriceTable
 from .slo import SloTable
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
+
 __all__ = [
     "EXPORTERS",
     "PROTOCOLS",
+    "Arguments",
     "ConfigurationError",
     "Settings",
     "device_id",
     "gpu_enabled",
     "gpu_models",
+    "known_variables",
     "names_exporters",
     "parse_gpu_models",
     "parse_server",
+    "unknown_variables",
 ]
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
@@ -61,6 +89,7 @@ _OTLP_VARIANTS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _DEVICE_ID = re.compile(r"^\d{1,4}(/\d{1,4})?$")
+_PREFIX = "RYOT_TELEMETRY_"
 
 
 class ConfigurationError(ValueError):
@@ -209,9 +238,10 @@ def _genai_server(name: str, arg: Any) -> tuple[str, int] | None:
 def _exporters(name: str, arg: Any) -> tuple[str, ...]:
     if arg is not None and not isinstance(arg, (str, list, tuple)):
         raise ConfigurationError(f"exporters must be a string or a list of strings, got {arg!r}")
-    raw = arg if arg is not None else _raw("OTEL_METRICS_EXPORTER")
+    raw = arg if arg is not None else _raw(OTEL_METRICS_EXPORTER)
+    where = name if arg is not None else f"{OTEL_METRICS_EXPORTER}={raw!r}"
     if raw is None:
-        otlp = _raw("OTEL_EXPORTER_OTLP_ENDPOINT") or _raw("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        otlp = _raw(OTEL_EXPORTER_OTLP_ENDPOINT) or _raw(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
         return ("prometheus", "otlp") if otlp else ("prometheus",)
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     names: list[str] = []
@@ -224,7 +254,9 @@ def _exporters(name: str, arg: Any) -> tuple[str, ...]:
             names.append(n)
     unknown = [n for n in names if n not in EXPORTERS]
     if unknown:
-        raise ConfigurationError(f"unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+        raise ConfigurationError(
+            f"{where}: unknown metrics exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}"
+        )
     return tuple(n for n in names if n != "none")
 
 
@@ -244,19 +276,20 @@ def _otlp_protocol(name: str, args: tuple[Any, Any]) -> str:
     arg, exporters = args
     if arg is None:
         if exporters is None:
-            exporters = _raw("OTEL_METRICS_EXPORTER") or ""
+            exporters = _raw(OTEL_METRICS_EXPORTER) or ""
         for item in exporters.split(",") if isinstance(exporters, str) else exporters:
             variant = _OTLP_VARIANTS.get(item.strip().lower()) if isinstance(item, str) else None
             if variant is not None:
                 return variant
-    var = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+    var = OTEL_EXPORTER_OTLP_METRICS_PROTOCOL
     if arg is None and _raw(var) is None:
-        var = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        var = OTEL_EXPORTER_OTLP_PROTOCOL
     value = _text(var, "grpc")(name, arg)
     assert value is not None
     proto: str = value.strip().lower()
     if proto not in PROTOCOLS:
-        raise ConfigurationError(f"unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
+        where = name if arg is not None else f"{var}={value!r}"
+        raise ConfigurationError(f"{where}: unknown OTLP protocol {proto!r}; choose grpc or http/protobuf")
     return proto
 
 
@@ -279,7 +312,7 @@ def _otlp_endpoint(name: str, arg: Any) -> str | None:
         if not isinstance(arg, str):
             raise ConfigurationError(f"{name} must be a URL string, got {arg!r}")
         return _endpoint(arg, name)
-    for var in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    for var in (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
         raw = _raw(var)
         if raw is not None:
             return _endpoint(raw, var)
@@ -294,7 +327,7 @@ def _otlp_endpoint_source(name: str, arg: Any) -> str | None:
     """
     if arg is not None:
         return "argument"
-    for var in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    for var in (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
         if _raw(var) is not None:
             return var
     return None
@@ -302,9 +335,9 @@ def _otlp_endpoint_source(name: str, arg: Any) -> str | None:
 
 def _otlp_timeout(name: str, arg: Any) -> float | None:
     """Seconds, as the Python OTLP exporters read ``OTEL_EXPORTER_OTLP_TIMEOUT`` (default 10)."""
-    var = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"
+    var = OTEL_EXPORTER_OTLP_METRICS_TIMEOUT
     if _raw(var) is None:
-        var = "OTEL_EXPORTER_OTLP_TIMEOUT"
+        var = OTEL_EXPORTER_OTLP_TIMEOUT
     raw = _raw(var)
     if raw is None:
         return None
@@ -319,9 +352,9 @@ def _otlp_timeout(name: str, arg: Any) -> float | None:
 
 def _otlp_compression(name: str, arg: Any) -> str | None:
     var = (
-        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"
-        if _raw("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION")
-        else "OTEL_EXPORTER_OTLP_COMPRESSION"
+        OTEL_EXPORTER_OTLP_METRICS_COMPRESSION
+        if _raw(OTEL_EXPORTER_OTLP_METRICS_COMPRESSION)
+        else OTEL_EXPORTER_OTLP_COMPRESSION
     )
     raw = _raw(var)
     if raw is None:
@@ -335,13 +368,13 @@ def _otlp_compression(name: str, arg: Any) -> str | None:
 def _exemplar_filter(name: str, arg: Any) -> str | None:
     """The filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names; None (unset) lets ``configure()`` choose: trace-based
     where a reader can carry exemplars (OTLP, console, extra readers), off for the Prometheus reader alone."""
-    raw = _raw("OTEL_METRICS_EXEMPLAR_FILTER")
+    raw = _raw(OTEL_METRICS_EXEMPLAR_FILTER)
     if raw is None:
         return None
     v = raw.strip().lower()
     if v not in EXEMPLAR_FILTERS:
         raise ConfigurationError(
-            f"OTEL_METRICS_EXEMPLAR_FILTER={raw!r}: unknown filter; choose from {', '.join(EXEMPLAR_FILTERS)}"
+            f"{OTEL_METRICS_EXEMPLAR_FILTER}={raw!r}: unknown filter; choose from {', '.join(EXEMPLAR_FILTERS)}"
         )
     return v
 
@@ -356,7 +389,10 @@ def _registry(name: str, arg: Any) -> Any:
 
 
 def _buckets(name: str, arg: Any) -> dict[str, tuple[float, ...]]:
-    """Catalogue buckets, overridden by ``RYOT_TELEMETRY_BUCKETS``, overridden per metric by the argument."""
+    """Catalogue buckets, overridden by ``RYOT_TELEMETRY_BUCKETS``, overridden per metric by the argument.
+
+    Each source is checked on its own first, so an error names the one it came from.
+    """
     overrides: dict[str, Any] = {}
     raw = _raw(env.RYOT_TELEMETRY_BUCKETS)
     if raw is not None:
@@ -369,18 +405,26 @@ def _buckets(name: str, arg: Any) -> dict[str, tuple[float, ...]]:
                 f"{env.RYOT_TELEMETRY_BUCKETS} must be a JSON object of name -> list, such as "
                 '{"ryot_inference_latency_seconds": [0.1, 0.5, 1, 5]}'
             )
+        _checked_buckets(env.RYOT_TELEMETRY_BUCKETS, parsed)
         overrides.update(parsed)
     if arg is not None:
         if not isinstance(arg, Mapping):
             raise ConfigurationError(f"{name} must be a mapping of metric name -> list of numbers, got {arg!r}")
+        _checked_buckets(name, arg)
         overrides.update(arg)
+    return _checked_buckets(name, overrides)
+
+
+def _checked_buckets(where: str, overrides: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
     try:
         return resolve_buckets(overrides)
     except ValueError as e:
-        raise ConfigurationError(str(e)) from None
+        raise ConfigurationError(f"{where}: {e}") from None
 
 
 def _prices(name: str, arg: Any) -> PriceTable | None:
+    """A price table from the argument (``PriceTable``, mapping or path), else ``RYOT_TELEMETRY_PRICE_TABLE``."""
+    where = name if arg is not None else env.RYOT_TELEMETRY_PRICE_TABLE
     try:
         if isinstance(arg, PriceTable):
             return arg
@@ -395,11 +439,12 @@ def _prices(name: str, arg: Any) -> PriceTable | None:
     except ConfigurationError:
         raise
     except ValueError as e:
-        raise ConfigurationError(f"price table: {e}") from None
+        raise ConfigurationError(f"{where}: {e}") from None
 
 
 def _slos(name: str, arg: Any) -> SloTable | None:
     """An SLO table from the argument (``SloTable``, mapping or path), else ``RYOT_TELEMETRY_SLOS``, else none."""
+    where = name if arg is not None else env.RYOT_TELEMETRY_SLOS
     try:
         if arg is not None:
             if not isinstance(arg, (SloTable, Mapping, str, os.PathLike)):
@@ -410,12 +455,21 @@ def _slos(name: str, arg: Any) -> SloTable | None:
     except ConfigurationError:
         raise
     except ValueError as e:
-        raise ConfigurationError(f"SLO table: {e}") from None
+        raise ConfigurationError(f"{where}: {e}") from None
 
 
 _TENANT_PATH = re.compile(r"^[^\s.:]+(\.[^\s.:]+)*$")
 TENANT_OGX = ("ogx:principal", "ogx:tenant_id")
 """Tenant sources read from ogx's authenticated user (see ``recording.tenants``)."""
+
+
+def _is_async(fn: Any) -> bool:
+    """A coroutine or async-generator function, or an object whose ``__call__`` is one (``partial`` included)."""
+    try:
+        call = getattr(type(fn), "__call__", None)  # noqa: B004 - the type's, as a call resolves it
+        return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (fn, call) if f is not None)
+    except Exception:  # an object whose attributes raise: the signature check below decides
+        return False
 
 
 def _tenant(name: str, arg: Any) -> Any:
@@ -426,6 +480,13 @@ def _tenant(name: str, arg: Any) -> Any:
             raise ConfigurationError(
                 f"{name} must be a callable, a dotted path such as 'metadata.tenant', or one of "
                 f"{', '.join(TENANT_OGX)}; got {arg!r}"
+            )
+        if _is_async(arg):
+            # Called on the request path, where nothing awaits it: every request would count as __unknown__
+            # with a "never awaited" warning each.
+            raise ConfigurationError(
+                f"{name}: {arg!r} is async; the tenant resolver must be a plain function returning the tenant "
+                "(it runs on the request path, where nothing awaits it)"
             )
         try:
             inspect.signature(arg).bind(None)
@@ -492,7 +553,9 @@ def gpu_models(name: str, arg: Any) -> dict[str, str]:
             except ValueError as e:
                 raise ConfigurationError(f"{name}: {e}") from None
             if not isinstance(model, str) or not model:
-                raise ConfigurationError(f"gpu model for device {dev!r} must be a non-empty string, got {model!r}")
+                raise ConfigurationError(
+                    f"{name}: gpu model for device {dev!r} must be a non-empty string, got {model!r}"
+                )
             _encodable(f"{name}[{dev!r}]", model)
             if dev_id in out:
                 raise ConfigurationError(f"{name}: device {dev_id} is named twice ({out[dev_id]!r} and {model!r})")
@@ -591,17 +654,28 @@ def _mapping(name: str, arg: Any) -> dict[str, str]:
 
 
 def _resource_env_encodable() -> None:
-    """``OTEL_RESOURCE_ATTRIBUTES`` as the SDK decodes it (values are percent-decoded, so ``%0A`` is a newline)."""
-    raw = _raw("OTEL_RESOURCE_ATTRIBUTES")
+    """``OTEL_RESOURCE_ATTRIBUTES`` as the SDK decodes it (values are percent-decoded, so ``%0A`` is a newline).
+
+    A pair without ``=`` or with an empty key is an error: the SDK would drop it with a log line, and a service
+    whose ``deployment.environment`` silently vanished is found much later than one that does not start.
+    """
+    raw = _raw(OTEL_RESOURCE_ATTRIBUTES)
     if raw is None:
         return
-    _encodable("OTEL_RESOURCE_ATTRIBUTES", raw)
+    _encodable(OTEL_RESOURCE_ATTRIBUTES, raw)
+    for item in raw.split(","):
+        key, sep, _ = item.partition("=")
+        if item.strip() and (not sep or not key.strip()):
+            raise ConfigurationError(
+                f"{OTEL_RESOURCE_ATTRIBUTES}={raw!r}: {item.strip()!r} is not key=value; expected comma-separated "
+                "key=value pairs such as service.namespace=shop,deployment.environment=prod (values percent-encoded)"
+            )
     from opentelemetry.sdk.resources import OTELResourceDetector
 
-    named = _raw("OTEL_SERVICE_NAME") is not None  # then service.name is OTEL_SERVICE_NAME, checked by its setting
+    named = _raw(OTEL_SERVICE_NAME) is not None  # then service.name is OTEL_SERVICE_NAME, checked by its setting
     for key, value in OTELResourceDetector().detect().attributes.items():
         if isinstance(value, str) and not (named and key == "service.name"):
-            _encodable(f"OTEL_RESOURCE_ATTRIBUTES ({key})", value)
+            _encodable(f"{OTEL_RESOURCE_ATTRIBUTES} ({key})", value)
 
 
 def _drop_duplicates(name: str, arg: Any) -> tuple[str, ...]:
@@ -631,6 +705,19 @@ def _drop_duplicates(name: str, arg: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def known_variables() -> tuple[str, ...]:
+    """Every ``RYOT_TELEMETRY_*`` variable ryot-telemetry reads (the constants of ``env.py``)."""
+    return tuple(sorted(v for k, v in vars(env).items() if k.startswith(_PREFIX) and isinstance(v, str)))
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(variable, closest known one)`` for each ``RYOT_TELEMETRY_*`` variable set that ryot-telemetry does not
+    read: a misspelt ``RYOT_TELEMETRY_MAX_MODEL`` would otherwise be ignored without a word."""
+    known = known_variables()
+    names = sorted(n for n in (os.environ if environ is None else environ) if n.startswith(_PREFIX))
+    return [(n, difflib.get_close_matches(n, known, n=1, cutoff=0.0)[0]) for n in names if n not in known]
+
+
 def _argument(arguments: Mapping[str, Any], which: str | tuple[str, ...]) -> Any:
     return arguments.get(which) if isinstance(which, str) else tuple(arguments.get(w) for w in which)
 
@@ -641,18 +728,104 @@ def _setting(load: Loader, argument: str | tuple[str, ...] | None = None) -> Any
     return field(metadata={"load": load, "argument": argument})
 
 
+class Arguments(TypedDict, total=False):
+    """``configure()``'s keyword arguments, each declared once: its type here, its meaning in its docstring.
+
+    An argument left out, or None, means "from its variable, else the default"; an argument given wins over the
+    variable. Each is a field of ``Settings``, which checks it (a bad value is a ``ConfigurationError`` naming the
+    argument).
+    """
+
+    service_name: str | None
+    """``service.name`` of the resource and ``service`` label of ``ryot_service_info`` (else ``OTEL_SERVICE_NAME``,
+    else the one in ``OTEL_RESOURCE_ATTRIBUTES``, else ``ryot-inference``)."""
+    resource_attributes: Mapping[str, str] | None
+    """Resource attributes added to those of ``OTEL_RESOURCE_ATTRIBUTES``."""
+    exporters: str | Sequence[str] | None
+    """Readers to build: any of ``prometheus``, ``otlp``, ``console``, ``none`` (else ``OTEL_METRICS_EXPORTER``,
+    else ``prometheus``, plus ``otlp`` when an OTLP endpoint is set)."""
+    prometheus_host: str | None
+    """Scrape endpoint host (else ``OTEL_EXPORTER_PROMETHEUS_HOST``, default ``localhost``)."""
+    prometheus_port: int | None
+    """Scrape endpoint port (else ``OTEL_EXPORTER_PROMETHEUS_PORT``, default 9464; 0 picks a free port)."""
+    prometheus_registry: Any
+    """A ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only ryot's series, or
+    ``"global"`` (else ``RYOT_TELEMETRY_PROMETHEUS_REGISTRY``, default global)."""
+    start_prometheus_server: bool | None
+    """False: build the Prometheus reader without serving ``/metrics`` (your own app serves the registry);
+    default True."""
+    otlp_endpoint: str | None
+    """OTLP endpoint URL (else ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, else ``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+    otlp_protocol: str | None
+    """``grpc`` or ``http/protobuf`` (else ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, else
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``, default grpc)."""
+    export_interval_ms: int | None
+    """Milliseconds between OTLP exports (else ``OTEL_METRIC_EXPORT_INTERVAL``, default 60000)."""
+    otlp_temporality: str | None
+    """OTLP temporality: ``cumulative``, ``delta`` or ``lowmemory`` (else
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``, default cumulative). Prometheus stays cumulative."""
+    otlp_histogram_aggregation: str | None
+    """OTLP histograms: ``explicit_bucket_histogram`` or ``base2_exponential_bucket_histogram`` (else
+    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``, default explicit)."""
+    readers: Sequence[MetricReader] | None
+    """Extra metric readers, e.g. an ``InMemoryMetricReader`` in tests."""
+    set_global: bool | None
+    """True: install the MeterProvider as the global one (default False)."""
+    buckets: Mapping[str, Sequence[float]] | None
+    """Histogram buckets by OTel or Prometheus metric name, over those of ``RYOT_TELEMETRY_BUCKETS``."""
+    prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None
+    """A price table (mapping, JSON/YAML path or ``PriceTable``) for ``ryot_token_cost_estimate_usd_total`` (else
+    ``RYOT_TELEMETRY_PRICE_TABLE``)."""
+    slos: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None
+    """An SLO table (mapping, JSON/YAML path or ``SloTable``) enabling ``ryot_slo_requests_total`` (else
+    ``RYOT_TELEMETRY_SLOS``)."""
+    semconv: bool | None
+    """True: also emit the GenAI semantic-convention metrics (else ``RYOT_TELEMETRY_GENAI_SEMCONV``)."""
+    genai_provider: str | None
+    """``gen_ai.provider.name`` of the semconv metrics (else ``RYOT_TELEMETRY_GENAI_PROVIDER``)."""
+    genai_server: str | None
+    """``host:port`` clients reach this server at, for ``server.address`` / ``server.port`` of the semconv metrics
+    (else ``RYOT_TELEMETRY_GENAI_SERVER``)."""
+    max_models: int | None
+    """Distinct model names kept as label values (else ``RYOT_TELEMETRY_MAX_MODELS``, default 100)."""
+    max_label_length: int | None
+    """Longest label value kept, in characters (else ``RYOT_TELEMETRY_MAX_LABEL_LENGTH``, default 128)."""
+    tenant: str | Callable[[Any], object] | None
+    """Adds a bounded ``tenant`` label to the request, token, cost and SLO counters: a plain function given the
+    call's params, a dotted path into them (``metadata.tenant``), or ``ogx:principal`` / ``ogx:tenant_id`` (else
+    ``RYOT_TELEMETRY_TENANT``)."""
+    max_tenants: int | None
+    """Distinct tenants kept as label values (else ``RYOT_TELEMETRY_MAX_TENANTS``, default 50)."""
+    gpu: bool | None
+    """NVML GPU gauges: True, False, or None for auto (else ``RYOT_TELEMETRY_GPU``)."""
+    gpu_models: Mapping[Any, str] | None
+    """Model served on each GPU, ``{0: "llama"}`` (else ``RYOT_TELEMETRY_GPU_MODELS``)."""
+    gpu_backend: Any
+    """An NVML stand-in with pynvml's functions (tests, or a wrapper of your own); default pynvml."""
+    multiproc_dir: str | os.PathLike[str] | None
+    """Multi-process mode's shared directory: every worker of a server shows the server's totals (else
+    ``RYOT_TELEMETRY_MULTIPROC_DIR``)."""
+    drop_duplicates: str | Sequence[str] | None
+    """``"ogx"``: drop ogx's own router histograms that ryot's metrics supersede (else
+    ``RYOT_TELEMETRY_DROP_DUPLICATES``)."""
+
+
+ARGUMENTS: frozenset[str] = frozenset(Arguments.__annotations__)
+"""The names ``configure()`` takes."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What ``configure()`` runs with; ``Settings.load(**arguments)`` builds it. Frozen: read, never patched."""
 
     # service identity
-    service_name: str | None = _setting(_text("OTEL_SERVICE_NAME", None))
+    service_name: str | None = _setting(_text(OTEL_SERVICE_NAME, None))
     resource_attributes: dict[str, str] = _setting(_mapping)
     component: str = _setting(_text(env.RYOT_TELEMETRY_COMPONENT, "inference-router"))
     # readers
     exporters: tuple[str, ...] = _setting(_exporters)
-    prometheus_host: str = _setting(_text("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"))
-    prometheus_port: int = _setting(_int("OTEL_EXPORTER_PROMETHEUS_PORT", 9464, 0, 65535))
+    prometheus_host: str = _setting(_text(OTEL_EXPORTER_PROMETHEUS_HOST, "localhost"))
+    prometheus_port: int = _setting(_int(OTEL_EXPORTER_PROMETHEUS_PORT, 9464, 0, 65535))
     prometheus_registry: Any = _setting(_registry)
     start_prometheus_server: bool = _setting(_bool(None, True))
     otlp_endpoint: str | None = _setting(_otlp_endpoint)
@@ -660,13 +833,13 @@ class Settings:
     otlp_protocol: str = _setting(_otlp_protocol, argument=("otlp_protocol", "exporters"))
     otlp_timeout: float | None = _setting(_otlp_timeout)
     otlp_compression: str | None = _setting(_otlp_compression)
-    export_interval_ms: int = _setting(_int("OTEL_METRIC_EXPORT_INTERVAL", 60000, 1))
+    export_interval_ms: int = _setting(_int(OTEL_METRIC_EXPORT_INTERVAL, 60000, 1))
     exemplar_filter: str | None = _setting(_exemplar_filter)
     otlp_temporality: str = _setting(
-        _choice("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", CUMULATIVE, TEMPORALITIES)
+        _choice(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, CUMULATIVE, TEMPORALITIES)
     )
     otlp_histogram_aggregation: str = _setting(
-        _choice("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", EXPLICIT, HISTOGRAM_AGGREGATIONS)
+        _choice(OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION, EXPLICIT, HISTOGRAM_AGGREGATIONS)
     )
     readers: tuple[Any, ...] = _setting(_readers)
     set_global: bool = _setting(_bool(None, False))

@@ -139,3 +139,18 @@ def judge(slo: Slo, *, error: bool, stream: bool, latency: float, ttft: float | 
     if slo.latency is not None and latency > slo.latency:
         return "latency"
     return None
+
+
+if __name__ == "__main__":
+    # ``python -m ryot_telemetry.slo rules``, as documented before the rule generator moved: it keeps working for
+    # one release. runpy by name, not an import: this module sits below the generator, which imports it.
+    import runpy
+    import warnings
+
+    warnings.warn(
+        "python -m ryot_telemetry.slo is deprecated and is removed in the next minor release; "
+        "use python -m ryot_telemetry.artifacts.slo_rules",
+        DeprecationWarning,
+        stacklevel=1,  # this module, run as __main__: shown by the default warning filters
+    )
+    runpy.run_module("ryot_telemetry.artifacts.slo_rules", run_name="__main__", alter_sys=True)

@@ -8,9 +8,9 @@ undone in reverse order if a later step fails, or at ``Telemetry.shutdown()``.
 from __future__ import annotations
 
 import logging
-import os
+import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +32,15 @@ from .export.assembly import (
     package_version,
 )
 from .export.readers import build_readers
-from .pricing import PriceTable
 from .recording.recorder import Recorder
 from .router.wrapper import instrument_router
-from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
-from .slo import SloTable
+from .settings import ARGUMENTS, EXPORTERS, PROTOCOLS, Arguments, ConfigurationError, Settings, unknown_variables
 from .sources.gpu import GpuGauges
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions comes with opentelemetry-api
+    from typing_extensions import Unpack
 
 __all__ = [
     "EXPORTERS",
@@ -50,6 +53,7 @@ __all__ = [
     "exemplar_filter",
     "install_service_info",
     "package_version",
+    "warn_unknown_variables",
 ]
 
 _log = logging.getLogger("ryot_telemetry")
@@ -132,91 +136,35 @@ def _logged(step: Callable[[], object], what: str, level: int = logging.DEBUG) -
     return run
 
 
-def configure(
-    *,
-    service_name: str | None = None,
-    exporters: str | Sequence[str] | None = None,
-    prometheus_host: str | None = None,
-    prometheus_port: int | None = None,
-    prometheus_registry: Any = None,
-    start_prometheus_server: bool = True,
-    otlp_endpoint: str | None = None,
-    otlp_protocol: str | None = None,
-    export_interval_ms: int | None = None,
-    buckets: Mapping[str, Sequence[float]] | None = None,
-    prices: PriceTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    slos: SloTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    semconv: bool | None = None,
-    genai_provider: str | None = None,
-    genai_server: str | None = None,
-    max_models: int | None = None,
-    max_label_length: int | None = None,
-    gpu: bool | None = None,
-    gpu_models: Mapping[Any, str] | None = None,
-    gpu_backend: Any = None,
-    readers: Sequence[MetricReader] = (),
-    resource_attributes: Mapping[str, str] | None = None,
-    set_global: bool = False,
-    multiproc_dir: str | os.PathLike[str] | None = None,
-    otlp_temporality: str | None = None,
-    otlp_histogram_aggregation: str | None = None,
-    drop_duplicates: str | Sequence[str] | None = None,
-    tenant: str | Callable[[Any], object] | None = None,
-    max_tenants: int | None = None,
-) -> Telemetry:
-    """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
+def warn_unknown_variables() -> None:
+    """Warn, once per variable and process, about each ``RYOT_TELEMETRY_*`` variable set that is not one of ours,
+    naming the closest known one: a misspelt name would otherwise be ignored without a word."""
+    for name, closest in unknown_variables():
+        if _state.first_time(f"unknown variable {name}"):
+            name = name if name.isprintable() else repr(name)  # one line, whatever the name holds
+            _log.warning(
+                "ryot-telemetry: %s is not a ryot-telemetry variable and is ignored; did you mean %s?", name, closest
+            )
 
-    ``exporters``: any of prometheus, otlp, console, none (default: ``OTEL_METRICS_EXPORTER``, else prometheus,
-    plus otlp when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``prometheus_registry``: a
-    ``prometheus_client.CollectorRegistry``, or ``"private"`` for a fresh one exposing only these metrics.
-    ``readers``: extra readers, e.g. an ``InMemoryMetricReader`` in tests. ``multiproc_dir`` (else
-    ``RYOT_TELEMETRY_MULTIPROC_DIR``): multi-process mode, every worker of a server shows the server's totals.
-    Every argument is described in ``settings.Settings``; None means "from the environment, else the default".
-    ``genai_server``: ``host:port`` clients reach this server at, for ``server.address`` / ``server.port`` of the
-    semconv metrics.
-    ``slos``: an SLO table (mapping, path or ``SloTable``; default ``RYOT_TELEMETRY_SLOS``) enabling
-    ``ryot_slo_requests_total``.
-    ``otlp_temporality``: cumulative, delta or lowmemory (else ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``);
-    ``otlp_histogram_aggregation``: explicit_bucket_histogram or base2_exponential_bucket_histogram (else
-    ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION``). Both apply to OTLP only.
-    ``drop_duplicates``: ``"ogx"`` (else ``RYOT_TELEMETRY_DROP_DUPLICATES``) drops ogx's own router histograms that
-    ryot's metrics supersede.
-    ``tenant`` (else ``RYOT_TELEMETRY_TENANT``): adds a bounded ``tenant`` label (at most ``max_tenants``, default
-    50) to the request, token, cost and SLO counters: a callable given the call's params, a dotted path into them
-    (``metadata.tenant``, ``user``), or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's authenticated user).
+
+def configure(**arguments: Unpack[Arguments]) -> Telemetry:
+    """Build the MeterProvider, readers and recorder; raises ``ConfigurationError`` with one clear message naming
+    the argument or variable at fault, before anything starts.
+
+    The keyword arguments are the keys of ``settings.Arguments``, each declared and documented there once (the
+    configuration reference lists them): ``exporters=``, ``prometheus_port=``, ``otlp_endpoint=``, ``prices=``,
+    ``slos=``, ``tenant=``, ``readers=``, ``set_global=``, ... An argument left out, or None, means "from its
+    ``OTEL_*`` / ``RYOT_TELEMETRY_*`` variable, else the default"; an argument given wins over the variable.
     """
-    settings = Settings.load(
-        service_name=service_name,
-        exporters=exporters,
-        prometheus_host=prometheus_host,
-        prometheus_port=prometheus_port,
-        prometheus_registry=prometheus_registry,
-        start_prometheus_server=start_prometheus_server,
-        otlp_endpoint=otlp_endpoint,
-        otlp_protocol=otlp_protocol,
-        export_interval_ms=export_interval_ms,
-        buckets=buckets,
-        prices=prices,
-        slos=slos,
-        semconv=semconv,
-        genai_provider=genai_provider,
-        genai_server=genai_server,
-        max_models=max_models,
-        max_label_length=max_label_length,
-        gpu=gpu,
-        gpu_models=gpu_models,
-        gpu_backend=gpu_backend,
-        readers=readers,
-        resource_attributes=resource_attributes,
-        set_global=set_global,
-        multiproc_dir=multiproc_dir,
-        otlp_temporality=otlp_temporality,
-        otlp_histogram_aggregation=otlp_histogram_aggregation,
-        drop_duplicates=drop_duplicates,
-        tenant=tenant,
-        max_tenants=max_tenants,
-    )
-    return configure_from(settings)
+    unexpected = sorted(set(arguments) - ARGUMENTS)
+    if unexpected:  # as Python says it for a named parameter: Settings has fields configure() does not take
+        raise TypeError(f"configure() got an unexpected keyword argument {unexpected[0]!r}")
+    warn_unknown_variables()
+    return configure_from(Settings.load(**arguments))
+
+
+# help(configure) lists the names its ``**arguments`` take (their types and meaning: ``settings.Arguments``).
+configure.__doc__ = f"{configure.__doc__}\n    Arguments: {', '.join(Arguments.__annotations__)}.\n"
 
 
 def configure_from(settings: Settings) -> Telemetry:
@@ -234,7 +182,12 @@ def configure_from(settings: Settings) -> Telemetry:
         part = configure_process(settings, resource)
         provider, meter, recorder, readers = part.provider, part.meter, part.recorder, part.readers
         url, registry, engine, gpu, multiproc, owned = (
-            part.url, part.registry, part.engine, part.gpu, part.multiproc, part.closers
+            part.url,
+            part.registry,
+            part.engine,
+            part.gpu,
+            part.multiproc,
+            part.closers,
         )
     else:
         with ExitStack() as closers:

@@ -31,7 +31,7 @@ async def main() -> dict[str, object]:
     await router.openai_completion({"model": "toy", "prompt": "hi"})
     with contextlib.suppress(LookupError):
         await router.openai_completion({"model": "missing", "prompt": "hi"})
-    from ryot_telemetry.router.distro import telemetry
+    from ryot_telemetry.distro import telemetry
     from ryot_telemetry.router.instrumentor import RyotInstrumentor
 
     tel = telemetry()

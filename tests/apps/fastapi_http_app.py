@@ -37,7 +37,7 @@ async def main() -> dict[str, object]:
         for model in ("toy", "toy", "toy", "missing"):
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
             statuses.append((await client.post("/v1/chat/completions", json=body)).status_code)
-    from ryot_telemetry.router.distro import telemetry
+    from ryot_telemetry.distro import telemetry
 
     tel = telemetry()
     return {"metrics_url": tel.prometheus_url if tel else None, "statuses": statuses}

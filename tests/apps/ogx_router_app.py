@@ -251,7 +251,7 @@ async def main() -> dict[str, Any]:
 
 async def auto_main() -> dict[str, Any]:
     """Under ``opentelemetry-instrument``: nothing set up here, the entry points did it; send the same traffic."""
-    from ryot_telemetry.router.distro import telemetry
+    from ryot_telemetry.distro import telemetry
 
     tel = telemetry()
     provider = ScriptedProvider()

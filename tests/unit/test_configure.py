@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import urllib.request
@@ -259,11 +260,13 @@ def test_wrong_argument_types_are_configuration_errors() -> None:
     [
         (
             '{"ryot_inference_latency_seconds": "123"}',
-            "buckets for ryot_inference_latency_seconds: expected a list of numbers such as [0.1, 0.5, 1], got '123'",
+            "RYOT_TELEMETRY_BUCKETS: buckets for ryot_inference_latency_seconds: expected a list of numbers such as "
+            "[0.1, 0.5, 1], got '123'",
         ),
         (
             '{"ryot_inference_latency_seconds": [true, 2]}',
-            "buckets for ryot_inference_latency_seconds: True is not a number; expected a list of numbers, "
+            "RYOT_TELEMETRY_BUCKETS: buckets for ryot_inference_latency_seconds: True is not a number; expected a "
+            "list of numbers, "
             "got [True, 2]",
         ),
         (
@@ -286,7 +289,7 @@ def test_bool_bucket_boundaries_as_argument() -> None:
     with pytest.raises(ConfigurationError) as e:
         configure(exporters="none", gpu=False, buckets={"ryot.ttft.latency": [0.1, False]})
     assert str(e.value) == (
-        "buckets for ryot.ttft.latency: False is not a number; expected a list of numbers, got [0.1, False]"
+        "buckets: buckets for ryot.ttft.latency: False is not a number; expected a list of numbers, got [0.1, False]"
     )
 
 
@@ -564,12 +567,20 @@ def test_every_variable_settings_reads_is_documented() -> None:
     root = Path(__file__).resolve().parents[2]
     page = (root / "docs" / "reference" / "configuration.md").read_text()
     table = page[page.index("<!-- BEGIN CONFIG TABLE -->") : page.index("<!-- END CONFIG TABLE -->")]
+    tree = ast.parse(Path(settings.__file__).read_text())
     names = {
         node.value
-        for node in ast.walk(ast.parse(Path(settings.__file__).read_text()))
+        for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and re.fullmatch(r"(OTEL|RYOT_TELEMETRY)_[A-Z_]+", node.value)
+    }
+    # the OTEL_* names settings.py takes from opentelemetry's environment_variables constants
+    names |= {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("environment_variables")
+        for alias in node.names
     }
     names |= {v for k, v in vars(env).items() if k.startswith("RYOT_TELEMETRY_")}
     assert "OTEL_EXPORTER_OTLP_TIMEOUT" in names and "RYOT_TELEMETRY_GPU_MODELS" in names
@@ -841,3 +852,294 @@ def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spellin
         assert tel.drain() == 0
     finally:
         tel.shutdown()
+
+
+# --- every ConfigurationError names the variable or argument it came from ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "arguments", "message"),
+    [
+        (
+            "OTEL_METRICS_EXPORTER",
+            "prometheus,statsd",
+            {},
+            "OTEL_METRICS_EXPORTER='prometheus,statsd': unknown metrics exporter 'statsd'; "
+            "choose from prometheus, otlp, console, none",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "thrift",
+            {"exporters": "otlp"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL='thrift': unknown OTLP protocol 'thrift'; choose grpc or http/protobuf",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "HTTP/JSON",
+            {"exporters": "otlp"},
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL='HTTP/JSON': unknown OTLP protocol 'http/json'; "
+            "choose grpc or http/protobuf",
+        ),
+        (
+            "RYOT_TELEMETRY_BUCKETS",
+            '{"ryot_inference_requests_total": [1, 2]}',
+            {},
+            "RYOT_TELEMETRY_BUCKETS: ryot_inference_requests_total is a counter, not a histogram: it has no buckets",
+        ),
+        (
+            "RYOT_TELEMETRY_BUCKETS",
+            '{"ryot_inference_latency_seconds": [0.5, 0.1]}',
+            {"buckets": {"ryot_time_to_first_token_seconds": [0.1, 0.2]}},  # a good argument: the variable is named
+            "RYOT_TELEMETRY_BUCKETS: buckets for ryot_inference_latency_seconds not in strictly increasing order: "
+            "[0.5, 0.1]",
+        ),
+    ],
+    ids=["exporter", "protocol", "metrics-protocol", "buckets-counter", "buckets-unsorted"],
+)
+def test_a_bad_variable_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, arguments: dict[str, Any], message: str
+) -> None:
+    """A bad value of each of these variables fails configure() with one line that starts with the variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as info:
+        configure(gpu=False, prometheus_registry="private", prometheus_port=0, **arguments)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"exporters": ["prometheus", "statsd"]},
+            "exporters: unknown metrics exporter 'statsd'; choose from prometheus, otlp, console, none",
+        ),
+        (
+            {"exporters": "otlp", "otlp_protocol": "thrift"},
+            "otlp_protocol: unknown OTLP protocol 'thrift'; choose grpc or http/protobuf",
+        ),
+        (
+            {"buckets": {"ryot_inference_requests_total": [1, 2]}},
+            "buckets: ryot_inference_requests_total is a counter, not a histogram: it has no buckets",
+        ),
+        (
+            {"buckets": {"ryot_inference_latency_seconds": "123"}},
+            "buckets: buckets for ryot_inference_latency_seconds: expected a list of numbers such as [0.1, 0.5, 1], "
+            "got '123'",
+        ),
+        (
+            {"prices": {"m": {"prompt": -1}}},
+            "prices: price table entry for 'm': prompt must be a finite number >= 0, got -1",
+        ),
+        (
+            {"slos": {"m": {"ttft": -1}}},
+            "slos: SLO table entry for 'm': ttft must be a number of seconds > 0, got -1",
+        ),
+        (
+            {"gpu_models": {0: ""}},
+            "gpu_models: gpu model for device 0 must be a non-empty string, got ''",
+        ),
+    ],
+    ids=["exporters", "otlp_protocol", "buckets-counter", "buckets-not-a-list", "prices", "slos", "gpu_models"],
+)
+def test_a_bad_argument_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], message: str
+) -> None:
+    """A bad configure() argument fails with one line that starts with the argument's name, even when the
+    variable of the same setting is set and valid."""
+    monkeypatch.setenv("RYOT_TELEMETRY_BUCKETS", '{"ryot_inference_latency_seconds": [0.1, 1]}')
+    with pytest.raises(ConfigurationError) as info:
+        configure(gpu=False, prometheus_registry="private", prometheus_port=0, **arguments)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("variable", "content", "message"),
+    [
+        (
+            "RYOT_TELEMETRY_PRICE_TABLE",
+            '{"m": {"prompt": -1}}',
+            "price table entry for 'm': prompt must be a finite number >= 0, got -1",
+        ),
+        (
+            "RYOT_TELEMETRY_SLOS",
+            '{"m": {"ttft": -1}}',
+            "SLO table entry for 'm': ttft must be a number of seconds > 0, got -1",
+        ),
+    ],
+    ids=["prices", "slos"],
+)
+def test_a_bad_table_file_from_a_variable_names_the_variable_and_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, content: str, message: str
+) -> None:
+    """A malformed price or SLO table named by its variable fails with the variable, the file and the entry."""
+    table = tmp_path / "table.json"
+    table.write_text(content)
+    monkeypatch.setenv(variable, str(table))
+    with pytest.raises(ConfigurationError) as info:
+        configure(gpu=False, exporters="none")
+    assert str(info.value) == f"{variable}: {table}: {message}"
+    table.write_text(content)
+    with pytest.raises(ConfigurationError) as info:
+        configure(gpu=False, exporters="none", **{"prices" if "PRICE" in variable else "slos": str(table)})
+    assert str(info.value) == f"{'prices' if 'PRICE' in variable else 'slos'}: {table}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("value", "item"),
+    [
+        ("service.namespace=shop,deployment.environment", "deployment.environment"),
+        ("service.namespace=shop;deployment.environment=prod", None),  # ';' is not a separator: one value, valid
+        ("=prod", "=prod"),
+        ("service.namespace=shop, =x", "=x"),
+        ("oops", "oops"),
+    ],
+    ids=["missing-equals", "semicolon", "empty-key", "empty-key-later", "no-pair"],
+)
+def test_a_malformed_resource_attributes_variable_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, value: str, item: str | None
+) -> None:
+    """A pair of OTEL_RESOURCE_ATTRIBUTES without '=' or with an empty key fails at start-up naming the variable
+    and the pair (the SDK would drop it with a log line)."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", value)
+    if item is None:
+        configure(gpu=False, exporters="none").shutdown()
+        return
+    with pytest.raises(ConfigurationError) as info:
+        configure(gpu=False, exporters="none")
+    assert str(info.value) == (
+        f"OTEL_RESOURCE_ATTRIBUTES={value!r}: {item!r} is not key=value; expected comma-separated key=value pairs "
+        "such as service.namespace=shop,deployment.environment=prod (values percent-encoded)"
+    )
+
+
+def test_well_formed_resource_attributes_reach_the_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Good pairs (a trailing comma, spaces and percent-encoded values included) still reach the resource."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", " service.namespace = shop ,team=a%2Cb,")
+    tel = configure(gpu=False, exporters="none")
+    try:
+        attributes = tel.meter_provider._sdk_config.resource.attributes
+        assert (attributes["service.namespace"], attributes["team"]) == ("shop", "a,b")
+    finally:
+        tel.shutdown()
+
+
+def test_an_unknown_ryot_variable_is_warned_about_once_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt RYOT_TELEMETRY_MAX_MODEL is warned about once per process, naming RYOT_TELEMETRY_MAX_MODELS;
+    known variables are not warned about."""
+    from ryot_telemetry import _state
+
+    monkeypatch.setattr(_state, "_once", set())
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODEL", "10")
+    monkeypatch.setenv("RYOT_TELEMETRY_TENANTS", "user")
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "10")
+    with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+        for _ in range(2):
+            configure(gpu=False, exporters="none").shutdown()
+    assert [r.getMessage() for r in caplog.records if "not a ryot-telemetry variable" in r.getMessage()] == [
+        "ryot-telemetry: RYOT_TELEMETRY_MAX_MODEL is not a ryot-telemetry variable and is ignored; "
+        "did you mean RYOT_TELEMETRY_MAX_MODELS?",
+        "ryot-telemetry: RYOT_TELEMETRY_TENANTS is not a ryot-telemetry variable and is ignored; "
+        "did you mean RYOT_TELEMETRY_TENANT?",
+    ]
+
+
+def test_every_variable_env_py_declares_is_known() -> None:
+    """The known names are exactly env.py's RYOT_TELEMETRY_* constants, so a new setting is never warned about."""
+    from ryot_telemetry import env
+    from ryot_telemetry.settings import known_variables, unknown_variables
+
+    declared = {v for k, v in vars(env).items() if k.startswith("RYOT_TELEMETRY_")}
+    assert set(known_variables()) == declared and len(declared) >= 18
+    assert unknown_variables(dict.fromkeys(declared, "1")) == []
+    assert unknown_variables({"RYOT_TELEMETRY_GPU_MODEL": "0=m", "OTHER": "x"}) == [
+        ("RYOT_TELEMETRY_GPU_MODEL", "RYOT_TELEMETRY_GPU_MODELS")
+    ]
+
+
+# --- settings declared once ---------------------------------------------------------------------------------------
+
+
+def test_configure_takes_exactly_the_declared_arguments_each_a_setting_with_a_docstring() -> None:
+    """configure()'s keywords are the keys of settings.Arguments (its one declaration): each is a Settings field
+    and has a docstring; the signature is **arguments typed Unpack[Arguments]; the docs table lists each once."""
+    import dataclasses
+    import inspect
+
+    from ryot_telemetry import telemetry
+    from ryot_telemetry.artifacts import docs
+    from ryot_telemetry.settings import ARGUMENTS, Arguments, Settings
+
+    assert set(Arguments.__annotations__) == ARGUMENTS and len(ARGUMENTS) == 29
+    assert {f.name for f in dataclasses.fields(Settings)} >= ARGUMENTS
+    declared = docs.arguments()
+    assert [name for name, _, _ in declared] == list(Arguments.__annotations__)
+    assert all(doc.strip() and kind for _, kind, doc in declared)
+    (parameter,) = inspect.signature(telemetry.configure).parameters.values()
+    assert (parameter.kind, parameter.annotation) == (inspect.Parameter.VAR_KEYWORD, "Unpack[Arguments]")
+    table = docs.arguments_table().splitlines()
+    assert [row.split("|")[1].strip() for row in table[2:]] == [f"`{name}`" for name in Arguments.__annotations__]
+    assert telemetry.configure.__doc__ is not None
+    assert telemetry.configure.__doc__.endswith(f"Arguments: {', '.join(Arguments.__annotations__)}.\n")
+
+
+def test_an_argument_configure_does_not_take_is_a_type_error_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keyword that is no argument (a typo, or a Settings field configure() does not take) is the TypeError
+    Python gives for a named parameter, raised before settings are read."""
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "abc")  # would be a ConfigurationError if settings were read
+    for bad in ("prometheus_prot", "max_pending"):
+        with pytest.raises(TypeError) as info:
+            configure(**{bad: 1})  # type: ignore[misc]
+        assert str(info.value) == f"configure() got an unexpected keyword argument {bad!r}"
+
+
+def test_every_argument_given_as_none_is_the_same_as_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None means "not given" for every declared argument: the settings equal those of no arguments at all."""
+    from ryot_telemetry.settings import ARGUMENTS, Settings
+
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "9999")
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "7")
+    given_none = Settings.load(**dict.fromkeys(ARGUMENTS))
+    assert given_none == Settings.load()
+    assert (given_none.prometheus_port, given_none.max_models, given_none.start_prometheus_server) == (9999, 7, True)
+
+
+def test_otel_variable_names_come_from_the_sdk_constants() -> None:
+    """settings.py, distro.py and the docs generator spell no OTEL_* variable the SDK (or API) defines as a string
+    literal: they use opentelemetry's environment_variables constants."""
+    import ast
+    from pathlib import Path
+
+    import opentelemetry.environment_variables as api_vars
+    import opentelemetry.sdk.environment_variables as sdk_vars
+
+    import ryot_telemetry
+
+    defined = {n for n in (*vars(sdk_vars), *vars(api_vars)) if n.startswith("OTEL_")}
+    root = Path(ryot_telemetry.__file__).parent
+    literals = {
+        f"{path.name}: {node.value}"
+        for path in (root / "settings.py", root / "distro.py", root / "artifacts" / "docs.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in defined
+    }
+    assert literals == set()
+
+
+def test_an_unknown_variable_whose_name_holds_a_newline_is_warned_about_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A variable name with a control character is shown as its repr, so the warning stays one line."""
+    from ryot_telemetry import _state
+
+    monkeypatch.setattr(_state, "_once", set())
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX\nMODELS", "10")
+    with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+        configure(gpu=False, exporters="none").shutdown()
+    assert [r.getMessage() for r in caplog.records if "not a ryot-telemetry variable" in r.getMessage()] == [
+        "ryot-telemetry: 'RYOT_TELEMETRY_MAX\\nMODELS' is not a ryot-telemetry variable and is ignored; "
+        "did you mean RYOT_TELEMETRY_MAX_MODELS?"
+    ]

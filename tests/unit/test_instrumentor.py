@@ -272,3 +272,124 @@ def test_nested_sync_wrappers_pass_a_stop_iteration_through_unchanged() -> None:
     finally:
         inst.uninstrument()
         c.shutdown()
+
+
+# --- module paths an earlier README or docs page documented --------------------------------------------------------
+
+MOVED = {
+    "ryot_telemetry.instrumentor": ("ryot_telemetry.router.instrumentor", "RyotInstrumentor"),
+    "ryot_telemetry.dashboard": ("ryot_telemetry.artifacts.dashboard", "build_dashboard"),
+    "ryot_telemetry.gpu": ("ryot_telemetry.sources.gpu", "NvmlBackend"),
+    "ryot_telemetry.simulate": ("ryot_telemetry.demo.simulate", "SimulatedRouter"),
+    "ryot_telemetry.router.distro": ("ryot_telemetry.distro", "RyotDistro"),
+}
+
+
+def _forget(monkeypatch: pytest.MonkeyPatch, old: str) -> None:
+    """Make ``old`` unimported again, so the test sees what a fresh process sees."""
+    import sys
+
+    parent, _, child = old.rpartition(".")
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    monkeypatch.delattr(sys.modules[parent], child, raising=False)
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_an_old_module_path_still_imports_with_a_deprecation_warning(monkeypatch: pytest.MonkeyPatch, old: str) -> None:
+    """``from <old path> import <name>`` gives the very object of the new module, with one DeprecationWarning
+    naming the new path; the module keeps its own name and spec."""
+    import importlib
+    import warnings
+
+    new, name = MOVED[old]
+    module = importlib.import_module(new)
+    _forget(monkeypatch, old)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(f"from {old} import {name} as found", namespace := {})  # the import statement itself
+    assert namespace["found"] is getattr(module, name)
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (DeprecationWarning, f"{old} is deprecated and is removed in the next minor release; use {new}")
+    ]
+    assert caught[0].filename == "<string>"  # the importing line, not the import machinery
+    assert importlib.import_module(old) is module and module.__name__ == new and module.__spec__.name == new
+
+
+def test_the_readme_import_of_before_the_move_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``from ryot_telemetry.instrumentor import RyotInstrumentor`` (the README before House v2) instruments a
+    router class and records into a capture, as the new path does."""
+    import warnings
+
+    _forget(monkeypatch, "ryot_telemetry.instrumentor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ryot_telemetry.instrumentor import RyotInstrumentor as Old
+    assert Old is RyotInstrumentor
+    cap = capture()
+    inst = Old()
+    try:
+        inst.instrument(recorder=cap.recorder, router_classes=[PlainRouter])
+        router = PlainRouter(response=Completion(model="m", choices=[], usage=usage(3, 2)))
+        import asyncio
+
+        asyncio.run(router.openai_chat_completion(ChatParams(model="m")))
+        assert cap.collect().value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    finally:
+        inst.uninstrument()
+        cap.shutdown()
+
+
+def test_an_unknown_module_under_the_package_is_still_not_found() -> None:
+    """The finder for moved paths answers only for them: any other missing module is ModuleNotFoundError."""
+    import importlib
+
+    with pytest.raises(ModuleNotFoundError, match=r"^No module named 'ryot_telemetry\.no_such_module'$"):
+        importlib.import_module("ryot_telemetry.no_such_module")
+
+
+def test_python_dash_m_of_an_old_module_path_runs_the_new_module(tmp_path: Any) -> None:
+    """``python -m ryot_telemetry.dashboard FILE`` (documented before the move) writes the same dashboard as the
+    new path, and says on stderr, by default filters, which path to use."""
+    import subprocess
+    import sys
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    ran = [
+        subprocess.run(
+            [sys.executable, "-m", module, str(out)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+        for module, out in (("ryot_telemetry.dashboard", old), ("ryot_telemetry.artifacts.dashboard", new))
+    ]
+    assert [r.returncode for r in ran] == [0, 0], [r.stderr for r in ran]
+    assert old.read_text() == new.read_text() and len(new.read_text()) > 1000
+    assert (
+        ran[0].stderr.count(
+            "DeprecationWarning: ryot_telemetry.dashboard is deprecated and is removed in the next minor release; "
+            "use ryot_telemetry.artifacts.dashboard"
+        )
+        == 1
+    )
+    assert "DeprecationWarning" not in ran[1].stderr
+
+
+def test_loaded_by_opentelemetry_instrument_a_configuration_error_is_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With skip_dep_check (how opentelemetry-instrument's loader calls every instrumentor) a ConfigurationError
+    is logged once as one line and not raised; nothing is wrapped. Called from code, it still raises."""
+    import logging
+
+    from ryot_telemetry import _state
+
+    monkeypatch.setattr(_state, "_once", set())
+    monkeypatch.setenv("RYOT_TELEMETRY_MAX_MODELS", "abc")
+    with caplog.at_level(logging.DEBUG, logger="ryot_telemetry"):
+        for _ in range(2):
+            inst = RyotInstrumentor()
+            assert inst.instrument(skip_dep_check=True, router_classes=[PlainRouter]) is None
+            assert "openai_completion" not in PlainRouter.__dict__ and not inst.is_instrumented_by_opentelemetry
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("ERROR", "ryot-telemetry: metrics not configured: RYOT_TELEMETRY_MAX_MODELS='abc': expected an integer", None)
+    ]
+    with pytest.raises(ConfigurationError, match=r"^RYOT_TELEMETRY_MAX_MODELS='abc': expected an integer$"):
+        RyotInstrumentor().instrument(router_classes=[PlainRouter])

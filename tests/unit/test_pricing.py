@@ -90,17 +90,18 @@ def test_malformed_table_is_one_clear_configuration_error(
     p.write_text(content)
     with pytest.raises(ConfigurationError) as info:
         configure(exporters="none", prices=str(p), gpu=False)
-    assert str(info.value).startswith("price table: ") and message in str(info.value)
+    assert str(info.value).startswith(f"prices: {p}: " if message != "malformed price table" else "prices: ")
+    assert message in str(info.value)
     assert "\n" not in str(info.value)
     monkeypatch.setenv("RYOT_TELEMETRY_PRICE_TABLE", str(p))
-    with pytest.raises(ConfigurationError, match=r"^price table: "):
+    with pytest.raises(ConfigurationError, match=r"^RYOT_TELEMETRY_PRICE_TABLE: "):
         configure(exporters="none", gpu=False)
 
 
 def test_missing_price_file_names_the_path(tmp_path: Path) -> None:
     """A price table path that does not exist fails at start-up naming the file."""
     missing = tmp_path / "nope.json"
-    with pytest.raises(ConfigurationError, match=re.escape(f"price table: cannot read price table {missing}")):
+    with pytest.raises(ConfigurationError, match=re.escape(f"prices: cannot read price table {missing}")):
         configure(exporters="none", prices=missing, gpu=False)
 
 
@@ -183,19 +184,19 @@ def test_price_table_reads_cached_prompt_from_a_file(tmp_path: Path) -> None:
     [
         (
             {"prompt": 1, "cached_prompt": -0.1},
-            "price table: price table entry for 'm': cached_prompt must be a finite number >= 0, got -0.1",
+            "prices: price table entry for 'm': cached_prompt must be a finite number >= 0, got -0.1",
         ),
         (
             {"prompt": 1, "cached_prompt": "cheap"},
-            "price table: price table entry for 'm': cached_prompt must be a finite number >= 0, got 'cheap'",
+            "prices: price table entry for 'm': cached_prompt must be a finite number >= 0, got 'cheap'",
         ),
         (
             {"prompt": 1, "cached_prompt": float("nan")},
-            "price table: price table entry for 'm': cached_prompt must be a finite number >= 0, got nan",
+            "prices: price table entry for 'm': cached_prompt must be a finite number >= 0, got nan",
         ),
         (
             {"prompt": 1, "cache_read": 0.1},
-            "price table: price table entry for 'm' must be {'prompt': <usd per 1k>, 'completion': <usd per 1k>} "
+            "prices: price table entry for 'm' must be {'prompt': <usd per 1k>, 'completion': <usd per 1k>} "
             "(optionally 'cached_prompt': <usd per 1k>), got {'prompt': 1, 'cache_read': 0.1}",
         ),
     ],

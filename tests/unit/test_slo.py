@@ -248,12 +248,12 @@ def test_table_from_json_and_yaml_files_via_env(tmp_path: Path, monkeypatch: pyt
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"m": {"ttft": -1}}, "SLO table: SLO table entry for 'm': ttft must be a number of seconds > 0, got -1"),
-        ({"m": {"target": 0.99}}, "SLO table: SLO table entry for 'm' has no objective; expected {\"<model or *>\""),
+        ({"m": {"ttft": -1}}, "slos: SLO table entry for 'm': ttft must be a number of seconds > 0, got -1"),
+        ({"m": {"target": 0.99}}, "slos: SLO table entry for 'm' has no objective; expected {\"<model or *>\""),
         ({"m": {"ttft": 1, "target": 99}}, "target must be a fraction strictly between 0 and 1 such as 0.99, got 99"),
-        ({"m": {"e2el": 1}}, "SLO table: SLO table entry for 'm': unknown key 'e2el'; expected"),
-        ({"m": 0.5}, "SLO table: SLO table entry for 'm' must be a mapping, got 0.5; expected"),
-        ({}, "SLO table: SLO table must be a non-empty mapping of model -> objectives"),
+        ({"m": {"e2el": 1}}, "slos: SLO table entry for 'm': unknown key 'e2el'; expected"),
+        ({"m": 0.5}, "slos: SLO table entry for 'm' must be a mapping, got 0.5; expected"),
+        ({}, "slos: SLO table must be a non-empty mapping of model -> objectives"),
         ({"m": {"ttft": True}}, "ttft must be a number of seconds > 0, got True"),
     ],
 )
@@ -268,9 +268,9 @@ def test_malformed_table_file(tmp_path: Path) -> None:
     """An unreadable or unparsable file names the file."""
     bad = tmp_path / "slos.json"
     bad.write_text("{not json")
-    with pytest.raises(ConfigurationError, match=f"SLO table: malformed SLO table {bad}"):
+    with pytest.raises(ConfigurationError, match=f"slos: malformed SLO table {bad}"):
         configure(exporters="none", slos=str(bad), gpu=False)
-    with pytest.raises(ConfigurationError, match="SLO table: cannot read SLO table"):
+    with pytest.raises(ConfigurationError, match="slos: cannot read SLO table"):
         configure(exporters="none", slos=tmp_path / "missing.json", gpu=False)
 
 
@@ -311,3 +311,34 @@ def test_cli_writes_rules_for_a_user_table(tmp_path: Path) -> None:
     ]
     (tmp_path / "bad.json").write_text('{"m": {"target": 2}}')
     assert main(["slo-rules", str(tmp_path / "bad.json")]) == 2
+
+
+def test_python_dash_m_slo_rules_documented_before_the_move_still_writes_the_rules(tmp_path: Path) -> None:
+    """``python -m ryot_telemetry.slo rules TABLE -o FILE`` (the docs before the rule generator moved) writes the
+    same rules as ``python -m ryot_telemetry.artifacts.slo_rules``, with a DeprecationWarning naming it."""
+    import subprocess
+    import sys
+
+    table = tmp_path / "slos.json"
+    table.write_text('{"*": {"ttft": 0.5, "target": 0.99}}')
+    ran = [
+        subprocess.run(
+            [sys.executable, "-m", module, "rules", str(table), "-o", str(tmp_path / f"{i}.yml")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        for i, module in enumerate(("ryot_telemetry.slo", "ryot_telemetry.artifacts.slo_rules"))
+    ]
+    assert [r.returncode for r in ran] == [0, 0], [r.stderr for r in ran]
+    assert (tmp_path / "0.yml").read_text() == (tmp_path / "1.yml").read_text()
+    assert "ryot:slo_burn_rate" in (tmp_path / "1.yml").read_text()
+    assert (
+        ran[0].stderr.count(
+            "DeprecationWarning: python -m ryot_telemetry.slo is deprecated and is removed in the next minor release; "
+            "use python -m ryot_telemetry.artifacts.slo_rules"
+        )
+        == 1
+    )
+    assert "DeprecationWarning" not in ran[1].stderr

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import gc
 import logging
+import warnings
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+import ryot_telemetry
 from ryot_telemetry import catalogue
 from ryot_telemetry.recording.tenants import Tenants
+from ryot_telemetry.settings import ConfigurationError
 from ryot_telemetry.testing import Capture, capture
 from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, content_chunk, usage, usage_chunk
 
@@ -240,9 +245,7 @@ class BadStr(int):
         ("user", {"model": "m", "user": BadStr(7)}),  # a value whose str() raises
     ],
 )
-def test_a_raising_resolver_never_breaks_the_call(
-    caplog: pytest.LogCaptureFixture, source: Any, params: Any
-) -> None:
+def test_a_raising_resolver_never_breaks_the_call(caplog: pytest.LogCaptureFixture, source: Any, params: Any) -> None:
     """The caller gets the router's own response; the requests count under __unknown__; one warning, once."""
     cap = capture(tenant=source)
     try:
@@ -352,3 +355,170 @@ def test_ogx_sources_read_the_authenticated_user_of_the_calls_context(monkeypatc
             assert _tenants_of(cap.collect(), REQ) == {**expected, "__unknown__": 1}, source
         finally:
             cap.shutdown()
+
+
+class Halt(BaseException):
+    """A BaseException that is not an Exception, as a resolver's KeyboardInterrupt-like error would be."""
+
+
+class Interrupt(KeyboardInterrupt):
+    """A KeyboardInterrupt subclass, raised where telemetry reads the tenant."""
+
+
+def _halt(params: Any) -> str:
+    raise Halt("stop")
+
+
+def _interrupt(params: Any) -> str:
+    raise Interrupt()
+
+
+class HaltingMetadata:
+    """Params whose ``metadata`` attribute raises a BaseException subclass."""
+
+    model = "m"
+    stream = False
+
+    @property
+    def metadata(self) -> Any:
+        raise Halt("attribute")
+
+
+class HaltingStr(int):
+    """A tenant value whose ``__str__`` raises a BaseException subclass."""
+
+    def __str__(self) -> str:
+        raise Halt("str")
+
+
+class HaltingCall:
+    """A callable object whose ``__call__`` raises KeyboardInterrupt-like."""
+
+    def __call__(self, params: Any) -> str:
+        raise Interrupt()
+
+
+@pytest.mark.parametrize(
+    ("source", "params", "warned"),
+    [
+        (_halt, {"model": "m"}, "Halt"),
+        (_interrupt, {"model": "m"}, "Interrupt"),
+        (HaltingCall(), {"model": "m"}, "Interrupt"),
+        (lambda p: HaltingStr(7), {"model": "m"}, "Halt"),
+        ("user", {"model": "m", "user": HaltingStr(7)}, "Halt"),  # compiled path, the value's __str__
+        ("metadata.tenant", HaltingMetadata(), None),  # compiled path, a step's attribute: a missing tenant
+        ("metadata.x-tenant", HaltingMetadata(), None),  # stepped path (not an identifier), the same
+        ("x-user", {"model": "m", "x-user": HaltingStr(7)}, "Halt"),  # stepped path, the value's __str__
+    ],
+    ids=[
+        "resolver",
+        "resolver-keyboardinterrupt",
+        "callable-object",
+        "resolver-value-str",
+        "path-value-str",
+        "path-attribute",
+        "stepped-path-attribute",
+        "stepped-path-value-str",
+    ],
+)
+def test_a_base_exception_while_resolving_counts_the_request_under_unknown(
+    caplog: pytest.LogCaptureFixture, source: Any, params: Any, warned: str | None
+) -> None:
+    """A BaseException that is not an Exception, from the resolver, a path step's attribute or the value's
+    __str__, leaves the call untouched and counts every request under __unknown__ (it was left uncounted)."""
+    cap = capture(tenant=source)
+    try:
+        router = cap.instrument_router(ScriptedRouter(response=_response()))
+        with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+            results = [_call(router, params) for _ in range(3)]
+        assert all(r is router.response for r in results)
+        cap.collect()
+        assert cap.series(REQ) == [
+            {"model": "m", "endpoint": "chat_completion", "status": "success", "tenant": "__unknown__"}
+        ]
+        assert _tenants_of(cap, REQ) == {"__unknown__": 3}
+        assert cap.value(TOK, model="m", token_type="prompt", generation_mode="standard", tenant="__unknown__") == 300
+        messages = [r.getMessage() for r in caplog.records if "tenant resolver" in r.getMessage()]
+        if warned is None:
+            assert messages == []
+        else:
+            assert len(messages) == 1 and f" raised {warned}; " in messages[0]
+    finally:
+        cap.shutdown()
+
+
+def test_a_recorder_api_tenant_whose_str_raises_a_base_exception_is_unknown() -> None:
+    """A tenant set through the Recorder API whose __str__ raises a BaseException subclass is labelled
+    __unknown__ at the drain; the request is counted."""
+    cap = capture(tenant="metadata.tenant")
+    try:
+        with cap.recorder.request(model="m", endpoint="chat_completion", mode="standard") as req:
+            req.tenant = HaltingStr(3)
+        assert _tenants_of(cap.collect(), REQ) == {"__unknown__": 1}
+    finally:
+        cap.shutdown()
+
+
+async def _async_resolver(params: Any) -> str:
+    return "acme"
+
+
+async def _async_gen_resolver(params: Any) -> Any:
+    yield "acme"
+
+
+class AsyncCall:
+    """A callable object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, params: Any) -> str:
+        return "acme"
+
+    def __repr__(self) -> str:
+        return "AsyncCall()"
+
+
+@pytest.mark.parametrize(
+    ("resolver", "shown"),
+    [
+        (_async_resolver, f"{_async_resolver!r}"),
+        (_async_gen_resolver, f"{_async_gen_resolver!r}"),
+        (AsyncCall(), "AsyncCall()"),
+        (functools.partial(_async_resolver), None),
+    ],
+    ids=["async-def", "async-generator", "async-call", "partial"],
+)
+def test_an_async_resolver_is_refused_at_configure_with_one_line(resolver: Any, shown: str | None) -> None:
+    """An async def resolver (or an object whose __call__ is async, or a partial of one) is refused at start-up
+    with one line naming the argument, instead of labelling every request __unknown__ with a "never awaited"
+    warning each."""
+    with pytest.raises(ConfigurationError) as info:
+        capture(tenant=resolver)
+    message = str(info.value)
+    assert message == (
+        f"tenant: {shown if shown is not None else repr(resolver)} is async; the tenant resolver must be a plain "
+        "function returning the tenant (it runs on the request path, where nothing awaits it)"
+    )
+    assert "\n" not in message
+    with pytest.raises(ConfigurationError, match=r"^tenant: .* is async; "):
+        ryot_telemetry.configure(tenant=resolver, exporters="none")
+
+
+def test_a_sync_resolver_returning_a_coroutine_is_unknown_without_a_never_awaited_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain callable that hands back a coroutine counts under __unknown__; the coroutine is closed, so Python
+    warns no "never awaited" per request; one log line says what happened."""
+    cap = capture(tenant=lambda params: _async_resolver(params))
+    try:
+        router = cap.instrument_router(ScriptedRouter(response=_response()))
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+            warnings.simplefilter("always")
+            for _ in range(3):
+                _call(router, _params("acme"))
+            gc.collect()
+        assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+        assert _tenants_of(cap.collect(), REQ) == {"__unknown__": 3}
+        messages = [r.getMessage() for r in caplog.records if "tenant resolver" in r.getMessage()]
+        assert len(messages) == 1 and " raised TypeError; " in messages[0]
+    finally:
+        cap.shutdown()

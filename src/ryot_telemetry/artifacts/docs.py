@@ -1,7 +1,8 @@
 """Generated docs sections: the metric table, the configuration reference, the benchmark results and scale tables.
 
 Each lives in a docs page between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers, generated from what
-defines it (the catalogue, ``env.py``, the committed benchmark JSON), so the pages cannot drift from the code:
+defines it (the catalogue, ``settings.Arguments``, ``env.py``, the committed benchmark JSON), so the pages cannot
+drift from the code:
 ``python scripts/gen_docs.py`` rewrites them and tests/unit/test_docs.py fails while one is stale.
 """
 
@@ -17,51 +18,71 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import env
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_COMPRESSION,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_EXPORTER_PROMETHEUS_HOST,
+    OTEL_EXPORTER_PROMETHEUS_PORT,
+    OTEL_METRIC_EXPORT_INTERVAL,
+    OTEL_METRICS_EXEMPLAR_FILTER,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_SERVICE_NAME,
+)
+
+from .. import env, settings
 from ..catalogue import markdown_table
 
 # Standard OpenTelemetry variables ryot-telemetry honours, with what it does with each.
 OTEL_VARIABLES = (
     (
-        "OTEL_METRICS_EXPORTER",
+        OTEL_METRICS_EXPORTER,
         "Readers to build: `prometheus`, `otlp`, `console`, `none`, comma-separated "
         "(default `prometheus`, plus `otlp` when an OTLP endpoint is set).",
     ),
-    ("OTEL_EXPORTER_PROMETHEUS_HOST", "Scrape endpoint host (default `localhost`)."),
-    ("OTEL_EXPORTER_PROMETHEUS_PORT", "Scrape endpoint port (default `9464`; `0` picks a free port)."),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint, e.g. `http://collector:4317` (gRPC) or `http://collector:4318`."),
+    (OTEL_EXPORTER_PROMETHEUS_HOST, "Scrape endpoint host (default `localhost`)."),
+    (OTEL_EXPORTER_PROMETHEUS_PORT, "Scrape endpoint port (default `9464`; `0` picks a free port)."),
+    (OTEL_EXPORTER_OTLP_ENDPOINT, "OTLP endpoint, e.g. `http://collector:4317` (gRPC) or `http://collector:4318`."),
     (
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
         "OTLP endpoint for metrics only, used as given (over HTTP no `/v1/metrics` is added); wins over the above.",
     ),
-    ("OTEL_EXPORTER_OTLP_PROTOCOL", "`grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` wins."),
     (
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        OTEL_EXPORTER_OTLP_PROTOCOL,
+        "`grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` wins.",
+    ),
+    (
+        OTEL_EXPORTER_OTLP_TIMEOUT,
         "Seconds an OTLP export may take (default 10); `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` wins.",
     ),
     (
-        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        OTEL_EXPORTER_OTLP_COMPRESSION,
         "`gzip`, `deflate` or `none` (default); `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION` wins.",
     ),
     (
-        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
         "OTLP temporality: `cumulative` (default), `delta` or `lowmemory` (counters and histograms as deltas; "
         "in multi-process mode computed from the merged totals). Prometheus stays cumulative.",
     ),
     (
-        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION,
         "OTLP histograms: `explicit_bucket_histogram` (default, the catalogue's buckets) or "
         "`base2_exponential_bucket_histogram` (single-process only). Prometheus keeps the explicit buckets.",
     ),
     (
-        "OTEL_METRICS_EXEMPLAR_FILTER",
+        OTEL_METRICS_EXEMPLAR_FILTER,
         "`trace_based`, `always_on` or `always_off`; default trace-based when an OTLP, console or extra reader is "
         "configured, off for Prometheus alone (its exporter drops exemplars).",
     ),
-    ("OTEL_METRIC_EXPORT_INTERVAL", "Milliseconds between OTLP exports (default 60000)."),
-    ("OTEL_SERVICE_NAME", "`service.name` resource attribute and `service` label of `ryot_service_info`."),
+    (OTEL_METRIC_EXPORT_INTERVAL, "Milliseconds between OTLP exports (default 60000)."),
+    (OTEL_SERVICE_NAME, "`service.name` resource attribute and `service` label of `ryot_service_info`."),
     (
-        "OTEL_RESOURCE_ATTRIBUTES",
+        OTEL_RESOURCE_ATTRIBUTES,
         "`key=value,...` resource attributes (values percent-decoded); its `service.name` is used when "
         "`OTEL_SERVICE_NAME` is not set.",
     ),
@@ -87,6 +108,29 @@ def env_variables() -> list[tuple[str, str]]:
             doc = " ".join(nxt.value.value.split()).replace("``", "`")
             out.append((node.targets[0].id, doc))
     return out
+
+
+def _docstring(node: ast.Expr) -> str:
+    assert isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    return " ".join(node.value.value.split()).replace("``", "`")
+
+
+def arguments() -> list[tuple[str, str, str]]:
+    """(name, type, docstring) of every key of ``settings.Arguments``, in declaration order."""
+    tree = ast.parse(inspect.getsource(settings.Arguments))
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    return [
+        (node.target.id, ast.unparse(node.annotation), _docstring(nxt))
+        for node, nxt in zip(body, body[1:])
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+    ]
+
+
+def arguments_table() -> str:
+    """``configure()``'s keyword arguments, from their one declaration (``settings.Arguments``)."""
+    rows = ["| argument | type | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | `{kind}` | {doc} |" for name, kind, doc in arguments()]
+    return "\n".join(rows)
 
 
 def configuration_table() -> str:
@@ -235,6 +279,7 @@ def _scale(root: Path) -> str:
 SECTIONS: dict[str, Callable[[Path], str]] = {
     "METRICS TABLE": lambda _root: markdown_table(),
     "CONFIG TABLE": lambda _root: configuration_table(),
+    "ARGUMENTS TABLE": lambda _root: arguments_table(),
     "PERFORMANCE TABLE": _performance,
     "SCALE TABLES": _scale,
 }
@@ -242,7 +287,7 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
 # Which page, relative to the repository, holds which generated sections.
 PAGES: dict[str, tuple[str, ...]] = {
     "docs/reference/metrics.md": ("METRICS TABLE",),
-    "docs/reference/configuration.md": ("CONFIG TABLE",),
+    "docs/reference/configuration.md": ("ARGUMENTS TABLE", "CONFIG TABLE"),
     "docs/performance.md": ("PERFORMANCE TABLE",),
     "docs/guides/scale.md": ("SCALE TABLES",),
 }

@@ -10,8 +10,10 @@ A tenant source is what ``configure(tenant=...)`` / ``RYOT_TELEMETRY_TENANT`` na
 
 Values become labels as model names do (clipped, control characters replaced, at most ``max_tenants`` distinct,
 then ``__overflow__``); a tenant keeps its slot and its series for the process's life, so every counter stays
-monotonic. A request whose source yields nothing usable (missing, empty, a container), or whose resolver raised,
-is counted under ``__unknown__``, which takes no slot. Resolving never raises into the call.
+monotonic. A request whose source yields nothing usable (missing, empty, a container, an awaitable), or whose
+resolver raised, is counted under ``__unknown__``, which takes no slot. Resolving never raises into the call: any
+``BaseException`` (a resolver's, a path step's attribute's, a value's ``__str__``'s) is caught, since what
+escaped would leave the request uncounted, and a tenant is never worth a lost count.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import importlib
 import keyword
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .labels import UNADMITTED, ModelLabels
@@ -42,7 +44,7 @@ def _step(obj: Any, name: str) -> Any:
         return obj.get(name)
     try:
         return getattr(obj, name)
-    except Exception:
+    except BaseException:
         return obj.get(name) if isinstance(obj, dict) else None
 
 
@@ -93,7 +95,7 @@ _STEP = """\
         else:
             try:
                 obj = obj.{name}
-            except Exception:
+            except BaseException:
                 obj = obj.get({key!r}) if isinstance(obj, dict) else None
 """
 
@@ -114,7 +116,7 @@ def _compiled_path(parts: tuple[str, ...], namespace: dict[str, Any]) -> Callabl
         "        if type(obj) is str and len(obj) <= max_length:\n"
         "            return obj\n"
         "        return key(obj)\n"
-        "    except Exception as exc:\n"
+        "    except BaseException as exc:\n"
         "        failed(exc)\n"
         "        return None\n"
     )
@@ -124,7 +126,10 @@ def _compiled_path(parts: tuple[str, ...], namespace: dict[str, Any]) -> Callabl
 
 
 def _tenant_of(
-    source: str | Resolver, max_length: int, key: Callable[[object], str | None], failed: Callable[[Exception], None]
+    source: str | Resolver,
+    max_length: int,
+    key: Callable[[object], str | None],
+    failed: Callable[[BaseException], None],
 ) -> Callable[[Any], str | None]:
     """``Tenants.of``: the source's value, kept only as ``key`` clips it (None: nothing usable); never raises."""
     if isinstance(source, str) and not source.startswith(OGX):
@@ -138,8 +143,11 @@ def _tenant_of(
             raw = resolve(params)
             if type(raw) is str and len(raw) <= max_length:
                 return raw
+            if isinstance(raw, Coroutine):
+                raw.close()  # a sync callable handing back a coroutine: closed, so no "never awaited" warning
+                raise TypeError("the tenant resolver returned a coroutine; it must return the tenant")
             return key(raw)
-        except Exception as exc:
+        except BaseException as exc:
             failed(exc)
             return None
 
@@ -179,11 +187,11 @@ class Tenants:
         try:
             k = self._labels.key(value)
             return UNKNOWN_TENANT if k is None else self._labels.admit(k)
-        except Exception as exc:  # a recorder-API value whose __str__ raised
+        except BaseException as exc:  # a recorder-API value whose __str__ raised
             self._failed(exc)
             return UNKNOWN_TENANT
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: BaseException) -> None:
         """A resolver (or a value's ``__str__``) raised: warn once; the request counts under ``__unknown__``."""
         if not self._warned:
             self._warned = True

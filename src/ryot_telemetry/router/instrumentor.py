@@ -125,6 +125,21 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # Listing both packages would make the SDK skip us unless *both* were installed.
         return ()
 
+    def instrument(self, **kwargs: Any) -> Any:
+        """``BaseInstrumentor.instrument``; under ``opentelemetry-instrument`` (its loader passes
+        ``skip_dep_check``) a ConfigurationError is one line, said once with the configurator's, instead of the
+        loader's traceback and the other instrumentors skipped: the service runs on without ryot's metrics. Called
+        from code, it raises, as ``configure()`` does."""
+        loaded_by_the_sdk = bool(kwargs.get("skip_dep_check"))
+        try:
+            return super().instrument(**kwargs)
+        except ConfigurationError as e:
+            if not loaded_by_the_sdk:
+                raise
+            if _state.first_time(f"configuration error: {e}"):
+                _log.error("ryot-telemetry: metrics not configured: %s", e)
+            return None
+
     def _instrument(self, **kwargs: Any) -> None:
         recorder: Recorder | None = kwargs.get("recorder")
         if recorder is None:

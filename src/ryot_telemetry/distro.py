@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry.environment_variables import OTEL_LOGS_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 
-from .. import _state
-from .._compat import OTelSDKConfigurator
-from ..settings import ConfigurationError, Settings, names_exporters
-from ..telemetry import Telemetry, configure_from
+from . import _state
+from ._compat import OTelSDKConfigurator
+from .settings import ConfigurationError, Settings, names_exporters
+from .telemetry import Telemetry, configure_from, warn_unknown_variables
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -68,6 +69,7 @@ class RyotConfigurator(OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         if _state.auto_telemetry() is None:
             version = kwargs.get("auto_instrumentation_version")
+            warn_unknown_variables()
             try:
                 # OTEL_METRICS_EXPORTER (the SDK's otlp_proto_grpc/otlp_proto_http names included) is read by
                 # Settings, like every other variable.
@@ -78,15 +80,16 @@ class RyotConfigurator(OTelSDKConfigurator):
             except ConfigurationError as e:
                 # One clear line, and the application still starts with traces/logs as configured (raising would
                 # make the SDK log it twice, with tracebacks, and skip every instrumentor).
-                _log.error("ryot-telemetry: metrics not configured: %s", e)
-        if names_exporters("OTEL_TRACES_EXPORTER") or names_exporters("OTEL_LOGS_EXPORTER"):
+                if _state.first_time(f"configuration error: {e}"):  # the instrumentor may meet it again
+                    _log.error("ryot-telemetry: metrics not configured: %s", e)
+        if names_exporters(OTEL_TRACES_EXPORTER) or names_exporters(OTEL_LOGS_EXPORTER):
             # The SDK's components for traces and logs; its metrics part would build a second, View-less
             # MeterProvider, so it gets no exporters and its (refused) attempt to replace ours is not logged.
             quiet = _DropOverrideWarning()
             api_log = logging.getLogger("opentelemetry.metrics._internal")
             api_log.addFilter(quiet)
             try:
-                with _env("OTEL_METRICS_EXPORTER", "none"):
+                with _env(OTEL_METRICS_EXPORTER, "none"):
                     super()._configure(**kwargs)  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             finally:
                 api_log.removeFilter(quiet)
