@@ -26,11 +26,20 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_RULES",
     "DEFAULT_SELECTOR",
+    "InvalidValue",
+    "RuleFileError",
     "keep_regex",
+    "load_rule_file",
     "main",
     "monitor_yaml",
     "prometheus_rule_yaml",
-    "rule_groups",
+    "validate_duration",
+    "validate_label_key",
+    "validate_label_value",
+    "validate_name",
+    "validate_namespace",
+    "validate_pairs",
+    "validate_port_name",
 ]
 
 API_VERSION = "monitoring.coreos.com/v1"
@@ -105,43 +114,273 @@ def monitor_yaml(
     return _GENERATED + "\n".join(lines) + "\n"
 
 
-_GROUPS = re.compile(r"^groups:\s*$", re.M)
+# Kubernetes' own patterns (k8s.io/apimachinery/pkg/util/validation): names and label parts are ASCII only.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9]|-(?!-))*")
+# Prometheus' model.ParseDuration: units in descending order, each at most once, integers only.
+_DURATION = re.compile(r"([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?")
+_UNITS = ("y", "w", "d", "h", "m", "s", "ms")
+_DAY_MS = 86_400_000
+_UNIT_MS = {"y": 365 * _DAY_MS, "w": 7 * _DAY_MS, "d": _DAY_MS, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
 
-def rule_groups(text: str) -> str:
-    """The items of a rule file's top-level ``groups:`` list, as written (comments included)."""
-    m = _GROUPS.search(text)
+class InvalidValue(ValueError):
+    """A value Kubernetes or Prometheus would reject; the message is one line naming the option and the value."""
+
+    def __init__(self, option: str, value: str, why: str) -> None:
+        super().__init__(f"{option} {value!r}: {why}")
+        self.why = why
+
+
+def validate_name(option: str, value: str) -> str:
+    """A resource's ``metadata.name``: a DNS-1123 subdomain (lowercase letters, digits, ``-`` and ``.``, at most
+    253 characters), as the API server checks custom resources' names."""
+    if not value or len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise InvalidValue(
+            option,
+            value,
+            "must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, '-' and '.', starting and ending "
+            "with a letter or digit",
+        )
+    return value
+
+
+def validate_namespace(option: str, value: str) -> str:
+    """A namespace: a DNS-1123 label (lowercase letters, digits and ``-``, at most 63 characters)."""
+    if not value or len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
+        raise InvalidValue(
+            option,
+            value,
+            "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a "
+            "letter or digit",
+        )
+    return value
+
+
+def validate_label_key(option: str, key: str) -> str:
+    """A label key: an optional DNS-1123 subdomain prefix and ``/``, then a name of at most 63 letters, digits,
+    ``-``, ``_`` and ``.`` starting and ending with a letter or digit."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        raise InvalidValue(option, key, "the key's prefix must be a DNS-1123 subdomain (e.g. example.com/name)")
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
+        raise InvalidValue(
+            option,
+            key,
+            "the key's name must be at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
+            "letter or digit",
+        )
+    return key
+
+
+def validate_label_value(option: str, value: str) -> str:
+    """A label (or selector) value: empty, or at most 63 letters, digits, ``-``, ``_`` and ``.`` starting and
+    ending with a letter or digit."""
+    if value and (len(value) > 63 or not _QUALIFIED_NAME.fullmatch(value)):
+        raise InvalidValue(
+            option,
+            value,
+            "a label value must be empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with "
+            "a letter or digit",
+        )
+    return value
+
+
+def validate_port_name(option: str, value: str) -> str:
+    """A named port (IANA service name, as containers' ``ports[].name``): at most 15 lowercase letters, digits and
+    single ``-`` between them, with at least one letter."""
+    if (
+        not value
+        or len(value) > 15
+        or not _PORT_NAME.fullmatch(value)
+        or value.endswith("-")
+        or not any(c.isalpha() for c in value)
+    ):
+        raise InvalidValue(
+            option,
+            value,
+            "must be a port name: at most 15 lowercase letters, digits and single '-' between them, with a letter",
+        )
+    return value
+
+
+def validate_duration(option: str, value: str) -> str:
+    """A positive Prometheus duration such as ``15s``, ``1m30s`` or ``500ms`` (integers, units y w d h m s ms in
+    that order); ``15`` and ``1.5s`` are refused, as Prometheus refuses them."""
+    m = _DURATION.fullmatch(value) if value else None
+    if m is None or not any(c in "123456789" for c in value):
+        raise InvalidValue(
+            option, value, "must be a positive Prometheus duration such as 15s, 1m30s or 500ms (integers and units)"
+        )
+    ms = sum(int(part[: -len(unit)]) * _UNIT_MS[unit] for part, unit in zip(m.groups(), _UNITS) if part)
+    if ms * 1_000_000 > 2**63 - 1:  # Prometheus keeps durations as int64 nanoseconds
+        raise InvalidValue(option, value, "is longer than Prometheus can hold (about 292 years)")
+    return value
+
+
+def validate_pairs(option: str, items: Sequence[str] | None) -> dict[str, str]:
+    """``key=value`` items of a repeated option, each key a label key and each value a label value."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidValue(option, item, "expected key=value")
+        try:
+            out[validate_label_key(option, key)] = validate_label_value(option, value)
+        except InvalidValue as e:  # name the whole item, as it was typed
+            raise InvalidValue(option, item, e.why) from None
+    return out
+
+
+class RuleFileError(ValueError):
+    """A file that is not a Prometheus rule file; the message is one line naming it."""
+
+
+_GROUPS_LINE = re.compile(r"^groups:[ \t]*(#.*)?$", re.M)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """One line out of a PyYAML error: what is wrong and where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    if context:
+        problem = f"{context}: {problem}"
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def load_rule_file(path: Path, option: str = "--rules") -> list[dict[str, object]]:
+    """The groups of a Prometheus rule file, parsed as YAML (any form promtool accepts: block or flow style,
+    comments, quoted keys), checked for the shape Prometheus requires: a mapping with ``groups``, each group a
+    mapping with a unique ``name`` and a list of ``rules``, each rule with ``record`` or ``alert`` and ``expr``."""
+    try:
+        import yaml
+    except ImportError:
+        raise RuleFileError(
+            f"{option} {str(path)!r}: reading rule files needs PyYAML: pip install 'ryot-telemetry[yaml]'"
+        ) from None
+
+    def bad(why: str) -> RuleFileError:
+        return RuleFileError(f"{option} {str(path)!r}: not a Prometheus rule file: {why}")
+
+    try:
+        doc = yaml.safe_load(path.read_bytes())
+    except OSError as e:
+        raise RuleFileError(f"{option} {str(path)!r}: cannot read it: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise RuleFileError(f"{option} {str(path)!r}: not valid YAML: {_yaml_problem(e)}") from None
+    if not isinstance(doc, dict) or "groups" not in doc:
+        raise bad("no top-level 'groups'")
+    if set(doc) != {"groups"}:
+        raise bad(f"unknown top-level key {sorted(map(str, set(doc) - {'groups'}))[0]!r}")
+    groups = doc["groups"] if doc["groups"] is not None else []
+    if not isinstance(groups, list):
+        raise bad("'groups' is not a list")
+    names: set[str] = set()
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("name"), str) or not group["name"]:
+            raise bad(f"group {i + 1} has no name")
+        if group["name"] in names:
+            raise bad(f"group {group['name']!r} is repeated")
+        names.add(group["name"])
+        rules = group.get("rules") if group.get("rules") is not None else []
+        if not isinstance(rules, list):
+            raise bad(f"group {group['name']!r}: 'rules' is not a list")
+        for j, rule in enumerate(rules):
+            ok = (
+                isinstance(rule, dict)
+                and (("record" in rule) != ("alert" in rule))
+                and isinstance(rule.get("record", rule.get("alert")), str)
+                and isinstance(rule.get("expr"), (str, int, float))
+            )
+            if not ok:
+                raise bad(f"group {group['name']!r}: rule {j + 1} needs 'record' or 'alert', and 'expr'")
+    return groups
+
+
+def _items(text: str) -> list[str] | None:
+    """The lines after a plain ``groups:`` line, moved so the list's dashes sit 4 spaces in (under ``spec:`` and
+    ``  groups:``, whatever indent the file used); None when the file has no such line."""
+    m = _GROUPS_LINE.search(text)
     if m is None:
+        return None
+    lines = text[m.end() :].strip("\n").splitlines()
+    first = next((line for line in lines if line.strip() and not line.lstrip().startswith("#")), None)
+    shift = 4 - (len(first) - len(first.lstrip(" "))) if first is not None else 4
+    out = []
+    for line in lines:
+        if not line.strip():
+            out.append("")
+        elif shift >= 0:
+            out.append(" " * shift + line)
+        else:
+            out.append(line[min(-shift, len(line) - len(line.lstrip(" "))) :])
+    return out
+
+
+def _block_items(text: str) -> list[str]:
+    """The items of a plain block ``groups:`` list, as written, under ``spec`` (the package's own rule files)."""
+    items = _items(text)
+    if items is None:
         raise ValueError("not a Prometheus rule file: no top-level 'groups:'")
-    return text[m.end() :].strip("\n")
+    return items
+
+
+def _group_lines(text: str, groups: list[dict[str, object]]) -> list[str]:
+    """``groups`` as items of ``spec.groups``: the file's own lines (comments included) when its ``groups:`` is a
+    plain block list that reads back as exactly ``groups``, else the parsed groups written out again."""
+    import yaml
+
+    items = _items(text)
+    if items is not None:
+        try:
+            same = yaml.safe_load("groups:\n" + "\n".join(items)) == {"groups": groups}
+        except yaml.YAMLError:
+            same = False
+        if same:
+            return items
+    dumped = yaml.safe_dump(groups, sort_keys=False, allow_unicode=True, width=1_000_000) if groups else ""
+    return ["    " + line for line in dumped.splitlines()]
 
 
 def prometheus_rule_yaml(
-    rule_files: Sequence[str | Path],
+    rule_files: Sequence[str | Path] | None = None,
     *,
     name: str = DEFAULT_NAME,
     namespace: str | None = None,
     labels: Mapping[str, str] | None = None,
+    shipped: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """A ``PrometheusRule`` whose ``spec.groups`` are every group of ``rule_files``, in order: the rule files'
-    ``groups:`` items indented under ``spec`` (so ``promtool check rules`` on ``spec`` sees exactly the files' rules).
+    """A ``PrometheusRule`` whose ``spec.groups`` are every group of the rule files, in order.
+
+    ``rule_files`` are read as YAML (``load_rule_file``; PyYAML) and embedded as written when their ``groups:`` is a
+    plain block list, else as parsed. ``shipped`` are ``(source, text)`` pairs of rule files known to be block lists
+    (the package's own), embedded as written without PyYAML. Comments are kept where the text is kept, so
+    ``promtool check rules`` on ``spec`` sees exactly the files' rules.
     """
     lines = [*_metadata("PrometheusRule", name, namespace, labels or {}), "spec:", "  groups:"]
-    for f in rule_files:
+    count = 0
+    for source, text in shipped:
+        items = _block_items(text)
+        lines += [f"    # from {source}", *items]
+        count += len(items)
+    seen: dict[str, str] = {}
+    for f in rule_files or ():
         path = Path(f)
-        lines.append(f"    # from {path.as_posix()}")
-        lines += [("  " + line) if line.strip() else "" for line in rule_groups(path.read_text()).splitlines()]
+        groups = load_rule_file(path)
+        for group in groups:
+            first = seen.setdefault(str(group["name"]), path.as_posix())
+            if first != path.as_posix():
+                raise RuleFileError(f"--rules {str(path)!r}: group {group['name']!r} is already in {first!r}")
+        items = _group_lines(path.read_text(encoding="utf-8"), groups)
+        lines += [f"    # from {path.as_posix()}", *items]
+        count += len(items)
+    if not count:
+        lines[-1] = "  groups: []"
     return _GENERATED + "\n".join(lines) + "\n"
-
-
-def _pairs(items: Sequence[str] | None, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{what} {item!r}: expected key=value")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,22 +393,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="PodMonitor",
         help="what to print without --output (default PodMonitor)",
     )
-    ap.add_argument("--rules", nargs="+", help="rule files (default collector/rules/: recording, alerts, SLO)")
-    ap.add_argument("--name", default=DEFAULT_NAME)
+    ap.add_argument(
+        "--rules",
+        nargs="+",
+        metavar="FILE",
+        help="Prometheus rule files to embed, read as YAML (needs PyYAML) "
+        "(default: the shipped recording rules, alerts and SLO rules)",
+    )
+    ap.add_argument("--name", default=DEFAULT_NAME, help=f"metadata.name of each resource (default {DEFAULT_NAME})")
     ap.add_argument("--namespace", default=None, help="metadata.namespace (default: none, kubectl apply -n ...)")
-    ap.add_argument("--selector", action="append", help=f"pod/service label key=value (default {DEFAULT_SELECTOR})")
-    ap.add_argument("--label", action="append", help="metadata label key=value, e.g. release=prometheus")
-    ap.add_argument("--port", default="metrics", help="name of the scrape port (default metrics)")
-    ap.add_argument("--interval", default="15s")
+    ap.add_argument(
+        "--selector",
+        action="append",
+        metavar="KEY=VALUE",
+        help="pod/service label to match, repeatable (default app.kubernetes.io/name=ryot-inference)",
+    )
+    ap.add_argument(
+        "--label", action="append", metavar="KEY=VALUE", help="metadata label, repeatable, e.g. release=prometheus"
+    )
+    ap.add_argument("--port", default="metrics", help="name of the pods' scrape port (default metrics)")
+    ap.add_argument("--interval", default="15s", help="scrape interval, a Prometheus duration (default 15s)")
     args = ap.parse_args(argv)
     try:
-        selector = _pairs(args.selector, "--selector") or DEFAULT_SELECTOR
-        labels = _pairs(args.label, "--label")
+        validate_name("--name", args.name)
+        if args.namespace is not None:
+            validate_namespace("--namespace", args.namespace)
+        selector = validate_pairs("--selector", args.selector) or DEFAULT_SELECTOR
+        labels = validate_pairs("--label", args.label)
+        validate_port_name("--port", args.port)
+        validate_duration("--interval", args.interval)
     except ValueError as e:
         print(f"ryot-telemetry k8s: {e}", file=sys.stderr)
         return 2
     rules = [Path(p) for p in args.rules] if args.rules else [Path("collector/rules") / f for f in DEFAULT_RULES]
     missing = [str(p) for p in rules if not p.is_file()]
+    if missing and args.rules:
+        print(f"ryot-telemetry k8s: --rules {missing[0]!r}: no such file", file=sys.stderr)
+        return 2
     if missing:
         print(
             f"ryot-telemetry k8s: no rule file {missing[0]}; pass --rules FILE ... (the shipped ones are "
@@ -177,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
     def monitor(kind: str) -> str:
         return monitor_yaml(
             kind,
@@ -188,10 +449,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             interval=args.interval,
         )
 
+    try:
+        if args.rules:
+            rule_text = prometheus_rule_yaml(rules, name=args.name, namespace=args.namespace, labels=labels)
+        else:
+            shipped = [(p.as_posix(), p.read_text(encoding="utf-8")) for p in rules]
+            rule_text = prometheus_rule_yaml(name=args.name, namespace=args.namespace, labels=labels, shipped=shipped)
+    except RuleFileError as e:
+        print(f"ryot-telemetry k8s: {e}", file=sys.stderr)
+        return 2
     texts = {
         "podmonitor.yaml": monitor("PodMonitor"),
         "servicemonitor.yaml": monitor("ServiceMonitor"),
-        "prometheusrule.yaml": prometheus_rule_yaml(rules, name=args.name, namespace=args.namespace, labels=labels),
+        "prometheusrule.yaml": rule_text,
     }
     if args.output == "-":
         sys.stdout.write(texts[f"{args.kind.lower()}.yaml"])
