@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ryot_telemetry.artifacts import k8s
-from ryot_telemetry.demo.cli import main as cli
+from ryot_telemetry.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "collector" / "k8s"
