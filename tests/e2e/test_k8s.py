@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,9 +25,9 @@ def _load(name: str) -> dict:
 
 
 def test_generated_files_are_up_to_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """collector/k8s/ is exactly what `ryot-telemetry k8s -o collector/k8s` writes from the repository root: a
+    """collector/k8s/ is exactly what `ryot-telemetry k8s -o collector/k8s` writes, from any directory: a
     catalogue or rule-file change without regenerating fails here."""
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)
     assert cli(["k8s", "-o", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
     stale = [f for f in FILES if (tmp_path / f).read_text() != (K8S / f).read_text()]
@@ -83,8 +84,8 @@ def test_embedded_rules_pass_promtool(tmp_path: Path) -> None:
 def test_cli_options_and_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--kind prints one resource with the given namespace, selector and labels; a malformed --selector and a
-    missing rule file are exit 2 with one line saying what to pass."""
+    """--kind prints one resource with the given namespace, selector and labels; a malformed --selector is exit 2
+    with one line saying what to pass; from any directory the PrometheusRule holds the shipped rules."""
     monkeypatch.chdir(ROOT)
     argv = [
         "k8s",
@@ -104,9 +105,9 @@ def test_cli_options_and_errors(
     assert doc["spec"]["selector"] == {"matchLabels": {"app": "router"}}
     assert cli(["k8s", "--selector", "router"]) == 2
     assert "--selector 'router': expected key=value" in capsys.readouterr().err
-    monkeypatch.chdir(tmp_path)
-    assert cli(["k8s"]) == 2
-    assert "no rule file collector/rules/ryot_recording_rules.yml; pass --rules" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # the shipped rules come from the package, not the working directory
+    assert cli(["k8s", "--kind", "PrometheusRule"]) == 0
+    assert capsys.readouterr().out == (K8S / "prometheusrule.yaml").read_text()
 
 
 _DNS_SUBDOMAIN = (
@@ -278,3 +279,24 @@ def test_missing_rule_file_and_group_in_two_files(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().err == (
         f"ryot-telemetry k8s: --rules {str(second)!r}: group 'a' is already in {first.as_posix()!r}\n"
     )
+
+
+def test_slos_option_embeds_the_rules_of_that_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--slos TABLE puts the SLO rules generated from that table in the PrometheusRule, after the shipped recording
+    rules and alerts; an unreadable table is exit 2 naming the option; --slos and --rules exclude each other."""
+    table = tmp_path / "slos.json"
+    table.write_text(json.dumps({"m": {"ttft": 0.5, "target": 0.99}}))
+    assert cli(["k8s", "--kind", "PrometheusRule", "--slos", str(table)]) == 0
+    groups = yaml.safe_load(capsys.readouterr().out)["spec"]["groups"]
+    assert [g["name"] for g in groups] == ["ryot_recording_rules", "ryot_alerts", "ryot_slo"]
+    (target,) = [r for r in groups[2]["rules"] if r.get("record") == "ryot:slo:target"]
+    assert (target["expr"], target["labels"]) == ("vector(0.99)", {"model": "m"})
+    missing = tmp_path / "none.json"
+    assert cli(["k8s", "--slos", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"ryot-telemetry k8s: --slos {str(missing)!r}: cannot read SLO table {missing}: No such file or directory\n"
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli(["k8s", "--slos", str(table), "--rules", str(RULE_FILES[0])])
+    assert exit_.value.code == 2
+    assert "argument --rules: not allowed with argument --slos" in capsys.readouterr().err

@@ -185,7 +185,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    models = tuple(args.models)  # checked by the parser: at least one name, none empty
     memory = InMemoryMetricReader()
     try:
         tel: Telemetry = configure(
