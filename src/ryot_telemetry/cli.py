@@ -78,10 +78,16 @@ def _output(parser: argparse.ArgumentParser, what: str, default: str = "-") -> N
 def build_parser() -> argparse.ArgumentParser:
     """The ``ryot-telemetry`` parser (``k8s`` takes its own options: ``artifacts.k8s.build_parser``)."""
     parser = argparse.ArgumentParser(prog="ryot-telemetry", description=_DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to run (ryot-telemetry COMMAND --help: its options)",
+    )
 
     help_ = "run an instrumented simulated router with mixed traffic, serving /metrics, and print a summary"
     demo = sub.add_parser("demo", help=help_, description=help_ + ".")
+    demo.set_defaults(parser=demo)  # for errors that involve two options, in the demo's own words
     demo.add_argument("--requests", type=_count(0), default=200, help="requests to send (default 200)")
     demo.add_argument("--concurrency", type=_count(1), default=16, help="requests in flight at once (default 16)")
     demo.add_argument(
@@ -196,7 +202,7 @@ def _run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         if args.error_rate + args.timeout_rate > 1:
-            parser.error("--error-rate plus --timeout-rate must be at most 1")
+            args.parser.error("--error-rate plus --timeout-rate must be at most 1")
         from .demo.run import run_demo
 
         return run_demo(args)
@@ -263,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C, 141 when the reader of stdout went away)."""
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     except KeyboardInterrupt:
         print("\nryot-telemetry: interrupted", file=sys.stderr)
         return EXIT_SIGINT
