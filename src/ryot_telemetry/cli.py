@@ -227,7 +227,9 @@ def _run(argv: list[str]) -> int:
     try:
         slos = SloTable.from_file(table) if table else None
     except ValueError as e:
-        print(f"ryot-telemetry: SLO table: {e}", file=sys.stderr)
+        from .artifacts.k8s import one_line
+
+        print(f"ryot-telemetry: SLO table: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "slo-rules":
         from .artifacts import slo_rules

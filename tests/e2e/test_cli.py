@@ -138,3 +138,18 @@ def test_unwritable_output_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert capsys.readouterr() == ("", f"ryot-telemetry: cannot write {str(tmp_path)!r}: Is a directory\n")
     assert main(["collector-config", "-o", str(tmp_path / "new" / "otelcol.yaml")]) == 0
     assert (tmp_path / "new" / "otelcol.yaml").read_text().startswith("# OpenTelemetry Collector")
+
+
+def test_malformed_slo_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A YAML SLO table PyYAML cannot parse (its message quotes the line, with a caret under it) exits 2 with one
+    line saying where, for `rules --slos` and `k8s --slos` alike."""
+    table = tmp_path / "slos.yaml"
+    table.write_text("m:\n  ttft: [1\n")
+    why = (
+        f'malformed SLO table {table}: while parsing a flow sequence; in "<unicode string>", line 2, column 9; '
+        "expected ',' or ']', but got '<stream end>'; in \"<unicode string>\", line 3, column 1\n"
+    )
+    assert main(["rules", "--slos", str(table)]) == 2
+    assert capsys.readouterr() == ("", f"ryot-telemetry: SLO table: {why}")
+    assert main(["k8s", "--slos", str(table)]) == 2
+    assert capsys.readouterr() == ("", f"ryot-telemetry k8s: --slos {str(table)!r}: {why}")

@@ -76,7 +76,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
                    capture_output=True)  # fmt: skip
     (sdist,) = dist.glob("ryot_telemetry-*.tar.gz")
     with tarfile.open(sdist) as tar:
-        tar.extractall(root / "unpacked", filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.10.12+ / 3.11.4+
+        tar.extractall(root / "unpacked", **safe)
     (unpacked,) = (root / "unpacked").iterdir()
     subprocess.run([python, "-c", build, "build_wheel", str(dist)], cwd=unpacked, check=True, timeout=300,
                    capture_output=True)  # fmt: skip

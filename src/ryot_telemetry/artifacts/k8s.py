@@ -38,6 +38,7 @@ __all__ = [
     "load_rule_file",
     "main",
     "monitor_yaml",
+    "one_line",
     "prometheus_rule_yaml",
     "validate_duration",
     "validate_label_key",
@@ -239,6 +240,18 @@ def validate_pairs(option: str, items: Sequence[str] | None) -> dict[str, str]:
         except InvalidValue as e:  # name the whole item, as it was typed
             raise InvalidValue(option, item, e.why) from None
     return out
+
+
+def one_line(error: object) -> str:
+    """An error's text on one line: a YAML parser's message spans several, quoting the offending line with a caret
+    under it; the quote and the caret go, the where and the what stay."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    kept = [
+        line.rstrip(":")
+        for i, line in enumerate(lines)
+        if line and line != "^" and not (i + 1 < len(lines) and lines[i + 1] == "^")
+    ]
+    return "; ".join(kept)
 
 
 class RuleFileError(ValueError):
@@ -499,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         slos = SloTable.from_file(args.slos) if args.slos else None
     except ValueError as e:
-        print(f"ryot-telemetry k8s: --slos {args.slos!r}: {e}", file=sys.stderr)
+        print(f"ryot-telemetry k8s: --slos {args.slos!r}: {one_line(e)}", file=sys.stderr)
         return 2
     try:
         texts = files(
