@@ -267,11 +267,13 @@ def test_files_that_are_not_rule_files_are_refused(
 
 
 def test_missing_rule_file_and_group_in_two_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A --rules file that does not exist, and a group name two files share (one PrometheusRule is one rule file
-    to Prometheus, which refuses repeated groups), exit 2 with one line naming the file."""
+    """A --rules file that does not exist or is a directory, and a group name two files share (one PrometheusRule
+    is one rule file to Prometheus, which refuses repeated groups), exit 2 with one line naming the file."""
     missing = tmp_path / "missing.yml"
     assert cli(["k8s", "--rules", str(missing)]) == 2
     assert capsys.readouterr().err == f"ryot-telemetry k8s: --rules {str(missing)!r}: no such file\n"
+    assert cli(["k8s", "--rules", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"ryot-telemetry k8s: --rules {str(tmp_path)!r}: not a file\n"
     first, second = tmp_path / "first.yml", tmp_path / "second.yml"
     first.write_text("groups: [{name: a, rules: []}]\n")
     second.write_text("groups:\n  - name: a\n    rules: []\n")
@@ -298,3 +300,16 @@ def test_slos_option_embeds_the_rules_of_that_table(tmp_path: Path, capsys: pyte
     )
     assert cli(["k8s", "--slos", str(table), "--rules", str(RULE_FILES[0])]) == 2
     assert "argument --rules: not allowed with argument --slos" in capsys.readouterr().err
+
+
+def test_nested_aliases_are_embedded_without_expanding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rule file of nested YAML aliases (10^12 leaves once expanded) is embedded as written, anchors and all:
+    nothing walks the expansion (comparing the parsed objects would, for hours)."""
+    anchors = ['x0: &x0 ["l", "l", "l", "l", "l", "l", "l", "l", "l", "l"]']
+    anchors += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, 12)]
+    rules = tmp_path / "aliases.yml"
+    rules.write_text("groups:\n  - name: a\n    rules:\n      - record: r\n        expr: up\n        annotations:\n"
+                     + "".join(f"          {line}\n" for line in anchors))  # fmt: skip
+    assert cli(["k8s", "--kind", "PrometheusRule", "--rules", str(rules)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("".join(f"            {line}\n" for line in anchors))

@@ -136,7 +136,7 @@ def test_the_installed_package_is_not_the_checkout(installed: Installed, tmp_pat
 
 def test_every_subcommand_from_an_empty_directory(installed: Installed, tmp_path: Path) -> None:
     """From an empty directory, each file-writing subcommand writes what the repository's collector/ holds, to
-    stdout or to --output, and the demo runs."""
+    stdout or to --output, without PyYAML (which only --rules files need, and say so), and the demo runs."""
     committed = _tree(COLLECTOR)
     expected_stdout = {
         ("prometheus-config",): committed["prometheus.yml"],
@@ -160,6 +160,13 @@ def test_every_subcommand_from_an_empty_directory(installed: Installed, tmp_path
     assert _tree(tmp_path / "all") == {k: v for k, v in committed.items() if k != "README.md"}
     assert installed.run("k8s", "-o", "k8s", cwd=tmp_path).returncode == 0
     assert _tree(tmp_path / "k8s") == {k.removeprefix("k8s/"): v for k, v in committed.items() if k.startswith("k8s/")}
+    (tmp_path / "mine.yml").write_text("groups: []\n")
+    no_yaml = installed.run("k8s", "--rules", "mine.yml", cwd=tmp_path)
+    assert (no_yaml.returncode, no_yaml.stdout, no_yaml.stderr) == (
+        2,
+        "",
+        "ryot-telemetry k8s: --rules 'mine.yml': reading rule files needs PyYAML: pip install 'ryot-telemetry[yaml]'\n",
+    )
     table = installed.run("metrics-table", cwd=tmp_path)
     assert table.returncode == 0 and table.stdout.startswith("| Prometheus name | OTel instrument |")
     demo = installed.run(

@@ -356,8 +356,11 @@ def _group_lines(text: str, groups: list[dict[str, object]]) -> list[str]:
 
     items = _items(text)
     if items is not None:
+        # Compared as dumped YAML, where a shared node is written once (an anchor): comparing the objects would
+        # walk every alias again, exponential for a file of nested aliases.
         try:
-            same = yaml.safe_load("groups:\n" + "\n".join(items)) == {"groups": groups}
+            again = yaml.safe_load("groups:\n" + "\n".join(items))
+            same = yaml.safe_dump(again, sort_keys=False) == yaml.safe_dump({"groups": groups}, sort_keys=False)
         except yaml.YAMLError:
             same = False
         if same:
@@ -505,10 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"ryot-telemetry k8s: {e}", file=sys.stderr)
         return 2
-    missing = [p for p in args.rules or () if not Path(p).is_file()]
-    if missing:
-        print(f"ryot-telemetry k8s: --rules {missing[0]!r}: no such file", file=sys.stderr)
-        return 2
+    for given in args.rules or ():
+        if not Path(given).is_file():
+            why = "not a file" if Path(given).exists() else "no such file"
+            print(f"ryot-telemetry k8s: --rules {given!r}: {why}", file=sys.stderr)
+            return 2
     try:
         slos = SloTable.from_file(args.slos) if args.slos else None
     except ValueError as e:
