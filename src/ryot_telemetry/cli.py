@@ -26,7 +26,7 @@ EXIT_SIGPIPE = 141  # 128 + SIGPIPE
 _DESCRIPTION = (
     "OpenTelemetry metrics for LLM inference services. The demo runs an instrumented simulated router; the other "
     "commands write the deployment files (Prometheus rules and config, OpenTelemetry Collector config, Grafana "
-    "dashboard, Kubernetes resources) to stdout or a file. Without an option a file goes to stdout."
+    "dashboard, Kubernetes resources) to stdout, or to a file or directory with -o/--output."
 )
 
 

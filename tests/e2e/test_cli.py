@@ -153,3 +153,31 @@ def test_malformed_slo_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert capsys.readouterr() == ("", f"ryot-telemetry: SLO table: {why}")
     assert main(["k8s", "--slos", str(table)]) == 2
     assert capsys.readouterr() == ("", f"ryot-telemetry k8s: --slos {str(table)!r}: {why}")
+
+
+def test_bundle_with_an_slo_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bundle --slos TABLE` writes that table's SLO rules in rules/ and in the PrometheusRule, and leaves out the
+    example table's SLO rule tests (they would fail on other targets)."""
+    table = tmp_path / "slos.json"
+    table.write_text('{"m": {"latency": 2, "target": 0.9}}')
+    assert main(["bundle", "-o", str(tmp_path / "out"), "--slos", str(table)]) == 0
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == [
+        "grafana/ryot-dashboard.json",
+        "k8s/podmonitor.yaml",
+        "k8s/prometheusrule.yaml",
+        "k8s/servicemonitor.yaml",
+        "otelcol-config.yaml",
+        "prometheus.yml",
+        "rules/ryot_alerts.yml",
+        "rules/ryot_recording_rules.yml",
+        "rules/ryot_slo_rules.yml",
+        "rules/tests/ryot_alerts_test.yml",
+        "rules/tests/ryot_recording_rules_test.yml",
+    ]
+    slo = (tmp_path / "out" / "rules" / "ryot_slo_rules.yml").read_text()
+    assert f"# Table: {table}\n" in slo and 'expr: "vector(0.9)"' in slo
+    assert slo.split("groups:\n", 1)[1] in (tmp_path / "out" / "k8s" / "prometheusrule.yaml").read_text().replace(
+        "\n    ", "\n  "
+    )
+    assert capsys.readouterr() == ("", "")
