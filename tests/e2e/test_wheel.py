@@ -59,6 +59,12 @@ def _copy_source(dest: Path) -> None:
     shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
 
 
+def _ok(*cmd: str, cwd: Path | None = None, timeout: float = 300) -> None:
+    """Run a set-up step; a failure shows the step's own output (a build error, an unreachable package index)."""
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The sdist built from a copy of the source, the wheel built from the unpacked sdist, and the wheel installed
@@ -66,23 +72,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("wheel")
     _copy_source(root / "source")
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    _ok(sys.executable, "-m", "venv", "--without-pip", str(venv))
     python = str(venv / "bin" / "python")
-    pip = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "setuptools>=77", "wheel"], check=True, timeout=300, capture_output=True)
+    pip = (sys.executable, "-m", "pip", "--python", python, "install", "-q", "--disable-pip-version-check")
+    _ok(*pip, "setuptools>=77", "wheel")
     build = "import sys; from setuptools import build_meta as b; getattr(b, sys.argv[1])(sys.argv[2])"
     dist = root / "dist"
-    subprocess.run([python, "-c", build, "build_sdist", str(dist)], cwd=root / "source", check=True, timeout=300,
-                   capture_output=True)  # fmt: skip
+    _ok(python, "-c", build, "build_sdist", str(dist), cwd=root / "source")
     (sdist,) = dist.glob("ryot_telemetry-*.tar.gz")
     with tarfile.open(sdist) as tar:
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.10.12+ / 3.11.4+
-        tar.extractall(root / "unpacked", **safe)
+        tar.extractall(root / "unpacked", **safe)  # our own sdist
     (unpacked,) = (root / "unpacked").iterdir()
-    subprocess.run([python, "-c", build, "build_wheel", str(dist)], cwd=unpacked, check=True, timeout=300,
-                   capture_output=True)  # fmt: skip
+    _ok(python, "-c", build, "build_wheel", str(dist), cwd=unpacked)
     (wheel,) = dist.glob("ryot_telemetry-*.whl")
-    subprocess.run([*pip, str(wheel)], check=True, timeout=600, capture_output=True)
+    _ok(*pip, str(wheel), timeout=600)
     return Installed(venv, wheel, sdist)
 
 
