@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 import ryot_telemetry
 from ryot_telemetry.demo.simulate import SimulatedRouter
@@ -39,7 +39,12 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="ryot-telemetry FastAPI example", lifespan=lifespan)
-app.mount("/metrics", make_asgi_app(registry=registry))
+
+
+@app.get("/metrics")
+def metrics() -> Response:
+    # A route, not a mounted ASGI app: a mount answers /metrics with a 307 to /metrics/, which curl does not follow.
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,5 +1,5 @@
-"""``python -m ryot_telemetry demo``."""
+"""``python -m ryot_telemetry``: the ``ryot-telemetry`` command line."""
 
-from .demo.cli import main
+from .cli import main
 
 raise SystemExit(main())

@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from ryot_telemetry.demo.cli import histogram_quantile, main
+from ryot_telemetry.cli import main
+from ryot_telemetry.demo.run import histogram_quantile
 
 
 def test_histogram_quantile_interpolates_like_promql() -> None:
@@ -123,3 +124,22 @@ def test_demo_exposition_passes_promtool_check_metrics() -> None:
     assert b"ryot_inference_requests_total{" in text and b"ryot_sliding_tokens_per_second{" in text
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
     assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+
+
+def test_old_cli_module_is_a_deprecated_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ryot_telemetry.demo.cli`` (the entry point's module before the move) still imports, warning once with the
+    new paths, and its names are the new modules' objects."""
+    import importlib
+
+    import ryot_telemetry.cli
+    import ryot_telemetry.demo.run
+
+    monkeypatch.delitem(sys.modules, "ryot_telemetry.demo.cli", raising=False)
+    with pytest.warns(DeprecationWarning) as caught:
+        old = importlib.import_module("ryot_telemetry.demo.cli")
+    assert [str(w.message) for w in caught] == [
+        "ryot_telemetry.demo.cli is deprecated: use ryot_telemetry.cli (the command line) and ryot_telemetry.demo.run "
+        "(the demo's runner)"
+    ]
+    assert old.main is ryot_telemetry.cli.main and old.DEMO_SLOS is ryot_telemetry.demo.run.DEMO_SLOS
+    assert old.histogram_quantile is ryot_telemetry.demo.run.histogram_quantile

@@ -20,7 +20,7 @@ import yaml
 
 from ryot_telemetry import catalogue
 from ryot_telemetry.artifacts.slo_rules import WINDOWS
-from ryot_telemetry.demo.cli import DEMO_SLOS
+from ryot_telemetry.demo.run import DEMO_SLOS
 from ryot_telemetry.slo import SloTable
 
 pytestmark = [

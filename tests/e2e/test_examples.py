@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -52,7 +53,9 @@ def test_fastapi_example_serves_metrics_on_the_app() -> None:
         assert all('"usage": null' in e or '"usage"' not in e for e in events[:-1])  # usage chunk hidden
         r = client.post("/v1/chat/completions", json={**body, "model": "no-such-model"})
         assert r.status_code == 404
-        metrics = client.get("/metrics/").text
+        scrape = client.get("/metrics", follow_redirects=False)  # what `curl localhost:8000/metrics` gets
+        assert (scrape.status_code, scrape.headers["content-type"]) == (200, CONTENT_TYPE_LATEST)
+        metrics = scrape.text
     found = {
         (m.group(1), m.group(2)): float(m.group(3))
         for m in re.finditer(
@@ -75,7 +78,7 @@ def test_fastapi_example_keeps_serving_metrics_after_a_lone_surrogate_model_name
         r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 404
         for _ in range(2):
-            r = client.get("/metrics/")
+            r = client.get("/metrics", follow_redirects=False)
             assert r.status_code == 200
     assert re.search(r'ryot_inference_requests_total\{[^}]*model="__unknown__"[^}]*\} 1\.0', r.text)
 
@@ -105,7 +108,9 @@ def test_fastapi_example_streams_completions() -> None:
     expected = asyncio.run(bare_chunks(dict(body)))
     with TestClient(mod.app) as client:
         r = client.post("/v1/completions", json=body)
-        metrics = client.get("/metrics/").text
+        scrape = client.get("/metrics", follow_redirects=False)  # what `curl localhost:8000/metrics` gets
+        assert (scrape.status_code, scrape.headers["content-type"]) == (200, CONTENT_TYPE_LATEST)
+        metrics = scrape.text
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = r.text.split("\n\n")
     assert events == [f"data: {json.dumps(dataclasses.asdict(c))}" for c in expected] + ["data: [DONE]", ""]

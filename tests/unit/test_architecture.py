@@ -101,7 +101,7 @@ def _reaching(layer: str, forbidden: tuple[str, ...]) -> list[str]:
 def test_layers_import_only_downwards() -> None:
     """recording knows nothing of export, multi-process mode, the router or the assembly on top; settings and the
     catalogue know nothing of recording; the export side knows nothing of multi-process mode or the router."""
-    top = ("telemetry", "testing", "demo", "artifacts")
+    top = ("telemetry", "testing", "cli", "demo", "artifacts")
     assert _reaching("recording", ("export", "multiproc", "router", "sources", *top)) == []
     assert _reaching("settings", ("recording", "export", "multiproc", "router", "sources", *top)) == []
     assert _reaching("catalogue", ("recording", "export", "multiproc", "router", "sources", "settings", *top)) == []

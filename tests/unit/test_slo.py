@@ -297,7 +297,7 @@ def test_cli_writes_rules_for_a_user_table(tmp_path: Path) -> None:
 
     table = tmp_path / "t.json"
     table.write_text(json.dumps({"llama-3.1-8b": {"ttft": 0.5, "target": 0.995}, "*": {"latency": 10}}))
-    from ryot_telemetry.demo.cli import main
+    from ryot_telemetry.cli import main
 
     assert main(["slo-rules", str(table), "-o", str(tmp_path / "r.yml")]) == 0
     groups = yaml.safe_load((tmp_path / "r.yml").read_text())["groups"]

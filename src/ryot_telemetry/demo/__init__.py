@@ -1,1 +1,1 @@
-"""The demo: a simulated router and the ``ryot-telemetry`` command line."""
+"""The demo: a simulated router (``simulate``) and its traffic and summary (``run``, ``ryot-telemetry demo``)."""
