@@ -692,6 +692,8 @@ class Settings:
     multiproc_dir: str | None = _setting(_multiproc_dir)
     # duplicates of other libraries' metrics (recording/duplicates.py)
     drop_duplicates: tuple[str, ...] = _setting(_drop_duplicates)
+    # GPU depth: clocks, energy, throttle reasons, ECC counts (sources/gpu.py)
+    gpu_detail: bool = _setting(_bool(env.RYOT_TELEMETRY_GPU_DETAIL, False))
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

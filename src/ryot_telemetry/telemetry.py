@@ -163,6 +163,7 @@ def configure(
     drop_duplicates: str | Sequence[str] | None = None,
     tenant: str | Callable[[Any], object] | None = None,
     max_tenants: int | None = None,
+    gpu_detail: bool | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -184,6 +185,8 @@ def configure(
     ``tenant`` (else ``RYOT_TELEMETRY_TENANT``): adds a bounded ``tenant`` label (at most ``max_tenants``, default
     50) to the request, token, cost and SLO counters: a callable given the call's params, a dotted path into them
     (``metadata.tenant``, ``user``), or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's authenticated user).
+    ``gpu_detail`` (else ``RYOT_TELEMETRY_GPU_DETAIL``): also read NVML's clocks, energy, throttle reasons and ECC
+    error counts.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -215,6 +218,7 @@ def configure(
         drop_duplicates=drop_duplicates,
         tenant=tenant,
         max_tenants=max_tenants,
+        gpu_detail=gpu_detail,
     )
     return configure_from(settings)
 

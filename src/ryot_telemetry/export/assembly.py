@@ -151,7 +151,7 @@ def assemble(
     service = str(res.attributes.get("service.name", ""))
     server_provider = None
     if server is None:
-        gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend, detail=settings.gpu_detail)
         late.callback(gpu.close)
         install_token_efficiency(meter, recorder.windows, gpu, settings.max_label_length)
         engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=settings.buckets)
@@ -170,7 +170,9 @@ def assemble(
         engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
         if service_info:
             install_service_info(server_meter, service, settings.component)
-        gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        gpu = gauges_for(
+            server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend, detail=settings.gpu_detail
+        )
         late.callback(gpu.close)
         install_token_efficiency(server_meter, server.rates, gpu, settings.max_label_length)
     return Assembly(provider, meter, recorder, gpu, engine, server_provider)
