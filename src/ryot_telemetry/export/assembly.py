@@ -189,11 +189,18 @@ def install_service_info(meter: Meter, service: str, component: str) -> None:
 
 def exemplars_enabled(settings: Settings) -> bool:
     """Whether exemplars can be sampled: the filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names, else trace-based where a
-    reader can carry them (OTLP, console, extra readers). opentelemetry-python's Prometheus exporter drops
-    exemplars, so with the Prometheus reader alone keeping request spans would cost time for nothing."""
+    reader can carry them (OTLP, console, extra readers, and the single-process scrape when a TracerProvider is
+    installed: export/exemplars.py). Without tracing no request has a span worth pointing at, so keeping request
+    spans would cost time for nothing."""
     if settings.exemplar_filter is not None:
         return settings.exemplar_filter != "always_off"
-    return bool(settings.readers) or "otlp" in settings.exporters or "console" in settings.exporters
+    if bool(settings.readers) or "otlp" in settings.exporters or "console" in settings.exporters:
+        return True
+    if "prometheus" not in settings.exporters or settings.multiproc_dir is not None:
+        return False
+    from .exemplars import tracing_configured  # the scrape carries them too, single-process, where spans exist
+
+    return tracing_configured()
 
 
 def exemplar_filter(settings: Settings | None = None) -> ExemplarFilter:
