@@ -71,14 +71,19 @@ class Prometheus:
 
 @contextlib.contextmanager
 def prometheus(
-    tmp_path: Path, targets: list[str], flags: tuple[str, ...] = (), rule_files: tuple[Path, ...] = ()
+    tmp_path: Path,
+    targets: list[str],
+    flags: tuple[str, ...] = (),
+    rule_files: tuple[Path, ...] = (),
+    labels: dict[str, str] | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (host:port) every second, up and scraping once this yields."""
+    """Prometheus scraping ``targets`` (host:port, each series given ``labels``) every second; up and scraping
+    once this yields."""
     port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": targets, "labels": labels or {}}]}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (tmp_path / "prometheus.log").open("w")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..catalogue import CATALOGUE
 from ..recording.semconv import SEMCONV
+from . import autoscaling
 
 __all__ = [
     "API_VERSION",
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--label", action="append", help="metadata label key=value, e.g. release=prometheus")
     ap.add_argument("--port", default="metrics", help="name of the scrape port (default metrics)")
     ap.add_argument("--interval", default="15s")
+    autoscaling.add_arguments(ap)
     args = ap.parse_args(argv)
     try:
         selector = _pairs(args.selector, "--selector") or DEFAULT_SELECTOR
@@ -168,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"ryot-telemetry k8s: {e}", file=sys.stderr)
         return 2
+    if args.autoscaling:
+        return autoscaling.main_hook(args, labels, sys.stderr, sys.stdout)
     rules = [Path(p) for p in args.rules] if args.rules else [Path("collector/rules") / f for f in DEFAULT_RULES]
     missing = [str(p) for p in rules if not p.is_file()]
     if missing:
