@@ -290,3 +290,16 @@ def test_guide_shows_the_generated_keda_queries() -> None:
         for s in autoscaling.SIGNALS
     ]
     assert block.splitlines() == expected
+
+
+def test_unreadable_slos_and_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An SLO table that is a directory or not UTF-8, and an --output that cannot be created: exit 2, one line."""
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{")
+    for source in (tmp_path, bad):
+        code, _, err = run(capsys, "keda", "--signal", "ttft", "--target", "r", "--slos", str(source))
+        assert code == 2 and err.startswith(f"ryot-telemetry k8s: --slos {source}: ") and err.count("\n") == 1, err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "keda", "--target", "r", "-o", str(blocker / "sub"))
+    assert code == 2 and err.startswith(f"ryot-telemetry k8s: cannot write to --output {blocker / 'sub'}: "), err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -768,5 +769,67 @@ def test_real_pynvml_detail() -> None:
         got_ecc = c.value("ryot.gpu.ecc.errors", device_id="0", ecc_error_type="uncorrected", ecc_counter="aggregate")
         assert got_ecc == (None if isinstance(ecc_count, Exception) else ecc_count), (got_ecc, ecc_count)
         print("real NVML detail:", sm, got_energy, reasons, got_ecc)
+    finally:
+        c.shutdown()
+
+
+class _RaisesBase:
+    """A struct whose every attribute raises a BaseException that is not an Exception."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise SystemExit(f"hostile {name}")
+
+
+class _HostileInt(int):
+    """An int whose comparisons raise a BaseException."""
+
+    def __le__(self, other: Any) -> bool:
+        raise GeneratorExit("hostile comparison")
+
+    __ge__ = __lt__ = __gt__ = __le__
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [
+        42,  # not a list
+        None,
+        [_RaisesBase()],
+        [SimpleNamespace(pid=PID, usedGpuMemory=-1)],
+        [SimpleNamespace(pid=PID, usedGpuMemory=float("nan"))],
+        [SimpleNamespace(pid=PID, usedGpuMemory="6")],
+        [SimpleNamespace(pid=_HostileInt(PID), usedGpuMemory=GiB)],
+        [SimpleNamespace(pid=PID, usedGpuMemory=_HostileInt(GiB))],
+    ],
+)
+def test_hostile_process_lists_lose_only_the_process_series(compute: Any) -> None:
+    """Process lists that are not lists, or whose entries raise or lie: no process series, everything else kept."""
+    fake = FakeNvml([device(20 * GiB, 80 * GiB)])
+    fake.devices[0]["compute"] = [(PID, GiB)]
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        assert c.value(MEM, device_id="0", memory_type="process") == GiB
+        fake.nvmlDeviceGetComputeRunningProcesses = lambda handle: compute  # type: ignore[method-assign]
+        c.collect()
+        assert c.value(MEM, device_id="0", memory_type="process") is None
+        assert c.value(MEM, device_id="0", memory_type="used") == 20 * GiB
+        assert c.value("ryot.gpu.energy", device_id="0") == 0.0
+    finally:
+        c.shutdown()
+
+
+def test_struct_fields_raising_base_exceptions_are_absent() -> None:
+    """Memory and utilisation structs whose fields raise SystemExit, and a hostile int: those fields absent only."""
+    fake = FakeNvml([device(20 * GiB, 80 * GiB, temp=_HostileInt(60))])
+    fake.nvmlDeviceGetMemoryInfo = lambda handle: _RaisesBase()  # type: ignore[method-assign]
+    fake.nvmlDeviceGetUtilizationRates = lambda handle: _RaisesBase()  # type: ignore[method-assign]
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        assert c.points(MEM) == [] and c.series("ryot.gpu.utilization") == []
+        assert c.series("ryot.gpu.temperature") == []
+        assert c.value("ryot.gpu.power", device_id="0") == 250.0
+        assert c.value("ryot.gpu.clock", device_id="0", clock_domain="sm") == 1410e6
     finally:
         c.shutdown()

@@ -337,7 +337,10 @@ def _threshold(args: argparse.Namespace) -> float:
     source = args.slos or os.environ.get(env.RYOT_TELEMETRY_SLOS)
     if not source:
         raise ValueError(f"--signal ttft needs an SLO table: --slos FILE (or {env.RYOT_TELEMETRY_SLOS})")
-    table = SloTable.load(source)
+    try:
+        table = SloTable.load(source)
+    except (ValueError, OSError) as e:  # malformed, unreadable or not UTF-8: said as the option's problem
+        raise ValueError(f"--slos {source}: {e}") from None
     slo = table.get(args.model) if args.model else table.default
     if slo is None or slo.ttft is None:
         which = f"model {args.model!r}" if args.model else '"*"'
@@ -386,5 +389,9 @@ def main_hook(args: argparse.Namespace, labels: Mapping[str, str], err: Any, out
     except ValueError as e:
         err.write(f"ryot-telemetry k8s: {e}\n")
         return 2
-    write(files, printed, args.output, out)
+    try:
+        write(files, printed, args.output, out)
+    except OSError as e:
+        err.write(f"ryot-telemetry k8s: cannot write to --output {args.output}: {e.strerror or e}\n")
+        return 2
     return 0

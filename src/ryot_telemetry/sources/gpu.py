@@ -82,6 +82,7 @@ _KNOWN_REASONS = (1 << len(GPU_THROTTLE_REASONS)) - 1
 _U64 = 2**64 - 1
 _MAX_MHZ = 100_000
 _MAX_MILLIWATTS = 100_000_000
+_MAX_PROCESSES = 4096  # entries of one process list looked at: NVML lists at most a few hundred contexts
 
 
 class NvmlBackend(Protocol):
@@ -287,13 +288,20 @@ class GpuGauges:
         ):
             procs = self._query(dev, name, fn_name)
             total = 0
-            for p in procs or ():
-                if getattr(p, "pid", None) == self.pid:
-                    used = getattr(p, "usedGpuMemory", None)
+            try:
+                entries = list(procs or ())[:_MAX_PROCESSES]
+            except BaseException:  # not a list of processes: this list says nothing this sweep
+                entries = []
+            for p in entries:
+                pid = _attr(p, "pid")
+                if type(pid) is int and pid == self.pid:  # exactly an int: a hostile __eq__ is never called
+                    used = _attr(p, "usedGpuMemory")
                     if used is None:  # NVML_VALUE_NOT_AVAILABLE (e.g. no permission under MIG)
                         continue
+                    if self._valid(dev, "process memory", used, 0, _U64, True) is None:
+                        return None
                     found = True
-                    total += int(used)
+                    total += used
             per_list.append(total)
         # A process that is both compute and graphics (C+G) is listed twice with the same memory.
         return max(per_list) if found else None
@@ -301,9 +309,12 @@ class GpuGauges:
     def _valid(self, dev: _Device, name: str, value: Any, low: float, high: float, integer: bool = False) -> Any:
         """``value`` if it can be a reading of ``name`` (a number within [low, high], an int where NVML gives one);
         else None, logged once: a binding or driver returning garbage loses that field for the sweep, nothing more."""
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if ok and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high:
-            return value
+        try:
+            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if ok and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high:
+                return value
+        except BaseException:  # a number subclass whose comparisons raise: not a reading either
+            pass
         self._warn_once(
             ("garbage", dev.device_id, name),
             "ryot-telemetry: GPU %s reported an unusable %s (%s); skipped until it reports a valid one",
@@ -535,7 +546,7 @@ def _attr(obj: Any, name: str) -> Any:
     """``obj.name``, or None when reading it fails (a binding's struct that raises is a field NVML did not give)."""
     try:
         return getattr(obj, name)
-    except Exception:
+    except BaseException:  # a struct whose fields raise anything: the field is absent, the sweep goes on
         return None
 
 
