@@ -64,12 +64,30 @@ def test_openmetrics_scrape_carries_the_traced_requests_exemplars(tel: Telemetry
         assert (trace_id, span_id) in ids
         le = float(re.search(r'le="([^"]+)"', labels).group(1))  # type: ignore[union-attr]
         assert 0 <= float(value) <= le
-    # one exemplar per bucket that holds a measurement: the streaming and non-streaming series of each histogram
-    assert sorted((f, 'generation_mode="streaming"' in labels) for f, labels, *_ in found) == [
+    # exemplars on the streaming and non-streaming series of each histogram (TTFT: streaming requests only, and no
+    # generation_mode label); one per bucket, so at most as many as the series' buckets holding measurements
+    assert {(f, 'generation_mode="streaming"' in labels) for f, labels, *_ in found} == {
         ("ryot_inference_latency_seconds", False),
         ("ryot_inference_latency_seconds", True),
-        ("ryot_ttft_latency_seconds", False),  # TTFT has no generation_mode label: streaming requests only
-    ]
+        ("ryot_ttft_latency_seconds", False),
+    }
+    keys = [(f, labels) for f, labels, *_ in found]
+    assert len(keys) == len(set(keys))
+
+
+def test_each_bucket_keeps_its_latest_exemplar_across_scrapes(tel: Telemetry) -> None:
+    """A later scrape shows the same exemplars (every scraper sees them); a newer request in a bucket replaces it."""
+    traced_requests(tel, 2)
+    first = _EXEMPLAR.findall(scrape(tel, OM)[2])
+    assert len(first) >= 3
+    assert _EXEMPLAR.findall(scrape(tel, OM)[2]) == first
+    newest = traced_requests(tel, 1)
+    again = _EXEMPLAR.findall(scrape(tel, OM)[2])
+    assert len(again) >= len(first)
+    assert {(trace_id, span_id) for *_, span_id, trace_id, _value, _ts in again} <= set(newest) | {
+        (trace_id, span_id) for *_, span_id, trace_id, _value, _ts in first
+    }
+    assert {(trace_id, span_id) for *_, span_id, trace_id, _value, _ts in again} & set(newest)
 
 
 def test_untraced_and_unsampled_requests_carry_no_exemplar(tel: Telemetry) -> None:

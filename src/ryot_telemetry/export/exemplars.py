@@ -57,11 +57,15 @@ def _series(labels: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
     return frozenset((k, v) for k, v in labels.items() if v != "" and k != "le" and not k.startswith(_SCOPE_LABEL))
 
 
-def _exemplars(metrics_data: MetricsData, families: Mapping[str, str]) -> dict[_Key, Any]:
-    """The latest exemplar per bucket of each wanted histogram series, as prometheus_client ``Exemplar``s."""
+def _exemplars(
+    metrics_data: MetricsData, families: Mapping[str, str]
+) -> tuple[dict[_Key, tuple[int, Any]], set[tuple[str, frozenset[tuple[str, str]]]]]:
+    """The latest exemplar per bucket of each wanted histogram series (time, prometheus_client ``Exemplar``), and
+    every wanted series present in this collection."""
     from prometheus_client.samples import Exemplar
 
     found: dict[_Key, tuple[int, Any]] = {}
+    present: set[tuple[str, frozenset[tuple[str, str]]]] = set()
     for rm in metrics_data.resource_metrics:
         for sm in rm.scope_metrics:
             if sm.scope.name != catalogue.METER_NAME:
@@ -71,9 +75,10 @@ def _exemplars(metrics_data: MetricsData, families: Mapping[str, str]) -> dict[_
                 if family is None:
                     continue
                 for point in metric.data.data_points:
-                    if not isinstance(point, HistogramDataPoint) or not point.exemplars:
+                    if not isinstance(point, HistogramDataPoint):
                         continue
                     series = _series({k: _label_value(v) for k, v in (point.attributes or {}).items()})
+                    present.add((family, series))
                     bounds = list(point.explicit_bounds)
                     for ex in point.exemplars:
                         if ex.trace_id is None or ex.span_id is None or not math.isfinite(ex.value):
@@ -84,14 +89,16 @@ def _exemplars(metrics_data: MetricsData, families: Mapping[str, str]) -> dict[_
                             continue
                         labels = {"trace_id": f"{ex.trace_id:032x}", "span_id": f"{ex.span_id:016x}"}
                         found[key] = (ex.time_unix_nano, Exemplar(labels, ex.value, ex.time_unix_nano / 1e9))
-    return {key: exemplar for key, (_, exemplar) in found.items()}
+    return found, present
 
 
 class ExemplarPrometheusReader(PrometheusMetricReader):
     """The OTel Prometheus reader, plus the SDK's exemplars on the latency and TTFT bucket samples.
 
     The exporter's own collector is registered on a registry of its own; the one registered on ``registry`` asks it
-    for its families and adds the exemplars that the same collection produced (kept per scraping thread).
+    for its families and adds the exemplars. The SDK hands a reservoir's exemplars to one collection only, so each
+    bucket keeps its latest exemplar until a newer one replaces it or its series goes away, as prometheus_client's
+    own histograms do: every scraper sees it, and Prometheus stores a repeated exemplar once.
     """
 
     def __init__(self, registry: Any, metrics: Iterable[str] = EXEMPLAR_METRICS) -> None:
@@ -101,6 +108,8 @@ class ExemplarPrometheusReader(PrometheusMetricReader):
         super().__init__(registry=self._inner)
         self._families = {name: catalogue.get(name).prometheus_name for name in metrics}
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._kept: dict[_Key, tuple[int, Any]] = {}
         self._outer = registry
         self._warned = False
         self._collector_outer = _Collector(self)
@@ -109,7 +118,14 @@ class ExemplarPrometheusReader(PrometheusMetricReader):
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         if metrics_data is not None:
             try:
-                self._local.exemplars = _exemplars(metrics_data, self._families)
+                found, present = _exemplars(metrics_data, self._families)
+                with self._lock:
+                    kept = {k: v for k, v in self._kept.items() if (k[0], k[1]) in present}
+                    for key, (when, exemplar) in found.items():
+                        if key not in kept or kept[key][0] <= when:
+                            kept[key] = (when, exemplar)
+                    self._kept = kept
+                self._local.exemplars = {key: exemplar for key, (_, exemplar) in kept.items()}
             except Exception as e:  # an exemplar that cannot be read costs the exemplars, never the scrape
                 self._local.exemplars = {}
                 self._warn(e)
