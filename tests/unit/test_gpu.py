@@ -833,3 +833,27 @@ def test_struct_fields_raising_base_exceptions_are_absent() -> None:
         assert c.value("ryot.gpu.clock", device_id="0", clock_domain="sm") == 1410e6
     finally:
         c.shutdown()
+
+
+def test_detail_in_multiprocess_mode(tmp_path: Any) -> None:
+    """In multi-process mode the answering process reads the detail fields in its one sweep per scrape."""
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    fake = two_gpus()
+    tel = configure(
+        multiproc_dir=tmp_path,
+        prometheus_registry="private",
+        start_prometheus_server=False,
+        gpu_backend=fake,
+        gpu_detail=True,
+    )
+    try:
+        text = generate_latest(tel.registry).decode()
+        assert tel.gpu is not None and tel.gpu.sweeps == 1
+        lines = [line for line in text.splitlines() if line.startswith("ryot_gpu_clock_hertz{")]
+        assert len(lines) == 4 and all(line.endswith((" 1.41e+09", " 1.593e+09")) for line in lines), lines
+        assert 'ryot_gpu_energy_joules_total{device_id="0"' in text
+    finally:
+        tel.shutdown()
