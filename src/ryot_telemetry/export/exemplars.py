@@ -17,6 +17,7 @@ docs/guides/deploying.md).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import logging
 import math
@@ -150,8 +151,11 @@ class ExemplarPrometheusReader(PrometheusMetricReader):
             yield family
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        super().shutdown(timeout_millis, **kwargs)
-        self._outer.unregister(self._collector_outer)
+        # Each registry forgets its collector once, whichever registry an older exporter's shutdown unregisters from.
+        with contextlib.suppress(KeyError):
+            super().shutdown(timeout_millis, **kwargs)
+        with contextlib.suppress(KeyError):
+            self._outer.unregister(self._collector_outer)
 
 
 def _with_exemplar(family: str, sample: Any, exemplars: Mapping[_Key, Any]) -> Any:
