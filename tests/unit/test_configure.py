@@ -172,7 +172,7 @@ def test_configured_views_carry_the_model_and_tenant_budgets() -> None:
 
 
 def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone (its exporter drops them);
+    """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone without a TracerProvider;
     OTEL_METRICS_EXEMPLAR_FILTER wins; the recorder keeps request spans only when exemplars can be sampled."""
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
