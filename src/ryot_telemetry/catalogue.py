@@ -41,6 +41,7 @@ class Instrument(str, Enum):
     GAUGE = "gauge"  # synchronous Gauge: the value is set by the application
     OBSERVABLE_GAUGE = "observable_gauge"  # read by a callback at collection time
     OBSERVABLE_UP_DOWN_COUNTER = "observable_up_down_counter"
+    OBSERVABLE_COUNTER = "observable_counter"  # a monotonic total read by a callback (NVML's energy, ECC counts)
 
 
 # Prometheus type of each instrument, as the OTel Prometheus exporter exposes it.
@@ -51,6 +52,7 @@ _PROM_TYPE = {
     Instrument.GAUGE: "gauge",
     Instrument.OBSERVABLE_GAUGE: "gauge",
     Instrument.OBSERVABLE_UP_DOWN_COUNTER: "gauge",
+    Instrument.OBSERVABLE_COUNTER: "counter",
 }
 
 
@@ -146,6 +148,24 @@ TENANT = "tenant"
 """The opt-in label of the request, token, cost and SLO counters (``configure(tenant=...)``); never on histograms
 or gauges."""
 _GPU = ("device_id",)
+GPU_CLOCK_DOMAINS = ("sm", "memory")
+"""Clock domains of ``ryot.gpu.clock`` (NVML_CLOCK_SM, NVML_CLOCK_MEM)."""
+GPU_THROTTLE_REASONS = (
+    "gpu_idle",
+    "applications_clocks_setting",
+    "sw_power_cap",
+    "hw_slowdown",
+    "sync_boost",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+    "display_clock_setting",
+    "board_limit",
+    "reliability",
+)
+"""NVML's clock event (throttle) reasons, in bit order: bit i of the reasons mask is ``GPU_THROTTLE_REASONS[i]``."""
+ECC_ERROR_TYPES = ("corrected", "uncorrected")  # NVML_MEMORY_ERROR_TYPE_CORRECTED, _UNCORRECTED
+ECC_COUNTERS = ("volatile", "aggregate")  # NVML_VOLATILE_ECC (since driver load), NVML_AGGREGATE_ECC (lifetime)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     # --- counters -------------------------------------------------------------------------------------------------
@@ -460,6 +480,50 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Always 1; labels carry the service's version and identity.",
         ("version", "service", "component"),
         source="service",
+    ),
+    # --- GPU depth (opt-in: gpu_detail / RYOT_TELEMETRY_GPU_DETAIL). The installed semconv package defines no
+    # hw.gpu.* names for clocks, energy, throttling or ECC (only the generic hw.energy / hw.errors, keyed by
+    # hw.id / hw.type), so these are ryot names beside the other ryot.gpu.* gauges.
+    MetricSpec(
+        "ryot.gpu.clock",
+        Instrument.OBSERVABLE_GAUGE,
+        "Hz",
+        "Current GPU clock frequency by domain (SM, memory), from NVML.",
+        (*_GPU, "clock_domain"),
+        optional_labels=("model",),
+        source="gpu",
+        label_values={"clock_domain": GPU_CLOCK_DOMAINS},
+    ),
+    MetricSpec(
+        "ryot.gpu.energy",
+        Instrument.OBSERVABLE_COUNTER,
+        "J",
+        "GPU energy consumed since telemetry started (NVML's total energy counter minus its first reading).",
+        _GPU,
+        optional_labels=("model",),
+        source="gpu",
+    ),
+    MetricSpec(
+        "ryot.gpu.throttle",
+        Instrument.OBSERVABLE_GAUGE,
+        "",  # a 0/1 state: no unit, so no _ratio suffix
+        "1 while NVML reports this clock throttle reason active, else 0; reasons the device does not support are "
+        "absent.",
+        (*_GPU, "throttle_reason"),
+        optional_labels=("model",),
+        source="gpu",
+        label_values={"throttle_reason": GPU_THROTTLE_REASONS},
+    ),
+    MetricSpec(
+        "ryot.gpu.ecc.errors",
+        Instrument.OBSERVABLE_COUNTER,
+        "{error}",
+        "GPU memory ECC errors from NVML: volatile (since the driver loaded) and aggregate (lifetime), corrected and "
+        "uncorrected.",
+        (*_GPU, "ecc_error_type", "ecc_counter"),
+        optional_labels=("model",),
+        source="gpu",
+        label_values={"ecc_error_type": ECC_ERROR_TYPES, "ecc_counter": ECC_COUNTERS},
     ),
 )
 

@@ -66,3 +66,6 @@ authenticated user). A callable goes to ``configure(tenant=...)``."""
 
 RYOT_TELEMETRY_MAX_TENANTS = "RYOT_TELEMETRY_MAX_TENANTS"
 """Distinct tenants kept as label values (default 50); later ones become ``__overflow__``."""
+
+RYOT_TELEMETRY_GPU_DETAIL = "RYOT_TELEMETRY_GPU_DETAIL"
+"""``true`` to also read NVML's SM and memory clocks, energy, throttle reasons and ECC error counts (default false)."""

@@ -802,6 +802,9 @@ class Arguments(TypedDict, total=False):
     """Model served on each GPU, ``{0: "llama"}`` (else ``RYOT_TELEMETRY_GPU_MODELS``)."""
     gpu_backend: Any
     """An NVML stand-in with pynvml's functions (tests, or a wrapper of your own); default pynvml."""
+    gpu_detail: bool | None
+    """Also read NVML's SM and memory clocks, energy, throttle reasons and ECC error counts (else
+    ``RYOT_TELEMETRY_GPU_DETAIL``, default off)."""
     multiproc_dir: str | os.PathLike[str] | None
     """Multi-process mode's shared directory: every worker of a server shows the server's totals (else
     ``RYOT_TELEMETRY_MULTIPROC_DIR``)."""
@@ -865,6 +868,8 @@ class Settings:
     multiproc_dir: str | None = _setting(_multiproc_dir)
     # duplicates of other libraries' metrics (recording/duplicates.py)
     drop_duplicates: tuple[str, ...] = _setting(_drop_duplicates)
+    # GPU depth: clocks, energy, throttle reasons, ECC counts (sources/gpu.py)
+    gpu_detail: bool = _setting(_bool(env.RYOT_TELEMETRY_GPU_DETAIL, False))
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

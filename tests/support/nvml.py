@@ -95,12 +95,64 @@ class FakeNvml:
         self.calls["nvmlDeviceGetGraphicsRunningProcesses"] += 1
         return [SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in self._get(handle, "graphics")]
 
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock_type: int) -> int:
+        self.calls["nvmlDeviceGetClockInfo"] += 1
+        return self._get(handle, {gpu_mod.NVML_CLOCK_SM: "sm_mhz", gpu_mod.NVML_CLOCK_MEM: "mem_mhz"}[clock_type])
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self.calls["nvmlDeviceGetTotalEnergyConsumption"] += 1
+        return self._get(handle, "energy_mj")
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        self.calls["nvmlDeviceGetCurrentClocksEventReasons"] += 1
+        return self._get(handle, "reasons")
+
+    def nvmlDeviceGetSupportedClocksEventReasons(self, handle: Any) -> int:
+        self.calls["nvmlDeviceGetSupportedClocksEventReasons"] += 1
+        return self._get(handle, "reasons_supported")
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter_type: int) -> int:
+        self.calls["nvmlDeviceGetTotalEccErrors"] += 1
+        v = self._get(handle, "ecc")
+        if isinstance(v, dict):  # per (error type, counter type); the four must all be there
+            v = v[(error_type, counter_type)]
+            if isinstance(v, BaseException):
+                raise v
+        return v
+
     def reset(self) -> None:
         self.calls.clear()
 
 
+ALL_REASONS = 0x7FF  # the eleven clock event reasons NVML knows
+
+
+def ecc(
+    corrected_volatile: Any = 0,
+    uncorrected_volatile: Any = 0,
+    corrected_aggregate: Any = 0,
+    uncorrected_aggregate: Any = 0,
+) -> dict:
+    """nvmlDeviceGetTotalEccErrors's answers, keyed (NVML_MEMORY_ERROR_TYPE_*, NVML_*_ECC)."""
+    return {
+        (0, 0): corrected_volatile,
+        (1, 0): uncorrected_volatile,
+        (0, 1): corrected_aggregate,
+        (1, 1): uncorrected_aggregate,
+    }
+
+
 def device(used: int, total: int, util: Any = 50, power_mw: Any = 250_000, temp: Any = 60, **kw: Any) -> dict:
+    """A GPU; the detail fields (clocks 1410/1593 MHz, energy, throttle reasons, ECC) answer only with detail on."""
     d = {"memory": (used, total), "util": util, "power_mw": power_mw, "temp": temp, "compute": [], "graphics": []}
+    d.update(
+        sm_mhz=1410,
+        mem_mhz=1593,
+        energy_mj=5_000_000,
+        reasons=0,
+        reasons_supported=ALL_REASONS,
+        ecc=ecc(),
+    )
     d.update(kw)
     return d
 

@@ -75,3 +75,16 @@ OUTCOMES: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...]
     "ryot_ttft_outside_engine_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
 }
 SPEC_SECTIONS.update(OUTCOMES)
+# "Capacity and scaling": GPU depth (opt-in), ryot names where semconv defines no hw.gpu.* one.
+GPU_DEPTH: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    "ryot_gpu_clock_hertz": ("gauge", frozenset({"device_id", "clock_domain"}), frozenset({"model"}), None),
+    "ryot_gpu_energy_joules_total": ("counter", frozenset({"device_id"}), frozenset({"model"}), None),
+    "ryot_gpu_throttle": ("gauge", frozenset({"device_id", "throttle_reason"}), frozenset({"model"}), None),
+    "ryot_gpu_ecc_errors_total": (
+        "counter",
+        frozenset({"device_id", "ecc_error_type", "ecc_counter"}),
+        frozenset({"model"}),
+        None,
+    ),
+}
+SPEC_SECTIONS.update(GPU_DEPTH)

@@ -133,7 +133,7 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
-    assert len(by_name) == 34  # the 26 SPEC table families, ryot_slo_requests_total and 7 from "Outcomes, ..."
+    assert len(by_name) == 38  # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth
 
 
 def test_views_limit_series_to_what_bounded_labels_allow() -> None:
@@ -173,7 +173,7 @@ def test_configured_views_carry_the_model_and_tenant_budgets() -> None:
 
 
 def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone (its exporter drops them);
+    """Trace-based exemplars with OTLP/console/extra readers; off for Prometheus alone without a TracerProvider;
     OTEL_METRICS_EXEMPLAR_FILTER wins; the recorder keeps request spans only when exemplars can be sampled."""
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -1071,7 +1071,7 @@ def test_configure_takes_exactly_the_declared_arguments_each_a_setting_with_a_do
     from ryot_telemetry.artifacts import docs
     from ryot_telemetry.settings import ARGUMENTS, Arguments, Settings
 
-    assert set(Arguments.__annotations__) == ARGUMENTS and len(ARGUMENTS) == 29
+    assert set(Arguments.__annotations__) == ARGUMENTS and len(ARGUMENTS) == 30
     assert {f.name for f in dataclasses.fields(Settings)} >= ARGUMENTS
     declared = docs.arguments()
     assert [name for name, _, _ in declared] == list(Arguments.__annotations__)

@@ -114,6 +114,7 @@ def test_exposition_matches_spec_table() -> None:
         prices={"m": {"prompt": 0.001, "completion": 0.002}},
         gpu_backend=two_gpus(),
         gpu_models={0: "m"},
+        gpu_detail=True,
     )
     try:
         asyncio.run(_traffic(tel))
@@ -145,6 +146,7 @@ def full_exposition() -> bytes:
         prices={"m": {"prompt": 0.001, "completion": 0.002}},
         gpu_backend=two_gpus(),
         gpu_models={0: "m"},
+        gpu_detail=True,
         semconv=True,
         slos={"*": {"latency": 30.0}},
     )
@@ -215,6 +217,7 @@ _OTLP_KIND = {
     Instrument.COUNTER: otlp_names.COUNTER,
     Instrument.UP_DOWN_COUNTER: otlp_names.UP_DOWN,
     Instrument.OBSERVABLE_UP_DOWN_COUNTER: otlp_names.UP_DOWN,
+    Instrument.OBSERVABLE_COUNTER: otlp_names.COUNTER,
     Instrument.HISTOGRAM: otlp_names.HISTOGRAM,
     Instrument.GAUGE: otlp_names.GAUGE,
     Instrument.OBSERVABLE_GAUGE: otlp_names.GAUGE,
@@ -389,6 +392,7 @@ def test_with_tenants_on_exactly_the_spec_counters_carry_the_tenant_label() -> N
         slos={"*": {"latency": 30.0}},
         gpu_backend=two_gpus(),
         gpu_models={0: "m"},
+        gpu_detail=True,
         tenant=lambda params: "acme",
     )
     try:

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ryot_telemetry.sources import gpu as gpu_mod
 from ryot_telemetry.testing import Capture, capture
-from support.nvml import PID, FakeNvml, FakeNVMLError, GiB, device, not_supported, two_gpus
+from support.nvml import PID, FakeNvml, FakeNVMLError, GiB, device, ecc, not_supported, two_gpus
 
 MEM = "ryot.gpu.memory.usage"
-
-
-
-
-
-
-
-
-
-
 
 
 @pytest.fixture
@@ -408,3 +399,461 @@ def test_missing_or_removed_nvml_function_skips_only_that_field() -> None:
         assert fake.calls["nvmlDeviceGetPowerUsage"] == 1  # asked once, then known to be unsupported
     finally:
         c.shutdown()
+
+
+# --- GPU depth (gpu_detail): clocks, energy since start, throttle reasons, ECC counts ------------------------------
+
+DETAIL = ("ryot.gpu.clock", "ryot.gpu.energy", "ryot.gpu.throttle", "ryot.gpu.ecc.errors")
+REASONS = (
+    "gpu_idle",
+    "applications_clocks_setting",
+    "sw_power_cap",
+    "hw_slowdown",
+    "sync_boost",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+    "display_clock_setting",
+    "board_limit",
+    "reliability",
+)
+
+
+def _points(c: Capture, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    return {tuple(sorted(p.attributes.items())): p.value for p in c.points(name)}
+
+
+def _detail_fake() -> FakeNvml:
+    """GPU 0: SW power cap and HW slowdown active, ECC counts; GPU 1: ECC and energy NOT_SUPPORTED, 3 reasons."""
+    return FakeNvml(
+        [
+            device(
+                20 * GiB,
+                80 * GiB,
+                sm_mhz=1980,
+                mem_mhz=2619,
+                energy_mj=1_000_000,
+                reasons=0x4 | 0x8,
+                ecc=ecc(corrected_volatile=3, uncorrected_volatile=0, corrected_aggregate=12, uncorrected_aggregate=1),
+            ),
+            device(
+                40 * GiB,
+                80 * GiB,
+                sm_mhz=345,
+                mem_mhz=not_supported(),
+                energy_mj=not_supported(),
+                reasons=0x1,
+                reasons_supported=0x1 | 0x4 | 0x40,
+                ecc=not_supported(),
+            ),
+        ]
+    )
+
+
+def test_detail_exact_series_and_energy_since_start() -> None:
+    """gpu_detail=True: clocks in Hz, energy in J since the first reading, 0/1 per supported reason, ECC counts."""
+    fake = _detail_fake()
+    c = capture(gpu_backend=fake, gpu_models={0: "llama"}, gpu_detail=True)
+    try:
+        c.collect()
+        d0, d1 = (("device_id", "0"), ("model", "llama")), (("device_id", "1"),)
+        assert _points(c, "ryot.gpu.clock") == {
+            (("clock_domain", "memory"), *d0): 2619e6,
+            (("clock_domain", "sm"), *d0): 1980e6,
+            (("clock_domain", "sm"), *d1): 345e6,
+        }
+        assert _points(c, "ryot.gpu.energy") == {d0: 0.0}
+        assert _points(c, "ryot.gpu.throttle") == {
+            **{(*d0[:1], *d0[1:], ("throttle_reason", r)): int(r in ("sw_power_cap", "hw_slowdown")) for r in REASONS},
+            (*d1, ("throttle_reason", "gpu_idle")): 1,
+            (*d1, ("throttle_reason", "sw_power_cap")): 0,
+            (*d1, ("throttle_reason", "hw_thermal_slowdown")): 0,
+        }
+        assert _points(c, "ryot.gpu.ecc.errors") == {
+            (*d0[:1], ("ecc_counter", "volatile"), ("ecc_error_type", "corrected"), *d0[1:]): 3,
+            (*d0[:1], ("ecc_counter", "volatile"), ("ecc_error_type", "uncorrected"), *d0[1:]): 0,
+            (*d0[:1], ("ecc_counter", "aggregate"), ("ecc_error_type", "corrected"), *d0[1:]): 12,
+            (*d0[:1], ("ecc_counter", "aggregate"), ("ecc_error_type", "uncorrected"), *d0[1:]): 1,
+        }
+        fake.devices[0]["energy_mj"] = 1_250_500
+        c.collect()
+        assert c.value("ryot.gpu.energy", device_id="0", model="llama") == 250.5
+    finally:
+        c.shutdown()
+
+
+def test_detail_one_sweep_and_unsupported_asked_once() -> None:
+    """With detail a collection is still one sweep; NOT_SUPPORTED fields and the supported reasons are asked once."""
+    fake = _detail_fake()
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        fake.reset()
+        c.collect()
+        assert c.gpu is not None and c.gpu.sweeps == 1
+        assert {k: v for k, v in fake.calls.items() if k not in _BASE_CALLS} == {
+            "nvmlDeviceGetClockInfo": 4,
+            "nvmlDeviceGetTotalEnergyConsumption": 2,
+            "nvmlDeviceGetSupportedClocksEventReasons": 2,
+            "nvmlDeviceGetCurrentClocksEventReasons": 2,
+            "nvmlDeviceGetTotalEccErrors": 5,  # 4 on GPU 0, 1 on GPU 1 (NOT_SUPPORTED: the rest not asked)
+        }
+        fake.reset()
+        c.collect()
+        assert {k: v for k, v in fake.calls.items() if k not in _BASE_CALLS} == {
+            "nvmlDeviceGetClockInfo": 3,
+            "nvmlDeviceGetTotalEnergyConsumption": 1,
+            "nvmlDeviceGetCurrentClocksEventReasons": 2,
+            "nvmlDeviceGetTotalEccErrors": 4,
+        }
+        assert c.gpu.sweeps == 2
+    finally:
+        c.shutdown()
+
+
+_BASE_CALLS = {
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetGraphicsRunningProcesses",
+}
+
+
+def test_detail_off_by_default_and_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without gpu_detail no detail series exist and NVML is not asked; RYOT_TELEMETRY_GPU_DETAIL=true turns it on."""
+    monkeypatch.delenv("RYOT_TELEMETRY_GPU_DETAIL", raising=False)
+    fake = _detail_fake()
+    c = capture(gpu_backend=fake)
+    try:
+        c.collect()
+        assert [c.points(n) for n in DETAIL] == [[], [], [], []]
+        assert set(fake.calls) <= _BASE_CALLS | {"nvmlInit", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex"} | {
+            "nvmlDeviceGetMigMode"
+        }
+    finally:
+        c.shutdown()
+    monkeypatch.setenv("RYOT_TELEMETRY_GPU_DETAIL", "true")
+    c = capture(gpu_backend=_detail_fake())
+    try:
+        c.collect()
+        assert c.value("ryot.gpu.clock", device_id="1", clock_domain="sm") == 345e6
+    finally:
+        c.shutdown()
+    meter_cap = capture()
+    try:
+        gauges = gpu_mod.install_gpu_gauges(meter_cap.provider.get_meter("x"), enabled=True, backend=_detail_fake())
+        meter_cap.collect()
+        assert meter_cap.value("ryot.gpu.energy", device_id="0") == 0.0
+        gauges.close()
+    finally:
+        meter_cap.shutdown()
+    from ryot_telemetry import ConfigurationError, configure
+
+    monkeypatch.setenv("RYOT_TELEMETRY_GPU_DETAIL", "sometimes")
+    with pytest.raises(ConfigurationError, match=r"^RYOT_TELEMETRY_GPU_DETAIL='sometimes': expected true or false$"):
+        configure(exporters="none")
+    with pytest.raises(ConfigurationError, match=r"^gpu_detail must be True or False, got 'yes'$"):
+        configure(exporters="none", gpu_detail="yes")
+
+
+class _Hostile:
+    """A value whose every use raises: comparisons, conversions, repr."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("hostile attribute")
+
+    def __repr__(self) -> str:
+        raise KeyboardInterrupt
+
+    def __lt__(self, other: Any) -> bool:
+        raise RuntimeError("hostile comparison")
+
+
+_GARBAGE = [-1, float("nan"), float("inf"), 2**80, "1410", True, None, 1.5e300, _Hostile()]
+
+
+@pytest.mark.parametrize(
+    ("field", "metric", "attrs"),
+    [
+        ("sm_mhz", "ryot.gpu.clock", {"clock_domain": "sm"}),
+        ("energy_mj", "ryot.gpu.energy", {}),
+        ("reasons", "ryot.gpu.throttle", {"throttle_reason": "gpu_idle"}),
+        ("ecc", "ryot.gpu.ecc.errors", {"ecc_error_type": "corrected", "ecc_counter": "volatile"}),
+        ("temp", "ryot.gpu.temperature", {}),
+        ("power_mw", "ryot.gpu.power", {}),
+        ("util", "ryot.gpu.utilization", {}),
+    ],
+)
+def test_garbage_from_nvml_is_absent_for_that_sweep_only(
+    field: str, metric: str, attrs: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Negative, NaN, infinite, huge, text, bool, None or hostile values: that field absent, the rest kept, one log."""
+    fake = FakeNvml([device(20 * GiB, 80 * GiB)])
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        good = c.value(metric, device_id="0", **attrs)
+        assert good is not None
+        with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+            for garbage in _GARBAGE:
+                fake.devices[0][field] = garbage
+                c.collect()
+                assert c.value(metric, device_id="0", **attrs) is None, garbage
+                assert c.value(MEM, device_id="0", memory_type="used") == 20 * GiB
+                assert c.value("ryot.gpu.clock", device_id="0", clock_domain="memory") == 1593e6
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1 and warnings[0].startswith("ryot-telemetry: GPU 0 reported an unusable "), warnings
+        fake.devices[0][field] = {"ecc": ecc()}.get(field, 7 if field != "energy_mj" else 5_000_000)
+        c.collect()
+        assert c.value(metric, device_id="0", **attrs) is not None
+    finally:
+        c.shutdown()
+
+
+def test_garbage_memory_struct_keeps_the_other_fields() -> None:
+    """A memory struct with a negative, NaN or raising field: no memory series that sweep, the other gauges stay."""
+    fake = FakeNvml([device(20 * GiB, 80 * GiB)])
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        for used in (-1, float("nan"), "20", _Hostile()):
+            fake.devices[0]["memory"] = (used, 80 * GiB)
+            c.collect()
+            assert [p.attributes["memory_type"] for p in c.points(MEM)] == [], used
+            assert c.series("ryot.gpu.memory.percentage") == []
+            assert c.value("ryot.gpu.temperature", device_id="0") == 60.0
+            assert c.value("ryot.gpu.clock", device_id="0", clock_domain="sm") == 1410e6
+    finally:
+        c.shutdown()
+
+
+def test_energy_counter_going_backwards_restarts_from_zero(caplog: pytest.LogCaptureFixture) -> None:
+    """NVML's energy counter dropping (driver reload) restarts the count at 0 (a counter reset), never negative."""
+    fake = FakeNvml([device(1, 2, energy_mj=9_000)])
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        fake.devices[0]["energy_mj"] = 11_000
+        c.collect()
+        assert c.value("ryot.gpu.energy", device_id="0") == 2.0
+        fake.devices[0]["energy_mj"] = 500
+        with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+            c.collect()
+        assert c.value("ryot.gpu.energy", device_id="0") == 0.0
+        fake.devices[0]["energy_mj"] = 1_500
+        c.collect()
+        assert c.value("ryot.gpu.energy", device_id="0") == 1.0
+        assert [r.getMessage() for r in caplog.records] == [
+            "ryot-telemetry: GPU 0 energy counter went backwards; counting again from its new value"
+        ]
+    finally:
+        c.shutdown()
+
+
+def test_energy_starts_at_the_first_good_reading() -> None:
+    """An energy reading that fails at start: the count starts at the first reading that succeeds, not at zero mJ."""
+    fake = FakeNvml([device(1, 2, energy_mj=FakeNVMLError(999))])
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        assert c.series("ryot.gpu.energy") == []
+        fake.devices[0]["energy_mj"] = 70_000
+        c.collect()
+        fake.devices[0]["energy_mj"] = 73_000
+        c.collect()
+        assert c.value("ryot.gpu.energy", device_id="0") == 3.0
+    finally:
+        c.shutdown()
+
+
+class _OldThrottleBinding(FakeNvml):
+    """An older binding: the throttle-reason calls only, no supported-reasons call, no event-reason names."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if "ClocksEventReasons" in name or name == "nvmlDeviceGetSupportedClocksThrottleReasons":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
+        self.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] += 1
+        return self._get(handle, "reasons")
+
+
+def test_throttle_reasons_bounded_and_from_an_older_binding() -> None:
+    """Unknown mask bits add no series; a binding with only the throttle calls reports every known reason."""
+    fake = _OldThrottleBinding([device(1, 2, reasons=0x40 | (1 << 40) | (1 << 63))])
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        c.collect()
+        got = {p.attributes["throttle_reason"]: p.value for p in c.points("ryot.gpu.throttle")}
+        assert got == {r: int(r == "hw_thermal_slowdown") for r in REASONS}
+        assert fake.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 2
+    finally:
+        c.shutdown()
+
+
+def test_detail_not_read_on_mig_instances() -> None:
+    """MIG instances report memory only; the clocks, energy, reasons and ECC come from the parent GPU."""
+    inst = {"memory": (3 * GiB, 10 * GiB), "compute": [], "graphics": []}
+    fake = FakeNvml([device(8 * GiB, 80 * GiB, util=not_supported(), mig=[inst])])
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        for name in DETAIL:
+            assert {p.attributes["device_id"] for p in c.points(name)} == {"0"}, name
+    finally:
+        c.shutdown()
+
+
+def test_detail_prometheus_names(fake: FakeNvml) -> None:
+    """A scrape with detail on shows the catalogue's family names and types for the four detail metrics."""
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    tel = configure(
+        exporters="prometheus",
+        prometheus_registry="private",
+        start_prometheus_server=False,
+        gpu_backend=fake,
+        gpu_detail=True,
+    )
+    try:
+        text = generate_latest(tel.registry).decode()
+    finally:
+        tel.shutdown()
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE ryot_gpu_"))
+    assert {k: v for k, v in types.items() if k.split("_")[2] in ("clock", "energy", "throttle", "ecc")} == {
+        "ryot_gpu_clock_hertz": "gauge",
+        "ryot_gpu_energy_joules_total": "counter",
+        "ryot_gpu_throttle": "gauge",
+        "ryot_gpu_ecc_errors_total": "counter",
+    }
+    assert 'ryot_gpu_clock_hertz{clock_domain="sm",device_id="0"' in text
+
+
+def test_real_pynvml_detail() -> None:
+    """On a GPU machine, detail reads device 0 through real pynvml: each field present exactly when NVML answers it."""
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        pytest.skip(f"no NVIDIA GPU/driver here: nvmlInit failed with {type(e).__name__}: {e}")
+
+    def answer(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except pynvml.NVMLError as e:
+            return e
+
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        max_sm = answer(pynvml.nvmlDeviceGetMaxClockInfo, h, pynvml.NVML_CLOCK_SM)
+        energy = answer(pynvml.nvmlDeviceGetTotalEnergyConsumption, h)
+        ecc_count = answer(pynvml.nvmlDeviceGetTotalEccErrors, h, 1, 1)
+    finally:
+        pynvml.nvmlShutdown()
+    c = capture(gpu_backend=pynvml, gpu_detail=True)
+    try:
+        c.collect()
+        c.collect()
+        sm = c.value("ryot.gpu.clock", device_id="0", clock_domain="sm")
+        assert sm is not None and (isinstance(max_sm, Exception) or 0 < sm <= max_sm * 1e6), (sm, max_sm)
+        assert (c.value("ryot.gpu.clock", device_id="0", clock_domain="memory") or 0) > 0
+        got_energy = c.value("ryot.gpu.energy", device_id="0")
+        assert (got_energy is None) == isinstance(energy, Exception), (got_energy, energy)
+        assert got_energy is None or got_energy >= 0.0
+        reasons = {p.attributes["throttle_reason"]: p.value for p in c.points("ryot.gpu.throttle")}
+        assert reasons and set(reasons.values()) <= {0, 1}, reasons
+        got_ecc = c.value("ryot.gpu.ecc.errors", device_id="0", ecc_error_type="uncorrected", ecc_counter="aggregate")
+        assert got_ecc == (None if isinstance(ecc_count, Exception) else ecc_count), (got_ecc, ecc_count)
+        print("real NVML detail:", sm, got_energy, reasons, got_ecc)
+    finally:
+        c.shutdown()
+
+
+class _RaisesBase:
+    """A struct whose every attribute raises a BaseException that is not an Exception."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise SystemExit(f"hostile {name}")
+
+
+class _HostileInt(int):
+    """An int whose comparisons raise a BaseException."""
+
+    def __le__(self, other: Any) -> bool:
+        raise GeneratorExit("hostile comparison")
+
+    __ge__ = __lt__ = __gt__ = __le__
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [
+        42,  # not a list
+        None,
+        [_RaisesBase()],
+        [SimpleNamespace(pid=PID, usedGpuMemory=-1)],
+        [SimpleNamespace(pid=PID, usedGpuMemory=float("nan"))],
+        [SimpleNamespace(pid=PID, usedGpuMemory="6")],
+        [SimpleNamespace(pid=_HostileInt(PID), usedGpuMemory=GiB)],
+        [SimpleNamespace(pid=PID, usedGpuMemory=_HostileInt(GiB))],
+    ],
+)
+def test_hostile_process_lists_lose_only_the_process_series(compute: Any) -> None:
+    """Process lists that are not lists, or whose entries raise or lie: no process series, everything else kept."""
+    fake = FakeNvml([device(20 * GiB, 80 * GiB)])
+    fake.devices[0]["compute"] = [(PID, GiB)]
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        assert c.value(MEM, device_id="0", memory_type="process") == GiB
+        fake.nvmlDeviceGetComputeRunningProcesses = lambda handle: compute  # type: ignore[method-assign]
+        c.collect()
+        assert c.value(MEM, device_id="0", memory_type="process") is None
+        assert c.value(MEM, device_id="0", memory_type="used") == 20 * GiB
+        assert c.value("ryot.gpu.energy", device_id="0") == 0.0
+    finally:
+        c.shutdown()
+
+
+def test_struct_fields_raising_base_exceptions_are_absent() -> None:
+    """Memory and utilisation structs whose fields raise SystemExit, and a hostile int: those fields absent only."""
+    fake = FakeNvml([device(20 * GiB, 80 * GiB, temp=_HostileInt(60))])
+    fake.nvmlDeviceGetMemoryInfo = lambda handle: _RaisesBase()  # type: ignore[method-assign]
+    fake.nvmlDeviceGetUtilizationRates = lambda handle: _RaisesBase()  # type: ignore[method-assign]
+    c = capture(gpu_backend=fake, gpu_detail=True)
+    try:
+        c.collect()
+        assert c.points(MEM) == [] and c.series("ryot.gpu.utilization") == []
+        assert c.series("ryot.gpu.temperature") == []
+        assert c.value("ryot.gpu.power", device_id="0") == 250.0
+        assert c.value("ryot.gpu.clock", device_id="0", clock_domain="sm") == 1410e6
+    finally:
+        c.shutdown()
+
+
+def test_detail_in_multiprocess_mode(tmp_path: Any) -> None:
+    """In multi-process mode the answering process reads the detail fields in its one sweep per scrape."""
+    from prometheus_client import generate_latest
+
+    from ryot_telemetry import configure
+
+    fake = two_gpus()
+    tel = configure(
+        multiproc_dir=tmp_path,
+        prometheus_registry="private",
+        start_prometheus_server=False,
+        gpu_backend=fake,
+        gpu_detail=True,
+    )
+    try:
+        text = generate_latest(tel.registry).decode()
+        assert tel.gpu is not None and tel.gpu.sweeps == 1
+        lines = [line for line in text.splitlines() if line.startswith("ryot_gpu_clock_hertz{")]
+        assert len(lines) == 4 and all(line.endswith((" 1.41e+09", " 1.593e+09")) for line in lines), lines
+        assert 'ryot_gpu_energy_joules_total{device_id="0"' in text
+    finally:
+        tel.shutdown()

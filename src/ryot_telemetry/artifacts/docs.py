@@ -77,7 +77,8 @@ OTEL_VARIABLES = (
     (
         OTEL_METRICS_EXEMPLAR_FILTER,
         "`trace_based`, `always_on` or `always_off`; default trace-based when an OTLP, console or extra reader is "
-        "configured, off for Prometheus alone (its exporter drops exemplars).",
+        "configured, or for Prometheus alone when a TracerProvider is installed before `configure()` (the scrape "
+        "carries them in OpenMetrics, single-process only); off otherwise.",
     ),
     (OTEL_METRIC_EXPORT_INTERVAL, "Milliseconds between OTLP exports (default 60000)."),
     (OTEL_SERVICE_NAME, "`service.name` resource attribute and `service` label of `ryot_service_info`."),

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..catalogue import CATALOGUE
 from ..recording.semconv import SEMCONV
 from ..slo import SloTable
-from . import shipped
+from . import autoscaling, shipped
 
 __all__ = [
     "API_VERSION",
@@ -491,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--port", default="metrics", help="name of the pods' scrape port (default metrics)")
     ap.add_argument("--interval", default="15s", help="scrape interval, a Prometheus duration (default 15s)")
+    autoscaling.add_arguments(ap)
     return ap
 
 
@@ -508,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"ryot-telemetry k8s: {e}", file=sys.stderr)
         return 2
+    if args.autoscaling:
+        return autoscaling.main_hook(args, labels, sys.stderr, sys.stdout)
     for given in args.rules or ():
         if not Path(given).is_file():
             why = "not a file" if Path(given).exists() else "no such file"

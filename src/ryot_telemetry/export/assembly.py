@@ -151,7 +151,7 @@ def assemble(
     service = str(res.attributes.get("service.name", ""))
     server_provider = None
     if server is None:
-        gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        gpu = gauges_for(meter, settings.gpu, settings.gpu_models, settings.gpu_backend, detail=settings.gpu_detail)
         late.callback(gpu.close)
         install_token_efficiency(meter, recorder.windows, gpu, settings.max_label_length)
         engine = EngineMetrics(meter, recorder=recorder, gpu=gpu, buckets=settings.buckets)
@@ -170,7 +170,9 @@ def assemble(
         engine = EngineMetrics(meter, recorder=recorder, gpu=breakdowns, buckets=settings.buckets)
         if service_info:
             install_service_info(server_meter, service, settings.component)
-        gpu = gauges_for(server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend)
+        gpu = gauges_for(
+            server_meter, settings.gpu, settings.gpu_models, settings.gpu_backend, detail=settings.gpu_detail
+        )
         late.callback(gpu.close)
         install_token_efficiency(server_meter, server.rates, gpu, settings.max_label_length)
     return Assembly(provider, meter, recorder, gpu, engine, server_provider)
@@ -187,11 +189,18 @@ def install_service_info(meter: Meter, service: str, component: str) -> None:
 
 def exemplars_enabled(settings: Settings) -> bool:
     """Whether exemplars can be sampled: the filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names, else trace-based where a
-    reader can carry them (OTLP, console, extra readers). opentelemetry-python's Prometheus exporter drops
-    exemplars, so with the Prometheus reader alone keeping request spans would cost time for nothing."""
+    reader can carry them (OTLP, console, extra readers, and the single-process scrape when a TracerProvider is
+    installed: export/exemplars.py). Without tracing no request has a span worth pointing at, so keeping request
+    spans would cost time for nothing."""
     if settings.exemplar_filter is not None:
         return settings.exemplar_filter != "always_off"
-    return bool(settings.readers) or "otlp" in settings.exporters or "console" in settings.exporters
+    if bool(settings.readers) or "otlp" in settings.exporters or "console" in settings.exporters:
+        return True
+    if "prometheus" not in settings.exporters or settings.multiproc_dir is not None:
+        return False
+    from .exemplars import tracing_configured  # the scrape carries them too, single-process, where spans exist
+
+    return tracing_configured()
 
 
 def exemplar_filter(settings: Settings | None = None) -> ExemplarFilter:

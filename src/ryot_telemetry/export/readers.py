@@ -130,7 +130,7 @@ def otlp_exporter(settings: Settings) -> Any:
 
 
 def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned: ExitStack) -> None:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from .exemplars import ExemplarPrometheusReader
 
     out.registry = registry_for(settings)
     if settings.start_prometheus_server:
@@ -138,7 +138,7 @@ def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned
         if out.server is not None:
             closers.callback(_stop_server, out.server)
             out.url = f"http://{url_host(settings.prometheus_host)}:{out.server.server_address[1]}/metrics"
-    out.readers.append(_owned(unowned, PrometheusMetricReader(registry=out.registry)))
+    out.readers.append(_owned(unowned, ExemplarPrometheusReader(out.registry)))
 
 
 def registry_for(settings: Settings) -> Any:
@@ -218,13 +218,13 @@ class ScrapeServer:
     """
 
     def __init__(self, host: str, port: int, registry: Any) -> None:
-        from prometheus_client import make_wsgi_app
+        from .exemplars import scrape_app
 
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, sockaddr = infos[0]  # as prometheus_client: IPv4 or IPv6 by what the host resolves to
         server_class = type("_Server", (_ThreadingWSGIServer,), {"address_family": family})
         self._httpd: WSGIServer = make_server(
-            str(sockaddr[0]), port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler
+            str(sockaddr[0]), port, scrape_app(registry), server_class, handler_class=_QuietHandler
         )
         self._wake_r, self._wake_w = socket.socketpair()
         self._pid = os.getpid()

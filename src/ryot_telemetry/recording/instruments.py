@@ -45,6 +45,10 @@ def create_instrument(
         return meter.create_observable_gauge(
             spec.name, callbacks=list(callbacks or ()), unit=spec.unit, description=spec.description
         )
+    if kind is Instrument.OBSERVABLE_COUNTER:
+        return meter.create_observable_counter(
+            spec.name, callbacks=list(callbacks or ()), unit=spec.unit, description=spec.description
+        )
     if kind is Instrument.OBSERVABLE_UP_DOWN_COUNTER:
         return meter.create_observable_up_down_counter(
             spec.name, callbacks=list(callbacks or ()), unit=spec.unit, description=spec.description

@@ -1,4 +1,6 @@
-"""GPU gauges from NVML: memory, utilisation, power and temperature per device, read once per collection.
+"""GPU gauges from NVML: memory, utilisation, power and temperature per device, read once per collection; opt-in
+(``detail=True``, ``RYOT_TELEMETRY_GPU_DETAIL``) also SM and memory clocks, energy since start, throttle reasons and
+ECC error counts.
 
 gauges = install_gpu_gauges(meter, models={0: "llama-3-8b"})   # backend: pynvml (nvidia-ml-py) unless injected
 ...
@@ -11,7 +13,8 @@ read starts the next one, so each collection makes exactly one sweep however man
 
 Failure handling never raises into the SDK and never invents zeros: no library or driver -> no GPU series and one log
 line; a field NVML does not support on a device -> that field is skipped (and not asked again); a GPU lost mid-run ->
-that device's series disappear, logged once; any other NVML error -> that field is skipped for this sweep.
+that device's series disappear, logged once; any other NVML error, or a value that cannot be a reading (wrong type,
+negative, NaN, beyond the field's range) -> that field is skipped for this sweep, logged once.
 """
 
 from __future__ import annotations
@@ -22,16 +25,23 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .. import catalogue
-from ..catalogue import BREAKDOWN_MEMORY_TYPES, NVML_MEMORY_TYPES
+from ..catalogue import (
+    BREAKDOWN_MEMORY_TYPES,
+    ECC_COUNTERS,
+    ECC_ERROR_TYPES,
+    GPU_CLOCK_DOMAINS,
+    GPU_THROTTLE_REASONS,
+    NVML_MEMORY_TYPES,
+)
 from ..recording.instruments import create_instrument
 from ..recording.labels import clip
-from ..settings import device_id, gpu_enabled, gpu_models, parse_gpu_models
+from ..settings import Settings, device_id, gpu_enabled, gpu_models, parse_gpu_models
 
 __all__ = [
     "BREAKDOWN_MEMORY_TYPES",
@@ -51,6 +61,28 @@ NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_TEMPERATURE_GPU = 0
 NVML_DEVICE_MIG_ENABLE = 1
+NVML_CLOCK_SM = 1
+NVML_CLOCK_MEM = 2
+NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
+NVML_AGGREGATE_ECC = 1
+
+_CLOCKS = dict(zip(GPU_CLOCK_DOMAINS, (NVML_CLOCK_SM, NVML_CLOCK_MEM)))
+_ECC = {
+    (error_type, counter): (nvml_error, nvml_counter)
+    for error_type, nvml_error in zip(
+        ECC_ERROR_TYPES, (NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_MEMORY_ERROR_TYPE_UNCORRECTED)
+    )
+    for counter, nvml_counter in zip(ECC_COUNTERS, (NVML_VOLATILE_ECC, NVML_AGGREGATE_ECC))
+}
+_KNOWN_REASONS = (1 << len(GPU_THROTTLE_REASONS)) - 1
+# Bounds past which a reading is garbage, not a measurement: NVML's counters are unsigned 64-bit, a clock beyond
+# 100 GHz or a power draw beyond 100 kW is no GPU's.
+_U64 = 2**64 - 1
+_MAX_MHZ = 100_000
+_MAX_MILLIWATTS = 100_000_000
+_MAX_PROCESSES = 4096  # entries of one process list looked at: NVML lists at most a few hundred contexts
 
 
 class NvmlBackend(Protocol):
@@ -69,6 +101,10 @@ class NvmlBackend(Protocol):
     def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int: ...  # Celsius
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> Any: ...  # [.pid, .usedGpuMemory]
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> Any: ...
+    # GPU depth (detail=True); a binding may lack any of these, then that field is not reported
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock_type: int) -> int: ...  # MHz
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int: ...  # millijoules since the driver loaded
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter_type: int) -> int: ...
 
 
 class _Lost(Exception):
@@ -86,6 +122,8 @@ class _Device:
     mig_instance: bool = False  # a MIG instance: memory and process memory only
     parent: str | None = None
     unsupported: set[str] = field(default_factory=set)
+    energy_start: int | None = None  # NVML's energy counter (mJ) at its first good reading
+    reasons_supported: int | None = None  # mask of the throttle reasons the device reports (None: not asked yet)
 
 
 @dataclass
@@ -100,6 +138,10 @@ class _Sample:
     utilization: float | None = None
     power_watts: float | None = None
     temperature: float | None = None
+    clocks_hz: dict[str, float] = field(default_factory=dict)  # clock domain -> Hz
+    energy_joules: float | None = None  # since the first reading
+    throttle: dict[str, int] = field(default_factory=dict)  # reason -> 1 active / 0 not, supported reasons only
+    ecc: dict[tuple[str, str], int] = field(default_factory=dict)  # (error type, counter) -> errors
 
     @property
     def percent(self) -> float | None:
@@ -115,8 +157,11 @@ class GpuGauges:
     what an engine reports through ``set_memory_breakdown``.
     """
 
-    def __init__(self, meter: Meter, backend: NvmlBackend | None, models: Mapping[str, str], pid: int) -> None:
+    def __init__(
+        self, meter: Meter, backend: NvmlBackend | None, models: Mapping[str, str], pid: int, detail: bool = False
+    ) -> None:
         self.models = dict(models)
+        self.detail = detail
         self.pid = pid
         self._nvml = backend
         self._devices: list[_Device] = []
@@ -138,6 +183,11 @@ class GpuGauges:
         make("ryot.gpu.utilization", self._field_callback("utilization", lambda s: s.utilization))
         make("ryot.gpu.power", self._field_callback("power", lambda s: s.power_watts))
         make("ryot.gpu.temperature", self._field_callback("temperature", lambda s: s.temperature))
+        if detail:
+            make("ryot.gpu.clock", self._labelled_callback("clock", lambda s: s.clocks_hz, "clock_domain"))
+            make("ryot.gpu.energy", self._field_callback("energy", lambda s: s.energy_joules))
+            make("ryot.gpu.throttle", self._labelled_callback("throttle", lambda s: s.throttle, "throttle_reason"))
+            make("ryot.gpu.ecc.errors", self._observe_ecc)
 
     @property
     def available(self) -> bool:
@@ -238,36 +288,118 @@ class GpuGauges:
         ):
             procs = self._query(dev, name, fn_name)
             total = 0
-            for p in procs or ():
-                if getattr(p, "pid", None) == self.pid:
-                    used = getattr(p, "usedGpuMemory", None)
+            try:
+                entries = list(procs or ())[:_MAX_PROCESSES]
+            except BaseException:  # not a list of processes: this list says nothing this sweep
+                entries = []
+            for p in entries:
+                pid = _attr(p, "pid")
+                if type(pid) is int and pid == self.pid:  # exactly an int: a hostile __eq__ is never called
+                    used = _attr(p, "usedGpuMemory")
                     if used is None:  # NVML_VALUE_NOT_AVAILABLE (e.g. no permission under MIG)
                         continue
+                    if self._valid(dev, "process memory", used, 0, _U64, True) is None:
+                        return None
                     found = True
-                    total += int(used)
+                    total += used
             per_list.append(total)
         # A process that is both compute and graphics (C+G) is listed twice with the same memory.
         return max(per_list) if found else None
+
+    def _valid(self, dev: _Device, name: str, value: Any, low: float, high: float, integer: bool = False) -> Any:
+        """``value`` if it can be a reading of ``name`` (a number within [low, high], an int where NVML gives one);
+        else None, logged once: a binding or driver returning garbage loses that field for the sweep, nothing more."""
+        try:
+            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if ok and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high:
+                return value
+        except BaseException:  # a number subclass whose comparisons raise: not a reading either
+            pass
+        self._warn_once(
+            ("garbage", dev.device_id, name),
+            "ryot-telemetry: GPU %s reported an unusable %s (%s); skipped until it reports a valid one",
+            dev.device_id,
+            name,
+            _describe(value),
+        )
+        return None
 
     def _read(self, dev: _Device) -> _Sample:
         s = _Sample(dev)
         mem = self._query(dev, "memory", "nvmlDeviceGetMemoryInfo")
         if mem is not None:
-            s.used, s.free, s.total = int(mem.used), int(mem.free), int(mem.total)
+            parts = [self._valid(dev, "memory", _attr(mem, k), 0, _U64, True) for k in ("used", "free", "total")]
+            if None not in parts:
+                s.used, s.free, s.total = parts
         s.process = self._process_bytes(dev)
         if dev.mig_instance:
             return s  # NVML reports only memory and processes per MIG instance
         if not dev.mig_enabled:  # NVML: utilisation is NOT_SUPPORTED on a MIG-enabled GPU
             util = self._query(dev, "utilization", "nvmlDeviceGetUtilizationRates")
             if util is not None:
-                s.utilization = float(util.gpu)
+                gpu = self._valid(dev, "utilization", _attr(util, "gpu"), 0, 100)
+                s.utilization = None if gpu is None else float(gpu)
         power = self._query(dev, "power", "nvmlDeviceGetPowerUsage")
-        if power is not None:
+        if power is not None and self._valid(dev, "power", power, 0, _MAX_MILLIWATTS) is not None:
             s.power_watts = power / 1000.0
         temp = self._query(dev, "temperature", "nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU)
-        if temp is not None:
+        # NVML's temperature is an unsigned Celsius reading: a negative one is garbage, not frost.
+        if temp is not None and self._valid(dev, "temperature", temp, 0, 1000) is not None:
             s.temperature = float(temp)
+        if self.detail:
+            self._read_detail(dev, s)
         return s
+
+    def _read_detail(self, dev: _Device, s: _Sample) -> None:
+        """Clocks, energy since start, throttle reasons and ECC counts; each absent where NVML gives nothing usable."""
+        for domain, clock in _CLOCKS.items():
+            mhz = self._query(dev, f"{domain} clock", "nvmlDeviceGetClockInfo", clock)
+            if mhz is not None and self._valid(dev, f"{domain} clock", mhz, 0, _MAX_MHZ) is not None:
+                s.clocks_hz[domain] = float(mhz) * 1e6
+        energy = self._query(dev, "energy", "nvmlDeviceGetTotalEnergyConsumption")
+        if energy is not None and self._valid(dev, "energy", energy, 0, _U64, True) is not None:
+            if dev.energy_start is None:
+                dev.energy_start = energy
+            if energy >= dev.energy_start:
+                s.energy_joules = (energy - dev.energy_start) / 1000.0
+            else:  # the counter went backwards (driver reloaded): a restart, not negative energy
+                self._warn_once(
+                    ("energy reset", dev.device_id),
+                    "ryot-telemetry: GPU %s energy counter went backwards; counting again from its new value",
+                    dev.device_id,
+                )
+                dev.energy_start = energy
+                s.energy_joules = 0.0
+        self._read_throttle(dev, s)
+        for key, (error_type, counter) in _ECC.items():
+            count = self._query(dev, "ecc", "nvmlDeviceGetTotalEccErrors", error_type, counter)
+            if count is not None and self._valid(dev, "ecc", count, 0, _U64, True) is not None:
+                s.ecc[key] = count
+
+    def _read_throttle(self, dev: _Device, s: _Sample) -> None:
+        # NVML renamed "clocks throttle reasons" to "clocks event reasons" (same bits); a binding has one or both.
+        event = hasattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons")
+        current, supported = (
+            ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetSupportedClocksEventReasons")
+            if event
+            else ("nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetSupportedClocksThrottleReasons")
+        )
+        if dev.reasons_supported is None and "throttle" not in dev.unsupported:
+            mask = self._query(dev, "supported throttle reasons", supported)
+            # Without the supported mask (older binding), every known reason is reported.
+            valid = None if mask is None else self._valid(dev, "supported throttle reasons", mask, 0, _U64, True)
+            if valid is not None:
+                dev.reasons_supported = valid & _KNOWN_REASONS
+            elif "supported throttle reasons" in dev.unsupported:
+                dev.reasons_supported = _KNOWN_REASONS
+            else:
+                return  # a transient failure: ask again next sweep rather than guess
+        mask = self._query(dev, "throttle", current)
+        if mask is None or self._valid(dev, "throttle", mask, 0, _U64, True) is None:
+            return
+        for bit, reason in enumerate(GPU_THROTTLE_REASONS):
+            if dev.reasons_supported is not None and dev.reasons_supported >> bit & 1:
+                s.throttle[reason] = mask >> bit & 1
 
     def sweep(self) -> list[_Sample]:
         """Query every device once, now. Devices that report NVML_ERROR_GPU_IS_LOST are dropped for good."""
@@ -329,6 +461,25 @@ class GpuGauges:
 
         return observe
 
+    def _labelled_callback(
+        self, reader: str, values: Callable[[_Sample], Mapping[str, float]], label: str
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(v, {**s.device.attrs, label: key})
+                for s in self.samples(reader)
+                for key, v in values(s).items()
+            ]
+
+        return observe
+
+    def _observe_ecc(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {**s.device.attrs, "ecc_error_type": error_type, "ecc_counter": counter})
+            for s in self.samples("ecc")
+            for (error_type, counter), count in s.ecc.items()
+        ]
+
     # --- engine-reported breakdowns and derived values --------------------------------------------------------
 
     def set_memory_breakdown(self, device: int | str, memory_type: str, value: float | None) -> None:
@@ -385,6 +536,29 @@ class GpuGauges:
                 _log.debug("ryot-telemetry: nvmlShutdown failed", exc_info=True)
 
 
+def _detail_setting(name: str, arg: Any) -> bool:
+    """``Settings.gpu_detail``'s own loader: the argument if given, else ``RYOT_TELEMETRY_GPU_DETAIL``."""
+    load = {f.name: f for f in fields(Settings)}["gpu_detail"].metadata["load"]
+    return bool(load(name, arg))
+
+
+def _attr(obj: Any, name: str) -> Any:
+    """``obj.name``, or None when reading it fails (a binding's struct that raises is a field NVML did not give)."""
+    try:
+        return getattr(obj, name)
+    except BaseException:  # a struct whose fields raise anything: the field is absent, the sweep goes on
+        return None
+
+
+def _describe(value: Any) -> str:
+    """A short, safe description of a value a backend returned (its repr may raise or be huge)."""
+    try:
+        text = repr(value)
+    except BaseException:  # a hostile object's __repr__: the sweep goes on
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _load_pynvml() -> Any:
     import pynvml  # nvidia-ml-py; ImportError when not installed
 
@@ -398,6 +572,7 @@ def install_gpu_gauges(
     models: Mapping[Any, str] | None = None,
     backend: NvmlBackend | None = None,
     pid: int | None = None,
+    detail: bool | None = None,
 ) -> GpuGauges:
     """Create the ``ryot.gpu.*`` gauges; NVML is initialised once here and shut down by ``GpuGauges.close``.
 
@@ -405,13 +580,21 @@ def install_gpu_gauges(
     NVML when a driver is present, log at info otherwise). ``models``: model served on each device, adding a
     ``model`` label (default from ``RYOT_TELEMETRY_GPU_MODELS``). ``backend``: the NVML functions (default
     ``pynvml``). ``pid``: the process whose memory ``memory_type=process`` reports (default this one).
+    ``detail``: also SM and memory clocks, energy since start, throttle reasons and ECC counts (default from
+    ``RYOT_TELEMETRY_GPU_DETAIL``, else off).
     Raises ``ConfigurationError`` (a ``ValueError``) only for bad configuration; NVML failures are logged, never raised.
     """
-    return gauges_for(meter, gpu_enabled("gpu", enabled), gpu_models("gpu_models", models), backend, pid)
+    details = _detail_setting("detail", detail)
+    return gauges_for(meter, gpu_enabled("gpu", enabled), gpu_models("gpu_models", models), backend, pid, details)
 
 
 def gauges_for(
-    meter: Meter, mode: bool | None, models: Mapping[str, str], backend: NvmlBackend | None, pid: int | None = None
+    meter: Meter,
+    mode: bool | None,
+    models: Mapping[str, str],
+    backend: NvmlBackend | None,
+    pid: int | None = None,
+    detail: bool = False,
 ) -> GpuGauges:
     """``install_gpu_gauges`` for settings already checked (``Settings.gpu`` / ``gpu_models``): reads no variable."""
     named = {dev: clip(model) for dev, model in models.items()}
@@ -425,7 +608,7 @@ def gauges_for(
             _log.log(level, "ryot-telemetry: NVML not available (%s); no GPU metrics", e or type(e).__name__)
             nvml = None
     try:
-        gauges = GpuGauges(meter, nvml, named, os.getpid() if pid is None else pid)
+        gauges = GpuGauges(meter, nvml, named, os.getpid() if pid is None else pid, detail)
     except Exception as e:  # device discovery failed after nvmlInit
         _log.log(
             logging.WARNING if mode else logging.INFO,
@@ -435,5 +618,5 @@ def gauges_for(
         if nvml is not None:
             with contextlib.suppress(Exception):
                 nvml.nvmlShutdown()
-        gauges = GpuGauges(meter, None, named, os.getpid() if pid is None else pid)
+        gauges = GpuGauges(meter, None, named, os.getpid() if pid is None else pid, detail)
     return gauges

@@ -1,0 +1,115 @@
+"""A real Prometheus (Debian package) on a free loopback port, scraping given targets every second; bounded waits."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+needs_prometheus = pytest.mark.skipif(
+    shutil.which("prometheus") is None,
+    reason="prometheus binary not found (Debian package `prometheus`; scripts/setup.d/prometheus.sh)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], deadline_s: float, interval: float = 0.25) -> Any:
+    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except OSError as e:  # server not up yet
+            last = e
+        if last and not isinstance(last, OSError):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
+
+
+class Prometheus:
+    """The HTTP API of a running Prometheus."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def get(self, path: str, **params: Any) -> Any:
+        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/query", query=promql)["result"])
+
+    def scalar(self, promql: str) -> float | None:
+        res = self.query(promql)
+        assert len(res) <= 1, res
+        return float(res[0]["value"][1]) if res else None
+
+    def by(self, promql: str, label: str) -> dict[str, float]:
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
+
+
+@contextlib.contextmanager
+def prometheus(
+    tmp_path: Path,
+    targets: list[str],
+    flags: tuple[str, ...] = (),
+    rule_files: tuple[Path, ...] = (),
+    labels: dict[str, str] | None = None,
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (host:port, each series given ``labels``) every second; up and scraping
+    once this yields."""
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": targets, "labels": labels or {}}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            *flags,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        prom = Prometheus(f"http://127.0.0.1:{port}")
+        wait_for("Prometheus to be ready", lambda: urllib.request.urlopen(f"{prom.base}/-/ready", timeout=2), 20)
+        wait_for("the first scrape", lambda: prom.query('up{job="ryot"} == 1'), 20)
+        yield prom
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        log.close()
