@@ -233,11 +233,26 @@ def _sse(response: httpx.Response) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("stack", STACKS, ids=[s.name for s in STACKS])
 def test_stack_run_under_opentelemetry_instrument_records_exact_series(stack: Stack, tmp_path: Path) -> None:
-    """`ogx stack run` and `llama stack run`, ryot auto-loaded by opentelemetry-instrument, driven over HTTP: two
-    chat answers and two streams (one asking for usage) are successes under the requested model, an unknown model
-    one model_not_found under __unknown__; usage tokens, finish reasons and TTFT counts exact, in-flight back to 0;
-    the client gets the upstream's answers, and the usage chunk only when it asked for it."""
+    """`ogx stack run` and `llama stack run`, ryot auto-loaded by opentelemetry-instrument (its instrumentor finds
+    that venv's own InferenceRouter), driven over HTTP: two chat answers and two streams (one asking for usage) are
+    successes under the requested model, an unknown model one model_not_found under __unknown__; usage tokens,
+    finish reasons and TTFT counts exact, in-flight back to 0; the client gets the upstream's answers, and the usage
+    chunk only when it asked for it."""
     model = "vllm/llama-8b"
+    # what the instrumentor loaded by opentelemetry-instrument wraps in this venv: the stack's own router class
+    found = subprocess.run(
+        [
+            str(stack.python),
+            "-c",
+            "from ryot_telemetry.router.instrumentor import router_classes\n"
+            "print([f'{c.__module__}.{c.__qualname__}' for c in router_classes()])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert (found.returncode, found.stdout) == (0, f"{[stack.router]}\n"), found.stderr[-2000:]
     with running_stack(stack, tmp_path, env={"OTEL_SERVICE_NAME": f"{stack.name}-auto"}) as s:
 
         def chat(**extra: Any) -> httpx.Response:
