@@ -210,6 +210,35 @@ def test_demo_fills_every_dashboard_family_but_the_gpu_ones(tmp_path) -> None:
     assert summary["gpu_devices"] == []
 
 
+def test_every_gpu_fed_dashboard_panel_says_when_it_stays_empty() -> None:
+    """Each dashboard panel whose queries read a GPU-fed family (and only those) says in its description that it
+    is empty when no GPU was found."""
+    import re
+
+    from ryot_telemetry import catalogue
+    from ryot_telemetry.artifacts.dashboard import build_dashboard
+
+    note = "Empty when no GPU was found (no NVML device, e.g. the demo on a laptop) or RYOT_TELEMETRY_GPU=false."
+    panels = [p for p in build_dashboard()["panels"] if p["type"] != "row"]
+
+    def reads_gpu(panel: dict) -> bool:
+        names = {n for t in panel["targets"] for n in re.findall(r"(?<![\w:])ryot_[a-z_]+", t["expr"])}
+        by_prom = catalogue.BY_PROMETHEUS_NAME
+        specs = {by_prom.get(re.sub(r"_(bucket|sum|count)$", "", n)) or by_prom[n] for n in names}
+        return any(_needs_gpu(spec.name) for spec in specs)
+
+    noted = [p["title"] for p in panels if p["description"].endswith(" " + note)]
+    assert noted == [p["title"] for p in panels if reads_gpu(p)]
+    assert noted == [
+        "Token efficiency",
+        "GPU memory used (%)",
+        "GPU memory (bytes)",
+        "GPU utilisation (%)",
+        "GPU power",
+        "GPU temperature",
+    ]
+
+
 def test_simulated_engine_queues_past_its_slots_and_reports_through_engine_metrics(cap) -> None:
     """With 2 slots, 5 concurrent requests run 2 and queue 3; the queue gauge reads the router's queue at each
     collection (3 mid-run, 0 after); model loads, start-up phases and the reserved KV cache are recorded once."""
