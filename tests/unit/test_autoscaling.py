@@ -179,8 +179,8 @@ def test_plain_k8s_output_is_unchanged_by_the_autoscaling_options(
         (("--target", "router", "--prometheus", "http://p\n"), "--prometheus 'http://p\\n': expected an http(s)"),
         (("--target", "router", "--model", "m\x00"), "--model 'm\\x00': expected a model label value"),
         (("--target", "router", "--model", "x" * 300), "--model 'xxx"),
-        (("--target", "router", "--label", "bad key=v"), "--label 'bad key=v': the key's name must be at most 63 letters"),
-        (("--target", "router", "--label", "k=a b"), "--label 'k=a b': a label value must be empty or at most 63 letters"),
+        (("--target", "router", "--label", "bad key=v"), "--label 'bad key=v': the key's name must be"),
+        (("--target", "router", "--label", "k=a b"), "--label 'k=a b': a label value must be empty"),
         (("--target", "router", "--signal", "ttft"), "--signal ttft needs an SLO table: --slos FILE"),
     ],
 )

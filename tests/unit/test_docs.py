@@ -34,6 +34,80 @@ def nav_pages(nav: Any) -> list[str]:
     return []
 
 
+class _MkdocsLoader(yaml.SafeLoader):
+    """mkdocs.yml names a Python function (the mermaid fence's formatter): read such a tag as its name."""
+
+
+_MkdocsLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", lambda loader, suffix, node: suffix)
+
+
+def mkdocs_config() -> dict[str, Any]:
+    return yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_MkdocsLoader)
+
+
+def _charts() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_charts", ROOT / "benchmarks" / "charts.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_charts_are_drawn_from_the_committed_json() -> None:
+    """docs/charts/*.svg name the SHA-256 of the JSON and generator they were drawn from, and it is the current one
+    (python scripts/gen_docs.py redraws a stale chart)."""
+    charts = _charts()
+    assert sorted(charts.CHARTS) == ["docs/charts/performance.svg", "docs/charts/scale.svg"]
+    assert charts.stale(ROOT) == []
+
+
+def test_stale_finds_a_chart_whose_json_changed(tmp_path: Path) -> None:
+    """A changed benchmark JSON, a chart without its source line and a missing chart are stale; the rest is not."""
+    charts = _charts()
+    for chart, source in charts.CHARTS.items():
+        for name in (chart, source):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    assert charts.stale(tmp_path) == []
+    scale = tmp_path / "docs" / "scale.json"
+    scale.write_text(scale.read_text(encoding="utf-8").replace('"cpus": 2', '"cpus": 3', 1), encoding="utf-8")
+    assert charts.stale(tmp_path) == ["docs/charts/scale.svg"]
+    svg = tmp_path / "docs" / "charts" / "performance.svg"
+    svg.write_text(re.sub(r"ryot-chart-source sha256:\w+", "", svg.read_text(encoding="utf-8")), encoding="utf-8")
+    assert charts.stale(tmp_path) == ["docs/charts/performance.svg", "docs/charts/scale.svg"]
+    svg.unlink()
+    assert charts.stale(tmp_path) == ["docs/charts/performance.svg", "docs/charts/scale.svg"]
+
+
+def test_charts_redraw_byte_for_byte_with_the_committed_matplotlib() -> None:
+    """With the matplotlib version that drew them, the committed SVGs are exactly what the generator draws now
+    (another version may lay text out differently, so this runs only with the same one)."""
+    matplotlib = __import__("pytest").importorskip("matplotlib")
+    charts = _charts()
+    for chart in charts.CHARTS:
+        committed = page(chart)
+        drawn_with = re.search(r"Matplotlib v([\w.]+),", committed)
+        assert drawn_with is not None, chart
+        if drawn_with.group(1) != matplotlib.__version__:
+            __import__("pytest").skip(f"{chart} was drawn with matplotlib {drawn_with.group(1)}, not this one")
+        assert charts.render(ROOT, chart) == committed, chart
+
+
+def test_pages_show_the_charts_and_the_diagram() -> None:
+    """The performance and scale pages embed their chart; the architecture page and the home page draw the data
+    path as a mermaid diagram, which mkdocs.yml's superfences fence renders."""
+    assert "](charts/performance.svg)" in page("docs/performance.md")
+    assert "](../charts/scale.svg)" in page("docs/guides/scale.md")
+    for name in ("docs/design/architecture.md", "docs/index.md"):
+        assert page(name).count("```mermaid\nflowchart TB\n") == 1, name
+    extensions = mkdocs_config()["markdown_extensions"]
+    fences = next(e["pymdownx.superfences"] for e in extensions if isinstance(e, dict) and "pymdownx.superfences" in e)
+    assert fences["custom_fences"] == [
+        {"name": "mermaid", "class": "mermaid", "format": "pymdownx.superfences.fence_code_format"}
+    ]
+    assert mkdocs_config()["hooks"] == ["scripts/mkdocs_hooks.py"]
+
+
 def test_generated_tables_are_current() -> None:
     """Each page's generated sections are exactly what the generator makes now (python scripts/gen_docs.py)."""
     stale = [
@@ -177,7 +251,7 @@ def test_benchmark_rows_become_json_records() -> None:
 
 def test_every_docs_page_is_in_the_nav() -> None:
     """mkdocs.yml's nav names every page under docs/, and only pages that exist."""
-    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    config = mkdocs_config()
     listed = nav_pages(config["nav"])
     on_disk = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
     assert sorted(listed) == on_disk

@@ -25,6 +25,7 @@ _MODEL = _TARGET + ',model=~"$model"'
 _TENANT = _MODEL + ',tenant=~"$tenant"'  # only on the tenant panels: errors, histograms and gauges have no tenant
 _RATE = "$__rate_interval"
 _REQUESTS = 'request_type!="engine_step"'
+_NO_GPU = " Empty when no GPU was found (no NVML device, e.g. the demo on a laptop) or RYOT_TELEMETRY_GPU=false."
 _WIDTH = 12  # two panels per row on Grafana's 24-column grid
 _HEIGHT = 8
 
@@ -229,7 +230,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         _panel(
             "Token efficiency",
-            "Completion tokens per second (1m) per percent of GPU memory in use.",
+            "Completion tokens per second (1m) per percent of GPU memory in use." + _NO_GPU,
             [(f"avg by (model) ({_name('ryot.token.efficiency_ratio')}{{{_MODEL}}})", "{{model}}")],
             "short",  # (tokens/s) per percent: a ratio of two different units, not a fraction
         ),
@@ -263,7 +264,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
     gpu = [
         _panel(
             "GPU memory used (%)",
-            "Percent (0-100) of each GPU's memory in use (alert: > 85 for 5m).",
+            "Percent (0-100) of each GPU's memory in use (alert: > 85 for 5m)." + _NO_GPU,
             [(f"max by (instance, device_id) ({_name('ryot.gpu.memory.percentage')}{{{_TARGET}}})", gpu_legend)],
             _unit("ryot.gpu.memory.percentage"),
             thresholds=[(85, "red")],
@@ -271,7 +272,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         _panel(
             "GPU memory (bytes)",
-            "Used and total memory per GPU, and what this process holds.",
+            "Used and total memory per GPU, and what this process holds." + _NO_GPU,
             [
                 (
                     f"max by (instance, device_id, memory_type) ({_name('ryot.gpu.memory.usage')}"
@@ -283,20 +284,20 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         _panel(
             "GPU utilisation (%)",
-            "Compute utilisation over NVML's last sample period.",
+            "Compute utilisation over NVML's last sample period." + _NO_GPU,
             [(f"max by (instance, device_id) ({_name('ryot.gpu.utilization')}{{{_TARGET}}})", gpu_legend)],
             _unit("ryot.gpu.utilization"),
             max_value=100,
         ),
         _panel(
             "GPU power",
-            "Power draw per GPU.",
+            "Power draw per GPU." + _NO_GPU,
             [(f"max by (instance, device_id) ({_name('ryot.gpu.power')}{{{_TARGET}}})", gpu_legend)],
             _unit("ryot.gpu.power"),
         ),
         _panel(
             "GPU temperature",
-            "Core temperature per GPU.",
+            "Core temperature per GPU." + _NO_GPU,
             [(f"max by (instance, device_id) ({_name('ryot.gpu.temperature')}{{{_TARGET}}})", gpu_legend)],
             _unit("ryot.gpu.temperature"),
         ),

@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from ..catalogue import COMPLETION_TOKENS, STATUSES
 from ..settings import Settings
 from ..telemetry import ConfigurationError, Telemetry, configure
-from .simulate import SimulatedRouter
+from .simulate import DEMO_PRICES, SimulatedEngine, demo_router
 
 DEMO_SLOS = {"*": {"ttft": 0.2, "tpot": 0.025, "latency": 1.5, "target": 0.95}}
 """The demo's SLO table (replace it with ``--slos PATH``): at --speed 1, long prompts miss TTFT, big batches latency."""
@@ -93,6 +93,10 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
     judged = slo["met"] + sum(slo["missed"].values())
     slo["goodput"] = round(slo["met"] / judged, 4) if judged else None
     out["slo"] = slo
+    cost: dict[str, float] = {}
+    for p in by_name.get("ryot.token.cost_estimate.usd", ()):
+        cost[p.attributes["model"]] = cost.get(p.attributes["model"], 0.0) + p.value
+    out["cost_usd"] = {m: round(v, 6) for m, v in sorted(cost.items())}
     tps_bounds, tps_counts = _merged(by_name.get("ryot.tokens_per_second", []))
     out["per_request_tokens_per_second_p50"] = histogram_quantile(0.5, tps_bounds, tps_counts)
     return out
@@ -176,6 +180,11 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"  latency         p50 {ms(s['latency_p50_seconds'])}   p95 {ms(s['latency_p95_seconds'])}")
     print(f"  TTFT            p50 {ms(s['ttft_p50_seconds'])}   p95 {ms(s['ttft_p95_seconds'])}")
     print(f"  tokens/s        {s['tokens_per_second']} overall ({s['completion_tokens']} completion tokens)")
+    if s.get("cost_usd"):
+        by_model = "  ".join(f"{m}=${v:.4f}" for m, v in s["cost_usd"].items())
+        print(f"  cost            ${sum(s['cost_usd'].values()):.4f} estimated  {by_model}")
+    if s.get("gpu_devices") == []:
+        print("  GPU             no GPU found (or RYOT_TELEMETRY_GPU=false): the dashboard's GPU panels stay empty")
     slo = s.get("slo")
     if slo and "table" in slo:
         missed = "  ".join(f"{k}={v}" for k, v in sorted(slo["missed"].items())) or "none"
@@ -196,6 +205,7 @@ def run_demo(args: argparse.Namespace) -> int:
             prometheus_registry="private" if args.private_registry else None,
             readers=[memory],
             slos=args.slos or Settings.load().slos or DEMO_SLOS,
+            prices=Settings.load().prices or DEMO_PRICES,
         )
     except ConfigurationError as e:
         print(f"ryot-telemetry: {e}", file=sys.stderr)
@@ -203,13 +213,15 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         if tel.prometheus_url:
             print(f"metrics: {tel.prometheus_url}", flush=True)
-        router = SimulatedRouter(
+        router = demo_router(
             speed=args.speed,
             seed=args.seed,
             error_rate=args.error_rate,
             timeout_rate=args.timeout_rate,
             models=models,
         )
+        if tel.engine is not None:
+            SimulatedEngine(router, tel.engine).start()
         tel.instrument_router(router)
         start = time.monotonic()
         asyncio.run(drive(router, args.requests, args.concurrency, args.seed, models, not args.no_progress))
@@ -218,6 +230,7 @@ def run_demo(args: argparse.Namespace) -> int:
         summary = summarize(memory, time.monotonic() - start)
         if tel.recorder.slos is not None:
             summary["slo"]["table"] = tel.recorder.slos.as_dict()
+        summary["gpu_devices"] = tel.gpu.device_ids if tel.gpu is not None else []
         _print_summary(summary)
         if args.summary_json:
             with open(args.summary_json, "w", encoding="utf-8") as f:

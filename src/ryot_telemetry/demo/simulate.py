@@ -3,17 +3,42 @@
 It is the demo's embedded default model and a fixture for tests and benchmarks. Timing: a prefill delay that
 grows with the prompt (TTFT), then one token per ``tpot`` seconds, each with jitter. Failures are drawn from
 configurable rates and raise the kinds of exceptions real providers raise.
+
+For the demo it also plays the engine behind the router, so every non-GPU panel of the dashboard has data:
+``slots`` bounds the sequences the engine runs at once per model (the rest wait in its queue), ``engine_timings``
+puts llama.cpp-style ``timings`` (prefill, decode time per token) on every answer and on the last chunk of every
+stream, and ``SimulatedEngine`` reports queue depth, the KV cache it reserves, model loads and start-up phases
+through the public ``EngineMetrics`` API. ``DEMO_PRICES`` is the demo's price table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ProviderError", "SimulatedRouter"]
+if TYPE_CHECKING:
+    from ..engine import EngineMetrics
+
+__all__ = ["DEMO_PRICES", "ProviderError", "SimulatedEngine", "SimulatedRouter", "demo_router"]
+
+DEMO_PRICES: dict[str, dict[str, float]] = {
+    "llama-3.1-8b-instruct": {"prompt": 0.0002, "completion": 0.0006, "cached_prompt": 0.0001},
+    "mistral-7b-instruct": {"prompt": 0.00025, "completion": 0.00025},
+    "*": {"prompt": 0.0005, "completion": 0.0015},
+}
+"""The demo's price table, US dollars per 1,000 tokens (replace it with ``RYOT_TELEMETRY_PRICE_TABLE``); ``*`` prices
+any other ``--models`` name, so the cost panels are never empty."""
+
+DEMO_SLOTS = 8
+"""Sequences the demo's engine runs at once per model; with the demo's 16 requests in flight, the rest queue."""
+
+CONTEXT_LENGTH = 8192
+KV_BYTES_PER_TOKEN = 131072
+"""Llama-3.1-8B in fp16: 2 (K and V) x 32 layers x 8 KV heads x 128 dimensions x 2 bytes."""
 
 _WORDS = ("the", "model", "token", "stream", "latency", "cache", "answer", "is", "a", "fast", "GPU", "and", "of")
 
@@ -52,6 +77,7 @@ class Chunk:
     choices: list[ChunkChoice]
     usage: Usage | None = None
     object: str = "chat.completion.chunk"
+    timings: dict[str, float] | None = None  # llama.cpp's field, on the last chunk of a stream
 
 
 @dataclass(slots=True)
@@ -75,6 +101,7 @@ class Response:
     choices: list[Choice]
     usage: Usage
     object: str = "chat.completion"
+    timings: dict[str, float] | None = None  # llama.cpp's field
 
 
 class ProviderError(Exception):
@@ -104,15 +131,62 @@ class SimulatedRouter:
     cache_ratio: float = 0.3  # fraction of prompt tokens reported as cached
     seed: int | None = None
     models: tuple[str, ...] = ("llama-3.1-8b-instruct",)
+    slots: int | None = None  # sequences the engine runs at once per model; None: no queue
+    engine_timings: bool = False  # llama.cpp-style ``timings`` on answers and on the last chunk of streams
     _rng: random.Random = field(init=False, repr=False)
     _ids: int = field(default=0, init=False, repr=False)
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
+    waiting: dict[str, int] = field(default_factory=dict, init=False)
+    """Requests waiting for an engine slot, by model (the engine's queue depth)."""
+    running: dict[str, int] = field(default_factory=dict, init=False)
+    """Sequences the engine is running, by model."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        if self.slots is not None and self.slots < 1:
+            raise ValueError(f"slots must be >= 1 or None, got {self.slots}")
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> float:
+        """Sleep ``seconds`` scaled by ``speed`` and jittered; returns the seconds slept."""
         if self.speed > 0 and seconds > 0:
-            await asyncio.sleep(seconds * self.speed * self._rng.uniform(1 - self.jitter, 1 + self.jitter))
+            slept = seconds * self.speed * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
+            await asyncio.sleep(slept)
+            return slept
+        return 0.0
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, model: str) -> AsyncIterator[None]:
+        """Hold one of the model's engine slots for the request's prefill and decode; wait in its queue first."""
+        if self.slots is None:
+            yield
+            return
+        sem = self._slots.get(model)
+        if sem is None:
+            sem = self._slots[model] = asyncio.Semaphore(self.slots)
+        self.waiting[model] = self.waiting.get(model, 0) + 1
+        try:
+            await sem.acquire()
+        finally:
+            self.waiting[model] -= 1
+        self.running[model] = self.running.get(model, 0) + 1
+        try:
+            yield
+        finally:
+            self.running[model] -= 1
+            sem.release()
+
+    def _timings(self, prompt: int, prefill_s: float, n_out: int, decode_s: float) -> dict[str, float] | None:
+        """llama.cpp's ``timings`` for one answer: what its engine measured, in milliseconds."""
+        if not self.engine_timings:
+            return None
+        per_token = decode_s / (n_out - 1) if n_out > 1 else 0.0
+        return {
+            "prompt_n": prompt,
+            "prompt_ms": prefill_s * 1000,
+            "predicted_n": n_out,
+            "predicted_ms": decode_s * 1000,
+            "predicted_per_token_ms": per_token * 1000,
+        }
 
     def _fail(self) -> None:
         r = self._rng.random()
@@ -166,7 +240,9 @@ class SimulatedRouter:
         if _get(params, "stream"):
             opts = _get(params, "stream_options") or {}
             return self._stream(model, prompt, n_out, chat, bool(_get(opts, "include_usage")))
-        await self._sleep(self._prefill(prompt) + self.tpot * n_out)
+        async with self._slot(model):
+            prefill = await self._sleep(self._prefill(prompt))
+            decode = await self._sleep(self.tpot * max(n_out - 1, 0))
         self._fail()
         text = " ".join(self._rng.choice(_WORDS) for _ in range(n_out))
         choice = Choice(0, message=Message(text)) if chat else Choice(0, text=text)
@@ -176,6 +252,7 @@ class SimulatedRouter:
             [choice],
             self._usage(prompt, n_out),
             "chat.completion" if chat else "text_completion",
+            self._timings(prompt, prefill, n_out, decode),
         )
 
     async def _stream(self, model: str, prompt: int, n_out: int, chat: bool, usage: bool) -> AsyncIterator[Chunk]:
@@ -183,22 +260,69 @@ class SimulatedRouter:
         obj = "chat.completion.chunk" if chat else "text_completion"
         if chat:
             yield Chunk(cid, model, [ChunkChoice(0, delta=Delta(role="assistant", content=""))], object=obj)
-        await self._sleep(self._prefill(prompt))
-        fail_at = n_out // 2 if self._rng.random() < self.error_rate + self.timeout_rate else -1
-        for i in range(n_out):
-            if i == fail_at:
-                self._fail() if self._rng.random() < 0.5 else None
-                raise ProviderError("engine crashed mid-stream", 500)
-            word = self._rng.choice(_WORDS) + " "
-            choice = ChunkChoice(0, delta=Delta(content=word)) if chat else ChunkChoice(0, text=word)
-            yield Chunk(cid, model, [choice], object=obj)
-            if i + 1 < n_out:
-                await self._sleep(self.tpot)
+        async with self._slot(model):
+            prefill = await self._sleep(self._prefill(prompt))
+            decode = 0.0
+            fail_at = n_out // 2 if self._rng.random() < self.error_rate + self.timeout_rate else -1
+            for i in range(n_out):
+                if i == fail_at:
+                    self._fail() if self._rng.random() < 0.5 else None
+                    raise ProviderError("engine crashed mid-stream", 500)
+                word = self._rng.choice(_WORDS) + " "
+                choice = ChunkChoice(0, delta=Delta(content=word)) if chat else ChunkChoice(0, text=word)
+                yield Chunk(cid, model, [choice], object=obj)
+                if i + 1 < n_out:
+                    decode += await self._sleep(self.tpot)
         last = (
             ChunkChoice(0, delta=Delta(), finish_reason="stop")
             if chat
             else ChunkChoice(0, text="", finish_reason="stop")
         )
-        yield Chunk(cid, model, [last], object=obj)
+        timings = self._timings(prompt, prefill, n_out, decode)
+        # llama.cpp puts its timings on the last chunk: the usage chunk when asked for, else the finish chunk
+        yield Chunk(cid, model, [last], object=obj, timings=None if usage else timings)
         if usage:
-            yield Chunk(cid, model, [], usage=self._usage(prompt, n_out), object=obj)
+            yield Chunk(cid, model, [], usage=self._usage(prompt, n_out), object=obj, timings=timings)
+
+
+def demo_router(
+    *, speed: float, seed: int | None, error_rate: float, timeout_rate: float, models: Sequence[str]
+) -> SimulatedRouter:
+    """The demo's router: ``DEMO_SLOTS`` engine slots per model and engine timings on every answer."""
+    return SimulatedRouter(
+        speed=speed,
+        seed=seed,
+        error_rate=error_rate,
+        timeout_rate=timeout_rate,
+        models=tuple(models),
+        slots=DEMO_SLOTS,
+        engine_timings=True,
+    )
+
+
+class SimulatedEngine:
+    """The engine behind a ``SimulatedRouter``, reporting through the public ``EngineMetrics`` API (``tel.engine``):
+    start-up phases and a cold load per model, the KV cache each model reserves (slots x context length), and at
+    every collection the queue depth of each model, read from the router's queue."""
+
+    def __init__(self, router: SimulatedRouter, engine: EngineMetrics) -> None:
+        self.router = router
+        self.engine = engine
+
+    def start(self) -> None:
+        """Report the simulated start-up and model loads (times the engine says it took; the demo does not wait
+        for them) and the reserved KV cache, and hook the queue gauge into every collection."""
+        r, engine = self.router, self.engine
+        slots = r.slots or 1
+        for i, model in enumerate(r.models):
+            # a cold load of an 8B model from local disk takes seconds
+            engine.record_model_load(model, 4.0 + 0.5 * i, "cold_start", "cpu")
+            engine.set_kv_cache_size(model, CONTEXT_LENGTH, slots, slots * CONTEXT_LENGTH * KV_BYTES_PER_TOKEN)
+        phases = (("model_load", 4.0 * len(r.models)), ("cache_init", 0.3), ("warmup", 0.8), ("ready", 0.05))
+        for phase, seconds in phases:
+            engine.record_startup_phase(phase, seconds)
+        engine.on_collect(self._report_queue)
+
+    def _report_queue(self) -> None:
+        for model in self.router.models:
+            self.engine.set_queue_depth(model, "normal", self.router.waiting.get(model, 0))
