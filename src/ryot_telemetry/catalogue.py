@@ -119,8 +119,29 @@ ERROR_TYPES = (
     "model_not_found",
     "tokenization_error",
     "inference_error",
+    "rate_limited",
+    "unauthorized",
+    "unavailable",
+    "context_length_exceeded",
+    "content_filtered",
 )
-OOM, _, CUDA_ERROR, INVALID_PROMPT, MODEL_NOT_FOUND, TOKENIZATION_ERROR, INFERENCE_ERROR = ERROR_TYPES
+"""The design's seven types (which keep their meaning), then the upstream provider's failure modes: rate limited
+(HTTP 429), credentials refused (401/403), upstream down or unreachable (502/503, connection refused or reset, DNS
+failure), a prompt over the context window, a refusal by a content filter."""
+(
+    OOM,
+    _,
+    CUDA_ERROR,
+    INVALID_PROMPT,
+    MODEL_NOT_FOUND,
+    TOKENIZATION_ERROR,
+    INFERENCE_ERROR,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    CONTEXT_LENGTH_EXCEEDED,
+    CONTENT_FILTERED,
+) = ERROR_TYPES
 SEVERITIES = ("critical", "warning", "info")
 CRITICAL, WARNING, INFO = SEVERITIES
 TOKEN_TYPES = ("prompt", "completion")

@@ -151,13 +151,14 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         _panel(
             "Errors by type",
-            "Errors per second by error_type (oom, timeout, cuda_error, invalid_prompt, model_not_found, ...).",
+            "Errors per second by error_type (oom, timeout, rate_limited, unauthorized, unavailable, ...).",
             [(f"sum by (error_type) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{error_type}}")],
             _rate_unit("ryot.inference.errors"),
         ),
         _panel(
             "Errors by severity",
-            "critical: oom, cuda_error; info: invalid_prompt, model_not_found; warning: everything else.",
+            "critical: oom, cuda_error, unavailable, unauthorized; info: invalid_prompt, model_not_found, "
+            "context_length_exceeded, content_filtered; warning: everything else.",
             [(f"sum by (severity) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{severity}}")],
             _rate_unit("ryot.inference.errors"),
         ),
