@@ -22,9 +22,11 @@ __all__ = [
     "auto_telemetry",
     "current",
     "gc_paused",
+    "model_providers",
     "recorder_for",
     "replace_current",
     "set_auto_telemetry",
+    "set_model_providers",
     "unset_current",
 ]
 
@@ -51,6 +53,9 @@ _current: Running | None = None
 _auto: Running | None = None
 # Keyed by the provider object itself (weakly): an id() could be reused by a later provider after this one is freed.
 _recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+# Recorder -> the sources.providers.ModelProviders that feeds its meter's ryot_model_info (assemble() makes it);
+# the router wrappers tell it which routers they saw.
+_providers: weakref.WeakKeyDictionary[Recorder, Any] = weakref.WeakKeyDictionary()
 
 
 def current() -> Running | None:
@@ -91,6 +96,17 @@ def recorder_for(provider: Any, build: Callable[[], Recorder]) -> Recorder:
         if rec is None:
             rec = _recorders[provider] = build()
         return rec
+
+
+def set_model_providers(recorder: Recorder, providers: Any) -> None:
+    """``providers`` (a ``sources.providers.ModelProviders``) feeds ``ryot_model_info`` for ``recorder``'s models."""
+    with _lock:
+        _providers[recorder] = providers
+
+
+def model_providers(recorder: Recorder) -> Any:
+    """The ``ModelProviders`` of ``recorder`` (None: it was built without ``ryot_model_info``)."""
+    return _providers.get(recorder)
 
 
 _gc_lock = threading.Lock()

@@ -482,6 +482,16 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("version", "service", "component"),
         source="service",
     ),
+    MetricSpec(
+        "ryot.model.info",
+        Instrument.OBSERVABLE_GAUGE,
+        "",  # not "1", as ryot.service.info
+        "Always 1, one series per model holding a label slot: the upstream provider the router's routing table "
+        "(or the configured provider callable) names for it. Join per provider: "
+        "* on(model) group_left(provider) ryot_model_info.",
+        ("model", "provider", "provider_type", "provider_model_id"),
+        source="router",
+    ),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}

@@ -456,6 +456,38 @@ def _tenant(name: str, arg: Any) -> Any:
     return value
 
 
+def _provider(name: str, arg: Any) -> Any:
+    """Where ``ryot_model_info`` takes each model's provider from, for routers without an ogx / llama-stack routing
+    table (argument only): a callable given the model name, or a mapping of model name (``"*"``: any other) to a
+    provider id or ``{"provider": ..., "provider_type": ..., "provider_model_id": ...}``. None: the routing table."""
+    if arg is None:
+        return None
+    if isinstance(arg, Mapping):
+        for model, answer in arg.items():
+            if not isinstance(model, str) or not (
+                isinstance(answer, str)
+                or (isinstance(answer, Mapping) and set(answer) <= {"provider", "provider_type", "provider_model_id"})
+            ):
+                raise ConfigurationError(
+                    f"{name}: entry {model!r}: expected model -> provider id or "
+                    f"{{'provider': ..., 'provider_type': ..., 'provider_model_id': ...}}, got {answer!r}"
+                )
+        return dict(arg)
+    if not callable(arg) or isinstance(arg, (str, bytes)):
+        raise ConfigurationError(f"{name} must be a callable given the model name, or a mapping; got {arg!r}")
+    if inspect.iscoroutinefunction(arg):
+        raise ConfigurationError(
+            f"{name}: {arg!r} is a coroutine function; it is called at collection, give a plain one"
+        )
+    try:
+        inspect.signature(arg).bind("model")
+    except TypeError:
+        raise ConfigurationError(f"{name}: {arg!r} must take one argument, the model name") from None
+    except ValueError:  # no signature to check (some builtins)
+        pass
+    return arg
+
+
 def gpu_enabled(name: str, arg: Any) -> bool | None:
     """True/False forced, None for auto (``RYOT_TELEMETRY_GPU``, default auto)."""
     if arg is not None:
@@ -692,6 +724,8 @@ class Settings:
     multiproc_dir: str | None = _setting(_multiproc_dir)
     # duplicates of other libraries' metrics (recording/duplicates.py)
     drop_duplicates: tuple[str, ...] = _setting(_drop_duplicates)
+    # the provider of each model, for ryot_model_info (sources/providers.py)
+    provider: Any = _setting(_provider)
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

@@ -75,7 +75,11 @@ class Telemetry:
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
-        return instrument_router(router, self.recorder)
+        wrapped = instrument_router(router, self.recorder)
+        providers = _state.model_providers(self.recorder)
+        if providers is not None:
+            providers.seen(router)  # ryot_model_info asks its routing table, at collection time
+        return wrapped
 
     def drain(self, *, release_held: bool = False) -> int:
         """Record the queued requests now (every collection starts with this drain anyway); returns how many.
@@ -163,6 +167,7 @@ def configure(
     drop_duplicates: str | Sequence[str] | None = None,
     tenant: str | Callable[[Any], object] | None = None,
     max_tenants: int | None = None,
+    provider: Callable[[str], object] | Mapping[str, Any] | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -184,6 +189,9 @@ def configure(
     ``tenant`` (else ``RYOT_TELEMETRY_TENANT``): adds a bounded ``tenant`` label (at most ``max_tenants``, default
     50) to the request, token, cost and SLO counters: a callable given the call's params, a dotted path into them
     (``metadata.tenant``, ``user``), or ``ogx:principal`` / ``ogx:tenant_id`` (ogx's authenticated user).
+    ``provider``: for routers without an ogx / llama-stack routing table, the provider of each model in
+    ``ryot_model_info``: a callable given the model name (answering a provider id, a mapping with ``provider``,
+    ``provider_type``, ``provider_model_id``, or None), or a mapping of model name (``"*"``: any other) to the same.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -215,6 +223,7 @@ def configure(
         drop_duplicates=drop_duplicates,
         tenant=tenant,
         max_tenants=max_tenants,
+        provider=provider,
     )
     return configure_from(settings)
 

@@ -270,6 +270,19 @@ def test_ogx_auth_principal_is_the_tenant_label_of_the_real_server(tmp_path: Pat
         codes = [chat("alice"), chat("bob"), chat("alice", stream=True), chat("alice"), chat(None)]
         assert codes == [200, 200, 200, 200, 401]
         assert _until(lambda: requests_by_tenant() == {"alice": 3, "bob": 1}, 10, "3 + 1 requests by tenant")
+        # ryot_model_info: the model that served, with the provider the run configuration registered it with
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        info = [
+            s.labels for f in text_string_to_metric_families(text) for s in f.samples if s.name == "ryot_model_info"
+        ]
+        assert [{k: v for k, v in i.items() if not k.startswith("otel_")} for i in info] == [
+            {
+                "model": "vllm/llama-8b",
+                "provider": "vllm",
+                "provider_type": "remote::vllm",
+                "provider_model_id": "upstream-model",
+            }
+        ]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)

@@ -75,3 +75,10 @@ OUTCOMES: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...]
     "ryot_ttft_outside_engine_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
 }
 SPEC_SECTIONS.update(OUTCOMES)
+# "Providers and failure modes": the model -> provider info gauge, one series per model holding a slot.
+SPEC_SECTIONS["ryot_model_info"] = (
+    "gauge",
+    frozenset({"model", "provider", "provider_type", "provider_model_id"}),
+    frozenset(),
+    None,
+)
