@@ -40,7 +40,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 48  # 31 (2 by tenant), 10 in the SLO row and 7 in the outcomes row
+    assert len(queries) == 55  # 31 (2 by tenant), 10 in the SLO row, 7 in the outcomes row, 7 in the providers row
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -183,6 +183,9 @@ def expected_units(expr: str) -> set[str]:
     a quotient of two different counters' rates is a fraction, a histogram's _sum/_count quotient its unit."""
     specs = {}
     for name in _METRIC.findall(expr):
+        if name == "ryot_model_info":
+            continue  # the per-provider join: a factor of 1 that only brings the provider label
+
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         specs[name] = catalogue.BY_PROMETHEUS_NAME.get(base) or catalogue.BY_PROMETHEUS_NAME[name]
     units = {spec.unit for spec in specs.values()}
@@ -276,3 +279,23 @@ def test_outcomes_row_stacks_where_ttft_goes_and_shows_finish_reasons_and_estima
     ]
     eng = panels["Engine decode time per output token p50 / p95"]["targets"]
     assert all("ryot_engine_time_per_output_token_seconds_bucket" in t["expr"] for t in eng)
+
+
+def test_providers_row_joins_every_query_with_model_info_per_replica() -> None:
+    """The providers row: error ratio by provider and type, rate-limit saturation, TTFT and latency quantiles and
+    request rate by provider, each joined with ryot_model_info on (job, instance, model)."""
+    panels = build_dashboard()["panels"]
+    i = next(n for n, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Providers")
+    row = panels[i + 1 :]
+    assert [p["title"] for p in row] == [
+        "Failed request ratio by provider and type",
+        "Rate-limit saturation by provider",
+        "Time to first token by provider p50 / p95",
+        "End-to-end latency by provider p50 / p95",
+        "Request rate by provider",
+    ]
+    for p in row:
+        for t in p["targets"]:
+            joins = t["expr"].count("* on (job, instance, model) group_left (provider) ryot_model_info{")
+            assert joins == t["expr"].count("rate(") >= 1, (p["title"], t["expr"])
+    assert 'error_type="rate_limited"' in row[1]["targets"][0]["expr"]
