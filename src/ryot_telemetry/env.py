@@ -66,3 +66,8 @@ authenticated user). A callable goes to ``configure(tenant=...)``."""
 
 RYOT_TELEMETRY_MAX_TENANTS = "RYOT_TELEMETRY_MAX_TENANTS"
 """Distinct tenants kept as label values (default 50); later ones become ``__overflow__``."""
+
+RYOT_TELEMETRY_BUDGETS = "RYOT_TELEMETRY_BUDGETS"
+"""Path of a JSON (or YAML) budget table, checked at start-up and read by ``ryot-telemetry budget-rules``:
+``{"window": "30d", "tenants": {"team-a": 500}, "models": {"gpt-4o": {"usd": 1000, "window": "7d"}}}`` (USD per
+rolling window); the generated rules alert at 80% and 100% spent and on a projected overrun."""

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import env
+from .budgets import BudgetTable
 from .catalogue import first_unencodable, resolve_buckets
 from .pricing import PriceTable
 from .slo import SloTable
@@ -488,6 +489,24 @@ def _provider(name: str, arg: Any) -> Any:
     return arg
 
 
+def _budgets(name: str, arg: Any) -> BudgetTable | None:
+    """A budget table from the argument (``BudgetTable``, mapping or path), else ``RYOT_TELEMETRY_BUDGETS``, else
+    none. Nothing records against it in the process: the rules ``ryot-telemetry budget-rules`` writes compare the
+    cost counter with it in Prometheus; it is checked here so a broken table fails at start-up."""
+    try:
+        if arg is not None:
+            if not isinstance(arg, (BudgetTable, Mapping, str, os.PathLike)):
+                raise ConfigurationError(f"{name} must be a BudgetTable, a mapping or a file path, got {arg!r}")
+            return BudgetTable.load(arg)
+        path = _raw(env.RYOT_TELEMETRY_BUDGETS)
+        return BudgetTable.from_file(path) if path else None
+    except ConfigurationError:
+        raise
+    except ValueError as e:
+        where = name if arg is not None else env.RYOT_TELEMETRY_BUDGETS
+        raise ConfigurationError(f"{where}: {e}") from None
+
+
 def gpu_enabled(name: str, arg: Any) -> bool | None:
     """True/False forced, None for auto (``RYOT_TELEMETRY_GPU``, default auto)."""
     if arg is not None:
@@ -726,6 +745,8 @@ class Settings:
     drop_duplicates: tuple[str, ...] = _setting(_drop_duplicates)
     # the provider of each model, for ryot_model_info (sources/providers.py)
     provider: Any = _setting(_provider)
+    # spend budgets, for the rules of artifacts/budget_rules.py (checked at start-up)
+    budgets: BudgetTable | None = _setting(_budgets)
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

@@ -168,6 +168,7 @@ def configure(
     tenant: str | Callable[[Any], object] | None = None,
     max_tenants: int | None = None,
     provider: Callable[[str], object] | Mapping[str, Any] | None = None,
+    budgets: Mapping[str, Any] | str | os.PathLike[str] | None = None,
 ) -> Telemetry:
     """Build the MeterProvider, readers and recorder. Raises ``ConfigurationError`` with one clear message.
 
@@ -192,6 +193,8 @@ def configure(
     ``provider``: for routers without an ogx / llama-stack routing table, the provider of each model in
     ``ryot_model_info``: a callable given the model name (answering a provider id, a mapping with ``provider``,
     ``provider_type``, ``provider_model_id``, or None), or a mapping of model name (``"*"``: any other) to the same.
+    ``budgets`` (else ``RYOT_TELEMETRY_BUDGETS``): a budget table (USD per window per tenant / model), checked here;
+    ``ryot-telemetry budget-rules`` writes the Prometheus rules that compare the cost counter with it.
     """
     settings = Settings.load(
         service_name=service_name,
@@ -224,6 +227,7 @@ def configure(
         tenant=tenant,
         max_tenants=max_tenants,
         provider=provider,
+        budgets=budgets,
     )
     return configure_from(settings)
 

@@ -65,19 +65,25 @@ def test_prometheus_rule_holds_every_shipped_rule_group() -> None:
     doc = _load("prometheusrule.yaml")
     assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
     shipped = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
-    assert [g["name"] for g in doc["spec"]["groups"]] == ["ryot_recording_rules", "ryot_alerts", "ryot_slo"]
+    assert [g["name"] for g in doc["spec"]["groups"]] == [
+        "ryot_recording_rules",
+        "ryot_provider_rules",
+        "ryot_alerts",
+        "ryot_provider_alerts",
+        "ryot_slo",
+    ]
     assert doc["spec"]["groups"] == shipped
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (scripts/setup.d/prometheus.sh)")
 def test_embedded_rules_pass_promtool(tmp_path: Path) -> None:
-    """spec.groups, extracted to a rule file, pass `promtool check rules`: the 35 rules of the three files."""
+    """spec.groups, extracted to a rule file, pass `promtool check rules`: the 42 rules of the three files."""
     groups = _load("prometheusrule.yaml")["spec"]["groups"]
     extracted = tmp_path / "extracted.yml"
     extracted.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     out = subprocess.run([PROMTOOL, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 35 rules found" in out.stdout
+    assert "SUCCESS: 42 rules found" in out.stdout
 
 
 def test_cli_options_and_errors(

@@ -230,7 +230,7 @@ def test_promtool_check_prometheus_config() -> None:
 @pytest.mark.parametrize("unit_test", RULE_TESTS, ids=lambda p: p.name)
 def test_promtool_rule_unit_tests_pass(unit_test: Path) -> None:
     """Each promtool unit test file passes: alerts fire and stay silent, recording rules give exact values."""
-    assert len(RULE_TESTS) == 4
+    assert len(RULE_TESTS) == 5
     out = _promtool("test", "rules", str(unit_test))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
@@ -394,3 +394,18 @@ def test_provider_alerts_carry_a_runbook_line() -> None:
         assert set(a["annotations"]) == {"summary", "description", "runbook"}, a["alert"]
         assert "\n" not in a["annotations"]["runbook"] and len(a["annotations"]["runbook"]) > 40
         assert "{{ $labels.provider }}" in a["annotations"]["summary"]
+
+
+def test_example_budget_rules_use_only_exposed_names_and_labels() -> None:
+    """The budget rules generated from the example table read the cost counter by its exposed name and labels, and
+    every recorded series their alerts read is defined."""
+    path = RULES / "examples" / "ryot_budget_rules.yml"
+    rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+    recorded_labels = {"scope", "tenant", "model", "window", "budget_usd"}
+    bad = {
+        r.get("record") or r["alert"]: unknown_metric_names(r["expr"]) + unknown_labels(r["expr"], recorded_labels)
+        for r in rules
+    }
+    assert {k: v for k, v in bad.items() if v} == {}
+    recorded = {r["record"] for r in rules if "record" in r}
+    assert {n for r in rules for n in _RECORDED.findall(r["expr"])} <= recorded

@@ -317,6 +317,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             kind="stat",
         ),
         *_tenant_panels(cost),
+        _budget_panel(),
     ]
     return [
         ("Traffic and errors", traffic),
@@ -470,6 +471,24 @@ def _outcome_panels() -> list[dict[str, Any]]:
             _rate_unit("ryot.estimated_tokens"),
         ),
     ]
+
+
+def _budget_panel() -> dict[str, Any]:
+    """Spend against budget, from the rules ``ryot-telemetry budget-rules`` writes for a budget table (the budgets
+    exist only there); empty without them. Budgets are per tenant or model over all replicas: no job filter."""
+    who = "{{scope}} {{tenant}}{{model}} ({{window}})"
+    return _panel(
+        "Spend against budget",
+        "Estimated spend over each budget's rolling window as a share of the budget (alerts at 80% and 100%), and "
+        "the share a whole window at the last 6h's burn would spend (alert: above 100% for 1h). Needs the rules "
+        "of ryot-telemetry budget-rules.",
+        [
+            ("ryot:budget_spend:ratio", f"spent {who}"),
+            ("ryot:budget_burn:ratio", f"projected {who}"),
+        ],
+        "percentunit",
+        thresholds=[(0.8, "orange"), (1.0, "red")],
+    )
 
 
 def _by_provider(expr: str) -> str:

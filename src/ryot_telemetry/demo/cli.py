@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("table", nargs="?", help="SLO table file (JSON or YAML); default: the shipped example table")
     rules.add_argument("-o", "--output", default="-", help="rule file to write (default stdout)")
     sub.add_parser(
+        "budget-rules",
+        add_help=False,
+        help="write Prometheus budget rules (80%% and 100%% spent, projected overrun) for a budget table "
+        "(ryot-telemetry budget-rules --help)",
+    )
+    sub.add_parser(
         "k8s",
         add_help=False,
         help="write a Prometheus Operator PodMonitor/ServiceMonitor and a PrometheusRule with the shipped rules "
@@ -271,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..artifacts import k8s
 
         return k8s.main(argv[1:])
+    if argv[:1] == ["budget-rules"]:  # its own options (artifacts/budget_rules.py)
+        from ..artifacts import budget_rules
+
+        return budget_rules.main(["rules", *argv[1:]])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         if args.requests < 0 or args.concurrency < 1:
