@@ -330,3 +330,34 @@ def test_bad_provider_setting_fails_at_start_up_naming_it(value: Any, message: s
     """A provider that is not a one-argument callable or a mapping of valid answers is a ConfigurationError."""
     with pytest.raises(ConfigurationError, match=message):
         Settings.load(provider=value)
+
+
+def _snapshot(models: list[str]) -> Any:
+    """One worker's cumulative OTLP snapshot after one request per model (provider from a mapping)."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    cap = capture(provider={"a": "openai", "*": "vllm"})
+    try:
+        router = cap.instrument_router(ScriptedRouter(response=Completion()))
+        _call(router, *models)
+        data = cap.reader.get_metrics_data()
+    finally:
+        cap.shutdown()
+    req = ExportMetricsServiceRequest()
+    req.ParseFromString(encode_metrics(data).SerializeToString())
+    return req
+
+
+def test_workers_model_info_merges_to_the_union_at_one() -> None:
+    """Multi-process mode: two live workers' ryot_model_info merge to the union of their models, each 1 (not 2)."""
+    from opentelemetry.sdk.resources import Resource
+
+    from ryot_telemetry.multiproc.directory import Merged
+
+    merged = Merged()
+    merged.add(_snapshot(["a", "b"]), live=True)
+    merged.add(_snapshot(["a", "c"]), live=True)
+    metrics = {m.name: m for m in merged.metrics_data(Resource({})).resource_metrics[0].scope_metrics[0].metrics}
+    points = {(p.attributes["model"], p.attributes["provider"]): p.value for p in metrics[INFO].data.data_points}
+    assert points == {("a", "openai"): 1, ("b", "vllm"): 1, ("c", "vllm"): 1}
