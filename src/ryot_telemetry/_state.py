@@ -23,9 +23,11 @@ __all__ = [
     "current",
     "first_time",
     "gc_paused",
+    "model_providers",
     "recorder_for",
     "replace_current",
     "set_auto_telemetry",
+    "set_model_providers",
     "unset_current",
 ]
 
@@ -52,6 +54,9 @@ _current: Running | None = None
 _auto: Running | None = None
 # Keyed by the provider object itself (weakly): an id() could be reused by a later provider after this one is freed.
 _recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+# Recorder -> the sources.providers.ModelProviders that feeds its meter's ryot_model_info (assemble() makes it);
+# the router wrappers tell it which routers they saw.
+_providers: weakref.WeakKeyDictionary[Recorder, Any] = weakref.WeakKeyDictionary()
 
 
 def current() -> Running | None:
@@ -104,6 +109,17 @@ def first_time(key: str) -> bool:
             return False
         _once.add(key)
         return True
+
+
+def set_model_providers(recorder: Recorder, providers: Any) -> None:
+    """``providers`` (a ``sources.providers.ModelProviders``) feeds ``ryot_model_info`` for ``recorder``'s models."""
+    with _lock:
+        _providers[recorder] = providers
+
+
+def model_providers(recorder: Recorder) -> Any:
+    """The ``ModelProviders`` of ``recorder`` (None: it was built without ``ryot_model_info``)."""
+    return _providers.get(recorder)
 
 
 _gc_lock = threading.Lock()

@@ -121,8 +121,29 @@ ERROR_TYPES = (
     "model_not_found",
     "tokenization_error",
     "inference_error",
+    "rate_limited",
+    "unauthorized",
+    "unavailable",
+    "context_length_exceeded",
+    "content_filtered",
 )
-OOM, _, CUDA_ERROR, INVALID_PROMPT, MODEL_NOT_FOUND, TOKENIZATION_ERROR, INFERENCE_ERROR = ERROR_TYPES
+"""The design's seven types (which keep their meaning), then the upstream provider's failure modes: rate limited
+(HTTP 429), credentials refused (401/403), upstream down or unreachable (502/503, connection refused or reset, DNS
+failure), a prompt over the context window, a refusal by a content filter."""
+(
+    OOM,
+    _,
+    CUDA_ERROR,
+    INVALID_PROMPT,
+    MODEL_NOT_FOUND,
+    TOKENIZATION_ERROR,
+    INFERENCE_ERROR,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    CONTEXT_LENGTH_EXCEEDED,
+    CONTENT_FILTERED,
+) = ERROR_TYPES
 SEVERITIES = ("critical", "warning", "info")
 CRITICAL, WARNING, INFO = SEVERITIES
 TOKEN_TYPES = ("prompt", "completion")
@@ -524,6 +545,16 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         optional_labels=("model",),
         source="gpu",
         label_values={"ecc_error_type": ECC_ERROR_TYPES, "ecc_counter": ECC_COUNTERS},
+    ),
+    MetricSpec(
+        "ryot.model.info",
+        Instrument.OBSERVABLE_GAUGE,
+        "",  # not "1", as ryot.service.info
+        "Always 1, one series per model holding a label slot: the upstream provider the router's routing table "
+        "(or the configured provider callable) names for it. Join per provider: "
+        "* on(model) group_left(provider) ryot_model_info.",
+        ("model", "provider", "provider_type", "provider_model_id"),
+        source="router",
     ),
 )
 

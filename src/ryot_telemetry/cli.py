@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     _output(col, "otelcol-config.yaml")
 
     sub.add_parser(
+        "budget-rules",
+        add_help=False,
+        help="write Prometheus budget rules (80%% and 100%% spent, projected overrun) for a budget table "
+        "(ryot-telemetry budget-rules --help)",
+    )
+    sub.add_parser(
         "k8s",
         add_help=False,
         help="write a Prometheus Operator PodMonitor/ServiceMonitor and a PrometheusRule (ryot-telemetry k8s --help)",
@@ -198,6 +204,10 @@ def _run(argv: list[str]) -> int:
         from .artifacts import k8s
 
         return k8s.main(argv[1:])
+    if argv[:1] == ["budget-rules"]:  # its own options (artifacts/budget_rules.py)
+        from .artifacts import budget_rules
+
+        return budget_rules.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -246,8 +256,9 @@ def _run(argv: list[str]) -> int:
         if args.output == "-":
             _emit(combined_rules(list(files.items())), "-")
         else:
-            tests = {f"tests/{name}": text for name, text in shipped.rule_tests(slos is None).items()}
-            bundle.write({**files, **tests}, args.output)
+            # the rule files with their promtool tests (and the example budget rules one of them reads)
+            everything = bundle.files(slos, table or "")
+            bundle.write({k[6:]: v for k, v in everything.items() if k.startswith("rules/")}, args.output)
         return 0
     if args.command == "bundle":
         from .artifacts import bundle

@@ -69,3 +69,8 @@ RYOT_TELEMETRY_MAX_TENANTS = "RYOT_TELEMETRY_MAX_TENANTS"
 
 RYOT_TELEMETRY_GPU_DETAIL = "RYOT_TELEMETRY_GPU_DETAIL"
 """``true`` to also read NVML's SM and memory clocks, energy, throttle reasons and ECC error counts (default false)."""
+
+RYOT_TELEMETRY_BUDGETS = "RYOT_TELEMETRY_BUDGETS"
+"""Path of a JSON (or YAML) budget table, checked at start-up and read by ``ryot-telemetry budget-rules``:
+``{"window": "30d", "tenants": {"team-a": 500}, "models": {"gpt-4o": {"usd": 1000, "window": "7d"}}}`` (USD per
+rolling window); the generated rules alert at 80% and 100% spent and on a projected overrun."""

@@ -49,6 +49,7 @@ from opentelemetry.sdk.environment_variables import (
 )
 
 from . import env
+from .budgets import BudgetTable
 from .catalogue import first_unencodable, resolve_buckets
 from .pricing import PriceTable
 from .slo import SloTable
@@ -517,6 +518,56 @@ def _tenant(name: str, arg: Any) -> Any:
     return value
 
 
+def _provider(name: str, arg: Any) -> Any:
+    """Where ``ryot_model_info`` takes each model's provider from, for routers without an ogx / llama-stack routing
+    table (argument only): a callable given the model name, or a mapping of model name (``"*"``: any other) to a
+    provider id or ``{"provider": ..., "provider_type": ..., "provider_model_id": ...}``. None: the routing table."""
+    if arg is None:
+        return None
+    if isinstance(arg, Mapping):
+        for model, answer in arg.items():
+            if not isinstance(model, str) or not (
+                isinstance(answer, str)
+                or (isinstance(answer, Mapping) and set(answer) <= {"provider", "provider_type", "provider_model_id"})
+            ):
+                raise ConfigurationError(
+                    f"{name}: entry {model!r}: expected model -> provider id or "
+                    f"{{'provider': ..., 'provider_type': ..., 'provider_model_id': ...}}, got {answer!r}"
+                )
+        return dict(arg)
+    if not callable(arg) or isinstance(arg, (str, bytes)):
+        raise ConfigurationError(f"{name} must be a callable given the model name, or a mapping; got {arg!r}")
+    if inspect.iscoroutinefunction(arg):
+        raise ConfigurationError(
+            f"{name}: {arg!r} is a coroutine function; it is called at collection, give a plain one"
+        )
+    try:
+        inspect.signature(arg).bind("model")
+    except TypeError:
+        raise ConfigurationError(f"{name}: {arg!r} must take one argument, the model name") from None
+    except ValueError:  # no signature to check (some builtins)
+        pass
+    return arg
+
+
+def _budgets(name: str, arg: Any) -> BudgetTable | None:
+    """A budget table from the argument (``BudgetTable``, mapping or path), else ``RYOT_TELEMETRY_BUDGETS``, else
+    none. Nothing records against it in the process: the rules ``ryot-telemetry budget-rules`` writes compare the
+    cost counter with it in Prometheus; it is checked here so a broken table fails at start-up."""
+    try:
+        if arg is not None:
+            if not isinstance(arg, (BudgetTable, Mapping, str, os.PathLike)):
+                raise ConfigurationError(f"{name} must be a BudgetTable, a mapping or a file path, got {arg!r}")
+            return BudgetTable.load(arg)
+        path = _raw(env.RYOT_TELEMETRY_BUDGETS)
+        return BudgetTable.from_file(path) if path else None
+    except ConfigurationError:
+        raise
+    except ValueError as e:
+        where = name if arg is not None else env.RYOT_TELEMETRY_BUDGETS
+        raise ConfigurationError(f"{where}: {e}") from None
+
+
 def gpu_enabled(name: str, arg: Any) -> bool | None:
     """True/False forced, None for auto (``RYOT_TELEMETRY_GPU``, default auto)."""
     if arg is not None:
@@ -802,6 +853,13 @@ class Arguments(TypedDict, total=False):
     """Model served on each GPU, ``{0: "llama"}`` (else ``RYOT_TELEMETRY_GPU_MODELS``)."""
     gpu_backend: Any
     """An NVML stand-in with pynvml's functions (tests, or a wrapper of your own); default pynvml."""
+    provider: Callable[[str], object] | Mapping[str, Any] | None
+    """For routers without an ogx / llama-stack routing table, the provider of each model in ``ryot_model_info``: a
+    callable given the model name (answering a provider id, a mapping with ``provider``, ``provider_type``,
+    ``provider_model_id``, or None), or a mapping of model name (``"*"``: any other) to the same."""
+    budgets: Mapping[str, Any] | str | os.PathLike[str] | None
+    """A budget table (USD per window per tenant / model; a mapping or a JSON / YAML path), checked at start-up (else
+    ``RYOT_TELEMETRY_BUDGETS``); ``ryot-telemetry budget-rules`` writes the rules comparing the cost counter with it."""
     gpu_detail: bool | None
     """Also read NVML's SM and memory clocks, energy, throttle reasons and ECC error counts (else
     ``RYOT_TELEMETRY_GPU_DETAIL``, default off)."""
@@ -870,6 +928,10 @@ class Settings:
     drop_duplicates: tuple[str, ...] = _setting(_drop_duplicates)
     # GPU depth: clocks, energy, throttle reasons, ECC counts (sources/gpu.py)
     gpu_detail: bool = _setting(_bool(env.RYOT_TELEMETRY_GPU_DETAIL, False))
+    # the provider of each model, for ryot_model_info (sources/providers.py)
+    provider: Any = _setting(_provider)
+    # spend budgets, for the rules of artifacts/budget_rules.py (checked at start-up)
+    budgets: BudgetTable | None = _setting(_budgets)
 
     @classmethod
     def load(cls, **arguments: Any) -> Settings:

@@ -79,7 +79,11 @@ class Telemetry:
 
     def instrument_router(self, router: Any) -> Any:
         """Wrap ``router``'s OpenAI-style methods so they record into this telemetry."""
-        return instrument_router(router, self.recorder)
+        wrapped = instrument_router(router, self.recorder)
+        providers = _state.model_providers(self.recorder)
+        if providers is not None:
+            providers.seen(router)  # ryot_model_info asks its routing table, at collection time
+        return wrapped
 
     def drain(self, *, release_held: bool = False) -> int:
         """Record the queued requests now (every collection starts with this drain anyway); returns how many.

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
+from . import _state
 from .engine import EngineMetrics
 from .export.assembly import assemble, ryot_meter
 from .recording.recorder import Recorder
@@ -57,7 +58,11 @@ class Capture:
         self._points: dict[str, list[Any]] = {}
 
     def instrument_router(self, router: Any) -> Any:
-        return instrument_router(router, self.recorder)
+        wrapped = instrument_router(router, self.recorder)
+        providers = _state.model_providers(self.recorder)
+        if providers is not None:
+            providers.seen(router)  # ryot_model_info asks its routing table, as Telemetry.instrument_router does
+        return wrapped
 
     def collect(self) -> Capture:
         data = self.reader.get_metrics_data()

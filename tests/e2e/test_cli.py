@@ -169,10 +169,13 @@ def test_bundle_with_an_slo_table(tmp_path: Path, capsys: pytest.CaptureFixture[
         "k8s/servicemonitor.yaml",
         "otelcol-config.yaml",
         "prometheus.yml",
+        "rules/examples/ryot_budget_rules.yml",
         "rules/ryot_alerts.yml",
         "rules/ryot_recording_rules.yml",
         "rules/ryot_slo_rules.yml",
         "rules/tests/ryot_alerts_test.yml",
+        "rules/tests/ryot_budget_rules_test.yml",
+        "rules/tests/ryot_provider_rules_test.yml",
         "rules/tests/ryot_recording_rules_test.yml",
     ]
     slo = (tmp_path / "out" / "rules" / "ryot_slo_rules.yml").read_text()

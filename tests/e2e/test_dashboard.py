@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ryot_telemetry import catalogue
+from ryot_telemetry.artifacts.budget_rules import RECORDS as BUDGET_RECORDS
 from ryot_telemetry.artifacts.dashboard import build_dashboard, dashboard_json, main, write_dashboard
 from support.promql import unknown_labels, unknown_metric_names
 
@@ -40,8 +41,10 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 48  # 31 (2 by tenant), 10 in the SLO row and 7 in the outcomes row
+    assert len(queries) == 57  # 31 (2 by tenant), 10 SLO, 7 outcomes, 7 providers, 2 budget (recorded series)
     for title, expr in queries:
+        if expr in BUDGET_RECORDS:
+            continue  # the budget panel: budgets exist only in the generated budget rules
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
         assert unknown_metric_names(expr) == [], f"{title}: {expr}"
@@ -183,9 +186,14 @@ def expected_units(expr: str) -> set[str]:
     a quotient of two different counters' rates is a fraction, a histogram's _sum/_count quotient its unit."""
     specs = {}
     for name in _METRIC.findall(expr):
+        if name == "ryot_model_info":
+            continue  # the per-provider join: a factor of 1 that only brings the provider label
+
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         specs[name] = catalogue.BY_PROMETHEUS_NAME.get(base) or catalogue.BY_PROMETHEUS_NAME[name]
     units = {spec.unit for spec in specs.values()}
+    if expr in BUDGET_RECORDS:
+        return {"percentunit"}  # spend and projected spend over the budget
     if "(1 - ryot:slo:target" in expr:  # SLO: over the error budget, a share is a burn rate (x); 1 - it, the rest
         return {"percentunit"} if expr.startswith("1 - ") else {"suffix:x"}
     if "histogram_quantile" in expr or any(n.endswith("_sum") for n in specs):
@@ -276,3 +284,38 @@ def test_outcomes_row_stacks_where_ttft_goes_and_shows_finish_reasons_and_estima
     ]
     eng = panels["Engine decode time per output token p50 / p95"]["targets"]
     assert all("ryot_engine_time_per_output_token_seconds_bucket" in t["expr"] for t in eng)
+
+
+def test_providers_row_joins_every_query_with_model_info_per_replica() -> None:
+    """The providers row: error ratio by provider and type, rate-limit saturation, TTFT and latency quantiles and
+    request rate by provider, each joined with ryot_model_info on (job, instance, model)."""
+    panels = build_dashboard()["panels"]
+    i = next(n for n, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Providers")
+    row = panels[i + 1 :]
+    assert [p["title"] for p in row] == [
+        "Failed request ratio by provider and type",
+        "Rate-limit saturation by provider",
+        "Time to first token by provider p50 / p95",
+        "End-to-end latency by provider p50 / p95",
+        "Request rate by provider",
+    ]
+    for p in row:
+        for t in p["targets"]:
+            joins = t["expr"].count("* on (job, instance, model) group_left (provider) ryot_model_info{")
+            assert joins == t["expr"].count("rate(") >= 1, (p["title"], t["expr"])
+    assert 'error_type="rate_limited"' in row[1]["targets"][0]["expr"]
+
+
+def test_budget_panel_reads_the_generated_budget_rules() -> None:
+    """The cost row ends with spend against budget: the spend and burn ratios the budget rules record, as shares,
+    orange at 80% and red at 100%."""
+    panels = build_dashboard()["panels"]
+    i = next(n for n, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Cost")
+    end = next(n for n in range(i + 1, len(panels)) if panels[n]["type"] == "row")
+    budget = panels[end - 1]
+    assert budget["title"] == "Spend against budget"
+    assert [t["expr"] for t in budget["targets"]] == ["ryot:budget_spend:ratio", "ryot:budget_burn:ratio"]
+    assert set(BUDGET_RECORDS) >= {t["expr"] for t in budget["targets"]}
+    assert budget["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    steps = budget["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["color"], s["value"]) for s in steps] == [("green", None), ("orange", 0.8), ("red", 1.0)]

@@ -99,7 +99,15 @@ def late_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, late_port: int) -> Iterator[tuple[Prom, dict[str, Any], int]]:
+def providers_port() -> int:
+    """Port of the scrape target of the per-provider test (a router with several upstream providers)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, late_port: int, providers_port: int
+) -> Iterator[tuple[Prom, dict[str, Any], int]]:
     """Prometheus (1s scrape and rule interval, ryot rules loaded) scraping the demo, which runs 300 requests."""
     tmp_path = tmp_path_factory.mktemp("prometheus")
     demo_port, prom_port = _free_port(), _free_port()
@@ -121,6 +129,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, late_port: int) -> Iterator[
         "scrape_configs": [
             {"job_name": "ryot-demo", "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]},
             {"job_name": "ryot-late", "static_configs": [{"targets": [f"127.0.0.1:{late_port}"]}]},
+            {"job_name": "ryot-providers", "static_configs": [{"targets": [f"127.0.0.1:{providers_port}"]}]},
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -248,7 +257,7 @@ def test_recording_rules_evaluate_on_real_data(stack: tuple[Prom, dict[str, Any]
     assert set(p95) == models and all(0 < v <= 2.5 for v in p95.values())
     groups = _get(f"{prom.base}/api/v1/rules")["data"]["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
-    assert len(health) == 17 + 18  # + the generated SLO rules: 16 recording rules, 2 alerts
+    assert len(health) == 24 + 18  # + the generated SLO rules: 16 recording rules, 2 alerts
     assert {name: h for name, h in health.items() if h != ("ok", "")} == {}
 
 
@@ -325,3 +334,83 @@ def test_first_requests_of_a_new_model_count_in_increase(
     # intervals, and never below the zero the series started from: 3, or a little more; 0 without the zero sample.
     assert increase is not None and 3 <= increase < 4.5
     assert tokens is not None and 60 <= tokens < 90
+
+
+def test_per_provider_rules_join_model_info_on_real_scrapes(
+    stack: tuple[Prom, dict[str, Any], int], providers_port: int
+) -> None:
+    """A router whose models sit with two providers (configure(provider=...)) fails with the openai client's real
+    exceptions; Prometheus' per-provider rules give each provider's exact error ratios by type, and the three
+    provider alerts go pending for the right providers."""
+    import asyncio
+    import contextlib
+
+    import httpx
+    import openai
+
+    from ryot_telemetry import configure
+    from support.fakes import ChatParams, Completion
+
+    request = httpx.Request("POST", "http://upstream.invalid/v1/chat/completions")
+    failures: dict[str, list[BaseException | None]] = {
+        "a": [
+            None,
+            None,
+            openai.RateLimitError("429", response=httpx.Response(429, request=request), body=None),
+            openai.AuthenticationError("401", response=httpx.Response(401, request=request), body=None),
+        ],
+        "b": [None, None, openai.APIConnectionError(request=request), openai.APIConnectionError(request=request)],
+    }
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            exc = failures[params.model].pop()
+            if exc is not None:
+                raise exc
+            return Completion()
+
+    prom, _, _ = stack
+    tel = configure(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=providers_port,
+        prometheus_registry="private",
+        provider={"a": {"provider": "openai", "provider_type": "remote::openai"}, "b": "vllm"},
+    )
+    try:
+        up = 'up{job="ryot-providers"}'
+        _wait("two successful scrapes", lambda: (prom.scalar(f"sum_over_time({up}[1m])") or 0) >= 2, 15)
+        router = tel.instrument_router(Router())
+
+        async def traffic() -> None:
+            for model in ("a", "b"):
+                for _ in range(4):
+                    with contextlib.suppress(openai.OpenAIError):
+                        await router.openai_chat_completion(ChatParams(model=model))
+
+        asyncio.run(traffic())
+        total = 'sum(ryot_inference_requests_total{job="ryot-providers"})'
+        _wait("the 8 requests scraped", lambda: prom.scalar(total) == 8, 15)
+        info = prom.query('ryot_model_info{job="ryot-providers"}')
+        assert sorted((r["metric"]["model"], r["metric"]["provider"], r["metric"]["provider_type"]) for r in info) == [
+            ("a", "openai", "remote::openai"),
+            ("b", "vllm", "unknown"),
+        ]
+        ratio = 'ryot:provider_errors:ratio_rate5m{provider=~"openai|vllm"}'  # the demo's models show "unknown"
+        _wait("the per-provider ratios", lambda: len(prom.query(ratio)) == 3, 15)
+        got = {(r["metric"]["provider"], r["metric"]["error_type"]): float(r["value"][1]) for r in prom.query(ratio)}
+        # every series of the run was created in one drain and scraped at the same instants: rate() extrapolates
+        # them alike, so the ratios are the counts' ratios
+        assert got == pytest.approx(
+            {("openai", "rate_limited"): 0.25, ("openai", "unauthorized"): 0.25, ("vllm", "unavailable"): 0.5},
+            rel=1e-9,
+        )
+        pending = 'ALERTS{alertname=~"RyotProvider.*",alertstate="pending",provider=~"openai|vllm"}'
+        _wait("the provider alerts pending", lambda: len(prom.query(pending)) == 3, 15)
+        assert sorted((r["metric"]["alertname"], r["metric"]["provider"]) for r in prom.query(pending)) == [
+            ("RyotProviderRateLimited", "openai"),
+            ("RyotProviderUnauthorized", "openai"),
+            ("RyotProviderUnavailable", "vllm"),
+        ]
+    finally:
+        tel.shutdown()

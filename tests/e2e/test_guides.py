@@ -13,7 +13,7 @@ import yaml
 from support.promql import unknown_labels, unknown_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
-GUIDES = [ROOT / "docs" / "guides" / "tenants.md", ROOT / "docs" / "guides" / "cost.md"]
+GUIDES = [ROOT / "docs" / "guides" / name for name in ("tenants.md", "cost.md", "providers.md")]
 
 
 def _expressions(path: Path) -> list[str]:

@@ -66,19 +66,25 @@ def test_prometheus_rule_holds_every_shipped_rule_group() -> None:
     doc = _load("prometheusrule.yaml")
     assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
     shipped = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
-    assert [g["name"] for g in doc["spec"]["groups"]] == ["ryot_recording_rules", "ryot_alerts", "ryot_slo"]
+    assert [g["name"] for g in doc["spec"]["groups"]] == [
+        "ryot_recording_rules",
+        "ryot_provider_rules",
+        "ryot_alerts",
+        "ryot_provider_alerts",
+        "ryot_slo",
+    ]
     assert doc["spec"]["groups"] == shipped
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (scripts/setup.d/prometheus.sh)")
 def test_embedded_rules_pass_promtool(tmp_path: Path) -> None:
-    """spec.groups, extracted to a rule file, pass `promtool check rules`: the 35 rules of the three files."""
+    """spec.groups, extracted to a rule file, pass `promtool check rules`: the 42 rules of the three files."""
     groups = _load("prometheusrule.yaml")["spec"]["groups"]
     extracted = tmp_path / "extracted.yml"
     extracted.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     out = subprocess.run([PROMTOOL, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 35 rules found" in out.stdout
+    assert "SUCCESS: 42 rules found" in out.stdout
 
 
 def test_cli_options_and_errors(
@@ -224,7 +230,7 @@ def test_rule_files_in_any_form_promtool_accepts(form: str, tmp_path: Path, caps
     extracted.write_text(yaml.safe_dump({"groups": doc["spec"]["groups"]}, sort_keys=False))
     out = subprocess.run([PROMTOOL, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 13 rules found" in out.stdout  # 11 shipped, 2 of the file
+    assert "SUCCESS: 17 rules found" in out.stdout  # 15 shipped (alerts and provider alerts), 2 of the file
 
 
 def test_block_rule_file_keeps_its_comments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,8 +296,14 @@ def test_slos_option_embeds_the_rules_of_that_table(tmp_path: Path, capsys: pyte
     table.write_text(json.dumps({"m": {"ttft": 0.5, "target": 0.99}}))
     assert cli(["k8s", "--kind", "PrometheusRule", "--slos", str(table)]) == 0
     groups = yaml.safe_load(capsys.readouterr().out)["spec"]["groups"]
-    assert [g["name"] for g in groups] == ["ryot_recording_rules", "ryot_alerts", "ryot_slo"]
-    (target,) = [r for r in groups[2]["rules"] if r.get("record") == "ryot:slo:target"]
+    assert [g["name"] for g in groups] == [
+        "ryot_recording_rules",
+        "ryot_provider_rules",
+        "ryot_alerts",
+        "ryot_provider_alerts",
+        "ryot_slo",
+    ]
+    (target,) = [r for r in groups[4]["rules"] if r.get("record") == "ryot:slo:target"]
     assert (target["expr"], target["labels"]) == ("vector(0.99)", {"model": "m"})
     missing = tmp_path / "none.json"
     assert cli(["k8s", "--slos", str(missing)]) == 2

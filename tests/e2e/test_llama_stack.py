@@ -213,6 +213,17 @@ def test_ogx_auth_principal_is_the_tenant_label_of_the_real_server(tmp_path: Pat
         codes = [chat("alice"), chat("bob"), chat("alice", stream=True), chat("alice"), chat(None)]
         assert codes == [200, 200, 200, 200, 401]
         assert until(lambda: requests_by_tenant() == {"alice": 3, "bob": 1}, 10, "3 + 1 requests by tenant")
+        # ryot_model_info: the model that served, with the provider the run configuration registered it with
+        info = [dict(labels) for (name, labels), _ in _samples(httpx.get(s.metrics, timeout=5).text).items()
+                if name == "ryot_model_info"]
+        assert info == [
+            {
+                "model": "vllm/llama-8b",
+                "provider": "vllm",
+                "provider_type": "remote::vllm",
+                "provider_model_id": "upstream-model",
+            }
+        ]
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -201,3 +201,16 @@ def test_the_example_prints_the_reconciliation(run: Any) -> None:
         if name not in approximate:
             assert ours == theirs, name
     assert printed["requests, success"] == (22, 22) and printed["finish_reason=abort"] == (4, 4)
+
+
+def test_model_info_names_the_llama_cpp_provider(run: Any) -> None:
+    """ryot_model_info: the model that served is the one the run configuration registered with the llama.cpp
+    provider (its id, type and model id), read from ogx's routing table; the unknown model has no slot, no info."""
+    ryot, _ = run.end
+    info = {labels: v for (name, labels), v in ryot.items() if name == "ryot_model_info"}
+    assert info == {
+        frozenset(
+            {("model", MODEL), ("provider", "llama-cpp"), ("provider_type", "remote::llama-cpp-server"),
+             ("provider_model_id", "smollm2")}
+        ): 1,
+    }  # fmt: skip

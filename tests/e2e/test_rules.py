@@ -96,6 +96,10 @@ def test_rule_set_is_the_documented_one() -> None:
         "ryot:inference_latency:p95:5m",
         "ryot:inference_latency:p99:5m",
         "ryot:inference_latency_standard:p95:5m",
+        "ryot:provider_errors:ratio_rate5m",
+        "ryot:provider_inference_latency:p95:5m",
+        "ryot:provider_requests:rate5m",
+        "ryot:provider_ttft_latency:p95:5m",
         "ryot:requests:rate5m",
         "ryot:slo:target",
         *(f"ryot:slo_burn_rate:rate{w}" for w in ("1d", "1h", "2h", "30m", "3d", "5m", "6h")),
@@ -113,6 +117,9 @@ def test_rule_set_is_the_documented_one() -> None:
         "RyotGPUMemoryPressure": ("5m", "critical"),
         "RyotLowTokenThroughput": ("10m", "warning"),
         "RyotQueueBacklog": ("5m", "critical"),
+        "RyotProviderUnavailable": ("2m", "critical"),
+        "RyotProviderUnauthorized": ("1m", "critical"),
+        "RyotProviderRateLimited": ("10m", "warning"),
         # burn-rate alerts need no `for`: the short window already stops them soon after a burn ends
         "RyotSLOFastBurn": (None, "critical"),
         "RyotSLOSlowBurn": (None, "warning"),
@@ -204,10 +211,11 @@ def test_otelcol_config_pipeline() -> None:
 
 @needs_promtool
 def test_promtool_check_rules() -> None:
-    """promtool accepts the rule files: 11 recording rules, 6 alerts, 18 generated SLO rules (16 + 2 alerts)."""
+    """promtool accepts the rule files: 15 recording rules (4 per provider), 9 alerts (3 per provider), 18
+    generated SLO rules (16 + 2 alerts)."""
     out = _promtool("check", "rules", *map(str, RULE_FILES))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 11 rules found" in out.stdout and "SUCCESS: 6 rules found" in out.stdout
+    assert "SUCCESS: 15 rules found" in out.stdout and "SUCCESS: 9 rules found" in out.stdout
     assert "SUCCESS: 18 rules found" in out.stdout
 
 
@@ -222,7 +230,7 @@ def test_promtool_check_prometheus_config() -> None:
 @pytest.mark.parametrize("unit_test", RULE_TESTS, ids=lambda p: p.name)
 def test_promtool_rule_unit_tests_pass(unit_test: Path) -> None:
     """Each promtool unit test file passes: alerts fire and stay silent, recording rules give exact values."""
-    assert len(RULE_TESTS) == 3
+    assert len(RULE_TESTS) == 5
     out = _promtool("test", "rules", str(unit_test))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
@@ -372,3 +380,32 @@ def test_every_quantile_alert_threshold_is_a_bucket_boundary() -> None:
         ("RyotLowTokenThroughput", "ryot_time_per_output_token_seconds", 0.02),
     ]
     assert off_boundary_thresholds(_all_rules()) == []
+
+
+def test_provider_alerts_carry_a_runbook_line() -> None:
+    """Each per-provider alert says what to do in a one-line runbook annotation, and names the provider."""
+    alerts = [r for r in _rules() if r.get("alert", "").startswith("RyotProvider")]
+    assert sorted(a["alert"] for a in alerts) == [
+        "RyotProviderRateLimited",
+        "RyotProviderUnauthorized",
+        "RyotProviderUnavailable",
+    ]
+    for a in alerts:
+        assert set(a["annotations"]) == {"summary", "description", "runbook"}, a["alert"]
+        assert "\n" not in a["annotations"]["runbook"] and len(a["annotations"]["runbook"]) > 40
+        assert "{{ $labels.provider }}" in a["annotations"]["summary"]
+
+
+def test_example_budget_rules_use_only_exposed_names_and_labels() -> None:
+    """The budget rules generated from the example table read the cost counter by its exposed name and labels, and
+    every recorded series their alerts read is defined."""
+    path = RULES / "examples" / "ryot_budget_rules.yml"
+    rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+    recorded_labels = {"scope", "tenant", "model", "window", "budget_usd"}
+    bad = {
+        r.get("record") or r["alert"]: unknown_metric_names(r["expr"]) + unknown_labels(r["expr"], recorded_labels)
+        for r in rules
+    }
+    assert {k: v for k, v in bad.items() if v} == {}
+    recorded = {r["record"] for r in rules if "record" in r}
+    assert {n for r in rules for n in _RECORDED.findall(r["expr"])} <= recorded

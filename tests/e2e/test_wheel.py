@@ -109,6 +109,8 @@ def test_wheel_and_sdist_carry_the_license_and_the_data(installed: Installed) ->
         "rules/ryot_alerts.yml",
         "rules/ryot_recording_rules.yml",
         "rules/tests/ryot_alerts_test.yml",
+        "rules/tests/ryot_budget_rules_test.yml",
+        "rules/tests/ryot_provider_rules_test.yml",
         "rules/tests/ryot_recording_rules_test.yml",
         "rules/tests/ryot_slo_rules_test.yml",
     ]
@@ -193,6 +195,8 @@ def test_installed_rules_pass_promtool(installed: Installed, tmp_path: Path) -> 
     # their promtool unit tests are written beside them; test_rules.py runs them on the same bytes (collector/)
     assert sorted(p.name for p in (tmp_path / "setup" / "rules" / "tests").iterdir()) == [
         "ryot_alerts_test.yml",
+        "ryot_budget_rules_test.yml",
+        "ryot_provider_rules_test.yml",
         "ryot_recording_rules_test.yml",
         "ryot_slo_rules_test.yml",
     ]
@@ -204,4 +208,4 @@ def test_installed_rules_pass_promtool(installed: Installed, tmp_path: Path) -> 
     for name in ("one.yml", "spec.yml"):
         check = subprocess.run([PROMTOOL, "check", "rules", name], cwd=tmp_path, capture_output=True, text=True,
                                timeout=60)  # fmt: skip
-        assert check.returncode == 0 and "SUCCESS: 35 rules found" in check.stdout, check.stdout + check.stderr
+        assert check.returncode == 0 and "SUCCESS: 42 rules found" in check.stdout, check.stdout + check.stderr

@@ -88,3 +88,10 @@ GPU_DEPTH: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...
     ),
 }
 SPEC_SECTIONS.update(GPU_DEPTH)
+# "Providers and failure modes": the model -> provider info gauge, one series per model holding a slot.
+SPEC_SECTIONS["ryot_model_info"] = (
+    "gauge",
+    frozenset({"model", "provider", "provider_type", "provider_model_id"}),
+    frozenset(),
+    None,
+)

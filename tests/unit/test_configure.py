@@ -133,7 +133,8 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
-    assert len(by_name) == 38  # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth
+    assert len(by_name) == 39  # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth,
+    # ryot_model_info
 
 
 def test_views_limit_series_to_what_bounded_labels_allow() -> None:
@@ -142,7 +143,7 @@ def test_views_limit_series_to_what_bounded_labels_allow() -> None:
     where a label has no vocabulary in the catalogue."""
     big = {v._instrument_name: v._aggregation_cardinality_limit for v in views(include_semconv=False, max_models=1000)}
     assert big["ryot.inference.latency"] == 1002 * 6 * 3 + 1  # batch_size x generation_mode
-    assert big["ryot.inference.requests"] == 1002 * 2 * 4 * 8 + 1  # endpoint x status x (error_type or none)
+    assert big["ryot.inference.requests"] == 1002 * 2 * 4 * 13 + 1  # endpoint x status x (12 error_types or none)
     assert big["ryot.tokens_per_second"] == 2000  # 1,002 series: the SDK's default is more
     assert big["ryot.kv_cache.size"] is None  # context_length, batch_size: no vocabulary
     assert big["ryot.gpu.utilization"] is None  # device_id
@@ -151,7 +152,7 @@ def test_views_limit_series_to_what_bounded_labels_allow() -> None:
     tenants = {
         v._instrument_name: v._aggregation_cardinality_limit for v in views(include_semconv=False, max_tenants=50)
     }
-    assert tenants["ryot.inference.requests"] == 102 * 64 * 52 + 1  # x (50 tenants, __overflow__, __unknown__)
+    assert tenants["ryot.inference.requests"] == 102 * 104 * 52 + 1  # x (50 tenants, __overflow__, __unknown__)
     assert tenants["ryot.inference.latency"] == 2000  # no tenant label on histograms
 
 
@@ -161,8 +162,8 @@ def test_configured_views_carry_the_model_and_tenant_budgets() -> None:
     from ryot_telemetry.testing import capture
 
     for settings, limit in (
-        ({"max_models": 300}, 302 * 64 + 1),
-        ({"tenant": "user", "max_tenants": 5}, 102 * 64 * 7 + 1),
+        ({"max_models": 300}, 302 * 104 + 1),
+        ({"tenant": "user", "max_tenants": 5}, 102 * 104 * 7 + 1),
     ):
         cap = capture(**settings)
         try:
@@ -1071,7 +1072,7 @@ def test_configure_takes_exactly_the_declared_arguments_each_a_setting_with_a_do
     from ryot_telemetry.artifacts import docs
     from ryot_telemetry.settings import ARGUMENTS, Arguments, Settings
 
-    assert set(Arguments.__annotations__) == ARGUMENTS and len(ARGUMENTS) == 30
+    assert set(Arguments.__annotations__) == ARGUMENTS and len(ARGUMENTS) == 32
     assert {f.name for f in dataclasses.fields(Settings)} >= ARGUMENTS
     declared = docs.arguments()
     assert [name for name, _, _ in declared] == list(Arguments.__annotations__)

@@ -102,8 +102,10 @@ async def test_failure_before_first_chunk_is_an_error(cap: Capture) -> None:
         async for _ in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
             pass
     cap.collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="invalid_prompt") == 1
-    assert cap.value("ryot.inference.errors", model="m", error_type="invalid_prompt", severity="info") == 1
+    assert (
+        cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="context_length_exceeded") == 1
+    )
+    assert cap.value("ryot.inference.errors", model="m", error_type="context_length_exceeded", severity="info") == 1
 
 
 async def test_abandoned_stream_is_finalised_when_garbage_collected(cap: Capture) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..budgets import BudgetTable
 from ..slo import SloTable
-from . import k8s, shipped
+from . import budget_rules, k8s, shipped
 from .dashboard import dashboard_json
 
 __all__ = ["DASHBOARD", "files", "write"]
@@ -29,6 +30,9 @@ def files(slos: SloTable | None = None, slos_source: str = "") -> dict[str, str]
     }
     out.update({f"rules/{name}": text for name, text in shipped.rule_files(slos, slos_source).items()})
     out.update({f"rules/tests/{name}": text for name, text in shipped.rule_tests(slos is None).items()})
+    out[f"rules/{shipped.EXAMPLE_BUDGET_RULES}"] = budget_rules.rules_yaml(
+        BudgetTable(budget_rules.EXAMPLE_TABLE), "ryot_telemetry.artifacts.budget_rules.EXAMPLE_TABLE"
+    )
     out[DASHBOARD] = dashboard_json()
     out.update({f"k8s/{name}": text for name, text in k8s.files(slos=slos, slos_source=slos_source).items()})
     return out

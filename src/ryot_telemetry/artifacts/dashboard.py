@@ -152,13 +152,14 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         _panel(
             "Errors by type",
-            "Errors per second by error_type (oom, timeout, cuda_error, invalid_prompt, model_not_found, ...).",
+            "Errors per second by error_type (oom, timeout, rate_limited, unauthorized, unavailable, ...).",
             [(f"sum by (error_type) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{error_type}}")],
             _rate_unit("ryot.inference.errors"),
         ),
         _panel(
             "Errors by severity",
-            "critical: oom, cuda_error; info: invalid_prompt, model_not_found; warning: everything else.",
+            "critical: oom, cuda_error, unavailable, unauthorized; info: invalid_prompt, model_not_found, "
+            "context_length_exceeded, content_filtered; warning: everything else.",
             [(f"sum by (severity) (rate({err}{{{_MODEL}}}[{_RATE}]))", "{{severity}}")],
             _rate_unit("ryot.inference.errors"),
         ),
@@ -317,6 +318,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             kind="stat",
         ),
         *_tenant_panels(cost),
+        _budget_panel(),
     ]
     return [
         ("Traffic and errors", traffic),
@@ -327,6 +329,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ("GPU", gpu),
         ("Cost", spend),
         ("Outcomes and engine time", _outcome_panels()),
+        ("Providers", _provider_panels()),
     ]
 
 
@@ -467,6 +470,88 @@ def _outcome_panels() -> list[dict[str, Any]]:
                 (f'sum(rate({est}{{{_MODEL},token_type="completion"}}[{_RATE}]))', "estimated"),
             ],
             _rate_unit("ryot.estimated_tokens"),
+        ),
+    ]
+
+
+def _budget_panel() -> dict[str, Any]:
+    """Spend against budget, from the rules ``ryot-telemetry budget-rules`` writes for a budget table (the budgets
+    exist only there); empty without them. Budgets are per tenant or model over all replicas: no job filter."""
+    who = "{{scope}} {{tenant}}{{model}} ({{window}})"
+    return _panel(
+        "Spend against budget",
+        "Estimated spend over each budget's rolling window as a share of the budget (alerts at 80% and 100%), and "
+        "the share a whole window at the last 6h's burn would spend (alert: above 100% for 1h). Needs the rules "
+        "of ryot-telemetry budget-rules.",
+        [
+            ("ryot:budget_spend:ratio", f"spent {who}"),
+            ("ryot:budget_burn:ratio", f"projected {who}"),
+        ],
+        "percentunit",
+        thresholds=[(0.8, "orange"), (1.0, "red")],
+    )
+
+
+def _by_provider(expr: str) -> str:
+    """``expr`` (a rate of a family with a model label) given each model's provider: joined with
+    ``ryot_model_info`` of the process that exposed it (each replica has its own, so the join is on job, instance
+    and model; on model alone, a model served by two replicas would match two info series)."""
+    info = _name("ryot.model.info")
+    return f"{expr} * on (job, instance, model) group_left (provider) {info}{{{_MODEL}}}"
+
+
+def _provider_panels() -> list[dict[str, Any]]:
+    """Per upstream provider (SPEC "Providers and failure modes"): the request families carry no provider label,
+    so every panel joins them with ``ryot_model_info``. Models without an info series (__overflow__) are left out."""
+    req, err = _name("ryot.inference.requests"), _name("ryot.inference.errors")
+    requests = f"sum by (provider) ({_by_provider(f'rate({req}{{{_MODEL}}}[{_RATE}])')})"
+
+    def errors(selector: str = "") -> str:
+        return _by_provider(f"rate({err}{{{_MODEL}{selector}}}[{_RATE}])")
+
+    def quantiles(otel_name: str) -> list[tuple[str, str]]:
+        rate = _by_provider(f"rate({_name(otel_name, '_bucket')}{{{_MODEL}}}[{_RATE}])")
+        return [
+            (f"histogram_quantile({q}, sum by (provider, le) ({rate}))", f"p{round(q * 100)} {{{{provider}}}}")
+            for q in (0.5, 0.95)
+        ]
+
+    limited, legend = errors(',error_type="rate_limited"'), "{{provider}} {{error_type}}"
+    return [
+        _panel(
+            "Failed request ratio by provider and type",
+            "Share of each provider's requests that failed, by error_type: unavailable (down or unreachable: "
+            "alert > 10% for 2m), unauthorized (credentials rejected: alert on any for 1m), rate_limited (alert "
+            "> 5% for 10m), and the rest.",
+            [(f"sum by (provider, error_type) ({errors()}) / on (provider) group_left {requests}", legend)],
+            "percentunit",
+            thresholds=[(0.05, "red")],
+        ),
+        _panel(
+            "Rate-limit saturation by provider",
+            "Share of each provider's requests it turned away with HTTP 429 (rate_limited): its quota is saturated "
+            "(alert: > 5% for 10m).",
+            [(f"sum by (provider) ({limited}) / {requests}", "{{provider}}")],
+            "percentunit",
+            thresholds=[(0.05, "red")],
+        ),
+        _panel(
+            "Time to first token by provider p50 / p95",
+            "Streams only, by the provider of the model that served them.",
+            quantiles("ryot.ttft.latency"),
+            _unit("ryot.ttft.latency"),
+        ),
+        _panel(
+            "End-to-end latency by provider p50 / p95",
+            "By the provider of the model that served the request.",
+            quantiles("ryot.inference.latency"),
+            _unit("ryot.inference.latency"),
+        ),
+        _panel(
+            "Request rate by provider",
+            "Finished requests per second, by the provider of the requested model (ryot_model_info).",
+            [(requests, "{{provider}}")],
+            _rate_unit("ryot.inference.requests"),
         ),
     ]
 

@@ -15,6 +15,7 @@ from . import slo_rules
 
 __all__ = [
     "COLLECTOR_CONFIG",
+    "EXAMPLE_BUDGET_RULES",
     "PROMETHEUS_CONFIG",
     "RULE_FILES",
     "RULE_TESTS",
@@ -29,8 +30,17 @@ COLLECTOR_CONFIG = "otelcol-config.yaml"
 SLO_RULES = "ryot_slo_rules.yml"
 RULE_FILES = ("ryot_recording_rules.yml", "ryot_alerts.yml", SLO_RULES)
 """The rule files, in the order ``prometheus.yml`` loads them (``rules/<file>``)."""
-RULE_TESTS = ("ryot_recording_rules_test.yml", "ryot_alerts_test.yml", "ryot_slo_rules_test.yml")
-"""``promtool test rules`` files (``rules/tests/<file>``); the SLO one tests the rules of the example table."""
+RULE_TESTS = (
+    "ryot_recording_rules_test.yml",
+    "ryot_alerts_test.yml",
+    "ryot_provider_rules_test.yml",
+    "ryot_slo_rules_test.yml",
+    "ryot_budget_rules_test.yml",
+)
+"""``promtool test rules`` files (``rules/tests/<file>``); the SLO and budget ones test the rules generated from the
+example tables."""
+EXAMPLE_BUDGET_RULES = "examples/ryot_budget_rules.yml"
+"""The budget rules of the example budget table (``rules/<file>``), which the budget rule test reads."""
 
 
 def text(path: str) -> str:
@@ -56,5 +66,5 @@ def rule_files(slos: SloTable | None = None, source: str = "") -> dict[str, str]
 
 def rule_tests(example_slos: bool = True) -> dict[str, str]:
     """File name -> text of the promtool rule tests (the SLO one only for the example table's rules)."""
-    names = RULE_TESTS if example_slos else RULE_TESTS[:2]
+    names = RULE_TESTS if example_slos else tuple(n for n in RULE_TESTS if n != "ryot_slo_rules_test.yml")
     return {name: text(f"rules/tests/{name}") for name in names}

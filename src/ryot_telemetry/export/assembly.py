@@ -36,6 +36,7 @@ from ..recording.recorder import Recorder, RequestSpanExemplarFilter
 from ..recording.semconv import SCHEMA_URL
 from ..settings import ConfigurationError, Settings
 from ..sources.gpu import GpuGauges, gauges_for
+from ..sources.providers import ModelProviders, install_model_info
 from .temporality import exponential_otlp
 
 __all__ = [
@@ -148,6 +149,11 @@ def assemble(
     closers.callback(provider.shutdown)
     meter = ryot_meter(provider)
     recorder = build_recorder(meter, settings)
+    # ryot_model_info: on the recorder's own meter (each worker knows its own model slots; the merge of multi-process
+    # mode takes the union of the series, all 1)
+    providers = ModelProviders(recorder.models, settings.provider)
+    install_model_info(meter, providers)
+    _state.set_model_providers(recorder, providers)
     service = str(res.attributes.get("service.name", ""))
     server_provider = None
     if server is None:

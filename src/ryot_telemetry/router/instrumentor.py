@@ -92,13 +92,18 @@ def _configured_settings() -> Settings:
     return tel.settings if tel is not None and tel.settings is not None else Settings.load()
 
 
-def _method_wrapper(recorder: Recorder, name: str, endpoint: str, nested: bool, shape: str) -> Any:
+def _method_wrapper(
+    recorder: Recorder, name: str, endpoint: str, nested: bool, shape: str, providers: Any = None
+) -> Any:
     """``nested``: a base or subclass of this class is wrapped too, so one call can pass through two wrappers;
     only then is the per-call guard (a context variable, a few hundred ns) paid. ``shape``: the method's
-    (``method_shape``), which the wrapped method keeps."""
+    (``method_shape``), which the wrapped method keeps. ``providers``: the recorder's ``ModelProviders``, told
+    which router instance the call went through (one identity check once it knows it)."""
     reasoning = name == REASONING_METHOD
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if providers is not None:
+            providers.seen(instance)
         own = getattr(instance, "__dict__", None)
         if own is not None and getattr(own.get(name), _MARK, None) is not None:
             return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
@@ -152,6 +157,7 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             else:
                 recorder = build_recorder(ryot_meter(provider))
         self.recorder = recorder
+        providers = _state.model_providers(recorder)
         wrapped: list[tuple[type, str, bool]] = []
         classes = router_classes(kwargs.get("router_classes"))
         for cls in classes:
@@ -162,7 +168,7 @@ class RyotInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 own = name in cls.__dict__
                 nested = any(o is not cls and (issubclass(cls, o) or issubclass(o, cls)) for o in classes)
                 shape = method_shape(method)
-                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint, nested, shape))
+                wrap_function_wrapper(cls, name, _method_wrapper(recorder, name, endpoint, nested, shape, providers))
                 wrapped.append((cls, name, own))
         if not wrapped:
             _log.debug("ryot-telemetry: neither ogx nor llama-stack is installed and no router class was named")
