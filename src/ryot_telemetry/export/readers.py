@@ -130,7 +130,7 @@ def otlp_exporter(settings: Settings) -> Any:
 
 
 def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned: ExitStack) -> None:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from .._compat import prometheus_reader
 
     out.registry = registry_for(settings)
     if settings.start_prometheus_server:
@@ -138,7 +138,7 @@ def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned
         if out.server is not None:
             closers.callback(_stop_server, out.server)
             out.url = f"http://{url_host(settings.prometheus_host)}:{out.server.server_address[1]}/metrics"
-    out.readers.append(_owned(unowned, PrometheusMetricReader(registry=out.registry)))
+    out.readers.append(_owned(unowned, prometheus_reader(out.registry)))
 
 
 def registry_for(settings: Settings) -> Any:
