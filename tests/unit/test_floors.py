@@ -1,13 +1,27 @@
-"""What keeps ryot the same on the oldest dependencies pyproject allows (the floors): the Prometheus exporter shims."""
+"""What keeps ryot the same on the oldest dependencies pyproject allows (the floors): the Prometheus exporter shims;
+and OTLP over gRPC as an extra."""
 
 from __future__ import annotations
 
+import socket
+import sys
+from pathlib import Path
+
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from ryot_telemetry import ConfigurationError, configure
 from ryot_telemetry._compat import _ReaderOnRegistry, merge_families, prometheus_reader
+
+ROOT = Path(__file__).resolve().parents[2]
+GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.metric_exporter"
+GRPC_MISSING = (
+    "OTLP over gRPC (OTEL_EXPORTER_OTLP_PROTOCOL=grpc, the default protocol) needs the otlp-grpc extra: "
+    "pip install 'ryot-telemetry[otlp-grpc]', or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+)
 
 
 class _Fixed:
@@ -92,3 +106,73 @@ def test_an_older_readers_collector_moves_to_the_given_registry_and_leaves_it_at
     provider.shutdown()
     assert generate_latest(registry) == b""
     assert reader._collector not in REGISTRY._collector_to_names
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def no_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gRPC exporter not installed (the base install without the otlp-grpc extra), and no OTLP settings."""
+    monkeypatch.setitem(sys.modules, GRPC_EXPORTER, None)  # an import of it raises ImportError
+    for var in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_METRICS_EXPORTER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.2")  # the final export to a closed port gives up at once
+
+
+@pytest.mark.parametrize("protocol", [None, "grpc"])
+def test_grpc_without_the_extra_is_one_clear_error_before_anything_listens(
+    no_grpc: None, monkeypatch: pytest.MonkeyPatch, protocol: str | None
+) -> None:
+    """OTLP over gRPC, by default or by OTEL_EXPORTER_OTLP_PROTOCOL, without the exporter installed: one
+    ConfigurationError naming the variable and the extra, raised before the scrape port is opened."""
+    if protocol:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    port = _free_port()
+    with pytest.raises(ConfigurationError) as caught:
+        configure(
+            exporters="otlp,prometheus",
+            otlp_endpoint="http://127.0.0.1:4317",
+            prometheus_host="127.0.0.1",
+            prometheus_port=port,
+            prometheus_registry="private",
+            gpu=False,
+        )
+    assert str(caught.value) == GRPC_MISSING
+    assert isinstance(caught.value.__cause__, ImportError)
+    with socket.socket() as s:  # nothing was left listening
+        s.bind(("127.0.0.1", port))
+
+
+def test_http_otlp_needs_no_grpc(no_grpc: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf works with the base install alone (no gRPC exporter)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    tel = configure(exporters="otlp", otlp_endpoint=f"http://127.0.0.1:{_free_port()}", gpu=False)
+    try:
+        assert type(tel.readers[0]._exporter).__module__ == "opentelemetry.exporter.otlp.proto.http.metric_exporter"
+    finally:
+        tel.shutdown()
+
+
+def _pyproject() -> dict[str, object]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_grpc_is_an_extra_and_the_test_extra_brings_it() -> None:
+    """The base install has OTLP over HTTP but no gRPC exporter; the otlp-grpc extra brings it, and so does the
+    test extra (the gRPC tests need it)."""
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    base = [d.split(">")[0] for d in project["dependencies"]]
+    extras = {k: [d.split(">")[0] for d in v] for k, v in project["optional-dependencies"].items()}
+    assert "opentelemetry-exporter-otlp-proto-http" in base
+    assert "opentelemetry-exporter-otlp-proto-grpc" not in base
+    assert extras["otlp-grpc"] == ["opentelemetry-exporter-otlp-proto-grpc"]
+    assert "opentelemetry-exporter-otlp-proto-grpc" in extras["test"]
