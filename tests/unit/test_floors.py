@@ -3,9 +3,12 @@ and OTLP over gRPC as an extra."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -176,3 +179,86 @@ def test_grpc_is_an_extra_and_the_test_extra_brings_it() -> None:
     assert "opentelemetry-exporter-otlp-proto-grpc" not in base
     assert extras["otlp-grpc"] == ["opentelemetry-exporter-otlp-proto-grpc"]
     assert "opentelemetry-exporter-otlp-proto-grpc" in extras["test"]
+
+
+def _floors_script() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("floors_script", ROOT / "scripts" / "floors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_lines_keep_the_lower_bound_and_the_marker() -> None:
+    """scripts/floors.py pins a requirement's >= bound as pyproject spells it, keeps its environment marker, drops
+    its extras and upper bound, and writes nothing for a requirement without a lower bound."""
+    floor = _floors_script().floor
+    assert [
+        floor("opentelemetry-sdk>=1.37,<2"),
+        floor("gunicorn>=22,<28; sys_platform != 'win32'"),
+        floor("mkdocstrings[python] >= 0.26, <2"),
+        floor("opentelemetry-semantic-conventions<1,>=0.58b0"),
+        floor("fastapi"),
+        floor("wrapt<3"),
+    ] == [
+        "opentelemetry-sdk==1.37",
+        "gunicorn==22; sys_platform != 'win32'",
+        "mkdocstrings==0.26",
+        "opentelemetry-semantic-conventions==0.58b0",
+        None,
+        None,
+    ]
+
+
+def test_floors_cover_the_base_install_and_user_extras_and_with_test_the_otel_test_packages() -> None:
+    """The dry run's constraints are every base and user-extra floor (not the docs, examples or test tools); the floor
+    venv's add the test extra's opentelemetry-* packages, which are released with the SDK."""
+    script = _floors_script()
+    pyproject = {
+        "project": {
+            "dependencies": ["opentelemetry-sdk>=1.37,<2", "wrapt>=1.16,<3"],
+            "optional-dependencies": {
+                "otlp-grpc": ["opentelemetry-exporter-otlp-proto-grpc>=1.37,<2"],
+                "docs": ["mkdocs>=1.6,<2"],
+                "examples": ["fastapi>=0.110"],
+                "test": [
+                    "pytest>=8,<10",
+                    "opentelemetry-proto>=1.37,<2",
+                    "opentelemetry-exporter-otlp-proto-grpc>=1.37",
+                ],
+            },
+        }
+    }
+    assert script.floors(pyproject) == [
+        "opentelemetry-sdk==1.37",
+        "wrapt==1.16",
+        "opentelemetry-exporter-otlp-proto-grpc==1.37",
+    ]
+    assert script.floors(pyproject, test=True) == [*script.floors(pyproject), "opentelemetry-proto==1.37"]
+    assert script.user_extras(pyproject) == ["otlp-grpc"]
+
+
+def _release(v: str) -> tuple[tuple[int, ...], str]:
+    """A version compared as PEP 440 compares these floors: 1.37 == 1.37.0."""
+    m = re.match(r"(\d+(?:\.\d+)*)(.*)", v)
+    assert m is not None, v
+    parts = [int(p) for p in m.group(1).split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts), m.group(2)
+
+
+@pytest.mark.skipif(
+    os.environ.get("RYOT_TELEMETRY_FLOORS") != "1",
+    reason="the floors run only (scripts/test.sh runs tests/unit in .venv-floor with RYOT_TELEMETRY_FLOORS=1)",
+)
+def test_the_floors_run_has_every_pinned_dependency_at_its_floor() -> None:
+    """In the floors run, every package scripts/floors.py pins is installed at exactly its floor, so the unit tier
+    there tests the lowest versions pyproject allows."""
+    from importlib.metadata import version
+
+    pins = [line.split(";")[0].split("==") for line in _floors_script().floors(_floors_script().load(), test=True)]
+    installed = {name: version(name) for name, _ in pins}
+    assert {n: _release(installed[n]) for n, _ in pins} == {n: _release(f) for n, f in pins}
