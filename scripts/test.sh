@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up everything the tests need, lint, then run the whole suite.
+# The test command: set up everything the tests need, lint, run the unit tier on the dependency floors, then the
+# whole suite on the newest versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
@@ -9,4 +10,7 @@ bash scripts/setup.sh test
 site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+# The floors: the unit tier on every dependency at the lowest version pyproject.toml allows, on Python 3.10
+# (.venv-floor, built by scripts/setup.d/floors.sh from scripts/floors.py); then everything on the newest.
+RYOT_TELEMETRY_FLOORS=1 .venv-floor/bin/python -m pytest -q -p no:cacheprovider tests/unit
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

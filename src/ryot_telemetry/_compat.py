@@ -6,22 +6,30 @@ are the ones checked against each name below.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
-# opentelemetry-exporter-prometheus (private module ``_mapping``, present from 0.44b0 on; we require >=0.51b0):
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+# opentelemetry-exporter-prometheus (private module ``_mapping``, present from 0.44b0 on; we require >=0.58b0):
 # the exporter's own name sanitising and unit-to-suffix mapping, so the catalogue predicts the exposed family names
 # (``ryot_inference_latency_seconds``, ``..._total``) exactly as a scrape shows them.
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+from opentelemetry.sdk.metrics.view import View
 
 # opentelemetry-semantic-conventions (private package ``_incubating``, where every GenAI name of the package lives;
-# present with these modules in the range we require, >=0.66b2): the GenAI metric constants and their
+# present with these modules in the range we require, >=0.58b0): the GenAI metric constants and their
 # ``create_gen_ai_*`` factories, and the GenAI attribute names and values, so ``recording/semconv.py`` takes every
 # name from the package instead of typing it again.
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai_attributes
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as genai_metrics
+from prometheus_client import REGISTRY
 
-# opentelemetry-sdk (private module ``_configuration``, present since 1.2; we require >=1.30): the SDK's own
+# opentelemetry-sdk (private module ``_configuration``, present since 1.2; we require >=1.37): the SDK's own
 # configurator. ``RyotConfigurator`` subclasses it so traces and logs are set up exactly as the SDK would, while
 # the MeterProvider is ours (with Views). ``_configure(**kwargs)`` is the hook ``opentelemetry-instrument`` calls.
 # Imported on first use (the distro only): it pulls in the trace and log SDKs, ~30 modules a plain
@@ -31,22 +39,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OTelSDKConfigurator",
+    "RegistryPrometheusReader",
     "encode_attributes",
     "encode_instrumentation_scope",
     "genai_attributes",
     "genai_metrics",
     "map_unit",
+    "merge_families",
     "meter_count",
     "meter_readers",
+    "prometheus_reader",
     "reader_shutting_down",
     "sanitize_full_name",
     "set_collect_callback",
+    "view_cardinality_limit",
     "wrap_reader_collect",
 ]
 
 
 # opentelemetry-sdk metrics internals, used by ``_new_series`` (new counter series exported at 0 first). All three
-# are attributes, not imports; present in every SDK release our range allows (>=1.30,<2; checked on 1.30 and 1.45):
+# are attributes, not imports; present in every SDK release our range allows (>=1.37,<2; checked on 1.37 and 1.45):
 # - ``Meter._measurement_consumer._reader_storages``: a mapping keyed by the provider's MetricReaders (the SDK
 #   replaces it, never mutates it, when readers are added later; a reader added after the recorder was built is not
 #   seen): which readers a meter's measurements reach, so the gate knows whose collections to wait for.
@@ -79,7 +91,7 @@ def reader_shutting_down(reader: Any) -> bool:
 
 def set_collect_callback(reader: Any, collect: Any) -> None:
     """opentelemetry-sdk (private method ``MetricReader._set_collect_callback``, present since 1.10; we require
-    >=1.30): the hook a MeterProvider installs on its readers. Multi-process mode (``multiproc.worker``) gives the OTel
+    >=1.37): the hook a MeterProvider installs on its readers. Multi-process mode (``multiproc.worker``) gives the OTel
     Prometheus reader a collect function that returns the merged server state, so the exporter's own translation
     exposes it. ``collect(reader, timeout_millis=...)`` returns ``MetricsData`` or None."""
     reader._set_collect_callback(collect)
@@ -94,7 +106,7 @@ def __getattr__(name: str) -> Any:
 
 
 # opentelemetry-exporter-otlp-proto-common (private module ``_internal``, present with these names since 1.18; we
-# require >=1.30 through the OTLP exporters): the encoders ``encode_metrics`` itself uses for attributes and
+# require >=1.37 through the OTLP exporters): the encoders ``encode_metrics`` itself uses for attributes and
 # instrumentation scopes, so the multi-process hand-off (``_handoff``), which caches encoded attribute sets,
 # encodes them exactly as the library does. Imported on first use (it loads the trace SDK).
 
@@ -119,3 +131,93 @@ def meter_count(provider: Any) -> int | None:
     whether anything besides ryot's own meter records there. None if the SDK's internals moved."""
     meters = getattr(provider, "_meters", None)
     return len(meters) if isinstance(meters, Mapping) else None
+
+
+# opentelemetry-sdk (public, but version-dependent): ``View(aggregation_cardinality_limit=...)`` and the SDK's
+# 2,000-series limit per metric arrive together in 1.45; an older SDK has no limit, so nothing needs lifting there.
+VIEW_CARDINALITY_LIMIT = "aggregation_cardinality_limit" in inspect.signature(View.__init__).parameters
+"""Does the installed SDK limit series per metric (and take a View's ``aggregation_cardinality_limit``)?"""
+
+
+def view_cardinality_limit(limit: int | None) -> dict[str, Any]:
+    """The View keyword setting a metric's series limit to ``limit``; none where the SDK has no limit."""
+    return {"aggregation_cardinality_limit": limit} if VIEW_CARDINALITY_LIMIT else {}
+
+
+# opentelemetry-exporter-prometheus (public ``registry=`` from 0.63b0 on; before it, the private attribute
+# ``PrometheusMetricReader._collector``, present in every release our range allows): an older reader always
+# registers its collector on prometheus_client's global REGISTRY and unregisters it there at shutdown, so it is
+# moved onto the registry ryot exposes (a private one per configure() by default).
+PROMETHEUS_READER_TAKES_REGISTRY = "registry" in inspect.signature(PrometheusMetricReader.__init__).parameters
+"""Does the installed exporter's ``PrometheusMetricReader`` take ``registry=``?"""
+
+
+class RegistryPrometheusReader(PrometheusMetricReader):
+    """The OTel Prometheus reader with its collector on ``registry`` and one family per metric, whatever the
+    installed exporter's version: an older one (before 0.63b0) takes no ``registry=`` and registers on the global
+    REGISTRY, so the collector moves; one before 0.64b0 splits a metric into several families, which are merged."""
+
+    def __init__(self, registry: Any) -> None:
+        self._ryot_registry = registry
+        if PROMETHEUS_READER_TAKES_REGISTRY:
+            super().__init__(registry=registry)  # type: ignore[call-arg,unused-ignore]
+        else:
+            super().__init__()
+            if registry is not REGISTRY:
+                REGISTRY.unregister(self._collector)
+                # registered as the newer exporter does, before its callback is set: a registry that describes its
+                # collectors by collecting them must not run a collection on a reader no provider owns yet
+                callback, self._collector._callback = self._collector._callback, None
+                registry.register(self._collector)
+                self._collector._callback = callback
+        if PROMETHEUS_SPLITS_FAMILIES:
+            collector: Any = self._collector
+            collect = collector.collect
+            collector.collect = lambda: merge_families(collect())
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if PROMETHEUS_READER_TAKES_REGISTRY:
+            super().shutdown(timeout_millis, **kwargs)
+        else:  # the older exporter's shutdown unregisters from the global REGISTRY, where it no longer is
+            self._ryot_registry.unregister(self._collector)
+
+
+def _exporter_splits_families() -> bool:
+    # opentelemetry-exporter-prometheus before 0.64b0 (SDK 1.43) writes one family per label-key set: a metric
+    # whose points differ in their keys (an optional label such as error_type) gets two HELP/TYPE blocks, which
+    # the text format forbids (promtool rejects it); 0.64b0 on writes one family, a missing label as "".
+    match = re.match(r"0\.(\d+)", version("opentelemetry-exporter-prometheus"))
+    return match is not None and int(match.group(1)) < 64
+
+
+PROMETHEUS_SPLITS_FAMILIES = _exporter_splits_families()
+"""Does the installed exporter write a metric as several families (one per label-key set)?"""
+
+
+def merge_families(families: Iterable[Any]) -> list[Any]:
+    """prometheus_client families with one family per metric name, as the newer exporter writes them: the samples
+    of same-named families together, each missing label of the metric's label set given as "" (which Prometheus
+    reads as the label being absent)."""
+    by_name: dict[str, list[Any]] = {}
+    for family in families:
+        by_name.setdefault(family.name, []).append(family)
+    out = []
+    for same in by_name.values():
+        if len(same) == 1:
+            out.append(same[0])
+            continue
+        keys = {k for family in same for sample in family.samples for k in sample.labels if k != "le"}
+        merged = copy.copy(same[0])
+        merged.samples = [
+            sample._replace(labels={**dict.fromkeys(keys, ""), **sample.labels})
+            for family in same
+            for sample in family.samples
+        ]
+        out.append(merged)
+    return out
+
+
+def prometheus_reader(registry: Any) -> PrometheusMetricReader:
+    """The OTel Prometheus reader exposing on ``registry`` (a prometheus_client ``CollectorRegistry``), writing one
+    family per metric whatever the exporter's version."""
+    return RegistryPrometheusReader(registry)

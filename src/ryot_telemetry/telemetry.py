@@ -39,7 +39,7 @@ from .sources.gpu import GpuGauges
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
-else:  # typing_extensions comes with opentelemetry-api
+else:  # a dependency on 3.10 (pyproject)
     from typing_extensions import Unpack
 
 __all__ = [

@@ -13,6 +13,7 @@ import pytest
 
 from ryot_telemetry import ConfigurationError, configure, views
 from ryot_telemetry.catalogue import get
+from support.floors import needs_series_limit
 
 
 def test_port_in_use_is_one_clear_error() -> None:
@@ -137,6 +138,7 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     # ryot_model_info
 
 
+@needs_series_limit
 def test_views_limit_series_to_what_bounded_labels_allow() -> None:
     """Each View's series limit is every series its labels allow with ``max_models`` names (plus __overflow__ and
     __unknown__) and one for the SDK's overflow series, never below the SDK's default of 2,000; the SDK's default
@@ -156,6 +158,7 @@ def test_views_limit_series_to_what_bounded_labels_allow() -> None:
     assert tenants["ryot.inference.latency"] == 2000  # no tenant label on histograms
 
 
+@needs_series_limit
 def test_configured_views_carry_the_model_and_tenant_budgets() -> None:
     """The provider configure() builds limits series by the configured max_models and, with a tenant label,
     max_tenants."""

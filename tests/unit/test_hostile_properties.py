@@ -26,7 +26,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 import ryot_telemetry
+from ryot_telemetry._compat import prometheus_reader
 from support.fakes import KeyErrorStream
 
 PROFILE = settings(
@@ -288,7 +288,7 @@ class Stack:
         self.registry = CollectorRegistry(auto_describe=True)
         self.memory = InMemoryMetricReader()
         self.provider = MeterProvider(
-            metric_readers=[PrometheusMetricReader(registry=self.registry), self.memory],
+            metric_readers=[prometheus_reader(self.registry), self.memory],
             views=ryot_telemetry.views(),
         )
         meter = self.provider.get_meter("ryot_telemetry")

@@ -9,6 +9,7 @@ import pytest
 
 import ryot_telemetry.router.wrapper as _wrapper
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import semconv as _semconv
 from ryot_telemetry.recording.semconv import SEMCONV
 from ryot_telemetry.testing import Capture, capture
 from support.fakes import (
@@ -21,6 +22,7 @@ from support.fakes import (
     usage,
     usage_chunk,
 )
+from support.floors import needs_chunk_metrics
 
 BOUNDS = {s.name: s.buckets for s in SEMCONV}
 DUR = "gen_ai.server.request.duration"
@@ -60,6 +62,7 @@ def counts(name: str, value: float) -> tuple[int, ...]:
     return tuple(1 if k == i else 0 for k in range(len(bounds) + 1))
 
 
+@needs_chunk_metrics
 async def test_stream_emits_the_server_and_client_metrics_with_exact_values(
     scap: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +105,7 @@ async def test_stream_emits_the_server_and_client_metrics_with_exact_values(
     )
 
 
+@needs_chunk_metrics
 async def test_chunk_metrics_only_for_streams_and_for_every_chunk_received(
     scap: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,7 +196,7 @@ def test_every_genai_metric_of_the_semconv_package_is_emitted_or_not_measurable_
     from ryot_telemetry.recording.semconv import MEASURED, NOT_MEASURABLE, SemconvInstruments, package_metrics
 
     constants = {c for c, v in vars(gm).items() if c.startswith("GEN_AI_") and isinstance(v, str)}
-    assert len(constants) >= 7  # 0.66b2 defines seven
+    assert len(constants) >= 5  # 0.58b0 (the floor) defines five, 0.63b0 on seven
     assert package_metrics().keys() == constants  # every metric constant has its factory
     unaccounted = sorted(c for c in constants if c not in MEASURED and not NOT_MEASURABLE.get(c, "").strip())
     assert unaccounted == []
@@ -283,15 +287,18 @@ def test_semconv_attributes_are_the_conventions_names(monkeypatch: pytest.Monkey
     client_keys = {ga.GEN_AI_OPERATION_NAME, ga.GEN_AI_PROVIDER_NAME, ga.GEN_AI_REQUEST_MODEL, ga.GEN_AI_RESPONSE_MODEL}
     server_keys = client_keys | {server_attributes.SERVER_ADDRESS, server_attributes.SERVER_PORT}
     error = {error_attributes.ERROR_TYPE}
-    # the Views' attribute filters keep exactly these keys
+    # the Views' attribute filters keep exactly these keys (the chunk metrics where the package defines them)
+    expected = {
+        "GEN_AI_SERVER_REQUEST_DURATION": server_keys | error,
+        "GEN_AI_SERVER_TIME_TO_FIRST_TOKEN": server_keys,
+        "GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN": server_keys,
+        "GEN_AI_CLIENT_OPERATION_DURATION": client_keys | error,
+        "GEN_AI_CLIENT_TOKEN_USAGE": client_keys | {ga.GEN_AI_TOKEN_TYPE},
+        "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK": client_keys,
+        "GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK": client_keys,
+    }
     assert {s.name: set(s.attributes) for s in SEMCONV} == {
-        gm.GEN_AI_SERVER_REQUEST_DURATION: server_keys | error,
-        gm.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN: server_keys,
-        gm.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN: server_keys,
-        gm.GEN_AI_CLIENT_OPERATION_DURATION: client_keys | error,
-        gm.GEN_AI_CLIENT_TOKEN_USAGE: client_keys | {ga.GEN_AI_TOKEN_TYPE},
-        gm.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK: client_keys,
-        gm.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK: client_keys,
+        getattr(gm, c): keys for c, keys in expected.items() if hasattr(gm, c)
     }
 
 
@@ -337,3 +344,93 @@ async def test_semconv_response_models_do_not_use_the_request_model_budget() -> 
         assert {s["model"] for s in c.series("ryot.inference.requests")} == {"gpt-4o", "llama-3"}
     finally:
         c.shutdown()
+
+
+def _without_chunk_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the installed package look like one older than 0.63b0: no chunk-metric constants or factories, and what
+    semconv.py derives from the package at import derived again."""
+    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
+
+    for constant in _semconv.ADDED_IN:
+        monkeypatch.delattr(gm, constant, raising=False)
+        monkeypatch.delattr(gm, f"create_{constant.lower()}", raising=False)
+    monkeypatch.setattr(_semconv, "SEMCONV", _semconv._specs())
+    monkeypatch.setattr(_semconv, "UNAVAILABLE", _semconv._unavailable())
+
+
+def _start_up_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, str]]:
+    return [r for r in caplog.record_tuples if r[0] == "ryot_telemetry" and "does not define" in r[2]]
+
+
+async def test_older_package_names_the_missing_metrics_once_and_emits_the_rest_exactly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a package that lacks the chunk metrics (as 0.58b0, the floor, does), start-up logs one WARNING naming
+    both and the release that adds them; the stream of the exact-values test gives exactly the five other metrics,
+    with the same values, and no chunk metric."""
+    from importlib.metadata import version
+
+    _without_chunk_metrics(monkeypatch)
+    assert _semconv.UNAVAILABLE == (
+        "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK",
+        "GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK",
+    )
+    caplog.set_level("WARNING", logger="ryot_telemetry")
+    c = capture(semconv=True, genai_provider="vllm")
+    try:
+        assert _start_up_warnings(caplog) == [
+            (
+                "ryot_telemetry",
+                30,
+                "ryot-telemetry: the installed opentelemetry-semantic-conventions "
+                f"{version('opentelemetry-semantic-conventions')} does not define the GenAI metrics "
+                "gen_ai.client.operation.time_to_first_chunk, gen_ai.client.operation.time_per_output_chunk, so "
+                "they are not emitted (the other GenAI metrics are); opentelemetry-semantic-conventions>=0.63b0 "
+                "defines them",
+            )
+        ]
+        clock(monkeypatch, 10.0, 10.25, 10.5, 10.75, 11.0, 11.5, 11.75, 12.0)
+        chunks = [content_chunk(str(i), model="m-2024") for i in range(4)]
+        chunks.append(usage_chunk(usage(12, 4), model="m-2024"))
+        router = c.instrument_router(ScriptedRouter(chunks=chunks))
+        [x async for x in await router.openai_chat_completion(ChatParams(model="m", stream=True))]
+        c.collect()
+        assert sorted(n for n in c._points if n.startswith("gen_ai.")) == sorted([DUR, TTFT, TPOT, CDUR, USAGE])
+        for name, value in ((DUR, 2.0), (TTFT, 0.5), (TPOT, 0.5), (CDUR, 2.0)):
+            h = c.histogram(name, **BASE)
+            assert (h.count, h.sum, h.explicit_bounds) == (1, value, BOUNDS[name]), name
+            assert h.bucket_counts == counts(name, value), name
+        for token_type, n in (("input", 12), ("output", 4)):
+            h = c.histogram(USAGE, **BASE, **{"gen_ai.token.type": token_type})
+            assert (h.count, h.sum, h.bucket_counts) == (1, n, counts(USAGE, n))
+        assert (c.points(TTFC), c.points(TPOC)) == ([], [])
+    finally:
+        c.shutdown()
+    assert len(_start_up_warnings(caplog)) == 1  # once, at start-up, not per request
+
+
+@needs_chunk_metrics
+def test_package_with_every_metric_logs_nothing_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    """With a package that defines every measured metric, start-up names none as unavailable."""
+    caplog.set_level("WARNING", logger="ryot_telemetry")
+    assert (_semconv.UNAVAILABLE, _semconv.unavailable_message()) == ((), None)
+    capture(semconv=True).shutdown()
+    assert _start_up_warnings(caplog) == []
+
+
+def test_unavailable_metrics_are_what_the_package_lacks_and_each_has_its_name() -> None:
+    """UNAVAILABLE is exactly the measured constants the installed package lacks, and each is named in ADDED_IN
+    (so the start-up message names a metric, not a constant)."""
+    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
+
+    assert tuple(c for c in _semconv.MEASURED if not hasattr(gm, c)) == _semconv.UNAVAILABLE
+    assert [c for c in _semconv.UNAVAILABLE if c not in _semconv.ADDED_IN] == []
+    assert not any(s.constant in _semconv.UNAVAILABLE for s in SEMCONV)
+
+
+@needs_chunk_metrics
+def test_added_in_names_are_the_newer_packages_names() -> None:
+    """The names ADDED_IN types for an older package's message are the newer package's own constants."""
+    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
+
+    assert {c: getattr(gm, c) for c in _semconv.ADDED_IN} == {c: n for c, (n, _) in _semconv.ADDED_IN.items()}

@@ -29,6 +29,7 @@ from support.fakes import (
     usage,
     usage_chunk,
 )
+from support.floors import needs_chunk_metrics
 
 REQ = "ryot.inference.requests"
 ACTIVE = "ryot.active_inference_requests"
@@ -288,6 +289,7 @@ async def test_reasoning_method_reads_inside_the_wrappers(cap: Capture) -> None:
     assert cap.histogram("ryot.ttft.latency", model="m", prompt_size="small").count == 1
 
 
+@needs_chunk_metrics
 async def test_reasoning_stream_gives_the_semconv_chunk_metrics_one_point_per_wrapper() -> None:
     """With semconv on, ogx's reasoning stream (3 wrappers: reasoning, content, usage) gives one time to first
     chunk and 2 time-per-output-chunk points; the wrappers still reach the caller unchanged."""

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData
 
 from .. import catalogue
+from .._compat import RegistryPrometheusReader
 
 __all__ = ["EXEMPLAR_METRICS", "ExemplarPrometheusReader", "scrape_app", "tracing_configured"]
 
@@ -93,7 +93,7 @@ def _exemplars(
     return found, present
 
 
-class ExemplarPrometheusReader(PrometheusMetricReader):
+class ExemplarPrometheusReader(RegistryPrometheusReader):
     """The OTel Prometheus reader, plus the SDK's exemplars on the latency and TTFT bucket samples.
 
     The exporter's own collector is registered on a registry of its own; the one registered on ``registry`` asks it
@@ -106,7 +106,7 @@ class ExemplarPrometheusReader(PrometheusMetricReader):
         from prometheus_client import CollectorRegistry
 
         self._inner = CollectorRegistry(auto_describe=False)
-        super().__init__(registry=self._inner)
+        super().__init__(self._inner)
         self._families = {name: catalogue.get(name).prometheus_name for name in metrics}
         self._local = threading.local()
         self._lock = threading.Lock()

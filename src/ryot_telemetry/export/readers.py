@@ -95,7 +95,13 @@ def otlp_exporter(settings: Settings) -> Any:
     if settings.otlp_timeout is not None:
         kw["timeout"] = settings.otlp_timeout
     if settings.otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+        except ImportError as e:  # gRPC is an extra: Prometheus-only services need no grpcio
+            raise ConfigurationError(
+                "OTLP over gRPC (OTEL_EXPORTER_OTLP_PROTOCOL=grpc, the default protocol) needs the otlp-grpc extra: "
+                "pip install 'ryot-telemetry[otlp-grpc]', or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+            ) from e
 
         if settings.otlp_compression is not None:
             from grpc import Compression

@@ -57,7 +57,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from .. import env
-from .._compat import meter_count, set_collect_callback
+from .._compat import meter_count, prometheus_reader, set_collect_callback
 from .._state import gc_paused
 from ..export.assembly import ServerSide, assemble
 from ..export.readers import console_reader, otlp_exporter, registry_for, serve_metrics, url_host
@@ -134,7 +134,7 @@ def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) 
     labels), so no exposition format is written here (the hook is the SDK's private provider-to-reader one: see
     ``_compat``).
     """
-    reader = PrometheusMetricReader(registry=registry)
+    reader = prometheus_reader(registry)
 
     def collect(_reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
         try:

@@ -9,6 +9,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import Exemplar, ExemplarReservoir
 from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation, View
 
+from .._compat import view_cardinality_limit
 from ..catalogue import CATALOGUE, METER_NAME, TENANT, Instrument, MetricSpec, resolve_buckets, validate_buckets
 from .duplicates import drop_views
 from .labels import DEFAULT_MAX_MODELS
@@ -98,7 +99,7 @@ def views(
                     if explicit_buckets
                     else DefaultAggregation(),
                     exemplar_reservoir_factory=reservoir,
-                    aggregation_cardinality_limit=cardinality_limit(spec, max_models, max_tenants),
+                    **view_cardinality_limit(cardinality_limit(spec, max_models, max_tenants)),
                 )
             )
         else:
@@ -108,7 +109,7 @@ def views(
                     meter_name=METER_NAME,
                     attribute_keys=keys,
                     exemplar_reservoir_factory=reservoir,
-                    aggregation_cardinality_limit=cardinality_limit(spec, max_models, max_tenants),
+                    **view_cardinality_limit(cardinality_limit(spec, max_models, max_tenants)),
                 )
             )
     if include_semconv:

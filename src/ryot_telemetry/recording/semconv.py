@@ -41,8 +41,10 @@ parts of the input and output counts). ``TOKEN_DETAIL`` says where each usage at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 from opentelemetry.metrics import Meter
@@ -54,11 +56,13 @@ from .._compat import genai_metrics as gm
 from ..catalogue import CHAT_COMPLETION, COMPLETION, METER_NAME
 
 __all__ = [
+    "ADDED_IN",
     "MEASURED",
     "NOT_MEASURABLE",
     "SCHEMA_URL",
     "SEMCONV",
     "TOKEN_DETAIL",
+    "UNAVAILABLE",
     "SemconvInstruments",
     "package_metrics",
     "semconv_views",
@@ -74,6 +78,8 @@ class SemconvSpec:
     attributes: tuple[str, ...]
     constant: str  # the package's constant naming it (GEN_AI_...)
 
+
+_log = logging.getLogger("ryot_telemetry")
 
 GEN_AI_OPERATION_NAME = ga.GEN_AI_OPERATION_NAME
 GEN_AI_PROVIDER_NAME = ga.GEN_AI_PROVIDER_NAME
@@ -111,10 +117,20 @@ MEASURED: dict[str, tuple[tuple[float, ...], tuple[str, ...]]] = {
     "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK": (_DURATION_BUCKETS, _CLIENT),
     "GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK": (_DURATION_BUCKETS, _CLIENT),
 }
-"""The GenAI metrics ryot emits, by the package's constant; a constant the installed package lacks is skipped."""
+"""The GenAI metrics ryot emits, by the package's constant; a constant the installed package lacks is skipped
+(``UNAVAILABLE``) and named once at start-up."""
+
+ADDED_IN: dict[str, tuple[str, str]] = {
+    "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK": ("gen_ai.client.operation.time_to_first_chunk", "0.63b0"),
+    "GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK": ("gen_ai.client.operation.time_per_output_chunk", "0.63b0"),
+}
+"""The metrics of ``MEASURED`` that the oldest package our range allows (0.58b0) does not define: constant ->
+(metric name, the package release that added it), for the start-up message naming what an older package lacks (a
+test checks each name against the newest package's constant)."""
 
 NOT_MEASURABLE: dict[str, str] = {}
-"""GenAI metrics of the package a router cannot measure, by constant, with the reason (none in 0.66b2)."""
+"""GenAI metrics of the package a router cannot measure, by constant, with the reason (none from 0.58b0 to
+0.66b2)."""
 
 TOKEN_DETAIL: dict[str, str] = {
     "GEN_AI_USAGE_INPUT_TOKENS": "gen_ai.client.token.usage with gen_ai.token.type=input",
@@ -173,6 +189,29 @@ def package_metrics() -> dict[str, tuple[str, str, str, str]]:
     return out
 
 
+def _unavailable() -> tuple[str, ...]:
+    known = package_metrics()
+    return tuple(c for c in MEASURED if c not in known)
+
+
+UNAVAILABLE: tuple[str, ...] = _unavailable()
+"""The constants of ``MEASURED`` the installed package does not define: those metrics are not emitted."""
+
+
+def unavailable_message() -> str | None:
+    """The start-up warning naming the GenAI metrics the installed package does not define; None when none."""
+    if not UNAVAILABLE:
+        return None
+    names = ", ".join(ADDED_IN.get(c, (c, ""))[0] for c in UNAVAILABLE)
+    newer = max((ADDED_IN[c][1] for c in UNAVAILABLE if c in ADDED_IN), default=None)
+    needs = f"; opentelemetry-semantic-conventions>={newer} defines them" if newer else ""
+    return (
+        f"ryot-telemetry: the installed opentelemetry-semantic-conventions "
+        f"{version('opentelemetry-semantic-conventions')} does not define the GenAI metrics {names}, so they are "
+        f"not emitted (the other GenAI metrics are){needs}"
+    )
+
+
 def _specs() -> tuple[SemconvSpec, ...]:
     known = package_metrics()
     return tuple(
@@ -205,11 +244,15 @@ def semconv_views(
 
 class SemconvInstruments:
     """The semconv histograms (three server, four client), created with advisory buckets so they apply without
-    Views too. An attribute is None when the installed package does not define that metric."""
+    Views too. An attribute is None when the installed package does not define that metric; creating them logs one
+    WARNING naming those metrics (``unavailable_message``)."""
 
     __slots__ = ("client_duration", "duration", "first_chunk", "per_chunk", "tpot", "ttft", "usage")
 
     def __init__(self, meter: Meter) -> None:
+        message = unavailable_message()
+        if message:
+            _log.warning(message)
         made = {
             s.constant: meter.create_histogram(
                 s.name, unit=s.unit, description=s.description, explicit_bucket_boundaries_advisory=list(s.buckets)
