@@ -12,5 +12,5 @@ trap 'rm -rf "$site"' EXIT
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
 # The floors: the unit tier on every dependency at the lowest version pyproject.toml allows, on Python 3.10
 # (.venv-floor, built by scripts/setup.d/floors.sh from scripts/floors.py); then everything on the newest.
-RYOT_TELEMETRY_FLOORS=1 .venv-floor/bin/python -m pytest -q -p no:cacheprovider tests/unit
+RYOT_FLOORS_RUN=1 .venv-floor/bin/python -m pytest -q -p no:cacheprovider tests/unit
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
@@ -37,10 +37,11 @@ from .router.wrapper import instrument_router
 from .settings import ARGUMENTS, EXPORTERS, PROTOCOLS, Arguments, ConfigurationError, Settings, unknown_variables
 from .sources.gpu import GpuGauges
 
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # a dependency on 3.10 (pyproject)
-    from typing_extensions import Unpack
+if TYPE_CHECKING:  # annotations only (postponed): no runtime need for typing_extensions on 3.10
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = [
     "EXPORTERS",

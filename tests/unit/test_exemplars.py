@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.samples import Exemplar
 
 from ryot_telemetry import Telemetry, configure
+from ryot_telemetry._compat import prometheus_reader
 from ryot_telemetry.export import exemplars as exemplars_mod
 from support.fakes import ChatParams, Completion, ScriptedRouter, usage
 from support.traced import traced_requests
@@ -114,7 +114,7 @@ def test_plain_text_is_byte_for_byte_the_exporters(monkeypatch: pytest.MonkeyPat
         prometheus_host="127.0.0.1",
         prometheus_port=0,
         prometheus_registry="private",
-        readers=[PrometheusMetricReader(registry=theirs)],
+        readers=[prometheus_reader(theirs)],
         gpu=False,
     )
     try:

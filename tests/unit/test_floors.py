@@ -251,8 +251,8 @@ def _release(v: str) -> tuple[tuple[int, ...], str]:
 
 
 @pytest.mark.skipif(
-    os.environ.get("RYOT_TELEMETRY_FLOORS") != "1",
-    reason="the floors run only (scripts/test.sh runs tests/unit in .venv-floor with RYOT_TELEMETRY_FLOORS=1)",
+    os.environ.get("RYOT_FLOORS_RUN") != "1",
+    reason="the floors run only (scripts/test.sh runs tests/unit in .venv-floor with RYOT_FLOORS_RUN=1)",
 )
 def test_the_floors_run_has_every_pinned_dependency_at_its_floor() -> None:
     """In the floors run, every package scripts/floors.py pins is installed at exactly its floor, so the unit tier
