@@ -38,6 +38,7 @@ __all__ = [
     "map_unit",
     "meter_count",
     "meter_readers",
+    "observe_grpc_stub",
     "reader_shutting_down",
     "sanitize_full_name",
     "set_collect_callback",
@@ -119,3 +120,16 @@ def meter_count(provider: Any) -> int | None:
     whether anything besides ryot's own meter records there. None if the SDK's internals moved."""
     meters = getattr(provider, "_meters", None)
     return len(meters) if isinstance(meters, Mapping) else None
+
+
+def observe_grpc_stub(exporter: Any, wrap: Callable[[Any], Any]) -> bool:
+    """opentelemetry-exporter-otlp-proto-grpc (private attributes ``OTLPExporterMixin._stub``, the stub class, and
+    ``_client``, the stub on the current channel; present in every release our range allows, checked on 1.30 and
+    1.45; newer releases rebuild ``_client`` from ``_stub`` after an UNAVAILABLE error): wrap both so that
+    ``export.outcome`` sees every ``Export`` call's status. False (nothing changed) if the internals moved."""
+    stub, client = getattr(exporter, "_stub", None), getattr(exporter, "_client", None)
+    if not callable(stub) or client is None:
+        return False
+    exporter._stub = lambda channel: wrap(stub(channel))
+    exporter._client = wrap(client)
+    return True

@@ -75,3 +75,9 @@ OUTCOMES: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...]
     "ryot_ttft_outside_engine_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
 }
 SPEC_SECTIONS.update(OUTCOMES)
+SELF_METRICS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    # "Promises under faults": OTLP exports by result, delta increments given up after an unknown outcome.
+    "ryot_telemetry_otlp_exports_total": ("counter", frozenset({"result"}), frozenset(), None),
+    "ryot_telemetry_otlp_delta_increments_unconfirmed_total": ("counter", frozenset(), frozenset(), None),
+}
+SPEC_SECTIONS.update(SELF_METRICS)
