@@ -568,6 +568,43 @@ def test_otlp_delta_from_a_collector_that_answers_late_never_counts_twice(tmp_pa
         receiver.stop()
 
 
+@pytest.mark.parametrize("fault", ["down", "late", "refuse"])
+def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_path: Path, fault: str) -> None:
+    """Prometheus and OTLP in multi-process mode, the OTLP endpoint down (connection refused, retried until the
+    exporter's timeout), answering after the timeout, or refusing (UNAVAILABLE, retried): the leader's exports run on
+    their own thread, so its hand-offs go on and a scrape 1.5 s after new requests has them: 7, 10, 13 (before: the
+    exporter's retries held the hand-off back and scrapes showed 4, 4, 4)."""
+    from support.otlp_receiver import GrpcReceiver
+
+    receiver = GrpcReceiver(_free_port())
+    if fault != "down":
+        receiver.mode, receiver.late_s = fault, 6.0
+        receiver.start()
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus,otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "4",
+    }
+    try:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
+            # the first increments of a new series follow its zero one scrape later
+            _wait(lambda: _samples(_get(url) or "", "ryot_inference_requests_total") == 7, 15, "7 requests")
+            seen = []
+            for proc in (first, second):
+                _more(proc, 3)
+                time.sleep(1.5)
+                seen.append(_samples(_scrape_url(url), "ryot_inference_requests_total"))
+            assert seen == [10, 13]
+            for proc in (first, second):
+                assert proc.stdin is not None
+                proc.stdin.close()
+    finally:
+        receiver.stop()
+
+
 def _leader_pid(mp_dir: Path) -> int | None:
     """The pid holding ``leader.lock`` (from /proc/locks), or None."""
     inode = os.stat(mp_dir / "leader.lock").st_ino
