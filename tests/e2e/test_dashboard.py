@@ -40,7 +40,7 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 48  # 31 (2 by tenant), 10 in the SLO row and 7 in the outcomes row
+    assert len(queries) == 50  # 31 (2 by tenant), 10 in the SLO row, 7 in the outcomes row, 2 telemetry health
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -147,6 +147,7 @@ def test_stat_panels_run_instant_queries() -> None:
         "Burn rate by window",
         "Estimated cost over the time range",
         "Cost by tenant over the time range",
+        "Delta increments unconfirmed",
     ]
     assert [p["title"] for p in stats] == titles  # the SLO stats: current values, so instant queries as well
     assert all((t["instant"], t["range"]) == (True, False) for p in stats for t in p["targets"])
@@ -166,6 +167,7 @@ _VALUE_UNITS = {
     "{USD}": {"currencyUSD"},
     "{token/s}": {"suffix: tokens/s"},
     "{request}": {"short"},
+    "{point}": {"short"},
     "1": {"percentunit", "short"},  # a fraction, or (token efficiency) a quotient of two different units
 }
 _RATE_UNITS = {
@@ -173,6 +175,7 @@ _RATE_UNITS = {
     "{error}": {"reqps"},
     "{token}": {"suffix: tokens/s"},
     "{choice}": {"suffix: choices/s"},
+    "{export}": {"suffix: exports/s"},
     "{USD}": set(),
 }
 _PER_HOUR_UNITS = {"{USD}": {"currencyUSD"}}  # rate(...) * 3600, titled "per hour"

@@ -344,14 +344,16 @@ async def test_exponential_histograms_arrive_as_such_while_prometheus_keeps_expl
 # --- delta temporality under faults (SPEC "Promises under faults") ---------------------------------------------
 
 
-def _delta_telemetry(receiver: Receiver, monkeypatch: pytest.MonkeyPatch, timeout_s: float, **kwargs: Any) -> Any:
+def _delta_telemetry(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, timeout_s: float, interval_ms: int = 100, **kwargs: Any
+) -> Any:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", str(timeout_s))
     return configure(
         exporters="otlp",
         otlp_endpoint=receiver.endpoint,
         otlp_protocol=receiver.protocol,
-        export_interval_ms=100,
+        export_interval_ms=interval_ms,
         gpu=False,
         **kwargs,
     )
@@ -421,3 +423,61 @@ async def test_delta_export_that_timed_out_is_never_counted_twice(
     finally:
         tel.shutdown()
     assert receiver.total("ryot.inference.requests") == 10
+
+
+def _increments(req: Any) -> int:
+    """Data points of monotonic sums and histograms with an increment in one delta export request."""
+    n = 0
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                if kind == "sum" and m.sum.is_monotonic:
+                    n += sum(1 for p in m.sum.data_points if p.as_int or p.as_double)
+                elif kind == "histogram":
+                    n += sum(1 for p in m.histogram.data_points if p.count)
+    return n
+
+
+async def test_self_metrics_count_exports_by_result_and_unconfirmed_increments(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ryot_telemetry_otlp_exports_total{result} counts each export exactly: 2 refused (endpoint down), 1 unknown
+    (stored, answered after the timeout), 1 success; ..._delta_increments_unconfirmed_total counts the points with
+    increments in the unknown one, exactly those the receiver stored."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    memory = InMemoryMetricReader()
+    tel = _delta_telemetry(receiver, monkeypatch, 0.4, interval_ms=3_600_000, readers=[memory])
+
+    def counts() -> dict[str, int]:
+        data = memory.get_metrics_data()
+        out: dict[str, int] = {}
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == "ryot.telemetry.otlp.exports":
+                        out.update({str(p.attributes["result"]): p.value for p in m.data.data_points})
+                    elif m.name == "ryot.telemetry.otlp.delta_increments_unconfirmed":
+                        (point,) = m.data.data_points
+                        out["unconfirmed"] = point.value
+        return out
+
+    try:
+        assert counts() == {"success": 0, "refused": 0, "unknown": 0, "unconfirmed": 0}
+        await _requests(tel, 5)
+        assert (tel.force_flush(), tel.force_flush()) == (False, False)
+        assert counts() == {"success": 0, "refused": 2, "unknown": 0, "unconfirmed": 0}
+        receiver.mode, receiver.late_s = "late", 1.0
+        receiver.start()
+        assert tel.force_flush() is False
+        (stored,) = receiver.requests
+        assert counts() == {"success": 0, "refused": 2, "unknown": 1, "unconfirmed": _increments(stored)}
+        assert _increments(stored) >= 4  # requests, both token types, the latency histogram at least
+        receiver.mode = "store"
+        time.sleep(receiver.late_s)
+        assert tel.force_flush() is True
+        assert counts() == {"success": 1, "refused": 2, "unknown": 1, "unconfirmed": _increments(stored)}
+    finally:
+        tel.shutdown()
+    assert receiver.total("ryot.inference.requests") == 5

@@ -598,6 +598,17 @@ def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_
                 time.sleep(1.5)
                 seen.append(_samples(_scrape_url(url), "ryot_inference_requests_total"))
             assert seen == [10, 13]
+            # the leader's exports, counted by result (once the exporter's retries are over) and merged like any
+            # counter
+            failed = "unknown" if fault == "late" else "refused"
+
+            def count(result: str) -> float:
+                return _samples(_scrape_url(url), "ryot_telemetry_otlp_exports_total", result=result)
+
+            _wait(lambda: count(failed) >= 1, 15, f"an export counted as {failed}")
+            assert count("success") == 0
+            if fault != "late":
+                assert count("unknown") == 0
             for proc in (first, second):
                 assert proc.stdin is not None
                 proc.stdin.close()
