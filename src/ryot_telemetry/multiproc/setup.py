@@ -18,7 +18,8 @@ from ..export.assembly import ServerSide, assemble
 from ..export.otlp import install_self_metrics
 from ..export.readers import build_readers
 from ..recording.recorder import Recorder
-from .worker import MergedRates, MultiProcess, merged_prometheus_reader
+from .view import MergedRates, merged_prometheus_reader
+from .worker import MultiProcess
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter

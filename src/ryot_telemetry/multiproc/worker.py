@@ -24,8 +24,11 @@ Switched on by ``RYOT_TELEMETRY_MULTIPROC_DIR=<dir>`` (or ``configure(multiproc_
 - **Previous runs.** A server is identified by the parent of its workers (the uvicorn / gunicorn master). Files of
   dead processes whose server is gone too belong to an earlier run and are removed; a new run starts from zero.
 
-The directory side (identity, merge, archive, housekeeping) is in ``directory.py``; this module is the process side
-(hand-off, merged view, fork); ``setup.py`` builds it all for ``configure()``.
+Rooms: ``directory.py`` the directory side (identity, merge, archive, housekeeping); ``handoff.py`` the hand-off's
+encoding; ``view.py`` the merged view a scrape or an export reads; ``leader.py`` the leadership; ``export.py`` the
+leader's OTLP export; ``collections.py`` the collection records of the new-series gate; ``delta.py`` where the delta
+baseline lives; ``setup.py`` builds it all for ``configure()``. This module is the process side: the hand-off thread
+(which also tries for the leadership and does the leader's duties) and fork handling.
 
 Forked children (``os.fork()`` after ``configure()``, gunicorn ``--preload``): in this mode a child becomes a worker
 of its own that counts from zero (the at-fork handlers below); in any mode it closes the inherited scrape socket and
@@ -45,21 +48,21 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 
-from .._compat import meter_count, set_collect_callback
+from .._compat import meter_count
 from .._state import gc_paused
 from ..export.otlp import OtlpReader
 from ..recording.new_series import NewSeriesGate
 from ..recording.recorder import Recorder
-from .collections import COLLECTORS, note_collection, read_collection, record_collection
-from .directory import Merged, _Ident, _write_atomic, read_server
+from .collections import COLLECTORS, note_collection, read_collection
+from .directory import Merged, _Ident, _write_atomic
 from .export import feed_merged
 from .handoff import HandoffEncoder
 from .leader import Leadership
+from .view import MergedRates, ServerView
 
 __all__ = ["HEARTBEAT", "SNAPSHOT_INTERVAL", "MergedRates", "MultiProcess", "note_collection", "read_collection"]
 
@@ -76,49 +79,13 @@ _HANDOFFS_KEPT = 256
 """Hand-offs remembered for the new-series gate: (time written, zero epoch it carried)."""
 
 
-# --- the per-process side -------------------------------------------------------------------------------------
-
-
-def merged_prometheus_reader(produce: Callable[[], MetricsData], registry: Any) -> PrometheusMetricReader:
-    """The OTel Prometheus reader on ``registry``, fed with the merged server state instead of a provider's.
-
-    The reader is attached to no MeterProvider: its collect callback (the hook a provider installs) returns the
-    merged data, and the OTel exporter translates it to Prometheus families itself (names, units, ``_total``, scope
-    labels), so no exposition format is written here (the hook is the SDK's private provider-to-reader one: see
-    ``_compat``).
-    """
-    reader = PrometheusMetricReader(registry=registry)
-
-    def collect(_reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
-        try:
-            return produce()
-        except Exception:
-            _log.warning("ryot-telemetry: could not merge the worker processes' metrics", exc_info=True)
-            return None
-
-    set_collect_callback(reader, collect)
-    return reader
-
-
-class MergedRates:
-    """Completion tokens/s for the efficiency gauge (``derived.TokenRates``), from the merged sliding windows of
-    every live worker (the last merge this process made)."""
-
-    def __init__(self) -> None:
-        self.merged: Merged | None = None
-
-    def rate(self, model: str, seconds: int = 60) -> float | None:
-        if self.merged is None:
-            return None
-        return self.merged.gauge_value("ryot.sliding_tokens_per_second", model=model, time_window="1m")
-
-
 _instances: weakref.WeakSet[MultiProcess] = weakref.WeakSet()
 
 
 class MultiProcess:
-    """One process's part in multi-process mode: the hand-off thread, the merged view, and the leadership
-    (``Leadership``) and OTLP export (``multiproc.export``) it drives."""
+    """One process's part in multi-process mode: the hand-off of its state on a thread of its own, which also tries
+    for the leadership (``Leadership``) and does the leader's duties; the merged view is a ``ServerView``, the
+    leader's OTLP export runs on the OTLP reader's thread (``multiproc.export``)."""
 
     def __init__(
         self,
@@ -135,21 +102,19 @@ class MultiProcess:
     ) -> None:
         self.directory = directory
         self.worker_reader = worker_reader
-        self.server_reader = server_reader
         self.resource = resource
         self.recorder = recorder
         self.provider = provider
-        self.rates = rates
+        self.me = _Ident.mine()
+        self.view = ServerView(directory, self.me, server_reader, resource, rates)
         self.leadership = Leadership(directory, resource, serve)
         self.otlp = otlp
         if otlp is not None:
-            feed_merged(otlp, directory, resource, leading=lambda: self.leader, produce=self.metrics_data)
-        self.me = _Ident.mine()
+            feed_merged(otlp, directory, resource, leading=lambda: self.leader, produce=self.view.metrics_data)
         self._pid = os.getpid()
         self._baseline: ExportMetricsServiceRequest | None = None
         self._encoder = HandoffEncoder()  # encode_metrics' output, with each series' attributes encoded once
         self._collect_lock = threading.Lock()
-        self._merge_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -244,26 +209,16 @@ class MultiProcess:
             self._handoffs.append((self._last_write, self._collected_epoch))
             del self._handoffs[:-_HANDOFFS_KEPT]
 
-    # - merged view
+    # - merged view (``ServerView``)
 
     def merged(self) -> Merged:
-        merged = read_server(self.directory, self.me)
-        self.rates.merged = merged
-        local = self.server_reader.get_metrics_data()  # GPU sweep, service info, token efficiency: once, here
-        if local is not None:
-            merged.add(encode_metrics(local), live=True)
-        return merged
+        return self.view.merged()
 
     def metrics_data(self) -> MetricsData:
-        with self._merge_lock:
-            return self.merged().metrics_data(self.resource)
+        return self.view.metrics_data()
 
     def scrape_data(self) -> MetricsData:
-        """``metrics_data`` for a Prometheus scrape, recorded in the directory once served (new series gate)."""
-        started = time.monotonic()
-        data = self.metrics_data()
-        record_collection(self.directory, "prometheus", started)
-        return data
+        return self.view.scrape_data()
 
     def flush(self, timeout_millis: float = 10_000) -> bool:
         """Hand this process's state off now and, when leading, export the server's totals; False when that export
@@ -349,10 +304,10 @@ class MultiProcess:
     def _after_fork_child(self) -> None:
         """The child is a worker of its own: new identity and file, counts from zero, no inherited port or lock."""
         self._collect_lock = threading.Lock()
-        self._merge_lock = threading.Lock()
         self._encoder = HandoffEncoder()
         self._baseline = getattr(self, "_fork_baseline", None)
         self.me = _Ident.mine()
+        self.view.after_fork_child(self.me)
         self._last_write = 0.0  # a new identity: its first hand-off is due at once
         self._handoffs = []
         self._pid = os.getpid()  # exit hook: the child hands over its own state at exit
