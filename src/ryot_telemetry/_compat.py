@@ -124,12 +124,13 @@ def meter_count(provider: Any) -> int | None:
 
 def observe_grpc_stub(exporter: Any, wrap: Callable[[Any], Any]) -> bool:
     """opentelemetry-exporter-otlp-proto-grpc (private attributes ``OTLPExporterMixin._stub``, the stub class, and
-    ``_client``, the stub on the current channel; present in every release our range allows, checked on 1.30 and
-    1.45; newer releases rebuild ``_client`` from ``_stub`` after an UNAVAILABLE error): wrap both so that
+    ``_client``, the stub on the current channel; ``_client`` is present in every release our range allows, ``_stub``
+    where newer releases rebuild ``_client`` from it after an UNAVAILABLE error): wrap both so that
     ``export.outcome`` sees every ``Export`` call's status. False (nothing changed) if the internals moved."""
     stub, client = getattr(exporter, "_stub", None), getattr(exporter, "_client", None)
-    if not callable(stub) or client is None:
+    if client is None or not callable(getattr(client, "Export", None)):
         return False
-    exporter._stub = lambda channel: wrap(stub(channel))
     exporter._client = wrap(client)
+    if callable(stub):  # releases that rebuild the client build it observed too
+        exporter._stub = lambda channel: wrap(stub(channel))
     return True

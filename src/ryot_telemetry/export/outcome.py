@@ -13,15 +13,15 @@ is unknown must not be sent again. ``ObservedExporter`` watches every attempt an
   (no connection) and error statuses answered by the server did not store anything; ``DEADLINE_EXCEEDED``,
   ``CANCELLED`` and ``UNKNOWN`` may have.
 
-Once an attempt's outcome is unknown, later attempts of the same ``export()`` (the exporter's own retries) are
-refused before anything is sent: the payload may already be stored, and a second copy would be counted twice.
+Once an attempt's outcome is unknown, or an attempt was stored (one batch of an export the exporter splits),
+later attempts of the same ``export()`` (the exporter's own retries) are refused before anything is sent, and a
+failed export counts as unknown: the payload may already be stored, and a second copy would be counted twice.
 Where the observation cannot be installed, every failure is unknown (the conservative reading).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from enum import Enum
 from typing import Any
 
@@ -49,17 +49,25 @@ class Attempts:
 
     def __init__(self) -> None:
         self.observed = False  # the transport reports to us (else a failure counts as unknown)
-        self.unknown = False
-        self._local = threading.local()
+        self.uncertain = False  # an attempt of this export may have been stored: it is not sent again
+        self.delivered = False  # an attempt was stored (one batch of an export the exporter splits)
 
     def begin(self) -> None:
-        self.unknown = False
+        self.uncertain = self.delivered = False
+
+    @property
+    def unknown(self) -> bool:
+        """Whether a failed export may have been stored, whole or in part."""
+        return self.uncertain or self.delivered
 
     def may_have_arrived(self) -> None:
-        self.unknown = True
+        self.uncertain = True
+
+    def stored(self) -> None:
+        self.delivered = True
 
     def check_resend(self) -> None:
-        if self.unknown:
+        if self.uncertain:
             raise NotResent("an earlier attempt of this export may have arrived; it is not sent again")
 
 
@@ -89,7 +97,7 @@ def observing_session(attempts: Attempts) -> Any:
         def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
             attempts.check_resend()
             try:
-                return super().request(method, url, *args, **kwargs)
+                response = super().request(method, url, *args, **kwargs)
             except requests.exceptions.ConnectTimeout:
                 raise  # no connection was made
             except requests.exceptions.ConnectionError as e:
@@ -99,6 +107,9 @@ def observing_session(attempts: Attempts) -> Any:
             except BaseException:
                 attempts.may_have_arrived()  # a read timeout, or anything else once the request may be out
                 raise
+            if 200 <= response.status_code < 300:
+                attempts.stored()
+            return response
 
     attempts.observed = True
     return _Session()
@@ -126,10 +137,10 @@ def grpc_stub_wrapper(attempts: Attempts) -> Any:
     }
 
     class _Refused(grpc.RpcError, NotResent):  # type: ignore[misc]
-        """What the exporter sees instead of a resend: a status it does not retry."""
+        """What the exporter sees instead of a resend: a status no release of the exporter retries."""
 
         def code(self) -> Any:
-            return grpc.StatusCode.CANCELLED
+            return grpc.StatusCode.FAILED_PRECONDITION
 
         def details(self) -> str:
             return str(self)
@@ -147,7 +158,7 @@ def grpc_stub_wrapper(attempts: Attempts) -> Any:
             except NotResent as e:
                 raise _Refused(str(e)) from None
             try:
-                return self._stub.Export(*args, **kwargs)
+                answer = self._stub.Export(*args, **kwargs)
             except grpc.RpcError as e:
                 code = e.code() if callable(getattr(e, "code", None)) else None
                 if code not in not_stored:
@@ -156,6 +167,8 @@ def grpc_stub_wrapper(attempts: Attempts) -> Any:
             except BaseException:
                 attempts.may_have_arrived()
                 raise
+            attempts.stored()
+            return answer
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._stub, name)
