@@ -80,9 +80,10 @@ def reader_shutting_down(reader: Any) -> bool:
 
 def set_collect_callback(reader: Any, collect: Any) -> None:
     """opentelemetry-sdk (private method ``MetricReader._set_collect_callback``, present since 1.10; we require
-    >=1.30): the hook a MeterProvider installs on its readers. Multi-process mode (``multiproc.worker``) gives the OTel
-    Prometheus reader a collect function that returns the merged server state, so the exporter's own translation
-    exposes it. ``collect(reader, timeout_millis=...)`` returns ``MetricsData`` or None."""
+    >=1.30): the hook a MeterProvider installs on its readers. Multi-process mode gives the OTel Prometheus reader
+    (``multiproc.view``) and the OTLP reader (``multiproc.export``) a collect function that returns the merged server
+    state, so the exporters' own translation sends it. ``collect(reader, timeout_millis=...)`` returns
+    ``MetricsData`` or None."""
     reader._set_collect_callback(collect)
 
 

@@ -25,12 +25,19 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
 from .. import env
-from .._compat import observe_grpc_stub
+from .._compat import observe_grpc_stub, set_collect_callback
 from ..settings import ConfigurationError, Settings
 from .otlp import OtlpExport, OtlpReader
 from .outcome import Attempts, ObservedExporter, grpc_stub_wrapper, observing_session
 
 _log = logging.getLogger("ryot_telemetry")
+
+_HTTP_CREDENTIAL_VARIABLES = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",
+)
+"""Variables with which opentelemetry-exporter-otlp-proto-http (newer releases) builds its own requests session
+(names private to the SDK, so spelled here)."""
 
 __all__ = [
     "Exposition",
@@ -73,9 +80,12 @@ def build_readers(settings: Settings, closers: ExitStack, unowned: ExitStack, *,
     """
     out = Exposition(readers=list(settings.readers))
     if "otlp" in settings.exporters:
-        out.otlp = otlp_reader(settings, multiproc=multiproc)
+        out.otlp = otlp_reader(settings)
         unowned.callback(out.otlp.shutdown)
-        if not multiproc:
+        if multiproc:
+            # Collects nothing until the leader's feed is installed (multiproc.export), not even a warning.
+            set_collect_callback(out.otlp, lambda _reader, timeout_millis=0: None)
+        else:
             out.readers.append(out.otlp)
     if "console" in settings.exporters:
         out.readers.append(_owned(unowned, console_reader(settings)))
@@ -99,7 +109,7 @@ def console_reader(settings: Settings) -> MetricReader:
     return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms)
 
 
-def otlp_reader(settings: Settings, *, multiproc: bool = False) -> OtlpReader:
+def otlp_reader(settings: Settings) -> OtlpReader:
     """The OTLP reader: cumulative collections, deltas computed by ryot where asked (``export.otlp``)."""
     from .temporality import delta_export, preferred_aggregation
 
@@ -159,7 +169,9 @@ def otlp_exporter(settings: Settings, attempts: Attempts | None = None) -> Any:
             if not full and not urlparse(endpoint).path.rstrip("/").endswith("/v1/metrics"):
                 endpoint = endpoint.rstrip("/") + "/v1/metrics"
             kw["endpoint"] = endpoint
-        if attempts is not None:
+        # A session from the exporter's credential-provider variables (newer exporters) is the user's: kept, and
+        # then the attempts are not observed (a failure counts as unknown: never resent, never counted twice).
+        if attempts is not None and not any(os.environ.get(v) for v in _HTTP_CREDENTIAL_VARIABLES):
             kw["session"] = observing_session(attempts)
         exporter = HttpExporter(**kw)
     return exporter
