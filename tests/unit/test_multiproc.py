@@ -538,6 +538,45 @@ def test_a_new_series_waits_for_the_leaders_otlp_export_too(tmp_path: Path) -> N
         assert exporter.values == [None, 0, 3]
 
 
+def test_a_failing_otlp_export_holds_no_new_series_back_from_the_scrape(tmp_path: Path) -> None:
+    """The leader's OTLP export succeeded once, then every export fails (refused): a new series' increments reach
+    the scrape after the next OTLP collection read its zero, whatever became of that export (before, the gate waited
+    for a successful export: at least 10 s, 3 export intervals, of stale scrapes)."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    from ryot_telemetry.export.outcome import Attempts, ObservedExporter, Outcome
+
+    class Exporter(MetricExporter):
+        result = MetricExportResult.SUCCESS
+
+        def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):  # type: ignore[no-untyped-def]
+            return self.result
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs):  # type: ignore[no-untyped-def]
+            pass
+
+    with _manual_worker(
+        tmp_path, exporters=["prometheus", "otlp"], otlp_endpoint="http://127.0.0.1:9", export_interval_ms=3_600_000
+    ) as (tel, mp, scrape):
+        exporter, attempts = Exporter(), Attempts()
+        attempts.observed = True
+        mp.otlp.otlp.sender = ObservedExporter(exporter, attempts)
+        assert scrape() is None
+        mp.otlp.collect()
+        assert mp.otlp.otlp.last is Outcome.SUCCESS
+        exporter.result = MetricExportResult.FAILURE
+        _late_requests(tel, 3)
+        mp.tick()
+        assert scrape() == 0
+        mp.otlp.collect()
+        assert mp.otlp.otlp.last is Outcome.REFUSED
+        mp.tick()
+        assert scrape() == 3
+
+
 def test_held_increments_are_in_the_last_hand_off(tmp_path: Path) -> None:
     """Counters stay exact: what the gate still holds when a worker shuts down is in its final hand-off."""
     with _manual_worker(tmp_path) as (tel, mp, scrape):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from opentelemetry.sdk.metrics.export import (
@@ -61,11 +60,8 @@ class MemoryStore:
 
 
 class OtlpExport(MetricExporter):
-    """A ``MetricExporter`` that takes cumulative data and sends it, or its delta, through an observed OTLP exporter.
-
-    ``after``: called with each outcome and the monotonic time the export began (multi-process mode records the
-    collection for the new-series gate).
-    """
+    """A ``MetricExporter`` that takes cumulative data and sends it, or its delta, through an observed OTLP
+    exporter."""
 
     def __init__(
         self,
@@ -81,7 +77,6 @@ class OtlpExport(MetricExporter):
         self.store: BaselineStore = store if store is not None else MemoryStore()
         self.last: Outcome | None = None
         self.sent = 0  # exports attempted
-        self.after: Callable[[Outcome, float], None] | None = None
         self._lock = threading.Lock()
         self._exports: Any = None
         self._unconfirmed: Any = None
@@ -92,7 +87,6 @@ class OtlpExport(MetricExporter):
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         with self._lock:
-            started = time.monotonic()
             payload, pending, increments = metrics_data, None, 0
             if self.delta:
                 try:
@@ -110,11 +104,6 @@ class OtlpExport(MetricExporter):
             self.sent += 1
             self.last = outcome
             self._count(outcome, increments if self.delta and outcome is Outcome.UNKNOWN else 0)
-        if self.after is not None:
-            try:
-                self.after(outcome, started)
-            except Exception:
-                _log.debug("ryot-telemetry: after-export hook failed", exc_info=True)
         return MetricExportResult.SUCCESS if outcome is Outcome.SUCCESS else MetricExportResult.FAILURE
 
     def _count(self, outcome: Outcome, unconfirmed: int) -> None:

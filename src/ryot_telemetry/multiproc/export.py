@@ -19,7 +19,6 @@ from opentelemetry.sdk.resources import Resource
 
 from .._compat import set_collect_callback
 from ..export.otlp import OtlpReader
-from ..export.outcome import Outcome
 from .collections import record_collection
 from .delta import FileStore
 
@@ -36,25 +35,23 @@ def feed_merged(
     leading: Callable[[], bool],
     produce: Callable[[], MetricsData],
 ) -> None:
-    """Make ``reader`` export ``produce()`` (the merged totals) while ``leading()``, and record each delivered
-    export's start as an ``otlp`` collection (the new-series gate)."""
-    export = reader.otlp
-    export.store = FileStore(directory, resource)
-    started = [0.0]
+    """Make ``reader`` export ``produce()`` (the merged totals) while ``leading()``, and record each collection's
+    start as an ``otlp`` collection (the new-series gate)."""
+    reader.otlp.store = FileStore(directory, resource)
 
     def collect(_reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
         if not leading():
             return None
-        started[0] = time.monotonic()
+        started = time.monotonic()
         try:
-            return produce()
+            data = produce()
         except Exception:
             _log.warning("ryot-telemetry: could not merge the worker processes' metrics for OTLP", exc_info=True)
             return None
+        # Recorded once read, as a single process's gate counts a collection once read: the exports go out in
+        # order on this one thread, so the increments follow the zero whatever becomes of this export, and a
+        # dead or slow endpoint holds no new series back from the scrape.
+        record_collection(directory, "otlp", started)
+        return data
 
-    def after(outcome: Outcome, _began: float) -> None:
-        if outcome is Outcome.SUCCESS:
-            record_collection(directory, "otlp", started[0])
-
-    export.after = after
     set_collect_callback(reader, collect)
