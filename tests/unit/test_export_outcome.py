@@ -202,3 +202,33 @@ def test_exponential_histogram_delta_at_the_coarser_scale() -> None:
     (p,) = metric.data.data_points
     assert metric.data.aggregation_temporality == AggregationTemporality.DELTA
     assert (p.scale, p.positive.offset, list(p.positive.bucket_counts), p.zero_count, p.count) == (1, 2, [1, 2], 1, 4)
+
+
+def test_force_flush_without_otlp_answers_true_and_the_self_metrics_are_at_zero() -> None:
+    """No OTLP export: force_flush() has nothing that can fail (True), and the export self-metrics are exposed at 0
+    for each result."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ryot_telemetry import configure
+
+    memory = InMemoryMetricReader()
+    tel = configure(exporters="none", readers=[memory], gpu=False)
+    try:
+        assert tel.force_flush() is True
+        data = memory.get_metrics_data()
+        got = {
+            (m.name, tuple(sorted(p.attributes.items()))): p.value
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name.startswith("ryot.telemetry.otlp.")
+            for p in m.data.data_points
+        }
+    finally:
+        tel.shutdown()
+    assert got == {
+        ("ryot.telemetry.otlp.exports", (("result", "success"),)): 0,
+        ("ryot.telemetry.otlp.exports", (("result", "refused"),)): 0,
+        ("ryot.telemetry.otlp.exports", (("result", "unknown"),)): 0,
+        ("ryot.telemetry.otlp.delta_increments_unconfirmed", ()): 0,
+    }
