@@ -48,6 +48,7 @@ __all__ = [
     "merge_families",
     "meter_count",
     "meter_readers",
+    "observe_grpc_stub",
     "prometheus_reader",
     "reader_shutting_down",
     "sanitize_full_name",
@@ -91,9 +92,10 @@ def reader_shutting_down(reader: Any) -> bool:
 
 def set_collect_callback(reader: Any, collect: Any) -> None:
     """opentelemetry-sdk (private method ``MetricReader._set_collect_callback``, present since 1.10; we require
-    >=1.37): the hook a MeterProvider installs on its readers. Multi-process mode (``multiproc.worker``) gives the OTel
-    Prometheus reader a collect function that returns the merged server state, so the exporter's own translation
-    exposes it. ``collect(reader, timeout_millis=...)`` returns ``MetricsData`` or None."""
+    >=1.37): the hook a MeterProvider installs on its readers. Multi-process mode gives the OTel Prometheus reader
+    (``multiproc.view``) and the OTLP reader (``multiproc.export``) a collect function that returns the merged server
+    state, so the exporters' own translation sends it. ``collect(reader, timeout_millis=...)`` returns
+    ``MetricsData`` or None."""
     reader._set_collect_callback(collect)
 
 
@@ -221,3 +223,17 @@ def prometheus_reader(registry: Any) -> PrometheusMetricReader:
     """The OTel Prometheus reader exposing on ``registry`` (a prometheus_client ``CollectorRegistry``), writing one
     family per metric whatever the exporter's version."""
     return RegistryPrometheusReader(registry)
+
+
+def observe_grpc_stub(exporter: Any, wrap: Callable[[Any], Any]) -> bool:
+    """opentelemetry-exporter-otlp-proto-grpc (private attributes ``OTLPExporterMixin._stub``, the stub class, and
+    ``_client``, the stub on the current channel; ``_client`` is present in every release our range allows, ``_stub``
+    where newer releases rebuild ``_client`` from it after an UNAVAILABLE error): wrap both so that
+    ``export.outcome`` sees every ``Export`` call's status. False (nothing changed) if the internals moved."""
+    stub, client = getattr(exporter, "_stub", None), getattr(exporter, "_client", None)
+    if client is None or not callable(getattr(client, "Export", None)):
+        return False
+    exporter._client = wrap(client)
+    if callable(stub):  # releases that rebuild the client build it observed too
+        exporter._stub = lambda channel: wrap(stub(channel))
+    return True

@@ -556,6 +556,25 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "provider", "provider_type", "provider_model_id"),
         source="router",
     ),
+    MetricSpec(
+        "ryot.telemetry.otlp.exports",
+        Instrument.COUNTER,
+        "{export}",
+        "OTLP exports by result: success, refused (certainly not delivered: its increments go with the next "
+        "export) or unknown (timed out: not sent again).",
+        ("result",),
+        source="telemetry",
+        label_values={"result": ("success", "refused", "unknown")},
+    ),
+    MetricSpec(
+        "ryot.telemetry.otlp.delta_increments_unconfirmed",
+        Instrument.COUNTER,
+        "{point}",
+        "Delta temporality: data points with increments sent in an export whose outcome is unknown (timed out); "
+        "they are not sent again, so the collector may lack them.",
+        (),
+        source="telemetry",
+    ),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}

@@ -31,6 +31,7 @@ from .export.assembly import (
     install_service_info,
     package_version,
 )
+from .export.otlp import install_self_metrics
 from .export.readers import build_readers
 from .recording.recorder import Recorder
 from .router.wrapper import instrument_router
@@ -95,6 +96,20 @@ class Telemetry:
         """Deprecated spelling of ``drain()``."""
         warnings.warn("Telemetry.collect() is deprecated; use Telemetry.drain()", DeprecationWarning, stacklevel=2)
         self.drain()
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Export what was recorded now, on every reader (in multi-process mode: hand it off, and export the
+        server's totals when this process leads); False when an export failed (an OTLP endpoint down, refusing
+        or timing out), as the OpenTelemetry SDK's own ``force_flush`` does not say."""
+        if self.multiproc is not None:
+            return bool(self.multiproc.flush(timeout_millis))
+        ok = True
+        for reader in self.readers:
+            try:
+                ok = reader.force_flush(timeout_millis) is not False and ok
+            except Exception:
+                ok = False
+        return ok
 
     def shutdown(self) -> None:
         """Flush and stop the provider, then release NVML and the scrape port (each step once, errors logged)."""
@@ -182,7 +197,7 @@ def configure_from(settings: Settings) -> Telemetry:
         )
     resource = _resource(settings.service_name, settings.resource_attributes)
     if settings.multiproc_dir is not None:
-        from .multiproc.worker import configure_process
+        from .multiproc.setup import configure_process
 
         part = configure_process(settings, resource)
         provider, meter, recorder, readers = part.provider, part.meter, part.recorder, part.readers
@@ -201,6 +216,7 @@ def configure_from(settings: Settings) -> Telemetry:
                 # Shut-down order (reverse of registration): provider (final OTLP export), then NVML, then the port.
                 parts = assemble(settings, exposition.readers, closers, resource=resource)
                 unowned.pop_all()  # the provider owns the readers now: its shutdown shuts them down
+            install_self_metrics(parts.meter, exposition.otlp)  # ryot.telemetry.otlp.*
             parts.recorder.start_drainer()  # records the queue in paced slices, off the scrape path
             closers.callback(parts.recorder.stop_drainer)
             owned = closers.pop_all()  # configure() succeeded: the Telemetry releases them at shutdown

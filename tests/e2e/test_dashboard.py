@@ -41,7 +41,8 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 57  # 31 (2 by tenant), 10 SLO, 7 outcomes, 7 providers, 2 budget (recorded series)
+    assert len(queries) == 59  # 31 (2 by tenant), 10 SLO, 7 outcomes, 7 providers, 2 budget (recorded series),
+    # 2 telemetry health
     for title, expr in queries:
         if expr in BUDGET_RECORDS:
             continue  # the budget panel: budgets exist only in the generated budget rules
@@ -150,6 +151,7 @@ def test_stat_panels_run_instant_queries() -> None:
         "Burn rate by window",
         "Estimated cost over the time range",
         "Cost by tenant over the time range",
+        "Delta increments unconfirmed",
     ]
     assert [p["title"] for p in stats] == titles  # the SLO stats: current values, so instant queries as well
     assert all((t["instant"], t["range"]) == (True, False) for p in stats for t in p["targets"])
@@ -169,6 +171,7 @@ _VALUE_UNITS = {
     "{USD}": {"currencyUSD"},
     "{token/s}": {"suffix: tokens/s"},
     "{request}": {"short"},
+    "{point}": {"short"},
     "1": {"percentunit", "short"},  # a fraction, or (token efficiency) a quotient of two different units
 }
 _RATE_UNITS = {
@@ -176,6 +179,7 @@ _RATE_UNITS = {
     "{error}": {"reqps"},
     "{token}": {"suffix: tokens/s"},
     "{choice}": {"suffix: choices/s"},
+    "{export}": {"suffix: exports/s"},
     "{USD}": set(),
 }
 _PER_HOUR_UNITS = {"{USD}": {"currencyUSD"}}  # rate(...) * 3600, titled "per hour"
@@ -291,7 +295,8 @@ def test_providers_row_joins_every_query_with_model_info_per_replica() -> None:
     request rate by provider, each joined with ryot_model_info on (job, instance, model)."""
     panels = build_dashboard()["panels"]
     i = next(n for n, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Providers")
-    row = panels[i + 1 :]
+    end = next((n for n in range(i + 1, len(panels)) if panels[n]["type"] == "row"), len(panels))
+    row = panels[i + 1 : end]
     assert [p["title"] for p in row] == [
         "Failed request ratio by provider and type",
         "Rate-limit saturation by provider",

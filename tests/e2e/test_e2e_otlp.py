@@ -24,16 +24,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
 
-
-
-
-
-
-
-
-
-
-
 def _sum_points(metric: metrics_pb2.Metric) -> dict[tuple[tuple[str, str], ...], int]:
     return {tuple(sorted(_attrs(p.attributes).items())): p.as_int for p in metric.sum.data_points}
 
@@ -349,3 +339,145 @@ async def test_exponential_histograms_arrive_as_such_while_prometheus_keeps_expl
         if s.name == "ryot_inference_latency_seconds_bucket"
     ]
     assert [float(b) for b in bounds] == [*catalogue.get("ryot.inference.latency").buckets, float("inf")]
+
+
+# --- delta temporality under faults (SPEC "Promises under faults") ---------------------------------------------
+
+
+def _delta_telemetry(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, timeout_s: float, interval_ms: int = 100, **kwargs: Any
+) -> Any:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", str(timeout_s))
+    return configure(
+        exporters="otlp",
+        otlp_endpoint=receiver.endpoint,
+        otlp_protocol=receiver.protocol,
+        export_interval_ms=interval_ms,
+        gpu=False,
+        **kwargs,
+    )
+
+
+async def _requests(tel: Any, n: int) -> None:
+    router = tel.instrument_router(ScriptedRouter(response=Completion(usage=usage(4, 2))))
+    for _ in range(n):
+        await router.openai_chat_completion(ChatParams(model="m"))
+
+
+@pytest.mark.parametrize("fault", ["down", "refuse"])
+async def test_delta_outage_loses_nothing_and_force_flush_says_it_failed(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """Delta temporality with the endpoint down (connection refused) or refusing (an error answer): every export
+    fails and force_flush() answers False; the increments wait, so once the endpoint is back the deltas add up to
+    exactly the 10 requests sent (the SDK's delta reader delivered 3), and force_flush() answers True."""
+    if fault == "refuse":
+        receiver.mode = "refuse"
+        receiver.start()
+    tel = _delta_telemetry(receiver, monkeypatch, 0.5)
+    try:
+        await _requests(tel, 3)
+        assert tel.force_flush() is False
+        await _requests(tel, 7)
+        assert tel.force_flush() is False
+        time.sleep(0.5)  # periodic exports fail too
+        assert receiver.total("ryot.inference.requests") == 0
+        if fault == "refuse":
+            assert receiver.refused >= 2
+            receiver.mode = "store"
+        else:
+            receiver.start()
+        _wait_for("10 requests in the deltas", lambda: receiver.total("ryot.inference.requests") == 10, 20)
+        assert tel.force_flush() is True
+        time.sleep(0.5)
+        assert receiver.total("ryot.inference.requests") == 10
+    finally:
+        tel.shutdown()
+    assert receiver.total("ryot.inference.requests") == 10
+    assert sum(p.count for _, p in receiver.points("ryot.inference.latency")) == 10
+
+
+async def test_delta_export_that_timed_out_is_never_counted_twice(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector that stores each export but answers after the exporter's timeout: the outcome is unknown, so
+    the export is not sent again (neither by the exporter's retries nor by the next export): the deltas never add up
+    to more than the requests sent (before: 7 became 32), and force_flush() answers False."""
+    receiver.mode, receiver.late_s = "late", 1.5
+    receiver.start()
+    tel = _delta_telemetry(receiver, monkeypatch, 0.4)
+    try:
+        await _requests(tel, 7)
+        assert tel.force_flush() is False
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:  # several more late exports
+            assert receiver.total("ryot.inference.requests") <= 7
+            time.sleep(0.1)
+        assert receiver.total("ryot.inference.requests") == 7  # the first late export was stored
+        receiver.mode = "store"
+        time.sleep(receiver.late_s)  # the late answers still under way finish
+        await _requests(tel, 3)
+        _wait_for("10 requests in the deltas", lambda: receiver.total("ryot.inference.requests") == 10, 20)
+        assert tel.force_flush() is True
+    finally:
+        tel.shutdown()
+    assert receiver.total("ryot.inference.requests") == 10
+
+
+def _increments(req: Any) -> int:
+    """Data points of monotonic sums and histograms with an increment in one delta export request."""
+    n = 0
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                if kind == "sum" and m.sum.is_monotonic:
+                    n += sum(1 for p in m.sum.data_points if p.as_int or p.as_double)
+                elif kind == "histogram":
+                    n += sum(1 for p in m.histogram.data_points if p.count)
+    return n
+
+
+async def test_self_metrics_count_exports_by_result_and_unconfirmed_increments(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ryot_telemetry_otlp_exports_total{result} counts each export exactly: 2 refused (endpoint down), 1 unknown
+    (stored, answered after the timeout), 1 success; ..._delta_increments_unconfirmed_total counts the points with
+    increments in the unknown one, exactly those the receiver stored."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    memory = InMemoryMetricReader()
+    tel = _delta_telemetry(receiver, monkeypatch, 0.4, interval_ms=3_600_000, readers=[memory])
+
+    def counts() -> dict[str, int]:
+        data = memory.get_metrics_data()
+        out: dict[str, int] = {}
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == "ryot.telemetry.otlp.exports":
+                        out.update({str(p.attributes["result"]): p.value for p in m.data.data_points})
+                    elif m.name == "ryot.telemetry.otlp.delta_increments_unconfirmed":
+                        (point,) = m.data.data_points
+                        out["unconfirmed"] = point.value
+        return out
+
+    try:
+        assert counts() == {"success": 0, "refused": 0, "unknown": 0, "unconfirmed": 0}
+        await _requests(tel, 5)
+        assert (tel.force_flush(), tel.force_flush()) == (False, False)
+        assert counts() == {"success": 0, "refused": 2, "unknown": 0, "unconfirmed": 0}
+        receiver.mode, receiver.late_s = "late", 1.0
+        receiver.start()
+        assert tel.force_flush() is False
+        (stored,) = receiver.requests
+        assert counts() == {"success": 0, "refused": 2, "unknown": 1, "unconfirmed": _increments(stored)}
+        assert _increments(stored) >= 4  # requests, both token types, the latency histogram at least
+        receiver.mode = "store"
+        time.sleep(receiver.late_s)
+        assert tel.force_flush() is True
+        assert counts() == {"success": 1, "refused": 2, "unknown": 1, "unconfirmed": _increments(stored)}
+    finally:
+        tel.shutdown()
+    assert receiver.total("ryot.inference.requests") == 5

@@ -84,7 +84,7 @@ def test_embedded_rules_pass_promtool(tmp_path: Path) -> None:
     extracted.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     out = subprocess.run([PROMTOOL, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 42 rules found" in out.stdout
+    assert "SUCCESS: 44 rules found" in out.stdout
 
 
 def test_cli_options_and_errors(

@@ -374,7 +374,7 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
     """OTLP in multi-process mode: the leader exports the merged totals under one server-wide service.instance.id,
     so the receiver's latest cumulative value is the number of requests sent (4 + 3). SIGKILL the leader: the other
     worker takes the export over and the same stream continues (7, then 9 after 2 more requests)."""
-    from ryot_telemetry.multiproc.worker import server_instance_id
+    from ryot_telemetry.multiproc.setup import server_instance_id
     from support.otlp_receiver import GrpcReceiver
 
     receiver = GrpcReceiver(_free_port())
@@ -483,6 +483,139 @@ def test_otlp_delta_from_the_merged_totals_across_a_leader_death_and_a_worker_re
         receiver.stop()
 
 
+def _more(proc: subprocess.Popen[str], n: int) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"+{n}\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "done"
+
+
+def _delta_env(receiver: Any, timeout_s: float) -> dict[str, str]:
+    return {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": str(timeout_s),
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+    }
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_delta_outage_with_a_sigkilled_leader_loses_nothing(tmp_path: Path, protocol: str) -> None:
+    """Multi-process delta with the OTLP endpoint down: two workers (4 + 3 requests), the leader's exports fail
+    (connection refused) and leave the baseline where it was; the leader is SIGKILLed during the outage and the
+    other worker takes the export over (+2). Once the endpoint is up, the deltas add up to exactly the 9 requests
+    sent, and stay there (before: a failed export was sent again from the same baseline, growing each time)."""
+    from support.otlp_receiver import GrpcReceiver, HttpReceiver
+
+    receiver = (GrpcReceiver if protocol == "grpc" else HttpReceiver)(_free_port())
+    env = _delta_env(receiver, 0.5)
+    try:
+        port = _free_port()
+        with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
+            time.sleep(1.5)  # several exports fail
+            holder = _leader_pid(tmp_path)
+            assert holder in (first.pid, second.pid)
+            leader, other = (first, second) if holder == first.pid else (second, first)
+            leader.kill()
+            leader.wait(timeout=5)
+            _more(other, 2)
+            time.sleep(1.0)  # the new leader's exports fail too
+            receiver.start()
+            _wait(lambda: receiver.total("ryot.inference.requests") == 9, 15, "9 requests in the deltas")
+            time.sleep(1.0)
+            assert receiver.total("ryot.inference.requests") == 9
+            assert other.stdin is not None
+            other.stdin.close()
+            assert other.wait(timeout=10) == 0
+        assert receiver.total("ryot.inference.requests") == 9
+        assert sum(p.count for _, p in receiver.points("ryot.inference.latency")) == 9
+    finally:
+        receiver.stop()
+
+
+def test_otlp_delta_from_a_collector_that_answers_late_never_counts_twice(tmp_path: Path) -> None:
+    """Multi-process delta behind a collector that stores each export but answers after the exporter's timeout:
+    the outcome is unknown, so the baseline advances and nothing is sent twice: the deltas never exceed the 7
+    requests sent (before: 32), and once the collector answers in time 2 more arrive: exactly 9."""
+    from support.otlp_receiver import GrpcReceiver
+
+    receiver = GrpcReceiver(_free_port())
+    receiver.mode, receiver.late_s = "late", 1.2
+    receiver.start()
+    env = _delta_env(receiver, 0.4)
+    try:
+        port = _free_port()
+        with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
+            _wait(lambda: receiver.total("ryot.inference.requests") == 7, 15, "7 requests in the deltas")
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:  # more late exports
+                assert receiver.total("ryot.inference.requests") <= 7
+                time.sleep(0.1)
+            receiver.mode = "store"
+            time.sleep(receiver.late_s)
+            _more(first, 2)
+            _wait(lambda: receiver.total("ryot.inference.requests") == 9, 15, "9 requests in the deltas")
+            time.sleep(1.0)
+            assert receiver.total("ryot.inference.requests") == 9
+            for proc in (first, second):
+                assert proc.stdin is not None
+                proc.stdin.close()
+                assert proc.wait(timeout=10) == 0
+        assert receiver.total("ryot.inference.requests") == 9
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize("fault", ["down", "late", "refuse"])
+def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_path: Path, fault: str) -> None:
+    """Prometheus and OTLP in multi-process mode, the OTLP endpoint down (connection refused, retried until the
+    exporter's timeout), answering after the timeout, or refusing (UNAVAILABLE, retried): the leader's exports run on
+    their own thread, so its hand-offs go on and a scrape 1.5 s after new requests has them: 7, 10, 13 (before: the
+    exporter's retries held the hand-off back and scrapes showed 4, 4, 4)."""
+    from support.otlp_receiver import GrpcReceiver
+
+    receiver = GrpcReceiver(_free_port())
+    if fault != "down":
+        receiver.mode, receiver.late_s = fault, 6.0
+        receiver.start()
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus,otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "4",
+    }
+    try:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
+            # the first increments of a new series follow its zero one scrape later
+            _wait(lambda: _samples(_get(url) or "", "ryot_inference_requests_total") == 7, 15, "7 requests")
+            seen = []
+            for proc in (first, second):
+                _more(proc, 3)
+                time.sleep(1.5)
+                seen.append(_samples(_scrape_url(url), "ryot_inference_requests_total"))
+            assert seen == [10, 13]
+            # the leader's exports, counted by result (once the exporter's retries are over) and merged like any
+            # counter
+            failed = "unknown" if fault == "late" else "refused"
+
+            def count(result: str) -> float:
+                return _samples(_scrape_url(url), "ryot_telemetry_otlp_exports_total", result=result)
+
+            _wait(lambda: count(failed) >= 1, 15, f"an export counted as {failed}")
+            assert count("success") == 0
+            if fault != "late":
+                assert count("unknown") == 0
+            for proc in (first, second):
+                assert proc.stdin is not None
+                proc.stdin.close()
+    finally:
+        receiver.stop()
+
+
 def _leader_pid(mp_dir: Path) -> int | None:
     """The pid holding ``leader.lock`` (from /proc/locks), or None."""
     inode = os.stat(mp_dir / "leader.lock").st_ino
@@ -499,7 +632,6 @@ DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 
 VENV312 = ROOT / ".venv312" / "bin"
-
 
 
 @pytest.mark.skipif(

@@ -1,9 +1,15 @@
-"""Real OTLP receivers on loopback (gRPC MetricsService and OTLP/HTTP protobuf) that keep every request."""
+"""Real OTLP receivers on loopback (gRPC MetricsService and OTLP/HTTP protobuf) that keep every request.
+
+A receiver can misbehave as collectors do: not started or ``stop()``ped (the endpoint is down: connection refused),
+``mode = "refuse"`` (an error answer: HTTP 503 / gRPC UNAVAILABLE, nothing stored) or ``mode = "late"`` (stores the
+request, then answers after ``late_s`` seconds: past the exporter's timeout, the sender cannot know it arrived).
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,10 +32,26 @@ class Receiver:
         self.port = port
         self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self._lock = threading.Lock()
+        self.mode = "store"  # store, refuse, late
+        self.late_s = 2.0
+        self.refused = 0  # requests answered with an error
 
-    def received(self, req: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+    def received(self, req: metrics_service_pb2.ExportMetricsServiceRequest) -> bool:
+        """Keep ``req`` unless refusing (then False: answer with an error); when late, wait before answering."""
+        mode = self.mode
+        if mode == "refuse":
+            with self._lock:
+                self.refused += 1
+            return False
         with self._lock:
             self.requests.append(req)
+        if mode == "late":
+            time.sleep(self.late_s)
+        return True
+
+    def total(self, name: str) -> float:
+        """The sum of every point of counter ``name`` over every request kept (delta temporality: the total)."""
+        return sum(p.as_int or p.as_double for _, p in self.points(name))
 
     def latest(self, name: str) -> tuple[metrics_pb2.Metric, dict[str, str]] | None:
         """The most recent export of metric ``name`` and its resource attributes."""
@@ -77,16 +99,18 @@ class GrpcReceiver(Receiver):
 
         class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                receiver.received(request)
+                if not receiver.received(request):
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "refusing (test)")
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self._server)
         assert self._server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port
         self._server.start()
 
     def stop(self) -> None:
-        self._server.stop(grace=None).wait(5)
+        if getattr(self, "_server", None) is not None:
+            self._server.stop(grace=None).wait(5)
 
     @property
     def endpoint(self) -> str:
@@ -105,7 +129,9 @@ class HttpReceiver(Receiver):
                 if self.path != "/v1/metrics" or self.headers["Content-Type"] != "application/x-protobuf":
                     self.send_error(404 if self.path != "/v1/metrics" else 415)
                     return
-                receiver.received(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
+                if not receiver.received(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)):
+                    self.send_error(503)
+                    return
                 out = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -121,9 +147,10 @@ class HttpReceiver(Receiver):
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        if getattr(self, "_server", None) is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(5)
 
     @property
     def endpoint(self) -> str:

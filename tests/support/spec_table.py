@@ -95,3 +95,9 @@ SPEC_SECTIONS["ryot_model_info"] = (
     frozenset(),
     None,
 )
+SELF_METRICS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    # "Promises under faults": OTLP exports by result, delta increments given up after an unknown outcome.
+    "ryot_telemetry_otlp_exports_total": ("counter", frozenset({"result"}), frozenset(), None),
+    "ryot_telemetry_otlp_delta_increments_unconfirmed_total": ("counter", frozenset(), frozenset(), None),
+}
+SPEC_SECTIONS.update(SELF_METRICS)

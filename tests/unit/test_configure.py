@@ -134,8 +134,8 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
-    assert len(by_name) == 39  # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth,
-    # ryot_model_info
+    assert len(by_name) == 41  # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth,
+    # ryot_model_info, 2 OTLP export self-metrics
 
 
 @needs_series_limit
@@ -505,7 +505,7 @@ def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_otlp_settings_are_checked_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Timeout, compression and endpoint from the environment are parsed once and build the exporter."""
-    from ryot_telemetry.export.readers import _otlp_reader
+    from ryot_telemetry.export.readers import otlp_reader
     from ryot_telemetry.settings import Settings
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.5")
@@ -515,9 +515,9 @@ def test_otlp_settings_are_checked_values(monkeypatch: pytest.MonkeyPatch) -> No
     s = Settings.load(exporters="otlp", otlp_protocol="http/protobuf")
     assert (s.otlp_timeout, s.otlp_compression, s.otlp_endpoint) == (2.5, "gzip", "http://127.0.0.1:4318")
     assert s.otlp_endpoint_source == "OTEL_EXPORTER_OTLP_ENDPOINT"
-    reader = _otlp_reader(s)
+    reader = otlp_reader(s)
     try:
-        assert reader._exporter._endpoint == "http://127.0.0.1:4318/v1/metrics"
+        assert reader.otlp.sender.exporter._endpoint == "http://127.0.0.1:4318/v1/metrics"
     finally:
         reader.shutdown()
 
@@ -715,22 +715,22 @@ def test_tenant_sources_are_checked_at_start_up(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(
     ("temporality", "aggregation", "expect"),
     [
-        (" Delta ", "BASE2_EXPONENTIAL_BUCKET_HISTOGRAM", ("delta", "exponential", "delta", "delta")),
-        ("LowMemory", None, ("lowmemory", "explicit", "delta", "cumulative")),
-        (None, None, ("cumulative", "explicit", "cumulative", "cumulative")),
+        (" Delta ", "BASE2_EXPONENTIAL_BUCKET_HISTOGRAM", ("delta", "exponential", True)),
+        ("LowMemory", None, ("lowmemory", "explicit", True)),
+        (None, None, ("cumulative", "explicit", False)),
     ],
 )
 def test_otlp_temporality_and_histogram_aggregation_reach_the_exporter(
     monkeypatch: pytest.MonkeyPatch, temporality: str | None, aggregation: str | None, expect: tuple[str, ...]
 ) -> None:
-    """The two standard variables (any case, as the newest OTLP exporters read them) become the OTLP exporter's
-    preferences: (temporality, histogram aggregation, counter temporality, observable counter temporality). The
-    arguments win over the variables."""
-    from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter, UpDownCounter
+    """The two standard variables (any case, as the newest OTLP exporters read them) reach the OTLP reader:
+    (temporality, histogram aggregation, whether ryot computes deltas). The reader collects cumulative data for
+    every instrument (ryot's deltas are computed from it). The arguments win over the variables."""
+    from opentelemetry.sdk.metrics import Histogram
     from opentelemetry.sdk.metrics.export import AggregationTemporality
     from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 
-    from ryot_telemetry.export.readers import otlp_exporter
+    from ryot_telemetry.export.readers import otlp_reader
     from ryot_telemetry.settings import Settings
 
     for var, value in (
@@ -742,23 +742,18 @@ def test_otlp_temporality_and_histogram_aggregation_reach_the_exporter(
         else:
             monkeypatch.setenv(var, value)
     settings = Settings.load(exporters="otlp")
-    exporter = otlp_exporter(settings)
-    kinds = exporter._preferred_temporality
+    reader = otlp_reader(settings)
+    exporter = reader.otlp
     exponential = isinstance(exporter._preferred_aggregation[Histogram], ExponentialBucketHistogramAggregation)
-    got = (
-        settings.otlp_temporality,
-        "exponential" if exponential else "explicit",
-        kinds[Counter].name.lower(),
-        kinds[ObservableCounter].name.lower(),
-    )
+    got = (settings.otlp_temporality, "exponential" if exponential else "explicit", exporter.delta)
     assert got == expect
-    assert kinds[UpDownCounter] == AggregationTemporality.CUMULATIVE  # levels stay cumulative in every choice
+    assert set(exporter._preferred_temporality.values()) == {AggregationTemporality.CUMULATIVE}
     overridden = Settings.load(otlp_temporality="cumulative", otlp_histogram_aggregation="explicit_bucket_histogram")
     assert (overridden.otlp_temporality, overridden.otlp_histogram_aggregation) == (
         "cumulative",
         "explicit_bucket_histogram",
     )
-    exporter.shutdown()
+    reader.shutdown()
 
 
 def test_exponential_otlp_histograms_in_multiprocess_mode_are_one_configuration_error(tmp_path: Path) -> None:

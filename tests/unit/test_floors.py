@@ -155,7 +155,8 @@ def test_http_otlp_needs_no_grpc(no_grpc: None, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     tel = configure(exporters="otlp", otlp_endpoint=f"http://127.0.0.1:{_free_port()}", gpu=False)
     try:
-        assert type(tel.readers[0]._exporter).__module__ == "opentelemetry.exporter.otlp.proto.http.metric_exporter"
+        exporter = tel.readers[0]._exporter.sender.exporter  # ryot's OtlpExport sends through the OTel exporter
+        assert type(exporter).__module__ == "opentelemetry.exporter.otlp.proto.http.metric_exporter"
     finally:
         tel.shutdown()
 

@@ -473,7 +473,7 @@ def test_a_new_series_reaches_the_merged_scrape_at_zero_before_its_first_increme
 def test_a_new_series_waits_for_no_scrape_when_none_has_happened_or_scraping_stopped(tmp_path: Path) -> None:
     """No scrape yet: no earlier sample to lose, the first scrape shows the counts. A scrape that stopped (older
     than FIRST_WAIT_S, its interval unknown) is not waited for either."""
-    from ryot_telemetry.multiproc.worker import note_collection
+    from ryot_telemetry.multiproc.collections import note_collection
 
     with _manual_worker(tmp_path) as (tel, mp, _scrape):
         _late_requests(tel, 3)
@@ -516,22 +516,65 @@ def test_a_new_series_waits_for_the_leaders_otlp_export_too(tmp_path: Path) -> N
         def shutdown(self, timeout_millis: float = 30_000, **kwargs):  # type: ignore[no-untyped-def]
             pass
 
-    with _manual_worker(tmp_path) as (tel, mp, scrape):
+    from ryot_telemetry.export.outcome import Attempts, ObservedExporter
+
+    with _manual_worker(
+        tmp_path, exporters=["prometheus", "otlp"], otlp_endpoint="http://127.0.0.1:9", export_interval_ms=3_600_000
+    ) as (tel, mp, scrape):
         exporter = Exporter()
-        mp._otlp = exporter
+        mp.otlp.otlp.sender = ObservedExporter(exporter, Attempts())
+        assert mp.leader
         assert scrape() is None
-        mp.export()
+        mp.otlp.collect()
         _late_requests(tel, 3)
         mp.tick()
         assert scrape() == 0
         mp.tick()
         assert scrape() == 0  # the export has not read the zero yet
-        mp.export()
+        mp.otlp.collect()
         mp.tick()
         assert scrape() == 3
-        mp.export()
-        mp._otlp = None
+        mp.otlp.collect()
         assert exporter.values == [None, 0, 3]
+
+
+def test_a_failing_otlp_export_holds_no_new_series_back_from_the_scrape(tmp_path: Path) -> None:
+    """The leader's OTLP export succeeded once, then every export fails (refused): a new series' increments reach
+    the scrape after the next OTLP collection read its zero, whatever became of that export (before, the gate waited
+    for a successful export: at least 10 s, 3 export intervals, of stale scrapes)."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    from ryot_telemetry.export.outcome import Attempts, ObservedExporter, Outcome
+
+    class Exporter(MetricExporter):
+        result = MetricExportResult.SUCCESS
+
+        def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):  # type: ignore[no-untyped-def]
+            return self.result
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs):  # type: ignore[no-untyped-def]
+            pass
+
+    with _manual_worker(
+        tmp_path, exporters=["prometheus", "otlp"], otlp_endpoint="http://127.0.0.1:9", export_interval_ms=3_600_000
+    ) as (tel, mp, scrape):
+        exporter, attempts = Exporter(), Attempts()
+        attempts.observed = True
+        mp.otlp.otlp.sender = ObservedExporter(exporter, attempts)
+        assert scrape() is None
+        mp.otlp.collect()
+        assert mp.otlp.otlp.last is Outcome.SUCCESS
+        exporter.result = MetricExportResult.FAILURE
+        _late_requests(tel, 3)
+        mp.tick()
+        assert scrape() == 0
+        mp.otlp.collect()
+        assert mp.otlp.otlp.last is Outcome.REFUSED
+        mp.tick()
+        assert scrape() == 3
 
 
 def test_held_increments_are_in_the_last_hand_off(tmp_path: Path) -> None:
@@ -548,7 +591,7 @@ def test_held_increments_are_in_the_last_hand_off(tmp_path: Path) -> None:
 def test_collection_records_keep_the_latest_start_and_the_interval(tmp_path: Path) -> None:
     """A collection served after a later-starting one does not move the record back; the interval is the time
     between the two latest starts; a record from the future (written before a reboot) counts as none."""
-    from ryot_telemetry.multiproc.worker import note_collection, read_collection
+    from ryot_telemetry.multiproc.collections import note_collection, read_collection
 
     d = str(tmp_path)
     assert read_collection(d, "prometheus") is None
@@ -802,7 +845,7 @@ def test_service_instance_id_is_server_wide_unless_the_user_set_one(
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
     from ryot_telemetry import configure
-    from ryot_telemetry.multiproc.worker import server_instance_id
+    from ryot_telemetry.multiproc.setup import server_instance_id
 
     if env is None:
         monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
@@ -846,6 +889,27 @@ def _delta_points(data: Any) -> dict[str, Any]:
     return {m.name: m.data for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
 
 
+class DeltaExport:
+    """The leader's delta step as ``export.otlp`` takes it: ``to_delta`` of the merged totals against the baseline
+    in the directory (``FileStore``), the new baseline kept by ``commit``."""
+
+    def __init__(self, directory: str) -> None:
+        from opentelemetry.sdk.resources import Resource
+
+        from ryot_telemetry.multiproc.delta import FileStore
+
+        self.store = FileStore(directory, Resource({}))
+
+    def convert(self, merged: Any, resource: Any, now: int) -> tuple[Any, Any]:
+        from ryot_telemetry.export.delta import to_delta
+
+        d = to_delta(merged.metrics_data(resource, now=now), self.store.load(), now)
+        return d.data, d.baseline
+
+    def commit(self, baseline: Any, resource: Any, now: int) -> None:
+        self.store.save(baseline)
+
+
 def test_delta_export_sums_back_to_the_merged_totals_across_leaders_restarts_and_a_failed_export(
     tmp_path: Path,
 ) -> None:
@@ -855,7 +919,6 @@ def test_delta_export_sums_back_to_the_merged_totals_across_leaders_restarts_and
     from opentelemetry.sdk.metrics.export import AggregationTemporality
     from opentelemetry.sdk.resources import Resource
 
-    from ryot_telemetry.multiproc.delta import DeltaExport
     from ryot_telemetry.multiproc.directory import Merged
 
     def merge(*parts: tuple[Any, bool]) -> Merged:
@@ -919,7 +982,6 @@ def test_delta_export_does_not_subtract_an_earlier_runs_baseline(tmp_path: Path)
     started after): the new run's first delta is its whole total, not that total minus the old one."""
     from opentelemetry.sdk.resources import Resource
 
-    from ryot_telemetry.multiproc.delta import DeltaExport
     from ryot_telemetry.multiproc.directory import Merged
 
     old = _SnapshotWorker()

@@ -330,6 +330,33 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ("Cost", spend),
         ("Outcomes and engine time", _outcome_panels()),
         ("Providers", _provider_panels()),
+        ("Telemetry health", _health_panels()),
+    ]
+
+
+def _health_panels() -> list[dict[str, Any]]:
+    """When telemetry itself loses or lags, it says so (SPEC "Promises under faults"): the OTLP export's results."""
+    exports = _name("ryot.telemetry.otlp.exports")
+    unconfirmed = _name("ryot.telemetry.otlp.delta_increments_unconfirmed")
+    return [
+        _panel(
+            "OTLP exports by result",
+            "Exports per second: success; refused (the collector was unreachable or answered an error: nothing is "
+            "lost, the next export carries the increments); unknown (timed out: with delta temporality its "
+            "increments are not sent again). Empty without OTLP export.",
+            [(f"sum by (result) (rate({exports}{{{_TARGET}}}[{_RATE}]))", "{{result}}")],
+            "suffix: exports/s",
+        ),
+        _panel(
+            "Delta increments unconfirmed",
+            "Delta temporality only: data points whose increments went out in an export with an unknown outcome over "
+            "the time range. The collector may lack them (they are never sent twice); above 0, check the collector's "
+            "latency against OTEL_EXPORTER_OTLP_TIMEOUT.",
+            [(f"sum(increase({unconfirmed}{{{_TARGET}}}[$__range]))", "unconfirmed")],
+            "short",
+            kind="stat",
+            thresholds=[(1, "orange")],
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ import selectors
 import socket
 import threading
 import weakref
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from socketserver import TCPServer, ThreadingMixIn
@@ -24,9 +25,19 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
 from .. import env
+from .._compat import observe_grpc_stub, set_collect_callback
 from ..settings import ConfigurationError, Settings
+from .otlp import OtlpExport, OtlpReader
+from .outcome import Attempts, ObservedExporter, grpc_stub_wrapper, observing_session
 
 _log = logging.getLogger("ryot_telemetry")
+
+_HTTP_CREDENTIAL_VARIABLES = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",
+)
+"""Variables with which opentelemetry-exporter-otlp-proto-http (newer releases) builds its own requests session
+(names private to the SDK, so spelled here)."""
 
 __all__ = [
     "Exposition",
@@ -34,6 +45,7 @@ __all__ = [
     "build_readers",
     "console_reader",
     "otlp_exporter",
+    "otlp_reader",
     "registry_for",
     "serve_metrics",
     "url_host",
@@ -42,27 +54,46 @@ __all__ = [
 
 @dataclass
 class Exposition:
-    """The readers (the user's extra ones first), and the Prometheus registry, server and URL when serving."""
+    """What the settings' exporters need, decided once for both modes.
+
+    ``readers``: the readers of this process's MeterProvider (the user's extra ones first). ``otlp``: the OTLP reader
+    (in one process also in ``readers``; in multi-process mode fed with the merged totals by the leader). The
+    Prometheus ``registry``, and in one process the ``server`` and its ``url``; in multi-process mode ``serve``
+    opens the scrape server when this process leads (``url`` is where it will be).
+    """
 
     readers: list[MetricReader] = field(default_factory=list)
+    otlp: OtlpReader | None = None
     registry: Any = None
     server: Any = None
     url: str | None = None
+    serve: Callable[[], Any] | None = None
 
 
-def build_readers(settings: Settings, closers: ExitStack, unowned: ExitStack) -> Exposition:
+def build_readers(settings: Settings, closers: ExitStack, unowned: ExitStack, *, multiproc: bool = False) -> Exposition:
     """Readers and scrape server for ``settings.exporters``.
 
     ``closers``: what stays to undo at shutdown (the scrape server). ``unowned``: reader shut-downs, to run only
     if ``configure()`` fails before a MeterProvider takes the readers over (the caller then empties it).
+    ``multiproc``: multi-process mode: the OTLP reader and the Prometheus exposition read the merged totals, so they
+    are not this process's provider's readers, and the scrape port is opened by the leader (``serve``).
     """
     out = Exposition(readers=list(settings.readers))
     if "otlp" in settings.exporters:
-        out.readers.append(_owned(unowned, _otlp_reader(settings)))
+        out.otlp = otlp_reader(settings)
+        unowned.callback(out.otlp.shutdown)
+        if multiproc:
+            # Collects nothing until the leader's feed is installed (multiproc.export), not even a warning.
+            set_collect_callback(out.otlp, lambda _reader, timeout_millis=0: None)
+        else:
+            out.readers.append(out.otlp)
     if "console" in settings.exporters:
         out.readers.append(_owned(unowned, console_reader(settings)))
     if "prometheus" in settings.exporters:
-        _prometheus(settings, out, closers, unowned)
+        if multiproc:
+            _prometheus_later(settings, out)
+        else:
+            _prometheus(settings, out, closers, unowned)
     return out
 
 
@@ -78,18 +109,29 @@ def console_reader(settings: Settings) -> MetricReader:
     return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=settings.export_interval_ms)
 
 
-def _otlp_reader(settings: Settings) -> MetricReader:
-    return PeriodicExportingMetricReader(otlp_exporter(settings), export_interval_millis=settings.export_interval_ms)
+def otlp_reader(settings: Settings) -> OtlpReader:
+    """The OTLP reader: cumulative collections, deltas computed by ryot where asked (``export.otlp``)."""
+    from .temporality import delta_export, preferred_aggregation
+
+    attempts = Attempts()
+    sender = ObservedExporter(otlp_exporter(settings, attempts), attempts)
+    export = OtlpExport(
+        sender,
+        delta=delta_export(settings),
+        aggregation=preferred_aggregation(settings.otlp_histogram_aggregation),
+    )
+    return OtlpReader(export, export_interval_millis=settings.export_interval_ms)
 
 
-def otlp_exporter(settings: Settings) -> Any:
-    """The OTLP metric exporter (gRPC or HTTP) the settings describe."""
-    from .temporality import preferred_aggregation, preferred_temporality
+def otlp_exporter(settings: Settings, attempts: Attempts | None = None) -> Any:
+    """The OTLP metric exporter (gRPC or HTTP) the settings describe; with ``attempts``, observed
+    (``export.outcome``). It is asked for cumulative data: delta temporality is ryot's (``export.delta``)."""
+    from .temporality import cumulative, preferred_aggregation
 
     endpoint = settings.otlp_endpoint
-    # Temporality and histogram aggregation as Settings read them (the exporter would only warn on a bad value).
+    # Histogram aggregation as Settings read it (the exporter would only warn on a bad value).
     kw: dict[str, Any] = {
-        "preferred_temporality": preferred_temporality(settings.otlp_temporality),
+        "preferred_temporality": cumulative(),
         "preferred_aggregation": preferred_aggregation(settings.otlp_histogram_aggregation),
     }
     if settings.otlp_timeout is not None:
@@ -118,6 +160,8 @@ def otlp_exporter(settings: Settings) -> Any:
             if settings.otlp_endpoint_source == "argument":
                 kw["insecure"] = urlparse(endpoint).scheme != "https"
         exporter: Any = GrpcExporter(**kw)
+        if attempts is not None:
+            attempts.observed = observe_grpc_stub(exporter, grpc_stub_wrapper(attempts))
     else:
         from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
@@ -131,8 +175,25 @@ def otlp_exporter(settings: Settings) -> Any:
             if not full and not urlparse(endpoint).path.rstrip("/").endswith("/v1/metrics"):
                 endpoint = endpoint.rstrip("/") + "/v1/metrics"
             kw["endpoint"] = endpoint
+        # A session from the exporter's credential-provider variables (newer exporters) is the user's: kept, and
+        # then the attempts are not observed (a failure counts as unknown: never resent, never counted twice).
+        if attempts is not None and not any(os.environ.get(v) for v in _HTTP_CREDENTIAL_VARIABLES):
+            kw["session"] = observing_session(attempts)
         exporter = HttpExporter(**kw)
     return exporter
+
+
+def _prometheus_later(settings: Settings, out: Exposition) -> None:
+    """Multi-process mode: the registry now, the scrape server when this process leads."""
+    out.registry = registry = registry_for(settings)
+    if settings.start_prometheus_server:
+        host, port = settings.prometheus_host, settings.prometheus_port
+        out.url = f"http://{url_host(host)}:{port}/metrics"
+
+        def serve() -> Any:
+            return serve_metrics(host, port, registry)
+
+        out.serve = serve
 
 
 def _prometheus(settings: Settings, out: Exposition, closers: ExitStack, unowned: ExitStack) -> None:

@@ -3,9 +3,11 @@
 ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` (cumulative, delta, lowmemory) and
 ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`` (explicit_bucket_histogram,
 base2_exponential_bucket_histogram) are read once, by ``Settings`` (a bad value is a ``ConfigurationError``, where
-the OTLP exporters themselves only log a warning and fall back), and handed to the exporter as its
-``preferred_temporality`` / ``preferred_aggregation``, mapped per instrument class exactly as
-opentelemetry-exporter-otlp-proto-common maps them. The Prometheus reader keeps cumulative, explicit buckets.
+the OTLP exporters themselves only log a warning and fall back). The OTLP reader always collects cumulative data;
+under ``delta`` and ``lowmemory`` ryot sends deltas it computes from it (``export.delta``: monotonic sums and
+histograms become deltas, up-down counters and gauges stay cumulative; ``lowmemory`` is ``delta``), so that an export
+that did not arrive loses nothing. The histogram aggregation is the reader's ``preferred_aggregation``. The
+Prometheus reader keeps cumulative, explicit buckets.
 """
 
 from __future__ import annotations
@@ -25,28 +27,18 @@ from opentelemetry.sdk.metrics.view import (
     ExponentialBucketHistogramAggregation,
 )
 
-from ..settings import CUMULATIVE, EXPONENTIAL, LOWMEMORY, Settings
+from ..settings import CUMULATIVE, EXPONENTIAL, Settings
 
-__all__ = ["delta_export", "exponential_otlp", "preferred_aggregation", "preferred_temporality"]
+__all__ = ["cumulative", "delta_export", "exponential_otlp", "preferred_aggregation"]
 
-_C, _D = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+_C = AggregationTemporality.CUMULATIVE
 
 
-def preferred_temporality(choice: str) -> dict[type, AggregationTemporality]:
-    """Temporality per instrument class: delta for counters and histograms under ``delta`` (observable counters
-    too) and ``lowmemory`` (observable counters stay cumulative); up-down counters and gauges always cumulative."""
-    if choice == CUMULATIVE:
-        return {k: _C for k in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter)} | {
-            ObservableGauge: _C
-        }
-    observable = _C if choice == LOWMEMORY else _D
+def cumulative() -> dict[type, AggregationTemporality]:
+    """Cumulative for every instrument class: what the OTLP reader collects in every mode. Delta temporality is
+    computed by ryot from it (``export.delta``), so that a failed export loses nothing."""
     return {
-        Counter: _D,
-        UpDownCounter: _C,
-        Histogram: _D,
-        ObservableCounter: observable,
-        ObservableUpDownCounter: _C,
-        ObservableGauge: _C,
+        k: _C for k in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
     }
 
 

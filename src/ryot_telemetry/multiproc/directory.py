@@ -3,7 +3,8 @@
 Every file is an OTLP ``ExportMetricsServiceRequest`` (cumulative). ``Merged`` adds them up: monotonic sums and
 histograms over every file, live or dead (what a dead worker handed over stays counted); gauges and non-monotonic
 sums (the in-flight up-down counter) over live processes only. ``housekeep`` (the leader's job) folds dead workers'
-files into their server's archive and removes what earlier runs left. ``worker.py`` is the process side.
+files into their server's archive and removes what earlier runs left. ``worker.py`` is the process side (the
+module docstring there lists the other rooms).
 """
 
 from __future__ import annotations
