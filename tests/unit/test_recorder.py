@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
 from ryot_telemetry.recording import recorder as _recorder
-from ryot_telemetry.recording.outcomes import StreamEnd
+from ryot_telemetry.recording.provider import StreamEnd
 from ryot_telemetry.recording.recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
 

@@ -58,7 +58,7 @@ from .errors import SEVERITY, classify, status_for
 from .instruments import create_instrument
 from .labels import UNADMITTED, ModelLabels, batch_size_label, prompt_size_label
 from .new_series import NewSeriesGate
-from .outcomes import outcome
+from .provider import MAX_COUNT, StreamEnd, Timings, count, describe_count, get, outcome
 from .semconv import (
     ERROR_TYPE,
     GEN_AI_OPERATION_NAME,
@@ -130,9 +130,6 @@ WAKE_AT = 256
 """Queue length at which a request wakes the background drainer early."""
 YIELD_BUDGET = 0.25
 """Share of a collection's callback timeout it may spend yielding; past it the rest is recorded without pauses."""
-MAX_COUNT = 2**53
-"""The largest usage count taken from a provider (SPEC). Larger ones are bugs (an unsigned underflow reports
-2**64 - 1) and would make a cumulative int64 counter unencodable for OTLP, or a float sum lose precision."""
 MAX_TOKEN_TOTAL = 2**63 - 1
 """The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
 1,024 requests of 2**53 tokens each cannot make the counter unencodable and stop every later export."""
@@ -141,17 +138,6 @@ MAX_TOKEN_TOTAL = 2**63 - 1
 def _count_value(c: itertools.count[int]) -> int:
     # itertools.count has no public getter; its repr is stable ("count(N)") and only read at collection time.
     return int(repr(c)[6:-1])
-
-
-def describe_count(v: Any) -> str:
-    """A short, bounded description of an implausible usage count, for the warning (never the object itself)."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v) if v.bit_length() <= 128 else f"<an integer of {v.bit_length()} bits>"
-    if isinstance(v, (float, bool)):
-        return repr(v)
-    if isinstance(v, str):
-        return repr(str.__getitem__(v, slice(0, 20))) + ("..." if len(v) > 20 else "")
-    return f"<a {type(v).__name__}>"
 
 
 class _Active:
@@ -186,22 +172,25 @@ class Request:
         "batch_size",
         "cached_tokens",
         "chunk_times",
+        "chunks",
         "completion_tokens",
         "delivered",
         "end",
         "endpoint",
         "error_type",
-        "final",
+        "finish",
         "first_token",
         "mode",
         "model",
         "prompt_chars",
         "prompt_tokens",
+        "reasoning_tokens",
         "response_model",
         "span_context",
         "start",
         "status",
         "tenant",
+        "timings",
     )
 
     def __init__(
@@ -229,15 +218,39 @@ class Request:
         self._done = False
         self._pending: str | None = None  # the clipped name of a model without a slot yet (model is __unknown__)
         self._implausible: str | None = None  # usage counts dropped by the wrapper, described for the warning
-        # The finished response (or a dict shaped like one), or a stream's StreamEnd: finish reasons, reasoning
-        # tokens and engine timings are read from it at drain time (see outcomes.py), never on the request path.
-        self.final: Any = None
+        # The outcome, read from the provider's objects when the call ends (provider.py), as plain values only: a
+        # queued request never holds the provider's response, chunks or text (SPEC "Promises under faults").
+        self.reasoning_tokens: int | None = None
+        self.finish: tuple[str, ...] | None = None  # finish reasons (catalogue labels); None when none was sent
+        self.timings: Timings | None = None  # the engine's (queue, prefill, time per output token), in seconds
+        self.chunks = 0  # content chunks a stream delivered: the completion estimate when usage is absent
         next(active.enter)
         self.start = _clock()
 
-    def note_implausible(self, field: str, description: str) -> None:
-        """A usage count was dropped as implausible; the recorder warns about it once per model."""
-        note = f"usage.{field}={description}"
+    @property
+    def final(self) -> None:
+        """Write-only: ``req.final = response`` (or a dict shaped like one, or a ``StreamEnd``) reads the finish
+        reasons, engine timings and reasoning tokens out of it now, and keeps only those values."""
+        return None
+
+    @final.setter
+    def final(self, final: Any) -> None:
+        try:
+            if type(final) is StreamEnd:
+                self.chunks = final.chunks
+                usage = get(final.final, "usage") if final.final is not None else None
+            else:
+                usage = get(final, "usage")
+            self.finish, self.timings = outcome(final)
+            if usage is not None:
+                details = get(usage, "completion_tokens_details")
+                n = count(get(details, "reasoning_tokens")) if details is not None else None
+                self.reasoning_tokens = n if type(n) is int else None
+        except BaseException:  # provider objects may raise anything: the outcome is then simply not recorded
+            _log.debug("ryot-telemetry: could not read a response's outcome", exc_info=True)
+
+    def note_implausible(self, note: str) -> None:
+        """Usage counts were dropped as implausible (``note`` describes them); the recorder warns once per model."""
         if self._implausible is None:
             self._implausible = note
         elif len(self._implausible) < 200:  # a stream may repeat it in every chunk: keep the note bounded
@@ -864,13 +877,7 @@ class Recorder:
         these, never the request's core measurements."""
         count = self._count
         model, mode = r.model, r.mode
-        finish = timings = reasoning = None
-        chunks = 0
-        if r.final is not None:
-            try:
-                finish, timings, reasoning, chunks = outcome(r.final)
-            except BaseException:  # provider objects (which may raise anything), read after the caller has its result
-                _log.debug("ryot-telemetry: could not read a response's outcome", exc_info=True)
+        finish, timings, reasoning, chunks = r.finish, r.timings, r.reasoning_tokens, r.chunks
         if finish is not None:
             for reason in finish:
                 label = reason if reason in _FINISH_LABELS else OTHER_FINISH
