@@ -75,3 +75,14 @@ OUTCOMES: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...]
     "ryot_ttft_outside_engine_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
 }
 SPEC_SECTIONS.update(OUTCOMES)
+# "Promises under faults": telemetry's own self-metrics, always on, no labels.
+SELF_METRICS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    "ryot_telemetry_queue_dropped_requests_total": ("counter", frozenset(), frozenset(), None),
+    "ryot_telemetry_queue_oldest_age_seconds": (
+        "histogram",
+        frozenset(),
+        frozenset(),
+        (0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0),
+    ),
+}
+SPEC_SECTIONS.update(SELF_METRICS)

@@ -326,6 +326,34 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ("GPU", gpu),
         ("Cost", spend),
         ("Outcomes and engine time", _outcome_panels()),
+        ("Telemetry itself", _self_panels()),
+    ]
+
+
+def _self_panels() -> list[dict[str, Any]]:
+    """Telemetry's own health (SPEC "Promises under faults"): requests it dropped, and how far recording lags."""
+    dropped = "ryot.telemetry.queue.dropped_requests"
+    age = "ryot.telemetry.queue.oldest_age"
+    age_buckets = f"{_name(age, '_bucket')}{{{_TARGET}}}"
+    return [
+        _panel(
+            "Requests dropped by telemetry",
+            "Finished requests dropped unrecorded because telemetry's queue was full; any is an alert "
+            "(RyotTelemetryDropsData).",
+            [(f"sum by (instance) (rate({_name(dropped)}{{{_TARGET}}}[{_RATE}]))", "{{instance}}")],
+            _rate_unit(dropped),
+        ),
+        _panel(
+            "Recording lag (oldest queued request, p99)",
+            "Age of the oldest queued request at each drain: how far the recorded metrics lag behind the requests.",
+            [
+                (
+                    f"histogram_quantile(0.99, sum by (instance, le) (rate({age_buckets}[{_RATE}])))",
+                    "{{instance}}",
+                )
+            ],
+            _unit(age),
+        ),
     ]
 
 

@@ -164,7 +164,9 @@ class SlidingWindows:
             for key, ring in self._prompt.items():
                 prompt = ring.sum(now_s, seconds)
                 if prompt > 0:
-                    out.append((key[0], key[1], self._cached[key].sum(now_s, seconds) / prompt))
+                    # within [0, 1] whatever was added (the recorder clamps cached <= prompt per request already)
+                    ratio = self._cached[key].sum(now_s, seconds) / prompt
+                    out.append((key[0], key[1], min(max(ratio, 0.0), 1.0)))
         return out
 
 

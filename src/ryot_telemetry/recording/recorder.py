@@ -430,6 +430,7 @@ class Recorder:
         self._active_lock = threading.Lock()
         self._attrs: dict[tuple[str | None, ...], dict[str, str]] = {}
         self._usage_warned: set[str] = set()  # model labels (bounded) already warned about implausible usage
+        self._clamp_warned: set[str] = set()  # model labels (bounded) already warned about parts above their whole
         self._token_totals: dict[int, int] = {}  # id(attrs) -> cumulative tokens added to that series
         self._token_lock = threading.Lock()
         self._token_saturated: set[int] = set()  # series that reached MAX_TOKEN_TOTAL (warned once)
@@ -455,6 +456,11 @@ class Recorder:
         self.engine_prefill = make("ryot.engine.prefill")
         self.engine_tpot = make("ryot.engine.time_per_output_token")
         self.ttft_outside = make("ryot.ttft.outside_engine")
+        # Self-metrics, always on (SPEC "Promises under faults"): the dropped counter exists at 0 from the start,
+        # so "telemetry drops data" is an increase, not a series appearing.
+        self.queue_dropped = make("ryot.telemetry.queue.dropped_requests")
+        self.queue_age = make("ryot.telemetry.queue.oldest_age")
+        self.queue_dropped.add(0)
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -533,11 +539,38 @@ class Recorder:
             self._backlog()
 
     def _backlog(self) -> None:
-        """Past ``WAKE_AT`` wake the drainer; past ``max_pending`` record a bounded batch on this thread."""
-        if len(self._pending) > self._max_pending:
-            self.drain(INLINE_BATCH)
+        """Past ``WAKE_AT`` wake the drainer; past ``max_pending`` record a bounded batch on this thread. Where that
+        fails, the oldest requests past the bound are dropped and counted (``ryot.telemetry.queue.dropped_requests``)
+        so the queue, and the memory it holds, stays bounded."""
+        pending = self._pending
+        if len(pending) > self._max_pending:
+            try:
+                self.drain(INLINE_BATCH)
+            except BaseException:
+                # Recording failed: what lies past the bound is dropped (and counted), not kept without limit.
+                _log.debug("ryot-telemetry: inline drain failed", exc_info=True)
+                dropped = 0
+                while len(pending) > self._max_pending:
+                    try:
+                        pending.popleft()
+                    except IndexError:  # another thread took the rest meanwhile
+                        break
+                    dropped += 1
+                if dropped:
+                    self.queue_dropped.add(dropped)
         elif not self._wake.is_set():
             self._wake.set()
+
+    def _note_queue_age(self) -> None:
+        """The age of the oldest queued request, at the start of a drain that finds the queue non-empty."""
+        try:
+            oldest = self._pending[0]
+        except IndexError:
+            return
+        try:
+            self.queue_age.record(max(_clock() - oldest.end, 0.0), context=_NO_SPAN)
+        except Exception:
+            _log.debug("ryot-telemetry: could not record the queue's age", exc_info=True)
 
     # --- collection time --------------------------------------------------------------------------------------
 
@@ -550,6 +583,7 @@ class Recorder:
         summary, a test) instead of waiting for the readers to export their zeros.
         """
         with self._drain_lock:
+            self._note_queue_age()
             n = self._record_batch(-1 if limit is None else limit)
             self._flush()
         if release_held:
@@ -664,6 +698,7 @@ class Recorder:
         start = _clock()
         with self._drain_lock:
             target = self._popped + len(self._pending)
+            self._note_queue_age()
         if _on_event_loop():
             with self._drain_lock:
                 n = self._record_batch(max(target - self._popped, 0))
@@ -787,7 +822,7 @@ class Recorder:
     def _drop_implausible(self, r: Request) -> None:
         """Drop the usage counts no provider can mean (SPEC); warn once per model label (a bounded set)."""
         bad = [] if r._implausible is None else [r._implausible]
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
             v = getattr(r, name)
             if v is not None and not (type(v) is int and 0 <= v <= MAX_COUNT):
                 setattr(r, name, None)  # set so by a recorder-API caller
@@ -801,14 +836,38 @@ class Recorder:
                 ", ".join(bad),
             )
 
+    def _clamp_parts(self, r: Request) -> None:
+        """Parts never exceed their whole (SPEC): cached prompt tokens are clamped to the prompt tokens, reasoning
+        tokens to the completion tokens; logged once per model label (a bounded set)."""
+        clamped = []
+        p, c, k, q = r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens
+        if k is not None and p is not None and k > p:
+            r.cached_tokens = p
+            clamped.append(f"cached_tokens={k} > prompt_tokens={p}")
+        if q is not None and c is not None and q > c:
+            r.reasoning_tokens = c
+            clamped.append(f"reasoning_tokens={q} > completion_tokens={c}")
+        if clamped and r.model not in self._clamp_warned:
+            self._clamp_warned.add(r.model)
+            _log.warning(
+                "ryot-telemetry: model %r: usage reports %s; clamped to the whole; further ones for this model are "
+                "not logged",
+                r.model,
+                " and ".join(clamped),
+            )
+
     def _record(self, r: Request, counts: dict[tuple[int, int], list[Any]]) -> None:
-        p, c, k = r.prompt_tokens, r.completion_tokens, r.cached_tokens
+        p, c, k, q = r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens
         if r._implausible is not None or not (
             (p is None or (type(p) is int and 0 <= p <= MAX_COUNT))
             and (c is None or (type(c) is int and 0 <= c <= MAX_COUNT))
             and (k is None or (type(k) is int and 0 <= k <= MAX_COUNT))
+            and (q is None or (type(q) is int and 0 <= q <= MAX_COUNT))
         ):
             self._drop_implausible(r)
+            p, c, k, q = r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens
+        if (k is not None and p is not None and k > p) or (q is not None and c is not None and q > c):
+            self._clamp_parts(r)
         model, mode = r.model, r.mode
         tenant = None if self.tenants is None else self.tenants.label(r.tenant)
         latency = max(r.end - r.start, 0.0)
@@ -1066,6 +1125,8 @@ def _drainer_loop(ref: weakref.ref[Recorder], wake: threading.Event, interval: f
         if rec is None or rec._stopping or rec._drainer is not me:
             return
         try:
+            with rec._drain_lock:
+                rec._note_queue_age()
             rec._drain_sliced(None)
         except Exception:
             _log.debug("ryot-telemetry: background drain failed", exc_info=True)
