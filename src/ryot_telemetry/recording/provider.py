@@ -57,7 +57,6 @@ MAX_MS = 86_400_000.0
 """A reported duration above a day (in ms) is not a timing: ignored."""
 
 _KNOWN = {STOP: STOP, LENGTH: LENGTH, TOOL_CALLS: TOOL_CALLS, CONTENT_FILTER: CONTENT_FILTER}
-_NOT_PYDANTIC = object()
 _IMPLAUSIBLE = object()
 
 Timings = tuple[float, float, float | None]
@@ -73,19 +72,40 @@ def get(obj: Any, name: str) -> Any:
 
     A pydantic model answers a missing attribute from ``__getattr__``, which builds an error message (several µs),
     so on a model a declared field is read as an attribute, an extra (llama.cpp's ``timings`` on an OpenAI SDK
-    object, say) from its extras, and anything else the class itself defines (a property) as an attribute.
+    object, say) from its extras, and anything else the class itself defines (a property) as an attribute. Whether
+    a class is a pydantic model, and its fields, are learnt once per class (``_fields``).
     """
     if isinstance(obj, dict):
         return obj.get(name)
-    extra = getattr(obj, "__pydantic_extra__", _NOT_PYDANTIC)
-    if extra is _NOT_PYDANTIC:
-        return getattr(obj, name, None)
     cls = type(obj)
-    if name in cls.model_fields:
+    fields = _FIELDS.get(cls, _UNKNOWN)
+    if fields is _UNKNOWN:
+        fields = _fields(cls)
+    if fields is None:
+        return getattr(obj, name, None)
+    if name in fields:
         return getattr(obj, name)
+    extra = getattr(obj, "__pydantic_extra__", None)
     if isinstance(extra, dict) and name in extra:
         return extra[name]
     return getattr(obj, name, None) if hasattr(cls, name) else None
+
+
+_FIELDS: dict[type, Any] = {}
+"""Class -> its pydantic fields (a frozenset), or None for a class that is no pydantic model: learnt once per
+class (reading ``model_fields`` costs a µs on recent pydantic). Cleared when it holds ``_MAX_CLASSES`` classes."""
+_MAX_CLASSES = 4096
+_UNKNOWN = object()
+
+
+def _fields(cls: type) -> frozenset[str] | None:
+    """The declared fields of a pydantic (v2) model class (it declares ``__pydantic_extra__``); None otherwise."""
+    fields = getattr(cls, "model_fields", None) if hasattr(cls, "__pydantic_extra__") else None
+    answer = frozenset(fields) if isinstance(fields, dict) else None
+    if len(_FIELDS) >= _MAX_CLASSES:  # classes made per response: keep the table bounded
+        _FIELDS.clear()
+    _FIELDS[cls] = answer
+    return answer
 
 
 def count(v: Any) -> Any:
@@ -128,22 +148,26 @@ def describe_count(v: Any) -> str:
 def read_usage(usage: Any) -> Usage:
     """Prompt, completion, cached and reasoning token counts of an OpenAI-style ``usage`` object or dict."""
     notes: list[str] = []
-
-    def take(obj: Any, name: str) -> int | None:
-        v = get(obj, name)
-        n = count(v)
-        if n is _IMPLAUSIBLE:
-            notes.append(f"usage.{name}={describe_count(v)}")
-            return None
-        return n  # type: ignore[no-any-return]
-
-    prompt = take(usage, "prompt_tokens")
-    completion = take(usage, "completion_tokens")
+    prompt = get(usage, "prompt_tokens")
+    if not (type(prompt) is int and 0 <= prompt <= MAX_COUNT):  # the common case costs one test
+        prompt = _take(prompt, "prompt_tokens", notes)
+    completion = get(usage, "completion_tokens")
+    if not (type(completion) is int and 0 <= completion <= MAX_COUNT):
+        completion = _take(completion, "completion_tokens", notes)
     details = get(usage, "prompt_tokens_details")
-    cached = take(details, "cached_tokens") if details is not None else None
+    cached = None if details is None else _take(get(details, "cached_tokens"), "cached_tokens", notes)
     details = get(usage, "completion_tokens_details")
-    reasoning = take(details, "reasoning_tokens") if details is not None else None
+    reasoning = None if details is None else _take(get(details, "reasoning_tokens"), "reasoning_tokens", notes)
     return prompt, completion, cached, reasoning, ", ".join(notes) if notes else None
+
+
+def _take(v: Any, name: str, notes: list[str]) -> int | None:
+    """``count(v)``, noting an implausible one in ``notes``."""
+    n = count(v)
+    if n is _IMPLAUSIBLE:
+        notes.append(f"usage.{name}={describe_count(v)}")
+        return None
+    return n  # type: ignore[no-any-return]
 
 
 def has_content(chunk: Any) -> bool:
@@ -267,11 +291,15 @@ def _parts(obj: Any) -> tuple[Any, Any, Any]:
     """(choices, timings, metrics) of a response or chunk, each looked up once."""
     if isinstance(obj, dict):
         return obj.get("choices"), obj.get("timings"), obj.get("metrics")
-    extra = getattr(obj, "__pydantic_extra__", _NOT_PYDANTIC)
-    if extra is _NOT_PYDANTIC:
+    cls = type(obj)
+    fields = _FIELDS.get(cls, _UNKNOWN)
+    if fields is _UNKNOWN:
+        fields = _fields(cls)
+    if fields is None:
         timings = getattr(obj, "timings", None)
         metrics = getattr(obj, "metrics", None) if timings is None else None
         return getattr(obj, "choices", None), timings, metrics
+    extra = getattr(obj, "__pydantic_extra__", None)
     if isinstance(extra, dict) and extra:
         timings, metrics = extra.get("timings"), extra.get("metrics")
     else:
