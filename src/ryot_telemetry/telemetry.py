@@ -34,7 +34,7 @@ from .export.assembly import (
 from .export.readers import build_readers
 from .pricing import PriceTable
 from .recording.recorder import Recorder
-from .router.wrapper import instrument_router
+from .router.instance import instrument_router
 from .settings import EXPORTERS, PROTOCOLS, ConfigurationError, Settings
 from .slo import SloTable
 from .sources.gpu import GpuGauges

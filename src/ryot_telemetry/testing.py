@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from .engine import EngineMetrics
 from .export.assembly import assemble, ryot_meter
 from .recording.recorder import Recorder
-from .router.wrapper import instrument_router
+from .router.instance import instrument_router
 from .settings import Settings
 from .sources.gpu import GpuGauges
 

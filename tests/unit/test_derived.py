@@ -12,6 +12,7 @@ from ryot_telemetry import configure
 from ryot_telemetry.export.assembly import package_version
 from ryot_telemetry.recording import derived
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.recording.derived import _Ring
 from ryot_telemetry.testing import Capture, capture
 from support.nvml import FakeNvml, GiB, device
@@ -24,6 +25,7 @@ def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The recorder's and the sliding windows' clock, set by the test: ``now[0] = t``."""
     t = [1000.0]
     monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    monkeypatch.setattr(_request, "_clock", lambda: t[0])
     monkeypatch.setattr(derived, "_clock", lambda: t[0])
     return t
 

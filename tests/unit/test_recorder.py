@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.recording.provider import StreamEnd
 from ryot_telemetry.recording.recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
@@ -147,7 +148,7 @@ def test_telemetry_failure_at_exit_never_replaces_the_outcome(cap: Capture, monk
     def broken(req: object) -> None:
         raise RuntimeError("telemetry broke")
 
-    monkeypatch.setattr(cap.recorder, "_submit", broken)
+    monkeypatch.setattr(cap.recorder, "submit", broken)
     with cap.recorder.request("m", "chat_completion", "standard"):
         pass
     with pytest.raises(ValueError, match="mine"), cap.recorder.request("m", "chat_completion", "standard"):
@@ -205,6 +206,7 @@ class FakeClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(_recorder, "_clock", fake)
+    monkeypatch.setattr(_request, "_clock", fake)
     return fake
 
 
@@ -558,6 +560,7 @@ def test_oldest_queued_request_age_is_recorded_at_each_drain_that_finds_one(monk
     records none."""
     t = [10.0]
     monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    monkeypatch.setattr(_request, "_clock", lambda: t[0])
     cap = capture()
     try:
         cap.recorder.stop_drainer()

@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.testing import Capture
 from support.fakes import (
     ChatChunk,
@@ -150,6 +151,7 @@ async def test_exact_ttft_and_tpot_from_controlled_clock(cap: Capture, monkeypat
     """With a fake clock: TTFT 0.3 s, latency 1.3 s, 5 tokens -> TPOT (1.3-0.3)/4 = 0.25 s, tokens/s 5/1.3."""
     ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))  # start, first content, end, collection
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(_request, "_clock", _recorder._clock)
     import ryot_telemetry.router.wrapper as w
 
     monkeypatch.setattr(w, "_clock", _recorder._clock)
@@ -430,6 +432,7 @@ async def test_tpot_is_per_choice_for_n_choices(monkeypatch: pytest.MonkeyPatch)
     # start, first chunk's arrival (semconv notes every chunk's), first token, three more arrivals, end
     ticks = itertools.chain([10.0, 10.1, 10.3, 10.5, 10.8, 11.0, 11.3], itertools.repeat(11.3))
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(_request, "_clock", _recorder._clock)
     import ryot_telemetry.router.wrapper as w
 
     monkeypatch.setattr(w, "_clock", _recorder._clock)

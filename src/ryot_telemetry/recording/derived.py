@@ -116,6 +116,11 @@ class SlidingWindows:
         self._lock = threading.Lock()
         self.reset()
 
+    def reinit_after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's drainer may have held it mid-slice at the fork); the
+        windows' contents stay (``reset`` empties them)."""
+        self._lock = threading.Lock()
+
     def reset(self) -> None:
         """Start empty, in place (the gauges hold this object): a forked child's own windows."""
         self._lock = threading.Lock()

@@ -15,26 +15,22 @@ import asyncio
 import collections.abc
 import contextlib
 import contextvars
-import copy
-import dataclasses
-import functools
 import inspect
 import logging
 import types
-import typing
 from array import array
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
-import wrapt
-
 from ..catalogue import CHAT_COMPLETION as CHAT
 from ..catalogue import COMPLETION as COMPLETION
 from ..catalogue import STREAMING
-from ..export.assembly import default_recorder
 from ..recording import provider
 from ..recording.provider import get, has_content, note_finish, prompt_chars, request_shape, stream_outcome
-from ..recording.recorder import Recorder, Request, _clock
+from ..recording.recorder import Recorder
+from ..recording.request import Request
+from ..recording.request import clock as _clock
+from .params import accepts_stream_options, with_usage, without_usage
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -57,122 +53,6 @@ def read_usage(req: Request, usage: Any) -> None:
     req.prompt_tokens, req.completion_tokens, req.cached_tokens, req.reasoning_tokens, bad = provider.read_usage(usage)
     if bad is not None:
         req.note_implausible(bad)
-
-
-def with_usage(params: Any) -> tuple[Any, bool]:
-    """Params asking the provider for usage on streams, and whether the caller asked for it itself.
-
-    Never mutates the caller's objects, and the copy is of the caller's exact type: dicts and dict subclasses are
-    copied (an attribute-style dict stays one), pydantic models go through ``model_copy``, dataclasses and
-    namedtuples with a ``stream_options`` field through ``replace``; a typed ``stream_options`` stays of its type.
-    Where no faithful copy can be made, the params go through unchanged.
-    """
-    opts = get(params, "stream_options")
-    if opts is not None and get(opts, "include_usage"):
-        return params, True
-    new_opts = _options_with_usage(opts, params)
-    if new_opts is None:
-        return params, False
-    if isinstance(params, dict):
-        copied = _dict_with(params, "stream_options", new_opts)
-        return (params, False) if copied is None else (copied, False)
-    model_copy = getattr(params, "model_copy", None)
-    fields = getattr(type(params), "model_fields", None)
-    if callable(model_copy) and (fields is None or "stream_options" in fields or _allows_extra(params)):
-        return model_copy(update={"stream_options": new_opts}), False
-    if _has_field(params, "stream_options"):
-        copied = _replaced(params, stream_options=new_opts)
-        if copied is not None and type(copied) is type(params):
-            return copied, False
-    return params, False  # an object we cannot safely copy: leave it, usage may then be absent
-
-
-def _has_field(obj: Any, name: str) -> bool:
-    """Is ``name`` a field of a dataclass instance or a namedtuple?"""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return any(f.name == name and f.init for f in dataclasses.fields(obj))
-    return isinstance(obj, tuple) and name in (getattr(type(obj), "_fields", None) or ())
-
-
-def _dict_with(d: dict[Any, Any], key: str, value: Any) -> dict[Any, Any] | None:
-    """A copy of ``d``, of ``d``'s exact type, with ``d[key] = value``; None where no faithful copy can be made.
-
-    A plain dict is rebuilt directly (the common, fast case). A subclass is copied with ``copy.copy`` (which keeps
-    the class and its instance state), or else by calling the class on ``d`` (``AttrDict(d)``: on Python 3.10
-    ``copy.copy`` asks an attribute-style dict for ``__getstate__`` and gets a KeyError). Either copy must be a
-    distinct object of the same type holding the same items and instance attributes, or it is not used.
-    """
-    if type(d) is dict:
-        return {**d, key: value}
-    for make in (copy.copy, type(d)):
-        try:
-            new = make(d)
-            if _same_dict(new, d):
-                new[key] = value  # through the class's own __setitem__, as the caller's code would set it
-                return new
-        except BaseException:
-            _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
-    return None
-
-
-def _same_dict(new: Any, d: dict[Any, Any]) -> bool:
-    """Is ``new`` a faithful, distinct copy of the dict subclass instance ``d``?"""
-    if new is d or type(new) is not type(d) or dict.__len__(new) != dict.__len__(d):
-        return False
-    if not all(dict.get(new, k, _MISSING) is v for k, v in dict.items(d)):
-        return False
-    get = object.__getattribute__
-    try:
-        state = get(d, "__dict__")
-    except AttributeError:  # __slots__ only
-        return True
-    return bool(get(new, "__dict__") == state)
-
-
-_MISSING = object()
-
-
-def _options_with_usage(opts: Any, params: Any) -> Any:
-    """``opts`` plus include_usage=True, of the same kind; None when that cannot be built faithfully."""
-    try:
-        if opts is None:
-            cls = _typed_options_class(params)
-            return cls(include_usage=True) if cls is not None else {"include_usage": True}
-        return _replaced(opts, include_usage=True)
-    except BaseException:
-        _log.debug("ryot-telemetry: could not add include_usage to stream_options", exc_info=True)
-    return None
-
-
-def _typed_options_class(params: Any) -> Any:
-    """The model class a pydantic ``stream_options`` field is typed with (``X | None``), or None for dict/Any."""
-    field = (getattr(type(params), "model_fields", None) or {}).get("stream_options")
-    if field is None:
-        return None
-    annotation = field.annotation
-    for candidate in typing.get_args(annotation) or (annotation,):
-        if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
-            return candidate
-    return None
-
-
-def _accepts_stream_options(fn: Any) -> bool:
-    """Does a keyword-style router method take ``stream_options`` (or ``**kwargs``)? Cached per function."""
-    return _signature_accepts_stream_options(getattr(fn, "__func__", fn))
-
-
-@functools.lru_cache(maxsize=1024)
-def _signature_accepts_stream_options(fn: Any) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "stream_options" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _allows_extra(params: Any) -> bool:
-    config = getattr(type(params), "model_config", None) or {}
-    return config.get("extra") == "allow"
 
 
 def _succeed(rec: Recorder, req: Request) -> None:
@@ -233,7 +113,7 @@ async def traced_call(
                     call_args = (new_params, *args[1:])
                 elif "params" in kwargs:
                     call_kwargs = {**kwargs, "params": new_params}
-                elif _accepts_stream_options(wrapped):
+                elif accepts_stream_options(wrapped):
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
@@ -289,7 +169,7 @@ async def traced_call(
         return result
     if it is not None:
         try:
-            if req._pending is not None and shape is not ASYNC_GENERATOR:
+            if req.awaiting_admission and shape is not ASYNC_GENERATOR:
                 req.admit(rec)  # the router returned a stream: it accepted the model name
             traced = _traced_stream(rec, req, streamed, it, hide_usage, endpoint, params, _Collected(req), reasoning)
             # Run it to its first (internal) yield, inside the try that sees every exit: a stream the caller
@@ -441,7 +321,7 @@ class _Collected:
 
     def __del__(self) -> None:
         req = self.req
-        if not req._done:
+        if not req.done:
             try:
                 req.abandon()
             except BaseException:  # a finaliser must not raise; the request is then simply not recorded
@@ -584,7 +464,7 @@ def _take_usage(req: Request, chunk: Any, usage: Any, hide_usage: bool) -> Any:
         try:
             if not get(chunk, "choices"):
                 return _SKIP  # the usage-only chunk we asked for: the caller never sees it
-            return _without_usage(chunk)  # usage riding on a content chunk: strip what we added
+            return without_usage(chunk)  # usage riding on a content chunk: strip what we added
         except BaseException:
             _log.debug("ryot-telemetry: could not strip usage from a chunk", exc_info=True)
     return chunk
@@ -644,32 +524,6 @@ async def _stream_failed(
                 await closed
 
 
-def _without_usage(chunk: Any) -> Any:
-    """A copy of ``chunk`` with ``usage=None``, as the provider would have sent it had we not asked for usage."""
-    copy = _replaced(chunk, usage=None)
-    return chunk if copy is None else copy
-
-
-def _replaced(obj: Any, **changes: Any) -> Any:
-    """A copy of ``obj`` (dict of any class, pydantic model, dataclass or namedtuple) with ``changes``, of
-    ``obj``'s type; None if it is none of those or cannot be copied faithfully."""
-    if isinstance(obj, dict):
-        new: Any = obj
-        for k, v in changes.items():
-            new = _dict_with(new, k, v)
-            if new is None:
-                return None
-        return new
-    model_copy = getattr(obj, "model_copy", None)
-    if callable(model_copy):
-        return model_copy(update=changes)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **changes)
-    if isinstance(obj, tuple) and all(k in (getattr(type(obj), "_fields", None) or ()) for k in changes):
-        return obj._replace(**changes)  # type: ignore[attr-defined]
-    return None
-
-
 def _stream_ended(req: Request, delivered: bool, endpoint: str, params: Any) -> None:
     """What a finished stream (any exit) leaves on its request before it is recorded."""
     req.delivered = delivered
@@ -680,64 +534,24 @@ def _stream_ended(req: Request, delivered: bool, endpoint: str, params: Any) -> 
             req.prompt_chars = None
 
 
-class _TracedMethod(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A router instance's method as ``instrument_router`` leaves it: a wrapt proxy, so the method keeps its name,
-    signature and shape (``inspect.iscoroutinefunction`` / ``isasyncgenfunction`` answer as for the original)."""
-
-    __ryot_telemetry_wrapped__ = True  # _MARK, found on the class: the proxy forwards other attributes
-
-    def __copy__(self) -> _TracedMethod:
-        return self  # as for a plain function: a copied router shares it
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _TracedMethod:
-        return self
+def is_traced(method: Any) -> bool:
+    """Is ``method`` already wrapped by this module (``instrument_router`` on an instance)?"""
+    return getattr(method, _MARK, None) is not None
 
 
-def _make_method(rec: Recorder, endpoint: str, original: Callable[..., Any], reasoning: bool) -> _TracedMethod:
-    shape = method_shape(original)
+def traced(
+    rec: Recorder,
+    endpoint: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    shape: str = COROUTINE,
+    reasoning: bool = False,
+    key: object = None,
+) -> Any:
+    """Call the router method ``wrapped`` and record it, answering in the method's own ``shape``
+    (``method_shape``): a coroutine for a coroutine method, else what the method itself returns."""
     if shape is COROUTINE:
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning)
-
-    else:
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _drive(traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, shape=shape))
-
-    return _TracedMethod(original, wrapper)
-
-
-def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
-    """Record every ``openai_chat_completion`` / ``openai_completion`` call made on this router instance
-    (and ogx's ``openai_chat_completions_with_reasoning`` where the router has it).
-
-    Wraps the instance (not its class); returns the router. Calling it twice is a no-op.
-    ``uninstrument_router`` undoes it.
-    """
-    if recorder is None:
-        recorder = default_recorder()
-    found = False
-    for name, endpoint in METHODS.items():
-        original = getattr(router, name, None)
-        if original is None or not callable(original):
-            continue  # not a method: left untouched
-        found = found or name != REASONING_METHOD
-        if getattr(original, _MARK, None) is not None:
-            continue
-        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD))
-    if not found:
-        raise TypeError(
-            f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "
-            "is it a llama-stack-style router?"
-        )
-    return router
-
-
-def uninstrument_router(router: Any) -> Any:
-    """Remove what ``instrument_router`` added to this instance."""
-    for name in METHODS:
-        method = router.__dict__.get(name) if hasattr(router, "__dict__") else None
-        if method is not None and getattr(method, _MARK, None) is not None:
-            delattr(router, name)
-    return router
+        return traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key)
+    return _drive(traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key, shape=shape))
