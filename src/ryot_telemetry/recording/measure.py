@@ -71,7 +71,6 @@ _FINISH = "ryot.finish_reasons"
 _CACHED = "ryot.cached_prompt_tokens"
 _REASONING = "ryot.reasoning_tokens"
 _ESTIMATED = "ryot.estimated_tokens"
-_FINISH_LABELS = frozenset(FINISH_REASONS)
 
 MAX_TOKEN_TOTAL = 2**63 - 1
 """The largest cumulative token count OTLP can carry (an int64 sum): past it a series stops growing, so even
@@ -81,6 +80,50 @@ NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
 """Measurements are recorded at drain time, in whatever context the reader or an overflowing request runs in: they
 are recorded under this context with no span, so a trace-based exemplar filter never attaches an unrelated trace."""
 _NO_SPAN = NO_SPAN
+
+
+_MAX_SERIES_SETS = 4096
+"""Label combinations whose attribute dicts ``Measure`` keeps together (``_Series``); past it they are rebuilt."""
+
+
+class _Series:
+    """The attribute dicts one kind of request records under, built once per (model, endpoint, mode, status,
+    error_type, tenant): a request then builds one key, not one per family."""
+
+    __slots__ = (
+        "batch",
+        "by_model",
+        "cached",
+        "completion",
+        "errors",
+        "estimated",
+        "finish",
+        "latency",
+        "prompt",
+        "reasoning",
+        "requests",
+        "requests_key",
+    )
+
+    def __init__(
+        self,
+        *,
+        requests: dict[str, str],
+        errors: dict[str, str] | None,
+        batch: dict[str, str],
+        prompt: dict[str, str],
+        completion: dict[str, str],
+        by_model: dict[str, str],
+        cached: dict[str, str],
+        reasoning: dict[str, str],
+        finish: dict[str, dict[str, str]],
+        estimated: tuple[dict[str, str], dict[str, str]],
+    ) -> None:
+        self.requests, self.errors, self.batch = requests, errors, batch
+        self.prompt, self.completion, self.by_model = prompt, completion, by_model
+        self.cached, self.reasoning, self.finish, self.estimated = cached, reasoning, finish, estimated
+        self.latency: dict[int, dict[str, str]] = {}  # by batch size (its label is a bucket of it)
+        self.requests_key: tuple[int, int] = (0, id(requests))  # completed by Measure: (id(instrument), id(attrs))
 
 
 class Measure:
@@ -116,6 +159,7 @@ class Measure:
         self._win_completion: dict[tuple[str, int], int] = {}
         self._win_cache: dict[tuple[str, str, int], list[int]] = {}
         self._attrs: dict[tuple[str | None, ...], dict[str, str]] = {}
+        self._series: dict[tuple[Any, ...], _Series] = {}
         self._usage_warned: set[str] = set()  # model labels (bounded) already warned about implausible usage
         self._clamp_warned: set[str] = set()  # model labels (bounded) already warned about parts above their whole
         self._token_totals: dict[int, int] = {}  # id(attrs) -> cumulative tokens added to that series
@@ -262,91 +306,124 @@ class Measure:
             self._clamp_parts(r)
         model, mode = r.model, r.mode
         tenant = None if self.tenants is None else self.tenants.label(r.tenant)
+        status, error_type = r.status, r.error_type
+        key = (model, r.endpoint, mode, status, error_type, tenant)
+        series = self._series.get(key)
+        if series is None:
+            series = self._new_series(key)
         latency = max(r.end - r.start, 0.0)
         count = self._count
-        count(
-            counts,
-            self.requests,
-            self._a(_REQUESTS, model, r.endpoint, r.status, r.error_type if r.status != PARTIAL else None, tenant),
-            1,
-        )
-        if r.error_type is not None:
-            count(counts, self.errors, self._a(_ERRORS, model, r.error_type, SEVERITY[r.error_type]), 1)
+        entry = counts.get(series.requests_key)  # the one increment every request makes, inlined
+        if entry is None:
+            counts[series.requests_key] = [self.requests, series.requests, 1]
+        else:
+            entry[2] += 1
+        if series.errors is not None:
+            count(counts, self.errors, series.errors, 1)
         sc = r.span_context
         ctx = None if sc is None else trace.set_span_in_context(trace.NonRecordingSpan(sc))
-        self.latency.record(latency, self._a(_LATENCY, model, batch_size_label(r.batch_size), mode), context=ctx)
-        self.batch.record(r.batch_size, self._a(_BATCH, model, mode))
-        prompt, completion = r.prompt_tokens, r.completion_tokens
-        if prompt is not None:
-            count(counts, self.tokens, self._a(_TOKENS, model, PROMPT_TOKENS, mode, tenant), prompt)
-        if completion is not None:
-            count(counts, self.tokens, self._a(_TOKENS, model, COMPLETION_TOKENS, mode, tenant), completion)
-        by_model = self._a(_MODEL, model)
+        size = r.batch_size
+        lat = series.latency.get(size)
+        if lat is None:
+            lat = self._a(_LATENCY, model, batch_size_label(size), mode)
+            if type(size) is int and 0 < size <= 64:  # the common sizes; any other is looked up each time
+                series.latency[size] = lat
+        self.latency.record(latency, lat, context=ctx)
+        self.batch.record(size, series.batch)
+        prompt, completion, cached = r.prompt_tokens, r.completion_tokens, r.cached_tokens
+        if prompt:  # only what the request has: no zero increments
+            count(counts, self.tokens, series.prompt, prompt)
+        if completion:
+            count(counts, self.tokens, series.completion, completion)
+        by_model = series.by_model
         ttft = tpot = None
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
             self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
-            tpot = _tpot(latency, ttft, completion, r.batch_size)
+            tpot = _tpot(latency, ttft, completion, size)
             if tpot is not None:
                 self.tpot.record(tpot, by_model)
         if self.slos is not None:
             self._judge(r, latency, ttft, tpot, counts, tenant)
         if completion and latency > 0:
             self.tps.record(completion / latency, by_model)
-        if r.cached_tokens is not None and prompt:
-            self.cache_eff.record(min(r.cached_tokens / prompt, 1.0), by_model)
+        if cached is not None and prompt:
+            self.cache_eff.record(min(cached / prompt, 1.0), by_model)
         if self.prices is not None and (prompt or completion):
             price = self.prices.get(model)
             if price is not None:
                 if prompt:
-                    self._prompt_cost(price, model, tenant, prompt, r.cached_tokens, counts)
+                    self._prompt_cost(price, model, tenant, prompt, cached, counts)
                 if completion:
                     usd = completion * price.completion / 1000.0
                     count(counts, self.cost, self._a(_COST, model, COMPLETION_TOKENS, tenant), usd)
+        end = int(r.end)
         if completion:
-            key = (model, int(r.end))
+            wkey = (model, end)
             wc = self._win_completion
-            wc[key] = wc.get(key, 0) + completion
-        if r.cached_tokens is not None and prompt:
-            ckey = (model, CONTEXT_TYPE[mode], int(r.end))
+            wc[wkey] = wc.get(wkey, 0) + completion
+        if cached is not None and prompt:
+            ckey = (model, CONTEXT_TYPE[mode], end)
             sums = self._win_cache.get(ckey)
             if sums is None:
-                self._win_cache[ckey] = [prompt, r.cached_tokens]
+                self._win_cache[ckey] = [prompt, cached]
             else:
                 sums[0] += prompt
-                sums[1] += r.cached_tokens
+                sums[1] += cached
         if self._record_extra is not None:
             self._record_extra(r, latency, ttft, tpot)
-        self._record_outcomes(r, counts, by_model, ttft)
+        self._record_outcomes(r, counts, series, ttft)
+
+    def _new_series(self, key: tuple[Any, ...]) -> _Series:
+        """The attribute dicts of one (model, endpoint, mode, status, error_type, tenant), built once."""
+        model, endpoint, mode, status, error_type, tenant = key
+        a = self._a
+        series = _Series(
+            requests=a(_REQUESTS, model, endpoint, status, error_type if status != PARTIAL else None, tenant),
+            errors=None if error_type is None else a(_ERRORS, model, error_type, SEVERITY[error_type]),
+            batch=a(_BATCH, model, mode),
+            prompt=a(_TOKENS, model, PROMPT_TOKENS, mode, tenant),
+            completion=a(_TOKENS, model, COMPLETION_TOKENS, mode, tenant),
+            by_model=a(_MODEL, model),
+            cached=a(_CACHED, model, mode),
+            reasoning=a(_REASONING, model, mode),
+            finish={label: a(_FINISH, model, endpoint, label) for label in FINISH_REASONS},
+            estimated=(a(_ESTIMATED, model, PROMPT_TOKENS), a(_ESTIMATED, model, COMPLETION_TOKENS)),
+        )
+        series.requests_key = (id(self.requests), id(series.requests))  # the key ``_count`` uses
+        if len(self._series) >= _MAX_SERIES_SETS:  # bounded: an adversarial mix only rebuilds them
+            self._series.clear()
+        self._series[key] = series
+        return series
 
     def _record_outcomes(
-        self, r: Request, counts: dict[tuple[int, int], list[Any]], by_model: dict[str, str], ttft: float | None
+        self, r: Request, counts: dict[tuple[int, int], list[Any]], series: _Series, ttft: float | None
     ) -> None:
         """Finish reasons, cached/reasoning/estimated tokens and the engine's timings of one request (SPEC
         "Outcomes, token detail and where the time goes"). Last in ``_record``: whatever goes wrong here loses
         these, never the request's core measurements."""
         count = self._count
-        model, mode = r.model, r.mode
         finish, timings, reasoning, chunks = r.finish, r.timings, r.reasoning_tokens, r.chunks
         if finish is not None:
+            labels = series.finish
             for reason in finish:
-                label = reason if reason in _FINISH_LABELS else OTHER_FINISH
-                count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, label), 1)
-        elif r.status == PARTIAL and r.error_type is None:  # abandoned by the client: every choice is aborted
-            count(counts, self.finish_reasons, self._a(_FINISH, model, r.endpoint, ABORT), r.batch_size)
-        if r.cached_tokens is not None:
-            count(counts, self.cached_prompt, self._a(_CACHED, model, mode), r.cached_tokens)
-        if reasoning is not None:
-            count(counts, self.reasoning, self._a(_REASONING, model, mode), reasoning)
+                count(counts, self.finish_reasons, labels.get(reason) or labels[OTHER_FINISH], 1)
+        elif r.status == PARTIAL and r.error_type is None and r.batch_size:  # abandoned: every choice aborted
+            count(counts, self.finish_reasons, series.finish[ABORT], r.batch_size)
+        if r.cached_tokens:
+            count(counts, self.cached_prompt, series.cached, r.cached_tokens)
+        if reasoning:
+            count(counts, self.reasoning, series.reasoning, reasoning)
         if r.first_token is not None:  # a stream that delivered content: estimate what usage did not report
             if r.completion_tokens is None and chunks > 0:
-                count(counts, self.estimated, self._a(_ESTIMATED, model, COMPLETION_TOKENS), chunks)
+                count(counts, self.estimated, series.estimated[1], chunks)
             if r.prompt_tokens is None:
                 prompt = (r.prompt_chars or 0) // 4  # the prompt_size estimate
                 if prompt > 0:
-                    count(counts, self.estimated, self._a(_ESTIMATED, model, PROMPT_TOKENS), prompt)
+                    count(counts, self.estimated, series.estimated[0], prompt)
         if timings is not None:
+            by_model = series.by_model
             queue, prefill, engine_tpot = timings
             self.engine_prefill.record(prefill, by_model)
             if engine_tpot is not None:
