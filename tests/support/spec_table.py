@@ -86,3 +86,11 @@ SELF_METRICS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, 
     ),
 }
 SPEC_SECTIONS.update(SELF_METRICS)
+# "Capacity and scaling": length histograms (powers of two, 16 ... 131072) and the engine's queue time (TTFT buckets).
+_LENGTH = tuple(float(2**k) for k in range(4, 18))
+CAPACITY: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    "ryot_request_prompt_tokens": ("histogram", frozenset({"model"}), frozenset(), _LENGTH),
+    "ryot_request_completion_tokens": ("histogram", frozenset({"model"}), frozenset(), _LENGTH),
+    "ryot_engine_queue_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
+}
+SPEC_SECTIONS.update(CAPACITY)

@@ -132,8 +132,9 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
-    # the 26 SPEC table families, ryot_slo_requests_total, 7 from "Outcomes, ..." and 2 queue self-metrics
-    assert len(by_name) == 36
+    # the 26 SPEC table families, ryot_slo_requests_total, 7 from "Outcomes, ...", 2 queue self-metrics and 3 from
+    # "Capacity and scaling"
+    assert len(by_name) == 39
 
 
 def test_views_limit_series_to_what_bounded_labels_allow() -> None:

@@ -192,6 +192,9 @@ class Measure:
         self.queue_dropped = make("ryot.telemetry.queue.dropped_requests")
         self.queue_age = make("ryot.telemetry.queue.oldest_age")
         self.queue_dropped.add(0)
+        self.prompt_length = make("ryot.request.prompt_tokens")
+        self.completion_length = make("ryot.request.completion_tokens")
+        self.engine_queue = make("ryot.engine.queue")
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -346,6 +349,10 @@ class Measure:
                 self.tpot.record(tpot, by_model)
         if self.slos is not None:
             self._judge(r, latency, ttft, tpot, counts, tenant)
+        if prompt is not None:  # lengths from usage only: an estimate never enters the distribution
+            self.prompt_length.record(prompt, by_model)
+        if completion is not None:
+            self.completion_length.record(completion, by_model)
         if completion and latency > 0:
             self.tps.record(completion / latency, by_model)
         if cached is not None and prompt:
@@ -425,11 +432,13 @@ class Measure:
         if timings is not None:
             by_model = series.by_model
             queue, prefill, engine_tpot = timings
+            if queue is not None:  # reported by the engine (vLLM); nothing invented for one that does not
+                self.engine_queue.record(queue, by_model)
             self.engine_prefill.record(prefill, by_model)
             if engine_tpot is not None:
                 self.engine_tpot.record(engine_tpot, by_model)
             if ttft is not None:
-                self.ttft_outside.record(max(ttft - queue - prefill, 0.0), by_model)
+                self.ttft_outside.record(max(ttft - (queue or 0.0) - prefill, 0.0), by_model)
 
     def _prompt_cost(
         self,

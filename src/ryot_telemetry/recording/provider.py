@@ -9,7 +9,7 @@ property, ``__index__``, ``__class__``): the callers guard them.
 
 Outcomes (SPEC "Outcomes, token detail and where the time goes") are read when the call ends, into plain values
 (``Outcome``), so a queued request never holds the provider's response, chunks or text (SPEC "Promises under
-faults"). Engine timings, as ``(queue, prefill, time per output token)`` in seconds:
+faults"). Engine timings, as ``(queue, prefill, time per output token)`` in seconds, None where not reported:
 
 - llama.cpp's ``timings`` (every response, and the final chunk of a stream): ``prompt_ms`` is the prefill,
   ``predicted_per_token_ms`` the decode time per token (0 until two tokens were generated, so only taken from
@@ -59,7 +59,7 @@ MAX_MS = 86_400_000.0
 _KNOWN = {STOP: STOP, LENGTH: LENGTH, TOOL_CALLS: TOOL_CALLS, CONTENT_FILTER: CONTENT_FILTER}
 _IMPLAUSIBLE = object()
 
-Timings = tuple[float, float, float | None]
+Timings = tuple[float | None, float, float | None]
 Outcome = tuple[tuple[str, ...] | None, Timings | None]
 """(finish reasons, engine timings) of one finished response or stream."""
 Usage = tuple[int | None, int | None, int | None, int | None, str | None]
@@ -277,14 +277,14 @@ def _engine(timings: Any, metrics: Any) -> Timings | None:
         tpot = None
         if type(generated) is int and generated >= 2:
             tpot = _seconds(get(timings, "predicted_per_token_ms"))
-        return 0.0, prefill, tpot
+        return None, prefill, tpot
     if metrics is None:
         return None
     prefill = _seconds(get(metrics, "time_to_first_token_ms"))  # vLLM
     if prefill is None:
         return None
     queue = _seconds(get(metrics, "queue_time_ms"))
-    return (queue or 0.0), prefill, _seconds(get(metrics, "mean_itl_ms"))
+    return queue, prefill, _seconds(get(metrics, "mean_itl_ms"))
 
 
 def _parts(obj: Any) -> tuple[Any, Any, Any]:
