@@ -257,7 +257,7 @@ class Recorder:
         if len(pending) > self._max_pending:
             try:
                 self.drain(INLINE_BATCH)
-            except BaseException:
+            except Exception:  # not BaseException: a KeyboardInterrupt arriving mid-drain stays the caller's
                 # Recording failed: what lies past the bound is dropped (and counted), not kept without limit.
                 _log.debug("ryot-telemetry: inline drain failed", exc_info=True)
                 dropped = 0
