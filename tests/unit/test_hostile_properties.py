@@ -1013,6 +1013,7 @@ def test_any_stream_length_and_chunk_repetition_reaches_the_caller_whole() -> No
     """Streams of 0..5,000 chunks, fresh, reused or repeated objects, dicts, pydantic or attribute objects, with or
     without usage, semconv and reasoning: the caller gets every chunk (the very objects), the request counts once
     as a success with the exact token counts (usage, else the chunk estimate), and in-flight ends at 0."""
+    from ryot_telemetry.testing import capture
     from support.fakes import ChatParams
 
     @settings(PROFILE, max_examples=_STREAM_EXAMPLES)
@@ -1021,7 +1022,7 @@ def test_any_stream_length_and_chunk_repetition_reaches_the_caller_whole() -> No
     @example(spec=_StreamSpec(5000, 0, "attr", "repeated", True, False, True, False))
     def one(spec: _StreamSpec) -> None:
         items, usage_chunk = _stream_items(spec)
-        cap = ryot_telemetry.testing.capture(semconv=spec.semconv)
+        cap = capture(semconv=spec.semconv)
         try:
             router = cap.instrument_router(_StreamRouter(items, usage_chunk))
             opts = {"include_usage": True} if spec.caller_asks_usage else None
