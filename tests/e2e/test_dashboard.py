@@ -40,7 +40,9 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 48  # 31 (2 by tenant), 10 in the SLO row and 7 in the outcomes row
+    # 31 (2 by tenant), 10 in the SLO row, 7 in the outcomes row, 9 for lengths and engine queue time (capacity
+    # row) and 2 in the telemetry row
+    assert len(queries) == 59
     for title, expr in queries:
         names = _METRIC.findall(expr)
         assert names, f"{title}: no ryot metric in {expr}"
@@ -166,6 +168,7 @@ _VALUE_UNITS = {
     "{USD}": {"currencyUSD"},
     "{token/s}": {"suffix: tokens/s"},
     "{request}": {"short"},
+    "{token}": {"short"},  # tokens per request (the length histograms)
     "1": {"percentunit", "short"},  # a fraction, or (token efficiency) a quotient of two different units
 }
 _RATE_UNITS = {

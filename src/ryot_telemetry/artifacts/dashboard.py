@@ -258,6 +258,24 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "short",
             thresholds=[(100, "red")],
         ),
+        _panel(
+            "Prompt length (tokens per request)",
+            "Input length distribution from usage (powers-of-two buckets): p50, p95, p99 by model.",
+            _quantiles("ryot.request.prompt_tokens"),
+            "short",
+        ),
+        _panel(
+            "Completion length (tokens per request)",
+            "Output length distribution from usage (all choices): p50, p95, p99 by model.",
+            _quantiles("ryot.request.completion_tokens"),
+            "short",
+        ),
+        _panel(
+            "Engine queue time",
+            "Queue time the engine reports per request (vLLM); it rises before rejections begin.",
+            _quantiles("ryot.engine.queue"),
+            _unit("ryot.engine.queue"),
+        ),
     ]
     gpu_legend = "{{instance}} GPU {{device_id}}"
     gpu = [
