@@ -1,4 +1,8 @@
-"""The per-request recorder: a tiny hot path, with the OTel measurements deferred to collection time.
+"""The drain: a tiny hot path, with the OTel measurements deferred to collection time.
+
+This is the third of the recording rooms: ``request.py`` (the value object the wrapper fills in), ``measure.py``
+(turning a finished request into measurements) and here the queue between them, its pacing, the background drainer
+thread and what ``fork()`` needs.
 
 Why deferred: an OTel SDK ``add``/``record`` copies and hashes the attribute dict and takes locks, several µs
 each, and a request produces about ten of them. On the request path this recorder only takes timestamps, bumps
@@ -7,9 +11,9 @@ instruments as the first step of every collection (scrape, OTLP export, in-memor
 collect callback of each reader of its meter's provider, so the drain runs before the SDK reads any instrument and
 every reader sees exactly the measurements it would have seen had they been recorded inline. Steps that must follow
 the drain and precede the instruments' callbacks (an engine's ``on_collect`` hooks) are added with
-``before_collection``. The queue is
-bounded: past ``max_pending`` the appending thread records the oldest ``INLINE_BATCH`` requests itself, so no single
-request pays for the whole backlog.
+``before_collection``. The queue is bounded: past ``max_pending`` the appending thread records the oldest
+``INLINE_BATCH`` requests itself, so no single request pays for the whole backlog; where that fails, what lies past
+the bound is dropped and counted (``ryot_telemetry_queue_dropped_requests_total``).
 
 Why sliced: recording is pure Python holding the GIL, 25-50 µs per request. Done in one go on the scrape thread, a
 backlog of 15,000 requests froze a serving event loop for most of a second (it gets one turn per GIL switch
