@@ -248,7 +248,13 @@ def _finish(choices: Any) -> tuple[str, ...] | None:
     out = tuple(
         finish_label(r) for r in (get(c, "finish_reason") for c in islice(choices, MAX_CHOICES)) if r is not None
     )
+    if len(out) == 1:
+        return _SINGLE[out[0]]  # shared: a queued request then holds no tuple of its own
     return out or None
+
+
+_SINGLE = {label: (label,) for label in (STOP, LENGTH, TOOL_CALLS, CONTENT_FILTER, OTHER_FINISH)}
+"""The one-choice finish reasons, one shared tuple per label (``finish_label`` gives no other)."""
 
 
 def note_finish(obj: Any, finished: dict[int, str]) -> None:
