@@ -148,16 +148,26 @@ def describe_count(v: Any) -> str:
 def read_usage(usage: Any) -> Usage:
     """Prompt, completion, cached and reasoning token counts of an OpenAI-style ``usage`` object or dict."""
     notes: list[str] = []
-    prompt = get(usage, "prompt_tokens")
+    if not isinstance(usage, dict) and _FIELDS.get(type(usage), _UNKNOWN) is None:
+        # a plain object (dataclass, SimpleNamespace): its attributes read directly, as ``get`` would read them
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
+    else:
+        prompt = get(usage, "prompt_tokens")
+        completion = get(usage, "completion_tokens")
+        prompt_details = get(usage, "prompt_tokens_details")
+        completion_details = get(usage, "completion_tokens_details")
     if not (type(prompt) is int and 0 <= prompt <= MAX_COUNT):  # the common case costs one test
         prompt = _take(prompt, "prompt_tokens", notes)
-    completion = get(usage, "completion_tokens")
     if not (type(completion) is int and 0 <= completion <= MAX_COUNT):
         completion = _take(completion, "completion_tokens", notes)
-    details = get(usage, "prompt_tokens_details")
-    cached = None if details is None else _take(get(details, "cached_tokens"), "cached_tokens", notes)
-    details = get(usage, "completion_tokens_details")
-    reasoning = None if details is None else _take(get(details, "reasoning_tokens"), "reasoning_tokens", notes)
+    cached = reasoning = None
+    if prompt_details is not None:
+        cached = _take(get(prompt_details, "cached_tokens"), "cached_tokens", notes)
+    if completion_details is not None:
+        reasoning = _take(get(completion_details, "reasoning_tokens"), "reasoning_tokens", notes)
     return prompt, completion, cached, reasoning, ", ".join(notes) if notes else None
 
 
@@ -245,6 +255,9 @@ def _finish(choices: Any) -> tuple[str, ...] | None:
     """The finish reasons of the choices that finished; None when none did."""
     if not isinstance(choices, (list, tuple)) or not choices:
         return None
+    if len(choices) == 1:  # the common case: no generator, no tuple of its own
+        reason = get(choices[0], "finish_reason")
+        return None if reason is None else _SINGLE[finish_label(reason)]
     out = tuple(
         finish_label(r) for r in (get(c, "finish_reason") for c in islice(choices, MAX_CHOICES)) if r is not None
     )
