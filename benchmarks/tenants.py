@@ -120,7 +120,8 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
     n, rounds = (3000, 5) if quick else (20000, 15)
     r = asyncio.run(bench_tenants(n, rounds))
     print(
-        f"\n7. tenant label, non-streaming, {n} calls x {rounds} rounds, 10 models x 10 tenants (median CPU ns/request)"
+        f"\n7. tenant label, non-streaming, {n} calls x {rounds} rounds, 10 models x 10 tenants "
+        "(median CPU ns/request)"
     )
     print(
         f"   bare call {r['bare']:.0f}; no tenant: path +{r['off_path_overhead']:.0f}, drain {r['off_drain']:.0f}; "

@@ -234,12 +234,7 @@ def configure_from(settings: Settings) -> Telemetry:
         part = configure_process(settings, resource)
         provider, meter, recorder, readers = part.provider, part.meter, part.recorder, part.readers
         url, registry, engine, gpu, multiproc, owned = (
-            part.url,
-            part.registry,
-            part.engine,
-            part.gpu,
-            part.multiproc,
-            part.closers,
+            part.url, part.registry, part.engine, part.gpu, part.multiproc, part.closers
         )
     else:
         with ExitStack() as closers:

@@ -177,7 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-
     def monitor(kind: str) -> str:
         return monitor_yaml(
             kind,
