@@ -1,5 +1,6 @@
-"""A/B in one process: this checkout's ryot_telemetry against an earlier revision of it (default: before the
-hostile-input guards, 70245f1).
+"""A/B in one process: this checkout's ryot_telemetry against an earlier revision of it (default: cb16a6d, before
+the outcome counters, the cost issue 23 asks to pay back), and optionally a second one (``RYOT_AB_ALSO=REV``, say
+the revision a change started from) in the same run.
 
 The baseline's ``src/ryot_telemetry`` is taken from git (``git archive``) into a temporary directory as a package
 under another name, so both versions are imported side by side and share the interpreter, the OTel SDK and the
@@ -43,10 +44,13 @@ from .run import (
     verdict,
 )
 
-DEFAULT_REV = "70245f1"  # main before the hostile-input guards (0226a7e, the last release, works too)
+DEFAULT_REV = "cb16a6d"  # before the outcome counters (issue 23: the total cost back to at most this)
 ALIAS = "ryot_ab_baseline"
+ALSO_ALIAS = "ryot_ab_also"
 PKG = "ryot_telemetry"
 GOAL = 1.05  # issue 9: the guarded request path stays within 5% of the one before
+TOTAL_GOAL = 1.00  # issue 23: request path + drain at most the baseline's
+CHUNK_GOAL = 1.05  # issue 23: per chunk within 5% of the baseline
 
 
 class Unavailable(Exception):
@@ -64,7 +68,7 @@ def _git(root: str, *args: str) -> bytes:
     return out.stdout
 
 
-def _rewrite_imports(path: str) -> int:
+def _rewrite_imports(path: str, alias: str = ALIAS) -> int:
     """Point the copy's absolute ``ryot_telemetry`` imports at the alias (so it never imports the current package).
     Returns how many statements were rewritten; raises Unavailable for a form that cannot be rewritten safely."""
     with open(path, encoding="utf-8") as f:
@@ -85,9 +89,9 @@ def _rewrite_imports(path: str) -> int:
         if isinstance(node, ast.Import):
             if len(node.names) != 1 or node.names[0].name != PKG or node.names[0].asname:
                 raise Unavailable(f"{os.path.basename(path)}:{node.lineno}: cannot rewrite {line.strip()!r}")
-            lines[i] = line.replace(f"import {PKG}", f"import {ALIAS} as {PKG}", 1)
+            lines[i] = line.replace(f"import {PKG}", f"import {alias} as {PKG}", 1)
         else:
-            lines[i] = line.replace(f"from {PKG}", f"from {ALIAS}", 1)
+            lines[i] = line.replace(f"from {PKG}", f"from {alias}", 1)
         changed += 1
     if changed:
         with open(path, "w", encoding="utf-8") as f:
@@ -96,8 +100,9 @@ def _rewrite_imports(path: str) -> int:
 
 
 @contextlib.contextmanager
-def baseline(rev: str) -> Iterator[tuple[ModuleType, str]]:
-    """Yield (the baseline package imported as ``ALIAS``, its commit). The temporary copy is removed after."""
+def baseline(rev: str, alias: str = ALIAS) -> Iterator[tuple[ModuleType, str]]:
+    """Yield (the baseline package imported as ``alias``, its commit). The temporary copy is removed after; while
+    it exists, ``module.__path__`` locates it (the memory section's child processes import it from there)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if shutil.which("git") is None:
         raise Unavailable("git is not installed")
@@ -120,21 +125,21 @@ def baseline(rev: str) -> Iterator[tuple[ModuleType, str]]:
                 tf.extractall(tmp, filter="data")
             else:
                 tf.extractall(tmp)
-        pkg_dir = os.path.join(tmp, ALIAS)
+        pkg_dir = os.path.join(tmp, alias)
         os.rename(os.path.join(tmp, "src", PKG), pkg_dir)
         for dirpath, _, files in os.walk(pkg_dir):
             for name in files:
                 if name.endswith(".py"):
-                    _rewrite_imports(os.path.join(dirpath, name))
+                    _rewrite_imports(os.path.join(dirpath, name), alias)
         sys.path.insert(0, tmp)
         try:
-            module = importlib.import_module(ALIAS)
+            module = importlib.import_module(alias)
         finally:
             sys.path.remove(tmp)
         try:
             yield module, commit
         finally:
-            for name in [m for m in sys.modules if m == ALIAS or m.startswith(ALIAS + ".")]:
+            for name in [m for m in sys.modules if m == alias or m.startswith(alias + ".")]:
                 del sys.modules[name]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -158,12 +163,14 @@ def _configure(pkg: Any) -> Any:
     return tel
 
 
-async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int) -> dict[str, float]:
-    """ns per request (request path over the bare call, drain) and per chunk (over the bare generator), new vs
-    baseline, rotated order each round."""
+async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int, also_pkg: Any = None) -> dict[str, float]:
+    """ns per request (request path over the bare call, drain, their total) and per chunk (over the bare
+    generator), for the baseline, this checkout and optionally a second revision (``also``), rotated order each
+    round; ratios are this checkout's (and ``also``'s) per-round overheads over the baseline's, median over rounds."""
     params = [make_params(m) for m in MODELS]
     response = make_response()
-    tels = {"base": _configure(base_pkg), "new": _configure(ryot_telemetry)}
+    pkgs = {"base": base_pkg, **({"also": also_pkg} if also_pkg is not None else {}), "new": ryot_telemetry}
+    tels = {name: _configure(pkg) for name, pkg in pkgs.items()}
     chunks = [Chunk("c1", "model-0", [ChunkChoice(0, delta=Delta(content="tok "))]) for _ in range(n_chunks)]
     calls = {"bare": NoopRouter(response).openai_chat_completion}
     streams = {"bare": NoopRouter(response, chunks)}
@@ -184,10 +191,10 @@ async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int) -> dict[st
         await consume(streams[name])
     for tel in tels.values():
         tel.recorder.drain()
-    t: dict[str, list[float]] = {k: [] for k in ("bare", "base", "new", "dbase", "dnew", "sbare", "sbase", "snew")}
     names = list(calls)
+    t: dict[str, list[float]] = {f"{p}{k}": [] for k in names for p in ("", "d", "s")}
     for i in range(rounds):
-        order = names[i % 3 :] + names[: i % 3]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
             # Every block starts from the same collector state, so the cyclic GC's full collections (tens of ms,
             # triggered by the queued requests) are not charged to whichever variant happens to cross a threshold.
@@ -205,57 +212,201 @@ async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int) -> dict[st
                 tels[name].recorder.drain()  # the stream's one request, untimed: the next drain counts n
     for tel in tels.values():
         tel.shutdown()
-    path = {v: [w - b for w, b in zip(t[v], t["bare"])] for v in ("base", "new")}
-    chunk = {v: [w - b for w, b in zip(t["s" + v], t["sbare"])] for v in ("base", "new")}
-    return {
-        "bare_ns": median(t["bare"]),
-        "path_base_ns": median(path["base"]),
-        "path_new_ns": median(path["new"]),
-        "path_ratio": median([a / b for a, b in zip(path["new"], path["base"])]),
-        "path_ratio_min": min(a / b for a, b in zip(path["new"], path["base"])),
-        "path_ratio_max": max(a / b for a, b in zip(path["new"], path["base"])),
-        "drain_base_ns": median(t["dbase"]),
-        "drain_new_ns": median(t["dnew"]),
-        "drain_ratio": median([a / b for a, b in zip(t["dnew"], t["dbase"])]),
-        "chunk_bare_ns": median(t["sbare"]),
-        "chunk_base_ns": median(chunk["base"]),
-        "chunk_new_ns": median(chunk["new"]),
-        "chunk_ratio": median([a / b for a, b in zip(chunk["new"], chunk["base"])]),
-    }
+    out: dict[str, float] = {"bare_ns": median(t["bare"]), "chunk_bare_ns": median(t["sbare"])}
+    per: dict[str, dict[str, list[float]]] = {}
+    for v in tels:
+        path = [w - b for w, b in zip(t[v], t["bare"])]
+        total = [p + d for p, d in zip(path, t["d" + v])]
+        chunk = [w - b for w, b in zip(t["s" + v], t["sbare"])]
+        per[v] = {"path": path, "drain": t["d" + v], "total": total, "chunk": chunk}
+        for k, vals in per[v].items():
+            out[f"{k}_{v}_ns"] = median(vals)
+    for v in tels:
+        if v == "base":
+            continue
+        for k in ("path", "drain", "total", "chunk"):
+            ratios = [a / b for a, b in zip(per[v][k], per["base"][k])]
+            out[f"{k}_ratio_{v}"] = median(ratios)
+            out[f"{k}_ratio_{v}_min"] = min(ratios)
+            out[f"{k}_ratio_{v}_max"] = max(ratios)
+    return out
 
 
 def run(quick: bool, rev: str | None = None) -> list[tuple[str, str, str, str]]:
     """Print the section and return its summary rows (none when the baseline is unavailable)."""
     rev = rev or DEFAULT_REV
+    also_rev = os.environ.get("RYOT_AB_ALSO")
     n, rounds, n_chunks = (10000, 9, 20000) if quick else (20000, 21, 50000)
     try:
-        with baseline(rev) as (base_pkg, commit):
-            r = asyncio.run(bench_ab(base_pkg, n, rounds, n_chunks))
+        with contextlib.ExitStack() as stack:
+            base_pkg, commit = stack.enter_context(baseline(rev))
+            also_pkg, also_commit = stack.enter_context(baseline(also_rev, ALSO_ALIAS)) if also_rev else (None, "")
+            r = asyncio.run(bench_ab(base_pkg, n, rounds, n_chunks, also_pkg))
+            mem = memory_rows(quick, {commit[:7]: base_pkg, **({also_commit[:7]: also_pkg} if also_pkg else {})})
     except Unavailable as e:
         print(f"\n6. A/B against {rev}: skipped ({e}); it needs git and a checkout that has the revision")
         return []
     short = commit[:7]
+    variants = [("new", "this checkout")] + ([("also", also_commit[:7])] if also_rev else [])
     print(
-        f"\n6. A/B, this checkout / {short} (imported as {ALIAS}) in the same process, {n} non-streaming calls over "
+        f"\n6. A/B, against {short} (imported as {ALIAS}) in the same process, {n} non-streaming calls over "
         f"10 models and one {n_chunks}-chunk stream per variant x {rounds} rounds, rotated order (median ns)"
     )
-    print(
-        f"   bare call {r['bare_ns']:.0f}; request path overhead: {short} +{r['path_base_ns']:.0f}, "
-        f"this checkout +{r['path_new_ns']:.0f} (per-round ratio {r['path_ratio_min']:.2f}-{r['path_ratio_max']:.2f})"
-    )
     print(f"   this checkout: {os.path.dirname(os.path.abspath(ryot_telemetry.__file__))}")
-    print(f"   drain per request: {short} {r['drain_base_ns']:.0f}, this checkout {r['drain_new_ns']:.0f}")
-    print(
-        f"   per chunk over a bare generator ({r['chunk_bare_ns']:.0f}): {short} +{r['chunk_base_ns']:.0f}, "
-        f"this checkout +{r['chunk_new_ns']:.0f}"
-    )
-    return [
+    print(f"   bare call {r['bare_ns']:.0f}; bare generator per chunk {r['chunk_bare_ns']:.0f}")
+    print(f"   {'':16} {'request path':>12} {'drain':>8} {'total':>8} {'per chunk':>10}")
+    for v, label in [("base", short), *variants]:
+        print(
+            f"   {label:16} {r[f'path_{v}_ns']:12.0f} {r[f'drain_{v}_ns']:8.0f} {r[f'total_{v}_ns']:8.0f} "
+            f"{r[f'chunk_{v}_ns']:10.0f}"
+        )
+    for v, label in variants:
+        print(
+            f"   {label} / {short}: request path {r[f'path_ratio_{v}']:.2f}, drain {r[f'drain_ratio_{v}']:.2f}, "
+            f"total {r[f'total_ratio_{v}']:.2f} (per-round {r[f'total_ratio_{v}_min']:.2f}-"
+            f"{r[f'total_ratio_{v}_max']:.2f}), per chunk {r[f'chunk_ratio_{v}']:.2f}"
+        )
+    rows = [
         (
             f"A/B request path overhead, this checkout / {short}",
-            f"{r['path_ratio']:.2f}",
+            f"{r['path_ratio_new']:.2f}",
             f"<= {GOAL:.2f}",
-            verdict(r["path_ratio"] <= GOAL),
+            verdict(r["path_ratio_new"] <= GOAL),
         ),
-        (f"A/B drain per request, this checkout / {short}", f"{r['drain_ratio']:.2f}", "", ""),
-        (f"A/B per-chunk overhead, this checkout / {short}", f"{r['chunk_ratio']:.2f}", "", ""),
+        (f"A/B drain per request, this checkout / {short}", f"{r['drain_ratio_new']:.2f}", "", ""),
+        (
+            f"A/B total per request (path + drain), this checkout / {short}",
+            f"{r['total_ratio_new']:.2f}",
+            f"<= {TOTAL_GOAL:.2f}",
+            verdict(r["total_ratio_new"] <= TOTAL_GOAL),
+        ),
+        (
+            f"A/B per-chunk overhead, this checkout / {short}",
+            f"{r['chunk_ratio_new']:.2f}",
+            f"<= {CHUNK_GOAL:.2f}",
+            verdict(r["chunk_ratio_new"] <= CHUNK_GOAL),
+        ),
     ]
+    if also_rev:
+        a = also_commit[:7]
+        rows += [
+            (f"A/B total per request, {a} / {short}", f"{r['total_ratio_also']:.2f}", "", ""),
+            (f"A/B per-chunk overhead, {a} / {short}", f"{r['chunk_ratio_also']:.2f}", "", ""),
+        ]
+    return rows + mem
+
+
+# --- memory and the slowest request behind a stalled drain or a dead OTLP endpoint --------------------------------
+
+MEMORY_CASES = ("stalled", "dead-otlp")
+"""``stalled``: the background drainer stopped and no collection (every finished request stays queued);
+``dead-otlp``: the production set-up (drainer on) exporting every 200 ms to a closed port."""
+RESPONSE_TEXT = 4096
+"""Characters of completion text in each (fresh) response: what a queued request would pin if it kept it."""
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+async def _memory_child_run(alias: str, case: str, n: int) -> dict[str, float]:
+    from ryot_telemetry.demo.simulate import Choice, Message, PromptDetails, Response, Usage
+
+    from .run import rss_bytes
+
+    pkg = importlib.import_module(alias)
+    logging.getLogger("ryot_telemetry").setLevel(logging.CRITICAL)  # the dead endpoint's export errors
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+    tel = pkg.configure(
+        exporters="otlp",
+        otlp_endpoint=f"http://127.0.0.1:{_closed_port()}",
+        otlp_protocol="http/protobuf",
+        export_interval_ms=200 if case == "dead-otlp" else 3_600_000,
+        gpu=False,
+    )
+    if case == "stalled":
+        tel.recorder.stop_drainer()
+        tel.recorder.max_pending = n + 1  # the whole run stays queued, as behind a drain that never comes
+
+    class Provider:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            text = "x" * (RESPONSE_TEXT - 1) + str(len(params.model) % 10)  # a fresh string per response
+            usage = Usage(120, 40, 160, PromptDetails(cached_tokens=30))
+            return Response("r1", params.model, [Choice(0, message=Message(text))], usage)
+
+    call = tel.instrument_router(Provider()).openai_chat_completion
+    params = [make_params(m) for m in MODELS]
+    for i in range(200):  # warm-up: every series exists
+        await call(params[i % len(params)])
+    gc.collect()
+    before = rss_bytes()
+    slowest = 0.0
+    for i in range(n):
+        t0 = clock()
+        await call(params[i % len(params)])
+        slowest = max(slowest, clock() - t0)
+    gc.collect()
+    return {"growth_mb": (rss_bytes() - before) / 1e6, "slowest_ms": slowest * 1e3}
+
+
+def memory_child(alias: str, case: str, n: int) -> None:
+    """Child process body: print the case's figures as JSON and leave at once (a dead endpoint's shutdown would
+    wait for the exporter's retries)."""
+    import json
+
+    print(json.dumps(asyncio.run(_memory_child_run(alias, case, n))), flush=True)
+    os._exit(0)
+
+
+def _memory(alias: str, path: str | None, case: str, n: int) -> dict[str, float]:
+    import json
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (path, root, env.get("PYTHONPATH")) if p)
+    code = f"from benchmarks.ab import memory_child; memory_child({alias!r}, {case!r}, {n})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory child {alias} {case}: {out.stderr.strip().splitlines()[-1:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def memory_rows(quick: bool, baselines: dict[str, ModuleType]) -> list[tuple[str, str, str, str]]:
+    """RSS growth and the slowest request over ``n`` requests per case, each variant in its own process."""
+    n = 20_000 if quick else 50_000
+    variants: dict[str, tuple[str, str | None]] = {
+        label: (pkg.__name__, os.path.dirname(next(iter(pkg.__path__)))) for label, pkg in baselines.items()
+    }
+    variants["this checkout"] = (PKG, None)
+    print(
+        f"\n6b. memory and the slowest request, {n} non-streaming requests with {RESPONSE_TEXT}-character responses, "
+        "own process per variant; stalled: drainer stopped, no collection; dead-otlp: exports to a closed port"
+    )
+    rows = []
+    first = next(iter(baselines))
+    for case in MEMORY_CASES:
+        got = {label: _memory(alias, path, case, n) for label, (alias, path) in variants.items()}
+        for label, r in got.items():
+            print(f"   {case:9} {label:14} RSS +{r['growth_mb']:7.1f} MB, slowest request {r['slowest_ms']:6.2f} ms")
+        new, base = got["this checkout"], got[first]
+        rows += [
+            (
+                f"RSS growth, {case} ({n} requests), this checkout vs {first}",
+                f"{new['growth_mb']:.1f} MB",
+                f"<= {base['growth_mb']:.1f} MB",
+                verdict(new["growth_mb"] <= max(base["growth_mb"], 1.0)),
+            ),
+            (
+                f"slowest request, {case}, this checkout vs {first}",
+                f"{new['slowest_ms']:.2f} ms",
+                f"<= {base['slowest_ms']:.2f} ms",
+                verdict(new["slowest_ms"] <= base["slowest_ms"]),
+            ),
+        ]
+    return rows

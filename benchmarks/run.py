@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: fewer requests and rounds")
     ap.add_argument("--only", choices=(*SECTIONS, "loop", "costs"), action="append")
-    ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default 70245f1)")
+    ap.add_argument("--ab-against", metavar="REV", help="baseline git revision of section ab (default cb16a6d)")
     ap.add_argument("--json", metavar="PATH", help="also write the summary rows as JSON records to PATH")
     ap.add_argument("--rss-child", choices=("models", "adversarial"), help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, help=argparse.SUPPRESS)

@@ -22,7 +22,7 @@ from .export.assembly import build_recorder, package_version
 from .pricing import PriceTable
 from .recording.instruments import views
 from .recording.recorder import Recorder, Request
-from .router.wrapper import instrument_router, uninstrument_router
+from .router.instance import instrument_router, uninstrument_router
 from .settings import ConfigurationError, Settings
 from .slo import SloTable
 from .sources.gpu import GpuGauges, install_gpu_gauges

@@ -99,6 +99,8 @@ _LOAD = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _STARTUP = (1.0, 5.0, 10.0, 30.0, 60.0)
 _BATCH = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 _TPS = (10.0, 25.0, 50.0, 100.0, 150.0, 250.0, 400.0, 600.0)
+_LENGTH = tuple(float(2**k) for k in range(4, 18))  # 16 ... 131072 tokens
+_QUEUE_AGE = (0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0)
 _RATIO = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 METER_NAME = "ryot_telemetry"
@@ -574,6 +576,54 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "they are not sent again, so the collector may lack them.",
         (),
         source="telemetry",
+    ),
+    # Telemetry about telemetry (SPEC "Promises under faults"): always on, no labels, one series each.
+    MetricSpec(
+        "ryot.telemetry.queue.dropped_requests",
+        Instrument.COUNTER,
+        "{request}",
+        "Finished requests telemetry dropped unrecorded because its queue was full (past max_pending) and recording "
+        "the oldest ones inline failed; their counts are lost. Exported at 0 from the start.",
+        (),
+        source="service",
+    ),
+    MetricSpec(
+        "ryot.telemetry.queue.oldest_age",
+        Instrument.HISTOGRAM,
+        "s",
+        "Age of the oldest queued request at each drain that found the queue non-empty (background drainer and "
+        "collections): how far recording lags behind the requests. A histogram rather than a gauge: a gauge would "
+        "show only the last drain before a scrape (right after the scrape's own drain), hiding the lag spikes "
+        "between scrapes that the high buckets keep.",
+        (),
+        buckets=_QUEUE_AGE,
+        source="service",
+    ),
+    # SPEC "Capacity and scaling": input/output lengths and the engine's own queue time.
+    MetricSpec(
+        "ryot.request.prompt_tokens",
+        Instrument.HISTOGRAM,
+        "{token}",
+        "Prompt tokens per request, from usage only (never estimated): the input length distribution.",
+        ("model",),
+        buckets=_LENGTH,
+    ),
+    MetricSpec(
+        "ryot.request.completion_tokens",
+        Instrument.HISTOGRAM,
+        "{token}",
+        "Completion tokens per request (all choices), from usage only: the output length distribution.",
+        ("model",),
+        buckets=_LENGTH,
+    ),
+    MetricSpec(
+        "ryot.engine.queue",
+        Instrument.HISTOGRAM,
+        "s",
+        "Queue time the engine reports per request (vLLM metrics.queue_time_ms), when the response carries one; "
+        "nothing is recorded for an engine that reports none.",
+        ("model",),
+        buckets=_TTFT,
     ),
 )
 

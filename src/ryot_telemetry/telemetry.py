@@ -34,7 +34,7 @@ from .export.assembly import (
 from .export.otlp import install_self_metrics
 from .export.readers import build_readers
 from .recording.recorder import Recorder
-from .router.wrapper import instrument_router
+from .router.instance import instrument_router
 from .settings import ARGUMENTS, EXPORTERS, PROTOCOLS, Arguments, ConfigurationError, Settings, unknown_variables
 from .sources.gpu import GpuGauges
 

@@ -20,7 +20,7 @@ from . import _state
 from .engine import EngineMetrics
 from .export.assembly import assemble, ryot_meter
 from .recording.recorder import Recorder
-from .router.wrapper import instrument_router
+from .router.instance import instrument_router
 from .settings import Settings
 from .sources.gpu import GpuGauges
 

@@ -41,8 +41,9 @@ def test_write_dashboard_and_main_write_the_same_file(tmp_path: Path) -> None:
 def test_every_panel_query_names_real_metrics() -> None:
     """Each panel query names at least one metric; every ryot_* name and every label in it is exposed by the plugin."""
     queries = _queries(build_dashboard())
-    assert len(queries) == 59  # 31 (2 by tenant), 10 SLO, 7 outcomes, 7 providers, 2 budget (recorded series),
-    # 2 telemetry health
+    # 31 (2 by tenant), 10 SLO, 7 outcomes, 9 capacity (lengths, engine queue time), 7 providers, 2 budget (recorded
+    # series), 2 telemetry health (OTLP), 2 telemetry itself (queue)
+    assert len(queries) == 70
     for title, expr in queries:
         if expr in BUDGET_RECORDS:
             continue  # the budget panel: budgets exist only in the generated budget rules
@@ -172,6 +173,7 @@ _VALUE_UNITS = {
     "{token/s}": {"suffix: tokens/s"},
     "{request}": {"short"},
     "{point}": {"short"},
+    "{token}": {"short"},  # tokens per request (the length histograms)
     "1": {"percentunit", "short"},  # a fraction, or (token efficiency) a quotient of two different units
 }
 _RATE_UNITS = {

@@ -99,5 +99,21 @@ SELF_METRICS: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, 
     # "Promises under faults": OTLP exports by result, delta increments given up after an unknown outcome.
     "ryot_telemetry_otlp_exports_total": ("counter", frozenset({"result"}), frozenset(), None),
     "ryot_telemetry_otlp_delta_increments_unconfirmed_total": ("counter", frozenset(), frozenset(), None),
+    # requests dropped by a full queue, the oldest queued request's age at each drain
+    "ryot_telemetry_queue_dropped_requests_total": ("counter", frozenset(), frozenset(), None),
+    "ryot_telemetry_queue_oldest_age_seconds": (
+        "histogram",
+        frozenset(),
+        frozenset(),
+        (0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0),
+    ),
 }
 SPEC_SECTIONS.update(SELF_METRICS)
+# "Capacity and scaling": length histograms (powers of two, 16 ... 131072) and the engine's queue time (TTFT buckets).
+_LENGTH = tuple(float(2**k) for k in range(4, 18))
+CAPACITY: dict[str, tuple[str, frozenset[str], frozenset[str], tuple[float, ...] | None]] = {
+    "ryot_request_prompt_tokens": ("histogram", frozenset({"model"}), frozenset(), _LENGTH),
+    "ryot_request_completion_tokens": ("histogram", frozenset({"model"}), frozenset(), _LENGTH),
+    "ryot_engine_queue_seconds": ("histogram", frozenset({"model"}), frozenset(), _TTFT),
+}
+SPEC_SECTIONS.update(CAPACITY)

@@ -110,6 +110,31 @@ def test_layers_import_only_downwards() -> None:
     assert _reaching("multiproc", ("router", *top)) == []
 
 
+def test_recording_rooms_import_downwards_request_measure_drain() -> None:
+    """Inside recording: provider reading knows no request, the request no measurement or drain, the measurement
+    no drain (request -> measure -> drain -> export); the hot path (router.wrapper) knows nothing of the assembly,
+    and no module outside recording.recorder reaches a private name of the recording rooms."""
+    rooms = ("provider", "request", "measure", "recorder")
+    for i, room in enumerate(rooms):
+        above = tuple(f"recording.{r}" for r in rooms[i + 1 :])
+        assert _reaching(f"recording.{room}", above) == [], room
+    assert _reaching("router.wrapper", ("export", "multiproc", "telemetry")) == []
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith(rooms):
+                private += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert private == []
+
+
+def test_no_recording_or_router_module_over_700_lines() -> None:
+    """The request path's rooms stay readable in one sitting: no module of recording/ or router/ over 700 lines."""
+    paths = [*(PACKAGE / "recording").glob("*.py"), *(PACKAGE / "router").glob("*.py")]
+    long = {p.name: n for p in paths if (n := len(p.read_text().splitlines())) > 700}
+    assert long == {}
+
+
 def test_import_graph_sees_type_checking_and_function_imports() -> None:
     """An import under ``if TYPE_CHECKING:`` or inside a function counts as an edge of the graph."""
     source = (

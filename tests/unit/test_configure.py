@@ -134,8 +134,9 @@ def test_views_carry_catalogue_buckets_and_attribute_filters() -> None:
     assert lat._aggregation._boundaries == list(get("ryot.inference.latency").buckets)
     assert lat._attribute_keys == {"model", "batch_size", "generation_mode"}
     assert by_name["ryot.inference.requests"]._attribute_keys == {"model", "endpoint", "status", "error_type", "tenant"}
-    assert len(by_name) == 41  # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth,
-    # ryot_model_info, 2 OTLP export self-metrics
+    # 26 SPEC table families, ryot_slo_requests_total, 7 "Outcomes, ...", 4 GPU depth, ryot_model_info, 2 OTLP
+    # export and 2 queue self-metrics, 3 from "Capacity and scaling"
+    assert len(by_name) == 46
 
 
 @needs_series_limit

@@ -91,6 +91,12 @@ async def _outcome_traffic(tel) -> None:
     stream = await r.openai_chat_completion(ChatParams(model="m", stream=True))
     await stream.__anext__()
     await stream.aclose()
+    # a vLLM-style stream whose final usage chunk carries the engine's per-request metrics, queue time included
+    metrics = {"queue_time_ms": 4.0, "time_to_first_token_ms": 10.0, "mean_itl_ms": 5.0}
+    last = ChatChunk(choices=[], usage=usage(8, 2), metrics=metrics)
+    r = tel.instrument_router(ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b"), last]))
+    async for _ in await r.openai_chat_completion(ChatParams(model="m", stream=True)):
+        pass
 
 
 def _engine_reports(tel) -> None:

@@ -12,6 +12,7 @@ from ryot_telemetry import configure
 from ryot_telemetry.export.assembly import package_version
 from ryot_telemetry.recording import derived
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.recording.derived import _Ring
 from ryot_telemetry.testing import Capture, capture
 from support.nvml import FakeNvml, GiB, device
@@ -24,6 +25,7 @@ def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The recorder's and the sliding windows' clock, set by the test: ``now[0] = t``."""
     t = [1000.0]
     monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    monkeypatch.setattr(_request, "_clock", lambda: t[0])
     monkeypatch.setattr(derived, "_clock", lambda: t[0])
     return t
 
@@ -185,3 +187,36 @@ def test_sliding_window_equals_a_plain_sum_over_the_kept_seconds(
         v for s, v in kept if now_s - seconds < s <= now_s and head is not None and s > head - derived.RING_SECONDS
     )
     assert ring.sum(now_s, seconds) == expected
+
+
+def test_parts_never_exceed_their_whole(cap: Capture, now: list[float], caplog: pytest.LogCaptureFixture) -> None:
+    """250 cached of 100 prompt tokens count as 100 cached (hit ratio 1.0, effectiveness 1.0), 40 reasoning of 10
+    completion tokens as 10; one warning per model names what was clamped."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="ryot_telemetry"):
+        for model in ("m", "m", "other"):
+            with cap.recorder.request(model, "chat_completion", "standard") as req:
+                req.prompt_tokens, req.cached_tokens = 100, 250
+                req.completion_tokens, req.reasoning_tokens = 10, 40
+        cap.collect()
+    assert cap.value("ryot.cached_prompt_tokens", model="m", generation_mode="standard") == 200
+    assert cap.value("ryot.reasoning_tokens", model="m", generation_mode="standard") == 20
+    assert cap.value("ryot.cached_prompt_tokens", model="other", generation_mode="standard") == 100
+    assert cap.value("ryot.kv_cache.hit_ratio", model="m", context_type="conversation") == 1.0
+    assert cap.value("ryot.kv_cache.hit_ratio", model="other", context_type="conversation") == 1.0
+    eff = cap.histogram("ryot.prompt_cache.effectiveness", model="m")
+    assert eff is not None and (eff.count, eff.sum) == (2, 2.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"ryot-telemetry: model {model!r}: usage reports cached_tokens=250 > prompt_tokens=100 and "
+        "reasoning_tokens=40 > completion_tokens=10; clamped to the whole; further ones for this model are not logged"
+        for model in ("m", "other")
+    ]
+
+
+def test_usage_derived_hit_ratio_stays_within_0_and_1(now: list[float]) -> None:
+    """Window sums whose cached part exceeds the prompt (added past the recorder) still give a ratio of 1.0."""
+    windows = derived.SlidingWindows()
+    windows.add_sums({}, {("m", "conversation", int(now[0])): [100, 250]})
+    assert windows.hit_ratios() == [("m", "conversation", 1.0)]

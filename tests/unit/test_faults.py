@@ -72,7 +72,7 @@ async def test_instruments_raising_on_every_measurement_leave_calls_untouched(
 ) -> None:
     """Every add/record raises: callers get the provider's objects, collection still works, failures logged."""
     for name in INSTRUMENTS:
-        monkeypatch.setattr(cap.recorder, name, Raising())
+        monkeypatch.setattr(cap.recorder.measure, name, Raising())
     caplog.set_level(logging.DEBUG, logger="ryot_telemetry")
     await _traffic(cap.instrument_router)
     cap.collect()
@@ -89,7 +89,7 @@ async def test_queue_fault_when_a_request_ends_leaves_calls_untouched(
     def submit(req: Any) -> None:
         raise Boom("queue")
 
-    monkeypatch.setattr(cap.recorder, "_submit", submit)
+    monkeypatch.setattr(cap.recorder, "submit", submit)
     await _traffic(cap.instrument_router)
     cap.collect()
     assert cap.points(REQ) == []

@@ -902,3 +902,158 @@ def test_every_router_shape_gives_the_caller_exactly_what_the_router_gives(wrapp
         if wrapped is not None:
             wrapped.instrumentor.uninstrument()
         stack.provider.shutdown()
+
+
+# --- every stream length, every repetition of chunk objects (issue 22) -------------------------------------------
+
+_STREAM_EXAMPLES = int(os.environ.get("RYOT_STREAM_EXAMPLES", "40"))
+"""Examples of the stream-length property: bounded for the default run (well under a minute);
+``RYOT_STREAM_EXAMPLES=400`` runs ten times as many."""
+
+
+class _AttrChunk:
+    """An attribute object chunk, neither a dict nor a pydantic model (weak-referenceable, as a pooled one)."""
+
+    def __init__(self, content: str | None, usage: Any = None) -> None:
+        delta = types.SimpleNamespace(content=content, role=None, tool_calls=None)
+        self.choices = [types.SimpleNamespace(index=0, delta=delta, text=None, finish_reason=None)] if content else []
+        self.usage = usage
+        self.model = "m"
+
+
+class _Reasoning:
+    """ogx's reasoning wrapper around an OpenAI chunk."""
+
+    def __init__(self, chunk: Any) -> None:
+        self.chunk = chunk
+        self.reasoning_content = None
+
+
+def _chunk(kind: str, content: str | None, usage: Any = None) -> Any:
+    from support.fakes import ChatChunk, ChunkChoice, Delta
+
+    if kind == "dict":
+        choices = [{"index": 0, "delta": {"content": content}}] if content else []
+        return {"choices": choices, "usage": usage, "model": "m"}
+    if kind == "attr":
+        return _AttrChunk(content, usage)
+    return ChatChunk(choices=[ChunkChoice(delta=Delta(content=content))] if content else [], usage=usage)
+
+
+class _StreamSpec(NamedTuple):
+    length: int  # content chunks
+    leading: int  # chunks without content before the first content chunk (a role chunk, keep-alives)
+    kind: str  # object (pydantic), attr, dict
+    repetition: str  # fresh, reused (one object for every chunk), repeated (each object twice in a row)
+    usage: bool  # the provider sends a usage chunk when asked
+    caller_asks_usage: bool
+    semconv: bool
+    reasoning: bool
+
+
+STREAM_SPECS = st.builds(
+    _StreamSpec,
+    length=st.one_of(st.sampled_from((0, 1, 2, 255, 256, 257, 1023, 1024, 1025, 2048, 5000)), st.integers(0, 5000)),
+    leading=st.integers(0, 2),
+    kind=st.sampled_from(("object", "attr", "dict")),
+    repetition=st.sampled_from(("fresh", "reused", "repeated")),
+    usage=st.booleans(),
+    caller_asks_usage=st.booleans(),
+    semconv=st.booleans(),
+    reasoning=st.booleans(),
+)
+
+
+def _stream_items(spec: _StreamSpec) -> tuple[list[Any], Any]:
+    """(the stream's items, its usage chunk or None) as the provider sends them when asked for usage."""
+    from support.fakes import usage as make_usage
+
+    lead = _chunk(spec.kind, None)
+    items: list[Any] = [lead] * spec.leading
+    if spec.repetition == "reused":
+        one = _chunk(spec.kind, "tok")
+        items += [one] * spec.length
+    elif spec.repetition == "repeated":
+        pairs = [_chunk(spec.kind, "tok") for _ in range((spec.length + 1) // 2)]
+        items += [c for c in pairs for _ in (0, 1)][: spec.length]
+    else:
+        items += [_chunk(spec.kind, "tok") for _ in range(spec.length)]
+    usage_chunk = None
+    if spec.usage:
+        u = make_usage(7, spec.length + 3)
+        usage_chunk = _chunk(spec.kind, None, u.model_dump() if spec.kind == "dict" else u)
+    if spec.reasoning:
+        wrappers = {id(c): _Reasoning(c) for c in [*items, usage_chunk] if c is not None}
+        items = [wrappers[id(c)] for c in items]
+        usage_chunk = wrappers[id(usage_chunk)] if usage_chunk is not None else None
+    return items, usage_chunk
+
+
+class _StreamRouter:
+    def __init__(self, items: list[Any], usage_chunk: Any) -> None:
+        self.items, self.usage_chunk = items, usage_chunk
+
+    def _stream(self, asked: bool) -> AsyncIterator[Any]:
+        async def gen() -> AsyncIterator[Any]:
+            for item in self.items:
+                yield item
+            if self.usage_chunk is not None and asked:
+                yield self.usage_chunk
+
+        return gen()
+
+    async def openai_chat_completion(self, params: Any) -> Any:
+        return self._stream(bool((params.stream_options or {}).get("include_usage")))
+
+    async def openai_chat_completions_with_reasoning(self, params: Any) -> Any:
+        return self._stream(True)  # ogx's Responses layer always asks for usage
+
+
+def test_any_stream_length_and_chunk_repetition_reaches_the_caller_whole() -> None:
+    """Streams of 0..5,000 chunks, fresh, reused or repeated objects, dicts, pydantic or attribute objects, with or
+    without usage, semconv and reasoning: the caller gets every chunk (the very objects), the request counts once
+    as a success with the exact token counts (usage, else the chunk estimate), and in-flight ends at 0."""
+    from ryot_telemetry.testing import capture
+    from support.fakes import ChatParams
+
+    @settings(PROFILE, max_examples=_STREAM_EXAMPLES)
+    @given(spec=STREAM_SPECS)
+    @example(spec=_StreamSpec(1025, 1, "object", "reused", False, False, False, False))
+    @example(spec=_StreamSpec(5000, 0, "attr", "repeated", True, False, True, False))
+    def one(spec: _StreamSpec) -> None:
+        items, usage_chunk = _stream_items(spec)
+        cap = capture(semconv=spec.semconv)
+        try:
+            router = cap.instrument_router(_StreamRouter(items, usage_chunk))
+            opts = {"include_usage": True} if spec.caller_asks_usage else None
+            params = ChatParams(model="m", stream=True, stream_options=opts)
+
+            async def consume() -> list[Any]:
+                call = (
+                    router.openai_chat_completions_with_reasoning if spec.reasoning else router.openai_chat_completion
+                )
+                return [c async for c in await call(params)]
+
+            got = asyncio.run(consume())
+            expected = list(items)
+            if usage_chunk is not None and (spec.caller_asks_usage or spec.reasoning):
+                expected.append(usage_chunk)
+            assert len(got) == len(expected)
+            assert all(a is b for a, b in zip(got, expected))
+            cap.recorder.drain(release_held=True)
+            cap.collect()
+            assert cap.value("ryot.inference.requests", model="m", endpoint="chat_completion", status="success") == 1
+            assert len(cap.series("ryot.inference.requests")) == 1
+            tokens = {p.attributes["token_type"]: p.value for p in cap.points("ryot.tokens.generated")}
+            estimated = {p.attributes["token_type"]: p.value for p in cap.points("ryot.estimated_tokens")}
+            if usage_chunk is not None:
+                assert tokens == {"prompt": 7, "completion": spec.length + 3}
+                assert estimated == {}
+            else:
+                assert tokens == {}
+                assert estimated.get("completion") == (spec.length or None)
+            assert all(v == 0 for v in cap.recorder.active().values())
+        finally:
+            cap.shutdown()
+
+    one()

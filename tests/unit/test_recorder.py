@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
 from ryot_telemetry.recording import recorder as _recorder
-from ryot_telemetry.recording.outcomes import StreamEnd
+from ryot_telemetry.recording import request as _request
+from ryot_telemetry.recording.provider import StreamEnd
 from ryot_telemetry.recording.recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
 
@@ -147,7 +148,7 @@ def test_telemetry_failure_at_exit_never_replaces_the_outcome(cap: Capture, monk
     def broken(req: object) -> None:
         raise RuntimeError("telemetry broke")
 
-    monkeypatch.setattr(cap.recorder, "_submit", broken)
+    monkeypatch.setattr(cap.recorder, "submit", broken)
     with cap.recorder.request("m", "chat_completion", "standard"):
         pass
     with pytest.raises(ValueError, match="mine"), cap.recorder.request("m", "chat_completion", "standard"):
@@ -205,6 +206,7 @@ class FakeClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(_recorder, "_clock", fake)
+    monkeypatch.setattr(_request, "_clock", fake)
     return fake
 
 
@@ -519,3 +521,61 @@ def test_an_outcome_that_cannot_be_read_loses_only_the_outcome(cap: Capture) -> 
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
     assert cap.value(TOK, model="m", token_type="prompt", generation_mode="standard") == 3
     assert cap.series(FIN) == []
+
+
+DROPPED = "ryot.telemetry.queue.dropped_requests"
+AGE = "ryot.telemetry.queue.oldest_age"
+
+
+def test_dropped_requests_counter_exists_at_zero_and_counts_what_a_full_queue_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dropped counter is exported at 0 from the start; with a queue of 2 whose inline drain fails, 5 requests
+    leave 2 queued (counted by the next collection) and 3 dropped, and the calls themselves are untouched."""
+    cap = capture(max_pending=2)
+    try:
+        rec = cap.recorder
+        rec.stop_drainer()
+        cap.collect()
+        assert cap.series(DROPPED) == [{}]
+        assert cap.value(DROPPED) == 0
+
+        def broken(limit: int | None = None) -> int:
+            raise RuntimeError("drain")
+
+        monkeypatch.setattr(rec, "drain", broken)
+        for _ in range(5):
+            with rec.request("m", "chat_completion", "standard"):
+                pass
+        assert len(rec._pending) == 2
+        cap.collect()
+        assert cap.value(DROPPED) == 3
+        assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 2
+    finally:
+        cap.shutdown()
+
+
+def test_oldest_queued_request_age_is_recorded_at_each_drain_that_finds_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request finished at t=10 and drained at t=12.5 is 2.5 s old: one observation; a drain of an empty queue
+    records none."""
+    t = [10.0]
+    monkeypatch.setattr(_recorder, "_clock", lambda: t[0])
+    monkeypatch.setattr(_request, "_clock", lambda: t[0])
+    cap = capture()
+    try:
+        cap.recorder.stop_drainer()
+        cap.recorder.models("m")
+        with cap.recorder.request("m", "chat_completion", "standard"):
+            pass
+        t[0] = 12.5
+        cap.collect()
+        age = cap.histogram(AGE)
+        assert age is not None
+        assert (age.count, age.sum, age.attributes) == (1, 2.5, {})
+        assert age.explicit_bounds == (0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0)
+        assert age.bucket_counts == (0, 0, 0, 0, 0, 1, 0, 0, 0, 0)
+        cap.recorder.drain()
+        cap.collect()
+        assert cap.histogram(AGE).count == 1  # type: ignore[union-attr]
+    finally:
+        cap.shutdown()

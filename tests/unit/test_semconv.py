@@ -9,6 +9,7 @@ import pytest
 
 import ryot_telemetry.router.wrapper as _wrapper
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.recording import semconv as _semconv
 from ryot_telemetry.recording.semconv import SEMCONV
 from ryot_telemetry.testing import Capture, capture
@@ -52,6 +53,7 @@ def clock(monkeypatch: pytest.MonkeyPatch, *times: float) -> None:
     ticks = itertools.chain(times, itertools.repeat(times[-1]))
     fake = lambda: next(ticks)  # noqa: E731
     monkeypatch.setattr(_recorder, "_clock", fake)
+    monkeypatch.setattr(_request, "_clock", fake)
     monkeypatch.setattr(_wrapper, "_clock", fake)
 
 

@@ -14,6 +14,7 @@ from ryot_telemetry import ConfigurationError, SloTable, configure
 from ryot_telemetry.artifacts.slo_rules import EXAMPLE_TABLE, rules_yaml
 from ryot_telemetry.artifacts.slo_rules import main as slo_main
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.slo import Slo, judge
 from ryot_telemetry.testing import Capture, capture
 from support.fakes import ChatParams, Completion, CompletionParams, content_chunk, usage, usage_chunk
@@ -79,6 +80,7 @@ class TimedRouter:
 def timed(monkeypatch: pytest.MonkeyPatch) -> tuple[Clock, TimedRouter]:
     clock = Clock()
     monkeypatch.setattr(_recorder, "_clock", clock)
+    monkeypatch.setattr(_request, "_clock", clock)
     monkeypatch.setattr(wrapper_module, "_clock", clock)
     return clock, TimedRouter(clock)
 

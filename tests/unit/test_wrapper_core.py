@@ -413,3 +413,46 @@ async def test_a_single_token_answer_reports_no_engine_tpot(cap: Capture) -> Non
     cap.collect()
     assert cap.histogram("ryot.engine.prefill", model="m").count == 1
     assert cap.histogram("ryot.engine.time_per_output_token", model="m") is None
+
+
+LENGTH_BOUNDS = tuple(float(2**k) for k in range(4, 18))
+
+
+async def test_length_histograms_count_usage_into_powers_of_two_buckets(cap: Capture) -> None:
+    """Prompt lengths 10, 16, 17, 131072, 131073 and completion lengths 0, 5, 100, 40, 2 from usage land in the
+    exact power-of-two buckets; a stream without usage (its tokens only estimated) adds nothing."""
+    for prompt, completion in ((10, 0), (16, 5), (17, 100), (131072, 40), (131073, 2)):
+        router = cap.instrument_router(ScriptedRouter(response=Completion(usage=usage(prompt, completion))))
+        await router.openai_chat_completion(ChatParams(model="m"))
+    stream = cap.instrument_router(ScriptedRouter(chunks=[content_chunk("a"), content_chunk("b")]))
+    async for _ in await stream.openai_chat_completion(ChatParams(model="m", stream=True)):
+        pass
+    cap.collect()
+    p = cap.histogram("ryot.request.prompt_tokens", model="m")
+    assert p is not None and p.explicit_bounds == LENGTH_BOUNDS
+    assert (p.count, p.sum) == (5, 10 + 16 + 17 + 131072 + 131073)
+    assert p.bucket_counts == (2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1)
+    c = cap.histogram("ryot.request.completion_tokens", model="m")
+    assert c is not None and (c.count, c.sum) == (5, 147)
+    assert c.bucket_counts == (3, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 2
+
+
+async def test_engine_queue_time_is_recorded_only_when_the_engine_reports_it(cap: Capture) -> None:
+    """vLLM's queue_time_ms 50 gives one 0.05 s observation (TTFT buckets); vLLM metrics without a queue time and
+    llama.cpp's timings (which carry none) record nothing."""
+    responses = [
+        Completion(usage=usage(4, 2), metrics={"queue_time_ms": 50.0, "time_to_first_token_ms": 10.0}),
+        Completion(usage=usage(4, 2), metrics={"queue_time_ms": None, "time_to_first_token_ms": 10.0}),
+        Completion(usage=usage(4, 2), timings={"prompt_ms": 3.0, "predicted_n": 2, "predicted_per_token_ms": 1.0}),
+    ]
+    for response in responses:
+        router = cap.instrument_router(ScriptedRouter(response=response))
+        await router.openai_chat_completion(ChatParams(model="m"))
+    cap.collect()
+    q = cap.histogram("ryot.engine.queue", model="m")
+    assert q is not None
+    assert (q.count, q.sum) == (1, 0.05)
+    assert q.explicit_bounds == (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+    assert q.bucket_counts == (0, 0, 0, 1, 0, 0, 0, 0, 0, 0)
+    assert cap.histogram("ryot.engine.prefill", model="m").count == 3  # type: ignore[union-attr]

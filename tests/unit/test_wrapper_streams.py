@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from ryot_telemetry.recording import recorder as _recorder
+from ryot_telemetry.recording import request as _request
 from ryot_telemetry.testing import Capture
 from support.fakes import (
     ChatChunk,
@@ -153,6 +154,7 @@ async def test_exact_ttft_and_tpot_from_controlled_clock(cap: Capture, monkeypat
     """With a fake clock: TTFT 0.3 s, latency 1.3 s, 5 tokens -> TPOT (1.3-0.3)/4 = 0.25 s, tokens/s 5/1.3."""
     ticks = itertools.chain([10.0, 10.3, 11.3], itertools.repeat(11.3))  # start, first content, end, collection
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(_request, "_clock", _recorder._clock)
     import ryot_telemetry.router.wrapper as w
 
     monkeypatch.setattr(w, "_clock", _recorder._clock)
@@ -434,6 +436,7 @@ async def test_tpot_is_per_choice_for_n_choices(monkeypatch: pytest.MonkeyPatch)
     # start, first chunk's arrival (semconv notes every chunk's), first token, three more arrivals, end
     ticks = itertools.chain([10.0, 10.1, 10.3, 10.5, 10.8, 11.0, 11.3], itertools.repeat(11.3))
     monkeypatch.setattr(_recorder, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(_request, "_clock", _recorder._clock)
     import ryot_telemetry.router.wrapper as w
 
     monkeypatch.setattr(w, "_clock", _recorder._clock)
@@ -662,7 +665,8 @@ class AiterPropertyRaises:
 
 async def test_result_whose_aiter_property_raises_is_returned_as_is(cap: Capture) -> None:
     """Asked to stream, the router returns an object ``async for`` cannot iterate: the caller gets that very object
-    (iterating it fails as it would without telemetry); the request counts once as a success, in-flight 0."""
+    (iterating it fails as it would without telemetry); the request counts once as the error the caller's
+    ``async for`` meets (issue 22: it counted as a success), in-flight 0."""
     result = AiterPropertyRaises()
 
     class Router:
@@ -670,9 +674,16 @@ async def test_result_whose_aiter_property_raises_is_returned_as_is(cap: Capture
             return result
 
     router = cap.instrument_router(Router())
-    assert await router.openai_chat_completion(ChatParams(model="m", stream=True)) is result
+    got = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    assert got is result
+    with pytest.raises(AttributeError, match="does not have __aiter__"):  # what the bare async for meets too
+        async for _ in got:
+            pass
     cap.collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="inference_error") == 1
+    assert cap.series(REQ) == [
+        {"model": "m", "endpoint": "chat_completion", "status": "error", "error_type": "inference_error"}
+    ]
     assert cap.recorder.active() == {("__unknown__", "streaming", "chat_completion"): 0}
 
 
@@ -1027,3 +1038,98 @@ async def test_semconv_hot_loop_counts_chunks_and_keeps_the_final_ones_too() -> 
         assert cap.histogram("ryot.engine.prefill", model="m").sum == 0.0125
     finally:
         cap.shutdown()
+
+
+class AiterRaises:
+    """A stream object whose ``__aiter__`` method raises."""
+
+    def __aiter__(self) -> Any:
+        raise ValueError("no stream today")
+
+
+async def test_stream_whose_aiter_raises_is_recorded_as_the_error_the_caller_gets(cap: Capture) -> None:
+    """The router returns a stream whose ``__aiter__`` raises: the caller gets the stream object and its own
+    ``async for`` raises; the request counts once as that error (issue 22: it counted as a success)."""
+    result = AiterRaises()
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            return result
+
+    router = cap.instrument_router(Router())
+    got = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    assert got is result
+    with pytest.raises(ValueError, match="no stream today"):
+        async for _ in got:
+            pass
+    cap.collect()
+    assert cap.series(REQ) == [
+        {"model": "m", "endpoint": "chat_completion", "status": "error", "error_type": "inference_error"}
+    ]
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="inference_error") == 1
+    assert cap.recorder.active() == {("__unknown__", "streaming", "chat_completion"): 0}
+
+
+class _Pooled:
+    """A provider's chunk (weak-referenceable), its text large enough to matter if a queued request kept it."""
+
+    def __init__(self, text: str, usage: Any = None, finish: str | None = None, timings: Any = None) -> None:
+        self.choices = [
+            {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish},
+        ]
+        self.usage = usage
+        self.model = "m"
+        self.timings = timings
+
+
+async def test_a_queued_request_holds_none_of_the_providers_objects(cap: Capture) -> None:
+    """Plain calls and streams (with and without semconv): once the caller drops the response or chunks, they are
+    freed while their requests still wait for the drain; the drain then records their outcome exactly."""
+    import weakref
+
+    refs: list[weakref.ref[Any]] = []
+    u = {"prompt_tokens": 3, "completion_tokens": 2, "completion_tokens_details": {"reasoning_tokens": 1}}
+    timings = {"prompt_ms": 40.0, "predicted_n": 2, "predicted_per_token_ms": 10.0}
+
+    class Router:
+        async def openai_chat_completion(self, params: Any) -> Any:
+            if not params.stream:
+                response = _Pooled("x" * 65536, u, "length", timings)
+                refs.append(weakref.ref(response))
+                return response
+
+            async def gen() -> Any:
+                chunks = [
+                    _Pooled("x" * 65536),
+                    _Pooled("y" * 65536),
+                    _Pooled("", None, "stop", timings),
+                    _Pooled("", u),
+                ]
+                chunks[-1].choices = []
+                refs.extend(weakref.ref(c) for c in chunks)
+                for c in chunks:
+                    yield c
+
+            return gen()
+
+    router = cap.instrument_router(Router())
+    rec = cap.recorder
+    rec.stop_drainer()
+    got = await router.openai_chat_completion(ChatParams(model="m"))
+    assert got.choices[0]["finish_reason"] == "length"
+    del got
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    seen = [c.choices[0]["finish_reason"] if c.choices else None async for c in stream]
+    assert seen == [None, None, "stop"]  # the usage chunk the caller did not ask for is not delivered
+    del stream
+    assert len(rec._pending) == 2
+    assert len(refs) == 5
+    assert [r() for r in refs] == [None] * 5  # freed with no gc.collect(), the requests still queued
+    cap.collect()
+    fin = "ryot.finish_reasons"
+    assert cap.value(fin, model="m", endpoint="chat_completion", finish_reason="length") == 1
+    assert cap.value(fin, model="m", endpoint="chat_completion", finish_reason="stop") == 1
+    assert cap.value("ryot.reasoning_tokens", model="m", generation_mode="standard") == 1
+    assert cap.value("ryot.reasoning_tokens", model="m", generation_mode="streaming") == 1
+    prefill = cap.histogram("ryot.engine.prefill", model="m")
+    assert prefill is not None and (prefill.count, prefill.sum) == (2, pytest.approx(0.08))

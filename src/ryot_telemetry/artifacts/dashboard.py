@@ -260,6 +260,24 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
             "short",
             thresholds=[(100, "red")],
         ),
+        _panel(
+            "Prompt length (tokens per request)",
+            "Input length distribution from usage (powers-of-two buckets): p50, p95, p99 by model.",
+            _quantiles("ryot.request.prompt_tokens"),
+            "short",
+        ),
+        _panel(
+            "Completion length (tokens per request)",
+            "Output length distribution from usage (all choices): p50, p95, p99 by model.",
+            _quantiles("ryot.request.completion_tokens"),
+            "short",
+        ),
+        _panel(
+            "Engine queue time",
+            "Queue time the engine reports per request (vLLM); it rises before rejections begin.",
+            _quantiles("ryot.engine.queue"),
+            _unit("ryot.engine.queue"),
+        ),
     ]
     gpu_legend = "{{instance}} GPU {{device_id}}"
     gpu = [
@@ -330,7 +348,7 @@ def _sections() -> list[tuple[str, list[dict[str, Any]]]]:
         ("Cost", spend),
         ("Outcomes and engine time", _outcome_panels()),
         ("Providers", _provider_panels()),
-        ("Telemetry health", _health_panels()),
+        ("Telemetry health", [*_health_panels(), *_self_panels()]),
     ]
 
 
@@ -356,6 +374,33 @@ def _health_panels() -> list[dict[str, Any]]:
             "short",
             kind="stat",
             thresholds=[(1, "orange")],
+        ),
+    ]
+
+
+def _self_panels() -> list[dict[str, Any]]:
+    """Telemetry's own queue (SPEC "Promises under faults"): requests it dropped, and how far recording lags."""
+    dropped = "ryot.telemetry.queue.dropped_requests"
+    age = "ryot.telemetry.queue.oldest_age"
+    age_buckets = f"{_name(age, '_bucket')}{{{_TARGET}}}"
+    return [
+        _panel(
+            "Requests dropped by telemetry",
+            "Finished requests dropped unrecorded because telemetry's queue was full; any is an alert "
+            "(RyotTelemetryDropsData).",
+            [(f"sum by (instance) (rate({_name(dropped)}{{{_TARGET}}}[{_RATE}]))", "{{instance}}")],
+            _rate_unit(dropped),
+        ),
+        _panel(
+            "Recording lag (oldest queued request, p99)",
+            "Age of the oldest queued request at each drain: how far the recorded metrics lag behind the requests.",
+            [
+                (
+                    f"histogram_quantile(0.99, sum by (instance, le) (rate({age_buckets}[{_RATE}])))",
+                    "{{instance}}",
+                )
+            ],
+            _unit(age),
         ),
     ]
 

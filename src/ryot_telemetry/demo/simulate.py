@@ -6,8 +6,10 @@ configurable rates and raise the kinds of exceptions real providers raise.
 
 For the demo it also plays the engine behind the router, so every non-GPU panel of the dashboard has data:
 ``slots`` bounds the sequences the engine runs at once per model (the rest wait in its queue), ``engine_timings``
-puts llama.cpp-style ``timings`` (prefill, decode time per token) on every answer and on the last chunk of every
-stream, and ``SimulatedEngine`` reports queue depth, the KV cache it reserves, model loads and start-up phases
+puts the engine's own timings on every answer and on the last chunk of every stream (llama.cpp-style ``timings``,
+prefill and decode time per token, for the first model and every other one after it; vLLM-style per-request
+``metrics``, which carry the queue time too, for the others, as a router fronting both engines sees), and
+``SimulatedEngine`` reports queue depth, the KV cache it reserves, model loads and start-up phases
 through the public ``EngineMetrics`` API. ``DEMO_PRICES`` is the demo's price table.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -78,6 +81,7 @@ class Chunk:
     usage: Usage | None = None
     object: str = "chat.completion.chunk"
     timings: dict[str, float] | None = None  # llama.cpp's field, on the last chunk of a stream
+    metrics: dict[str, float] | None = None  # vLLM's per-request field, on the last chunk of a stream
 
 
 @dataclass(slots=True)
@@ -102,6 +106,7 @@ class Response:
     usage: Usage
     object: str = "chat.completion"
     timings: dict[str, float] | None = None  # llama.cpp's field
+    metrics: dict[str, float] | None = None  # vLLM's per-request field
 
 
 class ProviderError(Exception):
@@ -132,7 +137,7 @@ class SimulatedRouter:
     seed: int | None = None
     models: tuple[str, ...] = ("llama-3.1-8b-instruct",)
     slots: int | None = None  # sequences the engine runs at once per model; None: no queue
-    engine_timings: bool = False  # llama.cpp-style ``timings`` on answers and on the last chunk of streams
+    engine_timings: bool = False  # the engine's timings on answers and on the last chunk of streams
     _rng: random.Random = field(init=False, repr=False)
     _ids: int = field(default=0, init=False, repr=False)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
@@ -155,38 +160,48 @@ class SimulatedRouter:
         return 0.0
 
     @contextlib.asynccontextmanager
-    async def _slot(self, model: str) -> AsyncIterator[None]:
-        """Hold one of the model's engine slots for the request's prefill and decode; wait in its queue first."""
+    async def _slot(self, model: str) -> AsyncIterator[float]:
+        """Hold one of the model's engine slots for the request's prefill and decode; wait in its queue first.
+        Yields the seconds waited (the engine's queue time)."""
         if self.slots is None:
-            yield
+            yield 0.0
             return
         sem = self._slots.get(model)
         if sem is None:
             sem = self._slots[model] = asyncio.Semaphore(self.slots)
         self.waiting[model] = self.waiting.get(model, 0) + 1
+        queued = time.monotonic()
         try:
             await sem.acquire()
         finally:
             self.waiting[model] -= 1
         self.running[model] = self.running.get(model, 0) + 1
         try:
-            yield
+            yield time.monotonic() - queued
         finally:
             self.running[model] -= 1
             sem.release()
 
-    def _timings(self, prompt: int, prefill_s: float, n_out: int, decode_s: float) -> dict[str, float] | None:
-        """llama.cpp's ``timings`` for one answer: what its engine measured, in milliseconds."""
+    def _timings(
+        self, model: str, prompt: int, queue_s: float, prefill_s: float, n_out: int, decode_s: float
+    ) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+        """What the engine measured for one answer, in milliseconds, as ``(timings, metrics)``: llama.cpp's
+        ``timings`` (no queue time) for the models at even places of ``models``, vLLM's per-request ``metrics``
+        (queue time included) for the others."""
         if not self.engine_timings:
-            return None
+            return None, None
         per_token = decode_s / (n_out - 1) if n_out > 1 else 0.0
-        return {
+        if self.models.index(model) % 2 == 1:
+            vllm = {"queue_time_ms": queue_s * 1000, "time_to_first_token_ms": prefill_s * 1000}
+            return None, {**vllm, "mean_itl_ms": per_token * 1000} if n_out > 1 else vllm
+        timings = {
             "prompt_n": prompt,
             "prompt_ms": prefill_s * 1000,
             "predicted_n": n_out,
             "predicted_ms": decode_s * 1000,
             "predicted_per_token_ms": per_token * 1000,
         }
+        return timings, None
 
     def _fail(self) -> None:
         r = self._rng.random()
@@ -240,7 +255,7 @@ class SimulatedRouter:
         if _get(params, "stream"):
             opts = _get(params, "stream_options") or {}
             return self._stream(model, prompt, n_out, chat, bool(_get(opts, "include_usage")))
-        async with self._slot(model):
+        async with self._slot(model) as queued:
             prefill = await self._sleep(self._prefill(prompt))
             decode = await self._sleep(self.tpot * max(n_out - 1, 0))
         self._fail()
@@ -252,7 +267,7 @@ class SimulatedRouter:
             [choice],
             self._usage(prompt, n_out),
             "chat.completion" if chat else "text_completion",
-            self._timings(prompt, prefill, n_out, decode),
+            *self._timings(model, prompt, queued, prefill, n_out, decode),
         )
 
     async def _stream(self, model: str, prompt: int, n_out: int, chat: bool, usage: bool) -> AsyncIterator[Chunk]:
@@ -260,7 +275,7 @@ class SimulatedRouter:
         obj = "chat.completion.chunk" if chat else "text_completion"
         if chat:
             yield Chunk(cid, model, [ChunkChoice(0, delta=Delta(role="assistant", content=""))], object=obj)
-        async with self._slot(model):
+        async with self._slot(model) as queued:
             prefill = await self._sleep(self._prefill(prompt))
             decode = 0.0
             fail_at = n_out // 2 if self._rng.random() < self.error_rate + self.timeout_rate else -1
@@ -278,11 +293,13 @@ class SimulatedRouter:
             if chat
             else ChunkChoice(0, text="", finish_reason="stop")
         )
-        timings = self._timings(prompt, prefill, n_out, decode)
-        # llama.cpp puts its timings on the last chunk: the usage chunk when asked for, else the finish chunk
-        yield Chunk(cid, model, [last], object=obj, timings=None if usage else timings)
+        timings, metrics = self._timings(model, prompt, queued, prefill, n_out, decode)
+        # the engine puts its timings on the last chunk: the usage chunk when asked for, else the finish chunk
         if usage:
-            yield Chunk(cid, model, [], usage=self._usage(prompt, n_out), object=obj, timings=timings)
+            yield Chunk(cid, model, [last], object=obj)
+            yield Chunk(cid, model, [], self._usage(prompt, n_out), obj, timings, metrics)
+        else:
+            yield Chunk(cid, model, [last], object=obj, timings=timings, metrics=metrics)
 
 
 def demo_router(

@@ -116,6 +116,11 @@ class SlidingWindows:
         self._lock = threading.Lock()
         self.reset()
 
+    def reinit_after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's drainer may have held it mid-slice at the fork); the
+        windows' contents stay (``reset`` empties them)."""
+        self._lock = threading.Lock()
+
     def reset(self) -> None:
         """Start empty, in place (the gauges hold this object): a forked child's own windows."""
         self._lock = threading.Lock()
@@ -164,7 +169,9 @@ class SlidingWindows:
             for key, ring in self._prompt.items():
                 prompt = ring.sum(now_s, seconds)
                 if prompt > 0:
-                    out.append((key[0], key[1], self._cached[key].sum(now_s, seconds) / prompt))
+                    # within [0, 1] whatever was added (the recorder clamps cached <= prompt per request already)
+                    ratio = self._cached[key].sum(now_s, seconds) / prompt
+                    out.append((key[0], key[1], min(max(ratio, 0.0), 1.0)))
         return out
 
 

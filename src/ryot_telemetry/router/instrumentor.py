@@ -27,7 +27,7 @@ from .. import _state, env
 from ..export.assembly import build_recorder, default_recorder, ryot_meter
 from ..recording.recorder import Recorder
 from ..settings import ConfigurationError, Settings
-from .wrapper import _MARK, COROUTINE, METHODS, REASONING_METHOD, _drive, method_shape, traced_call
+from .wrapper import COROUTINE, METHODS, REASONING_METHOD, is_traced, method_shape, traced, traced_call
 
 __all__ = ["ROUTER_MODULES", "RyotInstrumentor", "router_classes"]
 
@@ -105,12 +105,12 @@ def _method_wrapper(
         if providers is not None:
             providers.seen(instance)
         own = getattr(instance, "__dict__", None)
-        if own is not None and getattr(own.get(name), _MARK, None) is not None:
+        if own is not None and is_traced(own.get(name)):
             return wrapped(*args, **kwargs)  # instrument_router() on this instance records it already: count once
         key = (id(instance), name) if nested else None
         if shape is COROUTINE:
             return traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key)
-        return _drive(traced_call(recorder, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key, shape=shape))
+        return traced(recorder, endpoint, wrapped, args, kwargs, shape=shape, reasoning=reasoning, key=key)
 
     return wrapper
 

@@ -15,26 +15,22 @@ import asyncio
 import collections.abc
 import contextlib
 import contextvars
-import copy
-import dataclasses
-import functools
 import inspect
 import logging
-import operator
 import types
-import typing
 from array import array
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
-import wrapt
-
-from ..catalogue import BATCH, STANDARD, STREAMING
 from ..catalogue import CHAT_COMPLETION as CHAT
 from ..catalogue import COMPLETION as COMPLETION
-from ..export.assembly import default_recorder
-from ..recording.outcomes import StreamEnd, note_finish
-from ..recording.recorder import MAX_COUNT, Recorder, Request, _clock, describe_count
+from ..catalogue import STREAMING
+from ..recording import provider
+from ..recording.provider import get, has_content, note_finish, prompt_chars, request_shape, stream_outcome
+from ..recording.recorder import Recorder
+from ..recording.request import Request
+from ..recording.request import clock as _clock
+from .params import accepts_stream_options, with_usage, without_usage
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -51,224 +47,12 @@ _PRIMED = object()
 _CURRENT: contextvars.ContextVar[object] = contextvars.ContextVar("ryot_telemetry_call", default=None)
 
 
-def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-def _count(req: Request, obj: Any, name: str) -> int | None:
-    """A usage count as an int in [0, 2**53]; None when absent or implausible. An implausible one is noted on
-    the request (briefly described, never kept), for the recorder's once-per-model warning (SPEC).
-
-    An integral float (``3.0``, as some JSON encoders write counts) is taken; a bool, a fractional or non-finite
-    float, a string, a negative count or one above 2**53 (an unsigned underflow reports 2**64 - 1) is not.
-    """
-    v = _get(obj, name)
-    if type(v) is int and 0 <= v <= MAX_COUNT:
-        return v  # the common case, first
-    if v is None:
-        return None
-    n: Any = v
-    if type(v) is not int:
-        if isinstance(v, bool):
-            n = None
-        elif isinstance(v, float):
-            n = int(v) if v.is_integer() else None  # is_integer() is False for inf and nan too
-        else:
-            try:
-                n = operator.index(v)  # int subclasses, numpy integers
-            except BaseException:  # a provider's __index__ may raise anything
-                n = None
-    if n is not None and 0 <= n <= MAX_COUNT:
-        return int(n)
-    req.note_implausible(name, describe_count(v))
-    return None
-
-
 def read_usage(req: Request, usage: Any) -> None:
-    """Take prompt/completion/cached token counts from an OpenAI-style ``usage`` object or dict."""
-    req.prompt_tokens = _count(req, usage, "prompt_tokens")
-    req.completion_tokens = _count(req, usage, "completion_tokens")
-    details = _get(usage, "prompt_tokens_details")
-    req.cached_tokens = _count(req, details, "cached_tokens") if details is not None else None
-
-
-def _has_content(chunk: Any) -> bool:
-    """Does this chunk carry generated content: text, a tool call or reasoning?"""
-    choices = _get(chunk, "choices")
-    if not choices:
-        return False
-    for choice in choices:
-        if _get(choice, "text"):
-            return True
-        delta = _get(choice, "delta")
-        if delta is not None and (
-            _get(delta, "content")
-            or _get(delta, "tool_calls")
-            or _get(delta, "reasoning_content")
-            or _get(delta, "reasoning")
-            or _get(delta, "function_call")
-        ):
-            return True
-    return False
-
-
-def _prompt_chars(endpoint: str, params: Any) -> int:
-    """Characters of request text; only used to estimate prompt_size when the provider sent no usage."""
-    if endpoint == COMPLETION:
-        prompt = _get(params, "prompt")
-        if isinstance(prompt, str):
-            return len(prompt)
-        if isinstance(prompt, list):
-            if prompt and isinstance(prompt[0], int):
-                return 4 * len(prompt)  # token ids: ~4 characters each
-            return sum(len(p) if isinstance(p, str) else 4 * len(p) for p in prompt if isinstance(p, (str, list)))
-        return 0
-    total = 0
-    for msg in _get(params, "messages") or ():
-        content = _get(msg, "content")
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                text = _get(part, "text")
-                if isinstance(text, str):
-                    total += len(text)
-    return total
-
-
-def request_shape(endpoint: str, params: Any) -> tuple[Any, bool, str, int]:
-    """(model, stream, generation_mode, batch_size) of a request, read before the router can change it."""
-    model = _get(params, "model")
-    stream = bool(_get(params, "stream"))
-    n = _get(params, "n")
-    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-    prompts = 1
-    is_batch = False
-    if endpoint == COMPLETION:
-        prompt = _get(params, "prompt")
-        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
-            prompts = len(prompt)
-            is_batch = True
-    mode = STREAMING if stream else (BATCH if is_batch else STANDARD)
-    return model, stream, mode, prompts * n
-
-
-def with_usage(params: Any) -> tuple[Any, bool]:
-    """Params asking the provider for usage on streams, and whether the caller asked for it itself.
-
-    Never mutates the caller's objects, and the copy is of the caller's exact type: dicts and dict subclasses are
-    copied (an attribute-style dict stays one), pydantic models go through ``model_copy``, dataclasses and
-    namedtuples with a ``stream_options`` field through ``replace``; a typed ``stream_options`` stays of its type.
-    Where no faithful copy can be made, the params go through unchanged.
-    """
-    opts = _get(params, "stream_options")
-    if opts is not None and _get(opts, "include_usage"):
-        return params, True
-    new_opts = _options_with_usage(opts, params)
-    if new_opts is None:
-        return params, False
-    if isinstance(params, dict):
-        copied = _dict_with(params, "stream_options", new_opts)
-        return (params, False) if copied is None else (copied, False)
-    model_copy = getattr(params, "model_copy", None)
-    fields = getattr(type(params), "model_fields", None)
-    if callable(model_copy) and (fields is None or "stream_options" in fields or _allows_extra(params)):
-        return model_copy(update={"stream_options": new_opts}), False
-    if _has_field(params, "stream_options"):
-        copied = _replaced(params, stream_options=new_opts)
-        if copied is not None and type(copied) is type(params):
-            return copied, False
-    return params, False  # an object we cannot safely copy: leave it, usage may then be absent
-
-
-def _has_field(obj: Any, name: str) -> bool:
-    """Is ``name`` a field of a dataclass instance or a namedtuple?"""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return any(f.name == name and f.init for f in dataclasses.fields(obj))
-    return isinstance(obj, tuple) and name in (getattr(type(obj), "_fields", None) or ())
-
-
-def _dict_with(d: dict[Any, Any], key: str, value: Any) -> dict[Any, Any] | None:
-    """A copy of ``d``, of ``d``'s exact type, with ``d[key] = value``; None where no faithful copy can be made.
-
-    A plain dict is rebuilt directly (the common, fast case). A subclass is copied with ``copy.copy`` (which keeps
-    the class and its instance state), or else by calling the class on ``d`` (``AttrDict(d)``: on Python 3.10
-    ``copy.copy`` asks an attribute-style dict for ``__getstate__`` and gets a KeyError). Either copy must be a
-    distinct object of the same type holding the same items and instance attributes, or it is not used.
-    """
-    if type(d) is dict:
-        return {**d, key: value}
-    for make in (copy.copy, type(d)):
-        try:
-            new = make(d)
-            if _same_dict(new, d):
-                new[key] = value  # through the class's own __setitem__, as the caller's code would set it
-                return new
-        except BaseException:
-            _log.debug("ryot-telemetry: could not copy %s params", type(d).__name__, exc_info=True)
-    return None
-
-
-def _same_dict(new: Any, d: dict[Any, Any]) -> bool:
-    """Is ``new`` a faithful, distinct copy of the dict subclass instance ``d``?"""
-    if new is d or type(new) is not type(d) or dict.__len__(new) != dict.__len__(d):
-        return False
-    if not all(dict.get(new, k, _MISSING) is v for k, v in dict.items(d)):
-        return False
-    get = object.__getattribute__
-    try:
-        state = get(d, "__dict__")
-    except AttributeError:  # __slots__ only
-        return True
-    return bool(get(new, "__dict__") == state)
-
-
-_MISSING = object()
-
-
-def _options_with_usage(opts: Any, params: Any) -> Any:
-    """``opts`` plus include_usage=True, of the same kind; None when that cannot be built faithfully."""
-    try:
-        if opts is None:
-            cls = _typed_options_class(params)
-            return cls(include_usage=True) if cls is not None else {"include_usage": True}
-        return _replaced(opts, include_usage=True)
-    except BaseException:
-        _log.debug("ryot-telemetry: could not add include_usage to stream_options", exc_info=True)
-    return None
-
-
-def _typed_options_class(params: Any) -> Any:
-    """The model class a pydantic ``stream_options`` field is typed with (``X | None``), or None for dict/Any."""
-    field = (getattr(type(params), "model_fields", None) or {}).get("stream_options")
-    if field is None:
-        return None
-    annotation = field.annotation
-    for candidate in typing.get_args(annotation) or (annotation,):
-        if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
-            return candidate
-    return None
-
-
-def _accepts_stream_options(fn: Any) -> bool:
-    """Does a keyword-style router method take ``stream_options`` (or ``**kwargs``)? Cached per function."""
-    return _signature_accepts_stream_options(getattr(fn, "__func__", fn))
-
-
-@functools.lru_cache(maxsize=1024)
-def _signature_accepts_stream_options(fn: Any) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "stream_options" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _allows_extra(params: Any) -> bool:
-    config = getattr(type(params), "model_config", None) or {}
-    return config.get("extra") == "allow"
+    """Take prompt/completion/cached/reasoning token counts from an OpenAI-style ``usage`` object or dict; the
+    implausible ones are noted on the request (briefly described, never kept) for the recorder's warning."""
+    req.prompt_tokens, req.completion_tokens, req.cached_tokens, req.reasoning_tokens, bad = provider.read_usage(usage)
+    if bad is not None:
+        req.note_implausible(bad)
 
 
 def _succeed(rec: Recorder, req: Request) -> None:
@@ -329,7 +113,7 @@ async def traced_call(
                     call_args = (new_params, *args[1:])
                 elif "params" in kwargs:
                     call_kwargs = {**kwargs, "params": new_params}
-                elif _accepts_stream_options(wrapped):
+                elif accepts_stream_options(wrapped):
                     call_kwargs = new_params
                 else:
                     hide_usage = False  # a keyword-style router without stream_options: call it as the caller did
@@ -376,20 +160,18 @@ async def traced_call(
         elif key is not None:
             streamed = _Keyed(result, key)
     try:
-        # ``async for`` resolves __aiter__ on the type: so does telemetry, never through an instance __getattr__
-        # (an attribute-style dict raising KeyError, say). A result ``async for`` cannot iterate (an __aiter__
-        # property raising, say) is returned as is.
+        # ``async for`` resolves __aiter__ on the type: so does telemetry (``aiter``), never through an instance
+        # __getattr__ (an attribute-style dict raising KeyError, say). A result whose __aiter__ raises is returned
+        # as is, recorded as the error the caller's own ``async for`` meets.
         it = _single_iterator(streamed) if stream and hasattr(type(streamed), "__aiter__") else None
-    except BaseException:
-        it = None
+    except BaseException as exc:
+        _end(rec, req, exc)
+        return result
     if it is not None:
         try:
-            if req._pending is not None and shape is not ASYNC_GENERATOR:
+            if req.awaiting_admission and shape is not ASYNC_GENERATOR:
                 req.admit(rec)  # the router returned a stream: it accepted the model name
-            if reasoning:
-                traced = _traced_reasoning_stream(rec, req, streamed, it, endpoint, params, _Collected(req))
-            else:
-                traced = _traced_stream(rec, req, streamed, it, hide_usage, endpoint, params, _Collected(req))
+            traced = _traced_stream(rec, req, streamed, it, hide_usage, endpoint, params, _Collected(req), reasoning)
             # Run it to its first (internal) yield, inside the try that sees every exit: a stream the caller
             # closes or drops before iterating it is then finalised too, instead of staying in flight forever.
             await traced.asend(None)
@@ -399,16 +181,19 @@ async def traced_call(
             _succeed(rec, req)
             return result
     try:
-        if reasoning and _get(result, "choices") is None:
-            result_view = _get(result, "completion") or result
+        if reasoning and get(result, "choices") is None:
+            result_view = get(result, "completion") or result
         else:
             result_view = result
-        usage = _get(result_view, "usage")
+        usage = get(result_view, "usage")
         if usage is not None:
             read_usage(req, usage)
-        req.final = result_view  # finish reasons, reasoning tokens, engine timings: read at drain time
         if rec.semconv is not None:
-            req.response_model = rec.response_models.key(_get(result_view, "model"))
+            req.response_model = rec.response_models.key(get(result_view, "model"))
+        try:  # finish reasons and engine timings, as plain values: the response itself is not kept
+            req.finish, req.timings = provider.outcome(result_view)
+        except BaseException:  # loses the outcome only
+            _log.debug("ryot-telemetry: could not read a response's outcome", exc_info=True)
         req.success(rec)
     except BaseException:
         _log.debug("ryot-telemetry: could not read the response", exc_info=True)
@@ -536,7 +321,7 @@ class _Collected:
 
     def __del__(self) -> None:
         req = self.req
-        if not req._done:
+        if not req.done:
             try:
                 req.abandon()
             except BaseException:  # a finaliser must not raise; the request is then simply not recorded
@@ -552,130 +337,116 @@ async def _traced_stream(
     endpoint: str,
     params: Any,
     collected: _Collected,
+    reasoning: bool = False,
 ) -> AsyncGenerator[Any, None]:
-    """Yields the provider's chunks unchanged (minus the usage-only chunk the caller did not ask for).
+    """Yields the provider's items unchanged (minus the usage-only chunk the caller did not ask for): the one
+    stream loop, for every kind of stream, in two phases over one iterator ``it`` (``_single_iterator(stream)``).
 
-    Two loops over one iterator ``it`` (``_single_iterator(stream)``): every chunk is inspected in full until the
-    first content chunk (TTFT); after it, object chunks go through a lean loop that only looks for ``usage``,
-    counts the chunk and keeps it as the last one (finish reasons and engine timings are read from the final chunks
-    at drain time). Mapping chunks (dicts of any class), and streams of several choices (whose choices finish in
-    different chunks), stay in the first loop. ``collected`` ends the request if the stream is collected unfinished.
+    Head: every item is inspected in full (content for TTFT, the response model, finish reasons of several
+    choices, usage) until the first content chunk. For ogx's reasoning wrappers (``reasoning``) the OpenAI chunk
+    is ``item.chunk`` and the head lasts the whole stream, as it does for mapping chunks (dicts of any class) and
+    streams of several choices (whose choices finish in different chunks). Lean: after the first content chunk,
+    the object chunks of a single-choice stream are only looked at for ``usage``, counted and kept as the last
+    one; the outcome (finish reasons, engine timings) is read from the final chunks when the stream ends.
+
+    The per-chunk hooks are inline, not calls (a call per chunk would cost more than the whole lean loop). Each
+    of telemetry's own steps is guarded, so whatever it raises the chunk still goes to the caller and the request
+    is recorded with what is known; the ``except`` around the loops only ever sees the provider's exceptions
+    (from ``it``) and the consumer's (thrown in at ``yield``). Nothing here can run out: a count, not a table.
+    ``collected`` ends the request if the stream is collected unfinished.
     """
-    delivered = False  # a flag, not a count: the partial rule needs no more, and it is cheaper per chunk
-    first = None
-    want_model = rec.semconv is not None
-    n = counted = 0  # chunks delivered from the first content chunk on: the completion estimate if no usage arrives
+    delivered = seen = False
+    n = 0  # items delivered from the first content chunk on: the completion estimate if no usage arrives
     last = final = before = None  # the last chunk delivered; the last usage chunk, and the one delivered before it
     finished: dict[int, str] | None = {} if req.batch_size > 1 else None
+    lean = not reasoning and finished is None
+    want_model = rec.semconv is not None
+    times = None  # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
-        # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
-        times = req.chunk_times = array("d") if want_model else None
-        async for chunk in it:
-            if times is not None:
-                times.append(_clock())
+        if want_model:
+            times = req.chunk_times = array("d")
+        async for item in it:
+            out = chunk = item
             try:
-                if first is None and _has_content(chunk):
+                if times is not None:
+                    times.append(_clock())
+                if reasoning:
+                    chunk = get(item, "chunk")
+                if not seen and (has_content(chunk) or (reasoning and get(item, "reasoning_content"))):
                     req.first_token = _clock()
-                    first = chunk
+                    seen = True
+                    lean = lean and not issubclass(type(chunk), dict)
                     if want_model:
                         req.response_model = _response_model(rec, chunk)
                 if finished is not None:
                     note_finish(chunk, finished)
-                usage = _get(chunk, "usage")
+                usage = get(chunk, "usage")
                 if usage is not None:
                     final, before = chunk, last
-                    chunk = _take_usage(req, chunk, usage, hide_usage)
-                    if chunk is _SKIP:
-                        continue
-            except BaseException:  # a provider's property may raise anything: the chunk still goes through
+                    out = _take_usage(req, item, usage, hide_usage)
+            except BaseException:  # a provider's property may raise anything: the item still goes through
                 _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
+            if out is _SKIP:
+                continue
             delivered = True
-            if first is not None:
+            if seen:
                 n += 1
             last = chunk
-            yield chunk
-            if first is not None and not issubclass(type(first), dict) and finished is None:
+            yield out
+            if seen and lean:
                 break
-        lean = first is not None and not issubclass(type(first), dict) and finished is None
-        if lean and times is not None:
-            append = times.append
-            async for chunk in it:  # the hot loop with semconv on: the lean loop below, noting each arrival
-                append(_clock())
+        else:
+            lean = False  # the stream ended within the head
+        if lean:
+            async for chunk in it:  # the hot loop: per chunk, one attribute read, one count, one store
+                if times is not None:
+                    try:
+                        times.append(_clock())
+                    except BaseException:  # telemetry gives up on the chunk times, never on the chunk
+                        times = req.chunk_times = None
                 try:
                     usage = chunk.usage
                 except BaseException:
                     usage = _get_quietly(chunk, "usage")
                 if usage is not None:
                     final, before = chunk, last
-                    try:
-                        chunk = _take_usage(req, chunk, usage, hide_usage)
-                    except BaseException:
-                        _log.debug("ryot-telemetry: could not read usage", exc_info=True)
+                    chunk = _take_usage(req, chunk, usage, hide_usage)
                     if chunk is _SKIP:
                         continue
                 n += 1
                 last = chunk
                 yield chunk
-        elif lean:
-            step = _NEXT
-            while True:
-                try:
-                    async for chunk in it:  # the hot loop: per chunk, one attribute read, one lookup, one store
-                        try:
-                            usage = chunk.usage
-                        except BaseException:
-                            usage = _get_quietly(chunk, "usage")
-                        if usage is not None:
-                            final, before = chunk, last
-                            try:
-                                chunk = _take_usage(req, chunk, usage, hide_usage)
-                            except BaseException:
-                                _log.debug("ryot-telemetry: could not read usage", exc_info=True)
-                            if chunk is _SKIP:
-                                continue
-                        n = step[n]
-                        last = chunk
-                        yield chunk
-                    break
-                except IndexError:
-                    if n != len(step) or last is chunk:
-                        raise  # not the count's own: the provider's (or the consumer's), unchanged
-                # _NEXT ran out: this chunk is counted as the first of the next run of the loop
-                counted, n, last = counted + n, 1, chunk
-                yield chunk
     except BaseException as exc:
-        req.final = StreamEnd(None, None, counted + n)
+        req.chunks = n
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
-    _stream_complete(req, counted + n, last, final, before, finished)
+    _stream_complete(req, n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
 
 
 def _stream_complete(req: Request, n: int, last: Any, final: Any, before: Any, finished: dict[int, str] | None) -> None:
-    """A stream that ran to its end keeps its final chunks for the drain (finish reasons, engine timings)."""
+    """A stream that ran to its end: its outcome (finish reasons, engine timings) read from its final chunks now,
+    into plain values, so the queued request holds none of the provider's objects."""
+    req.chunks = n
     try:
         if final is None:  # no usage came: the last chunk is the final one
             final, before = last, None
-            if last is not None and n > 0 and not _has_content(last):
-                n -= 1  # the chunk that only carried the finish reason is not a token
-        req.final = StreamEnd(final, before, n, finished)
+            if last is not None and n > 0 and not has_content(last):
+                req.chunks = n - 1  # the chunk that only carried the finish reason is not a token
+        req.finish, req.timings = stream_outcome(final, before, finished)
     except BaseException:
-        _log.debug("ryot-telemetry: could not keep the end of a stream", exc_info=True)
+        _log.debug("ryot-telemetry: could not read the end of a stream", exc_info=True)
 
 
 _SKIP = object()
-_NEXT = tuple(range(1, 1025))
-"""``_NEXT[n] == n + 1``: the hot loop counts chunks by one tuple lookup, where ``n += 1`` would create an int
-object per chunk past 256 (the dearest step of the loop). Every 1,024 chunks the lookup runs out (one IndexError)
-and the loop resumes with a fresh count."""
 
 
 def _response_model(rec: Recorder, chunk: Any) -> str | None:
     """The clipped response model of a chunk; None where it cannot be read (the chunk's usage is still read)."""
     try:
-        return rec.response_models.key(_get(chunk, "model"))
+        return rec.response_models.key(get(chunk, "model"))
     except BaseException:
         _log.debug("ryot-telemetry: could not read a chunk's model", exc_info=True)
         return None
@@ -683,21 +454,25 @@ def _response_model(rec: Recorder, chunk: Any) -> str | None:
 
 def _take_usage(req: Request, chunk: Any, usage: Any, hide_usage: bool) -> Any:
     """Record usage; returns the chunk to yield, or ``_SKIP`` for the usage-only chunk the caller did not ask for
-    (hidden even where its usage cannot be read: the caller never asked for that chunk)."""
+    (hidden even where its usage cannot be read: the caller never asked for that chunk). Never raises: where the
+    chunk cannot be looked at, it goes to the caller as sent."""
     try:
         read_usage(req, usage)
     except BaseException:
         _log.debug("ryot-telemetry: could not read usage", exc_info=True)
     if hide_usage:
-        if not _get(chunk, "choices"):
-            return _SKIP  # the usage-only chunk we asked for: the caller never sees it
-        return _without_usage(chunk)  # usage riding on a content chunk: strip what we added
+        try:
+            if not get(chunk, "choices"):
+                return _SKIP  # the usage-only chunk we asked for: the caller never sees it
+            return without_usage(chunk)  # usage riding on a content chunk: strip what we added
+        except BaseException:
+            _log.debug("ryot-telemetry: could not strip usage from a chunk", exc_info=True)
     return chunk
 
 
 def _get_quietly(obj: Any, name: str) -> Any:
     try:
-        return _get(obj, name)
+        return get(obj, name)
     except BaseException:
         return None
 
@@ -723,56 +498,11 @@ def _single_iterator(stream: Any) -> Any:
 
     Special methods are looked up on the type, exactly as ``async for stream`` would look them up.
     """
-    it = type(stream).__aiter__(stream)
-    aiter = getattr(type(it), "__aiter__", None)
-    if aiter is not None and aiter(it) is it:
+    it = aiter(stream)  # the very lookup and checks of ``async for``: what raises here raises there
+    again = getattr(type(it), "__aiter__", None)
+    if again is not None and again(it) is it:
         return it
     return _Iter(it)
-
-
-async def _traced_reasoning_stream(
-    rec: Recorder, req: Request, stream: Any, it: Any, endpoint: str, params: Any, collected: _Collected
-) -> AsyncGenerator[Any, None]:
-    """Like ``_traced_stream`` for ogx's reasoning wrappers: inspects ``wrapper.chunk``, yields the wrapper."""
-    delivered = False
-    seen = False
-    n = 0
-    last = final = before = None
-    finished: dict[int, str] | None = {} if req.batch_size > 1 else None
-    try:
-        yield _PRIMED
-        times = req.chunk_times = array("d") if rec.semconv is not None else None
-        async for wrapper in it:
-            chunk = None
-            if times is not None:
-                times.append(_clock())
-            try:
-                chunk = _get(wrapper, "chunk")
-                if not seen and (_get(wrapper, "reasoning_content") or _has_content(chunk)):
-                    req.first_token = _clock()
-                    seen = True
-                    if rec.semconv is not None:
-                        req.response_model = rec.response_models.key(_get(chunk, "model"))
-                if finished is not None:
-                    note_finish(chunk, finished)
-                usage = _get(chunk, "usage")
-                if usage is not None:
-                    final, before = chunk, last
-                    read_usage(req, usage)
-            except BaseException:
-                _log.debug("ryot-telemetry: could not inspect a chunk", exc_info=True)
-            delivered = True
-            if seen:
-                n += 1
-            last = chunk
-            yield wrapper
-    except BaseException as exc:
-        req.final = StreamEnd(None, None, n)
-        await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
-        raise
-    _stream_complete(req, n, last, final, before, finished)
-    _stream_ended(req, delivered, endpoint, params)
-    _succeed(rec, req)
 
 
 async def _stream_failed(
@@ -794,100 +524,34 @@ async def _stream_failed(
                 await closed
 
 
-def _without_usage(chunk: Any) -> Any:
-    """A copy of ``chunk`` with ``usage=None``, as the provider would have sent it had we not asked for usage."""
-    copy = _replaced(chunk, usage=None)
-    return chunk if copy is None else copy
-
-
-def _replaced(obj: Any, **changes: Any) -> Any:
-    """A copy of ``obj`` (dict of any class, pydantic model, dataclass or namedtuple) with ``changes``, of
-    ``obj``'s type; None if it is none of those or cannot be copied faithfully."""
-    if isinstance(obj, dict):
-        new: Any = obj
-        for k, v in changes.items():
-            new = _dict_with(new, k, v)
-            if new is None:
-                return None
-        return new
-    model_copy = getattr(obj, "model_copy", None)
-    if callable(model_copy):
-        return model_copy(update=changes)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **changes)
-    if isinstance(obj, tuple) and all(k in (getattr(type(obj), "_fields", None) or ()) for k in changes):
-        return obj._replace(**changes)  # type: ignore[attr-defined]
-    return None
-
-
 def _stream_ended(req: Request, delivered: bool, endpoint: str, params: Any) -> None:
     """What a finished stream (any exit) leaves on its request before it is recorded."""
     req.delivered = delivered
     if req.prompt_tokens is None and req.first_token is not None:
         try:
-            req.prompt_chars = _prompt_chars(endpoint, params)
+            req.prompt_chars = prompt_chars(endpoint, params)
         except BaseException:
             req.prompt_chars = None
 
 
-class _TracedMethod(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A router instance's method as ``instrument_router`` leaves it: a wrapt proxy, so the method keeps its name,
-    signature and shape (``inspect.iscoroutinefunction`` / ``isasyncgenfunction`` answer as for the original)."""
-
-    __ryot_telemetry_wrapped__ = True  # _MARK, found on the class: the proxy forwards other attributes
-
-    def __copy__(self) -> _TracedMethod:
-        return self  # as for a plain function: a copied router shares it
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _TracedMethod:
-        return self
+def is_traced(method: Any) -> bool:
+    """Is ``method`` already wrapped by this module (``instrument_router`` on an instance)?"""
+    return getattr(method, _MARK, None) is not None
 
 
-def _make_method(rec: Recorder, endpoint: str, original: Callable[..., Any], reasoning: bool) -> _TracedMethod:
-    shape = method_shape(original)
+def traced(
+    rec: Recorder,
+    endpoint: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    shape: str = COROUTINE,
+    reasoning: bool = False,
+    key: object = None,
+) -> Any:
+    """Call the router method ``wrapped`` and record it, answering in the method's own ``shape``
+    (``method_shape``): a coroutine for a coroutine method, else what the method itself returns."""
     if shape is COROUTINE:
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning)
-
-    else:
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _drive(traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, shape=shape))
-
-    return _TracedMethod(original, wrapper)
-
-
-def instrument_router(router: Any, recorder: Recorder | None = None) -> Any:
-    """Record every ``openai_chat_completion`` / ``openai_completion`` call made on this router instance
-    (and ogx's ``openai_chat_completions_with_reasoning`` where the router has it).
-
-    Wraps the instance (not its class); returns the router. Calling it twice is a no-op.
-    ``uninstrument_router`` undoes it.
-    """
-    if recorder is None:
-        recorder = default_recorder()
-    found = False
-    for name, endpoint in METHODS.items():
-        original = getattr(router, name, None)
-        if original is None or not callable(original):
-            continue  # not a method: left untouched
-        found = found or name != REASONING_METHOD
-        if getattr(original, _MARK, None) is not None:
-            continue
-        setattr(router, name, _make_method(recorder, endpoint, original, name == REASONING_METHOD))
-    if not found:
-        raise TypeError(
-            f"{type(router).__name__} has neither openai_chat_completion nor openai_completion; "
-            "is it a llama-stack-style router?"
-        )
-    return router
-
-
-def uninstrument_router(router: Any) -> Any:
-    """Remove what ``instrument_router`` added to this instance."""
-    for name in METHODS:
-        method = router.__dict__.get(name) if hasattr(router, "__dict__") else None
-        if method is not None and getattr(method, _MARK, None) is not None:
-            delattr(router, name)
-    return router
+        return traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key)
+    return _drive(traced_call(rec, endpoint, wrapped, args, kwargs, reasoning=reasoning, key=key, shape=shape))
