@@ -97,6 +97,22 @@ def test_completion_tokens_reconcile_with_the_engine(run: Any) -> None:
     assert prompt_estimate == sum((len(stack.SYSTEM) + len(f"{stack.STORY} ({i})")) // 4 for i in range(4))
 
 
+def test_length_histograms_reconcile_with_the_engine(run: Any) -> None:
+    """Before the hang-ups: the completion-length histogram sums to llamacpp:tokens_predicted_total and the
+    prompt-length histogram to the usage prompt tokens; each holds one observation per successful request (every one
+    reported usage), and its +Inf bucket equals its count."""
+    ryot0, engine0 = run.before_abandoned
+    successes = total(ryot0, "ryot_inference_requests_total", status="success")
+    assert successes == 22
+    for family, tokens in (
+        ("ryot_request_completion_tokens", total(engine0, "llamacpp:tokens_predicted_total")),
+        ("ryot_request_prompt_tokens", total(ryot0, "ryot_tokens_generated_total", token_type="prompt")),
+    ):
+        assert total(ryot0, f"{family}_sum", model=MODEL) == tokens
+        assert total(ryot0, f"{family}_count", model=MODEL) == successes
+        assert total(ryot0, f"{family}_bucket", model=MODEL, le="+Inf") == successes
+
+
 def test_cached_and_evaluated_prompt_tokens_reconcile_with_the_engine(run: Any) -> None:
     """Before the hang-ups: ryot's cached prompt tokens equal llamacpp:prompt_tokens_cached_total, and usage prompt
     tokens minus cached equal llamacpp:prompt_tokens_total (which counts evaluated tokens only). The shared system
