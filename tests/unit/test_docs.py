@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -288,3 +289,52 @@ def test_strict_docs_build_runs_in_the_test_command() -> None:
     script = page("scripts/test.sh")
     assert re.search(r"mkdocs build --strict", script)
     assert "site/" in page(".gitignore").splitlines()
+
+
+def _test_functions(path: Path) -> set[str]:
+    """The names of a test file's top-level test functions (what ``path::name`` addresses for pytest)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+    }
+
+
+def _citation_problems(text: str, root: Path) -> tuple[list[str], list[str]]:
+    """(sections of a page citing no test, cited ``path::name`` that are not a test function of that file)."""
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    cited = {s.splitlines()[0]: re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", s) for s in sections}
+    bare = [title for title, tests in cited.items() if not tests]
+    missing = [
+        f"{path}::{name}"
+        for tests in cited.values()
+        for path, name in tests
+        if not (root / path).is_file() or name not in _test_functions(root / path)
+    ]
+    return bare, missing
+
+
+def test_reliability_page_cites_only_tests_that_exist() -> None:
+    """docs/guides/reliability.md names each promise with at least one test, and every ``tests/...py::test_name`` it
+    cites is a test function of that file, so a renamed or deleted test fails here instead of leaving the page stale."""
+    text = page("docs/guides/reliability.md")
+    assert len(re.findall(r"^## ", text, flags=re.M)) >= 12
+    assert _citation_problems(text, ROOT) == ([], [])
+
+
+def test_citation_check_catches_missing_tests_files_and_bare_promises(tmp_path: Path) -> None:
+    """A misspelt test, a file that does not exist and a promise without a test are each reported; an async test
+    function and a plain one are found."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "def test_plain() -> None:\n    pass\n\n\nasync def test_async() -> None:\n    pass\n", encoding="utf-8"
+    )
+    text = (
+        "# Page\n\n## Holds\n\n- `tests/test_a.py::test_plain`\n- `tests/test_a.py::test_async`\n\n"
+        "## Broken\n\n- `tests/test_a.py::test_plian`\n- `tests/test_b.py::test_plain`\n\n## Bare\n\nNo test.\n"
+    )
+    assert _citation_problems(text, tmp_path) == (
+        ["Bare"],
+        ["tests/test_a.py::test_plian", "tests/test_b.py::test_plain"],
+    )
