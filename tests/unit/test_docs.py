@@ -338,3 +338,45 @@ def test_citation_check_catches_missing_tests_files_and_bare_promises(tmp_path: 
         ["Bare"],
         ["tests/test_a.py::test_plian", "tests/test_b.py::test_plain"],
     )
+
+
+def _pyproject() -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _documents() -> dict[str, str]:
+    """The README, CONTRIBUTING and every docs page, by path."""
+    names = ["README.md", "CONTRIBUTING.md", *(str(p.relative_to(ROOT)) for p in sorted(DOCS.rglob("*.md")))]
+    return {name: page(name) for name in names}
+
+
+def test_every_extra_the_docs_name_exists() -> None:
+    """Each ``ryot-telemetry[extra,...]`` in the README and the docs names extras pyproject.toml declares, and the
+    install story shows the base install first, then the user extras otlp-grpc, gpu and yaml, linking the install
+    guide."""
+    declared = set(_pyproject()["project"]["optional-dependencies"])
+    named = {
+        (name, extra.strip())
+        for name, text in _documents().items()
+        for extras in re.findall(r"ryot-telemetry\[([^\]]*)\]", text)
+        for extra in extras.split(",")
+    }
+    assert [f"{name}: [{extra}]" for name, extra in sorted(named) if extra not in declared] == []
+    for name, link in (
+        ("README.md", "(docs/guides/install.md)"),
+        ("docs/index.md", "(guides/install.md)"),
+        ("docs/getting-started.md", "(guides/install.md)"),
+    ):
+        text = page(name)
+        installs = re.findall(r"^pip install '?(ryot-telemetry(?:\[[\w-]+\])?)'?", text, flags=re.M)
+        assert installs[:4] == [
+            "ryot-telemetry",
+            "ryot-telemetry[otlp-grpc]",
+            "ryot-telemetry[gpu]",
+            "ryot-telemetry[yaml]",
+        ], name
+        assert link in text, name
