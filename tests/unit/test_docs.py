@@ -380,3 +380,56 @@ def test_every_extra_the_docs_name_exists() -> None:
             "ryot-telemetry[yaml]",
         ], name
         assert link in text, name
+
+
+def _module_map_problems(section: str, package: Path) -> tuple[list[str], list[str]]:
+    """(modules of ``package`` the module map does not name, files the map names that do not exist).
+
+    A top-level module is named in a row's first cell (`` `telemetry.py` ``); a module of a room (``recording/``)
+    in the row whose first cell is that room, or by its whole path. A room's ``__init__.py`` only marks the room."""
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    top = set(re.findall(r"`([\w.]+\.py)`", " ".join(cell for cell, _ in rows)))
+    rooms = {
+        cell.strip("` "): set(re.findall(r"`([\w.]+\.py)`", rest)) for cell, rest in rows if cell.strip().endswith("/`")
+    }
+    modules = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+
+    def named(module: str) -> bool:
+        if "/" not in module:
+            return module in top
+        room, name = module.rsplit("/", 1)
+        return name == "__init__.py" or f"`{module}`" in section or name in rooms.get(f"{room}/", set())
+
+    unnamed = [m for m in modules if not named(m)]
+    invented = sorted(
+        [name for name in top if not (package / name).is_file()]
+        + [f"{room}{name}" for room, names in rooms.items() for name in names if not (package / room / name).is_file()]
+    )
+    return unnamed, invented
+
+
+def test_architecture_module_map_names_every_module() -> None:
+    """docs/design/architecture.md's module map names every module under src/ryot_telemetry, and only modules that
+    exist, so a new module cannot go unmapped and a removed one cannot stay on the page."""
+    text = page("docs/design/architecture.md")
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    assert _module_map_problems(section, ROOT / "src" / "ryot_telemetry") == ([], [])
+
+
+def test_module_map_check_finds_unnamed_and_invented_modules(tmp_path: Path) -> None:
+    """A module no row names and a row naming a file that does not exist are both reported; a room's __init__.py and
+    modules named in their room's row are not."""
+    for name in ("__init__.py", "top.py", "lost.py", "room/__init__.py", "room/a.py", "room/b.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("", encoding="utf-8")
+    section = (
+        "| module | role |\n|---|---|\n| `__init__.py`, `top.py` | x |\n"
+        "| `room/` | `a.py` (one), `gone.py` (none) |\n| `ghost.py` | y |\n"
+    )
+    assert _module_map_problems(section, tmp_path) == (["lost.py", "room/b.py"], ["ghost.py", "room/gone.py"])
+
+
+def test_readme_links_every_page_of_the_nav() -> None:
+    """The README's documentation table reaches every page of the site's nav (and so every guide), by a link to it."""
+    linked = {target.split("#", 1)[0] for target in re.findall(r"\]\(docs/([^)\s]+)\)", README)}
+    assert [p for p in nav_pages(mkdocs_config()["nav"]) if p not in linked] == []
