@@ -16,6 +16,22 @@ from ryot_telemetry.artifacts import autoscaling
 from ryot_telemetry.cli import main as cli
 
 PROMTOOL = shutil.which("promtool")
+# The exact rules ryot-telemetry k8s states for each kind of Kubernetes or Prometheus value (artifacts/kube_values.py).
+DNS_LABEL = (
+    "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+)
+DNS_SUBDOMAIN = (
+    "must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, '-' and '.', starting and ending with a "
+    "letter or digit"
+)
+DURATION = "must be a positive Prometheus duration such as 15s, 1m30s or 500ms (integers and units)"
+LABEL_KEY_NAME = (
+    "the key's name must be at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+)
+LABEL_VALUE = (
+    "a label value must be empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter "
+    "or digit"
+)
 SLOS = {"*": {"ttft": 0.5, "target": 0.99}, "llama-3-8b": {"ttft": 0.25}, "no-ttft": {"latency": 10}}
 
 
@@ -155,17 +171,18 @@ def test_plain_k8s_output_is_unchanged_by_the_autoscaling_options(
     ("argv", "message"),
     [
         ((), "--autoscaling needs --target DEPLOYMENT"),
-        (("--target", "Router"), "--target 'Router': a Deployment name"),
-        (("--target", "router.v2"), "--target 'router.v2': a Deployment name"),
-        (("--target=-router",), "--target '-router': a Deployment name"),
-        (("--target", "r" * 64), "--target 'rrrr"),
-        (("--target", "router\n"), "--target 'router\\n': a Deployment name"),
-        (("--target", "router", "--namespace", "LLM"), "--namespace 'LLM': must be a DNS-1123 label"),
-        (("--target", "router", "--name", "a_b"), "--name 'a_b': must be a DNS-1123 subdomain"),
-        (("--target", "router", "--window", "0m"), "--window '0m': expected a Prometheus duration"),
-        (("--target", "router", "--window", "2"), "--window '2': expected a Prometheus duration"),
-        (("--target", "router", "--window", "1e3m"), "--window '1e3m': expected a Prometheus duration"),
-        (("--target", "router", "--window", ""), "--window '': expected a Prometheus duration"),
+        (("--target", "Router"), f"--target 'Router': {DNS_LABEL}\n"),
+        (("--target", "router.v2"), f"--target 'router.v2': {DNS_LABEL}\n"),
+        (("--target=-router",), f"--target '-router': {DNS_LABEL}\n"),
+        (("--target", "r" * 64), f"--target '{'r' * 64}': {DNS_LABEL}\n"),
+        (("--target", "router\n"), f"--target 'router\\n': {DNS_LABEL}\n"),
+        (("--target", "router", "--namespace", "LLM"), f"--namespace 'LLM': {DNS_LABEL}\n"),
+        (("--target", "router", "--name", "a_b"), f"--name 'a_b': {DNS_SUBDOMAIN}\n"),
+        (("--target", "router", "--window", "0m"), f"--window '0m': {DURATION}\n"),
+        (("--target", "router", "--window", "2"), f"--window '2': {DURATION}\n"),
+        (("--target", "router", "--window", "1e3m"), f"--window '1e3m': {DURATION}\n"),
+        (("--target", "router", "--window", ""), f"--window '': {DURATION}\n"),
+        (("--target", "router", "--window", "30s1m"), f"--window '30s1m': {DURATION}\n"),
         (("--target", "router", "--inflight-target", "0"), "the threshold must be a number > 0"),
         (("--target", "router", "--inflight-target", "-3"), "the threshold must be a number > 0"),
         (("--target", "router", "--inflight-target", "nan"), "the threshold must be a number > 0"),
@@ -179,8 +196,8 @@ def test_plain_k8s_output_is_unchanged_by_the_autoscaling_options(
         (("--target", "router", "--prometheus", "http://p\n"), "--prometheus 'http://p\\n': expected an http(s)"),
         (("--target", "router", "--model", "m\x00"), "--model 'm\\x00': expected a model label value"),
         (("--target", "router", "--model", "x" * 300), "--model 'xxx"),
-        (("--target", "router", "--label", "bad key=v"), "--label 'bad key=v': the key's name must be"),
-        (("--target", "router", "--label", "k=a b"), "--label 'k=a b': a label value must be empty"),
+        (("--target", "router", "--label", "bad key=v"), f"--label 'bad key=v': {LABEL_KEY_NAME}\n"),
+        (("--target", "router", "--label", "k=a b"), f"--label 'k=a b': {LABEL_VALUE}\n"),
         (("--target", "router", "--signal", "ttft"), "--signal ttft needs an SLO table: --slos FILE"),
     ],
 )
@@ -205,7 +222,11 @@ def test_ttft_needs_an_objective_and_hpa_a_label_safe_model(capsys: pytest.Captu
     code, _, err = run(capsys, "keda", "--signal", "ttft", "--target", "r", "--slos", str(slos) + ".missing")
     assert code == 2 and err.startswith("ryot-telemetry k8s: ") and err.count("\n") == 1, err
     code, _, err = run(capsys, "hpa", "--target", "r", "--model", "meta-llama/Llama-3-8B")
-    assert code == 2 and "--model 'meta-llama/Llama-3-8B': the HPA selects it as a Kubernetes label value" in err
+    assert (code, err) == (
+        2,
+        "ryot-telemetry k8s: --model 'meta-llama/Llama-3-8B': the HPA selects it as a Kubernetes label value "
+        f"({LABEL_VALUE}); use --autoscaling keda, whose query takes any model name\n",
+    )
     code, (doc,), _ = run(capsys, "keda", "--target", "r", "--model", 'meta-llama/Llama-3-8B"x')
     assert 'model="meta-llama/Llama-3-8B\\"x"' in doc["spec"]["triggers"][0]["metadata"]["query"]
 
@@ -243,6 +264,24 @@ def test_scaling_validates_when_built_in_code() -> None:
         autoscaling.Scaling(signal="inflight", target="router", threshold=1.0, min_replicas=True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^the threshold must be a number > 0"):
         autoscaling.Scaling(signal="inflight", target="router", threshold="8")  # type: ignore[arg-type]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"target": None}, f"--target None: {DNS_LABEL}"),
+        ({"target": "Router"}, f"--target 'Router': {DNS_LABEL}"),
+        ({"name": b"ryot"}, f"--name b'ryot': {DNS_SUBDOMAIN}"),
+        ({"namespace": 7}, f"--namespace 7: {DNS_LABEL}"),
+        ({"window": 120}, f"--window 120: {DURATION}"),
+        ({"window": "1m1m"}, f"--window '1m1m': {DURATION}"),
+        ({"labels": {"team": 1}}, f"--label 'team=1': {LABEL_VALUE}"),
+        ({"labels": {3: "x"}}, f"--label '3=x': {LABEL_KEY_NAME}"),
+        (
+            {"labels": {"a/b/c": "x"}},
+            "--label 'a/b/c=x': the key's prefix must be a DNS-1123 subdomain (e.g. example.com/name)",
+        ),
+    ]
+    for fields, message in cases:
+        with pytest.raises(ValueError) as raised:
+            autoscaling.Scaling(**{"signal": "inflight", "target": "router", "threshold": 1.0, **fields})
+        assert str(raised.value) == message
 
 
 def test_queue_family_is_the_catalogues_once_declared() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -288,3 +289,147 @@ def test_strict_docs_build_runs_in_the_test_command() -> None:
     script = page("scripts/test.sh")
     assert re.search(r"mkdocs build --strict", script)
     assert "site/" in page(".gitignore").splitlines()
+
+
+def _test_functions(path: Path) -> set[str]:
+    """The names of a test file's top-level test functions (what ``path::name`` addresses for pytest)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+    }
+
+
+def _citation_problems(text: str, root: Path) -> tuple[list[str], list[str]]:
+    """(sections of a page citing no test, cited ``path::name`` that are not a test function of that file)."""
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    cited = {s.splitlines()[0]: re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", s) for s in sections}
+    bare = [title for title, tests in cited.items() if not tests]
+    missing = [
+        f"{path}::{name}"
+        for tests in cited.values()
+        for path, name in tests
+        if not (root / path).is_file() or name not in _test_functions(root / path)
+    ]
+    return bare, missing
+
+
+def test_reliability_page_cites_only_tests_that_exist() -> None:
+    """docs/guides/reliability.md names each promise with at least one test, and every ``tests/...py::test_name`` it
+    cites is a test function of that file, so a renamed or deleted test fails here instead of leaving the page stale."""
+    text = page("docs/guides/reliability.md")
+    assert len(re.findall(r"^## ", text, flags=re.M)) >= 12
+    assert _citation_problems(text, ROOT) == ([], [])
+
+
+def test_citation_check_catches_missing_tests_files_and_bare_promises(tmp_path: Path) -> None:
+    """A misspelt test, a file that does not exist and a promise without a test are each reported; an async test
+    function and a plain one are found."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text(
+        "def test_plain() -> None:\n    pass\n\n\nasync def test_async() -> None:\n    pass\n", encoding="utf-8"
+    )
+    text = (
+        "# Page\n\n## Holds\n\n- `tests/test_a.py::test_plain`\n- `tests/test_a.py::test_async`\n\n"
+        "## Broken\n\n- `tests/test_a.py::test_plian`\n- `tests/test_b.py::test_plain`\n\n## Bare\n\nNo test.\n"
+    )
+    assert _citation_problems(text, tmp_path) == (
+        ["Bare"],
+        ["tests/test_a.py::test_plian", "tests/test_b.py::test_plain"],
+    )
+
+
+def _pyproject() -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _documents() -> dict[str, str]:
+    """The README, CONTRIBUTING and every docs page, by path."""
+    names = ["README.md", "CONTRIBUTING.md", *(str(p.relative_to(ROOT)) for p in sorted(DOCS.rglob("*.md")))]
+    return {name: page(name) for name in names}
+
+
+def test_every_extra_the_docs_name_exists() -> None:
+    """Each ``ryot-telemetry[extra,...]`` in the README and the docs names extras pyproject.toml declares, and the
+    install story shows the base install first, then the user extras otlp-grpc, gpu and yaml, linking the install
+    guide."""
+    declared = set(_pyproject()["project"]["optional-dependencies"])
+    named = {
+        (name, extra.strip())
+        for name, text in _documents().items()
+        for extras in re.findall(r"ryot-telemetry\[([^\]]*)\]", text)
+        for extra in extras.split(",")
+    }
+    assert [f"{name}: [{extra}]" for name, extra in sorted(named) if extra not in declared] == []
+    for name, link in (
+        ("README.md", "(docs/guides/install.md)"),
+        ("docs/index.md", "(guides/install.md)"),
+        ("docs/getting-started.md", "(guides/install.md)"),
+    ):
+        text = page(name)
+        installs = re.findall(r"^pip install '?(ryot-telemetry(?:\[[\w-]+\])?)'?", text, flags=re.M)
+        assert installs[:4] == [
+            "ryot-telemetry",
+            "ryot-telemetry[otlp-grpc]",
+            "ryot-telemetry[gpu]",
+            "ryot-telemetry[yaml]",
+        ], name
+        assert link in text, name
+
+
+def _module_map_problems(section: str, package: Path) -> tuple[list[str], list[str]]:
+    """(modules of ``package`` the module map does not name, files the map names that do not exist).
+
+    A top-level module is named in a row's first cell (`` `telemetry.py` ``); a module of a room (``recording/``)
+    in the row whose first cell is that room, or by its whole path. A room's ``__init__.py`` only marks the room."""
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    top = set(re.findall(r"`([\w.]+\.py)`", " ".join(cell for cell, _ in rows)))
+    rooms = {
+        cell.strip("` "): set(re.findall(r"`([\w.]+\.py)`", rest)) for cell, rest in rows if cell.strip().endswith("/`")
+    }
+    modules = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+
+    def named(module: str) -> bool:
+        if "/" not in module:
+            return module in top
+        room, name = module.rsplit("/", 1)
+        return name == "__init__.py" or f"`{module}`" in section or name in rooms.get(f"{room}/", set())
+
+    unnamed = [m for m in modules if not named(m)]
+    invented = sorted(
+        [name for name in top if not (package / name).is_file()]
+        + [f"{room}{name}" for room, names in rooms.items() for name in names if not (package / room / name).is_file()]
+    )
+    return unnamed, invented
+
+
+def test_architecture_module_map_names_every_module() -> None:
+    """docs/design/architecture.md's module map names every module under src/ryot_telemetry, and only modules that
+    exist, so a new module cannot go unmapped and a removed one cannot stay on the page."""
+    text = page("docs/design/architecture.md")
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    assert _module_map_problems(section, ROOT / "src" / "ryot_telemetry") == ([], [])
+
+
+def test_module_map_check_finds_unnamed_and_invented_modules(tmp_path: Path) -> None:
+    """A module no row names and a row naming a file that does not exist are both reported; a room's __init__.py and
+    modules named in their room's row are not."""
+    for name in ("__init__.py", "top.py", "lost.py", "room/__init__.py", "room/a.py", "room/b.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("", encoding="utf-8")
+    section = (
+        "| module | role |\n|---|---|\n| `__init__.py`, `top.py` | x |\n"
+        "| `room/` | `a.py` (one), `gone.py` (none) |\n| `ghost.py` | y |\n"
+    )
+    assert _module_map_problems(section, tmp_path) == (["lost.py", "room/b.py"], ["ghost.py", "room/gone.py"])
+
+
+def test_readme_links_every_page_of_the_nav() -> None:
+    """The README's documentation table reaches every page of the site's nav (and so every guide), by a link to it."""
+    linked = {target.split("#", 1)[0] for target in re.findall(r"\]\(docs/([^)\s]+)\)", README)}
+    assert [p for p in nav_pages(mkdocs_config()["nav"]) if p not in linked] == []

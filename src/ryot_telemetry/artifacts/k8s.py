@@ -23,6 +23,16 @@ from ..catalogue import CATALOGUE
 from ..recording.semconv import SEMCONV
 from ..slo import SloTable
 from . import autoscaling, shipped
+from .kube_values import (
+    InvalidValue,
+    validate_duration,
+    validate_label_key,
+    validate_label_value,
+    validate_name,
+    validate_namespace,
+    validate_pairs,
+    validate_port_name,
+)
 
 __all__ = [
     "API_VERSION",
@@ -120,126 +130,6 @@ def monitor_yaml(
         "          action: keep",
     ]
     return _GENERATED + "\n".join(lines) + "\n"
-
-
-# Kubernetes' own patterns (k8s.io/apimachinery/pkg/util/validation): names and label parts are ASCII only.
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9]|-(?!-))*")
-# Prometheus' model.ParseDuration: units in descending order, each at most once, integers only.
-_DURATION = re.compile(r"([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?")
-_UNITS = ("y", "w", "d", "h", "m", "s", "ms")
-_DAY_MS = 86_400_000
-_UNIT_MS = {"y": 365 * _DAY_MS, "w": 7 * _DAY_MS, "d": _DAY_MS, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
-
-
-class InvalidValue(ValueError):
-    """A value Kubernetes or Prometheus would reject; the message is one line naming the option and the value."""
-
-    def __init__(self, option: str, value: str, why: str) -> None:
-        super().__init__(f"{option} {value!r}: {why}")
-        self.why = why
-
-
-def validate_name(option: str, value: str) -> str:
-    """A resource's ``metadata.name``: a DNS-1123 subdomain (lowercase letters, digits, ``-`` and ``.``, at most
-    253 characters), as the API server checks custom resources' names."""
-    if not value or len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
-        raise InvalidValue(
-            option,
-            value,
-            "must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, '-' and '.', starting and ending "
-            "with a letter or digit",
-        )
-    return value
-
-
-def validate_namespace(option: str, value: str) -> str:
-    """A namespace: a DNS-1123 label (lowercase letters, digits and ``-``, at most 63 characters)."""
-    if not value or len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
-        raise InvalidValue(
-            option,
-            value,
-            "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a "
-            "letter or digit",
-        )
-    return value
-
-
-def validate_label_key(option: str, key: str) -> str:
-    """A label key: an optional DNS-1123 subdomain prefix and ``/``, then a name of at most 63 letters, digits,
-    ``-``, ``_`` and ``.`` starting and ending with a letter or digit."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
-        raise InvalidValue(option, key, "the key's prefix must be a DNS-1123 subdomain (e.g. example.com/name)")
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
-        raise InvalidValue(
-            option,
-            key,
-            "the key's name must be at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
-            "letter or digit",
-        )
-    return key
-
-
-def validate_label_value(option: str, value: str) -> str:
-    """A label (or selector) value: empty, or at most 63 letters, digits, ``-``, ``_`` and ``.`` starting and
-    ending with a letter or digit."""
-    if value and (len(value) > 63 or not _QUALIFIED_NAME.fullmatch(value)):
-        raise InvalidValue(
-            option,
-            value,
-            "a label value must be empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with "
-            "a letter or digit",
-        )
-    return value
-
-
-def validate_port_name(option: str, value: str) -> str:
-    """A named port (IANA service name, as containers' ``ports[].name``): at most 15 lowercase letters, digits and
-    single ``-`` between them, with at least one letter."""
-    if (
-        not value
-        or len(value) > 15
-        or not _PORT_NAME.fullmatch(value)
-        or value.endswith("-")
-        or not any(c.isalpha() for c in value)
-    ):
-        raise InvalidValue(
-            option,
-            value,
-            "must be a port name: at most 15 lowercase letters, digits and single '-' between them, with a letter",
-        )
-    return value
-
-
-def validate_duration(option: str, value: str) -> str:
-    """A positive Prometheus duration such as ``15s``, ``1m30s`` or ``500ms`` (integers, units y w d h m s ms in
-    that order); ``15`` and ``1.5s`` are refused, as Prometheus refuses them."""
-    m = _DURATION.fullmatch(value) if value else None
-    if m is None or not any(c in "123456789" for c in value):
-        raise InvalidValue(
-            option, value, "must be a positive Prometheus duration such as 15s, 1m30s or 500ms (integers and units)"
-        )
-    ms = sum(int(part[: -len(unit)]) * _UNIT_MS[unit] for part, unit in zip(m.groups(), _UNITS) if part)
-    if ms * 1_000_000 > 2**63 - 1:  # Prometheus keeps durations as int64 nanoseconds
-        raise InvalidValue(option, value, "is longer than Prometheus can hold (about 292 years)")
-    return value
-
-
-def validate_pairs(option: str, items: Sequence[str] | None) -> dict[str, str]:
-    """``key=value`` items of a repeated option, each key a label key and each value a label value."""
-    out: dict[str, str] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidValue(option, item, "expected key=value")
-        try:
-            out[validate_label_key(option, key)] = validate_label_value(option, value)
-        except InvalidValue as e:  # name the whole item, as it was typed
-            raise InvalidValue(option, item, e.why) from None
-    return out
 
 
 def one_line(error: object) -> str:
