@@ -216,7 +216,8 @@ class Template:
                 if not per_model and not once:
                     continue
                 for model in models if per_model else ("",):
-                    child = metric.labels(*(model if v == PLACEHOLDER else v for v in values))
+                    # a family without labels is its own child (prometheus_client before 0.21 refuses .labels())
+                    child = metric.labels(*(model if v == PLACEHOLDER else v for v in values)) if keys else metric
                     if kind == "histogram":
                         child.observe(value)
                     elif kind == "counter":
