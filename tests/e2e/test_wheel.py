@@ -204,3 +204,25 @@ def test_installed_rules_pass_promtool(installed: Installed, tmp_path: Path) -> 
         check = subprocess.run([PROMTOOL, "check", "rules", name], cwd=tmp_path, capture_output=True, text=True,
                                timeout=60)  # fmt: skip
         assert check.returncode == 0 and "SUCCESS: 45 rules found" in check.stdout, check.stdout + check.stderr
+
+
+def test_the_wheel_resolves_with_every_dependency_at_its_floor(installed: Installed, tmp_path: Path) -> None:
+    """`pip install --dry-run` of the built wheel, with every user extra, every dependency pinned to the floor
+    pyproject declares (scripts/floors.py), resolves: the declared floors are installable together."""
+    floors = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "floors.py")], capture_output=True, text=True, timeout=60
+    )
+    extras = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "floors.py"), "--extras"], capture_output=True, text=True, timeout=60
+    )
+    assert floors.returncode == 0 and extras.returncode == 0, floors.stderr + extras.stderr
+    pins = [line for line in floors.stdout.splitlines() if line and not line.startswith("#")]
+    assert any(line.startswith("opentelemetry-sdk==") for line in pins)
+    constraints = tmp_path / "floors.txt"
+    constraints.write_text(floors.stdout)
+    python = str(installed.venv / "bin" / "python")
+    _ok(
+        *(sys.executable, "-m", "pip", "--python", python, "install", "--dry-run", "--ignore-installed", "-q"),
+        *("--disable-pip-version-check", "-c", str(constraints), f"{installed.wheel}[{extras.stdout.strip()}]"),
+        timeout=600,
+    )
