@@ -100,13 +100,15 @@ def _reaching(layer: str, forbidden: tuple[str, ...]) -> list[str]:
 
 def test_layers_import_only_downwards() -> None:
     """recording knows nothing of export, multi-process mode, the router or the assembly on top; settings and the
-    catalogue know nothing of recording; the export side knows nothing of multi-process mode or the router."""
+    catalogue know nothing of recording; the export side and the sources outside the request path (GPU, engine)
+    know nothing of multi-process mode or the router."""
     top = ("telemetry", "testing", "cli", "demo", "artifacts")
     assert _reaching("recording", ("export", "multiproc", "router", "sources", *top)) == []
     assert _reaching("settings", ("recording", "export", "multiproc", "router", "sources", *top)) == []
     assert _reaching("catalogue", ("recording", "export", "multiproc", "router", "sources", "settings", *top)) == []
     assert _reaching("export", ("multiproc", "router", *top)) == []
     assert _reaching("sources", ("export", "multiproc", "router", *top)) == []
+    assert {"ryot_telemetry.sources.gpu", "ryot_telemetry.sources.engine"} <= set(_layer_imports("sources"))
     assert _reaching("multiproc", ("router", *top)) == []
 
 
@@ -158,6 +160,20 @@ def test_public_api_has_at_most_18_names() -> None:
     assert len(ryot_telemetry.__all__) <= 18
     for name in ryot_telemetry.__all__:
         assert getattr(ryot_telemetry, name) is not None
+
+
+def test_public_api_names_resolve_without_a_warning() -> None:
+    """Importing the package and reading every ``__all__`` name (``EngineMetrics`` and ``GpuGauges`` included, whose
+    old module paths are deprecated) raises no DeprecationWarning in a fresh process."""
+    import subprocess
+    import sys
+
+    code = "import ryot_telemetry as t; print(sorted(n for n in t.__all__ if getattr(t, n) is not None))"
+    out = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, str(sorted(ryot_telemetry.__all__))), out.stderr
+    assert ryot_telemetry.EngineMetrics.__module__ == "ryot_telemetry.sources.engine"
 
 
 def test_removed_top_level_names_warn_and_still_work() -> None:
