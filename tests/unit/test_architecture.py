@@ -253,3 +253,25 @@ def test_bucketed_label_values_are_the_catalogue_vocabularies() -> None:
     sizes = list(dict.fromkeys(prompt_size_label(n) for n in (0, 49, 50, 499, 500, 1999, 2000, 9999, 10000)))
     assert tuple(batch) == get("ryot.inference.latency").label_values["batch_size"]
     assert tuple(sizes) == get("ryot.ttft.latency").label_values["prompt_size"]
+
+
+def test_no_prometheus_family_name_is_spelled_outside_the_catalogue() -> None:
+    """A Prometheus family name (``ryot_slo_requests_total``, ``..._bucket``) is derived from the catalogue's entry,
+    never written as a string of its own in code (prose in messages and docstrings aside): a changed unit or name
+    then changes every rule and query with it."""
+    from ryot_telemetry.catalogue import CATALOGUE
+
+    families = {m.prometheus_name + s for m in CATALOGUE for s in ("", "_bucket", "_count", "_sum")}
+    spelled = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "catalogue.py":
+            continue
+        tree = ast.parse(path.read_text())
+        prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        spelled += [
+            f"{path.name}:{n.lineno}: {n.value}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and n.value in families and id(n) not in prose
+        ]
+    assert spelled == []
+    assert "ryot_slo_requests_total" in families  # the check looks for what the exporter really exposes
