@@ -99,12 +99,13 @@ def _reaching(layer: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_layers_import_only_downwards() -> None:
-    """recording knows nothing of export, multi-process mode, the router or the assembly on top; settings and the
-    catalogue know nothing of recording; the export side and the sources outside the request path (GPU, engine)
-    know nothing of multi-process mode or the router."""
+    """recording knows nothing of export, multi-process mode, the router or the assembly on top; settings (and its
+    loaders in config/) and the catalogue know nothing of recording; the export side and the sources outside the
+    request path (GPU, engine) know nothing of multi-process mode or the router."""
     top = ("telemetry", "testing", "cli", "demo", "artifacts")
     assert _reaching("recording", ("export", "multiproc", "router", "sources", *top)) == []
     assert _reaching("settings", ("recording", "export", "multiproc", "router", "sources", *top)) == []
+    assert _reaching("config", ("settings", "recording", "export", "multiproc", "router", "sources", *top)) == []
     assert _reaching("catalogue", ("recording", "export", "multiproc", "router", "sources", "settings", *top)) == []
     assert _reaching("export", ("multiproc", "router", *top)) == []
     assert _reaching("sources", ("export", "multiproc", "router", *top)) == []
@@ -130,11 +131,27 @@ def test_recording_rooms_import_downwards_request_measure_drain() -> None:
     assert private == []
 
 
-def test_no_recording_or_router_module_over_700_lines() -> None:
-    """The request path's rooms stay readable in one sitting: no module of recording/ or router/ over 700 lines."""
-    paths = [*(PACKAGE / "recording").glob("*.py"), *(PACKAGE / "router").glob("*.py")]
-    long = {p.name: n for p in paths if (n := len(p.read_text().splitlines())) > 700}
+def _lines_besides_data(path: Path) -> int:
+    """Lines of ``path``; for the catalogue, those outside its data (the ``CATALOGUE`` tuple of entries)."""
+    source = path.read_text()
+    total = len(source.splitlines())
+    if path != PACKAGE / "catalogue.py":
+        return total
+    (data,) = (
+        n for n in ast.parse(source).body if isinstance(n, ast.AnnAssign) and ast.unparse(n.target) == "CATALOGUE"
+    )
+    assert data.end_lineno is not None
+    return total - (data.end_lineno - data.lineno + 1)
+
+
+def test_no_module_over_700_lines() -> None:
+    """Every room stays readable in one sitting: no module of the package over 700 lines, the catalogue's table of
+    entries aside (it is data, one entry per metric)."""
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py")) if (n := _lines_besides_data(p)) > 700
+    }
     assert long == {}
+    assert 0 < _lines_besides_data(PACKAGE / "catalogue.py") < len((PACKAGE / "catalogue.py").read_text().splitlines())
 
 
 def test_import_graph_sees_type_checking_and_function_imports() -> None:

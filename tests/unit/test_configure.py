@@ -562,7 +562,8 @@ def test_otlp_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_variable_settings_reads_is_documented() -> None:
-    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py (or env.py) is on the configuration page."""
+    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py, its loaders (config/) or env.py is on the
+    configuration page."""
     import ast
     import re
     from pathlib import Path
@@ -572,9 +573,11 @@ def test_every_variable_settings_reads_is_documented() -> None:
     root = Path(__file__).resolve().parents[2]
     page = (root / "docs" / "reference" / "configuration.md").read_text()
     table = page[page.index("<!-- BEGIN CONFIG TABLE -->") : page.index("<!-- END CONFIG TABLE -->")]
-    tree = ast.parse(Path(settings.__file__).read_text())
+    sources = [Path(settings.__file__), *sorted((Path(settings.__file__).parent / "config").glob("*.py"))]
+    trees = [ast.parse(p.read_text()) for p in sources]
     names = {
         node.value
+        for tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
@@ -583,6 +586,7 @@ def test_every_variable_settings_reads_is_documented() -> None:
     # the OTEL_* names settings.py takes from opentelemetry's environment_variables constants
     names |= {
         alias.name
+        for tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("environment_variables")
         for alias in node.names
@@ -1108,8 +1112,8 @@ def test_every_argument_given_as_none_is_the_same_as_left_out(monkeypatch: pytes
 
 
 def test_otel_variable_names_come_from_the_sdk_constants() -> None:
-    """settings.py, distro.py and the docs generator spell no OTEL_* variable the SDK (or API) defines as a string
-    literal: they use opentelemetry's environment_variables constants."""
+    """settings.py, its loaders (config/), distro.py and the docs generator spell no OTEL_* variable the SDK (or
+    API) defines as a string literal: they use opentelemetry's environment_variables constants."""
     import ast
     from pathlib import Path
 
@@ -1122,7 +1126,12 @@ def test_otel_variable_names_come_from_the_sdk_constants() -> None:
     root = Path(ryot_telemetry.__file__).parent
     literals = {
         f"{path.name}: {node.value}"
-        for path in (root / "settings.py", root / "distro.py", root / "artifacts" / "docs.py")
+        for path in (
+            root / "settings.py",
+            *sorted((root / "config").glob("*.py")),
+            root / "distro.py",
+            root / "artifacts" / "docs.py",
+        )
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in defined
     }
