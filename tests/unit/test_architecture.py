@@ -292,3 +292,20 @@ def test_no_prometheus_family_name_is_spelled_outside_the_catalogue() -> None:
         ]
     assert spelled == []
     assert "ryot_slo_requests_total" in families  # the check looks for what the exporter really exposes
+
+
+def test_benchmarks_have_no_import_cycle() -> None:
+    """The benchmark sections take their fixtures from ``benchmarks/common.py`` and are registered in ``run.py``: no
+    module of ``benchmarks/`` imports, directly or through others, one that imports it back, and ``common`` imports
+    no section."""
+    root = PACKAGE.parent.parent / "benchmarks"
+    paths = sorted(root.glob("*.py"))
+    modules = {f"benchmarks.{p.stem}" for p in paths} | {"benchmarks"}
+    graph = {
+        f"benchmarks.{p.stem}": _imports_in(p.read_text(), f"benchmarks.{p.stem}", "benchmarks", modules)
+        - {"benchmarks"}
+        for p in paths
+    }
+    assert graph["benchmarks.scale"] >= {"benchmarks.common"}  # the graph sees the sections' imports
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+    assert graph["benchmarks.common"] == set()
