@@ -309,3 +309,38 @@ def test_benchmarks_have_no_import_cycle() -> None:
     assert graph["benchmarks.scale"] >= {"benchmarks.common"}  # the graph sees the sections' imports
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
     assert graph["benchmarks.common"] == set()
+
+
+def _port_helpers(source: str) -> list[str]:
+    """Functions of ``source`` that bind a socket to port 0 and return the port the OS picked."""
+
+    def picks(fn: ast.AST) -> bool:
+        binds = any(
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "bind"
+            and n.args
+            and isinstance(n.args[0], ast.Tuple)
+            and ast.unparse(n.args[0].elts[-1]) == "0"
+            for n in ast.walk(fn)
+        )
+        returns = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fn))
+        return binds and returns and "getsockname" in ast.unparse(fn)
+
+    tree = ast.parse(source)
+    return [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and picks(n)]
+
+
+def test_the_free_port_helper_is_defined_once() -> None:
+    """The tests pick a free loopback port through ``support.ports.free_port`` only: no other function in tests/
+    binds port 0 and returns the port."""
+    tests = PACKAGE.parent.parent / "tests"
+    found = sorted(
+        f"{p.relative_to(tests)}:{name}" for p in tests.rglob("*.py") for name in _port_helpers(p.read_text())
+    )
+    assert found == ["support/ports.py:free_port"]
+    copy = "import socket\ndef _free_port():\n    with socket.socket() as s:\n        s.bind(('127.0.0.1', 0))\n"
+    assert _port_helpers(copy + "        return s.getsockname()[1]\n") == ["_free_port"]  # the check sees a copy
+    closed = "def _closed_port():\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n"
+    closed += "    port = s.getsockname()[1]\n    s.close()\n    return port\n"
+    assert _port_helpers(closed) == ["_closed_port"]

@@ -14,6 +14,7 @@ import pytest
 from ryot_telemetry import ConfigurationError, configure, views
 from ryot_telemetry.catalogue import get
 from support.floors import needs_series_limit
+from support.ports import free_port
 
 
 def test_port_in_use_is_one_clear_error() -> None:
@@ -206,9 +207,7 @@ def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.M
 
 def test_failed_configure_leaves_nothing_running() -> None:
     """A bad OTLP setting fails before the scrape port opens; a later configure() can take the same port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(ConfigurationError, match="unknown OTLP protocol"):
         configure(
             exporters="prometheus,otlp",
