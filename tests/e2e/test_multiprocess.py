@@ -94,7 +94,7 @@ def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> I
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: len({p for p in _worker_pids(mp_dir) if _alive(p)}) >= workers, 60, f"{workers} workers")
-        _wait(lambda: _get(f"{base}/metrics/") is not None, 30, "the app to answer")
+        _wait(lambda: _get(f"{base}/metrics") is not None, 30, "the app to answer")
         yield base
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -126,7 +126,7 @@ def _chat(base: str, i: int) -> bool:
 
 
 def _scrape(base: str) -> str:
-    text = _get(f"{base}/metrics/")
+    text = _get(f"{base}/metrics")
     assert text is not None
     return text
 
@@ -340,7 +340,7 @@ def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -
             killed = time.monotonic()
             deadline = killed + 1.5
             while time.monotonic() < deadline:
-                text = _get(f"{base}/metrics/")
+                text = _get(f"{base}/metrics")
                 if text is not None:
                     seen.append(_samples(text, "ryot_inference_requests_total"))
                 time.sleep(0.1)
