@@ -835,6 +835,20 @@ def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
     assert got == sorted(kept if how != "off" else kept + dropped)
 
 
+def test_a_superseded_instrument_is_answered_only_by_catalogue_metrics() -> None:
+    """Each ogx instrument ryot supersedes names the catalogue metrics answering it; a name the catalogue does not
+    know is a KeyError when the entry is declared (at import), not a wrong line in the duplicates docs."""
+    from ryot_telemetry.recording.duplicates import SUPERSEDED, Superseded
+
+    assert [s.answered_by for s in SUPERSEDED["ogx"]] == [
+        ("ryot.inference.latency", "ryot.inference.requests"),
+        ("ryot.ttft.latency",),
+        ("ryot.tokens_per_second", "ryot.sliding_tokens_per_second"),
+    ]
+    with pytest.raises(KeyError, match=r"unknown ryot metric 'ryot\.inference\.latencies'"):
+        Superseded("m", "i", "e", (), ("ryot.inference.latencies",), "")
+
+
 def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spelling() -> None:
     """``Telemetry.drain()`` returns how many queued requests it recorded; ``collect()`` does the same, warning."""
     import warnings
