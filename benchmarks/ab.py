@@ -32,7 +32,7 @@ from typing import Any
 import ryot_telemetry
 from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta
 
-from .run import (
+from .common import (
     MODELS,
     NoopRouter,
     clock,
@@ -146,7 +146,7 @@ def baseline(rev: str, alias: str = ALIAS) -> Iterator[tuple[ModuleType, str]]:
 
 
 def _configure(pkg: Any) -> Any:
-    """The production set-up of run.telemetry(), for either version; the background drainer (where the version has
+    """The production set-up of common.telemetry(), for either version; the background drainer (where the version has
     one) is stopped, so that the request path and the drain are timed apart."""
     log = logging.getLogger("ryot_telemetry")  # both versions log there; two live Telemetry objects are intended
     level = log.level
@@ -318,7 +318,7 @@ def _closed_port() -> int:
 async def _memory_child_run(alias: str, case: str, n: int) -> dict[str, float]:
     from ryot_telemetry.demo.simulate import Choice, Message, PromptDetails, Response, Usage
 
-    from .run import rss_bytes
+    from .common import rss_bytes
 
     pkg = importlib.import_module(alias)
     logging.getLogger("ryot_telemetry").setLevel(logging.CRITICAL)  # the dead endpoint's export errors

@@ -20,14 +20,11 @@ import statistics
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .run import (
+from ryot_telemetry.demo.simulate import Chunk, ChunkChoice, Delta, PromptDetails, Usage
+
+from .common import (
     MODELS,
-    Chunk,
-    ChunkChoice,
-    Delta,
     NoopRouter,
-    PromptDetails,
-    Usage,
     clock,
     make_params,
     make_response,

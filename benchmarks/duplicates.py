@@ -22,7 +22,7 @@ from prometheus_client import generate_latest
 
 import ryot_telemetry
 
-from .run import clock
+from .common import clock
 
 _MODELS = tuple(f"vllm/model-{i}" for i in range(10))
 

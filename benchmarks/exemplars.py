@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 import ryot_telemetry
 
-from .run import MODELS, NoopRouter, clock, make_params, make_response, median, ns, timed
+from .common import MODELS, NoopRouter, clock, make_params, make_response, median, ns, timed
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import gc
 import statistics
 from typing import Any
 
-from .run import MODELS, NoopRouter, make_params, make_response, ns, telemetry, timed
+from .common import MODELS, NoopRouter, make_params, make_response, ns, telemetry, timed
 
 
 async def bench_guards(n: int, rounds: int) -> dict[str, float]:

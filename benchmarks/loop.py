@@ -79,7 +79,7 @@ async def _round(tel: Any, call: Callable[[Any], Any], params: list[Any], queued
 
 
 async def bench_loop(queued: int, rounds: int) -> dict[str, dict[str, float]]:
-    from .run import MODELS, NoopRouter, make_params, make_response, telemetry
+    from .common import MODELS, NoopRouter, make_params, make_response, telemetry
 
     params = [make_params(m) for m in MODELS]
     out: dict[str, dict[str, float]] = {}

@@ -24,7 +24,7 @@ from typing import Any
 
 import ryot_telemetry
 
-from .run import (
+from .common import (
     MODELS,
     NoopRouter,
     clock,

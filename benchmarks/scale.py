@@ -2,7 +2,7 @@
 
 Registered in ``benchmarks/run.py`` as section ``scale``. Each model gets every router series (``fill_models``: a
 request of each endpoint x mode with every batch bucket, outcome and prompt size, 100 requests per model, the same
-series as ``run.fill_all_combinations``). The prometheus_client baseline is a hand-written registry with exactly the
+series as ``common.fill_all_combinations``). The prometheus_client baseline is a hand-written registry with exactly the
 same series (names, labels, buckets), built per model from ryot's own exposition of one model (``Template``).
 
 1. **models** (10, 100, 1,000; ``--quick`` 10, 20, 40): ``/metrics`` scrape time (``generate_latest``) against the
@@ -62,7 +62,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import ryot_telemetry
 
-from .run import (
+from .common import (
     BATCH_SIZES,
     MODE_ENDPOINTS,
     OUTCOMES,
@@ -657,7 +657,7 @@ def bench_new_series(trials: int, every: float = SCRAPE_EVERY) -> list[dict[str,
 
 def report(quick: bool, rows: list[Row], curves: list[Record], size: Size | None = None) -> None:
     """Section ``scale`` of ``python -m benchmarks``: prints the curves, appends summary rows and curve points."""
-    disable_created_metrics()  # as run.main: OTel writes no *_created series, so the baseline writes none either
+    disable_created_metrics()  # as run.main does: OTel writes no *_created series, so the baseline writes none either
     size = size or (QUICK if quick else FULL)
     template = Template.from_ryot()
     with tempfile.TemporaryDirectory() as tmp:

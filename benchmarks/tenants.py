@@ -21,7 +21,7 @@ from typing import Any
 
 import ryot_telemetry
 
-from .run import MODELS, ChatParams, NoopRouter, make_response, median, ns
+from .common import MODELS, ChatParams, NoopRouter, make_response, median, ns
 
 cpu = time.thread_time
 
@@ -53,7 +53,7 @@ def _telemetry(tenant: Any) -> ryot_telemetry.Telemetry:
 
 
 async def timed(n: int, call: Callable[[Any], Awaitable[Any]], params: list[Any]) -> float:
-    """CPU seconds of ``n`` calls over ``params`` (``run.timed``, on the thread's CPU clock)."""
+    """CPU seconds of ``n`` calls over ``params`` (``common.timed``, on the thread's CPU clock)."""
     k = len(params)
     t0 = cpu()
     for i in range(n):

@@ -17,7 +17,6 @@ from importlib.machinery import ModuleSpec
 from types import CodeType, ModuleType
 from typing import Any
 
-from .engine import EngineMetrics
 from .export.assembly import build_recorder, package_version
 from .pricing import PriceTable
 from .recording.instruments import views
@@ -25,6 +24,7 @@ from .recording.recorder import Recorder, Request
 from .router.instance import instrument_router, uninstrument_router
 from .settings import ConfigurationError, Settings
 from .slo import SloTable
+from .sources.engine import EngineMetrics
 from .sources.gpu import GpuGauges, install_gpu_gauges
 from .telemetry import Telemetry, configure
 
@@ -96,6 +96,7 @@ MOVED_MODULES: dict[str, str] = {
     "ryot_telemetry.router.distro": "ryot_telemetry.distro",  # the entry points' target before the distro moved up
     "ryot_telemetry.dashboard": "ryot_telemetry.artifacts.dashboard",
     "ryot_telemetry.gpu": "ryot_telemetry.sources.gpu",
+    "ryot_telemetry.engine": "ryot_telemetry.sources.engine",
     "ryot_telemetry.simulate": "ryot_telemetry.demo.simulate",
 }
 """Module paths an earlier README or docs page documented: importing one (or ``python -m`` one) still works, with a

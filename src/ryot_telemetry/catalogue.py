@@ -19,11 +19,13 @@ __all__ = [
     "BY_NAME",
     "BY_PROMETHEUS_NAME",
     "CATALOGUE",
+    "LIVE_SUM",
     "METER_NAME",
     "REPLACEMENT",
     "UNENCODABLE",
     "Instrument",
     "MetricSpec",
+    "MultiProcess",
     "first_unencodable",
     "get",
     "markdown_table",
@@ -42,6 +44,19 @@ class Instrument(str, Enum):
     OBSERVABLE_GAUGE = "observable_gauge"  # read by a callback at collection time
     OBSERVABLE_UP_DOWN_COUNTER = "observable_up_down_counter"
     OBSERVABLE_COUNTER = "observable_counter"  # a monotonic total read by a callback (NVML's energy, ECC counts)
+
+
+class MultiProcess(str, Enum):
+    """How multi-process mode merges one metric over the workers' files (``multiproc/directory.py``)."""
+
+    BY_KIND = "by_kind"
+    """Counters and histograms summed over live and dead workers, up-down counters over live workers, gauges from
+    the most recent live writer."""
+    LIVE_SUM = "live_sum"
+    """Summed over live workers (a level each worker holds a part of); a dead worker's series disappear."""
+
+
+LIVE_SUM = MultiProcess.LIVE_SUM
 
 
 # Prometheus type of each instrument, as the OTel Prometheus exporter exposes it.
@@ -70,6 +85,7 @@ class MetricSpec:
     source: str = "router"  # who records it: router, engine, gpu, derived, service
     label_values: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     opt_in_labels: tuple[str, ...] = ()  # present only when configured, then on every series (``tenant``)
+    multiprocess: MultiProcess = MultiProcess.BY_KIND  # how multi-process mode merges the workers' series
 
     @property
     def prometheus_type(self) -> str:
@@ -406,6 +422,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Requests in flight.",
         ("model", "request_type", "endpoint"),
         label_values={"request_type": MODES, "endpoint": ENDPOINTS},
+        multiprocess=LIVE_SUM,
     ),
     MetricSpec(
         "ryot.queue.depth",
@@ -424,6 +441,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("model", "time_window"),
         source="derived",
         label_values={"time_window": TIME_WINDOWS},
+        multiprocess=LIVE_SUM,  # each worker's window holds its own requests' tokens
     ),
     MetricSpec(
         "ryot.kv_cache.hit_ratio",

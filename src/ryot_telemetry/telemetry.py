@@ -22,7 +22,6 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from . import _state
-from .engine import EngineMetrics
 from .export.assembly import (
     assemble,
     build_recorder,
@@ -36,6 +35,7 @@ from .export.readers import build_readers
 from .recording.recorder import Recorder
 from .router.instance import instrument_router
 from .settings import ARGUMENTS, EXPORTERS, PROTOCOLS, Arguments, ConfigurationError, Settings, unknown_variables
+from .sources.engine import EngineMetrics
 from .sources.gpu import GpuGauges
 
 if TYPE_CHECKING:  # annotations only (postponed): no runtime need for typing_extensions on 3.10

@@ -17,11 +17,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from . import _state
-from .engine import EngineMetrics
 from .export.assembly import assemble, ryot_meter
 from .recording.recorder import Recorder
 from .router.instance import instrument_router
 from .settings import Settings
+from .sources.engine import EngineMetrics
 from .sources.gpu import GpuGauges
 
 __all__ = ["Capture", "HistogramPoint", "capture"]

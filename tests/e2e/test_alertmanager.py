@@ -21,7 +21,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ import yaml
 
 from ryot_telemetry import configure
 from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
+from support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -60,12 +60,6 @@ def binaries() -> tuple[str, str]:
             pytest.fail(f"the Alertmanager test must run in CI: {reason}")
         pytest.skip(reason)
     return prom, am
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
@@ -201,7 +195,7 @@ def stack(
     """ryot exposition, Prometheus (1 s scrape and evaluation, shipped rules) and Alertmanager (1 s grouping) up."""
     prometheus, alertmanager = binaries
     tmp = tmp_path_factory.mktemp("alertmanager")
-    ryot_port, prom_port, am_port = _free_port(), _free_port(), _free_port()
+    ryot_port, prom_port, am_port = free_port(), free_port(), free_port()
 
     shipped = (RULES / "ryot_alerts.yml").read_text()
     start = shipped.index("      - alert: RyotHighErrorRate\n")

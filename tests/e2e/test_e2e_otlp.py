@@ -17,7 +17,8 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from ryot_telemetry import catalogue, configure
 from ryot_telemetry.demo.simulate import ProviderError
 from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
-from support.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, _attrs, _free_port
+from support.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, _attrs
+from support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -34,7 +35,7 @@ def _key(**attrs: str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture(params=[GrpcReceiver, HttpReceiver], ids=["grpc", "http"])
 def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
-    r = request.param(_free_port())
+    r = request.param(free_port())
     yield r
     if hasattr(r, "_server"):
         r.stop()

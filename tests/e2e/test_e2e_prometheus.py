@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from ryot_telemetry import catalogue
 from ryot_telemetry.artifacts.slo_rules import WINDOWS
 from ryot_telemetry.demo.run import DEMO_SLOS
 from ryot_telemetry.slo import SloTable
+from support.ports import free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,12 +35,6 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "collector" / "rules"
 REQUESTS = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
@@ -95,13 +89,13 @@ class Prom:
 @pytest.fixture(scope="module")
 def late_port() -> int:
     """Port of a second scrape target, started by a test after Prometheus began scraping (and failing on) it."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def providers_port() -> int:
     """Port of the scrape target of the per-provider test (a router with several upstream providers)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +104,7 @@ def stack(
 ) -> Iterator[tuple[Prom, dict[str, Any], int]]:
     """Prometheus (1s scrape and rule interval, ryot rules loaded) scraping the demo, which runs 300 requests."""
     tmp_path = tmp_path_factory.mktemp("prometheus")
-    demo_port, prom_port = _free_port(), _free_port()
+    demo_port, prom_port = free_port(), free_port()
     # SLO rules generated, as a user would, for the demo's own SLO table
     table, slo_rules = tmp_path / "demo_slos.json", tmp_path / "slo_rules.yml"
     table.write_text(json.dumps(DEMO_SLOS))

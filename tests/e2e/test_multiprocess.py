@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.ogx import ogx_config
+from support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "llama-3.1-8b-instruct"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _samples(text: str, name: str, **match: str) -> float:
@@ -81,7 +75,7 @@ def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-d
 def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> Iterator[str]:
     """``uvicorn examples.fastapi_app:app --workers N`` (or gunicorn with uvicorn workers and ``--preload``: the app,
     and so configure(), is imported once in the master, then forked) with the directory set; yields the base URL."""
-    port = _free_port()
+    port = free_port()
     if gunicorn_preload:
         cmd = [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
         cmd += ["--preload", "-b", f"127.0.0.1:{port}", "examples.fastapi_app:app"]
@@ -100,7 +94,7 @@ def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> I
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: len({p for p in _worker_pids(mp_dir) if _alive(p)}) >= workers, 60, f"{workers} workers")
-        _wait(lambda: _get(f"{base}/metrics/") is not None, 30, "the app to answer")
+        _wait(lambda: _get(f"{base}/metrics") is not None, 30, "the app to answer")
         yield base
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -132,7 +126,7 @@ def _chat(base: str, i: int) -> bool:
 
 
 def _scrape(base: str) -> str:
-    text = _get(f"{base}/metrics/")
+    text = _get(f"{base}/metrics")
     assert text is not None
     return text
 
@@ -176,7 +170,7 @@ def test_uvicorn_workers_every_scrape_shows_the_server_total(tmp_path: Path, ser
 
 
 def _run_fork_app(mp_dir: Path | None, children: int, per_child: int, **extra: str) -> dict:  # type: ignore[type-arg]
-    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_PORT=str(_free_port()), **extra)
+    env = _env(mp_dir, OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()), **extra)
     out = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "apps" / "mp_fork.py"), str(children), str(per_child)],
         capture_output=True,
@@ -269,7 +263,7 @@ def _worker(mp_dir: Path | None, port: int, requests: int, **extra: str) -> Iter
 def test_endpoint_taken_over_within_a_second_when_its_holder_dies(tmp_path: Path) -> None:
     """Two workers share a port: the first holds it, the second stays quiet. SIGKILL the holder: the second serves
     the port within 5 s (it retries every 0.5 s), and the dead holder's 4 requests stay in the total (4 + 3)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     with _worker(tmp_path, port, 4) as first, _worker(tmp_path, port, 3) as second:
         time.sleep(1.0)
@@ -297,7 +291,7 @@ def _scrape_url(url: str) -> str:
 def test_without_the_variable_a_sibling_worker_warns_once_naming_it() -> None:
     """Without RYOT_TELEMETRY_MULTIPROC_DIR, a second worker of the same server (a sibling process) finds the port
     held: it logs exactly one WARNING naming the variable and keeps serving requests; nothing is raised."""
-    port = _free_port()
+    port = free_port()
     with _worker(None, port, 1), _worker(None, port, 1) as second:
         assert second.stdin is not None
         second.stdin.close()
@@ -346,7 +340,7 @@ def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -
             killed = time.monotonic()
             deadline = killed + 1.5
             while time.monotonic() < deadline:
-                text = _get(f"{base}/metrics/")
+                text = _get(f"{base}/metrics")
                 if text is not None:
                     seen.append(_samples(text, "ryot_inference_requests_total"))
                 time.sleep(0.1)
@@ -377,7 +371,7 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
     from ryot_telemetry.multiproc.setup import server_instance_id
     from support.otlp_receiver import GrpcReceiver
 
-    receiver = GrpcReceiver(_free_port())
+    receiver = GrpcReceiver(free_port())
     receiver.start()
     otlp = {
         "OTEL_METRICS_EXPORTER": "otlp",
@@ -393,7 +387,7 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
         return sum(p.as_int for p in metric.sum.data_points), resource
 
     try:
-        port = _free_port()
+        port = free_port()
         with _worker(tmp_path, port, 4, **otlp) as first, _worker(tmp_path, port, 3, **otlp) as second:
             _wait(lambda: (latest() or (0,))[0] == 7, 10, "7 requests at the receiver")
             resource = latest()[1]  # type: ignore[index]
@@ -430,7 +424,7 @@ def test_otlp_delta_from_the_merged_totals_across_a_leader_death_and_a_worker_re
     (no double counting at the change of leader or the restart), latency counts included."""
     from support.otlp_receiver import GrpcReceiver
 
-    receiver = GrpcReceiver(_free_port())
+    receiver = GrpcReceiver(free_port())
     receiver.start()
     otlp = {
         "OTEL_METRICS_EXPORTER": "otlp",
@@ -452,7 +446,7 @@ def test_otlp_delta_from_the_merged_totals_across_a_leader_death_and_a_worker_re
         assert proc.stdout.readline().strip() == "done"
 
     try:
-        port = _free_port()
+        port = free_port()
         with _worker(tmp_path, port, 4, **otlp) as first, _worker(tmp_path, port, 3, **otlp) as second:
             _wait(lambda: requests() == 7, 10, "7 requests in the deltas")
             holder = _leader_pid(tmp_path)
@@ -509,10 +503,10 @@ def test_otlp_delta_outage_with_a_sigkilled_leader_loses_nothing(tmp_path: Path,
     sent, and stay there (before: a failed export was sent again from the same baseline, growing each time)."""
     from support.otlp_receiver import GrpcReceiver, HttpReceiver
 
-    receiver = (GrpcReceiver if protocol == "grpc" else HttpReceiver)(_free_port())
+    receiver = (GrpcReceiver if protocol == "grpc" else HttpReceiver)(free_port())
     env = _delta_env(receiver, 0.5)
     try:
-        port = _free_port()
+        port = free_port()
         with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
             time.sleep(1.5)  # several exports fail
             holder = _leader_pid(tmp_path)
@@ -541,12 +535,12 @@ def test_otlp_delta_from_a_collector_that_answers_late_never_counts_twice(tmp_pa
     requests sent (before: 32), and once the collector answers in time 2 more arrive: exactly 9."""
     from support.otlp_receiver import GrpcReceiver
 
-    receiver = GrpcReceiver(_free_port())
+    receiver = GrpcReceiver(free_port())
     receiver.mode, receiver.late_s = "late", 1.2
     receiver.start()
     env = _delta_env(receiver, 0.4)
     try:
-        port = _free_port()
+        port = free_port()
         with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
             _wait(lambda: receiver.total("ryot.inference.requests") == 7, 15, "7 requests in the deltas")
             end = time.monotonic() + 3.0
@@ -576,7 +570,7 @@ def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_
     exporter's retries held the hand-off back and scrapes showed 4, 4, 4)."""
     from support.otlp_receiver import GrpcReceiver
 
-    receiver = GrpcReceiver(_free_port())
+    receiver = GrpcReceiver(free_port())
     if fault != "down":
         receiver.mode, receiver.late_s = fault, 6.0
         receiver.start()
@@ -587,7 +581,7 @@ def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_
         "OTEL_EXPORTER_OTLP_TIMEOUT": "4",
     }
     try:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}/metrics"
         with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
             # the first increments of a new series follow its zero one scrape later
@@ -645,7 +639,7 @@ def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path:
     mp_dir, store = tmp_path / "mp", tmp_path / "store"
     mp_dir.mkdir()
     store.mkdir()
-    upstream_port, ogx_port, metrics_port = _free_port(), _free_port(), _free_port()
+    upstream_port, ogx_port, metrics_port = free_port(), free_port(), free_port()
     config = tmp_path / "run.yaml"
     server = f"  host: 127.0.0.1\n  port: {ogx_port}\n  workers: 2\n  insecure: true"
     config.write_text(ogx_config("ryot-multiproc-test", upstream=upstream_port, store=str(store), server=server))

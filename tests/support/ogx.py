@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,12 +105,6 @@ def stack_config(stack: Stack, distro: str, *, upstream: int, store: str, server
 def ogx_config(distro: str, *, upstream: int, store: str, server: str) -> str:
     """``stack_config`` for ogx."""
     return stack_config(OGX, distro, upstream=upstream, store=store, server=server)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def until(check: Callable[[], Any], within: float, what: str) -> Any:

@@ -7,7 +7,6 @@ request, then answers after ``late_s`` seconds: past the exporter's timeout, the
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent import futures
@@ -17,12 +16,6 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.metrics.v1 import metrics_pb2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,16 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+from support.ports import free_port
+
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
     reason="prometheus binary not found (Debian package `prometheus`; scripts/setup.d/prometheus.sh)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], deadline_s: float, interval: float = 0.25) -> Any:

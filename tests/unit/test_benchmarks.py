@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import run, scale
+from benchmarks import common, scale
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,7 +22,7 @@ def _series(text: str) -> Series:
 
 
 def _ryot(fill: Any, models: tuple[str, ...]) -> Series:
-    tel = run.telemetry()
+    tel = common.telemetry()
     try:
         fill(tel.recorder, models)
         return _series(generate_latest(tel.registry).decode())
@@ -33,7 +33,7 @@ def _ryot(fill: Any, models: tuple[str, ...]) -> Series:
 def test_fill_models_records_every_series_of_every_combination() -> None:
     """100 requests per model give the same series as one per label combination (1,350 per model)."""
     lean = _ryot(scale.fill_models, ("a", "b"))
-    assert lean == _ryot(run.fill_all_combinations, ("a", "b"))
+    assert lean == _ryot(common.fill_all_combinations, ("a", "b"))
     names = {name for name, _ in lean}
     assert {"ryot_inference_requests_total", "ryot_inference_errors_total", "ryot_ttft_latency_seconds_bucket"} <= names
     assert {dict(labels).get("model") for _, labels in lean} >= {"a", "b"}

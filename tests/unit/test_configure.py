@@ -14,6 +14,7 @@ import pytest
 from ryot_telemetry import ConfigurationError, configure, views
 from ryot_telemetry.catalogue import get
 from support.floors import needs_series_limit
+from support.ports import free_port
 
 
 def test_port_in_use_is_one_clear_error() -> None:
@@ -206,9 +207,7 @@ def test_exemplars_trace_based_where_a_reader_carries_them(monkeypatch: pytest.M
 
 def test_failed_configure_leaves_nothing_running() -> None:
     """A bad OTLP setting fails before the scrape port opens; a later configure() can take the same port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(ConfigurationError, match="unknown OTLP protocol"):
         configure(
             exporters="prometheus,otlp",
@@ -562,7 +561,8 @@ def test_otlp_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_variable_settings_reads_is_documented() -> None:
-    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py (or env.py) is on the configuration page."""
+    """Each OTEL_*/RYOT_TELEMETRY_* variable named in settings.py, its loaders (config/) or env.py is on the
+    configuration page."""
     import ast
     import re
     from pathlib import Path
@@ -572,9 +572,11 @@ def test_every_variable_settings_reads_is_documented() -> None:
     root = Path(__file__).resolve().parents[2]
     page = (root / "docs" / "reference" / "configuration.md").read_text()
     table = page[page.index("<!-- BEGIN CONFIG TABLE -->") : page.index("<!-- END CONFIG TABLE -->")]
-    tree = ast.parse(Path(settings.__file__).read_text())
+    sources = [Path(settings.__file__), *sorted((Path(settings.__file__).parent / "config").glob("*.py"))]
+    trees = [ast.parse(p.read_text()) for p in sources]
     names = {
         node.value
+        for tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
@@ -583,6 +585,7 @@ def test_every_variable_settings_reads_is_documented() -> None:
     # the OTEL_* names settings.py takes from opentelemetry's environment_variables constants
     names |= {
         alias.name
+        for tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("environment_variables")
         for alias in node.names
@@ -830,6 +833,20 @@ def test_drop_duplicates_ogx_drops_only_the_ogx_instruments_ryot_supersedes(
     ]
     dropped = [("ogx.inference", s.instrument) for s in SUPERSEDED["ogx"]]
     assert got == sorted(kept if how != "off" else kept + dropped)
+
+
+def test_a_superseded_instrument_is_answered_only_by_catalogue_metrics() -> None:
+    """Each ogx instrument ryot supersedes names the catalogue metrics answering it; a name the catalogue does not
+    know is a KeyError when the entry is declared (at import), not a wrong line in the duplicates docs."""
+    from ryot_telemetry.recording.duplicates import SUPERSEDED, Superseded
+
+    assert [s.answered_by for s in SUPERSEDED["ogx"]] == [
+        ("ryot.inference.latency", "ryot.inference.requests"),
+        ("ryot.ttft.latency",),
+        ("ryot.tokens_per_second", "ryot.sliding_tokens_per_second"),
+    ]
+    with pytest.raises(KeyError, match=r"unknown ryot metric 'ryot\.inference\.latencies'"):
+        Superseded("m", "i", "e", (), ("ryot.inference.latencies",), "")
 
 
 def test_telemetry_drain_records_the_queue_and_collect_is_its_deprecated_spelling() -> None:
@@ -1108,8 +1125,8 @@ def test_every_argument_given_as_none_is_the_same_as_left_out(monkeypatch: pytes
 
 
 def test_otel_variable_names_come_from_the_sdk_constants() -> None:
-    """settings.py, distro.py and the docs generator spell no OTEL_* variable the SDK (or API) defines as a string
-    literal: they use opentelemetry's environment_variables constants."""
+    """settings.py, its loaders (config/), distro.py and the docs generator spell no OTEL_* variable the SDK (or
+    API) defines as a string literal: they use opentelemetry's environment_variables constants."""
     import ast
     from pathlib import Path
 
@@ -1122,7 +1139,12 @@ def test_otel_variable_names_come_from_the_sdk_constants() -> None:
     root = Path(ryot_telemetry.__file__).parent
     literals = {
         f"{path.name}: {node.value}"
-        for path in (root / "settings.py", root / "distro.py", root / "artifacts" / "docs.py")
+        for path in (
+            root / "settings.py",
+            *sorted((root / "config").glob("*.py")),
+            root / "distro.py",
+            root / "artifacts" / "docs.py",
+        )
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in defined
     }

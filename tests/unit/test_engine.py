@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from ryot_telemetry import engine as engine_mod
-from ryot_telemetry.engine import EngineMetrics
 from ryot_telemetry.recording.labels import OVERFLOW, ModelLabels
+from ryot_telemetry.sources import engine as engine_mod
+from ryot_telemetry.sources.engine import EngineMetrics
 from ryot_telemetry.testing import Capture, capture
 
 LOAD_T = "ryot.model.loading_time"

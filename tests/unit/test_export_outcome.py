@@ -25,6 +25,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ryot_telemetry.export.delta import Baseline, to_delta
 from ryot_telemetry.export.outcome import Attempts, ObservedExporter, Outcome, grpc_stub_wrapper
+from support.ports import free_port
 
 EMPTY = MetricsData([])
 
@@ -129,9 +130,7 @@ def test_http_connection_refused_is_refused_and_a_read_timeout_unknown() -> None
 
     attempts = Attempts()
     session = observing_session(attempts)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     attempts.begin()
     with pytest.raises(requests.exceptions.ConnectionError):
         session.post(f"http://127.0.0.1:{closed}/v1/metrics", data=b"x", timeout=1)

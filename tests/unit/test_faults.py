@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import ryot_telemetry
 from ryot_telemetry.testing import Capture
 from support.fakes import ChatParams, Completion, CompletionParams, ScriptedRouter, content_chunk, usage, usage_chunk
+from support.ports import free_port
 
 REQ = "ryot.inference.requests"
 INSTRUMENTS = ("requests", "errors", "tokens", "cost", "latency", "ttft", "tpot", "batch", "tps", "cache_eff")
@@ -119,14 +119,6 @@ async def test_start_fault_calls_through_unrecorded(cap: Capture, monkeypatch: p
     assert cap.points("ryot.active_inference_requests") == []
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 def in_memory() -> Iterator[list[Any]]:
     made: list[Any] = []
@@ -154,7 +146,7 @@ async def test_otlp_endpoint_down_changes_nothing_for_callers_or_other_readers(
     reader = InMemoryMetricReader()
     tel = ryot_telemetry.configure(
         exporters="otlp",
-        otlp_endpoint=f"http://127.0.0.1:{_closed_port()}",
+        otlp_endpoint=f"http://127.0.0.1:{free_port()}",
         otlp_protocol=protocol,
         export_interval_ms=50,
         readers=[reader],

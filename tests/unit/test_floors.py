@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ryot_telemetry import ConfigurationError, configure
 from ryot_telemetry._compat import RegistryPrometheusReader, merge_families, prometheus_reader
+from support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.metric_exporter"
@@ -111,12 +112,6 @@ def test_an_older_readers_collector_moves_to_the_given_registry_and_leaves_it_at
     assert reader._collector not in REGISTRY._collector_to_names
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def no_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
     """The gRPC exporter not installed (the base install without the otlp-grpc extra), and no OTLP settings."""
@@ -134,7 +129,7 @@ def test_grpc_without_the_extra_is_one_clear_error_before_anything_listens(
     ConfigurationError naming the variable and the extra, raised before the scrape port is opened."""
     if protocol:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-    port = _free_port()
+    port = free_port()
     with pytest.raises(ConfigurationError) as caught:
         configure(
             exporters="otlp,prometheus",
@@ -153,7 +148,7 @@ def test_grpc_without_the_extra_is_one_clear_error_before_anything_listens(
 def test_http_otlp_needs_no_grpc(no_grpc: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf works with the base install alone (no gRPC exporter)."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    tel = configure(exporters="otlp", otlp_endpoint=f"http://127.0.0.1:{_free_port()}", gpu=False)
+    tel = configure(exporters="otlp", otlp_endpoint=f"http://127.0.0.1:{free_port()}", gpu=False)
     try:
         exporter = tel.readers[0]._exporter.sender.exporter  # ryot's OtlpExport sends through the OTel exporter
         assert type(exporter).__module__ == "opentelemetry.exporter.otlp.proto.http.metric_exporter"

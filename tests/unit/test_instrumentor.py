@@ -280,6 +280,7 @@ MOVED = {
     "ryot_telemetry.instrumentor": ("ryot_telemetry.router.instrumentor", "RyotInstrumentor"),
     "ryot_telemetry.dashboard": ("ryot_telemetry.artifacts.dashboard", "build_dashboard"),
     "ryot_telemetry.gpu": ("ryot_telemetry.sources.gpu", "NvmlBackend"),
+    "ryot_telemetry.engine": ("ryot_telemetry.sources.engine", "EngineMetrics"),
     "ryot_telemetry.simulate": ("ryot_telemetry.demo.simulate", "SimulatedRouter"),
     "ryot_telemetry.router.distro": ("ryot_telemetry.distro", "RyotDistro"),
 }

@@ -128,6 +128,42 @@ def test_histograms_counters_and_live_gauges_merge_exactly() -> None:
     assert rates == {"1m", "5m", "15m"}
 
 
+def test_the_live_sum_policy_is_the_catalogues() -> None:
+    """The merge sums over live workers exactly the metrics the catalogue marks ``multiprocess=LIVE_SUM`` (the
+    in-flight counter and the sliding token rate), and only levels carry that mark: a counter or histogram summed
+    over live workers alone would lose what a dead worker handed over."""
+    from ryot_telemetry.catalogue import CATALOGUE, LIVE_SUM, Instrument, MultiProcess
+    from ryot_telemetry.multiproc.directory import LIVE_SUMMED
+
+    assert {"ryot.active_inference_requests", "ryot.sliding_tokens_per_second"} == LIVE_SUMMED
+    levels = {Instrument.GAUGE, Instrument.OBSERVABLE_GAUGE, Instrument.OBSERVABLE_UP_DOWN_COUNTER}
+    assert {m.instrument for m in CATALOGUE if m.multiprocess is LIVE_SUM} <= levels
+    assert {m.multiprocess for m in CATALOGUE} == set(MultiProcess)
+
+
+def test_a_gauge_outside_the_live_sum_policy_comes_from_the_latest_live_writer() -> None:
+    """Two live workers' ``ryot.queue.depth`` (by kind: not summed) merge to the newer value; their
+    ``ryot.sliding_tokens_per_second`` (live-sum) to the sum."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from ryot_telemetry.multiproc.directory import Merged
+
+    def snapshot(name: str, value: float, at: int) -> ExportMetricsServiceRequest:
+        req = ExportMetricsServiceRequest()
+        m = req.resource_metrics.add().scope_metrics.add().metrics.add()
+        m.name = name
+        p = m.gauge.data_points.add()
+        p.as_double, p.time_unix_nano = value, at
+        return req
+
+    merged = Merged()
+    for name in ("ryot.queue.depth", "ryot.sliding_tokens_per_second"):
+        merged.add(snapshot(name, 3.0, 200), live=True)
+        merged.add(snapshot(name, 5.0, 100), live=True)
+    assert merged.gauge_value("ryot.queue.depth") == 3.0
+    assert merged.gauge_value("ryot.sliding_tokens_per_second") == 8.0
+
+
 def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> None:
     """NVML is read by the process answering the scrape, once per scrape; the workers' 0.5 s hand-offs never
     sweep. The token-efficiency ratio is the merged 1-minute token rate over the device's memory percent."""

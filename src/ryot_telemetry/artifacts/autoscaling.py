@@ -53,9 +53,8 @@ __all__ = [
 SIGNALS = ("inflight", "ttft", "queue")
 INFLIGHT_FAMILY = catalogue.get("ryot.active_inference_requests").prometheus_name
 TTFT_FAMILY = catalogue.get("ryot.ttft.latency").prometheus_name
-QUEUE_FAMILY = "ryot_engine_queue_seconds"
-"""The engine queue-time histogram (SPEC "Capacity and scaling"); named here until the catalogue declares it, and
-taken from the catalogue once it does (``_queue_family``)."""
+QUEUE_FAMILY = catalogue.get("ryot.engine.queue").prometheus_name
+"""The engine queue-time histogram (SPEC "Capacity and scaling")."""
 
 KEDA_API = "keda.sh/v1alpha1"
 HPA_API = "autoscaling/v2"
@@ -68,11 +67,6 @@ _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[^\s\"'\\]*)?$
 _LABEL_VALUE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 _PLAIN_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]*")  # a key YAML reads as this string without quotes
 _YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
-
-
-def _queue_family() -> str:
-    found = catalogue.BY_PROMETHEUS_NAME.get(QUEUE_FAMILY)
-    return found.prometheus_name if found is not None else QUEUE_FAMILY
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,7 @@ def signal_queries(s: Scaling) -> dict[str, str]:
             "adapter": "histogram_quantile(0.95, sum by (le, <<.GroupBy>>) "
             f"(rate(<<.Series>>{{<<.LabelMatchers>>}}[{w}]))) >= 0",
         }
-    q = _queue_family()
+    q = QUEUE_FAMILY
     return {
         "keda": f"(sum(rate({q}_sum{{{sel}}}[{w}])) / sum(rate({q}_count{{{sel}}}[{w}])) >= 0) or vector(0)",
         "adapter": f"(sum by (<<.GroupBy>>) (rate({q}_sum{{<<.LabelMatchers>>}}[{w}])) / "
@@ -166,7 +160,7 @@ def signal_queries(s: Scaling) -> dict[str, str]:
 
 
 def _series(s: Scaling) -> str:
-    return {"inflight": INFLIGHT_FAMILY, "ttft": f"{TTFT_FAMILY}_bucket", "queue": f"{_queue_family()}_count"}[s.signal]
+    return {"inflight": INFLIGHT_FAMILY, "ttft": f"{TTFT_FAMILY}_bucket", "queue": f"{QUEUE_FAMILY}_count"}[s.signal]
 
 
 def _quantity(value: float) -> str:

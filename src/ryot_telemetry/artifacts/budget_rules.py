@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import env
+from .. import catalogue, env
 from ..budgets import Budget, BudgetTable
 
 __all__ = ["ALERTS", "BURN_WINDOW", "EXAMPLE_TABLE", "RECORDS", "main", "rules_yaml"]
@@ -25,7 +25,7 @@ __all__ = ["ALERTS", "BURN_WINDOW", "EXAMPLE_TABLE", "RECORDS", "main", "rules_y
 BURN_WINDOW = "6h"
 """The recent burn a projection extrapolates from."""
 _BURN_WINDOW_S = 6 * 3600
-_COST = "ryot_token_cost_estimate_usd_total"
+_COST = catalogue.get("ryot.token.cost_estimate.usd").prometheus_name
 
 RECORDS = ("ryot:budget:usd", "ryot:budget_spend:usd", "ryot:budget_spend:ratio", "ryot:budget_burn:ratio")
 """Recorded per budget, each labelled scope, tenant or model, window and budget_usd."""

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import catalogue
 from ..slo import SloTable
 
 __all__ = ["BURN_ALERTS", "EXAMPLE_TABLE", "SLO_PERIOD", "WINDOWS", "main", "rules_yaml"]
@@ -35,7 +36,7 @@ EXAMPLE_TABLE: dict[str, dict[str, float]] = {
 """The table ``collector/rules/ryot_slo_rules.yml`` is generated from (regenerate it for yours)."""
 
 
-_TOTAL = "ryot_slo_requests_total"
+_TOTAL = catalogue.get("ryot.slo.requests").prometheus_name
 
 
 def _num(x: float) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
+from .. import catalogue
 from ..catalogue import COMPLETION_TOKENS, STATUSES
 from ..settings import Settings
 from ..telemetry import ConfigurationError, Telemetry, configure
@@ -59,16 +60,18 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 by_name.setdefault(m.name, []).extend(m.data.data_points)
+
+    def points(name: str) -> list[Any]:
+        return by_name.get(catalogue.get(name).name, [])  # through the catalogue: a misspelt name raises, not 0
+
     requests = dict.fromkeys(STATUSES, 0)
-    for p in by_name.get("ryot.inference.requests", ()):
+    for p in points("ryot.inference.requests"):
         requests[p.attributes["status"]] = requests.get(p.attributes["status"], 0) + int(p.value)
     errors: dict[str, int] = {}
-    for p in by_name.get("ryot.inference.errors", ()):
+    for p in points("ryot.inference.errors"):
         errors[p.attributes["error_type"]] = errors.get(p.attributes["error_type"], 0) + int(p.value)
     completion = sum(
-        int(p.value)
-        for p in by_name.get("ryot.tokens.generated", ())
-        if p.attributes["token_type"] == COMPLETION_TOKENS
+        int(p.value) for p in points("ryot.tokens.generated") if p.attributes["token_type"] == COMPLETION_TOKENS
     )
     out: dict[str, Any] = {
         "requests": requests,
@@ -79,12 +82,12 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
         "tokens_per_second": round(completion / wall_s, 1) if wall_s > 0 else None,
     }
     for key, name in (("latency", "ryot.inference.latency"), ("ttft", "ryot.ttft.latency")):
-        bounds, counts = _merged(by_name.get(name, []))
+        bounds, counts = _merged(points(name))
         for q in (0.5, 0.95):
             v = histogram_quantile(q, bounds, counts)
             out[f"{key}_p{int(q * 100)}_seconds"] = None if v is None else round(v, 4)
     slo: dict[str, Any] = {"met": 0, "missed": {}}
-    for p in by_name.get("ryot.slo.requests", ()):
+    for p in points("ryot.slo.requests"):
         if p.attributes["result"] == "met":
             slo["met"] += int(p.value)
         else:
@@ -94,10 +97,10 @@ def summarize(reader: InMemoryMetricReader, wall_s: float) -> dict[str, Any]:
     slo["goodput"] = round(slo["met"] / judged, 4) if judged else None
     out["slo"] = slo
     cost: dict[str, float] = {}
-    for p in by_name.get("ryot.token.cost_estimate.usd", ()):
+    for p in points("ryot.token.cost_estimate.usd"):
         cost[p.attributes["model"]] = cost.get(p.attributes["model"], 0.0) + p.value
     out["cost_usd"] = {m: round(v, 6) for m, v in sorted(cost.items())}
-    tps_bounds, tps_counts = _merged(by_name.get("ryot.tokens_per_second", []))
+    tps_bounds, tps_counts = _merged(points("ryot.tokens_per_second"))
     out["per_request_tokens_per_second_p50"] = histogram_quantile(0.5, tps_bounds, tps_counts)
     return out
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..engine import EngineMetrics
+    from ..sources.engine import EngineMetrics
 
 __all__ = ["DEMO_PRICES", "ProviderError", "SimulatedEngine", "SimulatedRouter", "demo_router"]
 

@@ -29,12 +29,12 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from .. import _state, catalogue
-from ..engine import EngineMetrics
 from ..recording.derived import TokenRates, install_token_efficiency
 from ..recording.instruments import METER_NAME, create_instrument, views
 from ..recording.recorder import Recorder, RequestSpanExemplarFilter
 from ..recording.semconv import SCHEMA_URL
 from ..settings import ConfigurationError, Settings
+from ..sources.engine import EngineMetrics
 from ..sources.gpu import GpuGauges, gauges_for
 from ..sources.providers import ModelProviders, install_model_info
 from .temporality import exponential_otlp

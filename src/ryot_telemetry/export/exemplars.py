@@ -35,7 +35,7 @@ __all__ = ["EXEMPLAR_METRICS", "ExemplarPrometheusReader", "scrape_app", "tracin
 
 _log = logging.getLogger("ryot_telemetry")
 
-EXEMPLAR_METRICS = ("ryot.inference.latency", "ryot.ttft.latency")
+EXEMPLAR_METRICS = tuple(catalogue.get(n).name for n in ("ryot.inference.latency", "ryot.ttft.latency"))
 """The histograms whose buckets carry exemplars on the scrape, as on the OTLP path (the request's trace)."""
 
 _SCOPE_LABEL = "otel_scope_"  # the exporter's scope labels, which the data points' attributes do not carry

@@ -35,13 +35,16 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["LIVE_SUM", "Merged", "alive", "housekeep", "proc_start", "read_server"]
+from ..catalogue import CATALOGUE, LIVE_SUM
+
+__all__ = ["LIVE_SUMMED", "Merged", "alive", "housekeep", "proc_start", "read_server"]
 
 _log = logging.getLogger("ryot_telemetry")
 
-LIVE_SUM = frozenset({"ryot.active_inference_requests", "ryot.sliding_tokens_per_second"})
-"""Gauges summed over live processes; every other gauge is taken from the most recent live writer. (In-flight is an
-up-down counter: like every non-monotonic sum it is summed over live processes only.)"""
+LIVE_SUMMED = frozenset(m.name for m in CATALOGUE if m.multiprocess is LIVE_SUM)
+"""Metrics the catalogue marks ``multiprocess=LIVE_SUM``: their gauges are summed over live processes; every other
+gauge is taken from the most recent live writer. (In-flight is an up-down counter: like every non-monotonic sum it
+is summed over live processes only.)"""
 
 _FOLDED_KEY = "ryot.multiproc.folded"
 
@@ -232,7 +235,7 @@ class Merged:
         fam = self._family(m, scope, "gauge")
         if fam.kind != "gauge":
             return
-        summed = m.name in LIVE_SUM
+        summed = m.name in LIVE_SUMMED
         for p in m.gauge.data_points:
             value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
             key = _attrs_key(p.attributes)

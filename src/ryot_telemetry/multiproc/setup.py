@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
     from opentelemetry.sdk.metrics import MeterProvider
 
-    from ..engine import EngineMetrics
     from ..settings import Settings
+    from ..sources.engine import EngineMetrics
     from ..sources.gpu import GpuGauges
 
 __all__ = ["Process", "configure_process", "server_instance_id"]

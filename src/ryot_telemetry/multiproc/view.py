@@ -18,6 +18,7 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 
+from .. import catalogue
 from .._compat import prometheus_reader, set_collect_callback
 from .collections import record_collection
 from .directory import Merged, _Ident, read_server
@@ -25,6 +26,7 @@ from .directory import Merged, _Ident, read_server
 __all__ = ["MergedRates", "ServerView", "merged_prometheus_reader"]
 
 _log = logging.getLogger("ryot_telemetry")
+_RATE = catalogue.get("ryot.sliding_tokens_per_second").name  # checked at import: a typo is no rate that stays None
 
 
 class MergedRates:
@@ -37,7 +39,7 @@ class MergedRates:
     def rate(self, model: str, seconds: int = 60) -> float | None:
         if self.merged is None:
             return None
-        return self.merged.gauge_value("ryot.sliding_tokens_per_second", model=model, time_window="1m")
+        return self.merged.gauge_value(_RATE, model=model, time_window="1m")
 
 
 class ServerView:

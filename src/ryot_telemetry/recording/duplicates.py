@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 
+from .. import catalogue
+
 __all__ = ["SUPERSEDED", "Superseded", "drop_views"]
 
 
@@ -29,6 +31,10 @@ class Superseded:
     labels: tuple[str, ...]
     answered_by: tuple[str, ...]  # the ryot catalogue metrics that answer it
     note: str
+
+    def __post_init__(self) -> None:
+        for name in self.answered_by:
+            catalogue.get(name)  # a misspelt answer fails at import, not in the docs that name it
 
 
 SUPERSEDED: dict[str, tuple[Superseded, ...]] = {

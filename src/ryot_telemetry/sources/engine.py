@@ -23,10 +23,10 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import catalogue
-from .catalogue import ENGINE_STEP, LOAD_ATTEMPT_TYPES, LOAD_FAILED, LOAD_PARTIAL, LOAD_SUCCESS, LOAD_TYPES
-from .recording.instruments import create_instrument
-from .recording.labels import OVERFLOW, ModelLabels, batch_size_label
+from .. import catalogue
+from ..catalogue import ENGINE_STEP, LOAD_ATTEMPT_TYPES, LOAD_FAILED, LOAD_PARTIAL, LOAD_SUCCESS, LOAD_TYPES
+from ..recording.instruments import create_instrument
+from ..recording.labels import OVERFLOW, ModelLabels, batch_size_label
 
 __all__ = ["LOAD_ATTEMPT_TYPE", "EngineMetrics", "ModelLoad"]
 
