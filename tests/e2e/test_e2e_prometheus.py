@@ -251,7 +251,7 @@ def test_recording_rules_evaluate_on_real_data(stack: tuple[Prom, dict[str, Any]
     assert set(p95) == models and all(0 < v <= 2.5 for v in p95.values())
     groups = _get(f"{prom.base}/api/v1/rules")["data"]["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
-    assert len(health) == 25 + 18  # + the generated SLO rules: 16 recording rules, 2 alerts
+    assert len(health) == 27 + 18  # 15 recording rules, 12 alerts, + the generated SLO rules: 16 recording, 2 alerts
     assert {name: h for name, h in health.items() if h != ("ok", "")} == {}
 
 
