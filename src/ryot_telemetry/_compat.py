@@ -9,16 +9,20 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import version
+from time import time_ns
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.context import get_current
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
 # opentelemetry-exporter-prometheus (private module ``_mapping``, present from 0.44b0 on; we require >=0.58b0):
 # the exporter's own name sanitising and unit-to-suffix mapping, so the catalogue predicts the exposed family names
 # (``ryot_inference_latency_seconds``, ``..._total``) exactly as a scrape shows them.
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+from opentelemetry.sdk.metrics._internal.measurement import Measurement as _Measurement
 from opentelemetry.sdk.metrics.view import View
 
 # opentelemetry-semantic-conventions (private package ``_incubating``, where every GenAI name of the package lives;
@@ -38,12 +42,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk._configuration import _OTelSDKConfigurator as OTelSDKConfigurator
 
 __all__ = [
+    "HistogramBatch",
     "OTelSDKConfigurator",
     "RegistryPrometheusReader",
     "encode_attributes",
     "encode_instrumentation_scope",
     "genai_attributes",
     "genai_metrics",
+    "histogram_batch",
     "map_unit",
     "merge_families",
     "meter_count",
@@ -237,3 +243,143 @@ def observe_grpc_stub(exporter: Any, wrap: Callable[[Any], Any]) -> bool:
     if callable(stub):  # releases that rebuild the client build it observed too
         exporter._stub = lambda channel: wrap(stub(channel))
     return True
+
+
+# opentelemetry-sdk metrics internals, used by ``recording/measure.py`` to hand a drain batch's histogram values to
+# the SDK once per series instead of once per value (a public ``Histogram.record`` builds a ``Measurement``, cleans,
+# copies and hashes its attributes and looks the series up again for every value: most of the drain's cost). What
+# ``HistogramBatch.record`` does is, step for step, what ``Histogram.record`` -> ``MeasurementConsumer`` ->
+# ``MetricReaderStorage`` -> ``_ViewInstrumentMatch.consume_measurement`` do, with the steps that do not depend on
+# the value done once per series: the same attribute cleaning, View attribute filter, series key, cardinality limit
+# (``_get_or_create_aggregation``), the lock a delta reader's series needs, and each value aggregated and offered to
+# the exemplar filter and reservoir in the order it was recorded. Where two series of the batch could meet in one
+# aggregation (a View that drops attribute keys, the series limit's overflow), that reader's values go through
+# ``_ViewInstrumentMatch.consume_measurement`` one by one in recording order, as ``record`` would have sent them.
+# Names used (all present in 1.45, where the series key became ``_hash_attributes`` and the series limit arrived; an
+# SDK without any of them gets ``None`` and the public ``record`` is used):
+# - ``_Instrument._is_enabled()``, ``._measurement_consumer``; ``SynchronousMeasurementConsumer._sdk_config``
+#   (its ``exemplar_filter``) and ``._reader_storages`` (a mapping replaced, never mutated, by the SDK);
+# - ``MetricReaderStorage._get_or_init_view_instrument_match(instrument)``;
+# - ``_ViewInstrumentMatch._view._attribute_keys``, ``._reset_on_collect``, ``._lock``, ``._attributes_aggregation``,
+#   ``._cardinality_limit``, ``._get_or_create_aggregation(key, attributes)`` (called with the lock held),
+#   ``.consume_measurement(measurement, should_sample)`` and the module's ``_hash_attributes``;
+# - ``sdk.metrics._internal.measurement.Measurement`` (a frozen dataclass: built with ``attributes=None``, which
+#   skips its cleaning, then given the attributes cleaned once per series).
+# The measurements of one batch share one timestamp (the drain's); only exemplars read it, and at drain time they
+# carry the drain's time anyway. ``tests/unit/test_histogram_batch.py`` checks the points against the public path.
+
+
+class HistogramBatch:
+    """Records a drain batch of one SDK histogram, as one ``record`` per value in recording order would."""
+
+    __slots__ = ("_consumer", "_hash", "_instrument")
+
+    def __init__(self, instrument: Any, consumer: Any, hash_attributes: Callable[[Any], Any]) -> None:
+        self._instrument = instrument
+        self._consumer = consumer
+        self._hash = hash_attributes
+
+    def record(self, series: Sequence[tuple[Mapping[str, Any], Sequence[Any]]], order: list[int], context: Any) -> None:
+        """Record each series' values (attributes, values in order) under ``context``; ``order`` is the index in
+        ``series`` of each value in the order they were recorded. A batch with a value the SDK would refuse (not a
+        number from 0 to the largest float) is recorded value by value through the public ``record``."""
+        instrument = self._instrument
+        if not instrument._is_enabled():
+            return
+        if context is None:
+            context = get_current()
+        if not all(
+            (type(v) is int or type(v) is float) and 0 <= v <= _MAX_FLOAT for _, values in series for v in values
+        ):
+            cursor = [0] * len(series)
+            for i in order:
+                attrs, values = series[i]
+                instrument.record(values[cursor[i]], attrs, context)
+                cursor[i] += 1
+            return
+        now = time_ns()
+        exemplar_filter = self._consumer._sdk_config.exemplar_filter
+        cleaned: list[tuple[Mapping[str, Any] | None, list[tuple[Any, bool]]]] = []
+        for attrs, values in series:
+            clean = _Measurement(values[0], now, instrument, context, attrs).attributes  # cleaned, as record does
+            measurements = []
+            for v in values:
+                m = _Measurement(v, now, instrument, context, None)
+                object.__setattr__(m, "attributes", clean)
+                measurements.append((m, exemplar_filter.should_sample(v, now, clean, context)))
+            cleaned.append((clean, measurements))
+        for storage in self._consumer._reader_storages.values():
+            for match in storage._get_or_init_view_instrument_match(instrument):
+                self._aggregate(match, cleaned, order)
+
+    def _aggregate(self, match: Any, cleaned: list[tuple[Any, list[tuple[Any, bool]]]], order: list[int]) -> None:
+        """One reader's View of the instrument: each series' values into its aggregation, or, where two series may
+        meet in one aggregation, each value in recording order (``consume_measurement``, which locks itself)."""
+        keyed = []
+        keys = match._view._attribute_keys
+        for clean, _ in cleaned:
+            attrs = dict(clean) if clean else {}
+            if keys is not None:
+                attrs = {k: v for k, v in attrs.items() if k in keys}
+            keyed.append((self._hash(attrs), attrs))
+        if match._reset_on_collect:  # collect() discards the series: hold the lock until every value is in
+            with match._lock:
+                if _apart(match, keyed):
+                    for (key, attrs), (_, measurements) in zip(keyed, cleaned):
+                        aggregation = match._get_or_create_aggregation(key, attrs)
+                        for m, sample in measurements:
+                            aggregation.aggregate(m, sample)
+                    return
+        elif _apart(match, keyed):
+            existing = match._attributes_aggregation
+            for (key, attrs), (_, measurements) in zip(keyed, cleaned):
+                aggregation = existing.get(key)
+                if aggregation is None:
+                    with match._lock:
+                        aggregation = match._get_or_create_aggregation(key, attrs)
+                for m, sample in measurements:
+                    aggregation.aggregate(m, sample)
+            return
+        cursor = [0] * len(cleaned)
+        for i in order:
+            m, sample = cleaned[i][1][cursor[i]]
+            cursor[i] += 1
+            match.consume_measurement(m, sample)
+
+
+def _apart(match: Any, keyed: list[tuple[Any, Any]]) -> bool:
+    """Does each series of the batch have an aggregation of its own (distinct keys, none past the series limit)?"""
+    existing = match._attributes_aggregation
+    limit = getattr(match, "_cardinality_limit", None)
+    distinct = {key for key, _ in keyed}
+    if len(distinct) < len(keyed) or type(limit) is not int:
+        return False
+    new = sum(1 for key in distinct if key not in existing)
+    return not new or len(existing) + new < limit
+
+
+_MAX_FLOAT = sys.float_info.max
+
+
+def histogram_batch(instrument: Any) -> HistogramBatch | None:
+    """A ``HistogramBatch`` for an SDK histogram; None for any other instrument (the API's no-op or proxy, another
+    SDK, an SDK whose internals moved): its values are then recorded one by one."""
+    try:
+        from opentelemetry.sdk.metrics import Histogram
+        from opentelemetry.sdk.metrics._internal import _view_instrument_match as vim_module
+        from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+    except ImportError:
+        return None
+    consumer = getattr(instrument, "_measurement_consumer", None)
+    hash_attributes = getattr(vim_module, "_hash_attributes", None)
+    ok = (
+        isinstance(instrument, Histogram)
+        and callable(getattr(instrument, "_is_enabled", None))
+        and isinstance(getattr(consumer, "_reader_storages", None), Mapping)
+        and hasattr(getattr(consumer, "_sdk_config", None), "exemplar_filter")
+        and callable(getattr(MetricReaderStorage, "_get_or_init_view_instrument_match", None))
+        and callable(hash_attributes)
+        and callable(getattr(vim_module._ViewInstrumentMatch, "_get_or_create_aggregation", None))
+        and callable(getattr(vim_module._ViewInstrumentMatch, "consume_measurement", None))
+    )
+    return HistogramBatch(instrument, consumer, hash_attributes) if ok else None  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ has: an absent count records nothing, a family it has nothing for gets no point.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Meter
 
 from .. import catalogue
+from .._compat import HistogramBatch, histogram_batch
 from ..catalogue import (
     ABORT,
     CACHED_PROMPT_TOKENS,
@@ -81,6 +83,10 @@ NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
 are recorded under this context with no span, so a trace-based exemplar filter never attaches an unrelated trace."""
 _NO_SPAN = NO_SPAN
 
+
+_MAX_FLOAT = sys.float_info.max
+"""Histogram values past it (inf, or an int no float can hold) go to the SDK's ``record`` one by one (it refuses
+them, as it does NaN and negative values)."""
 
 _MAX_SERIES_SETS = 4096
 """Label combinations whose attribute dicts ``Measure`` keeps together (``_Series``); past it they are rebuilt."""
@@ -195,6 +201,21 @@ class Measure:
         self.prompt_length = make("ryot.request.prompt_tokens")
         self.completion_length = make("ryot.request.completion_tokens")
         self.engine_queue = make("ryot.engine.queue")
+        # Histogram values wait, like counter increments, for the end of the drain's batch (flush_histograms): the
+        # SDK then takes each series' values in one go (_compat.HistogramBatch). Keyed by the instrument's id: an
+        # instrument that is no SDK histogram (or one put in its place) records each value at once.
+        self._batches: dict[int, HistogramBatch] = {}
+        for h in (
+            self.latency, self.ttft, self.tpot, self.batch, self.tps, self.cache_eff, self.engine_prefill,
+            self.engine_tpot, self.ttft_outside, self.prompt_length, self.completion_length, self.engine_queue,
+        ):  # fmt: skip
+            hb = histogram_batch(h)
+            if hb is not None:
+                self._batches[id(h)] = hb
+        # Per (instrument, attrs): (its values, its instrument's order list, its index there); per instrument: the
+        # batch, its series (attrs, values) and the order its values came in (a series index per value).
+        self._hists: dict[tuple[int, int], tuple[list[float], list[int], int]] = {}
+        self._groups: dict[int, tuple[HistogramBatch, list[tuple[dict[str, str], list[float]]], list[int]]] = {}
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -212,6 +233,37 @@ class Measure:
     def record(self, r: Request) -> None:
         """Add one finished request's measurements (counters and window sums wait for ``flush``)."""
         self._record(r, self._counts)
+
+    def _hist(self, instrument: Any, attrs: dict[str, str], value: float) -> None:
+        """Record ``value`` at the end of the batch (``flush_histograms``); now, through the SDK's own ``record``
+        (its warning, or its error for this request), if the instrument has no batch or the SDK would refuse it."""
+        entry = self._hists.get((id(instrument), id(attrs)))  # its group holds attrs: the id stays its own
+        if entry is not None and (type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT:
+            entry[0].append(value)
+            entry[1].append(entry[2])
+            return
+        batch = self._batches.get(id(instrument))
+        if batch is None or not ((type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT):
+            instrument.record(value, attrs)
+            return
+        group = self._groups.get(id(instrument))
+        if group is None:
+            group = self._groups[id(instrument)] = (batch, [], [])
+        _, series, order = group
+        values = [value]
+        self._hists[(id(instrument), id(attrs))] = (values, order, len(series))
+        order.append(len(series))
+        series.append((attrs, values))
+
+    def flush_histograms(self) -> None:
+        """Hand the histogram values recorded since the last call to the SDK, one call per series, in order. Called
+        at the end of each drain batch, under the drain's lock and the no-span context."""
+        groups, self._groups, self._hists = self._groups, {}, {}
+        for batch, series, order in groups.values():
+            try:
+                batch.record(series, order, _NO_SPAN)
+            except Exception:
+                _log.debug("ryot-telemetry: failed to record a histogram", exc_info=True)
 
     def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
         """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""
@@ -331,8 +383,12 @@ class Measure:
             lat = self._a(_LATENCY, model, batch_size_label(size), mode)
             if type(size) is int and 0 < size <= 64:  # the common sizes; any other is looked up each time
                 series.latency[size] = lat
-        self.latency.record(latency, lat, context=ctx)
-        self.batch.record(size, series.batch)
+        hist = self._hist
+        if ctx is None:
+            hist(self.latency, lat, latency)
+        else:  # exemplars: recorded now, in the request's span context
+            self.latency.record(latency, lat, context=ctx)
+        hist(self.batch, series.batch, size)
         prompt, completion, cached = r.prompt_tokens, r.completion_tokens, r.cached_tokens
         if prompt:  # only what the request has: no zero increments
             count(counts, self.tokens, series.prompt, prompt)
@@ -343,20 +399,24 @@ class Measure:
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
-            self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
+            ttft_attrs = self._a(_TTFT, model, prompt_size_label(size_from))
+            if ctx is None:
+                hist(self.ttft, ttft_attrs, ttft)
+            else:
+                self.ttft.record(ttft, ttft_attrs, context=ctx)
             tpot = _tpot(latency, ttft, completion, size)
             if tpot is not None:
-                self.tpot.record(tpot, by_model)
+                hist(self.tpot, by_model, tpot)
         if self.slos is not None:
             self._judge(r, latency, ttft, tpot, counts, tenant)
         if prompt is not None:  # lengths from usage only: an estimate never enters the distribution
-            self.prompt_length.record(prompt, by_model)
+            hist(self.prompt_length, by_model, prompt)
         if completion is not None:
-            self.completion_length.record(completion, by_model)
+            hist(self.completion_length, by_model, completion)
         if completion and latency > 0:
-            self.tps.record(completion / latency, by_model)
+            hist(self.tps, by_model, completion / latency)
         if cached is not None and prompt:
-            self.cache_eff.record(min(cached / prompt, 1.0), by_model)
+            hist(self.cache_eff, by_model, min(cached / prompt, 1.0))
         if self.prices is not None and (prompt or completion):
             price = self.prices.get(model)
             if price is not None:
@@ -430,15 +490,15 @@ class Measure:
                 if prompt > 0:
                     count(counts, self.estimated, series.estimated[0], prompt)
         if timings is not None:
-            by_model = series.by_model
+            by_model, hist = series.by_model, self._hist
             queue, prefill, engine_tpot = timings
             if queue is not None:  # reported by the engine (vLLM); nothing invented for one that does not
-                self.engine_queue.record(queue, by_model)
-            self.engine_prefill.record(prefill, by_model)
+                hist(self.engine_queue, by_model, queue)
+            hist(self.engine_prefill, by_model, prefill)
             if engine_tpot is not None:
-                self.engine_tpot.record(engine_tpot, by_model)
+                hist(self.engine_tpot, by_model, engine_tpot)
             if ttft is not None:
-                self.ttft_outside.record(max(ttft - (queue or 0.0) - prefill, 0.0), by_model)
+                hist(self.ttft_outside, by_model, max(ttft - (queue or 0.0) - prefill, 0.0))
 
     def _prompt_cost(
         self,

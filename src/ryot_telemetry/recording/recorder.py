@@ -345,6 +345,7 @@ class Recorder:
                     record(req)
                 except Exception:  # telemetry must never take the service down
                     _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+            self.measure.flush_histograms()
         finally:
             otel_context.detach(token)
         self._popped += n

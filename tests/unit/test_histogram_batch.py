@@ -1,0 +1,251 @@
+"""Histogram values handed to the SDK once per series and drain batch give exactly the points of one ``record`` each.
+
+Two levels, both Hypothesis properties across their limits (deterministic: ``derandomize=True``, no database):
+``_compat.HistogramBatch`` against the public ``Histogram.record`` on twin providers (cumulative and delta readers,
+Views that drop attribute keys or change the aggregation, the series limit and its overflow, every built-in exemplar
+filter, values the SDK refuses), and ``Measure``'s batching against the same recorder with batching switched off
+(requests of any shape drained in slices of any size, the attribute-dict cache rebuilt past its limit).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from opentelemetry.context import attach, detach
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    Histogram,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, SumAggregation, View
+
+from ryot_telemetry._compat import VIEW_CARDINALITY_LIMIT, HistogramBatch, histogram_batch
+from ryot_telemetry.recording import measure as measure_module
+from ryot_telemetry.recording import recorder as recorder_module
+from ryot_telemetry.recording import request as request_module
+from ryot_telemetry.recording.measure import NO_SPAN
+from ryot_telemetry.recording.recorder import Recorder
+
+PROFILE = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+ATTRS = [{"model": "a"}, {"model": "b", "mode": "x"}, {"model": "a", "mode": "y"}, {}, {"model": "c", "n": 3}]
+VALUES = st.one_of(
+    st.floats(min_value=0, max_value=1e6),
+    st.integers(min_value=0, max_value=2**60),
+    st.sampled_from([0, 0.0, 5e-324, 1.7976931348623157e308, -0.0, -1, -2.5, math.nan, math.inf, -math.inf, True]),
+)
+FILTERS = {"on": AlwaysOnExemplarFilter, "off": AlwaysOffExemplarFilter, "trace": TraceBasedExemplarFilter}
+
+
+def _provider(temporality: str, view: str, limit: int | None, exemplars: str) -> tuple[Any, InMemoryMetricReader]:
+    delta = {Histogram: AggregationTemporality.DELTA} if temporality == "delta" else {}
+    reader = InMemoryMetricReader(preferred_temporality=delta)
+    kw: dict[str, Any] = {"aggregation_cardinality_limit": limit} if VIEW_CARDINALITY_LIMIT and limit else {}
+    views = {
+        "none": [View(instrument_name="*", **kw)] if kw else [],
+        "keys": [View(instrument_name="h", attribute_keys={"model"}, **kw)],
+        "buckets": [View(instrument_name="h", aggregation=ExplicitBucketHistogramAggregation((0.5, 10.0)), **kw)],
+        "sum": [View(instrument_name="h", aggregation=SumAggregation(), **kw)],
+    }[view]
+    provider = MeterProvider(metric_readers=[reader], views=views, exemplar_filter=FILTERS[exemplars]())
+    return provider, reader
+
+
+def _points(reader: InMemoryMetricReader, random_reservoir: bool = False) -> list[str]:
+    """Every point of the last collection, timestamps aside (exemplars by value and filtered attributes; only how
+    many for a reservoir that samples at random)."""
+    data = reader.get_metrics_data()
+    out = []
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                for p in m.data.data_points:
+                    d = {k: v for k, v in vars(p).items() if k not in ("start_time_unix_nano", "time_unix_nano")}
+                    d["exemplars"] = [(e.value, dict(e.filtered_attributes or {})) for e in p.exemplars]
+                    if random_reservoir:
+                        d["exemplars"] = len(p.exemplars)
+                    d["attributes"] = sorted((p.attributes or {}).items())
+                    out.append(repr(sorted(d.items(), key=lambda kv: kv[0])))
+    return sorted(out)
+
+
+@PROFILE
+@example(
+    temporality="cumulative", view="none", limit=1, exemplars="on", batches=[[(0, 0.0), (1, 0.0), (2, 0.0), (1, 0.0)]]
+).via("the overflow point's exemplar is the last value recorded into it, whichever series it came from")
+@example(
+    temporality="delta", view="keys", limit=None, exemplars="on", batches=[[(0, 1.0), (2, 2.0), (0, 3.0)], [(2, 1.0)]]
+).via("two series meet once a View drops a key: the last exemplar per bucket is the last value in recording order")
+@given(
+    temporality=st.sampled_from(["cumulative", "delta"]),
+    view=st.sampled_from(["none", "keys", "buckets", "sum"]),
+    limit=st.sampled_from([None, 1, 2, 3]),
+    exemplars=st.sampled_from(sorted(FILTERS)),
+    batches=st.lists(st.lists(st.tuples(st.integers(0, len(ATTRS) - 1), VALUES), max_size=12), max_size=4),
+)
+def test_a_batch_per_series_gives_the_points_of_one_record_per_value(
+    temporality: str, view: str, limit: int | None, exemplars: str, batches: list[list[tuple[int, Any]]]
+) -> None:
+    """Each drain batch handed over per series (values in order) gives, collection after collection, the same points
+    as one public ``record`` per value: Views, the series limit, delta resets and exemplars included."""
+    one, one_reader = _provider(temporality, view, limit, exemplars)
+    many, many_reader = _provider(temporality, view, limit, exemplars)
+    h_one = one.get_meter("t").create_histogram("h")
+    h_many = many.get_meter("t").create_histogram("h")
+    batch = histogram_batch(h_many)
+    assert isinstance(batch, HistogramBatch)
+    logging.disable(logging.WARNING)  # the SDK's warnings for refused values, on both sides
+    token = attach(NO_SPAN)
+    try:
+        for values in batches:
+            index: dict[int, int] = {}
+            series: list[tuple[dict[str, Any], list[Any]]] = []
+            order = []
+            for i, v in values:
+                h_one.record(v, ATTRS[i])
+                if i not in index:
+                    index[i] = len(series)
+                    series.append((ATTRS[i], []))
+                series[index[i]][1].append(v)
+                order.append(index[i])
+            if series:
+                batch.record(series, order, NO_SPAN)
+            random_reservoir = view == "sum"  # a Sum's exemplar reservoir samples at random: its pick is by chance
+            assert _points(many_reader, random_reservoir) == _points(one_reader, random_reservoir)
+    finally:
+        detach(token)
+        logging.disable(logging.NOTSET)
+        one.shutdown()
+        many.shutdown()
+
+
+def test_an_instrument_that_is_no_sdk_histogram_has_no_batch() -> None:
+    """A counter, the API's no-op histogram and a stand-in get None: their values are recorded one by one."""
+    from opentelemetry.metrics import NoOpMeter
+
+    provider = MeterProvider()
+    meter = provider.get_meter("t")
+    assert histogram_batch(meter.create_counter("c")) is None
+    assert histogram_batch(NoOpMeter("t").create_histogram("h")) is None
+    assert histogram_batch(object()) is None
+    assert isinstance(histogram_batch(meter.create_histogram("h")), HistogramBatch)
+    provider.shutdown()
+
+
+REQUESTS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(["m0", "m1", "m2"]),
+            "mode": st.sampled_from(["standard", "streaming", "batch"]),
+            "batch_size": st.one_of(st.integers(0, 70), st.sampled_from([-1, 2**70, 10**400])),
+            "prompt": st.one_of(st.none(), st.integers(0, 5000)),
+            "completion": st.one_of(st.none(), st.integers(0, 5000)),
+            "cached": st.one_of(st.none(), st.integers(0, 6000)),
+            "first_token": st.one_of(st.none(), st.floats(0, 2)),
+            "timings": st.one_of(
+                st.none(),
+                st.tuples(
+                    st.one_of(st.none(), st.floats(0, 1)), st.floats(0, 1), st.one_of(st.none(), st.floats(0, 1))
+                ),
+            ),
+            "latency": st.one_of(st.floats(0, 5), st.sampled_from([0.0, 0.2, 0.3])),  # repeats share a bucket
+            "fail": st.booleans(),
+        }
+    ),
+    max_size=40,
+)
+
+
+def _run(requests: list[dict[str, Any]], slices: list[int], batching: bool, series_sets: int, limit: int) -> list[str]:
+    """Every point (histogram exemplars included) after recording ``requests`` and draining them in ``slices``, with
+    or without batching, on a provider that samples every value as an exemplar and holds ``limit`` series per
+    metric (0: the SDK's default), so series meet in the overflow point."""
+    reader = InMemoryMetricReader()
+    views = [View(instrument_name="*", aggregation_cardinality_limit=limit)] if limit and VIEW_CARDINALITY_LIMIT else []
+    provider = MeterProvider(metric_readers=[reader], views=views, exemplar_filter=AlwaysOnExemplarFilter())
+    rec = Recorder(provider.get_meter("t"))
+    if not batching:
+        rec.measure._batches.clear()
+    t = [0.0]
+    saved = request_module._clock, recorder_module._clock, measure_module._MAX_SERIES_SETS
+    request_module._clock = recorder_module._clock = lambda: t[0]  # every time (the queue's age too) the example's
+    measure_module._MAX_SERIES_SETS = series_sets
+    try:
+        for r in requests:
+            t[0] = 100.0
+            req = rec.start(r["model"], "chat_completion", r["mode"], r["batch_size"])
+            req.prompt_tokens, req.completion_tokens, req.cached_tokens = r["prompt"], r["completion"], r["cached"]
+            if r["first_token"] is not None:
+                req.first_token = 100.0 + r["first_token"]
+            req.timings = r["timings"]
+            t[0] = 100.0 + r["latency"]
+            if r["fail"]:
+                req.fail(TimeoutError("slow"))
+            else:
+                req.success()
+        for n in slices:
+            rec.drain(n)
+        rec.drain()
+        data = reader.get_metrics_data()
+        out = []
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for p in m.data.data_points:
+                        d = vars(p)
+                        # a counter's exemplar reservoir samples at random; a histogram's keeps the last per bucket
+                        ex = [(e.value, sorted((e.filtered_attributes or {}).items())) for e in p.exemplars]
+                        out.append(repr((
+                            m.name, sorted((p.attributes or {}).items()), d.get("count"), d.get("sum"),
+                            d.get("bucket_counts"), d.get("value"), d.get("min"), d.get("max"),
+                            ex if "bucket_counts" in d else len(ex),
+                        )))  # fmt: skip
+        return sorted(out)
+    finally:
+        request_module._clock, recorder_module._clock, measure_module._MAX_SERIES_SETS = saved
+        provider.shutdown()
+
+
+def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
+    return {
+        "model": model, "mode": "standard", "batch_size": 1, "prompt": 10, "completion": 20, "cached": None,
+        "first_token": None, "timings": None, "latency": latency, "fail": False,
+    }  # fmt: skip
+
+
+@PROFILE
+@example(requests=[_plain("m0"), _plain("m1"), _plain("m2"), _plain("m1")], slices=[], series_sets=4096, limit=1).via(
+    "m1 and m2 meet in the overflow point: its exemplars are m1's, the last recorded, not m2's"
+)
+@given(
+    requests=REQUESTS,
+    slices=st.lists(st.integers(1, 50), max_size=5),
+    series_sets=st.sampled_from([1, 2, 4096]),
+    limit=st.sampled_from([0, 1, 2, 3, 5]),
+)
+def test_measure_batching_records_exactly_what_one_record_per_value_does(
+    requests: list[dict[str, Any]], slices: list[int], series_sets: int, limit: int
+) -> None:
+    """Requests of any shape (sizes the SDK refuses or cannot hold, absent and present usage, engine timings, errors)
+    drained in slices of any size give every family exactly the points and histogram exemplars of the same recorder
+    recording each histogram value at once: when series meet in the overflow point, when the attribute-dict cache
+    is rebuilt after every new label set."""
+    logging.disable(logging.WARNING)
+    try:
+        got = _run(requests, slices, True, series_sets, limit)
+        assert got == _run(requests, slices, False, series_sets, limit)
+    finally:
+        logging.disable(logging.NOTSET)
