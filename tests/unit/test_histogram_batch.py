@@ -249,3 +249,33 @@ def test_measure_batching_records_exactly_what_one_record_per_value_does(
         assert got == _run(requests, slices, False, series_sets, limit)
     finally:
         logging.disable(logging.NOTSET)
+
+
+def test_a_forked_worker_forgets_the_parents_unflushed_batch() -> None:
+    """``reset_after_fork`` drops histogram values and counter increments recorded but not yet handed to the SDK
+    (the parent hands over its own): the child's next collection shows only the child's request."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    rec = Recorder(provider.get_meter("t"))
+    try:
+        rec.start("parent", "chat_completion", "standard").success()
+        rec.measure.record(rec._pending.popleft())  # recorded, not yet flushed: as a drain interrupted by fork()
+        rec.reset_after_fork()
+        rec.start("child", "chat_completion", "standard").success()
+        rec.drain()
+        data = reader.get_metrics_data()
+        models = {
+            (m.name, dict(p.attributes or {}).get("model"))
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            for p in m.data.data_points
+            if m.name in ("ryot.inference.requests", "ryot.inference.latency", "ryot.batch_size.distribution")
+        }
+        assert models == {
+            ("ryot.inference.requests", "child"),
+            ("ryot.inference.latency", "child"),
+            ("ryot.batch_size.distribution", "child"),
+        }
+    finally:
+        provider.shutdown()

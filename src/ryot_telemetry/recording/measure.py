@@ -1,10 +1,11 @@
 """Measure: turning a finished ``Request`` into measurements, in one class that owns the instruments.
 
 ``Measure`` creates the router-facing instruments from the catalogue, keeps the attribute dicts (built once per
-series) and the per-batch aggregation: ``record(request)`` adds one request's measurements — histogram records
-directly, counter increments and sliding-window sums summed per series until ``flush()`` hands them over once per
-drain. It runs under the drain's lock (``recorder.py``), never on the request path. A request records only what it
-has: an absent count records nothing, a family it has nothing for gets no point.
+series) and the per-batch aggregation: ``record(request)`` adds one request's measurements — histogram values kept
+per series until ``flush_histograms()`` hands each series' values to the SDK in one go at the end of the drain's
+batch (``_compat.HistogramBatch``), counter increments and sliding-window sums summed per series until ``flush()``
+hands them over once per drain. It runs under the drain's lock (``recorder.py``), never on the request path. A
+request records only what it has: an absent count records nothing, a family it has nothing for gets no point.
 """
 
 from __future__ import annotations
@@ -264,6 +265,12 @@ class Measure:
                 batch.record(series, order, _NO_SPAN)
             except Exception:
                 _log.debug("ryot-telemetry: failed to record a histogram", exc_info=True)
+
+    def forget_batch(self) -> None:
+        """Drop what was aggregated since the last flush (counter increments, window sums, histogram values): in a
+        forked child they are the parent's, which the parent records itself."""
+        self._counts, self._win_completion, self._win_cache = {}, {}, {}
+        self._groups, self._hists = {}, {}
 
     def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
         """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""

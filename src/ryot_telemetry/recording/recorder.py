@@ -21,7 +21,8 @@ interval). So an optional background drainer (``start_drainer``) records the que
 and sleeps after each slice for ``YIELD_RATIO`` times as long as the slice took, leaving the GIL to the serving
 threads; a collection records only what was queued when it began (a sequence snapshot), in the same slices, and the
 remainder left by the drainer is all it has to do. Counter increments and sliding-window sums are aggregated per
-series across slices and handed to the SDK/windows once per collection.
+series across slices and handed to the SDK/windows once per collection; histogram values are handed over per series
+at the end of each slice.
 """
 
 from __future__ import annotations
@@ -497,6 +498,7 @@ class Recorder:
         """In a forked child that becomes a worker of its own: none of the parent's requests are its own (not the
         queued ones, not those in flight, not their tokens in the sliding windows); they are the parent's."""
         self._pending.clear()
+        self.measure.forget_batch()
         for active in list(self._active.values()):
             active.enter = itertools.count()
             active.exit = itertools.count()
