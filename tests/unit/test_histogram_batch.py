@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from array import array
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -163,20 +164,26 @@ REQUESTS = st.lists(
             ),
             "latency": st.one_of(st.floats(0, 5), st.sampled_from([0.0, 0.2, 0.3])),  # repeats share a bucket
             "fail": st.booleans(),
+            "chunk_times": st.lists(st.sampled_from([0.0, 0.1, 0.15, 0.5]), max_size=6),
         }
     ),
     max_size=40,
 )
 
 
-def _run(requests: list[dict[str, Any]], slices: list[int], batching: bool, series_sets: int, limit: int) -> list[str]:
+def _run(
+    requests: list[dict[str, Any]], slices: list[int], batching: bool, series_sets: int, limit: int, semconv: bool
+) -> list[str]:
     """Every point (histogram exemplars included) after recording ``requests`` and draining them in ``slices``, with
     or without batching, on a provider that samples every value as an exemplar and holds ``limit`` series per
-    metric (0: the SDK's default), so series meet in the overflow point."""
+    metric (0: the SDK's default), so series meet in the overflow point; with the semconv metrics if asked."""
     reader = InMemoryMetricReader()
     views = [View(instrument_name="*", aggregation_cardinality_limit=limit)] if limit and VIEW_CARDINALITY_LIMIT else []
     provider = MeterProvider(metric_readers=[reader], views=views, exemplar_filter=AlwaysOnExemplarFilter())
-    rec = Recorder(provider.get_meter("t"))
+    rec = Recorder(provider.get_meter("t"), semconv=semconv)
+    s = rec.measure.semconv
+    semconv_histograms = [] if s is None else [s.duration, s.ttft, s.per_chunk, s.usage]
+    assert all(id(h) in rec.measure._batches for h in semconv_histograms)  # the batched path is the one tested
     if not batching:
         rec.measure._batches.clear()
     t = [0.0]
@@ -191,6 +198,8 @@ def _run(requests: list[dict[str, Any]], slices: list[int], batching: bool, seri
             if r["first_token"] is not None:
                 req.first_token = 100.0 + r["first_token"]
             req.timings = r["timings"]
+            if r["chunk_times"]:
+                req.chunk_times = array("d", [100.0 + x for x in r["chunk_times"]])
             t[0] = 100.0 + r["latency"]
             if r["fail"]:
                 req.fail(TimeoutError("slow"))
@@ -222,31 +231,37 @@ def _run(requests: list[dict[str, Any]], slices: list[int], batching: bool, seri
 def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     return {
         "model": model, "mode": "standard", "batch_size": 1, "prompt": 10, "completion": 20, "cached": None,
-        "first_token": None, "timings": None, "latency": latency, "fail": False,
+        "first_token": None, "timings": None, "latency": latency, "fail": False, "chunk_times": [],
     }  # fmt: skip
 
 
 @PROFILE
-@example(requests=[_plain("m0"), _plain("m1"), _plain("m2"), _plain("m1")], slices=[], series_sets=4096, limit=1).via(
-    "m1 and m2 meet in the overflow point: its exemplars are m1's, the last recorded, not m2's"
-)
+@example(
+    requests=[_plain("m0"), _plain("m1"), _plain("m2"), _plain("m1")],
+    slices=[],
+    series_sets=4096,
+    limit=1,
+    semconv=False,
+).via("m1 and m2 meet in the overflow point: its exemplars are m1's, the last recorded, not m2's")
 @given(
     requests=REQUESTS,
     slices=st.lists(st.integers(1, 50), max_size=5),
     series_sets=st.sampled_from([1, 2, 4096]),
     limit=st.sampled_from([0, 1, 2, 3, 5]),
+    semconv=st.booleans(),
 )
 def test_measure_batching_records_exactly_what_one_record_per_value_does(
-    requests: list[dict[str, Any]], slices: list[int], series_sets: int, limit: int
+    requests: list[dict[str, Any]], slices: list[int], series_sets: int, limit: int, semconv: bool
 ) -> None:
     """Requests of any shape (sizes the SDK refuses or cannot hold, absent and present usage, engine timings, errors)
-    drained in slices of any size give every family exactly the points and histogram exemplars of the same recorder
+    drained in slices of any size, with the semconv metrics (per-chunk times) or without, give every family exactly
+    the points and histogram exemplars of the same recorder
     recording each histogram value at once: when series meet in the overflow point, when the attribute-dict cache
     is rebuilt after every new label set."""
     logging.disable(logging.WARNING)
     try:
-        got = _run(requests, slices, True, series_sets, limit)
-        assert got == _run(requests, slices, False, series_sets, limit)
+        got = _run(requests, slices, True, series_sets, limit, semconv)
+        assert got == _run(requests, slices, False, series_sets, limit, semconv)
     finally:
         logging.disable(logging.NOTSET)
 

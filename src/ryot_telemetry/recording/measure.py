@@ -227,6 +227,12 @@ class Measure:
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
         self.semconv = SemconvInstruments(meter) if semconv else None
+        if self.semconv is not None:
+            s = self.semconv
+            for h in (s.duration, s.client_duration, s.ttft, s.tpot, s.usage, s.first_chunk, s.per_chunk):
+                hb = histogram_batch(h) if h is not None else None
+                if hb is not None:
+                    self._batches[id(h)] = hb
         self._record_extra: Callable[[Request, float, float | None, float | None], None] | None = (
             self._record_semconv if semconv else None
         )
@@ -557,7 +563,7 @@ class Measure:
     def _record_semconv(self, r: Request, latency: float, ttft: float | None, tpot: float | None) -> None:
         """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed (attribute keys
         and values are the semconv package's constants, see semconv.py)."""
-        s = self.semconv
+        s, hist = self.semconv, self._hist
         assert s is not None
         resp_model = r.response_model
         # Client side (the router's call to its model provider): no server.address/port, which would name the
@@ -583,15 +589,15 @@ class Measure:
             (s.usage, r.completion_tokens, {**client, GEN_AI_TOKEN_TYPE: OUTPUT}),
         ):
             if value is not None and instrument is not None:
-                instrument.record(value, attrs)
+                hist(instrument, attrs, value)
         times = r.chunk_times
         if times:  # a stream: start to its first chunk, then each chunk's gap to the one before
             if s.first_chunk is not None:
-                s.first_chunk.record(max(times[0] - r.start, 0.0), client)
+                hist(s.first_chunk, client, max(times[0] - r.start, 0.0))
             per_chunk = s.per_chunk
             if per_chunk is not None:
                 for before, now in zip(times, times[1:]):
-                    per_chunk.record(max(now - before, 0.0), client)
+                    hist(per_chunk, client, max(now - before, 0.0))
 
     def flush(self, route: Callable[[dict[tuple[int, int], list[Any]]], None] | None = None) -> None:
         """Hand the counter increments and window sums aggregated since the last flush to the SDK and the sliding
