@@ -22,6 +22,7 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 # the exporter's own name sanitising and unit-to-suffix mapping, so the catalogue predicts the exposed family names
 # (``ryot_inference_latency_seconds``, ``..._total``) exactly as a scrape shows them.
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics._internal.measurement import Measurement as _Measurement
 from opentelemetry.sdk.metrics.view import View
 
@@ -250,21 +251,22 @@ def observe_grpc_stub(exporter: Any, wrap: Callable[[Any], Any]) -> bool:
 # copies and hashes its attributes and looks the series up again for every value: most of the drain's cost). What
 # ``HistogramBatch.record`` does is, step for step, what ``Histogram.record`` -> ``MeasurementConsumer`` ->
 # ``MetricReaderStorage`` -> ``_ViewInstrumentMatch.consume_measurement`` do, with the steps that do not depend on
-# the value done once per series: the same attribute cleaning, View attribute filter, series key, cardinality limit
-# (``_get_or_create_aggregation``), the lock a delta reader's series needs, and each value aggregated and offered to
-# the exemplar filter and reservoir in the order it was recorded. Where two series of the batch could meet in one
-# aggregation (a View that drops attribute keys, the series limit's overflow), that reader's values go through
-# ``_ViewInstrumentMatch.consume_measurement`` one by one in recording order, as ``record`` would have sent them.
+# the value done once per series: the same attribute cleaning, View attribute filter, series key, aggregation looked
+# up or created in the order the series first appear (``_get_or_create_aggregation``: the series limit and its
+# overflow point), the lock a delta reader's series needs, and each value aggregated and offered to the exemplar
+# filter and reservoir in the order it was recorded (where series share an aggregation: a View that drops attribute
+# keys, equal attributes, the overflow point, their values are interleaved back into recording order).
 # Names used (all present in 1.45, where the series key became ``_hash_attributes`` and the series limit arrived; an
 # SDK without any of them gets ``None`` and the public ``record`` is used):
 # - ``_Instrument._is_enabled()``, ``._measurement_consumer``; ``SynchronousMeasurementConsumer._sdk_config``
 #   (its ``exemplar_filter``) and ``._reader_storages`` (a mapping replaced, never mutated, by the SDK);
 # - ``MetricReaderStorage._get_or_init_view_instrument_match(instrument)``;
 # - ``_ViewInstrumentMatch._view._attribute_keys``, ``._reset_on_collect``, ``._lock``, ``._attributes_aggregation``,
-#   ``._cardinality_limit``, ``._get_or_create_aggregation(key, attributes)`` (called with the lock held),
-#   ``.consume_measurement(measurement, should_sample)`` and the module's ``_hash_attributes``;
-# - ``sdk.metrics._internal.measurement.Measurement`` (a frozen dataclass: built with ``attributes=None``, which
-#   skips its cleaning, then given the attributes cleaned once per series).
+#   ``._get_or_create_aggregation(key, attributes)`` (called with the lock held) and the module's
+#   ``_hash_attributes``; each aggregation's ``aggregate(measurement, should_sample)``;
+# - ``sdk.metrics._internal.measurement.Measurement`` (a frozen dataclass of five fields: the first of a series is
+#   built by its constructor, which cleans the attributes; the others get a copy of its ``__dict__`` with their own
+#   value, where it has exactly those fields, else are built with ``attributes=None`` and given the cleaned ones).
 # The measurements of one batch share one timestamp (the drain's); only exemplars read it, and at drain time they
 # carry the drain's time anyway. ``tests/unit/test_histogram_batch.py`` checks the points against the public path.
 
@@ -280,8 +282,9 @@ class HistogramBatch:
         self._hash = hash_attributes
 
     def record(self, series: Sequence[tuple[Mapping[str, Any], Sequence[Any]]], order: list[int], context: Any) -> None:
-        """Record each series' values (attributes, values in order) under ``context``; ``order`` is the index in
-        ``series`` of each value in the order they were recorded. A batch with a value the SDK would refuse (not a
+        """Record each series' values (attributes, values in order) under ``context``. ``series`` come in the order
+        of their first value; ``order`` is the index in ``series`` of each value in the order they were recorded. A
+        batch with a value the SDK would refuse (not a
         number from 0 to the largest float) is recorded value by value through the public ``record``."""
         instrument = self._instrument
         if not instrument._is_enabled():
@@ -299,24 +302,42 @@ class HistogramBatch:
             return
         now = time_ns()
         exemplar_filter = self._consumer._sdk_config.exemplar_filter
+        # The SDK's own filters decide by the context alone (the same for the whole batch): asked once. Any other
+        # filter is asked per value, as record asks it.
+        same = exemplar_filter.should_sample(0, now, None, context) if type(exemplar_filter) in _BY_CONTEXT else None
         cleaned: list[tuple[Mapping[str, Any] | None, list[tuple[Any, bool]]]] = []
+        new, set_attr = object.__new__, object.__setattr__
         for attrs, values in series:
-            clean = _Measurement(values[0], now, instrument, context, attrs).attributes  # cleaned, as record does
+            first = _Measurement(values[0], now, instrument, context, attrs)  # cleans the attributes, as record does
+            clean = first.attributes
+            template = getattr(first, "__dict__", None)
+            if type(template) is not dict or template.keys() != _MEASUREMENT_FIELDS:
+                template = None  # a Measurement with slots, or other fields: built by its constructor
             measurements = []
             for v in values:
-                m = _Measurement(v, now, instrument, context, None)
-                object.__setattr__(m, "attributes", clean)
-                measurements.append((m, exemplar_filter.should_sample(v, now, clean, context)))
+                if template is not None:  # the same fields the constructor sets, without its cleaning and checks
+                    fields = template.copy()
+                    fields["value"] = v
+                    m = new(_Measurement)
+                    set_attr(m, "__dict__", fields)
+                else:
+                    m = _Measurement(v, now, instrument, context, None)
+                    set_attr(m, "attributes", clean)
+                measurements.append(
+                    (m, same if same is not None else exemplar_filter.should_sample(v, now, clean, context))
+                )
             cleaned.append((clean, measurements))
         for storage in self._consumer._reader_storages.values():
             for match in storage._get_or_init_view_instrument_match(instrument):
                 self._aggregate(match, cleaned, order)
 
     def _aggregate(self, match: Any, cleaned: list[tuple[Any, list[tuple[Any, bool]]]], order: list[int]) -> None:
-        """One reader's View of the instrument: each series' values into its aggregation, or, where two series may
-        meet in one aggregation, each value in recording order (``consume_measurement``, which locks itself)."""
-        keyed = []
+        """One reader's View of the instrument: each series' aggregation looked up (or created, up to the series
+        limit) once, in the order the series first appeared, as ``consume_measurement`` would create them; then
+        the values, in recording order wherever two series share an aggregation (a View that drops attribute keys,
+        equal attributes, the overflow point)."""
         keys = match._view._attribute_keys
+        keyed = []
         for clean, _ in cleaned:
             attrs = dict(clean) if clean else {}
             if keys is not None:
@@ -324,41 +345,36 @@ class HistogramBatch:
             keyed.append((self._hash(attrs), attrs))
         if match._reset_on_collect:  # collect() discards the series: hold the lock until every value is in
             with match._lock:
-                if _apart(match, keyed):
-                    for (key, attrs), (_, measurements) in zip(keyed, cleaned):
-                        aggregation = match._get_or_create_aggregation(key, attrs)
-                        for m, sample in measurements:
-                            aggregation.aggregate(m, sample)
-                    return
-        elif _apart(match, keyed):
-            existing = match._attributes_aggregation
-            for (key, attrs), (_, measurements) in zip(keyed, cleaned):
-                aggregation = existing.get(key)
-                if aggregation is None:
-                    with match._lock:
-                        aggregation = match._get_or_create_aggregation(key, attrs)
-                for m, sample in measurements:
-                    aggregation.aggregate(m, sample)
+                _into([match._get_or_create_aggregation(key, attrs) for key, attrs in keyed], cleaned, order)
             return
-        cursor = [0] * len(cleaned)
-        for i in order:
-            m, sample = cleaned[i][1][cursor[i]]
-            cursor[i] += 1
-            match.consume_measurement(m, sample)
+        existing = match._attributes_aggregation
+        targets = []
+        for key, attrs in keyed:
+            aggregation = existing.get(key)
+            if aggregation is None:
+                with match._lock:
+                    aggregation = match._get_or_create_aggregation(key, attrs)
+            targets.append(aggregation)
+        _into(targets, cleaned, order)
 
 
-def _apart(match: Any, keyed: list[tuple[Any, Any]]) -> bool:
-    """Does each series of the batch have an aggregation of its own (distinct keys, none past the series limit)?"""
-    existing = match._attributes_aggregation
-    limit = getattr(match, "_cardinality_limit", None)
-    distinct = {key for key, _ in keyed}
-    if len(distinct) < len(keyed) or type(limit) is not int:
-        return False
-    new = sum(1 for key in distinct if key not in existing)
-    return not new or len(existing) + new < limit
+def _into(targets: list[Any], cleaned: list[tuple[Any, list[tuple[Any, bool]]]], order: list[int]) -> None:
+    """Each series' measurements into its aggregation (``targets``), in recording order where some share one."""
+    if len({id(t) for t in targets}) == len(targets):
+        for aggregation, (_, measurements) in zip(targets, cleaned):
+            for m, sample in measurements:
+                aggregation.aggregate(m, sample)
+        return
+    cursor = [0] * len(cleaned)
+    for i in order:
+        m, sample = cleaned[i][1][cursor[i]]
+        cursor[i] += 1
+        targets[i].aggregate(m, sample)
 
 
 _MAX_FLOAT = sys.float_info.max
+_MEASUREMENT_FIELDS = {"value", "time_unix_nano", "instrument", "context", "attributes"}
+_BY_CONTEXT = (AlwaysOnExemplarFilter, AlwaysOffExemplarFilter, TraceBasedExemplarFilter)
 
 
 def histogram_batch(instrument: Any) -> HistogramBatch | None:
@@ -380,6 +396,5 @@ def histogram_batch(instrument: Any) -> HistogramBatch | None:
         and callable(getattr(MetricReaderStorage, "_get_or_init_view_instrument_match", None))
         and callable(hash_attributes)
         and callable(getattr(vim_module._ViewInstrumentMatch, "_get_or_create_aggregation", None))
-        and callable(getattr(vim_module._ViewInstrumentMatch, "consume_measurement", None))
     )
     return HistogramBatch(instrument, consumer, hash_attributes) if ok else None  # type: ignore[arg-type]

@@ -48,7 +48,21 @@ VALUES = st.one_of(
     st.integers(min_value=0, max_value=2**60),
     st.sampled_from([0, 0.0, 5e-324, 1.7976931348623157e308, -0.0, -1, -2.5, math.nan, math.inf, -math.inf, True]),
 )
-FILTERS = {"on": AlwaysOnExemplarFilter, "off": AlwaysOffExemplarFilter, "trace": TraceBasedExemplarFilter}
+
+
+class AboveOne(TraceBasedExemplarFilter):
+    """A filter of the application's own that decides by the value: asked for every value, as ``record`` asks it."""
+
+    def should_sample(self, value: float, time_unix_nano: int, attributes: Any, context: Any) -> bool:
+        return value > 1.0
+
+
+FILTERS = {
+    "on": AlwaysOnExemplarFilter,
+    "off": AlwaysOffExemplarFilter,
+    "trace": TraceBasedExemplarFilter,
+    "above-one": AboveOne,
+}
 
 
 def _provider(temporality: str, view: str, limit: int | None, exemplars: str) -> tuple[Any, InMemoryMetricReader]:
