@@ -186,7 +186,13 @@ REQUESTS = st.lists(
 
 
 def _run(
-    requests: list[dict[str, Any]], slices: list[int], batching: bool, series_sets: int, limit: int, semconv: bool
+    requests: list[dict[str, Any]],
+    slices: list[tuple[int, bool]],
+    batching: bool,
+    series_sets: int,
+    limit: int,
+    semconv: bool,
+    waiting: int = 4096,
 ) -> list[str]:
     """Every point (histogram exemplars included) after recording ``requests`` and draining them in ``slices``, with
     or without batching, on a provider that samples every value as an exemplar and holds ``limit`` series per
@@ -201,9 +207,14 @@ def _run(
     if not batching:
         rec.measure._batches.clear()
     t = [0.0]
-    saved = request_module._clock, recorder_module._clock, measure_module._MAX_SERIES_SETS
+    saved = (
+        request_module._clock,
+        recorder_module._clock,
+        measure_module._MAX_SERIES_SETS,
+        recorder_module.HISTOGRAM_BATCH,
+    )
     request_module._clock = recorder_module._clock = lambda: t[0]  # every time (the queue's age too) the example's
-    measure_module._MAX_SERIES_SETS = series_sets
+    measure_module._MAX_SERIES_SETS, recorder_module.HISTOGRAM_BATCH = series_sets, waiting
     try:
         for r in requests:
             t[0] = 100.0
@@ -219,8 +230,12 @@ def _run(
                 req.fail(TimeoutError("slow"))
             else:
                 req.success()
-        for n in slices:
-            rec.drain(n)
+        for n, collect in slices:
+            if collect:
+                rec.drain(n)  # as a collection: the slice, then every batch handed over
+            else:
+                with rec._drain_lock:  # as the background drainer: values wait up to HISTOGRAM_BATCH
+                    rec._record_batch(n)
         rec.drain()
         data = reader.get_metrics_data()
         out = []
@@ -238,7 +253,12 @@ def _run(
                         )))  # fmt: skip
         return sorted(out)
     finally:
-        request_module._clock, recorder_module._clock, measure_module._MAX_SERIES_SETS = saved
+        (
+            request_module._clock,
+            recorder_module._clock,
+            measure_module._MAX_SERIES_SETS,
+            recorder_module.HISTOGRAM_BATCH,
+        ) = saved
         provider.shutdown()
 
 
@@ -256,26 +276,33 @@ def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     series_sets=4096,
     limit=1,
     semconv=False,
+    waiting=4096,
 ).via("m1 and m2 meet in the overflow point: its exemplars are m1's, the last recorded, not m2's")
 @given(
     requests=REQUESTS,
-    slices=st.lists(st.integers(1, 50), max_size=5),
+    slices=st.lists(st.tuples(st.integers(1, 50), st.booleans()), max_size=5),
     series_sets=st.sampled_from([1, 2, 4096]),
     limit=st.sampled_from([0, 1, 2, 3, 5]),
     semconv=st.booleans(),
+    waiting=st.sampled_from([1, 5, 4096]),
 )
 def test_measure_batching_records_exactly_what_one_record_per_value_does(
-    requests: list[dict[str, Any]], slices: list[int], series_sets: int, limit: int, semconv: bool
+    requests: list[dict[str, Any]],
+    slices: list[tuple[int, bool]],
+    series_sets: int,
+    limit: int,
+    semconv: bool,
+    waiting: int,
 ) -> None:
     """Requests of any shape (sizes the SDK refuses or cannot hold, absent and present usage, engine timings, errors)
-    drained in slices of any size, with the semconv metrics (per-chunk times) or without, give every family exactly
-    the points and histogram exemplars of the same recorder
-    recording each histogram value at once: when series meet in the overflow point, when the attribute-dict cache
-    is rebuilt after every new label set."""
+    drained in slices of any size (by collections, or by the drainer with values waiting up to any bound), with the
+    semconv metrics (per-chunk times) or without, give every family exactly the points and histogram exemplars of
+    the same recorder recording each histogram value at once: when series meet in the overflow point, when the
+    attribute-dict cache is rebuilt after every new label set."""
     logging.disable(logging.WARNING)
     try:
-        got = _run(requests, slices, True, series_sets, limit, semconv)
-        assert got == _run(requests, slices, False, series_sets, limit, semconv)
+        got = _run(requests, slices, True, series_sets, limit, semconv, waiting)
+        assert got == _run(requests, slices, False, series_sets, limit, semconv, waiting)
     finally:
         logging.disable(logging.NOTSET)
 

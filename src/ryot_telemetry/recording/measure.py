@@ -2,10 +2,11 @@
 
 ``Measure`` creates the router-facing instruments from the catalogue, keeps the attribute dicts (built once per
 series) and the per-batch aggregation: ``record(request)`` adds one request's measurements — histogram values kept
-per series until ``flush_histograms()`` hands each series' values to the SDK in one go at the end of the drain's
-batch (``_compat.HistogramBatch``), counter increments and sliding-window sums summed per series until ``flush()``
-hands them over once per drain. It runs under the drain's lock (``recorder.py``), never on the request path. A
-request records only what it has: an absent count records nothing, a family it has nothing for gets no point.
+per series until ``flush()`` (or ``flush_histograms`` once ``HISTOGRAM_BATCH`` values wait) hands each series'
+values to the SDK in one go (``_compat.HistogramBatch``), counter increments and sliding-window sums summed per
+series until ``flush()`` hands them over once per drain. It runs under the drain's lock (``recorder.py``), never on
+the request path. A request records only what it has: an absent count records nothing, a family it has nothing for
+gets no point.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from .semconv import (
 )
 from .tenants import DEFAULT_MAX_TENANTS, Tenants
 
-__all__ = ["MAX_TOKEN_TOTAL", "NO_SPAN", "Measure"]
+__all__ = ["HISTOGRAM_BATCH", "MAX_TOKEN_TOTAL", "NO_SPAN", "Measure"]
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -88,6 +89,11 @@ _NO_SPAN = NO_SPAN
 _MAX_FLOAT = sys.float_info.max
 """Histogram values past it (inf, or an int no float can hold) go to the SDK's ``record`` one by one (it refuses
 them, as it does NaN and negative values)."""
+
+HISTOGRAM_BATCH = 4096
+"""Histogram values that may wait for the next collection (``flush``): past it a drain slice hands them over. Small
+enough to bound the memory (tens of KB), large enough that the background drainer's slices of 32 requests hand each
+series' values over in one call, not one per slice."""
 
 _MAX_SERIES_SETS = 4096
 """Label combinations whose attribute dicts ``Measure`` keeps together (``_Series``); past it they are rebuilt."""
@@ -202,7 +208,7 @@ class Measure:
         self.prompt_length = make("ryot.request.prompt_tokens")
         self.completion_length = make("ryot.request.completion_tokens")
         self.engine_queue = make("ryot.engine.queue")
-        # Histogram values wait, like counter increments, for the end of the drain's batch (flush_histograms): the
+        # Histogram values wait, like counter increments, for flush() (or HISTOGRAM_BATCH of them): the
         # SDK then takes each series' values in one go (_compat.HistogramBatch). Keyed by the instrument's id: an
         # instrument that is no SDK histogram (or one put in its place) records each value at once.
         self._batches: dict[int, HistogramBatch] = {}
@@ -242,7 +248,7 @@ class Measure:
         self._record(r, self._counts)
 
     def _hist(self, instrument: Any, attrs: dict[str, str], value: float) -> None:
-        """Record ``value`` at the end of the batch (``flush_histograms``); now, through the SDK's own ``record``
+        """Record ``value`` at the next flush (``flush_histograms``); now, through the SDK's own ``record``
         (its warning, or its error for this request), if the instrument has no batch or the SDK would refuse it."""
         entry = self._hists.get((id(instrument), id(attrs)))  # its group holds attrs: the id stays its own
         if entry is not None and (type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT:
@@ -262,9 +268,12 @@ class Measure:
         order.append(len(series))
         series.append((attrs, values))
 
-    def flush_histograms(self) -> None:
-        """Hand the histogram values recorded since the last call to the SDK, one call per series, in order. Called
-        at the end of each drain batch, under the drain's lock and the no-span context."""
+    def flush_histograms(self, at_least: int = 0) -> None:
+        """Hand the histogram values recorded since the last call to the SDK, one call per instrument, in order, if
+        at least ``at_least`` wait. Called under the drain's lock: by ``flush``, and after each slice of the drain
+        with ``HISTOGRAM_BATCH``, which bounds how many values wait between collections."""
+        if at_least and sum(len(order) for _, _, order in self._groups.values()) < at_least:
+            return
         groups, self._groups, self._hists = self._groups, {}, {}
         for batch, series, order in groups.values():
             try:
@@ -600,9 +609,10 @@ class Measure:
                     hist(per_chunk, client, max(now - before, 0.0))
 
     def flush(self, route: Callable[[dict[tuple[int, int], list[Any]]], None] | None = None) -> None:
-        """Hand the counter increments and window sums aggregated since the last flush to the SDK and the sliding
-        windows: one ``add`` per series. ``route``: the new-series gate, which may hold back a new series' first
-        increments (it runs on an empty batch too: it also releases what it held)."""
+        """Hand the histogram values, counter increments and window sums aggregated since the last flush to the SDK
+        and the sliding windows: one ``add`` per series. ``route``: the new-series gate, which may hold back a new
+        series' first increments (it runs on an empty batch too: it also releases what it held)."""
+        self.flush_histograms()
         counts, self._counts = self._counts, {}
         # Token totals are capped before the new-series gate, so increments it holds and releases later (at a
         # collection, or at shutdown, without passing through here again) are already within the cap.

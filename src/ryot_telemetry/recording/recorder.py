@@ -21,8 +21,8 @@ interval). So an optional background drainer (``start_drainer``) records the que
 and sleeps after each slice for ``YIELD_RATIO`` times as long as the slice took, leaving the GIL to the serving
 threads; a collection records only what was queued when it began (a sequence snapshot), in the same slices, and the
 remainder left by the drainer is all it has to do. Counter increments and sliding-window sums are aggregated per
-series across slices and handed to the SDK/windows once per collection; histogram values are handed over per series
-at the end of each slice.
+series across slices and handed to the SDK/windows once per collection; so are histogram values (per instrument, in
+recording order), or sooner once ``HISTOGRAM_BATCH`` of them wait.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from .._compat import meter_readers, wrap_reader_collect
 from ..pricing import PriceTable
 from ..slo import SloTable
 from .labels import UNADMITTED
-from .measure import MAX_TOKEN_TOTAL, NO_SPAN, Measure
+from .measure import HISTOGRAM_BATCH, MAX_TOKEN_TOTAL, NO_SPAN, Measure
 from .new_series import NewSeriesGate
 from .request import Request
 from .tenants import DEFAULT_MAX_TENANTS
@@ -346,7 +346,7 @@ class Recorder:
                     record(req)
                 except Exception:  # telemetry must never take the service down
                     _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
-            self.measure.flush_histograms()
+            self.measure.flush_histograms(HISTOGRAM_BATCH)
         finally:
             otel_context.detach(token)
         self._popped += n
