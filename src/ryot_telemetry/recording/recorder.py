@@ -15,7 +15,7 @@ the drain and precede the instruments' callbacks (an engine's ``on_collect`` hoo
 ``INLINE_BATCH`` requests itself, so no single request pays for the whole backlog; where that fails, what lies past
 the bound is dropped and counted (``ryot_telemetry_queue_dropped_requests_total``).
 
-Why sliced: recording is pure Python holding the GIL, 25-50 µs per request. Done in one go on the scrape thread, a
+Why sliced: recording is pure Python holding the GIL, 10-50 µs per request. Done in one go on the scrape thread, a
 backlog of 15,000 requests froze a serving event loop for most of a second (it gets one turn per GIL switch
 interval). So an optional background drainer (``start_drainer``) records the queue in slices of ``SLICE`` requests
 and sleeps after each slice for ``YIELD_RATIO`` times as long as the slice took, leaving the GIL to the serving
