@@ -165,7 +165,7 @@ REQUESTS = st.lists(
         {
             "model": st.sampled_from(["m0", "m1", "m2"]),
             "mode": st.sampled_from(["standard", "streaming", "batch"]),
-            "batch_size": st.one_of(st.integers(0, 70), st.sampled_from([-1, 2**70, 10**400])),
+            "batch_size": st.one_of(st.integers(0, 70), st.sampled_from([-1, 2**70, 10**400, True, False])),
             "prompt": st.one_of(st.none(), st.integers(0, 5000)),
             "completion": st.one_of(st.none(), st.integers(0, 5000)),
             "cached": st.one_of(st.none(), st.integers(0, 6000)),
@@ -278,6 +278,14 @@ def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     semconv=False,
     waiting=4096,
 ).via("m1 and m2 meet in the overflow point: its exemplars are m1's, the last recorded, not m2's")
+@example(
+    requests=[_plain("m0"), _plain("m0", 0.3) | {"batch_size": True}],
+    slices=[],
+    series_sets=4096,
+    limit=0,
+    semconv=False,
+    waiting=4096,
+).via("a bool batch size, which the SDK takes as 1, comes after the waiting 1 of the same series: its exemplar")
 @given(
     requests=REQUESTS,
     slices=st.lists(st.tuples(st.integers(1, 50), st.booleans()), max_size=5),

@@ -248,8 +248,10 @@ class Measure:
         self._record(r, self._counts)
 
     def _hist(self, instrument: Any, attrs: dict[str, str], value: float) -> None:
-        """Record ``value`` at the next flush (``flush_histograms``); now, through the SDK's own ``record``
-        (its warning, or its error for this request), if the instrument has no batch or the SDK would refuse it."""
+        """Record ``value`` at the next flush (``flush_histograms``); now, through the SDK's own ``record`` (its
+        warning, or its error for this request), if the instrument has no batch or the value is not a plain number
+        from 0 to the largest float (a bool, say): the instrument's waiting values are then handed over first, so
+        each series still receives its values in recording order."""
         entry = self._hists.get((id(instrument), id(attrs)))  # its group holds attrs: the id stays its own
         if entry is not None and (type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT:
             entry[0].append(value)
@@ -257,6 +259,8 @@ class Measure:
             return
         batch = self._batches.get(id(instrument))
         if batch is None or not ((type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT):
+            if id(instrument) in self._groups:
+                self._flush_group(id(instrument))
             instrument.record(value, attrs)
             return
         group = self._groups.get(id(instrument))
@@ -280,6 +284,16 @@ class Measure:
                 batch.record(series, order, _NO_SPAN)
             except Exception:
                 _log.debug("ryot-telemetry: failed to record a histogram", exc_info=True)
+
+    def _flush_group(self, key: int) -> None:
+        """Hand one instrument's waiting values over now (``key``: its id)."""
+        batch, series, order = self._groups.pop(key)
+        for attrs, _ in series:
+            del self._hists[(key, id(attrs))]
+        try:
+            batch.record(series, order, _NO_SPAN)
+        except Exception:
+            _log.debug("ryot-telemetry: failed to record a histogram", exc_info=True)
 
     def forget_batch(self) -> None:
         """Drop what was aggregated since the last flush (counter increments, window sums, histogram values): in a
