@@ -281,34 +281,38 @@ class HistogramBatch:
         self._consumer = consumer
         self._hash = hash_attributes
 
-    def record(self, series: Sequence[tuple[Mapping[str, Any], Sequence[Any]]], order: list[int], context: Any) -> None:
-        """Record each series' values (attributes, values in order) under ``context``. ``series`` come in the order
-        of their first value; ``order`` is the index in ``series`` of each value in the order they were recorded. A
-        batch with a value the SDK would refuse (not a
-        number from 0 to the largest float) is recorded value by value through the public ``record``."""
+    def record(
+        self, series: Sequence[tuple[Mapping[str, Any], Sequence[Any], Any]], order: list[int], context: Any
+    ) -> None:
+        """Record each series' values (attributes, values in order, its own context or None for ``context``).
+        ``series`` come in the order of their first value; ``order`` is the index in ``series`` of each value in
+        the order they were recorded. A batch with a value the SDK would refuse (not a number from 0 to the largest
+        float) is recorded value by value through the public ``record``, in that order."""
         instrument = self._instrument
         if not instrument._is_enabled():
             return
         if context is None:
             context = get_current()
         if not all(
-            (type(v) is int or type(v) is float) and 0 <= v <= _MAX_FLOAT for _, values in series for v in values
+            (type(v) is int or type(v) is float) and 0 <= v <= _MAX_FLOAT for _, values, _ in series for v in values
         ):
             cursor = [0] * len(series)
             for i in order:
-                attrs, values = series[i]
-                instrument.record(values[cursor[i]], attrs, context)
+                attrs, values, own = series[i]
+                instrument.record(values[cursor[i]], attrs, context if own is None else own)
                 cursor[i] += 1
             return
         now = time_ns()
         exemplar_filter = self._consumer._sdk_config.exemplar_filter
-        # The SDK's own filters decide by the context alone (the same for the whole batch): asked once. Any other
-        # filter is asked per value, as record asks it.
-        same = exemplar_filter.should_sample(0, now, None, context) if type(exemplar_filter) in _BY_CONTEXT else None
+        # The SDK's own filters decide by the context alone (the same for a series): asked once per series. Any
+        # other filter is asked per value, as record asks it.
+        by_context = type(exemplar_filter) in _BY_CONTEXT
         cleaned: list[tuple[Mapping[str, Any] | None, list[tuple[Any, bool]]]] = []
         new, set_attr = object.__new__, object.__setattr__
-        for attrs, values in series:
-            first = _Measurement(values[0], now, instrument, context, attrs)  # cleans the attributes, as record does
+        for attrs, values, own in series:
+            ctx = context if own is None else own
+            same = exemplar_filter.should_sample(0, now, None, ctx) if by_context else None
+            first = _Measurement(values[0], now, instrument, ctx, attrs)  # cleans the attributes, as record does
             clean = first.attributes
             template = getattr(first, "__dict__", None)
             if type(template) is not dict or template.keys() != _MEASUREMENT_FIELDS:
@@ -321,10 +325,10 @@ class HistogramBatch:
                     m = new(_Measurement)
                     set_attr(m, "__dict__", fields)
                 else:
-                    m = _Measurement(v, now, instrument, context, None)
+                    m = _Measurement(v, now, instrument, ctx, None)
                     set_attr(m, "attributes", clean)
                 measurements.append(
-                    (m, same if same is not None else exemplar_filter.should_sample(v, now, clean, context))
+                    (m, same if same is not None else exemplar_filter.should_sample(v, now, clean, ctx))
                 )
             cleaned.append((clean, measurements))
         for storage in self._consumer._reader_storages.values():

@@ -3,8 +3,9 @@
 Two levels, both Hypothesis properties across their limits (deterministic: ``derandomize=True``, no database):
 ``_compat.HistogramBatch`` against the public ``Histogram.record`` on twin providers (cumulative and delta readers,
 Views that drop attribute keys or change the aggregation, the series limit and its overflow, every built-in exemplar
-filter, values the SDK refuses), and ``Measure``'s batching against the same recorder with batching switched off
-(requests of any shape drained in slices of any size, the attribute-dict cache rebuilt past its limit).
+filter and one of the application's, values in sampled spans, values the SDK refuses), and ``Measure``'s batching
+against the same recorder with batching switched off (requests of any shape drained in slices of any size, the
+attribute-dict cache rebuilt past its limit).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, SumAggregation, View
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from ryot_telemetry._compat import VIEW_CARDINALITY_LIMIT, HistogramBatch, histogram_batch
 from ryot_telemetry.recording import measure as measure_module
@@ -42,6 +44,13 @@ PROFILE = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+
+def _span(trace_id: int) -> Any:
+    """A context whose span is sampled: a trace-based filter offers its values as exemplars."""
+    sc = SpanContext(trace_id=trace_id, span_id=trace_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return set_span_in_context(NonRecordingSpan(sc))
+
+
 ATTRS = [{"model": "a"}, {"model": "b", "mode": "x"}, {"model": "a", "mode": "y"}, {}, {"model": "c", "n": 3}]
 VALUES = st.one_of(
     st.floats(min_value=0, max_value=1e6),
@@ -57,6 +66,7 @@ class AboveOne(TraceBasedExemplarFilter):
         return value > 1.0
 
 
+SPANS = [_span(100 + i) for i in range(len(ATTRS))]
 FILTERS = {
     "on": AlwaysOnExemplarFilter,
     "off": AlwaysOffExemplarFilter,
@@ -89,7 +99,7 @@ def _points(reader: InMemoryMetricReader, random_reservoir: bool = False) -> lis
             for m in sm.metrics:
                 for p in m.data.data_points:
                     d = {k: v for k, v in vars(p).items() if k not in ("start_time_unix_nano", "time_unix_nano")}
-                    d["exemplars"] = [(e.value, dict(e.filtered_attributes or {})) for e in p.exemplars]
+                    d["exemplars"] = [(e.value, dict(e.filtered_attributes or {}), e.trace_id) for e in p.exemplars]
                     if random_reservoir:
                         d["exemplars"] = len(p.exemplars)
                     d["attributes"] = sorted((p.attributes or {}).items())
@@ -99,23 +109,34 @@ def _points(reader: InMemoryMetricReader, random_reservoir: bool = False) -> lis
 
 @PROFILE
 @example(
-    temporality="cumulative", view="none", limit=1, exemplars="on", batches=[[(0, 0.0), (1, 0.0), (2, 0.0), (1, 0.0)]]
+    temporality="cumulative",
+    view="none",
+    limit=1,
+    exemplars="on",
+    batches=[[(0, 0.0, False), (1, 0.0, False), (2, 0.0, False), (1, 0.0, False)]],
 ).via("the overflow point's exemplar is the last value recorded into it, whichever series it came from")
 @example(
-    temporality="delta", view="keys", limit=None, exemplars="on", batches=[[(0, 1.0), (2, 2.0), (0, 3.0)], [(2, 1.0)]]
+    temporality="delta",
+    view="keys",
+    limit=None,
+    exemplars="on",
+    batches=[[(0, 1.0, False), (2, 2.0, False), (0, 3.0, False)], [(2, 1.0, False)]],
 ).via("two series meet once a View drops a key: the last exemplar per bucket is the last value in recording order")
 @given(
     temporality=st.sampled_from(["cumulative", "delta"]),
     view=st.sampled_from(["none", "keys", "buckets", "sum"]),
     limit=st.sampled_from([None, 1, 2, 3]),
     exemplars=st.sampled_from(sorted(FILTERS)),
-    batches=st.lists(st.lists(st.tuples(st.integers(0, len(ATTRS) - 1), VALUES), max_size=12), max_size=4),
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, len(ATTRS) - 1), VALUES, st.booleans()), max_size=12), max_size=4
+    ),
 )
 def test_a_batch_per_series_gives_the_points_of_one_record_per_value(
-    temporality: str, view: str, limit: int | None, exemplars: str, batches: list[list[tuple[int, Any]]]
+    temporality: str, view: str, limit: int | None, exemplars: str, batches: list[list[tuple[int, Any, bool]]]
 ) -> None:
-    """Each drain batch handed over per series (values in order) gives, collection after collection, the same points
-    as one public ``record`` per value: Views, the series limit, delta resets and exemplars included."""
+    """Each drain batch handed over per series (values in order, some in a sampled span's context of their own)
+    gives, collection after collection, the same points as one public ``record`` per value: Views, the series
+    limit, delta resets and exemplars (their traces too) included."""
     one, one_reader = _provider(temporality, view, limit, exemplars)
     many, many_reader = _provider(temporality, view, limit, exemplars)
     h_one = one.get_meter("t").create_histogram("h")
@@ -126,16 +147,16 @@ def test_a_batch_per_series_gives_the_points_of_one_record_per_value(
     token = attach(NO_SPAN)
     try:
         for values in batches:
-            index: dict[int, int] = {}
-            series: list[tuple[dict[str, Any], list[Any]]] = []
+            index: dict[tuple[int, bool], int] = {}
+            series: list[tuple[dict[str, Any], list[Any], Any]] = []
             order = []
-            for i, v in values:
-                h_one.record(v, ATTRS[i])
-                if i not in index:
-                    index[i] = len(series)
-                    series.append((ATTRS[i], []))
-                series[index[i]][1].append(v)
-                order.append(index[i])
+            for i, v, traced in values:
+                h_one.record(v, ATTRS[i], context=SPANS[i] if traced else None)
+                if (i, traced) not in index:
+                    index[i, traced] = len(series)
+                    series.append((ATTRS[i], [], SPANS[i] if traced else None))
+                series[index[i, traced]][1].append(v)
+                order.append(index[i, traced])
             if series:
                 batch.record(series, order, NO_SPAN)
             random_reservoir = view == "sum"  # a Sum's exemplar reservoir samples at random: its pick is by chance
@@ -179,6 +200,7 @@ REQUESTS = st.lists(
             "latency": st.one_of(st.floats(0, 5), st.sampled_from([0.0, 0.2, 0.3])),  # repeats share a bucket
             "fail": st.booleans(),
             "chunk_times": st.lists(st.sampled_from([0.0, 0.1, 0.15, 0.5]), max_size=6),
+            "span": st.booleans(),
         }
     ),
     max_size=40,
@@ -193,13 +215,14 @@ def _run(
     limit: int,
     semconv: bool,
     waiting: int = 4096,
+    exemplars: str = "on",
 ) -> list[str]:
     """Every point (histogram exemplars included) after recording ``requests`` and draining them in ``slices``, with
-    or without batching, on a provider that samples every value as an exemplar and holds ``limit`` series per
+    or without batching, on a provider whose exemplar filter is ``exemplars`` and that holds ``limit`` series per
     metric (0: the SDK's default), so series meet in the overflow point; with the semconv metrics if asked."""
     reader = InMemoryMetricReader()
     views = [View(instrument_name="*", aggregation_cardinality_limit=limit)] if limit and VIEW_CARDINALITY_LIMIT else []
-    provider = MeterProvider(metric_readers=[reader], views=views, exemplar_filter=AlwaysOnExemplarFilter())
+    provider = MeterProvider(metric_readers=[reader], views=views, exemplar_filter=FILTERS[exemplars]())
     rec = Recorder(provider.get_meter("t"), semconv=semconv)
     s = rec.measure.semconv
     semconv_histograms = [] if s is None else [s.duration, s.ttft, s.per_chunk, s.usage]
@@ -216,13 +239,15 @@ def _run(
     request_module._clock = recorder_module._clock = lambda: t[0]  # every time (the queue's age too) the example's
     measure_module._MAX_SERIES_SETS, recorder_module.HISTOGRAM_BATCH = series_sets, waiting
     try:
-        for r in requests:
+        for number, r in enumerate(requests):
             t[0] = 100.0
             req = rec.start(r["model"], "chat_completion", r["mode"], r["batch_size"])
             req.prompt_tokens, req.completion_tokens, req.cached_tokens = r["prompt"], r["completion"], r["cached"]
             if r["first_token"] is not None:
                 req.first_token = 100.0 + r["first_token"]
             req.timings = r["timings"]
+            if r["span"]:  # the request ran in a sampled span: its latency and TTFT carry it as exemplars
+                req.span_context = SpanContext(number + 1, number + 1, False, TraceFlags(TraceFlags.SAMPLED))
             if r["chunk_times"]:
                 req.chunk_times = array("d", [100.0 + x for x in r["chunk_times"]])
             t[0] = 100.0 + r["latency"]
@@ -245,7 +270,7 @@ def _run(
                     for p in m.data.data_points:
                         d = vars(p)
                         # a counter's exemplar reservoir samples at random; a histogram's keeps the last per bucket
-                        ex = [(e.value, sorted((e.filtered_attributes or {}).items())) for e in p.exemplars]
+                        ex = [(e.value, sorted((e.filtered_attributes or {}).items()), e.trace_id) for e in p.exemplars]
                         out.append(repr((
                             m.name, sorted((p.attributes or {}).items()), d.get("count"), d.get("sum"),
                             d.get("bucket_counts"), d.get("value"), d.get("min"), d.get("max"),
@@ -265,7 +290,7 @@ def _run(
 def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     return {
         "model": model, "mode": "standard", "batch_size": 1, "prompt": 10, "completion": 20, "cached": None,
-        "first_token": None, "timings": None, "latency": latency, "fail": False, "chunk_times": [],
+        "first_token": None, "timings": None, "latency": latency, "fail": False, "chunk_times": [], "span": False,
     }  # fmt: skip
 
 
@@ -277,6 +302,7 @@ def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     limit=1,
     semconv=False,
     waiting=4096,
+    exemplars="on",
 ).via("m1 and m2 meet in the overflow point: its exemplars are m1's, the last recorded, not m2's")
 @example(
     requests=[_plain("m0"), _plain("m0", 0.3) | {"batch_size": True}],
@@ -285,6 +311,7 @@ def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     limit=0,
     semconv=False,
     waiting=4096,
+    exemplars="on",
 ).via("a bool batch size, which the SDK takes as 1, comes after the waiting 1 of the same series: its exemplar")
 @given(
     requests=REQUESTS,
@@ -293,6 +320,7 @@ def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     limit=st.sampled_from([0, 1, 2, 3, 5]),
     semconv=st.booleans(),
     waiting=st.sampled_from([1, 5, 4096]),
+    exemplars=st.sampled_from(["on", "trace"]),
 )
 def test_measure_batching_records_exactly_what_one_record_per_value_does(
     requests: list[dict[str, Any]],
@@ -301,6 +329,7 @@ def test_measure_batching_records_exactly_what_one_record_per_value_does(
     limit: int,
     semconv: bool,
     waiting: int,
+    exemplars: str,
 ) -> None:
     """Requests of any shape (sizes the SDK refuses or cannot hold, absent and present usage, engine timings, errors)
     drained in slices of any size (by collections, or by the drainer with values waiting up to any bound), with the
@@ -309,8 +338,8 @@ def test_measure_batching_records_exactly_what_one_record_per_value_does(
     attribute-dict cache is rebuilt after every new label set."""
     logging.disable(logging.WARNING)
     try:
-        got = _run(requests, slices, True, series_sets, limit, semconv, waiting)
-        assert got == _run(requests, slices, False, series_sets, limit, semconv, waiting)
+        got = _run(requests, slices, True, series_sets, limit, semconv, waiting, exemplars)
+        assert got == _run(requests, slices, False, series_sets, limit, semconv, waiting, exemplars)
     finally:
         logging.disable(logging.NOTSET)
 

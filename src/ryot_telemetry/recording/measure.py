@@ -219,10 +219,10 @@ class Measure:
             hb = histogram_batch(h)
             if hb is not None:
                 self._batches[id(h)] = hb
-        # Per (instrument, attrs): (its values, its instrument's order list, its index there); per instrument: the
-        # batch, its series (attrs, values) and the order its values came in (a series index per value).
-        self._hists: dict[tuple[int, int], tuple[list[float], list[int], int]] = {}
-        self._groups: dict[int, tuple[HistogramBatch, list[tuple[dict[str, str], list[float]]], list[int]]] = {}
+        # Per (instrument, attrs[, span context]): (its values, its instrument's order list, its index there); per
+        # instrument: the batch, its series (attrs, values, span context) and the order its values came in.
+        self._hists: dict[tuple[int, ...], tuple[list[float], list[int], int]] = {}
+        self._groups: dict[int, tuple[HistogramBatch, list[tuple[dict[str, str], list[float], Any]], list[int]]] = {}
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -247,12 +247,15 @@ class Measure:
         """Add one finished request's measurements (counters and window sums wait for ``flush``)."""
         self._record(r, self._counts)
 
-    def _hist(self, instrument: Any, attrs: dict[str, str], value: float) -> None:
+    def _hist(self, instrument: Any, attrs: dict[str, str], value: float, ctx: Any = None) -> None:
         """Record ``value`` at the next flush (``flush_histograms``); now, through the SDK's own ``record`` (its
         warning, or its error for this request), if the instrument has no batch or the value is not a plain number
         from 0 to the largest float (a bool, say): the instrument's waiting values are then handed over first, so
-        each series still receives its values in recording order."""
-        entry = self._hists.get((id(instrument), id(attrs)))  # its group holds attrs: the id stays its own
+        each series still receives its values in recording order. ``ctx``: the request's span context (exemplars),
+        None for the drain's context without a span."""
+        # its group holds attrs and ctx: their ids stay their own
+        key = (id(instrument), id(attrs)) if ctx is None else (id(instrument), id(attrs), id(ctx))
+        entry = self._hists.get(key)
         if entry is not None and (type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT:
             entry[0].append(value)
             entry[1].append(entry[2])
@@ -261,16 +264,16 @@ class Measure:
         if batch is None or not ((type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT):
             if id(instrument) in self._groups:
                 self._flush_group(id(instrument))
-            instrument.record(value, attrs)
+            instrument.record(value, attrs, context=ctx)
             return
         group = self._groups.get(id(instrument))
         if group is None:
             group = self._groups[id(instrument)] = (batch, [], [])
         _, series, order = group
         values = [value]
-        self._hists[(id(instrument), id(attrs))] = (values, order, len(series))
+        self._hists[key] = (values, order, len(series))
         order.append(len(series))
-        series.append((attrs, values))
+        series.append((attrs, values, ctx))
 
     def flush_histograms(self, at_least: int = 0) -> None:
         """Hand the histogram values recorded since the last call to the SDK, one call per instrument, in order, if
@@ -288,8 +291,8 @@ class Measure:
     def _flush_group(self, key: int) -> None:
         """Hand one instrument's waiting values over now (``key``: its id)."""
         batch, series, order = self._groups.pop(key)
-        for attrs, _ in series:
-            del self._hists[(key, id(attrs))]
+        for attrs, _, ctx in series:
+            del self._hists[(key, id(attrs)) if ctx is None else (key, id(attrs), id(ctx))]
         try:
             batch.record(series, order, _NO_SPAN)
         except Exception:
@@ -420,10 +423,7 @@ class Measure:
             if type(size) is int and 0 < size <= 64:  # the common sizes; any other is looked up each time
                 series.latency[size] = lat
         hist = self._hist
-        if ctx is None:
-            hist(self.latency, lat, latency)
-        else:  # exemplars: recorded now, in the request's span context
-            self.latency.record(latency, lat, context=ctx)
+        hist(self.latency, lat, latency, ctx)  # ctx: the request's span, for exemplars
         hist(self.batch, series.batch, size)
         prompt, completion, cached = r.prompt_tokens, r.completion_tokens, r.cached_tokens
         if prompt:  # only what the request has: no zero increments
@@ -436,10 +436,7 @@ class Measure:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
             ttft_attrs = self._a(_TTFT, model, prompt_size_label(size_from))
-            if ctx is None:
-                hist(self.ttft, ttft_attrs, ttft)
-            else:
-                self.ttft.record(ttft, ttft_attrs, context=ctx)
+            hist(self.ttft, ttft_attrs, ttft, ctx)
             tpot = _tpot(latency, ttft, completion, size)
             if tpot is not None:
                 hist(self.tpot, by_model, tpot)
