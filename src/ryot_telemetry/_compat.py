@@ -9,16 +9,21 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import version
+from time import time_ns
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.context import get_current
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
 # opentelemetry-exporter-prometheus (private module ``_mapping``, present from 0.44b0 on; we require >=0.58b0):
 # the exporter's own name sanitising and unit-to-suffix mapping, so the catalogue predicts the exposed family names
 # (``ryot_inference_latency_seconds``, ``..._total``) exactly as a scrape shows them.
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+from opentelemetry.sdk.metrics._internal.measurement import Measurement as _Measurement
 from opentelemetry.sdk.metrics.view import View
 
 # opentelemetry-semantic-conventions (private package ``_incubating``, where every GenAI name of the package lives;
@@ -38,12 +43,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk._configuration import _OTelSDKConfigurator as OTelSDKConfigurator
 
 __all__ = [
+    "HistogramBatch",
     "OTelSDKConfigurator",
     "RegistryPrometheusReader",
     "encode_attributes",
     "encode_instrumentation_scope",
     "genai_attributes",
     "genai_metrics",
+    "histogram_batch",
     "map_unit",
     "merge_families",
     "meter_count",
@@ -237,3 +244,161 @@ def observe_grpc_stub(exporter: Any, wrap: Callable[[Any], Any]) -> bool:
     if callable(stub):  # releases that rebuild the client build it observed too
         exporter._stub = lambda channel: wrap(stub(channel))
     return True
+
+
+# opentelemetry-sdk metrics internals, used by ``recording/measure.py`` to hand a drain batch's histogram values to
+# the SDK once per series instead of once per value (a public ``Histogram.record`` builds a ``Measurement``, cleans,
+# copies and hashes its attributes and looks the series up again for every value: most of the drain's cost). What
+# ``HistogramBatch.record`` does is, step for step, what ``Histogram.record`` -> ``MeasurementConsumer`` ->
+# ``MetricReaderStorage`` -> ``_ViewInstrumentMatch.consume_measurement`` do, with the steps that do not depend on
+# the value done once per series: the same attribute cleaning, View attribute filter, series key, aggregation looked
+# up or created in the order the series first appear (``_get_or_create_aggregation``: the series limit and its
+# overflow point), the lock a delta reader's series needs, and each value aggregated and offered to the exemplar
+# filter and reservoir in the order it was recorded (where series share an aggregation: a View that drops attribute
+# keys, equal attributes, the overflow point, their values are interleaved back into recording order).
+# Names used (all present in 1.45, where the series key became ``_hash_attributes`` and the series limit arrived; an
+# SDK without any of them gets ``None`` and the public ``record`` is used):
+# - ``_Instrument._is_enabled()``, ``._measurement_consumer``; ``SynchronousMeasurementConsumer._sdk_config``
+#   (its ``exemplar_filter``) and ``._reader_storages`` (a mapping replaced, never mutated, by the SDK);
+# - ``MetricReaderStorage._get_or_init_view_instrument_match(instrument)``;
+# - ``_ViewInstrumentMatch._view._attribute_keys``, ``._reset_on_collect``, ``._lock``, ``._attributes_aggregation``,
+#   ``._get_or_create_aggregation(key, attributes)`` (called with the lock held) and the module's
+#   ``_hash_attributes``; each aggregation's ``aggregate(measurement, should_sample)``;
+# - ``sdk.metrics._internal.measurement.Measurement`` (a frozen dataclass of five fields: the first of a series is
+#   built by its constructor, which cleans the attributes; the others get a copy of its ``__dict__`` with their own
+#   value, where it has exactly those fields, else are built with ``attributes=None`` and given the cleaned ones).
+# The measurements of one batch share one timestamp (the drain's); only exemplars read it, and at drain time they
+# carry the drain's time anyway. ``tests/unit/test_histogram_batch.py`` checks the points against the public path.
+
+
+class HistogramBatch:
+    """Records a drain batch of one SDK histogram, as one ``record`` per value in recording order would."""
+
+    __slots__ = ("_consumer", "_hash", "_instrument")
+
+    def __init__(self, instrument: Any, consumer: Any, hash_attributes: Callable[[Any], Any]) -> None:
+        self._instrument = instrument
+        self._consumer = consumer
+        self._hash = hash_attributes
+
+    def record(
+        self, series: Sequence[tuple[Mapping[str, Any], Sequence[Any], Any]], order: list[int], context: Any
+    ) -> None:
+        """Record each series' values (attributes, values in order, its own context or None for ``context``).
+        ``series`` come in the order of their first value; ``order`` is the index in ``series`` of each value in
+        the order they were recorded. A batch with a value the SDK would refuse (not a number from 0 to the largest
+        float) is recorded value by value through the public ``record``, in that order."""
+        instrument = self._instrument
+        if not instrument._is_enabled():
+            return
+        if context is None:
+            context = get_current()
+        if not all(
+            (type(v) is int or type(v) is float) and 0 <= v <= _MAX_FLOAT for _, values, _ in series for v in values
+        ):
+            cursor = [0] * len(series)
+            for i in order:
+                attrs, values, own = series[i]
+                instrument.record(values[cursor[i]], attrs, context if own is None else own)
+                cursor[i] += 1
+            return
+        now = time_ns()
+        exemplar_filter = self._consumer._sdk_config.exemplar_filter
+        # The SDK's own filters decide by the context alone (the same for a series): asked once per series. Any
+        # other filter is asked per value, as record asks it.
+        by_context = type(exemplar_filter) in _BY_CONTEXT
+        cleaned: list[tuple[Mapping[str, Any] | None, list[tuple[Any, bool]]]] = []
+        new, set_attr = object.__new__, object.__setattr__
+        for attrs, values, own in series:
+            ctx = context if own is None else own
+            same = exemplar_filter.should_sample(0, now, None, ctx) if by_context else None
+            first = _Measurement(values[0], now, instrument, ctx, attrs)  # cleans the attributes, as record does
+            clean = first.attributes
+            template = getattr(first, "__dict__", None)
+            if type(template) is not dict or template.keys() != _MEASUREMENT_FIELDS:
+                template = None  # a Measurement with slots, or other fields: built by its constructor
+            measurements = []
+            for v in values:
+                if template is not None:  # the same fields the constructor sets, without its cleaning and checks
+                    fields = template.copy()
+                    fields["value"] = v
+                    m = new(_Measurement)
+                    set_attr(m, "__dict__", fields)
+                else:
+                    m = _Measurement(v, now, instrument, ctx, None)
+                    set_attr(m, "attributes", clean)
+                measurements.append(
+                    (m, same if same is not None else exemplar_filter.should_sample(v, now, clean, ctx))
+                )
+            cleaned.append((clean, measurements))
+        for storage in self._consumer._reader_storages.values():
+            for match in storage._get_or_init_view_instrument_match(instrument):
+                self._aggregate(match, cleaned, order)
+
+    def _aggregate(self, match: Any, cleaned: list[tuple[Any, list[tuple[Any, bool]]]], order: list[int]) -> None:
+        """One reader's View of the instrument: each series' aggregation looked up (or created, up to the series
+        limit) once, in the order the series first appeared, as ``consume_measurement`` would create them; then
+        the values, in recording order wherever two series share an aggregation (a View that drops attribute keys,
+        equal attributes, the overflow point)."""
+        keys = match._view._attribute_keys
+        keyed = []
+        for clean, _ in cleaned:
+            attrs = dict(clean) if clean else {}
+            if keys is not None:
+                attrs = {k: v for k, v in attrs.items() if k in keys}
+            keyed.append((self._hash(attrs), attrs))
+        if match._reset_on_collect:  # collect() discards the series: hold the lock until every value is in
+            with match._lock:
+                _into([match._get_or_create_aggregation(key, attrs) for key, attrs in keyed], cleaned, order)
+            return
+        existing = match._attributes_aggregation
+        targets = []
+        for key, attrs in keyed:
+            aggregation = existing.get(key)
+            if aggregation is None:
+                with match._lock:
+                    aggregation = match._get_or_create_aggregation(key, attrs)
+            targets.append(aggregation)
+        _into(targets, cleaned, order)
+
+
+def _into(targets: list[Any], cleaned: list[tuple[Any, list[tuple[Any, bool]]]], order: list[int]) -> None:
+    """Each series' measurements into its aggregation (``targets``), in recording order where some share one."""
+    if len({id(t) for t in targets}) == len(targets):
+        for aggregation, (_, measurements) in zip(targets, cleaned):
+            for m, sample in measurements:
+                aggregation.aggregate(m, sample)
+        return
+    cursor = [0] * len(cleaned)
+    for i in order:
+        m, sample = cleaned[i][1][cursor[i]]
+        cursor[i] += 1
+        targets[i].aggregate(m, sample)
+
+
+_MAX_FLOAT = sys.float_info.max
+_MEASUREMENT_FIELDS = {"value", "time_unix_nano", "instrument", "context", "attributes"}
+_BY_CONTEXT = (AlwaysOnExemplarFilter, AlwaysOffExemplarFilter, TraceBasedExemplarFilter)
+
+
+def histogram_batch(instrument: Any) -> HistogramBatch | None:
+    """A ``HistogramBatch`` for an SDK histogram; None for any other instrument (the API's no-op or proxy, another
+    SDK, an SDK whose internals moved): its values are then recorded one by one."""
+    try:
+        from opentelemetry.sdk.metrics import Histogram
+        from opentelemetry.sdk.metrics._internal import _view_instrument_match as vim_module
+        from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+    except ImportError:
+        return None
+    consumer = getattr(instrument, "_measurement_consumer", None)
+    hash_attributes = getattr(vim_module, "_hash_attributes", None)
+    ok = (
+        isinstance(instrument, Histogram)
+        and callable(getattr(instrument, "_is_enabled", None))
+        and isinstance(getattr(consumer, "_reader_storages", None), Mapping)
+        and hasattr(getattr(consumer, "_sdk_config", None), "exemplar_filter")
+        and callable(getattr(MetricReaderStorage, "_get_or_init_view_instrument_match", None))
+        and callable(hash_attributes)
+        and callable(getattr(vim_module._ViewInstrumentMatch, "_get_or_create_aggregation", None))
+    )
+    return HistogramBatch(instrument, consumer, hash_attributes) if ok else None  # type: ignore[arg-type]

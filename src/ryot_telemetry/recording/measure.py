@@ -1,15 +1,18 @@
 """Measure: turning a finished ``Request`` into measurements, in one class that owns the instruments.
 
 ``Measure`` creates the router-facing instruments from the catalogue, keeps the attribute dicts (built once per
-series) and the per-batch aggregation: ``record(request)`` adds one request's measurements — histogram records
-directly, counter increments and sliding-window sums summed per series until ``flush()`` hands them over once per
-drain. It runs under the drain's lock (``recorder.py``), never on the request path. A request records only what it
-has: an absent count records nothing, a family it has nothing for gets no point.
+series) and the per-batch aggregation: ``record(request)`` adds one request's measurements — histogram values kept
+per series until ``flush()`` (or ``flush_histograms`` once ``HISTOGRAM_BATCH`` values wait) hands each series'
+values to the SDK in one go (``_compat.HistogramBatch``), counter increments and sliding-window sums summed per
+series until ``flush()`` hands them over once per drain. It runs under the drain's lock (``recorder.py``), never on
+the request path. A request records only what it has: an absent count records nothing, a family it has nothing for
+gets no point.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +22,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Meter
 
 from .. import catalogue
+from .._compat import HistogramBatch, histogram_batch
 from ..catalogue import (
     ABORT,
     CACHED_PROMPT_TOKENS,
@@ -53,7 +57,7 @@ from .semconv import (
 )
 from .tenants import DEFAULT_MAX_TENANTS, Tenants
 
-__all__ = ["MAX_TOKEN_TOTAL", "NO_SPAN", "Measure"]
+__all__ = ["HISTOGRAM_BATCH", "MAX_TOKEN_TOTAL", "NO_SPAN", "Measure"]
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -81,6 +85,15 @@ NO_SPAN = trace.set_span_in_context(trace.INVALID_SPAN)
 are recorded under this context with no span, so a trace-based exemplar filter never attaches an unrelated trace."""
 _NO_SPAN = NO_SPAN
 
+
+_MAX_FLOAT = sys.float_info.max
+"""Histogram values past it (inf, or an int no float can hold) go to the SDK's ``record`` one by one (it refuses
+them, as it does NaN and negative values)."""
+
+HISTOGRAM_BATCH = 4096
+"""Histogram values that may wait for the next collection (``flush``): past it a drain slice hands them over. Small
+enough to bound the memory (tens of KB), large enough that the background drainer's slices of 32 requests hand each
+series' values over in one call, not one per slice."""
 
 _MAX_SERIES_SETS = 4096
 """Label combinations whose attribute dicts ``Measure`` keeps together (``_Series``); past it they are rebuilt."""
@@ -195,6 +208,21 @@ class Measure:
         self.prompt_length = make("ryot.request.prompt_tokens")
         self.completion_length = make("ryot.request.completion_tokens")
         self.engine_queue = make("ryot.engine.queue")
+        # Histogram values wait, like counter increments, for flush() (or HISTOGRAM_BATCH of them): the
+        # SDK then takes each series' values in one go (_compat.HistogramBatch). Keyed by the instrument's id: an
+        # instrument that is no SDK histogram (or one put in its place) records each value at once.
+        self._batches: dict[int, HistogramBatch] = {}
+        for h in (
+            self.latency, self.ttft, self.tpot, self.batch, self.tps, self.cache_eff, self.engine_prefill,
+            self.engine_tpot, self.ttft_outside, self.prompt_length, self.completion_length, self.engine_queue,
+        ):  # fmt: skip
+            hb = histogram_batch(h)
+            if hb is not None:
+                self._batches[id(h)] = hb
+        # Per (instrument, attrs[, span context]): (its values, its instrument's order list, its index there); per
+        # instrument: the batch, its series (attrs, values, span context) and the order its values came in.
+        self._hists: dict[tuple[int, ...], tuple[list[float], list[int], int]] = {}
+        self._groups: dict[int, tuple[HistogramBatch, list[tuple[dict[str, str], list[float], Any]], list[int]]] = {}
         # No SLO table: the goodput counter is never created, so it exposes no series.
         self.slos = slos
         self.slo = make("ryot.slo.requests") if slos is not None else None
@@ -205,6 +233,12 @@ class Measure:
         self.derived = DerivedGauges(meter, self.models)
         self.windows = self.derived.windows
         self.semconv = SemconvInstruments(meter) if semconv else None
+        if self.semconv is not None:
+            s = self.semconv
+            for h in (s.duration, s.client_duration, s.ttft, s.tpot, s.usage, s.first_chunk, s.per_chunk):
+                hb = histogram_batch(h) if h is not None else None
+                if hb is not None:
+                    self._batches[id(h)] = hb
         self._record_extra: Callable[[Request, float, float | None, float | None], None] | None = (
             self._record_semconv if semconv else None
         )
@@ -212,6 +246,63 @@ class Measure:
     def record(self, r: Request) -> None:
         """Add one finished request's measurements (counters and window sums wait for ``flush``)."""
         self._record(r, self._counts)
+
+    def _hist(self, instrument: Any, attrs: dict[str, str], value: float, ctx: Any = None) -> None:
+        """Record ``value`` at the next flush (``flush_histograms``); now, through the SDK's own ``record`` (its
+        warning, or its error for this request), if the instrument has no batch or the value is not a plain number
+        from 0 to the largest float (a bool, say): the instrument's waiting values are then handed over first, so
+        each series still receives its values in recording order. ``ctx``: the request's span context (exemplars),
+        None for the drain's context without a span."""
+        # its group holds attrs and ctx: their ids stay their own
+        key = (id(instrument), id(attrs)) if ctx is None else (id(instrument), id(attrs), id(ctx))
+        entry = self._hists.get(key)
+        if entry is not None and (type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT:
+            entry[0].append(value)
+            entry[1].append(entry[2])
+            return
+        batch = self._batches.get(id(instrument))
+        if batch is None or not ((type(value) is float or type(value) is int) and 0 <= value <= _MAX_FLOAT):
+            if id(instrument) in self._groups:
+                self._flush_group(id(instrument))
+            instrument.record(value, attrs, context=ctx)
+            return
+        group = self._groups.get(id(instrument))
+        if group is None:
+            group = self._groups[id(instrument)] = (batch, [], [])
+        _, series, order = group
+        values = [value]
+        self._hists[key] = (values, order, len(series))
+        order.append(len(series))
+        series.append((attrs, values, ctx))
+
+    def flush_histograms(self, at_least: int = 0) -> None:
+        """Hand the histogram values recorded since the last call to the SDK, one call per instrument, in order, if
+        at least ``at_least`` wait. Called under the drain's lock: by ``flush``, and after each slice of the drain
+        with ``HISTOGRAM_BATCH``, which bounds how many values wait between collections."""
+        if at_least and sum(len(order) for _, _, order in self._groups.values()) < at_least:
+            return
+        groups, self._groups, self._hists = self._groups, {}, {}
+        for batch, series, order in groups.values():
+            try:
+                batch.record(series, order, _NO_SPAN)
+            except Exception:
+                _log.debug("ryot-telemetry: failed to record a histogram", exc_info=True)
+
+    def _flush_group(self, key: int) -> None:
+        """Hand one instrument's waiting values over now (``key``: its id)."""
+        batch, series, order = self._groups.pop(key)
+        for attrs, _, ctx in series:
+            del self._hists[(key, id(attrs)) if ctx is None else (key, id(attrs), id(ctx))]
+        try:
+            batch.record(series, order, _NO_SPAN)
+        except Exception:
+            _log.debug("ryot-telemetry: failed to record a histogram", exc_info=True)
+
+    def forget_batch(self) -> None:
+        """Drop what was aggregated since the last flush (counter increments, window sums, histogram values): in a
+        forked child they are the parent's, which the parent records itself."""
+        self._counts, self._win_completion, self._win_cache = {}, {}, {}
+        self._groups, self._hists = {}, {}
 
     def _within_token_total(self, attrs: dict[str, str], amount: int) -> int:
         """How much of ``amount`` the series can still take before ``MAX_TOKEN_TOTAL`` (it then stays there)."""
@@ -331,8 +422,9 @@ class Measure:
             lat = self._a(_LATENCY, model, batch_size_label(size), mode)
             if type(size) is int and 0 < size <= 64:  # the common sizes; any other is looked up each time
                 series.latency[size] = lat
-        self.latency.record(latency, lat, context=ctx)
-        self.batch.record(size, series.batch)
+        hist = self._hist
+        hist(self.latency, lat, latency, ctx)  # ctx: the request's span, for exemplars
+        hist(self.batch, series.batch, size)
         prompt, completion, cached = r.prompt_tokens, r.completion_tokens, r.cached_tokens
         if prompt:  # only what the request has: no zero increments
             count(counts, self.tokens, series.prompt, prompt)
@@ -343,20 +435,21 @@ class Measure:
         if r.first_token is not None:
             ttft = max(r.first_token - r.start, 0.0)
             size_from = prompt if prompt is not None else (r.prompt_chars or 0) // 4
-            self.ttft.record(ttft, self._a(_TTFT, model, prompt_size_label(size_from)), context=ctx)
+            ttft_attrs = self._a(_TTFT, model, prompt_size_label(size_from))
+            hist(self.ttft, ttft_attrs, ttft, ctx)
             tpot = _tpot(latency, ttft, completion, size)
             if tpot is not None:
-                self.tpot.record(tpot, by_model)
+                hist(self.tpot, by_model, tpot)
         if self.slos is not None:
             self._judge(r, latency, ttft, tpot, counts, tenant)
         if prompt is not None:  # lengths from usage only: an estimate never enters the distribution
-            self.prompt_length.record(prompt, by_model)
+            hist(self.prompt_length, by_model, prompt)
         if completion is not None:
-            self.completion_length.record(completion, by_model)
+            hist(self.completion_length, by_model, completion)
         if completion and latency > 0:
-            self.tps.record(completion / latency, by_model)
+            hist(self.tps, by_model, completion / latency)
         if cached is not None and prompt:
-            self.cache_eff.record(min(cached / prompt, 1.0), by_model)
+            hist(self.cache_eff, by_model, min(cached / prompt, 1.0))
         if self.prices is not None and (prompt or completion):
             price = self.prices.get(model)
             if price is not None:
@@ -430,15 +523,15 @@ class Measure:
                 if prompt > 0:
                     count(counts, self.estimated, series.estimated[0], prompt)
         if timings is not None:
-            by_model = series.by_model
+            by_model, hist = series.by_model, self._hist
             queue, prefill, engine_tpot = timings
             if queue is not None:  # reported by the engine (vLLM); nothing invented for one that does not
-                self.engine_queue.record(queue, by_model)
-            self.engine_prefill.record(prefill, by_model)
+                hist(self.engine_queue, by_model, queue)
+            hist(self.engine_prefill, by_model, prefill)
             if engine_tpot is not None:
-                self.engine_tpot.record(engine_tpot, by_model)
+                hist(self.engine_tpot, by_model, engine_tpot)
             if ttft is not None:
-                self.ttft_outside.record(max(ttft - (queue or 0.0) - prefill, 0.0), by_model)
+                hist(self.ttft_outside, by_model, max(ttft - (queue or 0.0) - prefill, 0.0))
 
     def _prompt_cost(
         self,
@@ -490,7 +583,7 @@ class Measure:
     def _record_semconv(self, r: Request, latency: float, ttft: float | None, tpot: float | None) -> None:
         """The GenAI semconv measurements, from the latency, TTFT and TPOT ``_record`` computed (attribute keys
         and values are the semconv package's constants, see semconv.py)."""
-        s = self.semconv
+        s, hist = self.semconv, self._hist
         assert s is not None
         resp_model = r.response_model
         # Client side (the router's call to its model provider): no server.address/port, which would name the
@@ -516,20 +609,21 @@ class Measure:
             (s.usage, r.completion_tokens, {**client, GEN_AI_TOKEN_TYPE: OUTPUT}),
         ):
             if value is not None and instrument is not None:
-                instrument.record(value, attrs)
+                hist(instrument, attrs, value)
         times = r.chunk_times
         if times:  # a stream: start to its first chunk, then each chunk's gap to the one before
             if s.first_chunk is not None:
-                s.first_chunk.record(max(times[0] - r.start, 0.0), client)
+                hist(s.first_chunk, client, max(times[0] - r.start, 0.0))
             per_chunk = s.per_chunk
             if per_chunk is not None:
                 for before, now in zip(times, times[1:]):
-                    per_chunk.record(max(now - before, 0.0), client)
+                    hist(per_chunk, client, max(now - before, 0.0))
 
     def flush(self, route: Callable[[dict[tuple[int, int], list[Any]]], None] | None = None) -> None:
-        """Hand the counter increments and window sums aggregated since the last flush to the SDK and the sliding
-        windows: one ``add`` per series. ``route``: the new-series gate, which may hold back a new series' first
-        increments (it runs on an empty batch too: it also releases what it held)."""
+        """Hand the histogram values, counter increments and window sums aggregated since the last flush to the SDK
+        and the sliding windows: one ``add`` per series. ``route``: the new-series gate, which may hold back a new
+        series' first increments (it runs on an empty batch too: it also releases what it held)."""
+        self.flush_histograms()
         counts, self._counts = self._counts, {}
         # Token totals are capped before the new-series gate, so increments it holds and releases later (at a
         # collection, or at shutdown, without passing through here again) are already within the cap.

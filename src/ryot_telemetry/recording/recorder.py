@@ -15,13 +15,14 @@ the drain and precede the instruments' callbacks (an engine's ``on_collect`` hoo
 ``INLINE_BATCH`` requests itself, so no single request pays for the whole backlog; where that fails, what lies past
 the bound is dropped and counted (``ryot_telemetry_queue_dropped_requests_total``).
 
-Why sliced: recording is pure Python holding the GIL, 25-50 µs per request. Done in one go on the scrape thread, a
+Why sliced: recording is pure Python holding the GIL, 10-50 µs per request. Done in one go on the scrape thread, a
 backlog of 15,000 requests froze a serving event loop for most of a second (it gets one turn per GIL switch
 interval). So an optional background drainer (``start_drainer``) records the queue in slices of ``SLICE`` requests
 and sleeps after each slice for ``YIELD_RATIO`` times as long as the slice took, leaving the GIL to the serving
 threads; a collection records only what was queued when it began (a sequence snapshot), in the same slices, and the
 remainder left by the drainer is all it has to do. Counter increments and sliding-window sums are aggregated per
-series across slices and handed to the SDK/windows once per collection.
+series across slices and handed to the SDK/windows once per collection; so are histogram values (per instrument, in
+recording order), or sooner once ``HISTOGRAM_BATCH`` of them wait.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .._compat import meter_readers, wrap_reader_collect
 from ..pricing import PriceTable
 from ..slo import SloTable
 from .labels import UNADMITTED
-from .measure import MAX_TOKEN_TOTAL, NO_SPAN, Measure
+from .measure import HISTOGRAM_BATCH, MAX_TOKEN_TOTAL, NO_SPAN, Measure
 from .new_series import NewSeriesGate
 from .request import Request
 from .tenants import DEFAULT_MAX_TENANTS
@@ -345,6 +346,7 @@ class Recorder:
                     record(req)
                 except Exception:  # telemetry must never take the service down
                     _log.debug("ryot-telemetry: failed to record a request", exc_info=True)
+            self.measure.flush_histograms(HISTOGRAM_BATCH)
         finally:
             otel_context.detach(token)
         self._popped += n
@@ -496,6 +498,7 @@ class Recorder:
         """In a forked child that becomes a worker of its own: none of the parent's requests are its own (not the
         queued ones, not those in flight, not their tokens in the sliding windows); they are the parent's."""
         self._pending.clear()
+        self.measure.forget_batch()
         for active in list(self._active.values()):
             active.enter = itertools.count()
             active.exit = itertools.count()
