@@ -19,3 +19,24 @@ needs_series_limit = pytest.mark.skipif(
     reason="the installed opentelemetry-sdk (< 1.45) has no per-metric series limit for ryot's Views to lift",
 )
 """For tests of the Views' series limits (``aggregation_cardinality_limit``), which only SDK 1.45 on has."""
+
+
+def _histogram_batch_available() -> bool:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from ryot_telemetry._compat import histogram_batch
+
+    provider = MeterProvider()
+    try:
+        return histogram_batch(provider.get_meter("probe").create_histogram("probe")) is not None
+    finally:
+        provider.shutdown()
+
+
+needs_histogram_batch = pytest.mark.skipif(
+    not _histogram_batch_available(),
+    reason="the installed opentelemetry-sdk lacks the internals _compat.HistogramBatch uses: histogram values are "
+    "recorded one by one there (the public record()), so there is no batch to test",
+)
+"""For tests of ``_compat.HistogramBatch`` (values handed to the SDK per series), which needs the newer SDK's
+internals; an older SDK records each value with the public ``record()``."""

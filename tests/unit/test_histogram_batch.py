@@ -35,6 +35,7 @@ from ryot_telemetry.recording import recorder as recorder_module
 from ryot_telemetry.recording import request as request_module
 from ryot_telemetry.recording.measure import NO_SPAN
 from ryot_telemetry.recording.recorder import Recorder
+from support.floors import needs_histogram_batch
 
 PROFILE = settings(
     max_examples=60,
@@ -107,6 +108,7 @@ def _points(reader: InMemoryMetricReader, random_reservoir: bool = False) -> lis
     return sorted(out)
 
 
+@needs_histogram_batch
 @PROFILE
 @example(
     temporality="cumulative",
@@ -168,6 +170,7 @@ def test_a_batch_per_series_gives_the_points_of_one_record_per_value(
         many.shutdown()
 
 
+@needs_histogram_batch
 def test_an_instrument_that_is_no_sdk_histogram_has_no_batch() -> None:
     """A counter, the API's no-op histogram and a stand-in get None: their values are recorded one by one."""
     from opentelemetry.metrics import NoOpMeter
@@ -294,6 +297,7 @@ def _plain(model: str, latency: float = 0.2) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@needs_histogram_batch
 @PROFILE
 @example(
     requests=[_plain("m0"), _plain("m1"), _plain("m2"), _plain("m1")],
@@ -344,6 +348,7 @@ def test_measure_batching_records_exactly_what_one_record_per_value_does(
         logging.disable(logging.NOTSET)
 
 
+@needs_histogram_batch
 def test_a_forked_worker_forgets_the_parents_unflushed_batch() -> None:
     """``reset_after_fork`` drops histogram values and counter increments recorded but not yet handed to the SDK
     (the parent hands over its own): the child's next collection shows only the child's request."""
