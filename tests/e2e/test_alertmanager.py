@@ -38,7 +38,8 @@ import yaml
 from ryot_telemetry import configure
 from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 from support.ports import free_port
-from support.prom_server import EVERY_SECOND, Prometheus, prometheus_server, stop, wait_for
+from support.procs import stop
+from support.prom_server import EVERY_SECOND, Prometheus, prometheus_server, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

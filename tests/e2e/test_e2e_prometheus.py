@@ -18,7 +18,8 @@ from ryot_telemetry.artifacts.slo_rules import WINDOWS
 from ryot_telemetry.demo.run import DEMO_SLOS
 from ryot_telemetry.slo import SloTable
 from support.ports import free_port
-from support.prom_server import EVERY_SECOND, Prometheus, needs_prometheus, prometheus_server, stop, wait_for
+from support.procs import stop
+from support.prom_server import EVERY_SECOND, Prometheus, needs_prometheus, prometheus_server, wait_for
 
 pytestmark = [
     pytest.mark.e2e,

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from support.ports import free_port
+from support.procs import stop
 
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
@@ -64,17 +65,6 @@ class Prometheus:
 
     def by(self, promql: str, label: str) -> dict[str, float]:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """Terminate ``proc`` if it still runs, kill it if it ignores that for 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 # Scrape and evaluate every second, so tests wait seconds for what production sees in minutes.
