@@ -26,6 +26,7 @@ from .common import (
     ChatParams,
     NoopRouter,
     PromClientRouter,
+    alternate,
     clock,
     count_series,
     fill_all_combinations,
@@ -179,14 +180,7 @@ def bench_scrape(rounds: int) -> dict[str, float]:
     text = generate_latest(tel.registry).decode()
     mirror = mirror_registry(text)
     mirror_text = generate_latest(mirror).decode()
-    times: dict[str, list[float]] = {"otel": [], "prom": []}
-    for _ in range(rounds):
-        t0 = clock()
-        generate_latest(tel.registry)
-        times["otel"].append(clock() - t0)
-        t0 = clock()
-        generate_latest(mirror)
-        times["prom"].append(clock() - t0)
+    times = alternate(rounds, otel=lambda: generate_latest(tel.registry), prom=lambda: generate_latest(mirror))
     tel.shutdown()
     return {
         "requests": requests,

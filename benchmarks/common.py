@@ -161,6 +161,18 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def alternate(rounds: int, **calls: Callable[[], Any]) -> dict[str, list[float]]:
+    """Wall time of each of ``calls``, ``rounds`` times, the calls taking turns within a round so that a change in the
+    machine's load weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t0 = clock()
+            call()
+            times[name].append(clock() - t0)
+    return times
+
+
 def ns(seconds: float, n: int) -> float:
     return seconds / n * 1e9
 

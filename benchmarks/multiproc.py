@@ -27,7 +27,7 @@ import ryot_telemetry
 from .common import (
     MODELS,
     NoopRouter,
-    clock,
+    alternate,
     count_series,
     fill_all_combinations,
     make_params,
@@ -167,14 +167,7 @@ def bench_scrape(workers: int, rounds: int) -> dict[str, Any]:
             MultiProcessCollector(prom, path=prom_dir)
             ryot_text = generate_latest(tel.registry).decode()
             prom_text = generate_latest(prom).decode()
-            times: dict[str, list[float]] = {"ryot": [], "prom": []}
-            for _ in range(rounds):
-                t0 = clock()
-                generate_latest(tel.registry)
-                times["ryot"].append(clock() - t0)
-                t0 = clock()
-                generate_latest(prom)
-                times["prom"].append(clock() - t0)
+            times = alternate(rounds, ryot=lambda: generate_latest(tel.registry), prom=lambda: generate_latest(prom))
             tel.shutdown()
         finally:
             _stop(ours)

@@ -5,37 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OGX_VERSION=1.5.0
-VENV=.venv312
-
-PY312=""
-for p in "$(command -v python3.12 || true)" "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-  # a pyenv shim is on PATH even where 3.12 is not selected: only take an interpreter that runs as 3.12
-  if [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
-    PY312=$p
-    break
-  fi
-done
-if [ -z "$PY312" ]; then
-  echo "llama_stack.sh: no Python 3.12 (python3.12 on PATH or ~/.pyenv/versions/3.12*/bin); skipping .venv312," \
-       "tests/e2e/test_llama_stack.py will be skipped"
-  exit 0
-fi
-
-want="ogx==$OGX_VERSION $(sha256sum pyproject.toml | cut -c1-16)"
-marker="$VENV/.ryot-setup"
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$want" ]; then
-  exit 0
-fi
-
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY312" -m venv "$VENV"
-fi
-if ! "$VENV/bin/python" -m pip install -q "ogx==$OGX_VERSION" -e . >"$log" 2>&1; then
-  echo "llama_stack.sh: installing ogx==$OGX_VERSION into $VENV failed:" >&2
-  grep -v '^WARNING: Location' "$log" | tail -20 >&2
-  rm -f "$marker"
-  exit 1
-fi
-echo "$want" >"$marker"
+source scripts/lib/venv312.sh
+venv312 .venv312 "tests/e2e/test_llama_stack.py will be skipped" "ogx==$OGX_VERSION"

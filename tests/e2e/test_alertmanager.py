@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +38,8 @@ import yaml
 from ryot_telemetry import configure
 from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 from support.ports import free_port
+from support.procs import stop
+from support.prom_server import EVERY_SECOND, Prometheus, prometheus_server, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -62,46 +64,9 @@ def binaries() -> tuple[str, str]:
     return prom, am
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait(what: str, check: Callable[[], Any], deadline_s: float, interval: float = 0.25) -> Any:
-    """Poll ``check()`` until it returns something truthy; fail with ``what`` after ``deadline_s``."""
-    end = time.monotonic() + deadline_s
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except OSError as e:  # server not up yet
-            last = e
-        if last and not isinstance(last, OSError):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
-
-
 def _ready(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as r:
         return bool(r.status == 200)
-
-
-def _query(base: str, promql: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}", timeout=5) as r:
-        body = json.loads(r.read())
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
-def _alertmanagers(base: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{base}/api/v1/alertmanagers", timeout=5) as r:
-        return list(json.loads(r.read())["data"]["activeAlertmanagers"])
 
 
 def _instant(rfc3339: str) -> datetime:
@@ -191,9 +156,9 @@ class Traffic:
 @pytest.fixture(scope="module")
 def stack(
     binaries: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Webhook, Traffic]]:
+) -> Iterator[tuple[Prometheus, Webhook, Traffic]]:
     """ryot exposition, Prometheus (1 s scrape and evaluation, shipped rules) and Alertmanager (1 s grouping) up."""
-    prometheus, alertmanager = binaries
+    _, alertmanager = binaries
     tmp = tmp_path_factory.mktemp("alertmanager")
     ryot_port, prom_port, am_port = free_port(), free_port(), free_port()
 
@@ -221,16 +186,12 @@ def stack(
             }
         )
     )
-    (tmp / "prometheus.yml").write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES / "ryot_recording_rules.yml"), str(tmp / "ryot_alerts.yml")],
-                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-                "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": [f"127.0.0.1:{ryot_port}"]}]}],
-            }
-        )
-    )
+    prom_config = {
+        "global": EVERY_SECOND,
+        "rule_files": [str(RULES / "ryot_recording_rules.yml"), str(tmp / "ryot_alerts.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": [f"127.0.0.1:{ryot_port}"]}]}],
+    }
 
     tel = configure(
         exporters="prometheus",
@@ -240,58 +201,48 @@ def stack(
         gpu=False,
     )
     traffic = Traffic(tel)
-    log = (tmp / "servers.log").open("w")
-    procs: list[subprocess.Popen[Any]] = []
+    log = (tmp / "alertmanager.log").open("w")
+    alertmanager_proc = None
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    alertmanager,
-                    f"--config.file={tmp / 'alertmanager.yml'}",
-                    f"--storage.path={tmp / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}",
-                    "--cluster.listen-address=",  # no gossip port: one instance, loopback only
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        alertmanager_proc = subprocess.Popen(
+            [
+                alertmanager,
+                f"--config.file={tmp / 'alertmanager.yml'}",
+                f"--storage.path={tmp / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",  # no gossip port: one instance, loopback only
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         prom_base = f"http://127.0.0.1:{prom_port}"
-        procs.append(
-            subprocess.Popen(
-                [
-                    prometheus,
-                    f"--config.file={tmp / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    f"--web.external-url={prom_base}/",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        with prometheus_server(tmp, prom_config, (f"--web.external-url={prom_base}/",), prom_port) as prom:
+            wait_for("Alertmanager to be ready", lambda: _ready(f"http://127.0.0.1:{am_port}/-/ready"), 20)
+            # Targets and Alertmanagers are picked up on the discovery manager's 5 s tick: traffic waits for both.
+            wait_for("the first successful scrape", lambda: prom.query('up{job="ryot"} == 1'), 30)
+            wait_for(
+                "Prometheus to discover the Alertmanager",
+                lambda: prom.get("/api/v1/alertmanagers")["activeAlertmanagers"],
+                30,
             )
-        )
-        _wait("Alertmanager to be ready", lambda: _ready(f"http://127.0.0.1:{am_port}/-/ready"), 20)
-        _wait("Prometheus to be ready", lambda: _ready(f"{prom_base}/-/ready"), 20)
-        # Targets and Alertmanagers are picked up on the discovery manager's 5 s tick: traffic starts once both are.
-        _wait("the first successful scrape", lambda: _query(prom_base, 'up{job="ryot"} == 1'), 30)
-        _wait("Prometheus to discover the Alertmanager", lambda: _alertmanagers(prom_base), 30)
-        traffic.start()
-        yield prom_base, webhook, traffic
+            traffic.start()
+            try:
+                yield prom, webhook, traffic
+            finally:
+                traffic.stop()
     finally:
-        traffic.stop()
-        for proc in reversed(procs):
-            _stop(proc)
+        if alertmanager_proc is not None:
+            stop(alertmanager_proc)
         log.close()
         webhook.close()
         tel.shutdown()
 
 
-def test_error_rate_alert_reaches_the_webhook_then_resolves(stack: tuple[str, Webhook, Traffic]) -> None:
+def test_error_rate_alert_reaches_the_webhook_then_resolves(stack: tuple[Prometheus, Webhook, Traffic]) -> None:
     """RyotHighErrorRate for the failing model alone arrives firing with the shipped labels and annotations (100 %
     failed), and arrives resolved, same alert, once the model's successes bring the ratio under 5 %."""
-    prom_base, webhook, traffic = stack
+    prom, webhook, traffic = stack
     firing = webhook.next("the firing notification", 60)
     body = firing["body"]
     assert firing["path"] == "/hook"
@@ -306,10 +257,10 @@ def test_error_rate_alert_reaches_the_webhook_then_resolves(stack: tuple[str, We
         "summary": f"Ryot error rate above 5% for model {DOWN}",
         "description": f"100% of requests to {DOWN} failed over the last 5 minutes.",
     }
-    assert alert["generatorURL"].startswith(f"{prom_base}/graph?g0.expr=ryot%3Aerror_rate%3Arate5m+%3E+0.05")
+    assert alert["generatorURL"].startswith(f"{prom.base}/graph?g0.expr=ryot%3Aerror_rate%3Arate5m+%3E+0.05")
     assert traffic.failed == FAILURES
     # the healthy model's ratio is recorded, and is 0: there is nothing to alert on
-    up = _query(prom_base, f'ryot:error_rate:rate5m{{model="{UP}"}}')
+    up = prom.query(f'ryot:error_rate:rate5m{{model="{UP}"}}')
     assert [float(r["value"][1]) for r in up] == [0.0]
 
     traffic.recover()
@@ -320,7 +271,7 @@ def test_error_rate_alert_reaches_the_webhook_then_resolves(stack: tuple[str, We
     assert gone["labels"] == labels
     assert gone["fingerprint"] == alert["fingerprint"]
     assert gone["startsAt"] == alert["startsAt"] and _instant(gone["endsAt"]) > _instant(gone["startsAt"])
-    (ratio,) = _query(prom_base, f'ryot:error_rate:rate5m{{model="{DOWN}"}}')
+    (ratio,) = prom.query(f'ryot:error_rate:rate5m{{model="{DOWN}"}}')
     assert float(ratio["value"][1]) <= 0.05
     # nothing else was delivered: no alert for the healthy model, no repeat of the resolved one
     time.sleep(2)

@@ -4,86 +4,32 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ryot_telemetry import catalogue
 from ryot_telemetry.artifacts.slo_rules import WINDOWS
 from ryot_telemetry.demo.run import DEMO_SLOS
 from ryot_telemetry.slo import SloTable
 from support.ports import free_port
+from support.procs import stop
+from support.prom_server import EVERY_SECOND, Prometheus, needs_prometheus, prometheus_server, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(90),
-    pytest.mark.skipif(
-        shutil.which("prometheus") is None,
-        reason="prometheus binary not found (Debian package `prometheus`; scripts/setup.d/prometheus.sh)",
-    ),
+    needs_prometheus,
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "collector" / "rules"
 REQUESTS = 300
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _get(url: str, timeout: float = 5) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def _wait(what: str, check: Any, deadline_s: float, interval: float = 0.25) -> Any:
-    """Poll ``check()`` until it returns something truthy; fail with ``what`` after ``deadline_s``."""
-    end = time.monotonic() + deadline_s
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except OSError as e:  # server not up yet
-            last = e
-        if last and not isinstance(last, OSError):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
-
-
-class Prom:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
-        params = {"query": promql} | ({"time": repr(at)} if at is not None else {})
-        body = _get(f"{self.base}/api/v1/query?{urllib.parse.urlencode(params)}")
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def by(self, promql: str, label: str) -> dict[str, float]:
-        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
-
-    def scalar(self, promql: str) -> float | None:
-        res = self.query(promql)
-        assert len(res) <= 1, res
-        return float(res[0]["value"][1]) if res else None
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +47,10 @@ def providers_port() -> int:
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, late_port: int, providers_port: int
-) -> Iterator[tuple[Prom, dict[str, Any], int]]:
+) -> Iterator[tuple[Prometheus, dict[str, Any], int]]:
     """Prometheus (1s scrape and rule interval, ryot rules loaded) scraping the demo, which runs 300 requests."""
     tmp_path = tmp_path_factory.mktemp("prometheus")
-    demo_port, prom_port = free_port(), free_port()
+    demo_port = free_port()
     # SLO rules generated, as a user would, for the demo's own SLO table
     table, slo_rules = tmp_path / "demo_slos.json", tmp_path / "slo_rules.yml"
     table.write_text(json.dumps(DEMO_SLOS))
@@ -114,7 +60,7 @@ def stack(
         timeout=60,
     )
     config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "global": EVERY_SECOND,
         "rule_files": [
             str(RULES / "ryot_recording_rules.yml"),
             str(RULES / "ryot_alerts.yml"),
@@ -126,65 +72,58 @@ def stack(
             {"job_name": "ryot-providers", "static_configs": [{"targets": [f"127.0.0.1:{providers_port}"]}]},
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prom_log = (tmp_path / "prometheus.log").open("w")
-    prom = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-            "--log.level=warn",
-        ],
-        stdout=prom_log,
-        stderr=subprocess.STDOUT,
-    )
     demo = None
-    try:
-        base = f"http://127.0.0.1:{prom_port}"
-        _wait("Prometheus to be ready", lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200, 20)
-        # The scrape manager picks targets up on a 5 s tick; start the traffic only once the target is scraped
-        # (still down: up == 0), so rates see the counters grow.
-        _wait("the first scrape of the target", lambda: Prom(base).query('up{job="ryot-demo"}'), 20)
-        summary_path = tmp_path / "summary.json"
-        demo = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "ryot_telemetry", "demo", "--requests", str(REQUESTS), "--concurrency", "16"),
-                *("--speed", "0.2", "--seed", "11", "--host", "127.0.0.1", "--port", str(demo_port)),
-                *("--private-registry", "--no-progress", "--hold", "60", "--summary-json", str(summary_path)),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        first = demo.stdout.readline()
-        assert first == f"metrics: http://127.0.0.1:{demo_port}/metrics\n"
+    with prometheus_server(tmp_path, config) as prom:
+        try:
+            # The scrape manager picks targets up on a 5 s tick; start the traffic only once the target is scraped
+            # (still down: up == 0), so rates see the counters grow.
+            wait_for("the first scrape of the target", lambda: prom.query('up{job="ryot-demo"}'), 20)
+            summary_path = tmp_path / "summary.json"
+            demo = subprocess.Popen(
+                [
+                    *(
+                        sys.executable,
+                        "-m",
+                        "ryot_telemetry",
+                        "demo",
+                        "--requests",
+                        str(REQUESTS),
+                        "--concurrency",
+                        "16",
+                    ),
+                    *("--speed", "0.2", "--seed", "11", "--host", "127.0.0.1", "--port", str(demo_port)),
+                    *("--private-registry", "--no-progress", "--hold", "60", "--summary-json", str(summary_path)),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            first = demo.stdout.readline()
+            assert first == f"metrics: http://127.0.0.1:{demo_port}/metrics\n"
 
-        def summary_written() -> bool:
-            if not summary_path.exists() and demo.poll() is not None:
-                pytest.fail(f"the demo exited with {demo.returncode} before its summary:\n{demo.stdout.read()}")
-            return summary_path.exists()
+            def summary_written() -> bool:
+                if not summary_path.exists() and demo.poll() is not None:
+                    pytest.fail(f"the demo exited with {demo.returncode} before its summary:\n{demo.stdout.read()}")
+                return summary_path.exists()
 
-        _wait("the demo's summary", summary_written, 40)
-        text = _wait(
-            "the complete summary",
-            lambda: summary_path.read_text().rstrip().endswith("}") and summary_path.read_text(),
-            5,
-        )
-        summary = json.loads(text)
-        yield Prom(base), summary, demo_port
-    finally:
-        if demo is not None:
-            _stop(demo)
-        _stop(prom)
-        prom_log.close()
+            wait_for("the demo's summary", summary_written, 40)
+            text = wait_for(
+                "the complete summary",
+                lambda: summary_path.read_text().rstrip().endswith("}") and summary_path.read_text(),
+                5,
+            )
+            summary = json.loads(text)
+            yield prom, summary, demo_port
+        finally:
+            if demo is not None:
+                stop(demo)
 
 
-def test_prometheus_sees_exactly_the_demo_traffic(stack: tuple[Prom, dict[str, Any], int]) -> None:
+def test_prometheus_sees_exactly_the_demo_traffic(stack: tuple[Prometheus, dict[str, Any], int]) -> None:
     """sum(ryot_inference_requests_total) is the demo's request count; per-status, per-error and token sums match."""
     prom, summary, port = stack
     assert summary["total"] == REQUESTS
-    _wait(
+    wait_for(
         "Prometheus to scrape all 300 requests",
         lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS,
         15,
@@ -200,10 +139,10 @@ def test_prometheus_sees_exactly_the_demo_traffic(stack: tuple[Prom, dict[str, A
     assert prom.scalar("sum(ryot_active_inference_requests)") == 0
 
 
-def test_ttft_buckets_and_quantile(stack: tuple[Prom, dict[str, Any], int]) -> None:
+def test_ttft_buckets_and_quantile(stack: tuple[Prometheus, dict[str, Any], int]) -> None:
     """TTFT buckets are the catalogue's; histogram_quantile(0.95) equals the demo's p95 and lies in its bucket."""
     prom, summary, _ = stack
-    _wait("all requests scraped", lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS, 15)
+    wait_for("all requests scraped", lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS, 15)
     cumulative = prom.by("sum by (le) (ryot_ttft_latency_seconds_bucket)", "le")
     bounds = [*catalogue.get("ryot.ttft.latency").buckets, float("inf")]
     assert sorted(float(le) for le in cumulative) == bounds
@@ -219,10 +158,10 @@ def test_ttft_buckets_and_quantile(stack: tuple[Prom, dict[str, Any], int]) -> N
     assert round(p50, 4) == summary["latency_p50_seconds"]
 
 
-def test_recording_rules_evaluate_on_real_data(stack: tuple[Prom, dict[str, Any], int]) -> None:
+def test_recording_rules_evaluate_on_real_data(stack: tuple[Prometheus, dict[str, Any], int]) -> None:
     """Every rule evaluates without error; ryot:batch_size:avg:5m equals its expression at the rule's own timestamp."""
     prom, _, _ = stack
-    _wait("all requests scraped", lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS, 15)
+    wait_for("all requests scraped", lambda: prom.scalar("sum(ryot_inference_requests_total)") == REQUESTS, 15)
     time.sleep(2.5)  # two more scrape and rule cycles after the last increase, so the rule saw the final counters
     stored = prom.query("ryot:batch_size:avg:5m[3s]")
     models = {"llama-3.1-8b-instruct", "mistral-7b-instruct"}
@@ -249,13 +188,13 @@ def test_recording_rules_evaluate_on_real_data(stack: tuple[Prom, dict[str, Any]
     assert set(ratio) == models and all(0 <= v <= 1 for v in ratio.values())
     p95 = prom.by("ryot:ttft_latency:p95:5m", "model")
     assert set(p95) == models and all(0 < v <= 2.5 for v in p95.values())
-    groups = _get(f"{prom.base}/api/v1/rules")["data"]["groups"]
+    groups = prom.get("/api/v1/rules")["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
     assert len(health) == 27 + 18  # 15 recording rules, 12 alerts, + the generated SLO rules: 16 recording, 2 alerts
     assert {name: h for name, h in health.items() if h != ("ok", "")} == {}
 
 
-def test_slo_goodput_and_burn_rate_rules_match_the_demo_summary(stack: tuple[Prom, dict[str, Any], int]) -> None:
+def test_slo_goodput_and_burn_rate_rules_match_the_demo_summary(stack: tuple[Prometheus, dict[str, Any], int]) -> None:
     """ryot_slo_requests_total sums to the demo's met/missed counts exactly; the generated goodput, error-ratio and
     burn-rate rules give the summary's goodput (within rate() extrapolation) and burn = error ratio / (1 - target)."""
     prom, summary, _ = stack
@@ -267,7 +206,7 @@ def test_slo_goodput_and_burn_rate_rules_match_the_demo_summary(stack: tuple[Pro
     # as are streams broken by an error (partial); streams the client abandoned (partial too) are in neither
     assert slo["met"] + sum(v for k, v in slo["missed"].items() if k != "error") == req["success"]
     assert req["error"] + req["timeout"] <= slo["missed"]["error"] <= req["error"] + req["timeout"] + req["partial"]
-    _wait("all SLO verdicts scraped", lambda: prom.scalar("sum(ryot_slo_requests_total)") == judged, 15)
+    wait_for("all SLO verdicts scraped", lambda: prom.scalar("sum(ryot_slo_requests_total)") == judged, 15)
     assert prom.by("sum by (result) (ryot_slo_requests_total)", "result") == {
         k: float(v) for k, v in (("met", slo["met"]), ("missed", judged - slo["met"])) if v
     }
@@ -295,7 +234,7 @@ def test_slo_goodput_and_burn_rate_rules_match_the_demo_summary(stack: tuple[Pro
 
 
 def test_first_requests_of_a_new_model_count_in_increase(
-    stack: tuple[Prom, dict[str, Any], int], late_port: int
+    stack: tuple[Prometheus, dict[str, Any], int], late_port: int
 ) -> None:
     """A model whose first 3 requests arrive after scraping began shows increase() of 3, not 0: its series is
     scraped at 0 before the 3 (the OTel exporter writes no _created series for Prometheus to start from)."""
@@ -307,17 +246,17 @@ def test_first_requests_of_a_new_model_count_in_increase(
     )
     try:
         up = 'up{job="ryot-late"}'
-        _wait("two successful scrapes", lambda: (prom.scalar(f"sum_over_time({up}[1m])") or 0) >= 2, 15)
+        wait_for("two successful scrapes", lambda: (prom.scalar(f"sum_over_time({up}[1m])") or 0) >= 2, 15)
         rec = tel.recorder
         for _ in range(3):
             req = rec.start("late-model", "chat_completion", "standard")
             req.prompt_tokens, req.completion_tokens = 100, 20
             req.success(rec)
         total = 'sum(ryot_inference_requests_total{job="ryot-late",model="late-model"})'
-        _wait("the 3 requests scraped", lambda: prom.scalar(total) == 3, 15)
+        wait_for("the 3 requests scraped", lambda: prom.scalar(total) == 3, 15)
         # A few more samples: the shorter the span of the samples, the more increase() extrapolates beyond it.
         samples = 'count_over_time(ryot_inference_requests_total{job="ryot-late",model="late-model"}[1m])'
-        _wait("6 samples of the new series", lambda: (prom.scalar(samples) or 0) >= 6, 20)
+        wait_for("6 samples of the new series", lambda: (prom.scalar(samples) or 0) >= 6, 20)
         assert prom.scalar(f"min_over_time({total}[1m:1s])") == 0  # the series was scraped at 0 first
         late = 'job="ryot-late",model="late-model"'
         increase = prom.scalar(f"sum(increase(ryot_inference_requests_total{{{late}}}[1m]))")
@@ -331,7 +270,7 @@ def test_first_requests_of_a_new_model_count_in_increase(
 
 
 def test_per_provider_rules_join_model_info_on_real_scrapes(
-    stack: tuple[Prom, dict[str, Any], int], providers_port: int
+    stack: tuple[Prometheus, dict[str, Any], int], providers_port: int
 ) -> None:
     """A router whose models sit with two providers (configure(provider=...)) fails with the openai client's real
     exceptions; Prometheus' per-provider rules give each provider's exact error ratios by type, and the three
@@ -373,7 +312,7 @@ def test_per_provider_rules_join_model_info_on_real_scrapes(
     )
     try:
         up = 'up{job="ryot-providers"}'
-        _wait("two successful scrapes", lambda: (prom.scalar(f"sum_over_time({up}[1m])") or 0) >= 2, 15)
+        wait_for("two successful scrapes", lambda: (prom.scalar(f"sum_over_time({up}[1m])") or 0) >= 2, 15)
         router = tel.instrument_router(Router())
 
         async def traffic() -> None:
@@ -384,14 +323,14 @@ def test_per_provider_rules_join_model_info_on_real_scrapes(
 
         asyncio.run(traffic())
         total = 'sum(ryot_inference_requests_total{job="ryot-providers"})'
-        _wait("the 8 requests scraped", lambda: prom.scalar(total) == 8, 15)
+        wait_for("the 8 requests scraped", lambda: prom.scalar(total) == 8, 15)
         info = prom.query('ryot_model_info{job="ryot-providers"}')
         assert sorted((r["metric"]["model"], r["metric"]["provider"], r["metric"]["provider_type"]) for r in info) == [
             ("a", "openai", "remote::openai"),
             ("b", "vllm", "unknown"),
         ]
         ratio = 'ryot:provider_errors:ratio_rate5m{provider=~"openai|vllm"}'  # the demo's models show "unknown"
-        _wait("the per-provider ratios", lambda: len(prom.query(ratio)) == 3, 15)
+        wait_for("the per-provider ratios", lambda: len(prom.query(ratio)) == 3, 15)
         got = {(r["metric"]["provider"], r["metric"]["error_type"]): float(r["value"][1]) for r in prom.query(ratio)}
         # every series of the run was created in one drain and scraped at the same instants: rate() extrapolates
         # them alike, so the ratios are the counts' ratios
@@ -400,7 +339,7 @@ def test_per_provider_rules_join_model_info_on_real_scrapes(
             rel=1e-9,
         )
         pending = 'ALERTS{alertname=~"RyotProvider.*",alertstate="pending",provider=~"openai|vllm"}'
-        _wait("the provider alerts pending", lambda: len(prom.query(pending)) == 3, 15)
+        wait_for("the provider alerts pending", lambda: len(prom.query(pending)) == 3, 15)
         assert sorted((r["metric"]["alertname"], r["metric"]["provider"]) for r in prom.query(pending)) == [
             ("RyotProviderRateLimited", "openai"),
             ("RyotProviderUnauthorized", "openai"),

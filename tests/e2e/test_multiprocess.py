@@ -19,8 +19,9 @@ import pytest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.ogx import ogx_config
+from support.ogx import OGX, running_stack
 from support.ports import free_port
+from support.procs import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "llama-3.1-8b-instruct"
@@ -97,13 +98,7 @@ def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> I
         _wait(lambda: _get(f"{base}/metrics") is not None, 30, "the app to answer")
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc, 15)
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -625,88 +620,40 @@ def _leader_pid(mp_dir: Path) -> int | None:
 DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 
-VENV312 = ROOT / ".venv312" / "bin"
-
-
 @pytest.mark.skipif(
-    not (VENV312 / "ogx").exists(),
+    not (OGX.venv / "bin" / "ogx").exists(),
     reason=".venv312 is absent: no Python 3.12 found by scripts/setup.d/llama_stack.sh (run scripts/setup.sh test)",
 )
 def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path: Path) -> None:
     """The real ogx server, ``server.workers: 2``, started by ``opentelemetry-instrument ogx stack run`` with
     RYOT_TELEMETRY_MULTIPROC_DIR set (the docs recipe), over an OpenAI-compatible upstream: 12 chat requests
     (6 streamed) and every scrape of :PORT/metrics shows exactly 12 requests, 36 completion tokens, 6 TTFTs."""
-    mp_dir, store = tmp_path / "mp", tmp_path / "store"
+    mp_dir = tmp_path / "mp"
     mp_dir.mkdir()
-    store.mkdir()
-    upstream_port, ogx_port, metrics_port = free_port(), free_port(), free_port()
-    config = tmp_path / "run.yaml"
-    server = f"  host: 127.0.0.1\n  port: {ogx_port}\n  workers: 2\n  insecure: true"
-    config.write_text(ogx_config("ryot-multiproc-test", upstream=upstream_port, store=str(store), server=server))
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.apps.openai_upstream:app", "--port", str(upstream_port)],
-        cwd=ROOT,
-        env=_env(None),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        "PATH": f"{VENV312}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "OTEL_PYTHON_DISTRO": "ryot_telemetry",
-        "OTEL_PYTHON_CONFIGURATOR": "ryot_telemetry",
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
-        "RYOT_TELEMETRY_MULTIPROC_DIR": str(mp_dir),
-        "RYOT_TELEMETRY_GPU": "false",
-    }
-    log = (tmp_path / "ogx.log").open("wb")  # ogx logs every request: a file, never a pipe nobody reads
-    server = subprocess.Popen(
-        [str(VENV312 / "opentelemetry-instrument"), str(VENV312 / "ogx"), "stack", "run", str(config)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base, model = f"http://127.0.0.1:{ogx_port}", "vllm/llama-8b"
-    try:
-        _wait(lambda: _get(f"{base}/v1/models") is not None, 90, "ogx to serve")
-        _wait(lambda: _get(f"http://127.0.0.1:{metrics_port}/metrics") is not None, 10, "the metrics endpoint")
+    env = {"RYOT_TELEMETRY_MULTIPROC_DIR": str(mp_dir)}
+    model = "vllm/llama-8b"
+    with running_stack(OGX, tmp_path, env=env, server="  workers: 2\n", within=90) as ogx:
+        _wait(lambda: _get(ogx.metrics) is not None, 10, "the metrics endpoint")
 
         def chat(i: int) -> bool:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": i % 2 == 0}
-            r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+            r = httpx.post(f"{ogx.base}/v1/chat/completions", json=body, timeout=30)
             return r.status_code == 200
 
         with ThreadPoolExecutor(4) as pool:
             assert all(pool.map(chat, range(12)))
         time.sleep(1.0)
         # Scraping began before the model's first requests: its counters are exposed at 0 first.
-        text = _scrape_url(f"http://127.0.0.1:{metrics_port}/metrics")
+        text = _scrape_url(ogx.metrics)
         assert _samples(text, "ryot_inference_requests_total", model=model, status="success") == 0
         time.sleep(1.0)
         for _ in range(6):
-            text = _scrape_url(f"http://127.0.0.1:{metrics_port}/metrics")
+            text = _scrape_url(ogx.metrics)
             assert _samples(text, "ryot_inference_requests_total", model=model, status="success") == 12
             assert _samples(text, "ryot_tokens_generated_total", model=model, token_type="completion") == 36
             assert _samples(text, "ryot_ttft_latency_seconds_count", model=model) == 6
             assert _samples(text, "ryot_active_inference_requests") == 0
             assert len(_series(text, "ryot_service_info")) == 1
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=5)
-        log.close()
-        upstream.terminate()
-        upstream.wait(timeout=10)
 
 
 def test_a_worker_exiting_without_shutdown_hands_over_its_last_requests(tmp_path: Path) -> None:

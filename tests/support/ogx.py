@@ -7,8 +7,6 @@ provider (``remote::vllm`` at a fake OpenAI upstream on loopback), sqlite stores
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from typing import Any
 import httpx
 
 from support.ports import free_port
+from support.procs import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,13 +187,7 @@ def running_stack(
         until(served, within, f"{stack.name} to serve")
         yield running
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc, 20)
         log.close()
         upstream.terminate()
         upstream.wait(timeout=10)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from support.ports import free_port
+from support.procs import stop
 
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
@@ -52,8 +53,10 @@ class Prometheus:
         assert body["status"] == "success", body
         return body["data"]
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        return list(self.get("/api/v1/query", query=promql)["result"])
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """The instant vector of ``promql``, evaluated now or at the Unix time ``at``."""
+        params = {"query": promql} | ({"time": repr(at)} if at is not None else {})
+        return list(self.get("/api/v1/query", **params)["result"])
 
     def scalar(self, promql: str) -> float | None:
         res = self.query(promql)
@@ -64,22 +67,17 @@ class Prometheus:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
 
 
+# Scrape and evaluate every second, so tests wait seconds for what production sees in minutes.
+EVERY_SECOND = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+
+
 @contextlib.contextmanager
-def prometheus(
-    tmp_path: Path,
-    targets: list[str],
-    flags: tuple[str, ...] = (),
-    rule_files: tuple[Path, ...] = (),
-    labels: dict[str, str] | None = None,
+def prometheus_server(
+    tmp_path: Path, config: dict[str, Any], flags: tuple[str, ...] = (), port: int | None = None
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (host:port, each series given ``labels``) every second; up and scraping
-    once this yields."""
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": targets, "labels": labels or {}}]}],
-    }
+    """Prometheus run with ``config`` (written to ``tmp_path/prometheus.yml``) on loopback ``port`` (a free one if
+    not given), its log in ``tmp_path/prometheus.log``; ready once this yields, stopped after."""
+    port = free_port() if port is None else port
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (tmp_path / "prometheus.log").open("w")
     proc = subprocess.Popen(
@@ -97,14 +95,27 @@ def prometheus(
     try:
         prom = Prometheus(f"http://127.0.0.1:{port}")
         wait_for("Prometheus to be ready", lambda: urllib.request.urlopen(f"{prom.base}/-/ready", timeout=2), 20)
-        wait_for("the first scrape", lambda: prom.query('up{job="ryot"} == 1'), 20)
         yield prom
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def prometheus(
+    tmp_path: Path,
+    targets: list[str],
+    flags: tuple[str, ...] = (),
+    rule_files: tuple[Path, ...] = (),
+    labels: dict[str, str] | None = None,
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (host:port, each series given ``labels``) every second; up and scraping
+    once this yields."""
+    config = {
+        "global": EVERY_SECOND,
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "ryot", "static_configs": [{"targets": targets, "labels": labels or {}}]}],
+    }
+    with prometheus_server(tmp_path, config, flags) as prom:
+        wait_for("the first scrape", lambda: prom.query('up{job="ryot"} == 1'), 20)
+        yield prom

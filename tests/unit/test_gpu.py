@@ -342,24 +342,24 @@ def test_auto_mode_with_real_pynvml_and_no_driver(
         c.shutdown()
 
 
-def test_prometheus_exposition_names_and_values(fake: FakeNvml) -> None:
-    """A scrape shows the SPEC's exact GPU family names with NVML's values converted (mW -> W)."""
+def _scrape(**settings: Any) -> str:
+    """One scrape of ``configure(exporters="prometheus", **settings)`` on a private registry, shut down after."""
     from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
 
     from ryot_telemetry import configure
 
-    tel = configure(
-        exporters="prometheus",
-        prometheus_registry="private",
-        start_prometheus_server=False,
-        gpu_backend=fake,
-        gpu_models={0: "llama-3-8b"},
-    )
+    tel = configure(exporters="prometheus", prometheus_registry="private", start_prometheus_server=False, **settings)
     try:
-        text = generate_latest(tel.registry).decode()
+        return generate_latest(tel.registry).decode()
     finally:
         tel.shutdown()
+
+
+def test_prometheus_exposition_names_and_values(fake: FakeNvml) -> None:
+    """A scrape shows the SPEC's exact GPU family names with NVML's values converted (mW -> W)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = _scrape(gpu_backend=fake, gpu_models={0: "llama-3-8b"})
     got = {
         (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if not k.startswith("otel_scope_"))), s.value)
         for f in text_string_to_metric_families(text)
@@ -708,21 +708,7 @@ def test_detail_not_read_on_mig_instances() -> None:
 
 def test_detail_prometheus_names(fake: FakeNvml) -> None:
     """A scrape with detail on shows the catalogue's family names and types for the four detail metrics."""
-    from prometheus_client import generate_latest
-
-    from ryot_telemetry import configure
-
-    tel = configure(
-        exporters="prometheus",
-        prometheus_registry="private",
-        start_prometheus_server=False,
-        gpu_backend=fake,
-        gpu_detail=True,
-    )
-    try:
-        text = generate_latest(tel.registry).decode()
-    finally:
-        tel.shutdown()
+    text = _scrape(gpu_backend=fake, gpu_detail=True)
     types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE ryot_gpu_"))
     assert {k: v for k, v in types.items() if k.split("_")[2] in ("clock", "energy", "throttle", "ecc")} == {
         "ryot_gpu_clock_hertz": "gauge",

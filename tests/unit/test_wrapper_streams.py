@@ -655,38 +655,6 @@ async def test_async_generator_method_never_iterated_ends_when_dropped(cap: Capt
     assert inner.calls == []  # the provider's generator never ran
 
 
-class AiterPropertyRaises:
-    """A result whose ``__aiter__`` is a property raising something other than AttributeError."""
-
-    @property
-    def __aiter__(self) -> Any:
-        raise ValueError("not iterable today")
-
-
-async def test_result_whose_aiter_property_raises_is_returned_as_is(cap: Capture) -> None:
-    """Asked to stream, the router returns an object ``async for`` cannot iterate: the caller gets that very object
-    (iterating it fails as it would without telemetry); the request counts once as the error the caller's
-    ``async for`` meets (issue 22: it counted as a success), in-flight 0."""
-    result = AiterPropertyRaises()
-
-    class Router:
-        async def openai_chat_completion(self, params: Any) -> Any:
-            return result
-
-    router = cap.instrument_router(Router())
-    got = await router.openai_chat_completion(ChatParams(model="m", stream=True))
-    assert got is result
-    with pytest.raises(AttributeError, match="does not have __aiter__"):  # what the bare async for meets too
-        async for _ in got:
-            pass
-    cap.collect()
-    assert cap.value(REQ, model="m", endpoint="chat_completion", status="error", error_type="inference_error") == 1
-    assert cap.series(REQ) == [
-        {"model": "m", "endpoint": "chat_completion", "status": "error", "error_type": "inference_error"}
-    ]
-    assert cap.recorder.active() == {("__unknown__", "streaming", "chat_completion"): 0}
-
-
 class UsageRaises:
     """A content chunk whose ``usage`` property raises KeyboardInterrupt (and ``model`` SystemExit)."""
 
@@ -1047,10 +1015,29 @@ class AiterRaises:
         raise ValueError("no stream today")
 
 
-async def test_stream_whose_aiter_raises_is_recorded_as_the_error_the_caller_gets(cap: Capture) -> None:
-    """The router returns a stream whose ``__aiter__`` raises: the caller gets the stream object and its own
-    ``async for`` raises; the request counts once as that error (issue 22: it counted as a success)."""
-    result = AiterRaises()
+class AiterPropertyRaises:
+    """A result whose ``__aiter__`` is a property raising something other than AttributeError."""
+
+    @property
+    def __aiter__(self) -> Any:
+        raise ValueError("not iterable today")
+
+
+@pytest.mark.parametrize(
+    ("result", "raised", "match"),
+    [
+        (AiterRaises(), ValueError, "no stream today"),
+        # AttributeError: what the bare async for meets too
+        (AiterPropertyRaises(), AttributeError, "does not have __aiter__"),
+    ],
+    ids=["aiter-method-raises", "aiter-property-raises"],
+)
+async def test_stream_whose_aiter_raises_is_recorded_as_the_error_the_caller_gets(
+    cap: Capture, result: Any, raised: type[Exception], match: str
+) -> None:
+    """The router returns a stream whose ``__aiter__`` raises (a method, or a property ``async for`` cannot use):
+    the caller gets that very object and its own ``async for`` raises as without telemetry; the request counts once
+    as that error (issue 22: it counted as a success), in-flight 0."""
 
     class Router:
         async def openai_chat_completion(self, params: Any) -> Any:
@@ -1059,7 +1046,7 @@ async def test_stream_whose_aiter_raises_is_recorded_as_the_error_the_caller_get
     router = cap.instrument_router(Router())
     got = await router.openai_chat_completion(ChatParams(model="m", stream=True))
     assert got is result
-    with pytest.raises(ValueError, match="no stream today"):
+    with pytest.raises(raised, match=match):
         async for _ in got:
             pass
     cap.collect()

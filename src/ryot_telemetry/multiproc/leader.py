@@ -83,12 +83,7 @@ class Leadership:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        if _leaders.get(self.directory) is self:
-            del _leaders[self.directory]
+        self._unlock()
 
     def after_fork_child(self) -> None:
         """A forked child holds neither the parent's lock (POSIX locks are not inherited) nor its port."""
@@ -96,6 +91,11 @@ class Leadership:
             with contextlib.suppress(Exception):
                 self.server.socket.close()
             self.server = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        """Close the lock file (which releases the lock where this process holds it) and leave this process's table of
+        leaders."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
