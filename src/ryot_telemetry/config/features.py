@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import env
@@ -56,40 +56,38 @@ def _checked_buckets(where: str, overrides: Mapping[str, Any]) -> dict[str, tupl
         raise ConfigurationError(f"{where}: {e}") from None
 
 
-def _prices(name: str, arg: Any) -> PriceTable | None:
-    """A price table from the argument (``PriceTable``, mapping or path), else ``RYOT_TELEMETRY_PRICE_TABLE``."""
-    where = name if arg is not None else env.RYOT_TELEMETRY_PRICE_TABLE
-    try:
-        if isinstance(arg, PriceTable):
-            return arg
-        if isinstance(arg, Mapping):
-            return PriceTable(arg)
-        if isinstance(arg, (str, os.PathLike)):
-            return PriceTable.from_file(arg)
-        if arg is not None:
-            raise ConfigurationError(f"{name} must be a PriceTable, a mapping or a file path, got {arg!r}")
-        path = _raw(env.RYOT_TELEMETRY_PRICE_TABLE)
-        return PriceTable.from_file(path) if path else None
-    except ConfigurationError:
-        raise
-    except ValueError as e:
-        raise ConfigurationError(f"{where}: {e}") from None
+def _table_setting(cls: Any, variable: str, article: str) -> Callable[[str, Any], Any]:
+    """The loader of a table setting: the argument (a ``cls`` instance, a mapping or a file path), else the file
+    ``variable`` names, else none; a bad table is a ``ConfigurationError`` naming the argument or the variable."""
+    kind, from_file = cls.__name__, cls.from_file
+
+    def load(name: str, arg: Any) -> Any:
+        where = name if arg is not None else variable
+        try:
+            if isinstance(arg, cls):
+                return arg
+            if isinstance(arg, Mapping):
+                return cls(arg)
+            if isinstance(arg, (str, os.PathLike)):
+                return from_file(arg)
+            if arg is not None:
+                raise ConfigurationError(f"{name} must be {article} {kind}, a mapping or a file path, got {arg!r}")
+            path = _raw(variable)
+            return from_file(path) if path else None
+        except ConfigurationError:
+            raise
+        except ValueError as e:
+            raise ConfigurationError(f"{where}: {e}") from None
+
+    return load
 
 
-def _slos(name: str, arg: Any) -> SloTable | None:
-    """An SLO table from the argument (``SloTable``, mapping or path), else ``RYOT_TELEMETRY_SLOS``, else none."""
-    where = name if arg is not None else env.RYOT_TELEMETRY_SLOS
-    try:
-        if arg is not None:
-            if not isinstance(arg, (SloTable, Mapping, str, os.PathLike)):
-                raise ConfigurationError(f"{name} must be an SloTable, a mapping or a file path, got {arg!r}")
-            return SloTable.load(arg)
-        path = _raw(env.RYOT_TELEMETRY_SLOS)
-        return SloTable.from_file(path) if path else None
-    except ConfigurationError:
-        raise
-    except ValueError as e:
-        raise ConfigurationError(f"{where}: {e}") from None
+_prices = _table_setting(PriceTable, env.RYOT_TELEMETRY_PRICE_TABLE, "a")
+"""A price table from the argument (``PriceTable``, mapping or path), else ``RYOT_TELEMETRY_PRICE_TABLE``."""
+
+
+_slos = _table_setting(SloTable, env.RYOT_TELEMETRY_SLOS, "an")
+"""An SLO table from the argument (``SloTable``, mapping or path), else ``RYOT_TELEMETRY_SLOS``, else none."""
 
 
 _TENANT_PATH = re.compile(r"^[^\s.:]+(\.[^\s.:]+)*$")
@@ -183,22 +181,10 @@ def _provider(name: str, arg: Any) -> Any:
     return arg
 
 
-def _budgets(name: str, arg: Any) -> BudgetTable | None:
-    """A budget table from the argument (``BudgetTable``, mapping or path), else ``RYOT_TELEMETRY_BUDGETS``, else
-    none. Nothing records against it in the process: the rules ``ryot-telemetry budget-rules`` writes compare the
-    cost counter with it in Prometheus; it is checked here so a broken table fails at start-up."""
-    try:
-        if arg is not None:
-            if not isinstance(arg, (BudgetTable, Mapping, str, os.PathLike)):
-                raise ConfigurationError(f"{name} must be a BudgetTable, a mapping or a file path, got {arg!r}")
-            return BudgetTable.load(arg)
-        path = _raw(env.RYOT_TELEMETRY_BUDGETS)
-        return BudgetTable.from_file(path) if path else None
-    except ConfigurationError:
-        raise
-    except ValueError as e:
-        where = name if arg is not None else env.RYOT_TELEMETRY_BUDGETS
-        raise ConfigurationError(f"{where}: {e}") from None
+_budgets = _table_setting(BudgetTable, env.RYOT_TELEMETRY_BUDGETS, "a")
+"""A budget table from the argument (``BudgetTable``, mapping or path), else ``RYOT_TELEMETRY_BUDGETS``, else none.
+Nothing records against it in the process: the rules ``ryot-telemetry budget-rules`` writes compare the cost
+counter with it in Prometheus; it is checked here so a broken table fails at start-up."""
 
 
 def gpu_enabled(name: str, arg: Any) -> bool | None:
