@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -137,6 +137,22 @@ class _Series:
         self.cached, self.reasoning, self.finish, self.estimated = cached, reasoning, finish, estimated
         self.latency: dict[int, dict[str, str]] = {}  # by batch size (its label is a bucket of it)
         self.requests_key: tuple[int, int] = (0, id(requests))  # completed by Measure: (id(instrument), id(attrs))
+
+
+class MeasureOptions(TypedDict, total=False):
+    """What a ``Measure`` is built with besides its meter, each declared once: the ``Recorder`` takes the same
+    keywords and hands them on."""
+
+    buckets: Mapping[str, Sequence[float]] | None
+    max_models: int
+    max_label_length: int
+    prices: PriceTable | None
+    semconv: bool
+    genai_provider: str
+    genai_server: tuple[str, int] | None
+    slos: SloTable | None
+    tenant: str | Callable[[Any], object] | None
+    max_tenants: int
 
 
 class Measure:

@@ -31,12 +31,13 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -45,13 +46,16 @@ from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
 
 from .. import catalogue
 from .._compat import meter_readers, wrap_reader_collect
-from ..pricing import PriceTable
-from ..slo import SloTable
 from .labels import UNADMITTED
-from .measure import HISTOGRAM_BATCH, MAX_TOKEN_TOTAL, NO_SPAN, Measure
+from .measure import HISTOGRAM_BATCH, MAX_TOKEN_TOTAL, NO_SPAN, Measure, MeasureOptions
 from .new_series import NewSeriesGate
 from .request import Request
-from .tenants import DEFAULT_MAX_TENANTS
+
+if TYPE_CHECKING:  # annotations only (postponed): no runtime need for typing_extensions on 3.10
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
@@ -132,18 +136,9 @@ class Recorder:
         self,
         meter: Meter,
         *,
-        buckets: Mapping[str, Sequence[float]] | None = None,
-        max_models: int = 100,
-        max_label_length: int = 128,
-        prices: PriceTable | None = None,
-        semconv: bool = False,
-        genai_provider: str = "llama_stack",
         max_pending: int = DEFAULT_MAX_PENDING,
-        genai_server: tuple[str, int] | None = None,
-        slos: SloTable | None = None,
         exemplars: bool = False,
-        tenant: str | Callable[[Any], object] | None = None,
-        max_tenants: int = DEFAULT_MAX_TENANTS,
+        **options: Unpack[MeasureOptions],
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
@@ -162,20 +157,7 @@ class Recorder:
         self._sleep: Callable[[float], None] = time.sleep
         self._active: dict[tuple[str, str, str], _Active] = {}
         self._active_lock = threading.Lock()
-        self.measure = Measure(
-            meter,
-            buckets=buckets,
-            max_models=max_models,
-            max_label_length=max_label_length,
-            prices=prices,
-            semconv=semconv,
-            genai_provider=genai_provider,
-            genai_server=genai_server,
-            slos=slos,
-            tenant=tenant,
-            max_tenants=max_tenants,
-            observe_active=self._observe_active,
-        )
+        self.measure = Measure(meter, **options, observe_active=self._observe_active)
         m = self.measure
         # What the wrapper, the engine and the assembly read (the measure's own objects, not copies).
         self.models = m.models
