@@ -114,15 +114,6 @@ class BudgetTable:
         return len(self.budgets)
 
     @classmethod
-    def load(cls, source: BudgetTable | Mapping[str, Any] | str | os.PathLike[str]) -> BudgetTable:
-        """A table from a ``BudgetTable``, a mapping, or a JSON / YAML file path."""
-        if isinstance(source, BudgetTable):
-            return source
-        if isinstance(source, Mapping):
-            return cls(source)
-        return cls.from_file(source)
-
-    @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BudgetTable:
         """Load a JSON file (YAML if PyYAML is present)."""
         return load_table_file(path, "budget table", cls)
