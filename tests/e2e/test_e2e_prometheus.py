@@ -91,7 +91,7 @@ def stack(
                         "--concurrency",
                         "16",
                     ),
-                    *("--speed", "0.2", "--seed", "11", "--host", "127.0.0.1", "--port", str(demo_port)),
+                    *("--speed", "0.4", "--seed", "11", "--host", "127.0.0.1", "--port", str(demo_port)),
                     *("--private-registry", "--no-progress", "--hold", "60", "--summary-json", str(summary_path)),
                 ],
                 stdout=subprocess.PIPE,
