@@ -153,9 +153,10 @@ class ScriptedRouter:
             for i, c in enumerate(self.chunks):
                 if self.raise_after is not None and i == self.raise_after:
                     raise self.raises  # type: ignore[misc]
-                u = c.get("usage") if isinstance(c, dict) else getattr(c, "usage", None)
-                if u is not None and self.usage_only_if_asked and not include_usage:
-                    continue
+                if self.usage_only_if_asked and not include_usage:  # (usage read only then: a chunk may guard it)
+                    u = c.get("usage") if isinstance(c, dict) else getattr(c, "usage", None)
+                    if u is not None:
+                        continue
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
                 yield c

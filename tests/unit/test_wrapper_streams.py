@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ryot_telemetry.recording import recorder as _recorder
 from ryot_telemetry.recording import request as _request
+from ryot_telemetry.router import wrapper as _wrapper
 from ryot_telemetry.testing import Capture
 from support.fakes import (
     ChatChunk,
@@ -835,6 +836,99 @@ async def test_finish_reason_and_engine_timings_come_from_the_final_chunks(cap: 
     assert cap.series(EST) == []
 
 
+def _finishing(reason: str, text: str | None = None, u: Any = None) -> ChatChunk:
+    return ChatChunk(choices=[ChunkChoice(delta=Delta(content=text), finish_reason=reason)], usage=u)
+
+
+ASKED_USAGE_SHAPES = {
+    # OpenAI: a finish chunk, then the usage-only chunk
+    "usage-only-chunk-last": [*map(content_chunk, "abc"), _finishing("stop"), usage_chunk(usage(10, 3))],
+    # usage and the finish reason on the last content chunk
+    "usage-on-the-last-content-chunk": [*map(content_chunk, "ab"), _finishing("length", "c", usage(10, 3))],
+    # vLLM's continuous usage stats: every chunk carries the running total
+    "usage-on-every-chunk": [
+        *(ChatChunk(choices=[ChunkChoice(delta=Delta(content=t))], usage=usage(10, i + 1)) for i, t in enumerate("ab")),
+        _finishing("stop", "c", usage(10, 3)),
+    ],
+    # one chunk without usage after the one with usage and the finish reason
+    "usage-before-a-trailing-chunk": [*map(content_chunk, "ab"), _finishing("stop", None, usage(10, 3)), ChatChunk()],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(ASKED_USAGE_SHAPES))
+async def test_usage_the_caller_asked_for_is_read_from_the_final_chunks(cap: Capture, shape: str) -> None:
+    """With usage asked for by the caller (nothing to hide), the hot loop reads no chunk's usage; the stream's end
+    reads it from its last chunk or the one before: the caller gets every chunk, usage gives 10 + 3 tokens, the
+    finish reason comes from the final chunks, nothing is estimated."""
+    chunks = ASKED_USAGE_SHAPES[shape]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    got = [c async for c in await router.openai_chat_completion(params)]
+    assert len(got) == len(chunks) and all(a is b for a, b in zip(got, chunks))
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    tokens = {p.attributes["token_type"]: p.value for p in cap.points("ryot.tokens.generated")}
+    assert tokens == {"prompt": 10, "completion": 3}
+    reason = "length" if shape == "usage-on-the-last-content-chunk" else "stop"
+    assert cap.series(FIN) == [{"model": "m", "endpoint": "chat_completion", "finish_reason": reason}]
+    assert cap.series(EST) == []
+
+
+async def test_usage_the_caller_asked_for_on_an_early_chunk_only_is_not_read(cap: Capture) -> None:
+    """The limit of reading usage late: usage on a chunk three from the end (no provider is known to send it so)
+    is not read when the caller asked for usage; the stream is estimated from its 4 content chunks instead."""
+    chunks = [content_chunk("a"), _finishing("stop", "b", usage(10, 3)), *map(content_chunk, "cd")]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    assert [c async for c in await router.openai_chat_completion(params)] == chunks
+    cap.collect()
+    assert cap.series("ryot.tokens.generated") == []
+    assert cap.value(EST, model="m", token_type="completion") == 4
+
+
+async def test_usage_the_caller_asked_for_is_read_when_the_provider_fails_after_it(cap: Capture) -> None:
+    """Usage asked for by the caller, the provider failing after the usage chunk: partial with its error, the
+    usage's tokens, no estimate; the caller gets every chunk, then the provider's very exception."""
+    exc = RuntimeError("connection reset")
+    chunks = [*map(content_chunk, "abc"), usage_chunk(usage(10, 3))]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks, raises=exc, raise_after=4))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    got = []
+    with pytest.raises(RuntimeError) as info:
+        async for c in await router.openai_chat_completion(params):
+            got.append(c)
+    assert info.value is exc and got == chunks
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
+    tokens = {p.attributes["token_type"]: p.value for p in cap.points("ryot.tokens.generated")}
+    assert tokens == {"prompt": 10, "completion": 3}
+    assert cap.series(EST) == []
+
+
+class _UsageRaises(ChatChunk):
+    """A final chunk whose ``usage`` raises a BaseException that is not an Exception."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "usage":
+            raise KeyboardInterrupt("usage")
+        return super().__getattribute__(name)
+
+
+async def test_a_final_chunk_whose_usage_raises_is_delivered_and_the_stream_estimated(cap: Capture) -> None:
+    """Usage asked for by the caller and read late: the last chunk's ``usage`` raising KeyboardInterrupt stays
+    telemetry's (the caller gets every chunk and a normal end); the request is a success, estimated at 3."""
+    last = _UsageRaises(choices=[ChunkChoice(delta=Delta(content="c"), finish_reason="stop")])
+    chunks = [content_chunk("a"), content_chunk("b"), last]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+    params = ChatParams(model="m", stream=True, stream_options={"include_usage": True})
+    got = [c async for c in await router.openai_chat_completion(params)]
+    assert len(got) == 3 and got[-1] is last
+    cap.collect()
+    assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == 1
+    assert cap.value(EST, model="m", token_type="completion") == 3
+    assert cap.series("ryot.tokens.generated") == []
+
+
 async def test_stream_the_client_abandons_is_aborted_and_estimated_from_its_chunks(cap: Capture) -> None:
     """A client that hangs up after 3 content chunks (no usage ever arrives): finish_reason abort once, estimated
     completion 3 and prompt 10 (a 40-character message / 4), no usage tokens, status partial."""
@@ -943,13 +1037,19 @@ async def test_reasoning_method_records_finish_reason_and_estimates_an_abandoned
     assert cap.value(EST, model="m", token_type="completion") == 2  # the reasoning wrapper and "a" carry content
 
 
-@pytest.mark.parametrize("taken", [1023, 1024, 1025, 2100])
-async def test_long_stream_counts_every_content_chunk_it_delivered(cap: Capture, taken: int) -> None:
-    """A 2,500-chunk stream closed after ``taken`` chunks, around and past the hot loop's 1,024-chunk runs: every
-    chunk reaches the caller once, in order, and the estimate is exactly ``taken``."""
-    chunks = [content_chunk(str(i)) for i in range(2500)]
+RUN = len(_wrapper._STEP)  # chunks the hot loop counts by table lookups before a run starts again
+
+
+@pytest.mark.parametrize("taken", [RUN - 1, RUN, RUN + 1, 2 * RUN + 7])
+@pytest.mark.parametrize("asks_usage", [False, True])
+async def test_long_stream_counts_every_content_chunk_it_delivered(cap: Capture, taken: int, asks_usage: bool) -> None:
+    """A stream of 2 runs and 10 chunks more, closed after ``taken`` chunks, around and past the ends of the hot
+    loop's runs, usage hidden or asked for: every chunk reaches the caller once, in order, and the estimate is
+    exactly ``taken``."""
+    chunks = [content_chunk(str(i)) for i in range(2 * RUN + 10)]
     router = cap.instrument_router(ScriptedRouter(chunks=chunks))
-    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True))
+    options = {"include_usage": True} if asks_usage else None
+    stream = await router.openai_chat_completion(ChatParams(model="m", stream=True, stream_options=options))
     got = [await stream.__anext__() for _ in range(taken)]
     await stream.aclose()
     assert all(a is b for a, b in zip(got, chunks)) and len(got) == taken
@@ -957,20 +1057,22 @@ async def test_long_stream_counts_every_content_chunk_it_delivered(cap: Capture,
     assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == taken
 
 
-async def test_provider_error_at_a_run_boundary_reaches_the_caller_unchanged(cap: Capture) -> None:
-    """A provider raising IndexError right after 1,024 chunks (where the hot loop's count runs out): the caller
-    gets those 1,024 chunks, then that very exception; partial, estimated 1,024."""
+@pytest.mark.parametrize("asks_usage", [False, True])
+async def test_provider_error_at_a_run_boundary_reaches_the_caller_unchanged(cap: Capture, asks_usage: bool) -> None:
+    """A provider raising IndexError right after a run of the count (where its table lookup runs out): the caller
+    gets those chunks, then that very exception; partial, estimated exactly."""
     exc = IndexError("provider bug")
-    chunks = [content_chunk(str(i)) for i in range(1100)]
-    router = cap.instrument_router(ScriptedRouter(chunks=chunks, raises=exc, raise_after=1024))
+    chunks = [content_chunk(str(i)) for i in range(RUN + 50)]
+    router = cap.instrument_router(ScriptedRouter(chunks=chunks, raises=exc, raise_after=RUN))
+    options = {"include_usage": True} if asks_usage else None
     got = []
     with pytest.raises(IndexError) as info:
-        async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True)):
+        async for c in await router.openai_chat_completion(ChatParams(model="m", stream=True, stream_options=options)):
             got.append(c)
-    assert info.value is exc and len(got) == 1024 and got[-1] is chunks[1023]
+    assert info.value is exc and len(got) == RUN and got[-1] is chunks[RUN - 1]
     cap.collect()
     assert cap.value(REQ, model="m", endpoint="chat_completion", status="partial") == 1
-    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == 1024
+    assert cap.value("ryot.estimated_tokens", model="m", token_type="completion") == RUN
 
 
 async def test_long_stream_without_usage_that_runs_out_is_estimated_exactly(cap: Capture) -> None:

@@ -31,6 +31,7 @@ from ..recording.recorder import Recorder
 from ..recording.request import Request
 from ..recording.request import clock as _clock
 from .params import accepts_stream_options, with_usage, without_usage
+from .specialise import specialise
 
 _log = logging.getLogger("ryot_telemetry")
 
@@ -171,7 +172,12 @@ async def traced_call(
         try:
             if req.awaiting_admission and shape is not ASYNC_GENERATOR:
                 req.admit(rec)  # the router returned a stream: it accepted the model name
-            traced = _traced_stream(rec, req, streamed, it, hide_usage, endpoint, params, _Collected(req), reasoning)
+            note_times = rec.semconv is not None
+            watch = hide_usage or note_times
+            loop = _STREAMS[watch, note_times]
+            traced = loop(
+                rec, req, streamed, it, hide_usage, endpoint, params, _Collected(req), reasoning, watch, note_times
+            )
             # Run it to its first (internal) yield, inside the try that sees every exit: a stream the caller
             # closes or drops before iterating it is then finalised too, instead of staying in flight forever.
             await traced.asend(None)
@@ -337,7 +343,9 @@ async def _traced_stream(
     endpoint: str,
     params: Any,
     collected: _Collected,
-    reasoning: bool = False,
+    reasoning: bool,
+    watch: bool,
+    note_times: bool,
 ) -> AsyncGenerator[Any, None]:
     """Yields the provider's items unchanged (minus the usage-only chunk the caller did not ask for): the one
     stream loop, for every kind of stream, in two phases over one iterator ``it`` (``_single_iterator(stream)``).
@@ -346,25 +354,31 @@ async def _traced_stream(
     choices, usage) until the first content chunk. For ogx's reasoning wrappers (``reasoning``) the OpenAI chunk
     is ``item.chunk`` and the head lasts the whole stream, as it does for mapping chunks (dicts of any class) and
     streams of several choices (whose choices finish in different chunks). Lean: after the first content chunk,
-    the object chunks of a single-choice stream are only looked at for ``usage``, counted and kept as the last
-    one; the outcome (finish reasons, engine timings) is read from the final chunks when the stream ends.
+    the object chunks of a single-choice stream are counted and the last two kept; the outcome (finish reasons,
+    engine timings) is read from the final chunks when the stream ends. With ``note_times`` (semconv on) the lean
+    loop notes each chunk's arrival; with ``watch`` (a usage chunk to hide, or semconv on) it reads each chunk's
+    ``usage``; without, usage is read once, from the final chunks, when the stream ends: providers send it on
+    their last chunk (OpenAI's usage-only chunk, llama.cpp's final chunk; vLLM's continuous usage on every chunk,
+    the last one holding the total).
 
-    The per-chunk hooks are inline, not calls (a call per chunk would cost more than the whole lean loop). Each
-    of telemetry's own steps is guarded, so whatever it raises the chunk still goes to the caller and the request
-    is recorded with what is known; the ``except`` around the loops only ever sees the provider's exceptions
-    (from ``it``) and the consumer's (thrown in at ``yield``). Nothing here can run out: a count, not a table.
-    ``collected`` ends the request if the stream is collected unfinished.
+    ``watch`` and ``note_times`` are constants in the copies ``_STREAMS`` holds (``specialise``): the hot loop
+    of each copy carries only its own steps, with no test of a flag per chunk. The per-chunk hooks are inline,
+    not calls (a call per chunk would cost more than the whole lean loop). Each of telemetry's own steps is
+    guarded, so whatever it raises the chunk still goes to the caller and the request is recorded with what is
+    known; the ``except`` around the loops only ever sees the provider's exceptions (from ``it``) and the
+    consumer's (thrown in at ``yield``). ``collected`` ends the request if the stream is collected unfinished.
     """
-    delivered = seen = False
-    n = 0  # items delivered from the first content chunk on: the completion estimate if no usage arrives
-    last = final = before = None  # the last chunk delivered; the last usage chunk, and the one delivered before it
+    delivered = seen = late = False
+    n = counted = 0  # items delivered from the first content chunk on (counted + n): the estimate if no usage arrives
+    last = prev = final = before = None  # the last chunk delivered and the one before it (kept only when usage is
+    # read late); the last usage chunk, and the chunk delivered before it
     finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     lean = not reasoning and finished is None
     want_model = rec.semconv is not None
     times = None  # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
-        if want_model:
+        if note_times:
             times = req.chunk_times = array("d")
         async for item in it:
             out = chunk = item
@@ -399,31 +413,74 @@ async def _traced_stream(
         else:
             lean = False  # the stream ended within the head
         if lean:
-            async for chunk in it:  # the hot loop: per chunk, one attribute read, one count, one store
-                if times is not None:
+            late = True  # the hot loop ran: where it reads no usage per chunk, usage is read from the final chunks
+            step = _STEP
+            async for chunk in it:  # the hot loop
+                if note_times and times is not None:
                     try:
                         times.append(_clock())
                     except BaseException:  # telemetry gives up on the chunk times, never on the chunk
                         times = req.chunk_times = None
+                if watch:
+                    try:
+                        usage = chunk.usage
+                    except BaseException:
+                        usage = _get_quietly(chunk, "usage")
+                    if usage is not None:
+                        final, before = chunk, last
+                        chunk = _take_usage(req, chunk, usage, hide_usage)
+                        if chunk is _SKIP:
+                            continue
                 try:
-                    usage = chunk.usage
-                except BaseException:
-                    usage = _get_quietly(chunk, "usage")
-                if usage is not None:
-                    final, before = chunk, last
-                    chunk = _take_usage(req, chunk, usage, hide_usage)
-                    if chunk is _SKIP:
-                        continue
-                n += 1
+                    n = step[n]
+                except IndexError:  # nothing else in this try raises it: the table ran out, a new run starts
+                    counted += n
+                    n = 1
+                if not watch:
+                    prev = last
                 last = chunk
                 yield chunk
     except BaseException as exc:
-        req.chunks = n
+        req.chunks = counted + n
+        if not watch and late:  # (``not watch``: a copy that reads usage per chunk has no late read at all)
+            _late_usage(req, last, prev)
         await _stream_failed(rec, req, delivered, endpoint, params, stream, exc)
         raise
-    _stream_complete(req, n, last, final, before, finished)
+    if not watch and late:
+        final, before = _late_usage(req, last, prev) or (final, before)
+    _stream_complete(req, counted + n, last, final, before, finished)
     _stream_ended(req, delivered, endpoint, params)
     _succeed(rec, req)
+
+
+_STREAMS = {
+    (watch, note_times): specialise(_traced_stream, watch=watch, note_times=note_times)
+    for watch, note_times in ((False, False), (True, False), (True, True))
+}
+"""The stream loop's copies by ``(watch, note_times)``: semconv on implies watching each chunk."""
+
+_STEP = tuple(range(1, 4097))
+"""``_STEP[n] == n + 1``: the hot loop counts by one tuple lookup, where ``n += 1`` creates and frees an int object
+per chunk past 256 (the dearest step of the loop after the iteration itself). Every 4,096 chunks the lookup runs
+out, raising IndexError inside a ``try`` that holds nothing else, and the count starts a new run. A count, never a
+limit: the Hypothesis stream test runs lengths past the table's end with fresh, reused and repeated chunk objects."""
+
+
+def _late_usage(req: Request, last: Any, prev: Any) -> tuple[Any, Any] | None:
+    """The usage of a stream whose hot loop left it unread: from its last chunk, else the one before. Returns the
+    final chunks for its outcome (the usage chunk, and the one delivered before it if known), or None when neither
+    carries usage. Never raises: what cannot be read is left unread."""
+    for chunk, earlier in ((last, prev), (prev, None)):
+        if chunk is None:
+            break
+        try:
+            usage = get(chunk, "usage")
+            if usage is not None:
+                read_usage(req, usage)
+                return chunk, earlier
+        except BaseException:
+            _log.debug("ryot-telemetry: could not read a stream's usage", exc_info=True)
+    return None
 
 
 def _stream_complete(req: Request, n: int, last: Any, final: Any, before: Any, finished: dict[int, str] | None) -> None:
