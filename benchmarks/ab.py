@@ -163,39 +163,22 @@ def _configure(pkg: Any) -> Any:
     return tel
 
 
-async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int, also_pkg: Any = None) -> dict[str, float]:
-    """ns per request (request path over the bare call, drain, their total) and per chunk (over the bare
-    generator; usage asked by the caller, and usage hidden: the chunk ryot asked for kept from the caller), for the
-    baseline, this checkout and optionally a second revision (``also``), rotated order each round; ratios are this
-    checkout's (and ``also``'s) per-round overheads over the baseline's, median over rounds."""
+async def bench_ab(base_pkg: Any, n: int, rounds: int, also_pkg: Any = None) -> dict[str, float]:
+    """ns per request (request path over the bare call, drain, their total), for the baseline, this checkout and
+    optionally a second revision (``also``), rotated order each round; ratios are this checkout's (and ``also``'s)
+    per-round overheads over the baseline's, median over rounds."""
     params = [make_params(m) for m in MODELS]
     response = make_response()
-    pkgs = {"base": base_pkg, **({"also": also_pkg} if also_pkg is not None else {}), "new": ryot_telemetry}
-    tels = {name: _configure(pkg) for name, pkg in pkgs.items()}
-    chunks = [Chunk("c1", "model-0", [ChunkChoice(0, delta=Delta(content="tok "))]) for _ in range(n_chunks)]
+    tels = _telemetries(base_pkg, also_pkg)
     calls = {"bare": NoopRouter(response).openai_chat_completion}
-    streams = {"bare": NoopRouter(response, chunks)}
     for name, tel in tels.items():
         calls[name] = tel.instrument_router(NoopRouter(response)).openai_chat_completion
-        streams[name] = tel.instrument_router(NoopRouter(response, chunks))
-    asked = make_params(stream=True)  # the caller asks for usage: nothing to hide
-    unasked = make_params(stream=True)
-    unasked.stream_options = None  # ryot asks for usage and hides the usage chunk: every chunk's usage is read
-
-    async def consume(router: Any, sparams: Any = asked) -> float:
-        t0 = clock()
-        stream = await router.openai_chat_completion(sparams)
-        async for _ in stream:
-            pass
-        return clock() - t0
-
-    for name, call in calls.items():  # warm-up: every series exists, every code path has run
+    for call in calls.values():  # warm-up: every series exists, every code path has run
         await timed(2000, call, params)
-        await consume(streams[name])
     for tel in tels.values():
         tel.recorder.drain()
     names = list(calls)
-    t: dict[str, list[float]] = {f"{p}{k}": [] for k in names for p in ("", "d", "s", "h")}
+    t: dict[str, list[float]] = {f"{p}{k}": [] for k in names for p in ("", "d")}
     for i in range(rounds):
         order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
@@ -208,45 +191,127 @@ async def bench_ab(base_pkg: Any, n: int, rounds: int, n_chunks: int, also_pkg: 
                 drained = tels[name].recorder.drain()  # what the next scrape/export would do first
                 t["d" + name].append(ns(clock() - t0, n))
                 assert drained == n, (name, drained, n)
-        for prefix, sparams in (("s", asked), ("h", unasked)):
-            for name in order:
-                gc.collect()
-                t[prefix + name].append(ns(await consume(streams[name], sparams), n_chunks))
-                if name in tels:
-                    tels[name].recorder.drain()  # the stream's one request, untimed: the next drain counts n
     for tel in tels.values():
         tel.shutdown()
-    out: dict[str, float] = {"bare_ns": median(t["bare"]), "chunk_bare_ns": median(t["sbare"])}
     per: dict[str, dict[str, list[float]]] = {}
     for v in tels:
         path = [w - b for w, b in zip(t[v], t["bare"])]
-        total = [p + d for p, d in zip(path, t["d" + v])]
-        chunk = [w - b for w, b in zip(t["s" + v], t["sbare"])]
-        hidden = [w - b for w, b in zip(t["h" + v], t["hbare"])]
-        per[v] = {"path": path, "drain": t["d" + v], "total": total, "chunk": chunk, "hidden": hidden}
-        for k, vals in per[v].items():
+        per[v] = {"path": path, "drain": t["d" + v], "total": [p + d for p, d in zip(path, t["d" + v])]}
+    return {"bare_ns": median(t["bare"]), **_ratios(per)}
+
+
+def _telemetries(base_pkg: Any, also_pkg: Any) -> dict[str, Any]:
+    pkgs = {"base": base_pkg, **({"also": also_pkg} if also_pkg is not None else {}), "new": ryot_telemetry}
+    return {name: _configure(pkg) for name, pkg in pkgs.items()}
+
+
+def _ratios(per: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Each variant's median per measure, and its per-round ratios to the baseline's: median, min and max."""
+    out: dict[str, float] = {}
+    for v, measures in per.items():
+        for k, vals in measures.items():
             out[f"{k}_{v}_ns"] = median(vals)
-    for v in tels:
-        if v == "base":
-            continue
-        for k in ("path", "drain", "total", "chunk", "hidden"):
-            ratios = [a / b for a, b in zip(per[v][k], per["base"][k])]
-            out[f"{k}_ratio_{v}"] = median(ratios)
-            out[f"{k}_ratio_{v}_min"] = min(ratios)
-            out[f"{k}_ratio_{v}_max"] = max(ratios)
+            if v != "base":
+                ratios = [a / b for a, b in zip(vals, per["base"][k])]
+                out[f"{k}_ratio_{v}"] = median(ratios)
+                out[f"{k}_ratio_{v}_min"] = min(ratios)
+                out[f"{k}_ratio_{v}_max"] = max(ratios)
     return out
+
+
+async def bench_chunks(base_pkg: Any, n_chunks: int, rounds: int, also_pkg: Any = None) -> dict[str, float]:
+    """ns per chunk over the bare generator, one long stream per variant and round (rotated order), of two kinds:
+    ``chunk``, the caller asks for usage (nothing to hide); ``hidden``, ryot asks for usage and keeps the usage chunk
+    from the caller, so the loop reads every chunk's usage. Ratios as ``bench_ab``'s."""
+    response = make_response()
+    tels = _telemetries(base_pkg, also_pkg)
+    chunks = [Chunk("c1", "model-0", [ChunkChoice(0, delta=Delta(content="tok "))]) for _ in range(n_chunks)]
+    streams = {"bare": NoopRouter(response, chunks)}
+    for name, tel in tels.items():
+        streams[name] = tel.instrument_router(NoopRouter(response, chunks))
+    asked = make_params(stream=True)
+    unasked = make_params(stream=True)
+    unasked.stream_options = None
+
+    async def consume(router: Any, sparams: Any) -> float:
+        t0 = clock()
+        stream = await router.openai_chat_completion(sparams)
+        async for _ in stream:
+            pass
+        return clock() - t0
+
+    names = list(streams)
+    t: dict[str, list[float]] = {f"{p}{k}": [] for k in names for p in ("s", "h")}
+    for i in range(rounds + 1):  # round 0 warms up
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for prefix, sparams in (("s", asked), ("h", unasked)):
+            for name in order:
+                gc.collect()
+                took = ns(await consume(streams[name], sparams), n_chunks)
+                if i:
+                    t[prefix + name].append(took)
+                if name in tels:
+                    tels[name].recorder.drain()  # the stream's one request, untimed
+    for tel in tels.values():
+        tel.shutdown()
+    per = {
+        v: {k: [w - b for w, b in zip(t[p + v], t[p + "bare"])] for k, p in (("chunk", "s"), ("hidden", "h"))}
+        for v in tels
+    }
+    return {"chunk_bare_ns": median(t["sbare"]), **_ratios(per)}
+
+
+def chunk_child(alias: str, also_alias: str | None, n_chunks: int, rounds: int) -> None:
+    """Child process body of ``chunks_in_processes``: print ``bench_chunks``' figures as JSON."""
+    import json
+
+    logging.getLogger("ryot_telemetry").setLevel(logging.ERROR)
+    base_pkg = importlib.import_module(alias)
+    also_pkg = importlib.import_module(also_alias) if also_alias else None
+    print(json.dumps(asyncio.run(bench_chunks(base_pkg, n_chunks, rounds, also_pkg))), flush=True)
+
+
+def chunks_in_processes(base_pkg: Any, also_pkg: Any, n_chunks: int, rounds: int, processes: int) -> dict[str, float]:
+    """``bench_chunks`` in ``processes`` fresh interpreters, each figure the median over them. A stream's cost per
+    chunk moves with where the interpreter's objects happen to lie in memory, by up to a tenth between processes and
+    hardly within one: more rounds in one process would measure one layout more precisely, not the code."""
+    import json
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pkgs = [base_pkg, *([also_pkg] if also_pkg is not None else [])]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*(os.path.dirname(next(iter(p.__path__))) for p in pkgs), root, *filter(None, [env.get("PYTHONPATH")])]
+    )
+    also = repr(also_pkg.__name__) if also_pkg is not None else "None"
+    code = f"from benchmarks.ab import chunk_child; chunk_child({base_pkg.__name__!r}, {also}, {n_chunks}, {rounds})"
+    runs = []
+    for _ in range(processes):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"chunk child: {out.stderr.strip().splitlines()[-1:]}")
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    merged = {k: median([r[k] for r in runs]) for k in runs[0]}
+    for k in [k for k in runs[0] if "_ratio_" in k and not k.endswith(("_min", "_max"))]:
+        merged[f"{k}_min"] = min(r[k] for r in runs)  # here: the range over processes, not rounds
+        merged[f"{k}_max"] = max(r[k] for r in runs)
+    return merged
 
 
 def run(quick: bool, rev: str | None = None) -> list[tuple[str, str, str, str]]:
     """Print the section and return its summary rows (none when the baseline is unavailable)."""
     rev = rev or DEFAULT_REV
     also_rev = os.environ.get("RYOT_AB_ALSO")
-    n, rounds, n_chunks = (10000, 9, 20000) if quick else (20000, 21, 50000)
+    n, rounds = (10000, 9) if quick else (20000, 21)
+    n_chunks, chunk_rounds, processes = (20000, 15, 5) if quick else (50000, 21, 9)
     try:
         with contextlib.ExitStack() as stack:
             base_pkg, commit = stack.enter_context(baseline(rev))
             also_pkg, also_commit = stack.enter_context(baseline(also_rev, ALSO_ALIAS)) if also_rev else (None, "")
-            r = asyncio.run(bench_ab(base_pkg, n, rounds, n_chunks, also_pkg))
+            r = asyncio.run(bench_ab(base_pkg, n, rounds, also_pkg))
+            r.update(chunks_in_processes(base_pkg, also_pkg, n_chunks, chunk_rounds, processes))
             mem = memory_rows(quick, {commit[:7]: base_pkg, **({also_commit[:7]: also_pkg} if also_pkg else {})})
     except Unavailable as e:
         print(f"\n6. A/B against {rev}: skipped ({e}); it needs git and a checkout that has the revision")
@@ -255,7 +320,8 @@ def run(quick: bool, rev: str | None = None) -> list[tuple[str, str, str, str]]:
     variants = [("new", "this checkout")] + ([("also", also_commit[:7])] if also_rev else [])
     print(
         f"\n6. A/B, against {short} (imported as {ALIAS}) in the same process, {n} non-streaming calls over "
-        f"10 models and one {n_chunks}-chunk stream per variant x {rounds} rounds, rotated order (median ns)"
+        f"10 models x {rounds} rounds; one {n_chunks}-chunk stream per variant and kind x {chunk_rounds} rounds in "
+        f"each of {processes} fresh processes (median over them); rotated order (median ns)"
     )
     print(f"   this checkout: {os.path.dirname(os.path.abspath(ryot_telemetry.__file__))}")
     print(f"   bare call {r['bare_ns']:.0f}; bare generator per chunk {r['chunk_bare_ns']:.0f}")
@@ -270,8 +336,9 @@ def run(quick: bool, rev: str | None = None) -> list[tuple[str, str, str, str]]:
         print(
             f"   {label} / {short}: request path {r[f'path_ratio_{v}']:.2f}, drain {r[f'drain_ratio_{v}']:.2f}, "
             f"total {r[f'total_ratio_{v}']:.2f} (per-round {r[f'total_ratio_{v}_min']:.2f}-"
-            f"{r[f'total_ratio_{v}_max']:.2f}), per chunk {r[f'chunk_ratio_{v}']:.2f}, "
-            f"hidden {r[f'hidden_ratio_{v}']:.2f}"
+            f"{r[f'total_ratio_{v}_max']:.2f}), per chunk {r[f'chunk_ratio_{v}']:.2f} (processes "
+            f"{r[f'chunk_ratio_{v}_min']:.2f}-{r[f'chunk_ratio_{v}_max']:.2f}), hidden {r[f'hidden_ratio_{v}']:.2f} "
+            f"({r[f'hidden_ratio_{v}_min']:.2f}-{r[f'hidden_ratio_{v}_max']:.2f})"
         )
     rows = [
         (
