@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dis
 import inspect
+import sys
 import traceback
 from collections.abc import AsyncIterator
 
@@ -53,6 +54,15 @@ def _fails(flag: bool) -> None:
         raise ValueError("from the one definition")
 
 
+def _guarded(flag: bool) -> str:
+    try:
+        if flag:
+            raise KeyError("k")
+        return "quiet"
+    except KeyError:
+        return "caught"
+
+
 def test_a_copys_traceback_points_at_the_one_definition() -> None:
     copy = specialise(_fails, flag=True)
     with pytest.raises(ValueError) as info:
@@ -61,6 +71,15 @@ def test_a_copys_traceback_points_at_the_one_definition() -> None:
     _, start = inspect.getsourcelines(_fails)
     assert (frame.filename, frame.lineno) == (__file__, start + 2)
     assert frame.line == 'raise ValueError("from the one definition")'
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_a_try_in_a_copy_still_catches_and_needs_no_nop(flag: bool) -> None:
+    copy = specialise(_guarded, flag=flag)
+    assert copy(not flag) == ("caught" if flag else "quiet")
+    assert not any(i.opname == "NOP" for i in dis.get_instructions(copy))
+    if sys.version_info >= (3, 11):  # zero-cost exceptions: the try line is a NOP (3.10 sets up a block instead)
+        assert any(i.opname == "NOP" for i in dis.get_instructions(_guarded))
 
 
 def _assigns(flag: bool) -> bool:
@@ -103,6 +122,7 @@ def test_the_stream_loop_has_one_copy_per_kind_of_stream_each_reading_no_flag() 
         names = set(copy.__code__.co_names)
         assert ("_late_usage" in names) is not watch  # reads usage late only when it reads none per chunk
         assert ("_take_usage" in names) is True  # the head reads every chunk's usage in every copy
+        assert not any(i.opname == "NOP" for i in dis.get_instructions(copy))  # not even for a ``try`` line
         assert (copy.__code__.co_firstlineno, copy.__code__.co_filename) == (
             wrapper._traced_stream.__code__.co_firstlineno,
             wrapper._traced_stream.__code__.co_filename,

@@ -37,6 +37,13 @@ class _Constants(ast.NodeTransformer):
             raise ValueError(f"{node.id} is assigned to in the function; it cannot be read as a constant")
         return node
 
+    def visit_Try(self, node: ast.Try) -> ast.AST:
+        """A ``try`` takes its first statement's line: the compiler then needs no NOP to mark the ``try`` line, a
+        dispatch saved each time the block is entered (every chunk, in a hot loop)."""
+        self.generic_visit(node)
+        node.lineno = node.body[0].lineno
+        return node
+
     def visit_If(self, node: ast.If) -> ast.AST | list[ast.stmt]:
         self.generic_visit(node)
         decided = _decided(node.test)
