@@ -18,6 +18,7 @@ from ryot_telemetry import catalogue, configure
 from ryot_telemetry.demo.simulate import ProviderError
 from support.fakes import ChatParams, Choice, Completion, Message, ScriptedRouter, usage
 from support.otlp_receiver import GrpcReceiver, HttpReceiver, Receiver, _attrs
+from support.polling import during, until
 from support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -39,16 +40,6 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
     yield r
     if hasattr(r, "_server"):
         r.stop()
-
-
-def _wait_for(what: str, check: Any, deadline_s: float) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
 
 
 async def test_otlp_points_carry_spec_names_buckets_and_attributes(receiver: Receiver) -> None:
@@ -136,7 +127,7 @@ async def test_exporter_survives_receiver_down_then_up(receiver: Receiver, caplo
                 _key(model="m", endpoint="chat_completion", status="success"): 300
             }
 
-        _wait_for("the 300 requests to reach the receiver", arrived, 30)
+        until(arrived, 30, "the 300 requests to reach the receiver")
     finally:
         tel.shutdown()
 
@@ -260,10 +251,10 @@ async def test_delta_temporality_sums_back_to_the_cumulative_totals(
             with pytest.raises(ProviderError):
                 await bad.openai_chat_completion(ChatParams(model="m"))
             sent += batch + 1
-            _wait_for(
-                f"{sent} requests in the deltas",
+            until(
                 lambda n=sent: sum(p.as_int for _, p in receiver.points("ryot.inference.requests")) == n,
                 20,
+                f"{sent} requests in the deltas",
             )
     finally:
         tel.shutdown()
@@ -389,7 +380,7 @@ async def test_delta_outage_loses_nothing_and_force_flush_says_it_failed(
             receiver.mode = "store"
         else:
             receiver.start()
-        _wait_for("10 requests in the deltas", lambda: receiver.total("ryot.inference.requests") == 10, 20)
+        until(lambda: receiver.total("ryot.inference.requests") == 10, 20, "10 requests in the deltas")
         assert tel.force_flush() is True
         time.sleep(0.5)
         assert receiver.total("ryot.inference.requests") == 10
@@ -411,15 +402,13 @@ async def test_delta_export_that_timed_out_is_never_counted_twice(
     try:
         await _requests(tel, 7)
         assert tel.force_flush() is False
-        end = time.monotonic() + 2.5
-        while time.monotonic() < end:  # several more late exports
+        for _ in during(2.5):  # several more late exports
             assert receiver.total("ryot.inference.requests") <= 7
-            time.sleep(0.1)
         assert receiver.total("ryot.inference.requests") == 7  # the first late export was stored
         receiver.mode = "store"
         time.sleep(receiver.late_s)  # the late answers still under way finish
         await _requests(tel, 3)
-        _wait_for("10 requests in the deltas", lambda: receiver.total("ryot.inference.requests") == 10, 20)
+        until(lambda: receiver.total("ryot.inference.requests") == 10, 20, "10 requests in the deltas")
         assert tel.force_flush() is True
     finally:
         tel.shutdown()

@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ryot_telemetry.catalogue import get
-from support.ogx import OGX, STACKS, Stack, running_stack, until
+from support.ogx import OGX, STACKS, Stack, running_stack
+from support.polling import until
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = OGX.python
@@ -214,8 +215,11 @@ def test_ogx_auth_principal_is_the_tenant_label_of_the_real_server(tmp_path: Pat
         assert codes == [200, 200, 200, 200, 401]
         assert until(lambda: requests_by_tenant() == {"alice": 3, "bob": 1}, 10, "3 + 1 requests by tenant")
         # ryot_model_info: the model that served, with the provider the run configuration registered it with
-        info = [dict(labels) for (name, labels), _ in _samples(httpx.get(s.metrics, timeout=5).text).items()
-                if name == "ryot_model_info"]
+        info = [
+            dict(labels)
+            for (name, labels), _ in _samples(httpx.get(s.metrics, timeout=5).text).items()
+            if name == "ryot_model_info"
+        ]
         assert info == [
             {
                 "model": "vllm/llama-8b",

@@ -20,6 +20,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.ogx import OGX, running_stack
+from support.polling import during, until
 from support.ports import free_port
 from support.procs import stop_group
 
@@ -63,15 +64,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @contextlib.contextmanager
 def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> Iterator[str]:
     """``uvicorn examples.fastapi_app:app --workers N`` (or gunicorn with uvicorn workers and ``--preload``: the app,
@@ -94,8 +86,13 @@ def _uvicorn(mp_dir: Path, workers: int, *, gunicorn_preload: bool = False) -> I
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: len({p for p in _worker_pids(mp_dir) if _alive(p)}) >= workers, 60, f"{workers} workers")
-        _wait(lambda: _get(f"{base}/metrics") is not None, 30, "the app to answer")
+        until(
+            lambda: len({p for p in _worker_pids(mp_dir) if _alive(p)}) >= workers,
+            60,
+            f"{workers} workers",
+            interval=0.1,
+        )
+        until(lambda: _get(f"{base}/metrics") is not None, 30, "the app to answer", interval=0.1)
         yield base
     finally:
         stop_group(proc, 15)
@@ -267,7 +264,7 @@ def test_endpoint_taken_over_within_a_second_when_its_holder_dies(tmp_path: Path
         first.kill()
         first.wait(timeout=5)
         # Well within one scrape interval (15 s by default): the survivor retries the lock every 0.5 s.
-        _wait(lambda: _get(url) is not None, 5, "the endpoint to come back")
+        until(lambda: _get(url) is not None, 5, "the endpoint to come back", interval=0.1)
         assert _samples(_scrape_url(url), "ryot_inference_requests_total") == 7
         assert second.poll() is None
         assert second.stdin is not None
@@ -333,14 +330,17 @@ def test_uvicorn_worker_sigkilled_mid_traffic_keeps_its_counts(tmp_path: Path) -
             victim = min(p for p in _worker_pids(tmp_path) if _alive(p))
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
-            deadline = killed + 1.5
-            while time.monotonic() < deadline:
+            for _ in during(1.5):
                 text = _get(f"{base}/metrics")
                 if text is not None:
                     seen.append(_samples(text, "ryot_inference_requests_total"))
-                time.sleep(0.1)
             stop.set()
-        _wait(lambda: len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3, 30, "uvicorn to restart the worker")
+        until(
+            lambda: len({p for p in _worker_pids(tmp_path) if _alive(p)}) == 3,
+            30,
+            "uvicorn to restart the worker",
+            interval=0.1,
+        )
         time.sleep(1.0)
         seen.append(_samples(_scrape(base), "ryot_inference_requests_total"))  # reads the new worker's zeros
         time.sleep(1.0)
@@ -384,7 +384,7 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
     try:
         port = free_port()
         with _worker(tmp_path, port, 4, **otlp) as first, _worker(tmp_path, port, 3, **otlp) as second:
-            _wait(lambda: (latest() or (0,))[0] == 7, 10, "7 requests at the receiver")
+            until(lambda: (latest() or (0,))[0] == 7, 10, "7 requests at the receiver", interval=0.1)
             resource = latest()[1]  # type: ignore[index]
             assert resource["service.name"] == "ryot-inference"
             assert resource["service.instance.id"] == server_instance_id(str(tmp_path))
@@ -394,7 +394,7 @@ def test_otlp_one_merged_stream_survives_the_exporting_worker_dying(tmp_path: Pa
             second.stdin.write("+2\n")
             second.stdin.flush()
             assert second.stdout.readline().strip() == "done"
-            _wait(lambda: (latest() or (0,))[0] == 9, 10, "9 requests at the receiver")
+            until(lambda: (latest() or (0,))[0] == 9, 10, "9 requests at the receiver", interval=0.1)
             second.stdin.close()
             assert second.wait(timeout=10) == 0
         values = []
@@ -443,18 +443,18 @@ def test_otlp_delta_from_the_merged_totals_across_a_leader_death_and_a_worker_re
     try:
         port = free_port()
         with _worker(tmp_path, port, 4, **otlp) as first, _worker(tmp_path, port, 3, **otlp) as second:
-            _wait(lambda: requests() == 7, 10, "7 requests in the deltas")
+            until(lambda: requests() == 7, 10, "7 requests in the deltas", interval=0.1)
             holder = _leader_pid(tmp_path)
             assert holder in (first.pid, second.pid)
             leader, other = (first, second) if holder == first.pid else (second, first)
             leader.kill()
             leader.wait(timeout=5)
             more(other, 2)
-            _wait(lambda: requests() == 9, 10, "9 requests in the deltas")
+            until(lambda: requests() == 9, 10, "9 requests in the deltas", interval=0.1)
             time.sleep(1.0)  # a few more exports with nothing new: zero deltas, never the total again
             assert requests() == 9
             with _worker(tmp_path, port, 5, **otlp) as replacement:
-                _wait(lambda: requests() == 14, 10, "14 requests in the deltas")
+                until(lambda: requests() == 14, 10, "14 requests in the deltas", interval=0.1)
                 time.sleep(1.0)
                 assert requests() == 14
                 for proc in (other, replacement):
@@ -512,7 +512,7 @@ def test_otlp_delta_outage_with_a_sigkilled_leader_loses_nothing(tmp_path: Path,
             _more(other, 2)
             time.sleep(1.0)  # the new leader's exports fail too
             receiver.start()
-            _wait(lambda: receiver.total("ryot.inference.requests") == 9, 15, "9 requests in the deltas")
+            until(lambda: receiver.total("ryot.inference.requests") == 9, 15, "9 requests in the deltas", interval=0.1)
             time.sleep(1.0)
             assert receiver.total("ryot.inference.requests") == 9
             assert other.stdin is not None
@@ -537,15 +537,13 @@ def test_otlp_delta_from_a_collector_that_answers_late_never_counts_twice(tmp_pa
     try:
         port = free_port()
         with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
-            _wait(lambda: receiver.total("ryot.inference.requests") == 7, 15, "7 requests in the deltas")
-            end = time.monotonic() + 3.0
-            while time.monotonic() < end:  # more late exports
+            until(lambda: receiver.total("ryot.inference.requests") == 7, 15, "7 requests in the deltas", interval=0.1)
+            for _ in during(3.0):  # more late exports
                 assert receiver.total("ryot.inference.requests") <= 7
-                time.sleep(0.1)
             receiver.mode = "store"
             time.sleep(receiver.late_s)
             _more(first, 2)
-            _wait(lambda: receiver.total("ryot.inference.requests") == 9, 15, "9 requests in the deltas")
+            until(lambda: receiver.total("ryot.inference.requests") == 9, 15, "9 requests in the deltas", interval=0.1)
             time.sleep(1.0)
             assert receiver.total("ryot.inference.requests") == 9
             for proc in (first, second):
@@ -580,7 +578,9 @@ def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_
         url = f"http://127.0.0.1:{port}/metrics"
         with _worker(tmp_path, port, 4, **env) as first, _worker(tmp_path, port, 3, **env) as second:
             # the first increments of a new series follow its zero one scrape later
-            _wait(lambda: _samples(_get(url) or "", "ryot_inference_requests_total") == 7, 15, "7 requests")
+            until(
+                lambda: _samples(_get(url) or "", "ryot_inference_requests_total") == 7, 15, "7 requests", interval=0.1
+            )
             seen = []
             for proc in (first, second):
                 _more(proc, 3)
@@ -594,7 +594,7 @@ def test_a_dead_slow_or_refusing_otlp_endpoint_never_makes_the_scrape_stale(tmp_
             def count(result: str) -> float:
                 return _samples(_scrape_url(url), "ryot_telemetry_otlp_exports_total", result=result)
 
-            _wait(lambda: count(failed) >= 1, 15, f"an export counted as {failed}")
+            until(lambda: count(failed) >= 1, 15, f"an export counted as {failed}", interval=0.1)
             assert count("success") == 0
             if fault != "late":
                 assert count("unknown") == 0
@@ -633,7 +633,7 @@ def test_ogx_stack_run_with_two_workers_under_opentelemetry_instrument(tmp_path:
     env = {"RYOT_TELEMETRY_MULTIPROC_DIR": str(mp_dir)}
     model = "vllm/llama-8b"
     with running_stack(OGX, tmp_path, env=env, server="  workers: 2\n", within=90) as ogx:
-        _wait(lambda: _get(ogx.metrics) is not None, 10, "the metrics endpoint")
+        until(lambda: _get(ogx.metrics) is not None, 10, "the metrics endpoint", interval=0.1)
 
         def chat(i: int) -> bool:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": i % 2 == 0}

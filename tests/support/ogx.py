@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from support.polling import until
 from support.ports import free_port
 from support.procs import stop_group
 
@@ -104,17 +103,6 @@ def stack_config(stack: Stack, distro: str, *, upstream: int, store: str, server
 def ogx_config(distro: str, *, upstream: int, store: str, server: str) -> str:
     """``stack_config`` for ogx."""
     return stack_config(OGX, distro, upstream=upstream, store=store, server=server)
-
-
-def until(check: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll ``check()`` every 0.2 s until it returns something truthy; AssertionError after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def recipe_env(stack: Stack, home: Path, metrics_port: int) -> dict[str, str]:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.polling import until
 from support.ports import free_port
 from support.procs import stop
 
@@ -26,18 +26,8 @@ needs_prometheus = pytest.mark.skipif(
 
 
 def wait_for(what: str, check: Callable[[], Any], deadline_s: float, interval: float = 0.25) -> Any:
-    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``deadline_s``."""
-    end = time.monotonic() + deadline_s
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except OSError as e:  # server not up yet
-            last = e
-        if last and not isinstance(last, OSError):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
+    """``polling.until`` for a server's HTTP API: a refused connection (the server still starting) is "not yet"."""
+    return until(check, deadline_s, what, interval=interval, tolerate=(OSError,))
 
 
 class Prometheus:

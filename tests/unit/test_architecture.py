@@ -344,3 +344,28 @@ def test_the_free_port_helper_is_defined_once() -> None:
     closed = "def _closed_port():\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n"
     closed += "    port = s.getsockname()[1]\n    s.close()\n    return port\n"
     assert _port_helpers(closed) == ["_closed_port"]
+
+
+def _poll_loops(source: str) -> list[str]:
+    """Functions of ``source`` with a ``while`` loop that sleeps: a poll loop of their own (nested functions apart)."""
+
+    def sleeps_in_a_while(fn: ast.AST) -> bool:
+        return any(isinstance(w, ast.While) and "sleep(" in ast.unparse(w) for w in ast.walk(fn))
+
+    funcs = [n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return [
+        f.name
+        for f in funcs
+        if sleeps_in_a_while(f) and not any(g is not f and g in funcs and sleeps_in_a_while(g) for g in ast.walk(f))
+    ]
+
+
+def test_tests_wait_only_through_support_polling() -> None:
+    """A test waits for a condition with ``support.polling.until`` and samples over a while with ``during``: no other
+    function in tests/ sleeps in a loop of its own."""
+    tests = PACKAGE.parent.parent / "tests"
+    found = sorted(f"{p.relative_to(tests)}:{name}" for p in tests.rglob("*.py") for name in _poll_loops(p.read_text()))
+    assert found == ["support/polling.py:during", "support/polling.py:until"]
+    copy = "import time\ndef _wait(ok):\n    while not ok():\n        time.sleep(0.1)\n"
+    assert _poll_loops(copy) == ["_wait"]  # the check sees a copy
+    assert _poll_loops("def f():\n    def g():\n        while 1:\n            sleep(1)\n") == ["g"]

@@ -10,12 +10,13 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from support.polling import until
 
 MODEL = "llama-3.1-8b-instruct"
 
@@ -28,17 +29,6 @@ def _samples(text: str, name: str, **match: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
                 total += s.value
     return total
-
-
-def _until(check: Callable[[], Any], within: float) -> Any:
-    """Poll ``check`` every 20 ms until it returns a truthy value or ``within`` seconds have passed; its last value.
-
-    The hand-off and housekeeping run on a 0.5 s tick: polling waits for the tick that did it, not a fixed sleep.
-    """
-    deadline = time.monotonic() + within
-    while not (value := check()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return value
 
 
 def _series(text: str, name: str) -> list[dict[str, str]]:
@@ -187,7 +177,7 @@ def test_gpu_swept_once_per_scrape_and_never_by_the_hand_off(tmp_path: Path) -> 
         router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
         asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
         (own,) = tmp_path.glob("w-*.pb")
-        assert _until(lambda: _samples_of(own, "ryot.inference.requests") == 1, within=5)  # handed off
+        assert until(lambda: _samples_of(own, "ryot.inference.requests") == 1, within=5)  # handed off
         assert tel.gpu.sweeps == 0
         text = generate_latest(tel.registry).decode()
         assert tel.gpu.sweeps == 1
@@ -220,7 +210,7 @@ def test_files_of_an_earlier_run_are_removed_not_counted(tmp_path: Path) -> None
             rest = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("w-"))
             return rest == ["collected-prometheus", "leader.lock"] and len(list(tmp_path.glob("w-*.pb"))) == 1
 
-        assert _until(cleaned, within=5)
+        assert until(cleaned, within=5)
     finally:
         tel.shutdown()
 
@@ -256,7 +246,7 @@ def test_multiprocess_exposition_has_the_single_process_series(tmp_path: Path) -
                 return text if _samples(text, "ryot_inference_requests_total") == 40 else ""
 
             # in multi-process mode, until the worker's 0.5 s hand-off has brought all 40 into the merge
-            text = _until(scrape, within=5)
+            text = until(scrape, within=5)
         finally:
             tel.shutdown()
         return {
@@ -355,7 +345,7 @@ def test_multiprocess_exposition_carries_the_tenant_label(tmp_path: Path) -> Non
                 text = generate_latest(tel.registry).decode()
                 return text if _samples(text, "ryot_inference_requests_total") == len(users) else ""
 
-            return _until(complete, within=5)  # multi-process: until the 0.5 s hand-off brought all of them
+            return until(complete, within=5)  # multi-process: until the 0.5 s hand-off brought all of them
         finally:
             tel.shutdown()
 
@@ -387,8 +377,8 @@ def test_idle_worker_hands_off_only_on_activity_or_heartbeat(tmp_path: Path) -> 
         assert own.stat().st_mtime_ns == first
         router = tel.instrument_router(SimulatedRouter(speed=0, error_rate=0, timeout_rate=0))
         asyncio.run(router.openai_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}))
-        assert _until(lambda: own.stat().st_mtime_ns > first, within=1.0)
-        assert _until(lambda: _samples_of(own, "ryot.inference.requests") == 1, within=0.1)
+        assert until(lambda: own.stat().st_mtime_ns > first, within=1.0)
+        assert until(lambda: _samples_of(own, "ryot.inference.requests") == 1, within=0.1)
     finally:
         tel.shutdown()
 
@@ -440,7 +430,7 @@ def test_other_instrumentations_on_the_worker_provider_are_merged_and_handed_off
                 if s.name in ("http_server_duration_milliseconds_count", "http_server_request_duration_seconds_count")
             ]
 
-        _until(lambda: counts() == [3], within=1.0)
+        until(lambda: counts() == [3], within=1.0)
         assert counts() == [3]
     finally:
         FastAPIInstrumentor.uninstrument_app(app)
@@ -891,7 +881,7 @@ def test_service_instance_id_is_server_wide_unless_the_user_set_one(
     try:
         tel.recorder.start(MODEL, "chat_completion", "standard").success()  # something to hand off
         (own,) = tmp_path.glob("w-*.pb")
-        handed = _until(lambda: ExportMetricsServiceRequest.FromString(own.read_bytes()).resource_metrics, within=2.0)
+        handed = until(lambda: ExportMetricsServiceRequest.FromString(own.read_bytes()).resource_metrics, within=2.0)
         attrs = {kv.key: kv.value.string_value for kv in handed[0].resource.attributes}
         assert attrs["service.instance.id"] == (server_instance_id(str(tmp_path)) if expected == "server" else expected)
     finally:

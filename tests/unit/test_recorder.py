@@ -19,6 +19,7 @@ from ryot_telemetry.recording import request as _request
 from ryot_telemetry.recording.provider import StreamEnd
 from ryot_telemetry.recording.recorder import SLICE, WAKE_AT, YIELD_RATIO, Recorder
 from ryot_telemetry.testing import Capture, capture
+from support.polling import until
 
 REQ = "ryot.inference.requests"
 ERR = "ryot.inference.errors"
@@ -294,9 +295,7 @@ def test_background_drainer_records_the_queue_and_stops() -> None:
         assert len(_drain_threads()) == 1 and rec.drainer_running
         _finish(rec, WAKE_AT + 1)  # past WAKE_AT: wakes it early
         _finish(rec, 7, model="late")  # below it: the interval picks them up
-        deadline = time.monotonic() + 10
-        while (rec._pending or rec._popped < WAKE_AT + 8) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: not rec._pending and rec._popped >= WAKE_AT + 8, 10, interval=0.01)
         assert not rec._pending and rec._popped == WAKE_AT + 8
         cap.collect()
         assert cap.value(REQ, model="m", endpoint="chat_completion", status="success") == WAKE_AT + 1
@@ -373,8 +372,7 @@ def test_scrape_under_a_saturated_event_loop_finishes_in_bounded_time() -> None:
     loop_thread = threading.Thread(target=run)
     loop_thread.start()
     try:
-        while finished[0] < 15000 and loop_thread.is_alive():
-            time.sleep(0.01)
+        until(lambda: finished[0] >= 15000 or not loop_thread.is_alive(), 60, "15,000 requests served", interval=0.01)
         before = finished[0]
         with urllib.request.urlopen(tel.prometheus_url, timeout=60) as resp:
             text = resp.read().decode()
