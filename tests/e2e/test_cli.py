@@ -108,6 +108,13 @@ def test_closed_pipe_ends_quietly_with_141(command: list[str]) -> None:
     assert (proc.returncode, proc.stderr) == (141, b"")
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child, before exec: SIGINT's default action. A test run started in the background (``cmd &`` in a
+    script: CI steps, parallel runs) hands its children SIGINT ignored, and Python, like any program, keeps an
+    ignored SIGINT ignored; the demo would then never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_the_demo_ends_quietly_with_130() -> None:
     """SIGINT while the demo's traffic runs ends it with one line and exit 130, no traceback, after shutting
     telemetry down."""
@@ -120,6 +127,7 @@ def test_ctrl_c_in_the_demo_ends_quietly_with_130() -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
+        preexec_fn=_sigint_as_at_a_terminal,
     )
     try:
         assert demo.stdout is not None
