@@ -106,6 +106,26 @@ def test_a_decorated_function_is_refused() -> None:
         specialise(decorated.__func__, flag=True)
 
 
+def test_a_closure_is_refused() -> None:
+    outer = "from outside"
+
+    def inner(flag: bool) -> str:
+        return outer if flag else ""
+
+    with pytest.raises(ValueError, match="a closure cannot be specialised"):
+        specialise(inner, flag=True)
+
+
+def test_a_copy_that_cannot_be_compiled_leaves_the_definition_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ryot_telemetry.router import specialise as module
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise RecursionError("compiler gave up")
+
+    monkeypatch.setattr(module, "compile", refuse, raising=False)  # the module's name shadows the builtin
+    assert specialise(_fails, flag=True) is _fails
+
+
 def test_without_source_the_definition_itself_serves() -> None:
     namespace: dict[str, object] = {}
     exec("def made(flag):\n    return 'yes' if flag else 'no'\n", namespace)  # no file behind it

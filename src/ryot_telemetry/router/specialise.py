@@ -100,15 +100,21 @@ def specialise(fn: F, **flags: bool) -> F:
     (definition,) = tree.body
     if not isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)) or definition.decorator_list:
         raise ValueError(f"{fn.__qualname__}: only an undecorated function can be specialised")
-    _Constants(dict(flags)).visit(definition)
+    if fn.__code__.co_freevars:  # compiled again at module level, its free names would be read as globals
+        raise ValueError(f"{fn.__qualname__}: a closure cannot be specialised")
+    _Constants(dict(flags)).visit(definition)  # raises ValueError for a flag the function assigns to
     suffix = "_".join(f"{k}_{int(v)}" for k, v in sorted(flags.items()))
     definition.name = f"{fn.__name__}__{suffix}"
     ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
-    future = fn.__code__.co_flags & __future__.annotations.compiler_flag
-    code = compile(tree, fn.__code__.co_filename, "exec", flags=future, dont_inherit=True)
-    namespace: dict[str, Any] = {}
-    exec(code, fn.__globals__, namespace)  # fn's own source, with constants for flags
-    copy: F = namespace[definition.name]
+    try:
+        future = fn.__code__.co_flags & __future__.annotations.compiler_flag
+        code = compile(tree, fn.__code__.co_filename, "exec", flags=future, dont_inherit=True)
+        namespace: dict[str, Any] = {}
+        exec(code, fn.__globals__, namespace)  # fn's own source, with constants for flags
+        copy: F = namespace[definition.name]
+    except Exception:  # a copy is only ever faster: where one cannot be made, the one definition serves
+        _log.debug("ryot-telemetry: could not specialise %s; using it unspecialised", fn.__qualname__, exc_info=True)
+        return fn
     copy.__qualname__ = f"{fn.__qualname__}[{suffix}]"
     copy.__module__ = fn.__module__
     copy.__doc__ = fn.__doc__
