@@ -12,8 +12,8 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from .artifacts.output import emit
 from .catalogue import markdown_table
 
 __all__ = ["build_parser", "main"]
@@ -188,17 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit(text: str, output: str) -> None:
-    """``text`` to stdout (``-``) or to the file ``output``, creating its folder."""
-    if output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()  # a closed pipe is reported here, inside main, not at exit
-        return
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def _run(argv: list[str]) -> int:
     if argv[:1] == ["k8s"]:  # its own options (artifacts/k8s.py)
         from .artifacts import k8s
@@ -217,18 +206,18 @@ def _run(argv: list[str]) -> int:
 
         return run_demo(args)
     if args.command == "metrics-table":
-        _emit(markdown_table() + "\n", "-")
+        emit(markdown_table() + "\n", "-")
         return 0
     if args.command == "dashboard":
         from .artifacts.dashboard import dashboard_json
 
-        _emit(dashboard_json(), args.path if args.path is not None else args.output)
+        emit(dashboard_json(), args.path if args.path is not None else args.output)
         return 0
     if args.command in ("prometheus-config", "collector-config"):
         from .artifacts import shipped
 
         name = shipped.PROMETHEUS_CONFIG if args.command == "prometheus-config" else shipped.COLLECTOR_CONFIG
-        _emit(shipped.text(name), args.output)
+        emit(shipped.text(name), args.output)
         return 0
 
     from .slo import SloTable
@@ -246,7 +235,7 @@ def _run(argv: list[str]) -> int:
 
         default = SloTable(slo_rules.EXAMPLE_TABLE)
         source = "" if table else "ryot_telemetry.artifacts.slo_rules.EXAMPLE_TABLE"
-        _emit(slo_rules.rules_yaml(slos or default, source), args.output)
+        emit(slo_rules.rules_yaml(slos or default, source), args.output)
         return 0
     if args.command == "rules":
         from .artifacts import bundle, shipped
@@ -254,7 +243,7 @@ def _run(argv: list[str]) -> int:
 
         files = shipped.rule_files(slos, table or "")
         if args.output == "-":
-            _emit(combined_rules(list(files.items())), "-")
+            emit(combined_rules(list(files.items())), "-")
         else:
             # the rule files with their promtool tests (and the example budget rules one of them reads)
             everything = bundle.files(slos, table or "")

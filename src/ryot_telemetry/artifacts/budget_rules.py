@@ -15,10 +15,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .. import catalogue, env
 from ..budgets import Budget, BudgetTable
+from .output import emit
 
 __all__ = ["ALERTS", "BURN_WINDOW", "EXAMPLE_TABLE", "RECORDS", "main", "rules_yaml"]
 
@@ -159,10 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ryot-telemetry: budget table{where}: {e}", file=sys.stderr)
         return 2
     text = rules_yaml(table, path or "ryot_telemetry.artifacts.budget_rules.EXAMPLE_TABLE")
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
+    emit(text, args.output)
     return 0
 
 

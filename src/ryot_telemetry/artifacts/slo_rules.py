@@ -12,10 +12,10 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .. import catalogue
 from ..slo import SloTable
+from .output import emit
 
 __all__ = ["BURN_ALERTS", "EXAMPLE_TABLE", "SLO_PERIOD", "WINDOWS", "main", "rules_yaml"]
 
@@ -139,10 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ryot-telemetry: SLO table: {e}", file=sys.stderr)
         return 2
     text = rules_yaml(table, "" if args.table else "ryot_telemetry.artifacts.slo_rules.EXAMPLE_TABLE")
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
+    emit(text, args.output)
     return 0
 
 
