@@ -152,8 +152,8 @@ def test_hostile_names_give_valid_rules(tmp_path: Path) -> None:
 def test_cli_writes_rules_and_refuses_a_bad_table_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`ryot-telemetry budget-rules TABLE -o FILE` writes the rules (creating FILE's folder); a bad table exits 2 with one line naming it;
-    without a table it reads RYOT_TELEMETRY_BUDGETS."""
+    """`ryot-telemetry budget-rules TABLE -o FILE` writes the rules (creating FILE's folder); a bad table exits 2
+    with one line naming it; without a table it reads RYOT_TELEMETRY_BUDGETS."""
     table, out = tmp_path / "b.json", tmp_path / "rules.yml"
     table.write_text(json.dumps({"models": {"m": 5}}))
     assert cli_main(["budget-rules", str(table), "-o", str(out)]) == 0
