@@ -275,24 +275,10 @@ def chunks_in_processes(base_pkg: Any, also_pkg: Any, n_chunks: int, rounds: int
     """``bench_chunks`` in ``processes`` fresh interpreters, each figure the median over them. A stream's cost per
     chunk moves with where the interpreter's objects happen to lie in memory, by up to a tenth between processes and
     hardly within one: more rounds in one process would measure one layout more precisely, not the code."""
-    import json
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     pkgs = [base_pkg, *([also_pkg] if also_pkg is not None else [])]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [*(os.path.dirname(next(iter(p.__path__))) for p in pkgs), root, *filter(None, [env.get("PYTHONPATH")])]
-    )
     also = repr(also_pkg.__name__) if also_pkg is not None else "None"
     code = f"from benchmarks.ab import chunk_child; chunk_child({base_pkg.__name__!r}, {also}, {n_chunks}, {rounds})"
-    runs = []
-    for _ in range(processes):
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"chunk child: {out.stderr.strip().splitlines()[-1:]}")
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs = [_child(code, "chunk child", *pkgs) for _ in range(processes)]
     merged = {k: median([r[k] for r in runs]) for k in runs[0]}
     for k in [k for k in runs[0] if "_ratio_" in k and not k.endswith(("_min", "_max"))]:
         merged[f"{k}_min"] = min(r[k] for r in runs)  # here: the range over processes, not rounds
@@ -445,26 +431,28 @@ def memory_child(alias: str, case: str, n: int) -> None:
     os._exit(0)
 
 
-def _memory(alias: str, path: str | None, case: str, n: int) -> dict[str, float]:
+def _child(code: str, what: str, *baselines: ModuleType) -> dict[str, float]:
+    """Run ``code`` in a fresh interpreter in the repository root, the ``baselines`` (imported under their aliases)
+    importable there too; the JSON object its last line prints."""
     import json
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (path, root, env.get("PYTHONPATH")) if p)
-    code = f"from benchmarks.ab import memory_child; memory_child({alias!r}, {case!r}, {n})"
+    paths = [os.path.dirname(next(iter(pkg.__path__))) for pkg in baselines]  # the temporary copies' folders
+    env["PYTHONPATH"] = os.pathsep.join([*paths, root, *filter(None, [env.get("PYTHONPATH")])])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600)
     if out.returncode != 0:
-        raise RuntimeError(f"memory child {alias} {case}: {out.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"{what}: {out.stderr.strip().splitlines()[-1:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def memory_rows(quick: bool, baselines: dict[str, ModuleType]) -> list[tuple[str, str, str, str]]:
     """RSS growth and the slowest request over ``n`` requests per case, each variant in its own process."""
     n = 20_000 if quick else 50_000
-    variants: dict[str, tuple[str, str | None]] = {
-        label: (pkg.__name__, os.path.dirname(next(iter(pkg.__path__)))) for label, pkg in baselines.items()
+    variants: dict[str, tuple[str, tuple[ModuleType, ...]]] = {
+        label: (pkg.__name__, (pkg,)) for label, pkg in baselines.items()
     }
-    variants["this checkout"] = (PKG, None)
+    variants["this checkout"] = (PKG, ())
     print(
         f"\n6b. memory and the slowest request, {n} non-streaming requests with {RESPONSE_TEXT}-character responses, "
         "own process per variant; stalled: drainer stopped, no collection; dead-otlp: exports to a closed port"
@@ -472,7 +460,14 @@ def memory_rows(quick: bool, baselines: dict[str, ModuleType]) -> list[tuple[str
     rows = []
     first = next(iter(baselines))
     for case in MEMORY_CASES:
-        got = {label: _memory(alias, path, case, n) for label, (alias, path) in variants.items()}
+        got = {
+            label: _child(
+                f"from benchmarks.ab import memory_child; memory_child({alias!r}, {case!r}, {n})",
+                f"memory child {alias} {case}",
+                *pkgs,
+            )
+            for label, (alias, pkgs) in variants.items()
+        }
         for label, r in got.items():
             print(f"   {case:9} {label:14} RSS +{r['growth_mb']:7.1f} MB, slowest request {r['slowest_ms']:6.2f} ms")
         new, base = got["this checkout"], got[first]

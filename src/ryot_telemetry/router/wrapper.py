@@ -374,7 +374,6 @@ async def _traced_stream(
     # read late); the last usage chunk, and the chunk delivered before it
     finished: dict[int, str] | None = {} if req.batch_size > 1 else None
     lean = not reasoning and finished is None
-    want_model = rec.semconv is not None
     times = None  # the semconv chunk metrics: every chunk's arrival time (none noted with semconv off)
     try:
         yield _PRIMED  # taken by traced_call, never seen by the caller
@@ -391,7 +390,7 @@ async def _traced_stream(
                     req.first_token = _clock()
                     seen = True
                     lean = lean and not issubclass(type(chunk), dict)
-                    if want_model:
+                    if note_times:  # semconv on: its metrics also take the response model
                         req.response_model = _response_model(rec, chunk)
                 if finished is not None:
                     note_finish(chunk, finished)
