@@ -1222,3 +1222,43 @@ async def test_a_queued_request_holds_none_of_the_providers_objects(cap: Capture
     assert cap.value("ryot.reasoning_tokens", model="m", generation_mode="streaming") == 1
     prefill = cap.histogram("ryot.engine.prefill", model="m")
     assert prefill is not None and (prefill.count, prefill.sum) == (2, pytest.approx(0.08))
+
+
+def _ns_chunk(content: str | None, usage: Any = None) -> Any:
+    from types import SimpleNamespace
+
+    delta = SimpleNamespace(content=content)
+    choices = [SimpleNamespace(index=0, delta=delta, finish_reason=None)] if content is not None else []
+    return SimpleNamespace(model="m", choices=choices, usage=usage)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [-1, 10**30, float("nan"), float("inf"), True, "12", None, 7],
+    ids=["negative", "huge", "nan", "inf", "bool", "str", "none", "plain"],
+)
+async def test_usage_read_late_is_judged_as_usage_read_per_chunk(prompt: Any) -> None:
+    """The same usage, hostile counts included, gives the same tokens whether the caller asked for it (read from the
+    final chunks) or ryot hid it (read chunk by chunk): one reader judges both."""
+    from types import SimpleNamespace
+
+    from ryot_telemetry.testing import capture
+
+    got = []
+    for options in ({"include_usage": True}, None):
+        cap = capture()
+        try:
+            u = SimpleNamespace(prompt_tokens=prompt, completion_tokens=3, total_tokens=None)
+            chunks = [_ns_chunk("a"), _ns_chunk("b"), _ns_chunk("c"), _ns_chunk(None, u)]
+            router = cap.instrument_router(ScriptedRouter(chunks=chunks))
+            params = ChatParams(model="m", stream=True, stream_options=options)
+            [c async for c in await router.openai_chat_completion(params)]
+            cap.collect()
+            tokens = {p.attributes["token_type"]: p.value for p in cap.points("ryot.tokens.generated")}
+            estimated = {p.attributes["token_type"]: p.value for p in cap.points(EST)}
+            got.append((tokens, estimated))
+        finally:
+            cap.shutdown()
+    assert got[0] == got[1]
+    # an implausible prompt count is dropped, the completion count kept: nothing is estimated where usage came
+    assert got[0] == ({"prompt": 7, "completion": 3} if prompt == 7 else {"completion": 3}, {})
